@@ -1,0 +1,38 @@
+// Configuration as "key=value;key=value", each key also read from the
+// environment as PHEAP_<KEY> (upper case). The string wins over the
+// environment. A list value (peers) is comma-separated.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace pheap {
+
+class Config {
+ public:
+  // Parses `text` (may be null or empty). Every key must be one of `known`;
+  // an unknown key, an empty key or a pair without '=' is an error naming it.
+  static Result<Config> Parse(const char* text, const std::vector<std::string>& known);
+
+  // The value of `key` from the string, else from PHEAP_<KEY>, else nothing.
+  std::optional<std::string> Get(const std::string& key) const;
+  std::string GetOr(const std::string& key, const std::string& dflt) const;
+  // Sizes accept a K, M, G or T suffix (powers of 1024).
+  Result<uint64_t> GetSize(const std::string& key, uint64_t dflt) const;
+  Result<uint64_t> GetU64(const std::string& key, uint64_t dflt) const;
+  Result<bool> GetBool(const std::string& key, bool dflt) const;
+  void Set(const std::string& key, const std::string& value) { values_[key] = value; }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+// Splits "a,b,c" into its non-empty parts.
+std::vector<std::string> SplitList(const std::string& s);
+
+}  // namespace pheap

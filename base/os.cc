@@ -1,0 +1,142 @@
+#include "base/os.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+namespace pheap {
+namespace {
+
+inline int Ret(long r) { return r < 0 ? -errno : static_cast<int>(r); }
+inline ssize_t RetS(ssize_t r) { return r < 0 ? -errno : r; }
+
+// One ring per thread: commits of a heap come from its committer thread, and
+// a ring is cheap next to a fdatasync. Created on first use.
+struct ThreadRing {
+  io_uring ring;
+  bool ready = false;
+  int init_err = 0;
+  ThreadRing() {
+    int r = io_uring_queue_init(64, &ring, 0);
+    if (r < 0) init_err = r; else ready = true;
+  }
+  ~ThreadRing() { if (ready) io_uring_queue_exit(&ring); }
+  ThreadRing(const ThreadRing&) = delete;
+  ThreadRing& operator=(const ThreadRing&) = delete;
+};
+
+// Fallback when io_uring is unavailable (seccomp, old kernel): same effect.
+int WritevDatasyncPlain(int fd, const struct iovec* iov, int iovcnt, off_t off) {
+  for (int i = 0; i < iovcnt; ++i) {
+    const char* p = static_cast<const char*>(iov[i].iov_base);
+    size_t left = iov[i].iov_len;
+    while (left > 0) {
+      ssize_t w = ::pwrite(fd, p, left, off);
+      if (w < 0) { if (errno == EINTR) continue; return -errno; }
+      p += w; left -= static_cast<size_t>(w); off += w;
+    }
+  }
+  return ::fdatasync(fd) < 0 ? -errno : 0;
+}
+
+Os g_real_os;
+Os* g_os = &g_real_os;
+
+}  // namespace
+
+int Os::open(const char* path, int flags, mode_t mode) { return Ret(::open(path, flags | O_CLOEXEC, mode)); }
+int Os::close(int fd) { return Ret(::close(fd)); }
+ssize_t Os::pread(int fd, void* buf, size_t n, off_t off) { return RetS(::pread(fd, buf, n, off)); }
+ssize_t Os::pwrite(int fd, const void* buf, size_t n, off_t off) { return RetS(::pwrite(fd, buf, n, off)); }
+int Os::fdatasync(int fd) { return Ret(::fdatasync(fd)); }
+int Os::fsync(int fd) { return Ret(::fsync(fd)); }
+int Os::ftruncate(int fd, off_t len) { return Ret(::ftruncate(fd, len)); }
+int Os::fallocate(int fd, int mode, off_t off, off_t len) { return Ret(::fallocate(fd, mode, off, len)); }
+int Os::rename(const char* from, const char* to) { return Ret(::rename(from, to)); }
+int Os::unlink(const char* path) { return Ret(::unlink(path)); }
+int Os::mkdir(const char* path, mode_t mode) { return Ret(::mkdir(path, mode)); }
+int Os::flock(int fd, int op) { return Ret(::flock(fd, op)); }
+
+int Os::writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) {
+  thread_local ThreadRing tr;
+  if (!tr.ready) return WritevDatasyncPlain(fd, iov, iovcnt, off);
+  // IOV_MAX bounds one writev; split into several linked writes if needed.
+  constexpr int kMaxIov = 1024;
+  int done_iov = 0;
+  off_t pos = off;
+  size_t total = 0;
+  int sqes = 0;
+  while (done_iov < iovcnt) {
+    int n = iovcnt - done_iov < kMaxIov ? iovcnt - done_iov : kMaxIov;
+    io_uring_sqe* sqe = io_uring_get_sqe(&tr.ring);
+    if (sqe == nullptr) {  // ring full: drain what is queued so far
+      int r = WritevDatasyncPlain(fd, iov + done_iov, iovcnt - done_iov, pos);
+      if (r < 0) return r;
+      break;
+    }
+    io_uring_prep_writev(sqe, fd, iov + done_iov, static_cast<unsigned>(n), static_cast<__u64>(pos));
+    io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+    size_t bytes = 0;
+    for (int i = 0; i < n; ++i) bytes += iov[done_iov + i].iov_len;
+    sqe->user_data = bytes;
+    pos += static_cast<off_t>(bytes);
+    total += bytes;
+    done_iov += n;
+    ++sqes;
+  }
+  io_uring_sqe* fs = io_uring_get_sqe(&tr.ring);
+  if (fs == nullptr) {
+    io_uring_submit(&tr.ring);
+    fs = io_uring_get_sqe(&tr.ring);
+  }
+  io_uring_prep_fsync(fs, fd, IORING_FSYNC_DATASYNC);
+  fs->user_data = 0;
+  ++sqes;
+  int r = io_uring_submit_and_wait(&tr.ring, static_cast<unsigned>(sqes));
+  if (r < 0) return r;
+  int first_err = 0;
+  bool short_write = false;
+  for (int i = 0; i < sqes; ++i) {
+    io_uring_cqe* cqe = nullptr;
+    int w = io_uring_wait_cqe(&tr.ring, &cqe);
+    if (w < 0) return w;
+    if (cqe->res < 0 && first_err == 0 && cqe->res != -ECANCELED) first_err = cqe->res;
+    if (cqe->user_data != 0 && cqe->res >= 0 && static_cast<__u64>(cqe->res) != cqe->user_data) short_write = true;
+    io_uring_cqe_seen(&tr.ring, cqe);
+  }
+  if (first_err < 0) return first_err;
+  // A short write cancels the linked fsync; redo the whole batch plainly.
+  if (short_write) return WritevDatasyncPlain(fd, iov, iovcnt, off);
+  (void)total;
+  return 0;
+}
+
+void* Os::mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+  void* p = ::mmap(addr, len, prot, flags, fd, off);
+  return p == MAP_FAILED ? reinterpret_cast<void*>(static_cast<intptr_t>(-errno)) : p;
+}
+int Os::munmap(void* addr, size_t len) { return Ret(::munmap(addr, len)); }
+int Os::mprotect(void* addr, size_t len, int prot) { return Ret(::mprotect(addr, len, prot)); }
+int Os::madvise(void* addr, size_t len, int advice) { return Ret(::madvise(addr, len, advice)); }
+int Os::ioctl(int fd, unsigned long req, void* arg) { return Ret(::ioctl(fd, req, arg)); }
+int Os::userfaultfd(int flags) {
+#ifdef SYS_userfaultfd
+  return Ret(::syscall(SYS_userfaultfd, flags));
+#else
+  (void)flags;
+  return -ENOSYS;
+#endif
+}
+
+Os& os() { return *g_os; }
+void SetOsForTesting(Os* o) { g_os = o != nullptr ? o : &g_real_os; }
+
+}  // namespace pheap

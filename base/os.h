@@ -1,0 +1,61 @@
+// The one interface through which pheap calls the kernel for files and
+// memory mappings. Names follow the system calls, so each can be checked
+// against its man page; every call returns the syscall's result, or -errno
+// on failure (never sets errno for the caller).
+//
+// Tests replace the instance (SetOsForTesting) with one that fails the Nth
+// call, drops writes that were never synced, or delays, which is how the
+// store's and pager's error paths are exercised without a broken disk.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pheap {
+
+class Os {
+ public:
+  virtual ~Os() = default;
+
+  virtual int open(const char* path, int flags, mode_t mode);
+  virtual int close(int fd);
+  virtual ssize_t pread(int fd, void* buf, size_t n, off_t off);
+  virtual ssize_t pwrite(int fd, const void* buf, size_t n, off_t off);
+  virtual int fdatasync(int fd);
+  virtual int fsync(int fd);
+  virtual int ftruncate(int fd, off_t len);
+  virtual int fallocate(int fd, int mode, off_t off, off_t len);
+  virtual int rename(const char* from, const char* to);
+  virtual int unlink(const char* path);
+  virtual int mkdir(const char* path, mode_t mode);
+  virtual int flock(int fd, int op);
+
+  // Writes iov[0..iovcnt) contiguously at `off`, then fdatasync(fd), as one
+  // io_uring submission (writes linked to the fsync with IOSQE_IO_LINK).
+  // Returns 0 when every byte is written and synced, else -errno.
+  virtual int writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off);
+
+  virtual void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);  // MAP_FAILED + errno-free: returns (void*)-errno
+  virtual int munmap(void* addr, size_t len);
+  virtual int mprotect(void* addr, size_t len, int prot);
+  virtual int madvise(void* addr, size_t len, int advice);
+  virtual int ioctl(int fd, unsigned long req, void* arg);
+  virtual int userfaultfd(int flags);  // the syscall; -ENOSYS where absent
+};
+
+// The instance in use. Never null.
+Os& os();
+// REQUIRES: no other thread is inside an Os call. Pass nullptr to restore
+// the real one. The caller keeps ownership.
+void SetOsForTesting(Os* o);
+
+// mmap's error convention folded into ours: true if `p` is an error.
+inline bool MmapFailed(void* p) {
+  return reinterpret_cast<uintptr_t>(p) >= static_cast<uintptr_t>(-4095);
+}
+inline int MmapErrno(void* p) { return -static_cast<int>(reinterpret_cast<intptr_t>(p)); }
+
+}  // namespace pheap

@@ -1,0 +1,65 @@
+// The two interfaces between the pager and wherever pages live. The pager
+// (pager/) never knows whether pages come from the local store, from peer
+// replicas or from both; heap/ wires a PageStore (replication/page_store.h)
+// or a replica client to it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/status.h"
+#include "base/types.h"
+
+namespace pheap {
+
+// What a durable image is: enough to map its region and serve its faults.
+struct ImageInfo {
+  HeapId heap_id = 0;
+  Epoch epoch = 0;     // last durable epoch; 0 for a heap never committed
+  Term term = 0;
+  uint64_t base = 0;   // region base address
+  uint64_t size = 0;   // region size in bytes
+  Pgno hwm = 0;        // pages at or above hwm were never stored
+};
+
+// One commit's pages, cut at a single instant and copied out of the region.
+struct SealedEpoch {
+  ImageInfo image;               // image.epoch is this commit's number;
+                                 // image.hwm covers every page below
+  std::vector<Pgno> pages;       // ascending, no duplicates
+  const uint8_t* data = nullptr; // pages.size() * kPageSize bytes: page i at
+                                 // data + i * kPageSize; 4 KiB aligned; owned
+                                 // by the pager and valid until Persist returns
+  std::vector<Run> discarded;    // runs given back to the OS since the last
+                                 // epoch: they read as zeros from this epoch on
+                                 // (disjoint from `pages`)
+};
+
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+  // Fills out[0, count * kPageSize) with pages [first, first + count) of the
+  // durable image; a page never stored (or discarded) reads as zeros.
+  // `present`, when not null, gets bit i set iff page first + i has stored
+  // data. A page whose stored bytes fail their checksum is an error (kCorruption)
+  // naming the page and where it lies; never silently wrong data.
+  // REQUIRES: out is 4 KiB aligned; count <= kMaxReadRun; present, if given,
+  // holds at least (count + 63) / 64 words.
+  // Thread-safe: several fault-service threads call it at once.
+  virtual Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) = 0;
+
+  static constexpr uint32_t kMaxReadRun = 1024;  // 4 MiB
+};
+
+class EpochSink {
+ public:
+  virtual ~EpochSink() = default;
+  // Makes `e` durable and returns only then: every page and the commit
+  // record on disk (and, for a replicated sink, on a write quorum).
+  // On failure the epoch is not durable and nothing earlier is harmed; the
+  // caller may retry the same epoch.
+  // REQUIRES: e.image.epoch == last durable epoch + 1; one caller at a time.
+  virtual Status Persist(const SealedEpoch& e) = 0;
+};
+
+}  // namespace pheap

@@ -1,0 +1,84 @@
+// The words of pheap, defined once. Every other file uses them in exactly
+// this sense.
+//
+//   page      A 4 KiB OS page: the unit the kernel protects and faults, and
+//             the unit pheap tracks, stores and ships. (The allocator's own
+//             "heap pages" are defined in heap/alloc_types.h; they are never
+//             called just "page" outside heap/.)
+//   region    The fixed-address virtual range [base, base + size) that holds
+//             one heap. base and size are multiples of kPageSize, recorded in
+//             the store and reused on every open, so raw pointers stay valid.
+//   pgno      A page's number inside its region: (addr - base) / kPageSize.
+//   run       Contiguous pages [first, first + count).
+//   epoch     The number of a commit. Epoch 0 is the empty heap; commit n
+//             produces epoch n. An epoch is durable once its commit record is
+//             on disk (and, with peers, on a write quorum of replicas).
+//   term      The writer generation of a heap. A writer claims a term when it
+//             opens for writing; stores refuse pages from an older term.
+//   hwm       High-water mark: one past the highest pgno the durable image
+//             holds. Pages at or above hwm were never stored, so the kernel's
+//             own zero-fill serves them.
+//   log file  One append-only file of the page store (replication/): a file
+//             header, then page records grouped by epoch, each group closed by
+//             a commit record.
+//   heap id   XXH3-64 of the heap name: names a heap in every record and
+//             message, and seeds its default base and its replica placement.
+//
+// Invariants:
+//   base % kPageSize == 0, size % kPageSize == 0, 0 < size <= kMaxRegionSize
+//   base + size <= kUserAddressLimit
+//   pgno < size / kPageSize;  hwm <= size / kPageSize
+//   epochs of one heap are consecutive: durable epoch e implies e-1 durable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pheap {
+
+inline constexpr size_t kPageSize = 4096;
+inline constexpr unsigned kPageShift = 12;
+
+// x86-64 with 4-level paging gives user space 47 bits. The region must stay
+// below the area where the kernel places ordinary mmaps and the stack.
+inline constexpr uint64_t kUserAddressLimit = uint64_t{1} << 47;
+inline constexpr uint64_t kMaxRegionSize = uint64_t{1} << 45;  // 32 TiB
+
+// Default placement: heap id picks one of kDefaultSlots slots of
+// kDefaultSlotSize starting at kDefaultBase. A heap larger than a slot, or a
+// collision, is fixed by the `base` config key.
+inline constexpr uint64_t kDefaultBase = uint64_t{0x2000} << 32;  // 32 TiB
+inline constexpr uint64_t kDefaultSlotSize = uint64_t{64} << 30;  // 64 GiB
+inline constexpr uint64_t kDefaultSlots = 1024;                    // 64 TiB
+inline constexpr uint64_t kDefaultRegionSize = uint64_t{16} << 30; // 16 GiB
+
+inline constexpr size_t kMaxHeapNameLength = 200;
+
+using Pgno = uint64_t;
+using Epoch = uint64_t;
+using Term = uint64_t;
+using HeapId = uint64_t;
+
+struct Run {
+  Pgno first = 0;
+  uint64_t count = 0;
+  Pgno end() const { return first + count; }
+};
+
+inline constexpr uint64_t PagesFor(uint64_t bytes) {
+  return (bytes + kPageSize - 1) >> kPageShift;
+}
+
+// How the pager learns which pages the program wrote (pager/dirty_tracker.h).
+enum class TrackingMode : uint8_t {
+  kAuto = 0,      // best the kernel offers, in the order below
+  kAsyncWp,       // UFFD_FEATURE_WP_ASYNC + PAGEMAP_SCAN (kernel 6.7+)
+  kSyncWp,        // userfaultfd write-protect faults served by a thread
+  kMprotect,      // mprotect(PROT_READ) + SIGSEGV handler
+};
+
+const char* TrackingModeName(TrackingMode m);
+// Parses "auto", "async-wp", "sync-wp", "mprotect"; false if unknown.
+bool ParseTrackingMode(const char* s, TrackingMode* out);
+
+}  // namespace pheap

@@ -1,0 +1,108 @@
+// Pager: the fixed-address region of one heap, its fault service and its
+// dirty tracking, and the commit cut.
+//
+//   - The region is mapped at image.base with MAP_FIXED_NOREPLACE.
+//   - Missing faults are registered over [base, base + hwm pages) only; the
+//     kernel's zero-fill serves everything above. Several fault-service
+//     threads install runs with one UFFDIO_COPY each and grow a sequential
+//     prefetch window.
+//   - Writes are tracked by the best mode the kernel offers (TrackingMode).
+//   - Commit() pauses every other thread of the process that is not the
+//     pager's own, takes the written pages (a point-in-time cut), copies them
+//     to a staging buffer, resumes the threads, and hands the SealedEpoch to
+//     the EpochSink. The pause grows with the dirty set, not the region.
+//
+// Thread safety: base(), size(), mode() and stats() from any thread.
+// Commit(), CommitAsync() and Discard() from any thread; commits are
+// serialised. The destructor must not race with any other call.
+#pragma once
+
+#include <cstdint>
+#include <future>
+#include <memory>
+
+#include "base/page_io.h"
+#include "base/status.h"
+#include "base/types.h"
+
+namespace pheap {
+
+struct PagerOptions {
+  TrackingMode mode = TrackingMode::kAuto;  // a forced mode fails if absent
+  int fault_threads = 2;                    // >= 1
+  uint64_t prefetch_max = uint64_t{4} << 20;
+  // Bound on staging memory held by commits not yet durable (CommitAsync).
+  uint64_t staging_max = uint64_t{256} << 20;
+};
+
+// What the kernel offers, probed once per process (pager/kernel_probe.h).
+struct KernelFeatures {
+  bool userfaultfd = false;      // syscall or /dev/userfaultfd
+  bool via_dev = false;          // only /dev/userfaultfd works
+  bool wp = false;               // UFFDIO_REGISTER_MODE_WP on anonymous memory
+  bool wp_async = false;         // UFFD_FEATURE_WP_ASYNC
+  bool pagemap_scan = false;     // PAGEMAP_SCAN ioctl
+  bool poison = false;           // UFFDIO_POISON
+  std::string why_not;           // what was missing, for the log
+};
+
+struct PagerStats {
+  TrackingMode mode = TrackingMode::kAuto;
+  Epoch durable_epoch = 0;
+  uint64_t commits = 0;
+  uint64_t last_dirty_pages = 0;
+  uint64_t last_pause_ns = 0;     // threads stopped, from first signal to resume
+  uint64_t max_pause_ns = 0;
+  uint64_t faults = 0;            // missing faults served
+  uint64_t pages_fetched = 0;     // pages installed from the PageSource
+  uint64_t paused_threads = 0;    // in the last commit
+};
+
+class Pager {
+ public:
+  // Probes the kernel (cached after the first call).
+  static const KernelFeatures& Probe();
+
+  // Maps the region described by `image` and starts serving it from
+  // `source`. REQUIRES: source and sink outlive the Pager; image.size > 0.
+  // Errors: the address range is taken (names it: use config `base=`);
+  // the forced tracking mode is unavailable (says what the kernel lacks);
+  // no userfaultfd while the image holds pages and mode needs it.
+  static Result<std::unique_ptr<Pager>> Open(const ImageInfo& image, PageSource* source,
+                                             EpochSink* sink, const PagerOptions& options);
+  ~Pager();  // stops the fault service and unmaps; uncommitted writes are lost
+  Pager(const Pager&) = delete;
+  Pager& operator=(const Pager&) = delete;
+
+  void* base() const;
+  uint64_t size() const;
+  TrackingMode mode() const;
+  Epoch durable_epoch() const;
+  PagerStats stats() const;
+
+  // Point-in-time commit of every page written since the previous one.
+  // Returns the new durable epoch once the sink has made it durable. With
+  // nothing written it still produces an epoch (so a caller can rely on the
+  // returned number advancing).
+  Result<Epoch> Commit();
+  // Takes the cut now and persists it on the pager's commit thread; the
+  // future resolves when the epoch is durable. Epochs complete in order.
+  std::shared_future<Result<Epoch>> CommitAsync();
+
+  // Gives [addr, addr + len) back to the OS (madvise DONTNEED): it reads as
+  // zeros now and in every epoch from the next commit on. REQUIRES: page
+  // aligned and inside the region.
+  Status Discard(void* addr, uint64_t len);
+
+  // Registers the calling thread as one that never writes the region and
+  // must not be paused by commits (a pheap-internal thread).
+  static void ExemptCurrentThread();
+
+  class Impl;
+
+ private:
+  explicit Pager(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pheap

@@ -1,0 +1,97 @@
+// PageStore: the log-structured page store of one heap. The local store and
+// every peer run this same engine (a peer keeps one PageStore per heap).
+//
+// On disk (format in replication/log_format.h, described byte by byte in
+// docs/store-format.md): a directory per heap holding LOCK and log files
+// log-NNNNNNNN.pheap. A log file is a header, then per epoch a group of page
+// records closed by a commit record. Only a commit record makes an epoch
+// visible; anything after the last intact commit record is a torn tail and
+// is ignored, never trusted. Each writer session appends to a new log file.
+//
+// Thread safety: ReadRun may be called from any number of threads at once,
+// also while Persist or Compact runs. Persist and Compact are called by one
+// thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/page_io.h"
+#include "base/status.h"
+
+namespace pheap {
+
+struct PageStoreOptions {
+  bool create_if_missing = true;
+  // Inspection: no lock, no new log file, Persist and Compact refused.
+  bool read_only = false;
+  // A log file is closed and a new one begun once it grows past this.
+  uint64_t log_file_bytes = uint64_t{256} << 20;
+  // Compact() rewrites sealed log files when live bytes fall below this
+  // fraction of their total.
+  double compact_live_ratio = 0.5;
+  // Used when the store is created: the region it records. Ignored after.
+  uint64_t base = 0;
+  uint64_t size = 0;
+};
+
+struct PageStoreStats {
+  Epoch epoch = 0;            // last durable epoch
+  uint64_t log_files = 0;
+  uint64_t bytes_on_disk = 0; // all log files
+  uint64_t live_pages = 0;    // pages with stored data in the durable image
+  uint64_t compactions = 0;
+};
+
+// Receives what a store finds wrong while opening or verifying. Never aborts.
+class CorruptionReporter {
+ public:
+  virtual ~CorruptionReporter() = default;
+  virtual void Corruption(const std::string& file, uint64_t offset, const std::string& what) = 0;
+};
+
+class PageStore final : public PageSource, public EpochSink {
+ public:
+  // Checks that `name` can name a heap: 1..kMaxHeapNameLength bytes of
+  // [A-Za-z0-9._-], not "." or "..". The error says which rule it broke.
+  static Status ValidateHeapName(const std::string& name);
+
+  // Opens (or creates) the store of heap `name` under `dir` (the heap's
+  // files live in dir/name/; dir is created if missing). Rebuilds the index
+  // from the log. Errors, each naming the path and what to do: dir not
+  // writable; a store written by a newer format version; a store held by
+  // another process (names its pid); a store of another heap in that place;
+  // corruption before the last durable epoch that cannot be passed over.
+  static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, const std::string& name,
+                                                 const PageStoreOptions& options,
+                                                 CorruptionReporter* reporter = nullptr);
+  ~PageStore() override;
+  PageStore(const PageStore&) = delete;
+  PageStore& operator=(const PageStore&) = delete;
+
+  // The last durable image (epoch 0 with the options' base/size when new).
+  ImageInfo image() const;
+  // The directory holding this heap's files.
+  const std::string& path() const;
+
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+  Status Persist(const SealedEpoch& e) override;
+
+  // Rewrites the live pages of sealed log files whose live fraction is below
+  // options.compact_live_ratio into a new log file, syncs it, then deletes
+  // them. A crash at any instant leaves the newest durable image whole.
+  Status Compact();
+  // Reads every live page and checks its checksum; reports each bad one.
+  // Returns kCorruption if any was bad.
+  Status Verify(CorruptionReporter* reporter);
+  PageStoreStats stats() const;
+
+  class Impl;
+
+ private:
+  explicit PageStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pheap
