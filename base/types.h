@@ -47,9 +47,17 @@ inline constexpr uint64_t kMaxRegionSize = uint64_t{1} << 45;  // 32 TiB
 // Default placement: heap id picks one of kDefaultSlots slots of
 // kDefaultSlotSize starting at kDefaultBase. A heap larger than a slot, or a
 // collision, is fixed by the `base` config key.
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer accepts application mappings only in a few ranges; this
+// one (below the shared libraries) is free in practice. Test builds only.
+inline constexpr uint64_t kDefaultBase = uint64_t{0x7e80} << 32;
+inline constexpr uint64_t kDefaultSlotSize = uint64_t{16} << 30;
+inline constexpr uint64_t kDefaultSlots = 24;
+#else
 inline constexpr uint64_t kDefaultBase = uint64_t{0x2000} << 32;  // 32 TiB
 inline constexpr uint64_t kDefaultSlotSize = uint64_t{64} << 30;  // 64 GiB
 inline constexpr uint64_t kDefaultSlots = 1024;                    // 64 TiB
+#endif
 inline constexpr uint64_t kDefaultRegionSize = uint64_t{16} << 30; // 16 GiB
 
 inline constexpr size_t kMaxHeapNameLength = 200;
