@@ -34,6 +34,10 @@ struct PageStoreOptions {
   // Used when the store is created: the region it records. Ignored after.
   uint64_t base = 0;
   uint64_t size = 0;
+  // When the log is damaged before its last durable epoch (a log file
+  // truncated or lost), open at the last intact epoch instead of failing;
+  // the damage is reported and logged, later epochs are lost.
+  bool salvage = false;
 };
 
 struct PageStoreStats {

@@ -1,0 +1,361 @@
+#include "replication/page_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "base/log.h"
+#include "base/os.h"
+#include "replication/page_store_impl.h"
+
+namespace pheap {
+
+using namespace logfmt;
+
+LogFile::~LogFile() {
+  if (fd >= 0) os().close(fd);
+}
+
+// ---- public face ----
+
+Status PageStore::ValidateHeapName(const std::string& name) {
+  if (name.empty()) return Status::InvalidArgument("heap name is empty: give the heap a name");
+  if (name.size() > kMaxHeapNameLength)
+    return Status::InvalidArgument(
+        fmt::format("heap name '{}...' is {} bytes long; the limit is {}: choose a shorter name", name.substr(0, 32),
+                    name.size(), kMaxHeapNameLength));
+  if (name == "." || name == "..")
+    return Status::InvalidArgument(fmt::format("heap name '{}' names a directory: choose another name", name));
+  for (char c : name) {
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok)
+      return Status::InvalidArgument(
+          fmt::format("heap name '{}' contains '{}'; a heap name uses only A-Z a-z 0-9 . _ -", name,
+                      c == '/' ? std::string("/") : fmt::format("\\x{:02x}", static_cast<unsigned char>(c))));
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, const std::string& name,
+                                                   const PageStoreOptions& options, CorruptionReporter* reporter) {
+  PHEAP_RETURN_IF_ERROR(ValidateHeapName(name));
+  auto impl = std::make_unique<Impl>(dir, name, options, reporter);
+  Status s = impl->Open();
+  if (!s.ok()) return s;
+  return std::unique_ptr<PageStore>(new PageStore(std::move(impl)));
+}
+
+PageStore::PageStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PageStore::~PageStore() = default;
+ImageInfo PageStore::image() const { return impl_->image(); }
+const std::string& PageStore::path() const { return impl_->path(); }
+Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  return impl_->ReadRun(first, count, out, present);
+}
+Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
+Status PageStore::Compact() { return impl_->Compact(); }
+Status PageStore::Verify(CorruptionReporter* reporter) { return impl_->Verify(reporter); }
+PageStoreStats PageStore::stats() const { return impl_->stats(); }
+
+// ---- opening ----
+
+PageStore::Impl::Impl(std::string dir, std::string name, const PageStoreOptions& options, CorruptionReporter* reporter)
+    : dir_(std::move(dir)),
+      name_(std::move(name)),
+      path_(dir_ + "/" + name_),
+      heap_id_(HeapIdOf(name_.data(), name_.size())),
+      options_(options),
+      reporter_(reporter) {}
+
+PageStore::Impl::~Impl() {
+  files_.clear();
+  if (lock_fd_ >= 0) os().close(lock_fd_);
+}
+
+namespace {
+
+bool NotWritable(int err) { return err == EACCES || err == EROFS || err == EPERM; }
+
+Status DirError(const std::string& what, const std::string& path, int err) {
+  if (NotWritable(err))
+    return Status::IoError(
+        fmt::format(
+            "heap store directory {} is not writable ({} failed: {}): choose a writable dir or fix its permissions",
+            path, what, std::strerror(err)),
+        err);
+  return Status::IoError(fmt::format("cannot {} heap store directory {}: {}: check that the path names a directory",
+                                     what, path, std::strerror(err)),
+                         err);
+}
+
+}  // namespace
+
+Status PageStore::Impl::MakeDirs() {
+  for (const std::string& d : {dir_, path_}) {
+    // mkdir -p: create each missing component in turn.
+    for (size_t at = 1; at <= d.size(); ++at) {
+      if (at != d.size() && d[at] != '/') continue;
+      std::string part = d.substr(0, at);
+      int r = os().mkdir(part.c_str(), 0755);
+      if (r < 0 && r != -EEXIST) return DirError("create", part, -r);
+    }
+  }
+  return Status::Ok();
+}
+
+Status PageStore::Impl::Lock() {
+  std::string lock_path = path_ + "/LOCK";
+  int fd = os().open(lock_path.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return DirError("create LOCK in", path_, -fd);
+  lock_fd_ = fd;
+  int r = os().flock(fd, LOCK_EX | LOCK_NB);
+  if (r == -EWOULDBLOCK) {
+    char buf[32] = {};
+    ssize_t n = ReadFull(fd, buf, sizeof(buf) - 1, 0);
+    long pid = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+    return Status::Busy(
+        fmt::format("heap store {} is held by pid {}; stop that process or use another dir", path_, pid));
+  }
+  if (r < 0) return Status::FromErrno("locking " + lock_path, -r);
+  std::string pid = fmt::format("{}\n", ::getpid());
+  if (int w = os().ftruncate(fd, 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
+  if (int w = WriteFull(fd, pid.data(), pid.size(), 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
+  return Status::Ok();
+}
+
+Status PageStore::Impl::SyncDir() {
+  int fd = os().open(path_.c_str(), O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0) return Status::FromErrno("opening directory " + path_ + " to sync it", -fd);
+  int r = os().fsync(fd);
+  os().close(fd);
+  if (r < 0) return Status::FromErrno("syncing directory " + path_, -r);
+  return Status::Ok();
+}
+
+void PageStore::Impl::Remove(const std::string& file, const char* why) {
+  PHEAP_LOG_INFO("heap store {}: removing {} ({})", path_, file, why);
+  int r = os().unlink(file.c_str());
+  if (r < 0 && r != -ENOENT) PHEAP_LOG_WARN("heap store {}: cannot remove {}: {}", path_, file, std::strerror(-r));
+}
+
+Status PageStore::Impl::Open() {
+  if (!options_.read_only && options_.create_if_missing) PHEAP_RETURN_IF_ERROR(MakeDirs());
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path_, ec)) {
+    if (options_.read_only || !options_.create_if_missing)
+      return Status::NotFound(
+          fmt::format("no heap store at {}: check the dir and heap name, or open with create_if_missing", path_));
+    return DirError("use", path_, ENOTDIR);
+  }
+  if (!options_.read_only) PHEAP_RETURN_IF_ERROR(Lock());
+  PHEAP_RETURN_IF_ERROR(Recover());
+  if (options_.read_only) return Status::Ok();
+  auto f = CreateLogFile(FileKind::kWriter, image_);
+  if (!f.ok()) return f.status();
+  active_ = f->get();
+  std::unique_lock lock(mu_);
+  files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, const ImageInfo& base) {
+  auto f = std::make_unique<LogFile>();
+  f->info = LogFileInfo{next_file_number_, kind, base};
+  f->info.base_image.heap_id = heap_id_;
+  f->last_epoch = base.epoch;
+  f->path = path_ + "/" + LogFileName(f->info.number);
+  std::string tmp = f->path + ".tmp";
+  int fd = os().open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return DirError("create a log file in", path_, -fd);
+  f->fd = fd;
+  FileHeader h = MakeFileHeader(name_, f->info);
+  int r = WriteFull(fd, &h, sizeof(h), 0);
+  if (r == 0) r = os().fsync(fd);
+  if (r == 0) r = os().rename(tmp.c_str(), f->path.c_str());
+  if (r < 0) {
+    os().unlink(tmp.c_str());
+    return Status::FromErrno("creating log file " + f->path, -r);
+  }
+  PHEAP_RETURN_IF_ERROR(SyncDir());
+  f->end = kBlockSize;
+  ++next_file_number_;
+  return f;
+}
+
+ImageInfo PageStore::Impl::image() const {
+  std::shared_lock lock(mu_);
+  return image_;
+}
+
+// ---- reading ----
+
+std::string PageStore::Impl::PageError(Pgno pgno, const Slot& s, uint64_t got) const {
+  auto f = files_.find(s.file);
+  return fmt::format(
+      "heap '{}' ({:016x}): page {} (epoch {}) in log file {} at offset {} fails its checksum "
+      "(stored {:016x}, data {:016x}); the stored copy is damaged: fetch the page from a replica or restore the store",
+      name_, heap_id_, pgno, s.epoch, f != files_.end() ? f->second->path : LogFileName(s.file), s.offset, s.checksum,
+      got);
+}
+
+Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  if (present != nullptr) std::memset(present, 0, ((count + 63) / 64) * sizeof(uint64_t));
+  std::shared_lock lock(mu_);
+  const Pgno stored = std::min<Pgno>(image_.hwm, index_.size());
+  uint32_t i = 0;
+  while (i < count) {
+    const Pgno pg = first + i;
+    if (pg >= stored || index_[pg].state != Slot::kPage) {
+      std::memset(out + uint64_t{i} * kPageSize, 0, kPageSize);
+      ++i;
+      continue;
+    }
+    // Pages that lie one after another in one file come in one pread.
+    const Slot& s0 = index_[pg];
+    uint32_t n = 1;
+    while (i + n < count && pg + n < stored) {
+      const Slot& s = index_[pg + n];
+      if (s.state != Slot::kPage || s.file != s0.file || s.offset != s0.offset + uint64_t{n} * kPageSize) break;
+      ++n;
+    }
+    uint8_t* dst = out + uint64_t{i} * kPageSize;
+    const LogFile& f = *files_.at(s0.file);
+    ssize_t r = ReadFull(f.fd, dst, uint64_t{n} * kPageSize, s0.offset);
+    if (r < 0)
+      return Status::FromErrno(
+          fmt::format("reading page {} of heap '{}' from {} at offset {}", pg, name_, f.path, s0.offset),
+          static_cast<int>(-r));
+    if (static_cast<uint64_t>(r) < uint64_t{n} * kPageSize)
+      return Status::Corruption(
+          fmt::format("heap '{}': page {} in log file {} at offset {} lies past the end of the file; restore the store",
+                      name_, pg + static_cast<uint64_t>(r) / kPageSize, f.path,
+                      s0.offset + (static_cast<uint64_t>(r) & ~(kPageSize - 1))));
+    for (uint32_t k = 0; k < n; ++k) {
+      const Slot& s = index_[pg + k];
+      uint64_t got = PageChecksum(dst + uint64_t{k} * kPageSize);
+      if (got != s.checksum) return Status::Corruption(PageError(pg + k, s, got));
+      if (present != nullptr) present[(i + k) >> 6] |= uint64_t{1} << ((i + k) & 63);
+    }
+    i += n;
+  }
+  return Status::Ok();
+}
+
+// ---- persisting ----
+
+Status PageStore::Impl::CheckEpoch(const SealedEpoch& e) const {
+  const ImageInfo& im = e.image;
+  if (options_.read_only)
+    return Status::InvalidArgument(
+        fmt::format("heap store {} is open read-only: open it for writing to persist", path_));
+  if (im.epoch != image_.epoch + 1)
+    return Status::InvalidArgument(
+        fmt::format("heap store {}: epoch {} cannot follow durable epoch {}; persist epoch {} next", path_, im.epoch,
+                    image_.epoch, image_.epoch + 1));
+  if (im.term < image_.term)
+    return Status::Superseded(fmt::format(
+        "heap store {}: epoch {} comes from term {}, but term {} wrote this store; the writer was superseded", path_,
+        im.epoch, im.term, image_.term));
+  if (im.base != image_.base || im.size != image_.size)
+    return Status::InvalidArgument(
+        fmt::format("heap store {}: epoch {} is for region {:#x}+{:#x}, the store holds region {:#x}+{:#x}", path_,
+                    im.epoch, im.base, im.size, image_.base, image_.size));
+  if (im.hwm > im.size / kPageSize)
+    return Status::InvalidArgument(
+        fmt::format("heap store {}: epoch {} has hwm {} beyond its region", path_, im.epoch, im.hwm));
+  if (!e.pages.empty() && e.data == nullptr)
+    return Status::InvalidArgument(fmt::format("heap store {}: epoch {} lists pages but no data", path_, im.epoch));
+  for (size_t i = 0; i < e.pages.size(); ++i) {
+    if (e.pages[i] >= im.hwm || (i > 0 && e.pages[i] <= e.pages[i - 1]))
+      return Status::InvalidArgument(fmt::format("heap store {}: epoch {}: page {} is out of order or at/after hwm {}",
+                                                 path_, im.epoch, e.pages[i], im.hwm));
+  }
+  for (const Run& r : e.discarded)
+    if (r.first > im.size / kPageSize || r.count > im.size / kPageSize - r.first)
+      return Status::InvalidArgument(fmt::format("heap store {}: epoch {}: discarded run {}+{} lies outside the region",
+                                                 path_, im.epoch, r.first, r.count));
+  return Status::Ok();
+}
+
+Status PageStore::Impl::Persist(const SealedEpoch& e) {
+  PHEAP_RETURN_IF_ERROR(CheckEpoch(e));
+  if (active_->end > options_.log_file_bytes) {
+    auto f = CreateLogFile(FileKind::kWriter, image_);
+    if (!f.ok()) return f.status().Annotate(fmt::format("persisting epoch {}", e.image.epoch));
+    std::unique_lock lock(mu_);
+    active_ = f->get();
+    files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
+  }
+  const Epoch epoch = e.image.epoch;
+  const uint64_t start = active_->end;
+  GroupWriter w(start, epoch);
+  std::vector<Slot> slots(e.pages.size());
+  const auto file = static_cast<uint32_t>(active_->info.number);
+  for (size_t i = 0; i < e.pages.size(); ++i) {
+    const uint8_t* data = e.data + i * kPageSize;
+    uint64_t sum = PageChecksum(data);
+    slots[i] = Slot{epoch, w.AddPage(e.pages[i], epoch, sum, data), sum, file, Slot::kPage};
+  }
+  for (const Run& r : e.discarded) w.AddTrim(TrimEntry{r.first, r.count, epoch});
+  ImageInfo im = e.image;
+  im.heap_id = heap_id_;
+  w.Commit(CommitKind::kEpoch, im);
+  // Nothing below `start` changes; a failed write leaves `end` where it was,
+  // so a retry overwrites whatever part of the group reached the file.
+  int r =
+      os().writev_datasync(active_->fd, w.iov().data(), static_cast<int>(w.iov().size()), static_cast<off_t>(start));
+  if (r < 0) {
+    // The write may have reached the page cache whole and only the sync
+    // failed: blank the commit record so no later open takes the epoch as
+    // durable. Best effort; the next Persist overwrites this range anyway.
+    static const Block kZeros{};
+    (void)WriteFull(active_->fd, &kZeros, sizeof(kZeros), w.end() - kBlockSize);
+    return Status::FromErrno(
+        fmt::format("persisting epoch {} of heap '{}' to {} at offset {} (the epoch is not durable; retry it)", epoch,
+                    name_, active_->path, start),
+        -r);
+  }
+  std::unique_lock lock(mu_);
+  if (index_.size() < im.hwm) index_.resize(im.hwm);
+  for (size_t i = 0; i < e.pages.size(); ++i) {
+    Slot& cur = index_[e.pages[i]];
+    if (cur.state == Slot::kPage) --files_.at(cur.file)->live_pages;
+    cur = slots[i];
+  }
+  active_->live_pages += e.pages.size();
+  for (const Run& run : e.discarded) {
+    Pgno end = std::min<Pgno>(run.end(), index_.size());
+    for (Pgno p = run.first; p < end; ++p) {
+      Slot& cur = index_[p];
+      if (cur.state == Slot::kPage) --files_.at(cur.file)->live_pages;
+      cur = Slot{epoch, 0, 0, file, Slot::kTrim};
+    }
+  }
+  active_->end = w.end();
+  active_->last_epoch = epoch;
+  image_ = im;
+  return Status::Ok();
+}
+
+PageStoreStats PageStore::Impl::stats() const {
+  std::shared_lock lock(mu_);
+  PageStoreStats st;
+  st.epoch = image_.epoch;
+  st.log_files = files_.size();
+  for (const auto& [n, f] : files_) {
+    st.bytes_on_disk += f->end;
+    st.live_pages += f->live_pages;
+  }
+  st.compactions = compactions_;
+  return st;
+}
+
+}  // namespace pheap

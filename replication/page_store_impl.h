@@ -1,0 +1,98 @@
+// PageStore's insides, shared by page_store.cc (open, read, persist),
+// store_recover.cc (rebuilding the index) and store_compact.cc (compaction,
+// verification). Not installed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "replication/log_file.h"
+#include "replication/log_format.h"
+#include "replication/page_store.h"
+
+namespace pheap {
+
+// A log file the store keeps open.
+struct LogFile {
+  LogFile() = default;
+  ~LogFile();
+  LogFile(const LogFile&) = delete;
+  LogFile& operator=(const LogFile&) = delete;
+
+  std::string path;
+  int fd = -1;
+  LogFileInfo info;
+  Epoch last_epoch = 0;                        // writer files: last committed
+  std::vector<logfmt::SourceEntry> sources;    // compaction files: what they replaced
+  uint64_t end = 0;                            // bytes of intact log
+  uint64_t live_pages = 0;                     // index slots holding a page here
+};
+
+// Where the newest durable version of one page lies.
+struct Slot {
+  enum State : uint8_t { kAbsent = 0, kPage, kTrim };
+  Epoch epoch = 0;
+  uint64_t offset = 0;    // of the data in `file`
+  uint64_t checksum = 0;  // XXH3 of the data
+  uint32_t file = 0;      // log file number (trims: the file recording it)
+  State state = kAbsent;
+};
+static_assert(sizeof(Slot) == 32);
+
+class PageStore::Impl {
+ public:
+  Impl(std::string dir, std::string name, const PageStoreOptions& options, CorruptionReporter* reporter);
+  ~Impl();
+
+  Status Open();
+  ImageInfo image() const;
+  const std::string& path() const { return path_; }
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
+  Status Persist(const SealedEpoch& e);
+  Status Compact();
+  Status Verify(CorruptionReporter* reporter);
+  PageStoreStats stats() const;
+
+ private:
+  Status MakeDirs();
+  Status Lock();
+  Status Recover();
+  // Creates log file `number` (through a temporary name, so a log file
+  // always has a whole header), syncs it and the directory.
+  Result<std::unique_ptr<LogFile>> CreateLogFile(logfmt::FileKind kind, const ImageInfo& base);
+  Status SyncDir();
+  Status CheckEpoch(const SealedEpoch& e) const;
+  // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held
+  // exclusively (or no reader yet).
+  void Apply(Pgno pgno, const Slot& s);
+  void ApplyTrim(const logfmt::TrimEntry& t, uint32_t file);
+  std::string PageError(Pgno pgno, const Slot& s, uint64_t got) const;
+  void Remove(const std::string& file, const char* why);
+
+  // compaction steps (store_compact.cc)
+  std::vector<uint32_t> CompactionSources() const;
+  Status CopyLive(const std::vector<uint32_t>& sources, LogFile* to, GroupWriter* w,
+                  std::vector<std::pair<Pgno, uint64_t>>* moved);
+
+  const std::string dir_, name_, path_;
+  const HeapId heap_id_;
+  const PageStoreOptions options_;
+  CorruptionReporter* const reporter_;
+  int lock_fd_ = -1;
+  uint64_t next_file_number_ = 1;
+  uint64_t compactions_ = 0;
+  LogFile* active_ = nullptr;  // writer sessions only
+
+  // Readers (ReadRun, Verify, stats) take mu_ shared; Persist and Compact
+  // take it exclusively only to publish what they have made durable.
+  mutable std::shared_mutex mu_;
+  ImageInfo image_;
+  std::vector<Slot> index_;  // by pgno; pgno >= size() is absent
+  std::map<uint32_t, std::unique_ptr<LogFile>> files_;
+};
+
+}  // namespace pheap

@@ -1,0 +1,193 @@
+// Compaction and verification: the two operations that walk every live page.
+#include <fcntl.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#include "base/log.h"
+#include "base/os.h"
+#include "replication/page_store_impl.h"
+
+namespace pheap {
+
+using namespace logfmt;
+
+namespace {
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using PageBuffer = std::unique_ptr<uint8_t, FreeDeleter>;
+
+PageBuffer AllocPages(size_t pages) {
+  return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)));
+}
+
+struct LivePage {
+  Pgno pgno;
+  Slot slot;
+};
+
+}  // namespace
+
+std::vector<uint32_t> PageStore::Impl::CompactionSources() const {
+  std::shared_lock lock(mu_);
+  std::vector<uint32_t> out;
+  for (const auto& [number, f] : files_) {
+    if (f.get() == active_) continue;
+    double live = static_cast<double>(f->live_pages * kPageSize);
+    if (live < options_.compact_live_ratio * static_cast<double>(f->end)) out.push_back(number);
+  }
+  return out;
+}
+
+// Copies the live pages of `sources` into `w`, a batch at a time, and writes
+// them to `to`. `moved` gets each copied page's new offset.
+Status PageStore::Impl::CopyLive(const std::vector<uint32_t>& sources, LogFile* to, GroupWriter* w,
+                                 std::vector<std::pair<Pgno, uint64_t>>* moved) {
+  std::vector<LivePage> live;
+  std::vector<TrimEntry> trims;
+  {
+    std::shared_lock lock(mu_);
+    for (Pgno p = 0; p < index_.size(); ++p) {
+      const Slot& s = index_[p];
+      if (s.state == Slot::kAbsent || !std::binary_search(sources.begin(), sources.end(), s.file)) continue;
+      if (s.state == Slot::kPage) {
+        live.push_back({p, s});
+      } else if (!trims.empty() && trims.back().epoch == s.epoch && trims.back().first + trims.back().count == p) {
+        ++trims.back().count;
+      } else {
+        trims.push_back({p, 1, s.epoch});
+      }
+    }
+  }
+  PageBuffer buf = AllocPages(kEntriesPerBlock);
+  if (!buf) return Status::IoError("compaction: out of memory for a copy buffer", ENOMEM);
+  for (size_t at = 0; at < live.size(); at += kEntriesPerBlock) {
+    size_t n = std::min<size_t>(kEntriesPerBlock, live.size() - at);
+    for (size_t k = 0; k < n; ++k) {
+      const LivePage& lp = live[at + k];
+      uint8_t* dst = buf.get() + k * kPageSize;
+      const LogFile* f;
+      {
+        std::shared_lock lock(mu_);
+        f = files_.at(lp.slot.file).get();
+      }
+      // f stays open: only this thread (Compact) closes log files.
+      ssize_t r = ReadFull(f->fd, dst, kPageSize, lp.slot.offset);
+      if (r < 0)
+        return Status::FromErrno(
+            fmt::format("compaction: reading page {} from {} at offset {}", lp.pgno, f->path, lp.slot.offset),
+            static_cast<int>(-r));
+      uint64_t got = r == static_cast<ssize_t>(kPageSize) ? PageChecksum(dst) : ~lp.slot.checksum;
+      if (got != lp.slot.checksum) return Status::Corruption("compaction stopped: " + PageError(lp.pgno, lp.slot, got));
+      moved->emplace_back(lp.pgno, w->AddPage(lp.pgno, lp.slot.epoch, lp.slot.checksum, dst));
+    }
+    w->CloseBlock();
+    if (int r = w->Drain(to->fd); r < 0) return Status::FromErrno("compaction: writing " + to->path, -r);
+  }
+  for (const TrimEntry& t : trims) w->AddTrim(t);
+  return Status::Ok();
+}
+
+Status PageStore::Impl::Compact() {
+  if (options_.read_only)
+    return Status::InvalidArgument(
+        fmt::format("heap store {} is open read-only: open it for writing to compact", path_));
+  std::vector<uint32_t> sources = CompactionSources();
+  if (sources.empty()) return Status::Ok();
+  ImageInfo im = image();
+  auto created = CreateLogFile(FileKind::kCompaction, im);
+  if (!created.ok()) return created.status().Annotate("compacting heap store " + path_);
+  std::unique_ptr<LogFile> to = std::move(created.value());
+  auto fail = [&](const Status& s) {
+    // Without its closing record the file is ignored; remove it now anyway.
+    Remove(to->path, "failed compaction");
+    return s;
+  };
+  GroupWriter w(kBlockSize, im.epoch);
+  std::vector<std::pair<Pgno, uint64_t>> moved;
+  Status s = CopyLive(sources, to.get(), &w, &moved);
+  if (!s.ok()) return fail(s);
+  std::vector<SourceEntry> replaced;
+  {
+    std::shared_lock lock(mu_);
+    for (uint32_t n : sources) {
+      const LogFile& f = *files_.at(n);
+      if (f.info.kind == FileKind::kWriter)
+        replaced.push_back({n, f.info.base_image.epoch, f.last_epoch});
+      else
+        replaced.insert(replaced.end(), f.sources.begin(), f.sources.end());
+    }
+  }
+  std::sort(replaced.begin(), replaced.end(),
+            [](const SourceEntry& a, const SourceEntry& b) { return a.file_number < b.file_number; });
+  for (const SourceEntry& e : replaced) w.AddSource(e);
+  w.Commit(CommitKind::kCompaction, im);
+  if (int r = w.Drain(to->fd); r < 0) return fail(Status::FromErrno("compaction: writing " + to->path, -r));
+  if (int r = os().fsync(to->fd); r < 0) return fail(Status::FromErrno("compaction: syncing " + to->path, -r));
+  s = SyncDir();
+  if (!s.ok()) return fail(s);
+  to->end = w.end();
+  to->sources = std::move(replaced);
+  to->last_epoch = im.epoch;
+
+  // Durable: publish, then the sources may go.
+  const auto number = static_cast<uint32_t>(to->info.number);
+  std::vector<std::unique_ptr<LogFile>> gone;
+  {
+    std::unique_lock lock(mu_);
+    for (const auto& [pgno, offset] : moved) {
+      Slot& cur = index_[pgno];
+      --files_.at(cur.file)->live_pages;
+      cur.file = number;
+      cur.offset = offset;
+    }
+    to->live_pages = moved.size();
+    for (Slot& cur : index_)
+      if (cur.state == Slot::kTrim && std::binary_search(sources.begin(), sources.end(), cur.file)) cur.file = number;
+    for (uint32_t n : sources) {
+      gone.push_back(std::move(files_.at(n)));
+      files_.erase(n);
+    }
+    files_.emplace(number, std::move(to));
+    ++compactions_;
+  }
+  for (const auto& f : gone) Remove(f->path, "compacted");
+  PHEAP_LOG_INFO("heap store {}: compacted {} log files into {} ({} live pages)", path_, gone.size(),
+                 LogFileName(number), moved.size());
+  return SyncDir();
+}
+
+Status PageStore::Impl::Verify(CorruptionReporter* reporter) {
+  PageBuffer buf = AllocPages(1);
+  if (!buf) return Status::IoError("verify: out of memory for a page buffer", ENOMEM);
+  std::shared_lock lock(mu_);
+  uint64_t bad = 0;
+  std::string first;
+  const Pgno stored = std::min<Pgno>(image_.hwm, index_.size());
+  for (Pgno p = 0; p < stored; ++p) {
+    const Slot& s = index_[p];
+    if (s.state != Slot::kPage) continue;
+    const LogFile& f = *files_.at(s.file);
+    ssize_t r = ReadFull(f.fd, buf.get(), kPageSize, s.offset);
+    if (r < 0)
+      return Status::FromErrno(fmt::format("verify: reading page {} from {} at offset {}", p, f.path, s.offset),
+                               static_cast<int>(-r));
+    uint64_t got = r == static_cast<ssize_t>(kPageSize) ? PageChecksum(buf.get()) : ~s.checksum;
+    if (got == s.checksum) continue;
+    std::string what = PageError(p, s, got);
+    if (reporter != nullptr) reporter->Corruption(f.path, s.offset, what);
+    PHEAP_LOG_WARN("{}", what);
+    if (bad++ == 0) first = what;
+  }
+  if (bad == 0) return Status::Ok();
+  return Status::Corruption(fmt::format("heap store {}: {} damaged pages; the first: {}", path_, bad, first));
+}
+
+}  // namespace pheap

@@ -1,0 +1,153 @@
+// Compaction: sealed log files shrink to their live pages, the image stays
+// the same before and after reopening, and a crash part way leaves it whole.
+#include "replication/log_file.h"
+#include "store_test_util.h"
+
+namespace pheap::testing {
+namespace {
+
+constexpr uint64_t kSeed = 33;
+
+PageStoreOptions SmallFiles() {
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 * 1024;
+  return o;
+}
+
+// Several sessions of epochs that overwrite the same few pages.
+Model WriteOverwrites(const std::string& dir, const std::string& name, int sessions, Epoch per_session) {
+  Model m;
+  Epoch e = 0;
+  for (int s = 0; s < sessions; ++s) {
+    auto store = OpenOrDie(dir, name, SmallFiles());
+    if (!store) return m;
+    for (Epoch i = 0; i < per_session; ++i) {
+      auto d = GenerateEpoch(kSeed, ++e, 16);  // 16 pages, rewritten over and over
+      EXPECT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+  }
+  return m;
+}
+
+TEST(StoreCompact, ShrinksAndKeepsTheImage) {
+  TempDir dir;
+  Model m = WriteOverwrites(dir.path(), "c", 3, 40);
+  auto store = OpenOrDie(dir.path(), "c", SmallFiles());
+  ASSERT_TRUE(store);
+  PageStoreStats before = store->stats();
+  ASSERT_TRUE(MatchesModel(*store, m, 64));
+  ASSERT_TRUE(store->Compact().ok());
+  PageStoreStats after = store->stats();
+  EXPECT_EQ(after.compactions, 1u);
+  EXPECT_LT(after.bytes_on_disk * 4, before.bytes_on_disk) << before.bytes_on_disk << " -> " << after.bytes_on_disk;
+  EXPECT_LT(after.log_files, before.log_files);
+  EXPECT_EQ(after.live_pages, before.live_pages);
+  EXPECT_EQ(after.log_files, LogFiles(store->path()).size()) << "sources are deleted";
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  EXPECT_TRUE(store->Verify(nullptr).ok());
+  // The store keeps working after compaction, and a second one compacts the
+  // first compaction's output together with newer files.
+  const Epoch resumed = m.epoch;
+  for (Epoch e = resumed + 1; e <= resumed + 30; ++e) {
+    auto d = GenerateEpoch(kSeed, e, 16);
+    Status st = store->Persist(d.sealed);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    m.Apply(d.sealed);
+  }
+  store.reset();
+  store = OpenOrDie(dir.path(), "c", SmallFiles());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  ASSERT_TRUE(store->Compact().ok());
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  store.reset();
+  store = OpenOrDie(dir.path(), "c", SmallFiles());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  EXPECT_TRUE(store->Verify(nullptr).ok());
+}
+
+TEST(StoreCompact, KeepsDiscardsThatHideOlderVersions) {
+  TempDir dir;
+  PageStoreOptions o = SmallFiles();
+  o.log_file_bytes = 1;  // a new log file for every epoch
+  o.compact_live_ratio = 0.3;
+  Model m;
+  {
+    auto store = OpenOrDie(dir.path(), "trim", o);
+    ASSERT_TRUE(store);
+    // Epoch 1 fills pages 0..31 (this file stays live and is not compacted);
+    // epoch 2 discards 0..3 and writes little; later epochs churn page 40.
+    std::vector<Pgno> all;
+    for (Pgno p = 0; p < 32; ++p) all.push_back(p);
+    std::vector<EpochData> ds;
+    ds.push_back(MakeEpoch(1, all, 64));
+    ds.push_back(MakeEpoch(2, {40}, 64, {{0, 4}}));
+    for (Epoch e = 3; e <= 6; ++e) ds.push_back(MakeEpoch(e, {40}, 64));
+    for (auto& d : ds) {
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+    ASSERT_TRUE(store->Compact().ok());
+    EXPECT_EQ(store->stats().compactions, 1u);
+    EXPECT_TRUE(MatchesModel(*store, m, 64));
+  }
+  auto store = OpenOrDie(dir.path(), "trim", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64)) << "pages 0..3 must stay discarded after their trim record moved";
+}
+
+// A crash during compaction leaves the sources plus the compaction file,
+// whole or cut short. Both states are rebuilt from a copy of the directory
+// taken just before Compact() and the file it wrote.
+TEST(StoreCompact, CrashDuringCompactionLeavesTheImageWhole) {
+  TempDir dir, snapshot;
+  Model m = WriteOverwrites(dir.path(), "crash", 2, 30);
+  const std::string path = dir.path() + "/crash";
+  std::string compacted;
+  {
+    auto store = OpenOrDie(dir.path(), "crash", SmallFiles());
+    ASSERT_TRUE(store);
+    std::filesystem::copy(path, snapshot.path(), std::filesystem::copy_options::recursive);
+    std::vector<std::string> before = LogFiles(path);
+    ASSERT_TRUE(store->Compact().ok());
+    for (const auto& f : LogFiles(path))
+      if (std::find(before.begin(), before.end(), f) == before.end()) compacted = f;
+  }
+  ASSERT_FALSE(compacted.empty());
+  const std::string name = std::filesystem::path(compacted).filename().string();
+  const uint64_t full = std::filesystem::file_size(compacted);
+  for (uint64_t cut : {full - 4096, full / 2 / 4096 * 4096, uint64_t{4096}, full}) {
+    SCOPED_TRACE("compaction file cut to " + std::to_string(cut) + " of " + std::to_string(full));
+    TempDir crash;
+    std::filesystem::copy(snapshot.path(), crash.path() + "/crash", std::filesystem::copy_options::recursive);
+    std::filesystem::copy_file(compacted, crash.path() + "/crash/" + name);
+    std::filesystem::resize_file(crash.path() + "/crash/" + name, cut);
+    const size_t sources = LogFiles(crash.path() + "/crash").size() - 1;
+    {
+      PageStoreOptions ro = SmallFiles();
+      ro.read_only = true;
+      auto peek = OpenOrDie(crash.path(), "crash", ro);
+      ASSERT_TRUE(peek);
+      EXPECT_TRUE(MatchesModel(*peek, m, 64));
+      EXPECT_EQ(LogFiles(crash.path() + "/crash").size(), sources + 1) << "a read-only open removes nothing";
+    }
+    auto store = OpenOrDie(crash.path(), "crash", SmallFiles());
+    ASSERT_TRUE(store);
+    EXPECT_TRUE(MatchesModel(*store, m, 64));
+    EXPECT_TRUE(store->Verify(nullptr).ok());
+    bool kept = std::filesystem::exists(crash.path() + "/crash/" + name);
+    EXPECT_EQ(kept, cut == full) << "an unfinished compaction file is deleted, a finished one kept";
+    if (cut == full) {
+      EXPECT_LT(LogFiles(crash.path() + "/crash").size(), sources) << "its sources are deleted";
+    }
+    store.reset();
+    store = OpenOrDie(crash.path(), "crash", SmallFiles());
+    ASSERT_TRUE(store);
+    EXPECT_TRUE(MatchesModel(*store, m, 64));
+  }
+}
+
+}  // namespace
+}  // namespace pheap::testing
