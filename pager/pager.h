@@ -6,11 +6,21 @@
 //     kernel's zero-fill serves everything above. Several fault-service
 //     threads install runs with one UFFDIO_COPY each and grow a sequential
 //     prefetch window.
-//   - Writes are tracked by the best mode the kernel offers (TrackingMode).
+//   - Writes are tracked by the best mode the kernel offers (TrackingMode;
+//     pager/dirty_tracker.h). Known limit of kMprotect: a write the kernel
+//     makes on the program's behalf (read(2), recv(2) into heap memory) to a
+//     page not yet written since the last commit fails with EFAULT instead
+//     of being tracked. Without any userfaultfd, kMprotect loads the whole
+//     stored image at open.
 //   - Commit() pauses every other thread of the process that is not the
 //     pager's own, takes the written pages (a point-in-time cut), copies them
 //     to a staging buffer, resumes the threads, and hands the SealedEpoch to
-//     the EpochSink. The pause grows with the dirty set, not the region.
+//     the EpochSink. The pause grows with the dirty set, not the region
+//     (kAsyncWp adds the kernel's walk of the populated page tables, about
+//     1 ms per populated GiB). The threads are paused with a real-time
+//     signal (pager/safepoint.h). REQUIRES of the program: a thread that
+//     keeps that signal blocked does not write the region meanwhile; after
+//     50 ms the commit proceeds without it (and says so in the log).
 //
 // Thread safety: base(), size(), mode() and stats() from any thread.
 // Commit(), CommitAsync() and Discard() from any thread; commits are
@@ -33,6 +43,10 @@ struct PagerOptions {
   uint64_t prefetch_max = uint64_t{4} << 20;
   // Bound on staging memory held by commits not yet durable (CommitAsync).
   uint64_t staging_max = uint64_t{256} << 20;
+  // Copy the written pages once before pausing, then re-copy inside the
+  // pause only those written again meanwhile (async and sync WP; mprotect
+  // always copies inside the pause). Shortens the pause for big dirty sets.
+  bool precopy = true;
 };
 
 // What the kernel offers, probed once per process (pager/kernel_probe.h).

@@ -1,0 +1,85 @@
+// The threads that serve the region's userfaultfd: missing faults are
+// filled from the PageSource a run at a time (one ReadRun, one UFFDIO_COPY),
+// with a sequential prefetch window; sync write-protect faults go to the
+// dirty tracker.
+//
+// Prefetch: the window starts at 64 KiB, doubles while faults follow the
+// previous run, up to prefetch_max, and falls back to 64 KiB on a fault
+// elsewhere. A run never extends past hwm, over a page already installed
+// (the `installed` bitmap), or over a discarded page.
+//
+// A page the source cannot read correctly (kCorruption or any error) is
+// never filled with guessed data: the error is logged with the page, and
+// the page is poisoned (UFFDIO_POISON: the faulting thread gets SIGBUS)
+// when the kernel offers it; otherwise the faulting thread stays blocked.
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "base/page_io.h"
+#include "base/status.h"
+#include "pager/dirty_tracker.h"
+#include "pager/page_bitmap.h"
+#include "pager/region.h"
+#include "pager/uapi_compat.h"
+
+namespace pheap {
+
+struct FaultServiceConfig {
+  int uffd = -1;                      // non-blocking; not owned
+  const Region* region = nullptr;
+  Pgno hwm = 0;                       // pages below come from `source`
+  PageSource* source = nullptr;
+  DirtyTracker* tracker = nullptr;    // copy modes and sync-WP faults
+  PageBitmap* installed = nullptr;    // over [0, hwm)
+  PageBitmap* discarded = nullptr;    // over [0, hwm): serve zeros
+  std::shared_mutex* install_mu = nullptr;  // shared while marking/installing
+  int threads = 2;
+  uint64_t prefetch_max = uint64_t{4} << 20;  // bytes
+  bool poison = false;                // UFFDIO_POISON available
+};
+
+class FaultService {
+ public:
+  explicit FaultService(const FaultServiceConfig& config) : c_(config) {}
+  ~FaultService() { Stop(); }
+  FaultService(const FaultService&) = delete;
+  FaultService& operator=(const FaultService&) = delete;
+
+  Status Start();
+  // Stops and joins the threads. Idempotent.
+  void Stop();
+
+  uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
+  uint64_t pages_fetched() const { return pages_fetched_.load(std::memory_order_relaxed); }
+
+  static constexpr uint64_t kInitialWindow = 64 * 1024;
+
+ private:
+  void Loop();
+  void Serve(const uffd_msg& m, uint8_t* buf);
+  void ServeMissing(Pgno p, bool write, uint8_t* buf);
+  Run PlanRun(Pgno p);
+  // Copies `count` pages from src to page `first`; returns pages placed.
+  void Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault);
+  void CopyRange(Pgno first, uint64_t count, const uint8_t* src, uint64_t mode, Pgno fault);
+  void FailPage(Pgno p, const Status& why);
+  uint64_t Addr(Pgno p) const { return c_.region->base() + (p << kPageShift); }
+
+  FaultServiceConfig c_;
+  int stop_fd_ = -1;  // eventfd: readable once Stop is called
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> faults_{0};
+  std::atomic<uint64_t> pages_fetched_{0};
+
+  std::mutex window_mu_;  // the sequential-prefetch state below
+  Pgno last_first_ = 0;
+  Pgno last_end_ = 0;
+  uint64_t window_pages_ = kInitialWindow / 4096;
+};
+
+}  // namespace pheap

@@ -1,0 +1,272 @@
+// The commit cut and the rest of the public Pager.
+//
+// A cut: pause every writer (safepoint.h), take the written pages from the
+// tracker into `carry_` (which also holds pages of a failed earlier Persist),
+// copy those pages into a staging buffer, resume. The pause is the tracker's
+// walk plus one memcpy per dirty run, so it grows with the dirty set; the
+// carry bitmap adds a scan of one bit per region page (64 KiB per 2 GiB).
+// Persist runs on the committer thread, in epoch order.
+#include <sys/mman.h>
+#include <time.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/os.h"
+#include "pager/pager_impl.h"
+#include "pager/safepoint.h"
+
+namespace pheap {
+namespace {
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Tracker runs go into the carry bitmap: merged with retried pages, no allocation.
+class CarrySink final : public RunSink {
+ public:
+  explicit CarrySink(PageBitmap* carry) : carry_(carry) {}
+  void Add(Run r) override { carry_->SetRun(r); }
+
+ private:
+  PageBitmap* carry_;
+};
+
+// `runs` minus the ascending `pages`.
+std::vector<Run> Subtract(const std::vector<Run>& runs, const std::vector<Pgno>& pages) {
+  std::vector<Run> out;
+  for (Run r : runs) {
+    auto it = std::lower_bound(pages.begin(), pages.end(), r.first);
+    Pgno at = r.first;
+    for (; it != pages.end() && *it < r.end(); ++it) {
+      if (*it > at) out.push_back(Run{at, *it - at});
+      at = *it + 1;
+    }
+    if (at < r.end()) out.push_back(Run{at, r.end() - at});
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Pager::Impl::TakeIntoCarry() {
+  std::unique_lock lk(install_mu_);  // no fault thread between mark and unprotect
+  CarrySink sink(carry_.get());
+  return tracker_->TakeDirty(&sink);
+}
+
+void Pager::Impl::CopyCarried(StagingBuffer* staging, uint64_t precopied) {
+  const Pgno* pre = staging->pgnos();
+  carry_->TakeRuns([&](Run r) {
+    Pgno p = r.first;
+    while (p < r.end()) {
+      uint64_t slot = static_cast<uint64_t>(std::lower_bound(pre, pre + precopied, p) - pre);
+      uint64_t n = 0;
+      while (p + n < r.end() && slot + n < precopied && pre[slot + n] == p + n) ++n;
+      if (n > 0) {
+        staging->Refresh(slot, n, region_.data() + (p << kPageShift));
+      } else {
+        const Pgno next = slot < precopied ? std::min<Pgno>(pre[slot], r.end()) : r.end();
+        n = next - p;
+        staging->Append(p, n, region_.data() + (p << kPageShift));
+      }
+      p += n;
+    }
+  });
+}
+
+Status Pager::Impl::MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split) {
+  auto merged = staging_pool_->Get();
+  if (!merged.ok()) return merged.status();
+  const StagingBuffer& s = **staging;
+  uint64_t a = 0, b = split;
+  while (a < split || b < s.count()) {
+    const bool take_a = b == s.count() || (a < split && s.pgnos()[a] < s.pgnos()[b]);
+    const uint64_t i = take_a ? a++ : b++;
+    merged.value()->Append(s.pgnos()[i], 1, s.data() + i * kPageSize);
+  }
+  std::swap(*staging, merged.value());
+  staging_pool_->Put(std::move(merged.value()), options_.staging_max);
+  return Status::Ok();
+}
+
+// With precopy the written pages are taken and copied first while writers
+// run; the pause then re-takes only what was written meanwhile.
+Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused) {
+  StagingBuffer* buf = staging->get();
+  if (options_.precopy && tracker_->TakesWhileRunning()) {
+    PHEAP_RETURN_IF_ERROR(TakeIntoCarry());
+    CopyCarried(buf, 0);
+  }
+  const uint64_t precopied = buf->count();
+  Safepoint sp;
+  const uint64_t t0 = NowNs();
+  auto n = sp.Pause();
+  if (!n.ok()) return n.status();
+  *paused = *n;
+  Status st = TakeIntoCarry();
+  // Copy outside the install lock: a carried page that was discarded is not
+  // resident, and reading it needs the fault service.
+  if (st.ok()) CopyCarried(buf, precopied);
+  sp.Resume();
+  *pause_ns = NowNs() - t0;
+  PHEAP_RETURN_IF_ERROR(st);
+  if (precopied != 0 && buf->count() > precopied) return MergeInto(staging, precopied);
+  return Status::Ok();
+}
+
+std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
+  auto job = std::make_unique<Job>();
+  std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
+  {  // bound the staging memory: wait for older cuts to become durable
+    std::unique_lock lk(q_mu_);
+    q_cv_.wait(lk, [&] { return staged_bytes_ <= options_.staging_max || queue_.empty() || stopping_; });
+  }
+  std::lock_guard cut_lk(cut_mu_);
+  auto staging = staging_pool_->Get();
+  if (!staging.ok()) {
+    job->done.set_value(staging.status());
+    return fut;
+  }
+  job->staging = std::move(staging.value());
+  std::vector<Run> discards;
+  {
+    std::lock_guard lk(discard_mu_);
+    discards.swap(pending_discards_);
+  }
+  uint64_t pause_ns = 0;
+  int paused = 0;
+  Status st = Cut(&job->staging, &pause_ns, &paused);
+  if (!st.ok()) {  // whatever was taken already goes into the next cut
+    for (uint64_t i = 0; i < job->staging->count(); ++i) carry_->Set(job->staging->pgnos()[i]);
+    std::lock_guard lk(discard_mu_);
+    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
+    job->done.set_value(st.Annotate("commit cut"));
+    return fut;
+  }
+  last_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  paused_threads_.store(static_cast<uint64_t>(paused), std::memory_order_relaxed);
+
+  SealedEpoch& e = job->epoch;
+  const StagingBuffer& s = *job->staging;
+  e.pages.assign(s.pgnos(), s.pgnos() + s.count());
+  e.data = s.data();
+  e.discarded = Subtract(discards, e.pages);
+  if (!e.pages.empty()) cut_hwm_ = std::max(cut_hwm_, e.pages.back() + 1);
+  e.image = image_;
+  e.image.hwm = cut_hwm_;
+  last_dirty_.store(s.count(), std::memory_order_relaxed);
+  {
+    std::lock_guard lk(q_mu_);
+    e.image.epoch = next_epoch_++;
+    staged_bytes_ += s.bytes();
+    queue_.push_back(std::move(job));
+  }
+  q_cv_.notify_all();
+  return fut;
+}
+
+void Pager::Impl::Requeue(Job* j) {
+  for (Pgno p : j->epoch.pages) carry_->Set(p);
+  std::lock_guard lk(discard_mu_);
+  pending_discards_.insert(pending_discards_.begin(), j->epoch.discarded.begin(), j->epoch.discarded.end());
+}
+
+void Pager::Impl::CommitterLoop() {
+  std::unique_lock lk(q_mu_);
+  for (;;) {
+    q_cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
+    if (queue_.empty()) break;  // stopping, and every queued cut persisted
+    Job* j = queue_.front().get();
+    lk.unlock();
+    Status st = sink_->Persist(j->epoch);
+    // A failed epoch takes the queued later ones with it: their numbers are
+    // no longer next. All their pages go back into the next cut, which holds
+    // cut_mu_ so no cut is half-way while the numbering resets.
+    std::unique_lock cut_lk(cut_mu_, std::defer_lock);
+    if (!st.ok()) cut_lk.lock();
+    lk.lock();
+    std::deque<std::unique_ptr<Job>> done;
+    done.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+    if (!st.ok()) {
+      while (!queue_.empty()) { done.push_back(std::move(queue_.front())); queue_.pop_front(); }
+      next_epoch_ = durable_.load() + 1;
+    }
+    for (auto& d : done) staged_bytes_ -= d->staging->bytes();
+    lk.unlock();
+    for (size_t i = 0; i < done.size(); ++i) {
+      Job& d = *done[i];
+      const Epoch e = d.epoch.image.epoch;
+      if (st.ok()) {
+        durable_.store(e, std::memory_order_release);
+        commits_.fetch_add(1, std::memory_order_relaxed);
+        d.done.set_value(e);
+      } else {
+        Requeue(&d);
+        PHEAP_LOG_ERROR("epoch {} not durable: {}; its pages go into the next commit", e, st.ToString());
+        d.done.set_value(i == 0 ? st : st.Annotate(fmt::format("epoch {} failed before epoch {}", e - i, e)));
+      }
+      staging_pool_->Put(std::move(d.staging), options_.staging_max);
+    }
+    if (cut_lk.owns_lock()) cut_lk.unlock();
+    q_cv_.notify_all();
+    lk.lock();
+  }
+}
+
+Status Pager::Impl::Discard(void* addr, uint64_t len) {
+  const uint64_t a = reinterpret_cast<uint64_t>(addr);
+  if (a % kPageSize != 0 || len % kPageSize != 0 || !region_.contains(a) || len > region_.base() + region_.size() - a)
+    return Status::InvalidArgument(fmt::format("discard of [{:#x}, {:#x}) is not page aligned inside the heap region", a, a + len));
+  if (len == 0) return Status::Ok();
+  const Run r{(a - region_.base()) >> kPageShift, len >> kPageShift};
+  std::lock_guard cut_lk(cut_mu_);  // a cut never sees a half-discarded run
+  {
+    std::unique_lock lk(install_mu_);
+    const Run below{r.first, r.first < image_.hwm ? std::min(r.end(), image_.hwm) - r.first : 0};
+    discarded_->SetRun(below);  // before the zap: a refault then serves zeros
+    int e = os().madvise(addr, len, MADV_DONTNEED);
+    if (e < 0) return Status::FromErrno(fmt::format("madvise(DONTNEED) of [{:#x}, {:#x})", a, a + len), -e);
+    installed_->ClearRun(below);
+  }
+  std::lock_guard lk(discard_mu_);
+  pending_discards_.push_back(r);
+  return Status::Ok();
+}
+
+PagerStats Pager::Impl::stats() const {
+  PagerStats s;
+  s.mode = mode_;
+  s.durable_epoch = durable_.load();
+  s.commits = commits_.load();
+  s.last_dirty_pages = last_dirty_.load();
+  s.last_pause_ns = last_pause_ns_.load();
+  s.max_pause_ns = max_pause_ns_.load();
+  s.paused_threads = paused_threads_.load();
+  if (faults_) {
+    s.faults = faults_->faults();
+    s.pages_fetched = faults_->pages_fetched();
+  }
+  return s;
+}
+
+Pager::Pager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pager::~Pager() = default;
+void* Pager::base() const { return impl_->region_.data(); }
+uint64_t Pager::size() const { return impl_->region_.size(); }
+TrackingMode Pager::mode() const { return impl_->mode_; }
+Epoch Pager::durable_epoch() const { return impl_->stats().durable_epoch; }
+PagerStats Pager::stats() const { return impl_->stats(); }
+Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
+std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
+Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
+void Pager::ExemptCurrentThread() { SafepointExempt(); }
+
+}  // namespace pheap

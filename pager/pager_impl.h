@@ -1,0 +1,105 @@
+// Pager::Impl: the state behind the public Pager (pager.h). Split from
+// pager.cc so the open path (pager_open.cc) and the commit cut (pager.cc)
+// each read on their own.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "base/page_io.h"
+#include "pager/dirty_tracker.h"
+#include "pager/fault_service.h"
+#include "pager/page_bitmap.h"
+#include "pager/pager.h"
+#include "pager/region.h"
+#include "pager/staging.h"
+
+namespace pheap {
+
+class Pager::Impl {
+ public:
+  Impl(const ImageInfo& image, PageSource* source, EpochSink* sink, const PagerOptions& options);
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // pager_open.cc
+  Status Start(TrackingMode mode);
+
+  // pager.cc
+  std::shared_future<Result<Epoch>> CommitAsync();
+  Status Discard(void* addr, uint64_t len);
+  PagerStats stats() const;
+
+  ImageInfo image_;
+  PageSource* source_;
+  EpochSink* sink_;
+  PagerOptions options_;
+  Region region_;
+  TrackingMode mode_ = TrackingMode::kAuto;
+  int uffd_ = -1;
+
+ private:
+  // One cut waiting for, or in, its Persist.
+  struct Job {
+    SealedEpoch epoch;
+    std::unique_ptr<StagingBuffer> staging;
+    std::promise<Result<Epoch>> done;
+  };
+
+  Status OpenUffd(bool* absent);
+  Status RegisterUffd();
+  Status LoadEagerly();
+  // Pauses the writers and copies the written pages into *staging (which
+  // it may replace by a buffer in page order).
+  Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused);
+  Status TakeIntoCarry();
+  // Copies the carried pages: fresh ones appended, those among the first
+  // `precopied` slots refreshed in place.
+  void CopyCarried(StagingBuffer* staging, uint64_t precopied);
+  // Puts the two ascending parts [0, split) and [split, count) in one order.
+  Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
+  void CommitterLoop();
+  // Persist failed: the pages and discards of `j` go back to be retried.
+  void Requeue(Job* j);
+
+  std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
+  std::unique_ptr<PageBitmap> installed_;  // over [0, hwm)
+  std::unique_ptr<PageBitmap> discarded_;  // over [0, hwm)
+  std::unique_ptr<DirtyTracker> tracker_;
+  std::unique_ptr<FaultService> faults_;
+  // Pages that belong in the next cut whatever the tracker says: filled by
+  // the cut from the tracker, and by a failed Persist with its pages.
+  std::unique_ptr<PageBitmap> carry_;
+  std::unique_ptr<StagingPool> staging_pool_;
+
+  std::mutex cut_mu_;       // one cut or discard at a time; before q_mu_
+  Pgno cut_hwm_ = 0;        // hwm of the newest cut
+
+  std::mutex discard_mu_;
+  std::vector<Run> pending_discards_;  // since the last cut
+
+  std::mutex q_mu_;
+  std::condition_variable q_cv_;
+  std::deque<std::unique_ptr<Job>> queue_;
+  Epoch next_epoch_ = 1;
+  uint64_t staged_bytes_ = 0;  // in cuts not yet durable
+  bool stopping_ = false;
+  std::thread committer_;
+
+  std::atomic<Epoch> durable_{0};
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> last_dirty_{0};
+  std::atomic<uint64_t> last_pause_ns_{0};
+  std::atomic<uint64_t> max_pause_ns_{0};
+  std::atomic<uint64_t> paused_threads_{0};
+};
+
+}  // namespace pheap

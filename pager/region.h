@@ -1,0 +1,38 @@
+// The fixed-address mapping that holds one heap: anonymous, private, never
+// placed anywhere but its recorded base, so raw pointers stay valid.
+#pragma once
+
+#include <cstdint>
+
+#include "base/status.h"
+
+namespace pheap {
+
+class Region {
+ public:
+  // Maps [base, base + size) with MAP_FIXED_NOREPLACE | MAP_NORESERVE.
+  // Errors: kInvalidArgument for a base or size that breaks the region
+  // invariants (base/types.h); kBusy, naming the range, when any part of it
+  // is already mapped.
+  static Result<Region> Map(uint64_t base, uint64_t size);
+
+  Region() = default;
+  ~Region();
+  Region(Region&& o) noexcept : base_(o.base_), size_(o.size_) { o.base_ = 0; o.size_ = 0; }
+  Region& operator=(Region&& o) noexcept;
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  uint8_t* data() const { return reinterpret_cast<uint8_t*>(base_); }
+  uint64_t base() const { return base_; }
+  uint64_t size() const { return size_; }
+  uint64_t pages() const { return size_ >> 12; }
+  bool contains(uint64_t addr) const { return addr - base_ < size_; }
+
+ private:
+  Region(uint64_t base, uint64_t size) : base_(base), size_(size) {}
+  uint64_t base_ = 0;
+  uint64_t size_ = 0;
+};
+
+}  // namespace pheap

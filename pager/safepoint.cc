@@ -1,0 +1,245 @@
+#include "pager/safepoint.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "base/log.h"
+#include "base/os.h"
+
+namespace pheap {
+namespace {
+
+constexpr int kMaxExempt = 256;
+constexpr int kMaxThreads = 16384;
+
+std::atomic<pid_t> g_exempt[kMaxExempt];
+std::atomic<uint32_t> g_generation{0};  // bumped by Resume; handlers wait on it
+std::atomic<uint32_t> g_arrived{0};
+std::mutex g_pause_mu;                  // one safepoint at a time
+pid_t g_paused[kMaxThreads];            // tids signalled in this pause, in order
+std::atomic<uint8_t> g_came[kMaxThreads];  // g_came[i]: g_paused[i] arrived
+std::atomic<int> g_npaused{0};      // written by the pausing thread only
+
+pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
+}
+
+void Handler(int, siginfo_t*, void*) {
+  const int saved = errno;
+  const uint32_t gen = g_generation.load(std::memory_order_acquire);
+  const pid_t self = Gettid();
+  const int n = g_npaused.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    if (g_paused[i] == self) {
+      g_came[i].store(1, std::memory_order_release);
+      break;
+    }
+  }
+  g_arrived.fetch_add(1, std::memory_order_acq_rel);
+  Futex(&g_arrived, FUTEX_WAKE_PRIVATE, 1, nullptr);
+  while (g_generation.load(std::memory_order_acquire) == gen)
+    Futex(&g_generation, FUTEX_WAIT_PRIVATE, gen, nullptr);
+  errno = saved;
+}
+
+void InstallHandlerOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = Handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SafepointSignal(), &sa, nullptr);
+  });
+}
+
+bool IsExempt(pid_t tid) {
+  for (const auto& e : g_exempt)
+    if (e.load(std::memory_order_acquire) == tid) return true;
+  return false;
+}
+
+bool AlreadyPaused(pid_t tid) {
+  for (int i = 0; i < g_npaused; ++i)
+    if (g_paused[i] == tid) return true;
+  return false;
+}
+
+// Signals every thread in /proc/self/task not yet signalled; returns how
+// many it signalled now, or -errno. Raw getdents64: opendir allocates.
+int SignalNewThreads(pid_t self) {
+  int fd = os().open("/proc/self/task", O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0) return fd;
+  const pid_t pid = getpid();
+  int sent = 0;
+  alignas(8) char buf[8192];
+  for (;;) {
+    long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + off);
+      off += d->d_reclen;
+      if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+      pid_t tid = static_cast<pid_t>(strtol(d->d_name, nullptr, 10));
+      if (tid == self || IsExempt(tid) || AlreadyPaused(tid) || g_npaused == kMaxThreads) continue;
+      // Publish the slot before the signal, so the handler finds itself.
+      const int slot = g_npaused.load(std::memory_order_relaxed);
+      g_came[slot].store(0, std::memory_order_relaxed);
+      g_paused[slot] = tid;
+      g_npaused.store(slot + 1, std::memory_order_release);
+      if (syscall(SYS_tgkill, pid, tid, SafepointSignal()) == 0) {
+        ++sent;
+      } else {
+        g_npaused.store(slot, std::memory_order_relaxed);  // not signalled: forget it
+      }
+    }
+  }
+  os().close(fd);
+  return sent;
+}
+
+// True if `tid` is a kernel worker of this process (an io_uring io-wq or
+// SQPOLL thread): it shows in /proc/self/task but runs no user code and
+// blocks every signal, so it never arrives and need not. The kernel marks it
+// PF_IO_WORKER in the flags field (the 9th) of its stat.
+bool IsKernelWorker(pid_t tid) {
+  char path[64], buf[512];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", static_cast<int>(tid));
+  int fd = os().open(path, O_RDONLY, 0);
+  if (fd < 0) return false;
+  ssize_t n = os().pread(fd, buf, sizeof(buf) - 1, 0);
+  os().close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // comm may hold spaces
+  if (p == nullptr) return false;
+  // ") state ppid pgrp session tty_nr tpgid flags": flags follows the 7th space.
+  for (int space = 0; space < 7 && p != nullptr; ++space) p = std::strchr(p + 1, ' ');
+  if (p == nullptr) return false;
+  constexpr unsigned long kPfIoWorker = 0x10;
+  return (std::strtoul(p + 1, nullptr, 10) & kPfIoWorker) != 0;
+}
+
+// True if `tid` has the safepoint signal blocked in its mask right now.
+bool BlocksSignal(pid_t tid) {
+  char path[64], buf[2048];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", static_cast<int>(tid));
+  int fd = os().open(path, O_RDONLY, 0);
+  if (fd < 0) return false;
+  ssize_t n = os().pread(fd, buf, sizeof(buf) - 1, 0);
+  os().close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* p = std::strstr(buf, "SigBlk:");
+  if (p == nullptr) return false;
+  unsigned long long mask = std::strtoull(p + 7, nullptr, 16);
+  return (mask >> (SafepointSignal() - 1)) & 1;
+}
+
+// Signalled threads that will not arrive: gone (exited first), kernel
+// workers, and, once `long_wait` is true, threads that keep the signal
+// blocked (such a thread promises not to write the heap meanwhile; see
+// pager.h). A short block is waited out: the mprotect tracker blocks the
+// signal while it marks a page dirty. Only threads not yet arrived are looked
+// at, so a pause where everyone arrives never reads /proc.
+uint32_t CountExcused(bool long_wait) {
+  uint32_t excused = 0;
+  for (int i = 0; i < g_npaused; ++i) {
+    if (g_came[i].load(std::memory_order_acquire)) continue;
+    const pid_t tid = g_paused[i];
+    bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
+    if (gone || IsKernelWorker(tid)) {
+      ++excused;
+    } else if (long_wait && BlocksSignal(tid)) {
+      static std::atomic<pid_t> warned{0};
+      if (warned.exchange(tid) != tid)
+        PHEAP_LOG_WARN("commit safepoint: thread {} blocks signal {}; committing without pausing it",
+                       static_cast<int>(tid), SafepointSignal());
+      ++excused;
+    }
+  }
+  return excused;
+}
+
+// Waits until every signalled thread has arrived or gone.
+void WaitArrivals() {
+  const timespec tick{0, 1000000};  // 1 ms: re-check for exited threads
+  int ticks = 0;
+  for (;;) {
+    uint32_t arrived = g_arrived.load(std::memory_order_acquire);
+    if (arrived >= static_cast<uint32_t>(g_npaused)) return;
+    Futex(&g_arrived, FUTEX_WAIT_PRIVATE, arrived, &tick);
+    if (g_arrived.load(std::memory_order_acquire) >= static_cast<uint32_t>(g_npaused)) return;
+    ++ticks;
+    if ((ticks == 1 || ticks % 8 == 0) &&
+        g_arrived.load(std::memory_order_acquire) + CountExcused(ticks >= 50) >= static_cast<uint32_t>(g_npaused))
+      return;
+    if (ticks % 1000 == 0)
+      PHEAP_LOG_WARN("commit safepoint: {} of {} threads have not paused after {} s (a thread blocking signal {}?)",
+                     g_npaused - static_cast<int>(g_arrived.load()), g_npaused, ticks / 1000, SafepointSignal());
+  }
+}
+
+}  // namespace
+
+int SafepointSignal() { return SIGRTMIN + 5; }
+
+void SafepointExempt() {
+  pid_t tid = Gettid();
+  for (auto& e : g_exempt) {
+    pid_t expected = 0;
+    if (e.compare_exchange_strong(expected, tid, std::memory_order_acq_rel)) return;
+  }
+  PHEAP_LOG_ERROR("more than {} exempt threads: thread {} will be paused by commits", kMaxExempt, tid);
+}
+
+void SafepointUnexempt() {
+  pid_t tid = Gettid();
+  for (auto& e : g_exempt) {
+    pid_t expected = tid;
+    if (e.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
+  }
+}
+
+Result<int> Safepoint::Pause() {
+  InstallHandlerOnce();
+  g_pause_mu.lock();
+  paused_ = true;
+  g_npaused = 0;
+  g_arrived.store(0, std::memory_order_release);
+  const pid_t self = Gettid();
+  for (;;) {
+    int sent = SignalNewThreads(self);
+    if (sent < 0) {
+      Resume();
+      return Status::FromErrno("listing /proc/self/task for the commit safepoint", -sent);
+    }
+    WaitArrivals();
+    if (sent == 0) break;  // a full pass found nobody new: everyone is held
+  }
+  return g_npaused.load();
+}
+
+void Safepoint::Resume() {
+  if (!paused_) return;
+  paused_ = false;
+  g_generation.fetch_add(1, std::memory_order_acq_rel);
+  Futex(&g_generation, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
+  g_pause_mu.unlock();
+}
+
+}  // namespace pheap

@@ -1,0 +1,51 @@
+// A signal safepoint, as a garbage collector uses: pauses every thread of
+// the process except the caller and pheap's own (exempt) threads, so a
+// commit can take a point-in-time cut while the program keeps running
+// around it.
+//
+// Each thread found in /proc/self/task gets a real-time signal (tgkill);
+// its handler (SA_RESTART, errno saved) counts itself arrived and futex-
+// waits on a generation word until Resume. The task list is read again
+// until no new thread appears, so a thread created by a not-yet-paused one
+// is caught too. A thread that exits before arriving is noticed and not
+// waited for. Nothing here allocates while threads are paused: a paused
+// thread may hold the allocator's lock.
+//
+// Limits: a thread that blocks the signal, or sits in a system call that
+// does not return for signals handled with SA_RESTART (never: the handler
+// runs on return), delays the pause; Pause logs a warning every second it
+// waits. One safepoint at a time per process (Pause serialises).
+#pragma once
+
+#include <cstdint>
+
+#include "base/status.h"
+
+namespace pheap {
+
+// The signal the safepoint uses (SIGRTMIN + 5).
+int SafepointSignal();
+
+// Registers / removes the calling thread as one the safepoint never pauses.
+// At most 256 exempt threads at once.
+void SafepointExempt();
+void SafepointUnexempt();
+
+class Safepoint {
+ public:
+  Safepoint() = default;
+  ~Safepoint() { Resume(); }
+  Safepoint(const Safepoint&) = delete;
+  Safepoint& operator=(const Safepoint&) = delete;
+
+  // Pauses the other threads. Returns how many were paused. On error no
+  // thread stays paused.
+  Result<int> Pause();
+  // Releases the threads paused by Pause. Idempotent.
+  void Resume();
+
+ private:
+  bool paused_ = false;
+};
+
+}  // namespace pheap

@@ -1,0 +1,61 @@
+// Where a commit's pages wait between the cut and the sink: a 4 KiB-aligned
+// page buffer and the matching page numbers, reserved once at the region's
+// size (MAP_NORESERVE: only what a commit fills is backed) so the cut never
+// allocates while threads are paused. Buffers are reused, already faulted
+// in, so a cut does not pay first-touch costs inside the pause.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "base/status.h"
+#include "base/types.h"
+
+namespace pheap {
+
+class StagingBuffer {
+ public:
+  static Result<std::unique_ptr<StagingBuffer>> Reserve(uint64_t max_pages);
+  ~StagingBuffer();
+  StagingBuffer(const StagingBuffer&) = delete;
+  StagingBuffer& operator=(const StagingBuffer&) = delete;
+
+  // Appends a copy of `count` contiguous pages starting at `src` (page `first`).
+  void Append(Pgno first, uint64_t count, const uint8_t* src);
+  // Overwrites slots [slot, slot + count) with fresh copies from `src`.
+  void Refresh(uint64_t slot, uint64_t count, const uint8_t* src);
+  void Clear() { count_ = 0; }
+  uint64_t count() const { return count_; }
+  uint64_t bytes() const { return count_ * kPageSize; }
+  const uint8_t* data() const { return data_; }
+  const Pgno* pgnos() const { return pgnos_; }
+  // Returns memory beyond `keep_pages` to the OS.
+  void Trim(uint64_t keep_pages);
+
+ private:
+  StagingBuffer(uint8_t* data, Pgno* pgnos, uint64_t max_pages)
+      : data_(data), pgnos_(pgnos), max_pages_(max_pages) {}
+  uint8_t* data_;
+  Pgno* pgnos_;
+  uint64_t max_pages_;
+  uint64_t count_ = 0;
+  uint64_t touched_ = 0;  // high-water of pages ever filled
+};
+
+// A free list of buffers, so steady commits reuse warm memory.
+class StagingPool {
+ public:
+  explicit StagingPool(uint64_t max_pages) : max_pages_(max_pages) {}
+  Result<std::unique_ptr<StagingBuffer>> Get();
+  // Keeps at most two buffers, trimmed to `keep_bytes` each beyond the first.
+  void Put(std::unique_ptr<StagingBuffer> b, uint64_t keep_bytes);
+
+ private:
+  uint64_t max_pages_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<StagingBuffer>> free_;
+};
+
+}  // namespace pheap

@@ -1,0 +1,37 @@
+// Thin wrappers over the userfaultfd and PAGEMAP_SCAN ioctls. Each keeps the
+// kernel's name (UFFDIO_COPY -> uffd_copy) so it can be read against
+// userfaultfd(2) and ioctl_userfaultfd(2); each returns >= 0 or -errno and
+// goes through pheap::os(), so tests can take the kernel away.
+#pragma once
+
+#include <cstdint>
+
+#include "pager/uapi_compat.h"
+
+namespace pheap {
+
+// A new userfaultfd (O_CLOEXEC | O_NONBLOCK, kernel-mode faults included):
+// the syscall first, then /dev/userfaultfd + USERFAULTFD_IOC_NEW, which is
+// how root or a member of the device's group gets one when
+// vm.unprivileged_userfaultfd=0 refuses the syscall. *via_dev says which.
+// Returns the fd or the syscall's -errno.
+int uffd_open(bool* via_dev);
+
+// UFFDIO_API. On success *features holds what the kernel granted (with
+// features = 0 requested: everything it supports) and *ioctls the ioctls.
+int uffd_api(int fd, uint64_t want, uint64_t* features, uint64_t* ioctls);
+int uffd_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t* ioctls);
+int uffd_unregister(int fd, uint64_t start, uint64_t len);
+// UFFDIO_COPY: returns bytes copied (> 0), or -errno when nothing was; -EEXIST
+// when the first page is already mapped, -EAGAIN when the mm is changing.
+int64_t uffd_copy(int fd, uint64_t dst, const void* src, uint64_t len, uint64_t mode);
+int64_t uffd_zeropage(int fd, uint64_t start, uint64_t len, uint64_t mode);
+int uffd_wake(int fd, uint64_t start, uint64_t len);
+int uffd_writeprotect(int fd, uint64_t start, uint64_t len, uint64_t mode);
+int64_t uffd_poison(int fd, uint64_t start, uint64_t len, uint64_t mode);
+
+// PAGEMAP_SCAN on an open /proc/self/pagemap: returns the number of regions
+// written to arg->vec, or -errno. arg->walk_end says where it stopped.
+int pagemap_scan(int pagemap_fd, pm_scan_arg* arg);
+
+}  // namespace pheap

@@ -1,0 +1,135 @@
+// An in-memory page store for the pager's tests: a PageSource over the
+// durable image and an EpochSink that applies each sealed epoch to it.
+// It checks the sink contract (consecutive epochs, ascending pages, discards
+// disjoint from pages) and can fail Persist or corrupt pages on request.
+#pragma once
+
+#include <array>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+#include <string>
+
+#include "base/page_io.h"
+
+namespace pheap::testing {
+
+class FakeStore : public PageSource, public EpochSink {
+ public:
+  using Page = std::array<uint8_t, kPageSize>;
+
+  explicit FakeStore(ImageInfo image) : image_(image) {}
+
+  // Stores `fill` in every byte of page p (durable at the current epoch).
+  void PutPage(Pgno p, uint8_t fill) {
+    std::lock_guard lk(mu_);
+    pages_[p].fill(fill);
+    if (p + 1 > image_.hwm) image_.hwm = p + 1;
+  }
+  void PutPage(Pgno p, const void* data) {
+    std::lock_guard lk(mu_);
+    std::memcpy(pages_[p].data(), data, kPageSize);
+    if (p + 1 > image_.hwm) image_.hwm = p + 1;
+  }
+  void Corrupt(Pgno p) { std::lock_guard lk(mu_); corrupt_.insert(p); }
+  void FailPersists(int n) { std::lock_guard lk(mu_); fail_persists_ = n; }
+  // Called under the store's lock after each epoch is applied.
+  void OnPersist(std::function<void(const SealedEpoch&, const FakeStore&)> fn) { on_persist_ = std::move(fn); }
+
+  ImageInfo image() const { std::lock_guard lk(mu_); return image_; }
+  bool Has(Pgno p) const { std::lock_guard lk(mu_); return pages_.count(p) != 0; }
+  // The durable bytes of page p (zeros if never stored). Lock-free variant
+  // for use inside OnPersist.
+  const uint8_t* PageDataLocked(Pgno p) const {
+    static const Page kZero{};
+    auto it = pages_.find(p);
+    return it == pages_.end() ? kZero.data() : it->second.data();
+  }
+  Page Read(Pgno p) const { std::lock_guard lk(mu_); Page out; std::memcpy(out.data(), PageDataLocked(p), kPageSize); return out; }
+  std::vector<Pgno> LastPages() const { std::lock_guard lk(mu_); return last_pages_; }
+  std::vector<Run> LastDiscarded() const { std::lock_guard lk(mu_); return last_discarded_; }
+  uint64_t read_runs() const { std::lock_guard lk(mu_); return read_runs_; }
+  std::string contract_error() const { std::lock_guard lk(mu_); return contract_error_; }
+
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override {
+    std::lock_guard lk(mu_);
+    ++read_runs_;
+    if (count > kMaxReadRun || reinterpret_cast<uintptr_t>(out) % kPageSize != 0)
+      contract_error_ = "ReadRun called against its REQUIRES";
+    if (present != nullptr) std::memset(present, 0, (count + 63) / 64 * 8);
+    for (uint32_t i = 0; i < count; ++i) {
+      if (corrupt_.count(first + i) != 0)
+        return Status::Corruption("page " + std::to_string(first + i) + " fails its checksum (fake store)");
+      auto it = pages_.find(first + i);
+      if (it == pages_.end()) {
+        std::memset(out + uint64_t{i} * kPageSize, 0, kPageSize);
+      } else {
+        std::memcpy(out + uint64_t{i} * kPageSize, it->second.data(), kPageSize);
+        if (present != nullptr) present[i / 64] |= uint64_t{1} << (i % 64);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Persist(const SealedEpoch& e) override {
+    std::lock_guard lk(mu_);
+    if (fail_persists_ > 0) {
+      --fail_persists_;
+      return Status::IoError("fake store: injected Persist failure", EIO);
+    }
+    if (e.image.epoch != image_.epoch + 1)
+      contract_error_ = "epoch " + std::to_string(e.image.epoch) + " after " + std::to_string(image_.epoch);
+    if (reinterpret_cast<uintptr_t>(e.data) % kPageSize != 0 && !e.pages.empty()) contract_error_ = "data not 4 KiB aligned";
+    for (size_t i = 1; i < e.pages.size(); ++i)
+      if (e.pages[i] <= e.pages[i - 1]) contract_error_ = "pages not ascending";
+    for (Run r : e.discarded) {
+      for (Pgno p : e.pages)
+        if (p >= r.first && p < r.end()) contract_error_ = "discarded overlaps pages";
+      for (Pgno p = r.first; p < r.end(); ++p) pages_.erase(p);
+    }
+    for (size_t i = 0; i < e.pages.size(); ++i) {
+      if (e.pages[i] >= e.image.hwm) contract_error_ = "page at or above hwm";
+      std::memcpy(pages_[e.pages[i]].data(), e.data + i * kPageSize, kPageSize);
+    }
+    image_ = e.image;
+    last_pages_ = e.pages;
+    last_discarded_ = e.discarded;
+    if (on_persist_) on_persist_(e, *this);
+    return Status::Ok();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  ImageInfo image_;
+  std::map<Pgno, Page> pages_;
+  std::set<Pgno> corrupt_;
+  int fail_persists_ = 0;
+  uint64_t read_runs_ = 0;
+  std::vector<Pgno> last_pages_;
+  std::vector<Run> last_discarded_;
+  std::string contract_error_;
+  std::function<void(const SealedEpoch&, const FakeStore&)> on_persist_;
+};
+
+// The tracking modes this kernel supports (kAuto excluded).
+std::vector<TrackingMode> SupportedModes();
+// "asyncwp", "syncwp", "mprotect": test-name friendly.
+std::string ModeTestName(TrackingMode m);
+// ThreadSanitizer runs an internal thread with every signal blocked, so a
+// signal safepoint over all threads of the process (every commit) cannot
+// complete under it; tests that commit skip there and say why.
+#if defined(__SANITIZE_THREAD__)
+#define PHEAP_SKIP_IF_TSAN() \
+  GTEST_SKIP() << "ThreadSanitizer's background thread blocks the commit safepoint's signal"
+#else
+#define PHEAP_SKIP_IF_TSAN() static_cast<void>(0)
+#endif
+
+// The tests' region base: a default slot (so it also lies where
+// ThreadSanitizer allows application mappings), away from the first ones.
+inline constexpr uint64_t kTestBase = kDefaultBase + 3 * kDefaultSlotSize;
+
+}  // namespace pheap::testing

@@ -1,0 +1,232 @@
+// The pager in every tracking mode this kernel supports: faults serve the
+// stored image, commits capture exactly the written pages (first writes
+// below and above hwm included), read(2) into a non-resident page, discard,
+// a failed Persist keeps its pages, async commits complete in order, the
+// prefetch window grows, a corrupt page is never served.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "pager/pager.h"
+#include "tests/pager/fake_store.h"
+
+namespace pheap::testing {
+namespace {
+
+constexpr uint64_t kSize = uint64_t{64} << 20;
+
+class PagerTest : public ::testing::TestWithParam<TrackingMode> {
+ protected:
+  void SetUp() override {
+    auto modes = SupportedModes();
+    if (std::find(modes.begin(), modes.end(), GetParam()) == modes.end())
+      GTEST_SKIP() << TrackingModeName(GetParam()) << " is not supported by this kernel";
+  }
+  std::unique_ptr<Pager> Open(PagerOptions o = {}) {
+    o.mode = GetParam();
+    auto p = Pager::Open(store_.image(), &store_, &store_, o);
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    if (!p.ok()) return nullptr;
+    EXPECT_EQ(p.value()->mode(), GetParam());
+    return std::move(p.value());
+  }
+  uint8_t* Page(Pager& p, Pgno n) { return static_cast<uint8_t*>(p.base()) + n * kPageSize; }
+  static bool AllBytes(const uint8_t* page, uint8_t v) {
+    for (size_t i = 0; i < kPageSize; ++i)
+      if (page[i] != v) return false;
+    return true;
+  }
+
+  FakeStore store_{ImageInfo{1, 0, 1, kTestBase, kSize, 0}};
+};
+
+TEST_P(PagerTest, FaultsServeStoredContent) {
+  for (Pgno p = 0; p < 100; ++p) store_.PutPage(p, static_cast<uint8_t>(p % 251 + 1));
+  store_.PutPage(300, 0x77);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  for (Pgno p = 0; p < 100; ++p) ASSERT_TRUE(AllBytes(Page(*pager, p), static_cast<uint8_t>(p % 251 + 1))) << p;
+  EXPECT_TRUE(AllBytes(Page(*pager, 300), 0x77));
+  EXPECT_TRUE(AllBytes(Page(*pager, 150), 0));    // below hwm, never stored
+  EXPECT_TRUE(AllBytes(Page(*pager, 9000), 0));   // above hwm
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+TEST_P(PagerTest, CommitCapturesExactlyTheWrittenPages) {
+  PHEAP_SKIP_IF_TSAN();
+  for (Pgno p = 0; p < 10; ++p) store_.PutPage(p, 1);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  // Reads alone, stored or fresh, are not writes.
+  EXPECT_TRUE(AllBytes(Page(*pager, 5), 1));
+  EXPECT_TRUE(AllBytes(Page(*pager, 200), 0));
+  Page(*pager, 3)[17] = 0xA3;       // below hwm, stored
+  Page(*pager, 8)[0] = 0xA8;        // below hwm, never read before
+  Page(*pager, 100)[4095] = 0xB1;   // above hwm: first write to a fresh page
+  Page(*pager, 16000)[1] = 0xB2;
+  auto e = pager->Commit();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 1u);
+  EXPECT_EQ(store_.LastPages(), (std::vector<Pgno>{3, 8, 100, 16000}));
+  EXPECT_EQ(store_.image().hwm, 16001u);
+  EXPECT_EQ(store_.Read(3)[17], 0xA3);
+  EXPECT_EQ(store_.Read(3)[18], 1);
+  EXPECT_EQ(store_.Read(8)[0], 0xA8);
+  EXPECT_EQ(store_.Read(100)[4095], 0xB1);
+  EXPECT_EQ(store_.Read(16000)[1], 0xB2);
+
+  // The next commit holds only what was written since.
+  Page(*pager, 8)[1] = 0xC8;
+  Page(*pager, 16001)[0] = 0xC9;
+  e = pager->Commit();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 2u);
+  EXPECT_EQ(store_.LastPages(), (std::vector<Pgno>{8, 16001}));
+  EXPECT_EQ(store_.Read(8)[1], 0xC8);
+  // Nothing written: the epoch still advances, empty.
+  e = pager->Commit();
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*e, 3u);
+  EXPECT_TRUE(store_.LastPages().empty());
+  EXPECT_EQ(pager->durable_epoch(), 3u);
+  EXPECT_EQ(pager->stats().commits, 3u);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+TEST_P(PagerTest, ReadSyscallIntoNonResidentPage) {
+  PHEAP_SKIP_IF_TSAN();
+  store_.PutPage(7, 0x5A);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  ASSERT_EQ(write(fds[1], "hello", 5), 5);
+  ssize_t n = read(fds[0], Page(*pager, 7) + 100, 5);
+  if (GetParam() == TrackingMode::kMprotect) {
+    // The documented limit: the kernel's own write into a protected page
+    // fails. After the program writes the page once, it works.
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(errno, EFAULT);
+    Page(*pager, 7)[0] = 0x5A;
+    n = read(fds[0], Page(*pager, 7) + 100, 5);
+  }
+  close(fds[0]);
+  close(fds[1]);
+  ASSERT_EQ(n, 5);
+  EXPECT_EQ(std::memcmp(Page(*pager, 7) + 100, "hello", 5), 0);
+  EXPECT_EQ(Page(*pager, 7)[99], 0x5A);
+  EXPECT_EQ(Page(*pager, 7)[105], 0x5A);
+  ASSERT_TRUE(pager->Commit().ok());
+  EXPECT_EQ(store_.LastPages(), (std::vector<Pgno>{7}));
+  EXPECT_EQ(std::memcmp(store_.Read(7).data() + 100, "hello", 5), 0);
+}
+
+TEST_P(PagerTest, DiscardReadsZerosAndIsCommitted) {
+  PHEAP_SKIP_IF_TSAN();
+  for (Pgno p = 0; p < 4; ++p) store_.PutPage(p, 9);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  EXPECT_TRUE(AllBytes(Page(*pager, 1), 9));  // resident
+  ASSERT_TRUE(pager->Discard(Page(*pager, 1), 2 * kPageSize).ok());
+  EXPECT_TRUE(AllBytes(Page(*pager, 1), 0));
+  EXPECT_TRUE(AllBytes(Page(*pager, 2), 0));  // never resident: served zeros, not the stored 9s
+  Page(*pager, 2)[0] = 5;
+  ASSERT_TRUE(pager->Commit().ok());
+  EXPECT_EQ(store_.LastPages(), (std::vector<Pgno>{2}));
+  auto d = store_.LastDiscarded();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].first, 1u);
+  EXPECT_EQ(d[0].count, 1u);
+  EXPECT_FALSE(store_.Has(1));
+  EXPECT_EQ(store_.Read(2)[0], 5);
+  EXPECT_EQ(store_.Read(2)[1], 0);
+  EXPECT_EQ(store_.Read(0)[0], 9);
+  EXPECT_EQ(store_.Read(3)[0], 9);
+  EXPECT_FALSE(pager->Discard(Page(*pager, 1) + 1, kPageSize).ok());
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+TEST_P(PagerTest, FailedPersistKeepsTheDirtySet) {
+  PHEAP_SKIP_IF_TSAN();
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  Page(*pager, 4)[0] = 44;
+  store_.FailPersists(1);
+  auto e = pager->Commit();
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(pager->durable_epoch(), 0u);
+  Page(*pager, 6)[0] = 66;
+  e = pager->Commit();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 1u);
+  EXPECT_EQ(store_.LastPages(), (std::vector<Pgno>{4, 6}));
+  EXPECT_EQ(store_.Read(4)[0], 44);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+TEST_P(PagerTest, AsyncCommitsCompleteInOrder) {
+  PHEAP_SKIP_IF_TSAN();
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  std::vector<std::shared_future<Result<Epoch>>> futures;
+  for (int i = 0; i < 5; ++i) {
+    Page(*pager, static_cast<Pgno>(i))[0] = static_cast<uint8_t>(i + 1);
+    futures.push_back(pager->CommitAsync());
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto r = futures[static_cast<size_t>(i)].get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, static_cast<Epoch>(i + 1));
+  }
+  EXPECT_EQ(store_.image().epoch, 5u);
+  for (Pgno p = 0; p < 5; ++p) EXPECT_EQ(store_.Read(p)[0], p + 1);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+TEST_P(PagerTest, SequentialScanGrowsThePrefetchWindow) {
+  constexpr Pgno kPages = 2048;
+  for (Pgno p = 0; p < kPages; ++p) store_.PutPage(p, static_cast<uint8_t>(p));
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  uint64_t sum = 0;
+  for (Pgno p = 0; p < kPages; ++p) sum += Page(*pager, p)[kPageSize - 1];
+  uint64_t want = 0;
+  for (Pgno p = 0; p < kPages; ++p) want += static_cast<uint8_t>(p);
+  EXPECT_EQ(sum, want);
+  PagerStats s = pager->stats();
+  EXPECT_EQ(s.pages_fetched, kPages) << "faults " << s.faults << ", reads " << store_.read_runs();
+  // A fixed 64 KiB window would need 128 faults; a growing one far fewer.
+  EXPECT_LT(s.faults, kPages / 16);
+  EXPECT_GE(s.faults, 1u);
+}
+
+TEST_P(PagerTest, CorruptPageIsNeverServed) {
+  if (!Pager::Probe().poison) GTEST_SKIP() << "no UFFDIO_POISON: the faulting thread would block forever";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  store_.PutPage(0, 1);
+  store_.PutPage(1, 1);
+  store_.Corrupt(1);
+  // The SIGBUS is caught and turned into an exit code, so sanitizers that
+  // report SIGBUS themselves do not change the outcome.
+  EXPECT_EXIT(
+      {
+        signal(SIGBUS, [](int) { _exit(42); });
+        auto pager = Open();
+        volatile uint8_t x = Page(*pager, 0)[0];  // the rest of the run still works
+        if (x != 1) _exit(3);
+        x = Page(*pager, 1)[0];
+        _exit(4);  // never: the page must not be readable
+      },
+      ::testing::ExitedWithCode(42), "page 1");
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, PagerTest,
+                         ::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect),
+                         [](const auto& p) { return ModeTestName(p.param); });
+
+}  // namespace
+}  // namespace pheap::testing
