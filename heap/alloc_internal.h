@@ -1,0 +1,51 @@
+// Process-local pieces shared by the allocator's source files. Nothing here
+// lives in the arena.
+#pragma once
+
+#include <cstdint>
+
+#include "heap/alloc_types.h"
+
+#define PHEAP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PHEAP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace pheap::alloc {
+
+// The calling thread's heap for the attachment whose id is `owner`. One
+// binding per thread: a thread that alternates between two attachments
+// re-binds on the slow path (through the attachment's pthread key).
+struct TlsBinding {
+  uint64_t owner;
+  ThreadHeap* heap;
+};
+// initial-exec: one %fs-relative load instead of a __tls_get_addr call (the
+// library is linked into the program or preloaded, never dlopen'ed late).
+extern constinit thread_local TlsBinding tls_binding
+    __attribute__((tls_model("initial-exec")));
+
+inline size_t RoundUp(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+inline uint64_t RunMask(unsigned first, unsigned count) {
+  return (count >= 64 ? ~uint64_t{0} : ((uint64_t{1} << count) - 1)) << first;
+}
+
+// Checking mode's trailer in the last 8 bytes of every block: a canary tied
+// to the block's address (another value once freed) and how many bytes lie
+// between the end of the request and the trailer.
+struct CheckPad {
+  uint32_t canary;
+  uint32_t slack;
+};
+inline constexpr size_t kCheckPadSize = sizeof(CheckPad);
+inline constexpr size_t kCheckFillMax = 64;  // slack bytes filled and verified
+inline constexpr uint8_t kCheckFill = 0xde;
+
+// Heap-queue edits; queues belong to one thread (or the lock holder).
+void QueuePushFront(PageQueue& q, PageDesc* pg);
+void QueuePushBack(PageQueue& q, PageDesc* pg);
+void QueueRemove(PageQueue& q, PageDesc* pg);
+
+// Blocks on pg's thread-free list, at most `limit` (a longer walk means a
+// cycle: a block freed twice).
+uint32_t CountList(const Block* b, uint32_t limit);
+
+}  // namespace pheap::alloc
