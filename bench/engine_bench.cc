@@ -1,0 +1,271 @@
+// Engine benchmarks, each against a named baseline measured in the same run:
+//   first write     pheap region (per tracking mode) vs plain anonymous memory
+//   commit pause    1..16384 dirty pages in populated 1 GiB and 8 GiB regions
+//   durable commit  pheap Commit() vs msync(MS_SYNC) of a MAP_SHARED file
+//   cold reopen     1 GiB image touched sequentially / randomly vs the same
+//                   data through a mapped file in the page cache
+// Every figure is the median of --runs runs. Output is Markdown.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "bench/bench_util.h"
+#include "heap/engine.h"
+
+using namespace pheap;
+using namespace pheap::bench;
+
+namespace {
+
+int g_runs = 5;
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+std::unique_ptr<Engine> OpenOrDie(const std::string& dir, const std::string& name, uint64_t size,
+                                  TrackingMode mode = TrackingMode::kAuto) {
+  EngineOptions o;
+  o.dir = dir;
+  o.size = size;
+  o.pager.mode = mode;
+  auto e = Engine::Open(name, o);
+  if (!e.ok()) {
+    fmt::print(stderr, "bench: {}\n", e.status().ToString());
+    std::exit(1);
+  }
+  return std::move(*e);
+}
+
+void CommitOrDie(Engine& e) {
+  auto r = e.Commit();
+  if (!r.ok()) {
+    fmt::print(stderr, "bench: commit: {}\n", r.status().ToString());
+    std::exit(1);
+  }
+}
+
+// ns per page to write one word into each of `pages` pages at p.
+double TouchWrite(uint8_t* p, uint64_t pages, uint64_t salt) {
+  uint64_t t0 = NowNs();
+  for (uint64_t i = 0; i < pages; ++i) *reinterpret_cast<volatile uint64_t*>(p + i * kPageSize) = i + salt;
+  return static_cast<double>(NowNs() - t0) / static_cast<double>(pages);
+}
+
+std::vector<TrackingMode> Modes() {
+  std::vector<TrackingMode> m;
+  const KernelFeatures& k = Pager::Probe();
+  if (k.wp_async && k.pagemap_scan) m.push_back(TrackingMode::kAsyncWp);
+  if (k.wp) m.push_back(TrackingMode::kSyncWp);
+  m.push_back(TrackingMode::kMprotect);
+  return m;
+}
+
+void FirstWrite() {
+  const uint64_t pages = 32768;  // 128 MiB
+  fmt::print("## First write per page ({} fresh pages, median of {})\n\n", pages, g_runs);
+  double plain = MedianOf(g_runs, [&] {
+    void* p = mmap(nullptr, pages * kPageSize, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    double ns = TouchWrite(static_cast<uint8_t*>(p), pages, 1);
+    munmap(p, pages * kPageSize);
+    return ns;
+  });
+  fmt::print("| memory | first write ns/page | vs plain anonymous | rewrite after commit ns/page |\n");
+  fmt::print("|---|---|---|---|\n");
+  fmt::print("| plain anonymous mmap (baseline) | {:.0f} | 1.00x | - |\n", plain);
+  for (TrackingMode mode : Modes()) {
+    std::vector<double> first, again;
+    for (int r = 0; r < g_runs; ++r) {
+      TempDir dir;
+      auto e = OpenOrDie(dir.path(), "firstwrite", kGiB, mode);
+      auto* base = static_cast<uint8_t*>(e->base());
+      first.push_back(TouchWrite(base, pages, 1));
+      CommitOrDie(*e);
+      again.push_back(TouchWrite(base, pages, 2));
+    }
+    double f = Median(first);
+    fmt::print("| pheap {} | {:.0f} | {:.2f}x | {:.0f} |\n", TrackingModeName(mode), f, f / plain,
+               Median(again));
+  }
+  fmt::print("\n");
+}
+
+// Writes `k` distinct random pages of [0, pages).
+void DirtyRandom(uint8_t* base, uint64_t pages, uint64_t k, uint64_t* seed) {
+  std::vector<bool> seen(pages, false);
+  for (uint64_t n = 0; n < k;) {
+    uint64_t p = Rand(seed) % pages;
+    if (seen[p]) continue;
+    seen[p] = true;
+    *reinterpret_cast<volatile uint64_t*>(base + p * kPageSize) = *seed;
+    ++n;
+  }
+}
+
+struct PauseRow { double pause_us, commit_us; };
+
+// Populates a region of `size`, committing every GiB so staging stays
+// bounded, then measures commits of k random dirty pages.
+std::vector<PauseRow> CommitPauses(const std::string& dir, uint64_t size, const std::vector<uint64_t>& ks) {
+  auto e = OpenOrDie(dir, "pause", size);
+  auto* base = static_cast<uint8_t*>(e->base());
+  uint64_t pages = size / kPageSize;
+  for (uint64_t done = 0; done < pages;) {
+    uint64_t n = std::min<uint64_t>(kGiB / kPageSize, pages - done);
+    TouchWrite(base + done * kPageSize, n, 7);
+    CommitOrDie(*e);
+    done += n;
+  }
+  std::vector<PauseRow> rows;
+  uint64_t seed = 42;
+  for (uint64_t k : ks) {
+    std::vector<double> pause, commit;
+    for (int r = 0; r < g_runs; ++r) {
+      DirtyRandom(base, pages, k, &seed);
+      uint64_t t0 = NowNs();
+      CommitOrDie(*e);
+      commit.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+      pause.push_back(static_cast<double>(e->pager().stats().last_pause_ns) / 1e3);
+    }
+    rows.push_back({Median(pause), Median(commit)});
+  }
+  return rows;
+}
+
+// msync(MS_SYNC) of k random dirty pages of a populated MAP_SHARED file.
+std::vector<double> MsyncLatency(const std::string& dir, uint64_t size, const std::vector<uint64_t>& ks) {
+  std::string path = dir + "/msync.data";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) { perror("msync file"); std::exit(1); }
+  auto* m = static_cast<uint8_t*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  uint64_t pages = size / kPageSize;
+  TouchWrite(m, pages, 7);
+  msync(m, size, MS_SYNC);
+  std::vector<double> out;
+  uint64_t seed = 42;
+  for (uint64_t k : ks) {
+    out.push_back(MedianOf(g_runs, [&] {
+      DirtyRandom(m, pages, k, &seed);
+      uint64_t t0 = NowNs();
+      msync(m, size, MS_SYNC);
+      return static_cast<double>(NowNs() - t0) / 1e3;
+    }));
+  }
+  munmap(m, size);
+  close(fd);
+  unlink(path.c_str());
+  return out;
+}
+
+void Commits(bool big) {
+  const std::vector<uint64_t> ks = {1, 64, 1024, 16384};
+  std::vector<uint64_t> sizes = {kGiB};
+  if (big) sizes.push_back(8 * kGiB);
+  fmt::print("## Commit pause and durable commit latency (median of {}; tracking {})\n\n", g_runs,
+             TrackingModeName(Modes().front()));
+  fmt::print("| region | dirty pages | pause us | durable commit us | msync(MS_SYNC) us (baseline) | commit / msync |\n");
+  fmt::print("|---|---|---|---|---|---|\n");
+  for (uint64_t size : sizes) {
+    TempDir dir;
+    std::vector<PauseRow> rows = CommitPauses(dir.path(), size, ks);
+    std::vector<double> ms = MsyncLatency(dir.path(), size, ks);
+    for (size_t i = 0; i < ks.size(); ++i)
+      fmt::print("| {} GiB | {} | {:.0f} | {:.0f} | {:.0f} | {:.2f}x |\n", size / kGiB, ks[i],
+                 rows[i].pause_us, rows[i].commit_us, ms[i], rows[i].commit_us / ms[i]);
+  }
+  fmt::print("\n");
+}
+
+double TouchRead(const uint8_t* base, const std::vector<uint64_t>& order) {
+  uint64_t t0 = NowNs();
+  uint64_t sum = 0;
+  for (uint64_t p : order) sum += *reinterpret_cast<const volatile uint64_t*>(base + p * kPageSize);
+  double s = static_cast<double>(NowNs() - t0) / 1e9;
+  if (sum == 42) fmt::print(" ");  // keep the loads
+  return s;
+}
+
+void ColdReopen() {
+  const uint64_t size = kGiB, pages = size / kPageSize;
+  TempDir dir;
+  {
+    auto e = OpenOrDie(dir.path(), "cold", size);
+    auto* base = static_cast<uint8_t*>(e->base());
+    for (uint64_t p = 0; p < pages; ++p) std::memset(base + p * kPageSize, static_cast<int>(p), kPageSize);
+    CommitOrDie(*e);
+  }
+  std::string path = dir.path() + "/cold.data";
+  {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    std::vector<uint8_t> page(kPageSize);
+    for (uint64_t p = 0; p < pages; ++p) {
+      std::memset(page.data(), static_cast<int>(p), kPageSize);
+      if (pwrite(fd, page.data(), kPageSize, static_cast<off_t>(p * kPageSize)) != static_cast<ssize_t>(kPageSize)) std::exit(1);
+    }
+    fsync(fd);
+    close(fd);
+  }
+  std::vector<uint64_t> seq(pages), rnd(pages);
+  std::iota(seq.begin(), seq.end(), 0);
+  rnd = seq;
+  uint64_t seed = 9;
+  for (uint64_t i = pages - 1; i > 0; --i) std::swap(rnd[i], rnd[Rand(&seed) % (i + 1)]);
+
+  std::vector<double> first_access_us, open_ms;
+  auto pheap_touch = [&](const std::vector<uint64_t>& order) {
+    return MedianOf(g_runs, [&] {
+      uint64_t t0 = NowNs();
+      auto e = OpenOrDie(dir.path(), "cold", size);
+      uint64_t t1 = NowNs();
+      volatile uint8_t first = *static_cast<uint8_t*>(e->base());
+      (void)first;
+      uint64_t t2 = NowNs();
+      open_ms.push_back(static_cast<double>(t1 - t0) / 1e6);
+      first_access_us.push_back(static_cast<double>(t2 - t1) / 1e3);
+      return static_cast<double>(size) / 1e9 / TouchRead(static_cast<uint8_t*>(e->base()), order);
+    });
+  };
+  auto file_touch = [&](const std::vector<uint64_t>& order) {
+    return MedianOf(g_runs, [&] {
+      int fd = open(path.c_str(), O_RDONLY);
+      auto* m = static_cast<uint8_t*>(mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0));
+      double gbs = static_cast<double>(size) / 1e9 / TouchRead(m, order);
+      munmap(m, size);
+      close(fd);
+      return gbs;
+    });
+  };
+  double ps = pheap_touch(seq), pr = pheap_touch(rnd);
+  double fs = file_touch(seq), fr = file_touch(rnd);
+  fmt::print("## Cold reopen of a 1 GiB image (median of {}; store and file both in the page cache)\n\n", g_runs);
+  fmt::print("| touch order | pheap GB/s | mapped file GB/s (baseline) | pheap / file |\n|---|---|---|---|\n");
+  fmt::print("| sequential | {:.2f} | {:.2f} | {:.2f}x |\n", ps, fs, ps / fs);
+  fmt::print("| random | {:.2f} | {:.2f} | {:.2f}x |\n", pr, fr, pr / fr);
+  fmt::print("\nopen {:.1f} ms, then first access {:.0f} us (medians)\n\n", Median(open_ms),
+             Median(first_access_us));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"pheap engine benchmarks"};
+  std::vector<std::string> only;
+  bool big = true;
+  app.add_option("--runs", g_runs, "runs per figure (median reported)")->capture_default_str();
+  app.add_option("--only", only, "first-write, commit, reopen");
+  app.add_flag("!--no-8g", big, "skip the 8 GiB region");
+  CLI11_PARSE(app, argc, argv);
+  auto want = [&](const char* s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
+  fmt::print("# pheap engine benchmarks\n\n");
+  if (want("first-write")) FirstWrite();
+  if (want("commit")) Commits(big);
+  if (want("reopen")) ColdReopen();
+  return 0;
+}

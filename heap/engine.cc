@@ -1,0 +1,120 @@
+#include "heap/engine.h"
+
+#include <xxhash.h>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace pheap {
+
+const std::vector<std::string>& Engine::ConfigKeys() {
+  static const std::vector<std::string> kKeys = {
+      "dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
+      "staging_max", "salvage", "log_file_size"};
+  return kKeys;
+}
+
+Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
+  EngineOptions o;
+  o.dir = config.GetOr("dir", o.dir);
+  if (o.dir.empty()) return Status::InvalidArgument("config dir is empty: name a directory");
+  auto size = config.GetSize("size", 0);
+  if (!size.ok()) return size.status();
+  o.size = *size;
+  if (config.Get("size") && o.size == 0)
+    return Status::InvalidArgument("config size=0: a heap needs at least one page (e.g. size=1G)");
+  auto base = config.GetU64("base", 0);
+  if (!base.ok()) return base.status();
+  o.base = *base;
+  if (auto t = config.Get("tracking")) {
+    if (!ParseTrackingMode(t->c_str(), &o.pager.mode))
+      return Status::InvalidArgument("config tracking='" + *t +
+                                     "' is not one of auto, async-wp, sync-wp, mprotect");
+  }
+  auto threads = config.GetU64("fault_threads", 2);
+  if (!threads.ok()) return threads.status();
+  if (*threads < 1 || *threads > 64)
+    return Status::InvalidArgument("config fault_threads must be between 1 and 64");
+  o.pager.fault_threads = static_cast<int>(*threads);
+  auto prefetch = config.GetSize("prefetch_max", o.pager.prefetch_max);
+  if (!prefetch.ok()) return prefetch.status();
+  o.pager.prefetch_max = *prefetch;
+  auto staging = config.GetSize("staging_max", o.pager.staging_max);
+  if (!staging.ok()) return staging.status();
+  o.pager.staging_max = *staging;
+  auto salvage = config.GetBool("salvage", false);
+  if (!salvage.ok()) return salvage.status();
+  o.salvage = *salvage;
+  auto log_size = config.GetSize("log_file_size", o.store.log_file_bytes);
+  if (!log_size.ok()) return log_size.status();
+  o.store.log_file_bytes = *log_size;
+  return o;
+}
+
+uint64_t Engine::DefaultBase(const std::string& name) {
+  HeapId id = XXH3_64bits(name.data(), name.size());
+  return kDefaultBase + (id % kDefaultSlots) * kDefaultSlotSize;
+}
+
+namespace {
+
+Status CheckRegion(const std::string& name, uint64_t base, uint64_t size) {
+  if (size == 0)
+    return Status::InvalidArgument(fmt::format("heap '{}': size 0; give size=N (e.g. size=1G)", name));
+  if (size > kMaxRegionSize || base >= kUserAddressLimit || size > kUserAddressLimit - base)
+    return Status::InvalidArgument(fmt::format(
+        "heap '{}': region [{:#x}, +{:#x}) does not fit the {}-bit user address space; "
+        "choose a smaller size or another base",
+        name, base, size, 47));
+  if (base % kPageSize != 0)
+    return Status::InvalidArgument(fmt::format("heap '{}': base {:#x} is not page aligned", name, base));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const EngineOptions& options) {
+  PHEAP_RETURN_IF_ERROR(PageStore::ValidateHeapName(name));
+  // Round the size up to whole pages before anything records it.
+  uint64_t size = options.size == 0 ? 0 : (options.size + kPageSize - 1) & ~(kPageSize - 1);
+  uint64_t base = options.base != 0 ? options.base : DefaultBase(name);
+  if (options.size != 0 || options.base != 0) {
+    PHEAP_RETURN_IF_ERROR(CheckRegion(name, base, size != 0 ? size : kDefaultRegionSize));
+  }
+
+  PageStoreOptions so = options.store;
+  so.salvage = options.salvage;
+  so.base = base;
+  so.size = size != 0 ? size : kDefaultRegionSize;
+  auto store = PageStore::Open(options.dir, name, so);
+  if (!store.ok()) return store.status().Annotate(fmt::format("opening heap '{}'", name));
+
+  // A heap keeps the region it was created with, so its pointers stay valid.
+  // A larger configured size grows it; an explicit base must match.
+  ImageInfo image = (*store)->image();
+  if (options.base != 0 && image.base != options.base && image.epoch > 0)
+    return Status::InvalidArgument(fmt::format(
+        "heap '{}' lives at {:#x}, not at the configured base {:#x}: its pointers depend on it; "
+        "drop the base setting",
+        name, image.base, options.base));
+  if (size > image.size) image.size = size;
+  PHEAP_RETURN_IF_ERROR(CheckRegion(name, image.base, image.size));
+
+  std::unique_ptr<Engine> e(new Engine());
+  e->name_ = name;
+  e->store_ = std::move(*store);
+  auto pager = Pager::Open(image, e->store_.get(), e->store_.get(), options.pager);
+  if (!pager.ok()) return pager.status().Annotate(fmt::format("opening heap '{}'", name));
+  e->pager_ = std::move(*pager);
+  PHEAP_LOG_INFO("heap '{}' open at {:#x} size {:#x}, epoch {}, tracking {}", name, image.base,
+                 image.size, image.epoch, TrackingModeName(e->pager_->mode()));
+  return e;
+}
+
+Engine::~Engine() {
+  pager_.reset();
+  store_.reset();
+}
+
+}  // namespace pheap

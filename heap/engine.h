@@ -1,0 +1,69 @@
+// Engine: the persistence of one named heap. It opens the heap's page store
+// under `dir`, maps the region the store records (or places a new one), and
+// runs commits from the pager into the store. The allocator and the Heap
+// facade run on top of it; tests drive it directly.
+//
+// Thread safety: as Pager (commits are serialised; base/size from anywhere).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/status.h"
+#include "pager/pager.h"
+#include "replication/page_store.h"
+
+namespace pheap {
+
+struct EngineOptions {
+  std::string dir = "./.pheap";  // the heap's files live in dir/NAME/
+  uint64_t size = 0;             // 0: the recorded size, else kDefaultRegionSize
+  uint64_t base = 0;             // 0: the recorded base, else the default slot
+  bool salvage = false;          // accept falling back past mid-log corruption
+  PagerOptions pager;
+  PageStoreOptions store;
+};
+
+class Engine {
+ public:
+  // The config keys the engine reads (see README "Configuration").
+  static const std::vector<std::string>& ConfigKeys();
+  // Reads dir, size, base, tracking, fault_threads, prefetch_max,
+  // staging_max, salvage, log_file_size. Bad values are errors naming the key.
+  static Result<EngineOptions> OptionsFromConfig(const Config& config);
+  // The default base of heap `name`: a slot chosen by its heap id.
+  static uint64_t DefaultBase(const std::string& name);
+
+  // Opens or creates heap `name`. Errors name the heap and say what to do:
+  // a bad name, size 0 or beyond the address space, an unwritable dir, a
+  // store held by another process, a newer store format, a taken range.
+  static Result<std::unique_ptr<Engine>> Open(const std::string& name, const EngineOptions& options);
+  ~Engine();  // uncommitted writes are lost; the caller commits first
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const std::string& name() const { return name_; }
+  void* base() const { return pager_->base(); }
+  uint64_t size() const { return pager_->size(); }
+  Epoch durable_epoch() const { return pager_->durable_epoch(); }
+  TrackingMode mode() const { return pager_->mode(); }
+
+  Result<Epoch> Commit() { return pager_->Commit(); }
+  std::shared_future<Result<Epoch>> CommitAsync() { return pager_->CommitAsync(); }
+  Status Discard(void* addr, uint64_t len) { return pager_->Discard(addr, len); }
+
+  Pager& pager() { return *pager_; }
+  PageStore& store() { return *store_; }
+
+ private:
+  Engine() = default;
+  std::string name_;
+  // Declared so the pager (whose fault threads read the store) dies first.
+  std::unique_ptr<PageStore> store_;
+  std::unique_ptr<Pager> pager_;
+};
+
+}  // namespace pheap

@@ -1,0 +1,140 @@
+// The engine end to end in one process: round trip through a reopen, and a
+// clear error for each kind of bad input.
+#include "heap/engine.h"
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+namespace pheap {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/pheap-engine-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    options_.dir = dir_;
+    options_.size = uint64_t{1} << 30;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  static bool Mentions(const Status& s, const std::string& what) {
+    return s.message().find(what) != std::string::npos;
+  }
+
+  std::string dir_;
+  EngineOptions options_;
+};
+
+TEST_F(EngineTest, CommittedDataSurvivesReopenAtTheSameAddress) {
+  void* base = nullptr;
+  {
+    auto e = Engine::Open("roundtrip", options_);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    base = (*e)->base();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(base), Engine::DefaultBase("roundtrip"));
+    auto* words = static_cast<uint64_t*>(base);
+    for (uint64_t i = 0; i < 300000; ++i) words[i * 7] = i ^ 0x5a5a;  // ~16 MiB spread
+    std::strcpy(static_cast<char*>(base) + (uint64_t{512} << 20), "far away");
+    auto r = (*e)->Commit();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, 1u);
+    words[0] = 0xdead;  // never committed
+  }
+  auto e = Engine::Open("roundtrip", options_);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->base(), base);
+  EXPECT_EQ((*e)->durable_epoch(), 1u);
+  auto* words = static_cast<uint64_t*>((*e)->base());
+  EXPECT_EQ(words[0], 0x5a5au);
+  for (uint64_t i = 1; i < 300000; ++i) ASSERT_EQ(words[i * 7], i ^ 0x5a5a) << i;
+  EXPECT_STREQ(static_cast<char*>((*e)->base()) + (uint64_t{512} << 20), "far away");
+}
+
+TEST_F(EngineTest, BadHeapNamesAreRefusedByName) {
+  for (std::string bad : {std::string(""), std::string("a/b"), std::string(300, 'x'),
+                          std::string(".."), std::string("sp ace")}) {
+    auto e = Engine::Open(bad, options_);
+    ASSERT_FALSE(e.ok()) << "accepted '" << bad << "'";
+    EXPECT_EQ(e.status().code(), Status::Code::kInvalidArgument) << e.status().ToString();
+    EXPECT_TRUE(Mentions(e.status(), "name")) << e.status().ToString();
+  }
+}
+
+TEST_F(EngineTest, SizeZeroAndBeyondTheAddressSpaceAreRefused) {
+  auto cfg = Config::Parse("size=0", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok());
+  auto zero = Engine::OptionsFromConfig(*cfg);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_TRUE(Mentions(zero.status(), "size=0")) << zero.status().ToString();
+
+  options_.size = uint64_t{1} << 50;
+  auto huge = Engine::Open("huge", options_);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_TRUE(Mentions(huge.status(), "address space")) << huge.status().ToString();
+}
+
+TEST_F(EngineTest, UnwritableDirectoryIsNamed) {
+  // Root ignores permission bits, so use a path under a regular file.
+  std::string file = dir_ + "/plain-file";
+  FILE* f = fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fclose(f);
+  options_.dir = file + "/store";
+  auto e = Engine::Open("x", options_);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(Mentions(e.status(), file)) << e.status().ToString();
+}
+
+TEST_F(EngineTest, TakenAddressRangeIsNamed) {
+  uint64_t base = Engine::DefaultBase("collide");
+  void* squatter = mmap(reinterpret_cast<void*>(base + (uint64_t{64} << 20)), 4096, PROT_READ,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  ASSERT_NE(squatter, MAP_FAILED);
+  auto e = Engine::Open("collide", options_);
+  munmap(squatter, 4096);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), Status::Code::kBusy) << e.status().ToString();
+  char hex[32];
+  snprintf(hex, sizeof(hex), "%#llx", static_cast<unsigned long long>(base));
+  EXPECT_TRUE(Mentions(e.status(), hex)) << e.status().ToString();
+  EXPECT_TRUE(Mentions(e.status(), "base=")) << e.status().ToString();
+}
+
+TEST_F(EngineTest, UnknownConfigKeyAndBadTrackingModeAreRefused) {
+  EXPECT_FALSE(Config::Parse("sise=1G", Engine::ConfigKeys()).ok());
+  auto cfg = Config::Parse("tracking=fast", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok());
+  auto o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_FALSE(o.ok());
+  EXPECT_TRUE(Mentions(o.status(), "tracking")) << o.status().ToString();
+}
+
+TEST_F(EngineTest, SecondWriterInAnotherProcessGetsThePid) {
+  auto e = Engine::Open("held", options_);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  pid_t child = fork();
+  if (child == 0) {
+    // The parent's region is mapped here too; a second open in this process
+    // image would collide on the address, so only the store is tried.
+    auto s = PageStore::Open(dir_, "held", PageStoreOptions{});
+    bool ok = !s.ok() && s.status().code() == Status::Code::kBusy &&
+              s.status().message().find(std::to_string(getppid())) != std::string::npos;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the second opener did not get a busy error naming pid " << getpid();
+}
+
+}  // namespace
+}  // namespace pheap
