@@ -1,0 +1,227 @@
+// The C interface (include/pheap/pheap.h) over PersistentHeap. Every failure
+// sets errno and the calling thread's last-error text; nothing throws out.
+#define PHEAP_CXX_API 1  // the project's namespace is pheap
+#include <pheap/pheap.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "heap/persistent_heap.h"
+
+
+namespace pheap {
+namespace {
+
+// A fixed buffer, so reporting an error never allocates (the preload
+// library reports from inside malloc).
+thread_local char t_last_error[1024] = "no error";
+
+// A handle* is a PersistentHeap*.
+PersistentHeap* Impl(handle* h) { return reinterpret_cast<PersistentHeap*>(h); }
+handle* Handle(PersistentHeap* h) { return reinterpret_cast<handle*>(h); }
+
+void SetError(const Status& s) {
+  auto r = fmt::format_to_n(t_last_error, sizeof(t_last_error) - 1, "{}", s.message());
+  *r.out = '\0';
+  errno = s.err() != 0 ? s.err() : EIO;
+}
+
+void SetError(int err, const char* text) {
+  std::snprintf(t_last_error, sizeof(t_last_error), "%s", text);
+  errno = err;
+}
+
+bool CheckHandle(handle* h) {
+  if (h != nullptr) return true;
+  SetError(EINVAL, "null pheap handle");
+  return false;
+}
+
+void* Allocated(PersistentHeap* h, void* p, size_t n) {
+  if (p == nullptr) {
+    SetError(Status::IoError(fmt::format("heap '{}' has no room for {} bytes (region {} MiB): "
+                                         "reopen it with a larger size=",
+                                         h->name(), n, h->size() >> 20),
+                             ENOMEM));
+  }
+  return p;
+}
+
+// A pointer handed to free/realloc/usable_size that this heap never gave.
+bool Foreign(PersistentHeap* h, const void* p, const char* fn) {
+  if (p == nullptr || h->Contains(p)) return false;
+  auto msg = fmt::format("{}({}): the pointer is not inside heap '{}'", fn, p, h->name());
+  PHEAP_LOG_ERROR("{}", msg);
+  SetError(EINVAL, msg.c_str());
+  return true;
+}
+
+std::atomic<handle*> g_default{nullptr};
+
+}  // namespace
+
+// Used by the preload library to publish its heap.
+void SetDefaultHeap(PersistentHeap* h) { g_default.store(Handle(h), std::memory_order_release); }
+
+}  // namespace pheap
+
+using pheap::Impl;
+
+extern "C" {
+
+pheap::handle* pheap_open(const char* name, const char* config) {
+  if (name == nullptr) {
+    pheap::SetError(EINVAL, "pheap_open: the heap name is null");
+    return nullptr;
+  }
+  auto options = pheap::PersistentHeap::OptionsFromConfig(config);
+  if (!options.ok()) {
+    pheap::SetError(options.status().Annotate(fmt::format("opening heap '{}'", name)));
+    return nullptr;
+  }
+  auto h = pheap::PersistentHeap::Open(name, *options);
+  if (!h.ok()) {
+    pheap::SetError(h.status());
+    return nullptr;
+  }
+  return pheap::Handle(h->release());
+}
+
+int pheap_close(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  pheap::Status s = Impl(h)->Close();
+  delete Impl(h);
+  if (!s.ok()) {
+    pheap::SetError(s);
+    return -1;
+  }
+  return 0;
+}
+
+void* pheap_malloc(pheap::handle* h, size_t n) {
+  if (!pheap::CheckHandle(h)) return nullptr;
+  return pheap::Allocated(Impl(h), Impl(h)->allocator().Malloc(n), n);
+}
+
+void* pheap_calloc(pheap::handle* h, size_t count, size_t n) {
+  if (!pheap::CheckHandle(h)) return nullptr;
+  if (n != 0 && count > SIZE_MAX / n) {
+    pheap::SetError(ENOMEM, "pheap_calloc: count * size overflows");
+    return nullptr;
+  }
+  return pheap::Allocated(Impl(h), Impl(h)->allocator().Calloc(count, n), count * n);
+}
+
+void* pheap_realloc(pheap::handle* h, void* p, size_t n) {
+  if (!pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_realloc")) return nullptr;
+  void* q = Impl(h)->allocator().Realloc(p, n);
+  return n == 0 ? q : pheap::Allocated(Impl(h), q, n);
+}
+
+void* pheap_aligned_alloc(pheap::handle* h, size_t align, size_t n) {
+  if (!pheap::CheckHandle(h)) return nullptr;
+  if (align == 0 || (align & (align - 1)) != 0) {
+    pheap::SetError(EINVAL, "pheap_aligned_alloc: the alignment is not a power of two");
+    return nullptr;
+  }
+  return pheap::Allocated(Impl(h), Impl(h)->allocator().AlignedAlloc(align, n), n);
+}
+
+void pheap_free(pheap::handle* h, void* p) {
+  if (p == nullptr || !pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_free")) return;
+  Impl(h)->allocator().Free(p);
+}
+
+size_t pheap_usable_size(pheap::handle* h, const void* p) {
+  if (p == nullptr || !pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_usable_size")) return 0;
+  return Impl(h)->allocator().UsableSize(p);
+}
+
+void* pheap_root_typed(pheap::handle* h, const char* name, const char* type) {
+  if (!pheap::CheckHandle(h)) return nullptr;
+  if (name == nullptr) {
+    pheap::SetError(EINVAL, "pheap_root: the root name is null");
+    return nullptr;
+  }
+  auto r = Impl(h)->Root(name, type != nullptr ? type : "");
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return nullptr;
+  }
+  return *r;
+}
+
+void* pheap_root(pheap::handle* h, const char* name) { return pheap_root_typed(h, name, nullptr); }
+
+int pheap_set_root_typed(pheap::handle* h, const char* name, void* p, const char* type) {
+  if (!pheap::CheckHandle(h)) return -1;
+  if (name == nullptr) {
+    pheap::SetError(EINVAL, "pheap_set_root: the root name is null");
+    return -1;
+  }
+  pheap::Status s = Impl(h)->SetRoot(name, p, type != nullptr ? type : "");
+  if (!s.ok()) {
+    pheap::SetError(s);
+    return -1;
+  }
+  return 0;
+}
+
+int pheap_set_root(pheap::handle* h, const char* name, void* p) { return pheap_set_root_typed(h, name, p, nullptr); }
+
+int64_t pheap_commit(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  auto r = Impl(h)->Commit();
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return -1;
+  }
+  return static_cast<int64_t>(*r);
+}
+
+int64_t pheap_commit_async(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  auto r = Impl(h)->CommitAsync();
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return -1;
+  }
+  return static_cast<int64_t>(*r);
+}
+
+int64_t pheap_wait(pheap::handle* h, int64_t e) {
+  if (!pheap::CheckHandle(h)) return -1;
+  if (e < 0) {
+    pheap::SetError(EINVAL, "pheap_wait: negative epoch");
+    return -1;
+  }
+  auto r = Impl(h)->Wait(static_cast<pheap::Epoch>(e));
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return -1;
+  }
+  return static_cast<int64_t>(*r);
+}
+
+int64_t pheap_epoch(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  return static_cast<int64_t>(Impl(h)->durable_epoch());
+}
+
+const char* pheap_last_error(void) { return pheap::t_last_error; }
+
+pheap::handle* pheap_default(void) { return pheap::g_default.load(std::memory_order_acquire); }
+
+pheap::handle* pheap_of(const void* p) { return pheap::Handle(pheap::PersistentHeap::Containing(p)); }
+
+void* pheap_base(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return nullptr;
+  return Impl(h)->base();
+}
+
+}  // extern "C"

@@ -1,0 +1,227 @@
+#include "heap/persistent_heap.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace pheap {
+namespace {
+
+// The open heaps of this process, found by address without a lock: a heap
+// publishes its slot after it is fully open and clears it before closing.
+// (A lookup racing with a close may see the slot just emptied: it answers
+// null, as it would a moment later.)
+struct RegistrySlot {
+  std::atomic<uintptr_t> base{0};
+  std::atomic<uint64_t> size{0};
+  std::atomic<PersistentHeap*> heap{nullptr};
+};
+constexpr int kMaxOpenHeaps = 64;
+RegistrySlot g_registry[kMaxOpenHeaps];
+std::mutex g_registry_mu;  // writers only; lookups take no lock
+
+}  // namespace
+
+const std::vector<std::string>& PersistentHeap::ConfigKeys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k = Engine::ConfigKeys();
+    for (const char* more : {"check", "code_check", "commit_ms"}) k.push_back(more);
+    return k;
+  }();
+  return keys;
+}
+
+Result<HeapOptions> PersistentHeap::OptionsFromConfig(const char* config) {
+  auto c = Config::Parse(config, ConfigKeys());
+  if (!c.ok()) return c.status();
+  HeapOptions o;
+  auto engine = Engine::OptionsFromConfig(*c);
+  if (!engine.ok()) return engine.status();
+  o.engine = std::move(*engine);
+  auto check = c->GetBool("check", false);
+  if (!check.ok()) return check.status();
+  o.alloc.checking = *check;
+  std::string cc = c->GetOr("code_check", "warn");
+  if (cc == "error") o.code_check = CodeCheck::kError;
+  else if (cc == "warn") o.code_check = CodeCheck::kWarn;
+  else if (cc == "off") o.code_check = CodeCheck::kOff;
+  else return Status::InvalidArgument("config code_check='" + cc + "' is not one of error, warn, off");
+  auto ms = c->GetU64("commit_ms", 0);
+  if (!ms.ok()) return ms.status();
+  o.commit_ms = *ms;
+  return o;
+}
+
+Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& name,
+                                                             const HeapOptions& options) {
+  std::unique_ptr<PersistentHeap> h(new PersistentHeap());
+  auto engine = Engine::Open(name, options.engine);
+  if (!engine.ok()) return engine.status();
+  h->engine_ = std::move(*engine);
+  if (h->size() <= kSuperblockSize)
+    return Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
+                                               name, h->size(), kSuperblockSize >> 10));
+  PHEAP_RETURN_IF_ERROR(h->FormatOrCheckSuperblock(options));
+  auto* arena = static_cast<uint8_t*>(h->base()) + kSuperblockSize;
+  Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
+  if (!s.ok()) return s.Annotate(fmt::format("heap '{}'", name));
+  h->Register();
+  if (options.commit_ms > 0) h->committer_ = std::thread([p = h.get(), ms = options.commit_ms] { p->BackgroundCommits(ms); });
+  return h;
+}
+
+Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
+  sb_ = static_cast<Superblock*>(base());
+  if (sb_->h.magic == 0) {
+    sb_->h.version = kSuperblockVersion;
+    sb_->h.root_capacity = static_cast<uint32_t>(kRootCapacity);
+    sb_->h.magic = kSuperblockMagic;
+  } else if (sb_->h.magic != kSuperblockMagic) {
+    return Status::Corruption(fmt::format("heap '{}': the region does not start with a pheap superblock "
+                                          "(magic {:#x}); the store holds something else",
+                                          name(), sb_->h.magic));
+  } else if (sb_->h.version > kSuperblockVersion) {
+    return Status::Unsupported(fmt::format("heap '{}' was written by a newer pheap (superblock version {}, "
+                                           "this one reads {}): upgrade pheap",
+                                           name(), sb_->h.version, kSuperblockVersion));
+  }
+  PHEAP_RETURN_IF_ERROR(CheckCodeIdentity(name(), sb_->h.code, options.code_check));
+  sb_->h.code = CurrentCodeIdentity();
+  sb_->h.region_size = size();
+  sb_->h.opens++;
+  roots_ = std::make_unique<Roots>(sb_);
+  return Status::Ok();
+}
+
+Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
+  if (p != nullptr && !Contains(p))
+    return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x})",
+                                               root, p, name(), reinterpret_cast<uintptr_t>(base()), size()));
+  return roots_->Set(root, p, type);
+}
+
+Result<Epoch> PersistentHeap::Commit() {
+  auto e = CommitAsync();
+  if (!e.ok()) return e.status();
+  return Wait(*e);
+}
+
+Result<Epoch> PersistentHeap::CommitAsync() {
+  std::lock_guard<std::mutex> l(commit_mu_);
+  // Forget commits that became durable; keep failed ones for their waiter.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    bool done = it->second.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    it = done && it->second.get().ok() ? pending_.erase(it) : std::next(it);
+  }
+  // Cuts are numbered in order after the newest one that can still succeed.
+  Epoch last = durable_epoch();
+  for (const auto& [epoch, f] : pending_) {
+    bool failed = f.wait_for(std::chrono::seconds(0)) == std::future_status::ready && !f.get().ok();
+    if (!failed) last = std::max(last, epoch);
+  }
+  std::shared_future<Result<Epoch>> cut;
+  {
+    // Root updates are never cut in half: they hold this lock too.
+    std::lock_guard<std::mutex> roots(roots_->mutex());
+    cut = engine_->CommitAsync();
+  }
+  Epoch e = last + 1;
+  if (cut.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    if (!cut.get().ok()) return cut.get().status();
+    e = *cut.get();
+  }
+  pending_[e] = cut;
+  return e;
+}
+
+Result<Epoch> PersistentHeap::Wait(Epoch e) {
+  std::shared_future<Result<Epoch>> f;
+  {
+    std::lock_guard<std::mutex> l(commit_mu_);
+    auto it = pending_.find(e);
+    if (it == pending_.end()) {
+      if (e <= durable_epoch()) return e;
+      return Status::NotFound(fmt::format("heap '{}': no commit of epoch {} is in flight", name(), e));
+    }
+    f = it->second;
+  }
+  Result<Epoch> r = f.get();
+  std::lock_guard<std::mutex> l(commit_mu_);
+  pending_.erase(e);
+  return r;
+}
+
+void PersistentHeap::BackgroundCommits(uint64_t period_ms) {
+  Pager::ExemptCurrentThread();
+  std::unique_lock<std::mutex> l(stop_mu_);
+  while (!stop_cv_.wait_for(l, std::chrono::milliseconds(period_ms), [this] { return stop_; })) {
+    l.unlock();
+    auto r = Commit();
+    if (!r.ok()) PHEAP_LOG_WARN("heap '{}': background commit failed: {}", name(), r.status().ToString());
+    l.lock();
+  }
+}
+
+Status PersistentHeap::Close() {
+  if (closed_) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> l(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+  auto r = Commit();
+  Unregister();
+  alloc_.Detach();
+  closed_ = true;
+  engine_.reset();
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+PersistentHeap::~PersistentHeap() {
+  if (closed_) return;
+  {
+    std::lock_guard<std::mutex> l(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+  Unregister();
+  if (alloc_.attached()) alloc_.Detach();
+}
+
+void PersistentHeap::Register() {
+  std::lock_guard<std::mutex> l(g_registry_mu);
+  for (RegistrySlot& s : g_registry) {
+    if (s.heap.load(std::memory_order_relaxed) != nullptr) continue;
+    s.base.store(reinterpret_cast<uintptr_t>(base()), std::memory_order_relaxed);
+    s.size.store(size(), std::memory_order_relaxed);
+    s.heap.store(this, std::memory_order_release);
+    return;
+  }
+  PHEAP_LOG_WARN("more than {} heaps open: pheap_of() will not find heap '{}'", kMaxOpenHeaps, name());
+}
+
+void PersistentHeap::Unregister() {
+  std::lock_guard<std::mutex> l(g_registry_mu);
+  for (RegistrySlot& s : g_registry) {
+    if (s.heap.load(std::memory_order_relaxed) != this) continue;
+    s.heap.store(nullptr, std::memory_order_release);
+    s.size.store(0, std::memory_order_relaxed);
+    s.base.store(0, std::memory_order_relaxed);
+  }
+}
+
+PersistentHeap* PersistentHeap::Containing(const void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  for (RegistrySlot& s : g_registry) {
+    PersistentHeap* h = s.heap.load(std::memory_order_acquire);
+    if (h != nullptr && a - s.base.load(std::memory_order_relaxed) < s.size.load(std::memory_order_relaxed))
+      return h;
+  }
+  return nullptr;
+}
+
+}  // namespace pheap

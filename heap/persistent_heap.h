@@ -1,0 +1,102 @@
+// PersistentHeap: what a user's pheap* is. One named heap: its engine (page
+// store + pager), the superblock with roots and code identity, and the
+// allocator whose arena fills the rest of the region. The C interface
+// (c_api.cc) is a thin layer over it.
+//
+// Thread safety: every method from any thread, except Close() and the
+// destructor, which must not race with other calls on the same heap.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/config.h"
+#include "base/status.h"
+#include "heap/allocator.h"
+#include "heap/code_identity.h"
+#include "heap/engine.h"
+#include "heap/roots.h"
+
+namespace pheap {
+
+struct HeapOptions {
+  EngineOptions engine;
+  AllocatorOptions alloc;
+  CodeCheck code_check = CodeCheck::kWarn;
+  uint64_t commit_ms = 0;  // > 0: commit in the background this often
+};
+
+class PersistentHeap final : private ArenaHooks {
+ public:
+  // Every key a heap's config may hold.
+  static const std::vector<std::string>& ConfigKeys();
+  // Parses `config` (NULL or "k=v;...") together with PHEAP_* variables.
+  static Result<HeapOptions> OptionsFromConfig(const char* config);
+
+  static Result<std::unique_ptr<PersistentHeap>> Open(const std::string& name, const HeapOptions& options);
+  ~PersistentHeap() override;  // closes without a final commit if Close was not called
+  PersistentHeap(const PersistentHeap&) = delete;
+  PersistentHeap& operator=(const PersistentHeap&) = delete;
+
+  // Commits, stops background commits and unmaps the region.
+  Status Close();
+
+  const std::string& name() const { return engine_->name(); }
+  void* base() const { return engine_->base(); }
+  uint64_t size() const { return engine_->size(); }
+  bool Contains(const void* p) const {
+    auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(base());
+    return a >= b && a - b < size();
+  }
+
+  Allocator& allocator() { return alloc_; }
+  Engine& engine() { return *engine_; }
+
+  Result<void*> Root(const std::string& name, const std::string& type) const { return roots_->Get(name, type); }
+  Status SetRoot(const std::string& name, void* p, const std::string& type);
+  template <typename F>
+  void ForEachRoot(F f) const { roots_->ForEach(f); }
+
+  Result<Epoch> Commit();
+  // Takes the cut now; returns the epoch it will have once durable.
+  Result<Epoch> CommitAsync();
+  // Waits until epoch e is durable.
+  Result<Epoch> Wait(Epoch e);
+  Epoch durable_epoch() const { return engine_->durable_epoch(); }
+
+  // The open heap whose region holds p, or null (lock-free).
+  static PersistentHeap* Containing(const void* p);
+
+ private:
+  PersistentHeap() = default;
+  Status Discard(void* addr, size_t len) override { return engine_->Discard(addr, len); }
+  Status FormatOrCheckSuperblock(const HeapOptions& options);
+  void BackgroundCommits(uint64_t period_ms);
+  void Register();
+  void Unregister();
+
+  std::unique_ptr<Engine> engine_;
+  Superblock* sb_ = nullptr;
+  std::unique_ptr<Roots> roots_;
+  Allocator alloc_;
+  bool closed_ = false;
+
+  // Commits in flight (CommitAsync), by epoch. Guarded by commit_mu_.
+  std::mutex commit_mu_;
+  std::map<Epoch, std::shared_future<Result<Epoch>>> pending_;
+
+  std::thread committer_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+};
+
+}  // namespace pheap

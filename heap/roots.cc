@@ -1,0 +1,71 @@
+#include "heap/roots.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace pheap {
+
+int Roots::Find(const std::string& name, uint64_t hash) const {
+  int best = -1;
+  uint64_t best_seq = 0;
+  for (size_t i = 0; i < kRootCapacity; ++i) {
+    const RootSlot& s = sb_->roots[i];
+    uint64_t seq = s.seq.load(std::memory_order_acquire);
+    if (seq > best_seq && s.name_hash == hash && name == s.name) {
+      best = static_cast<int>(i);
+      best_seq = seq;
+    }
+  }
+  return best;
+}
+
+Result<void*> Roots::Get(const std::string& name, const std::string& type) const {
+  std::lock_guard<std::mutex> l(mu_);
+  int i = Find(name, XXH3_64bits(name.data(), name.size()));
+  if (i < 0) return Status::NotFound("no root named '" + name + "'");
+  const RootSlot& s = sb_->roots[i];
+  if (!type.empty() && s.type[0] != '\0' && type != s.type)
+    return Status::InvalidArgument("root '" + name + "' holds a " + s.type + ", not a " + type +
+                                   ": open it as the type it was stored with");
+  return reinterpret_cast<void*>(s.ptr.load(std::memory_order_relaxed));
+}
+
+Status Roots::Set(const std::string& name, void* p, const std::string& type) {
+  if (name.empty() || name.size() > kRootNameMax || name.find('\0') != std::string::npos)
+    return Status::InvalidArgument("root name '" + name + "' must be 1.." +
+                                   std::to_string(kRootNameMax) + " bytes without NUL");
+  if (type.size() > kRootTypeMax)
+    return Status::InvalidArgument("root type of '" + name + "' is longer than " +
+                                   std::to_string(kRootTypeMax) + " bytes");
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t hash = XXH3_64bits(name.data(), name.size());
+  int old = Find(name, hash);
+  if (p == nullptr) {
+    if (old >= 0) sb_->roots[old].seq.store(0, std::memory_order_release);
+    return Status::Ok();
+  }
+  if (old >= 0 && type == sb_->roots[old].type) {
+    sb_->roots[old].ptr.store(reinterpret_cast<uint64_t>(p), std::memory_order_release);
+    return Status::Ok();
+  }
+  // A new slot: written whole, then published, then the old one retired.
+  for (size_t i = 0; i < kRootCapacity; ++i) {
+    RootSlot& s = sb_->roots[i];
+    if (s.seq.load(std::memory_order_acquire) != 0) continue;
+    s.ptr.store(reinterpret_cast<uint64_t>(p), std::memory_order_relaxed);
+    s.name_hash = hash;
+    std::memset(s.name, 0, sizeof(s.name));
+    std::memcpy(s.name, name.data(), name.size());
+    std::memset(s.type, 0, sizeof(s.type));
+    std::memcpy(s.type, type.data(), type.size());
+    s.seq.store(sb_->h.next_root_seq.fetch_add(1, std::memory_order_relaxed) + 1,
+                std::memory_order_release);
+    if (old >= 0) sb_->roots[old].seq.store(0, std::memory_order_release);
+    return Status::Ok();
+  }
+  return Status::Busy("the heap's root table is full (" + std::to_string(kRootCapacity) +
+                      " roots): keep fewer roots, e.g. one root holding a map");
+}
+
+}  // namespace pheap

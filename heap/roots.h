@@ -1,0 +1,49 @@
+// Roots: the named entry points of a heap, kept in the superblock's table.
+//
+// Thread safety: a Roots object serialises its own calls with a process-
+// local mutex; Lock() exposes it so a commit can cut between root updates.
+#pragma once
+
+#include <mutex>
+#include <string>
+
+#include "base/status.h"
+#include "heap/superblock.h"
+
+namespace pheap {
+
+class Roots {
+ public:
+  // REQUIRES: sb is a formatted superblock that outlives this object.
+  explicit Roots(Superblock* sb) : sb_(sb) {}
+
+  // The pointer under `name`, or NotFound. With a non-empty `type`, a root
+  // stored with another non-empty type is an InvalidArgument naming both.
+  Result<void*> Get(const std::string& name, const std::string& type) const;
+  // Stores p under `name` with `type` (may be empty); p == nullptr clears.
+  // Errors: a bad name, a type too long, a full table.
+  Status Set(const std::string& name, void* p, const std::string& type);
+  // Calls f(name, type, ptr) for every root, in slot order.
+  template <typename F>
+  void ForEach(F f) const;
+
+  std::mutex& mutex() const { return mu_; }
+
+ private:
+  int Find(const std::string& name, uint64_t hash) const;  // slot or -1
+  Superblock* sb_;
+  mutable std::mutex mu_;
+};
+
+template <typename F>
+void Roots::ForEach(F f) const {
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < kRootCapacity; ++i) {
+    const RootSlot& s = sb_->roots[i];
+    if (s.seq.load(std::memory_order_acquire) == 0) continue;
+    if (Find(s.name, s.name_hash) != static_cast<int>(i)) continue;  // superseded
+    f(s.name, s.type, reinterpret_cast<void*>(s.ptr.load(std::memory_order_relaxed)));
+  }
+}
+
+}  // namespace pheap

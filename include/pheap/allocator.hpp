@@ -1,0 +1,69 @@
+// pheap::allocator<T>: a standard allocator whose memory lives in a heap, so
+// std containers can be stored in the heap and come back after a reopen.
+//
+//   using Str = std::basic_string<char, std::char_traits<char>, pheap::allocator<char>>;
+//   using Map = std::map<Str, Str, std::less<>, pheap::allocator<std::pair<const Str, Str>>>;
+//   Map* m = heap.find_or_make<Map>("notes", pheap::allocator<char>(heap));
+//
+// The allocator keeps the heap's base address, not a process-local handle:
+// the base is the same in every process that opens the heap, so an
+// allocator stored inside a container in the heap stays valid after a
+// restart. Allocation finds the open heap by that address.
+#ifndef PHEAP_ALLOCATOR_HPP_
+#define PHEAP_ALLOCATOR_HPP_
+
+#include <pheap/heap.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+namespace pheap {
+
+template <typename T>
+class allocator {
+ public:
+  using value_type = T;
+  using propagate_on_container_copy_assignment = std::true_type;
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
+  using is_always_equal = std::false_type;
+
+  // The heap that `heap` names. REQUIRES: it stays open while the allocator
+  // allocates or frees.
+  explicit allocator(const Heap& heap) noexcept : anchor_(heap_anchor(heap.c_handle())) {}
+  // The heap that contains p (an object or container in the heap).
+  static allocator of(const void* p) noexcept { return allocator(heap_anchor(pheap_of(p))); }
+  template <typename U>
+  allocator(const allocator<U>& o) noexcept : anchor_(o.anchor()) {}  // NOLINT: rebinding
+
+  T* allocate(std::size_t n) {
+    handle* h = pheap_of(reinterpret_cast<const void*>(anchor_));
+    if (h == nullptr) throw error("pheap::allocator: its heap is not open in this process", ENOENT);
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
+    std::size_t align = alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T);
+    void* p = pheap_aligned_alloc(h, align, n * sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    if (p != nullptr) pheap_free(pheap_of(p), p);
+  }
+
+  std::uintptr_t anchor() const noexcept { return anchor_; }
+  template <typename U>
+  bool operator==(const allocator<U>& o) const noexcept { return anchor_ == o.anchor(); }
+  template <typename U>
+  bool operator!=(const allocator<U>& o) const noexcept { return anchor_ != o.anchor(); }
+
+ private:
+  explicit allocator(std::uintptr_t anchor) noexcept : anchor_(anchor) {}
+  static std::uintptr_t heap_anchor(handle* h) noexcept {
+    return h == nullptr ? 0 : reinterpret_cast<std::uintptr_t>(pheap_base(h));
+  }
+  std::uintptr_t anchor_;  // an address inside the heap's region
+};
+
+}  // namespace pheap
+
+#endif  // PHEAP_ALLOCATOR_HPP_

@@ -1,0 +1,156 @@
+// pheap C++ interface: RAII heaps, typed roots, make/destroy, commits.
+//
+//   pheap::Heap heap("notes", "dir=/var/lib/notes");
+//   auto* book = heap.find_or_make<Book>("book");   // same object next run
+//   book->add("hello");
+//   heap.commit();                                   // durable now
+//
+// Header-only over the C interface (pheap.h): no exception crosses the
+// library; the C++ layer turns C errors into pheap::error where a caller
+// cannot be handed a value. Objects in the heap must not hold pointers
+// outside it (other than code pointers; see README "Code pointers").
+#ifndef PHEAP_HEAP_HPP_
+#define PHEAP_HEAP_HPP_
+
+#ifdef PHEAP_HANDLE_IS_GLOBAL
+#error "in C++ include <pheap/heap.hpp> before <pheap/pheap.h> (the C header's global type pheap would clash with namespace pheap)"
+#endif
+#define PHEAP_CXX_API 1
+#include <pheap/pheap.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+#include <utility>
+
+namespace pheap {
+
+// A failure of the heap: what() says what and what to do; code() is errno.
+class error : public std::runtime_error {
+ public:
+  error(const std::string& what, int code) : std::runtime_error(what), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+namespace detail {
+[[noreturn]] inline void throw_last(const char* doing) {
+  int e = errno;
+  throw error(std::string(doing) + ": " + pheap_last_error(), e);
+}
+// The recorded type of a root: the ABI's type name plus size and alignment,
+// so a layout change is caught as well as a different type.
+template <typename T>
+std::string type_tag() {
+  return std::string(typeid(T).name()) + "/" + std::to_string(sizeof(T)) + "/" +
+         std::to_string(alignof(T));
+}
+}  // namespace detail
+
+// A commit whose cut is taken; wait() returns once it is durable.
+class pending_commit {
+ public:
+  pending_commit(handle* h, int64_t epoch) : h_(h), epoch_(epoch) {}
+  int64_t epoch() const noexcept { return epoch_; }
+  bool ready() const noexcept { return pheap_epoch(h_) >= epoch_; }
+  // Returns the durable epoch; throws pheap::error if it cannot become durable.
+  int64_t wait() const {
+    int64_t r = pheap_wait(h_, epoch_);
+    if (r < 0) detail::throw_last("waiting for a commit");
+    return r;
+  }
+
+ private:
+  handle* h_;
+  int64_t epoch_;
+};
+
+class Heap {
+ public:
+  // Opens or creates heap `name` (config as pheap_open). Throws pheap::error.
+  explicit Heap(const std::string& name, const std::string& config = "")
+      : h_(pheap_open(name.c_str(), config.empty() ? nullptr : config.c_str())) {
+    if (h_ == nullptr) detail::throw_last(("opening heap '" + name + "'").c_str());
+  }
+  // Commits and closes. A failed final commit cannot throw from here: call
+  // commit() first where that matters.
+  ~Heap() { if (h_ != nullptr) pheap_close(h_); }
+  Heap(const Heap&) = delete;
+  Heap& operator=(const Heap&) = delete;
+  Heap(Heap&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+
+  handle* c_handle() const noexcept { return h_; }
+
+  // Allocates and constructs a T in the heap. Throws std::bad_alloc when the
+  // region is full, and whatever T's constructor throws (freeing the memory).
+  template <typename T, typename... Args>
+  T* make(Args&&... args) {
+    void* p = pheap_aligned_alloc(h_, alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T), sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    try {
+      return ::new (p) T(std::forward<Args>(args)...);
+    } catch (...) {
+      pheap_free(h_, p);
+      throw;
+    }
+  }
+  // REQUIRES: p came from make<T> of this heap (or is null).
+  template <typename T>
+  void destroy(T* p) {
+    if (p == nullptr) return;
+    p->~T();
+    pheap_free(h_, p);
+  }
+
+  // The root `name`, or nullptr if unset. Throws pheap::error if it was
+  // stored as another type.
+  template <typename T>
+  T* root(const std::string& name) {
+    void* p = pheap_root_typed(h_, name.c_str(), detail::type_tag<T>().c_str());
+    if (p == nullptr && errno != ENOENT) detail::throw_last(("root '" + name + "'").c_str());
+    return static_cast<T*>(p);
+  }
+  // REQUIRES: p points into this heap, or is null (clears the root).
+  template <typename T>
+  void set_root(const std::string& name, T* p) {
+    if (pheap_set_root_typed(h_, name.c_str(), p, detail::type_tag<T>().c_str()) != 0)
+      detail::throw_last(("setting root '" + name + "'").c_str());
+  }
+  // The root `name`, made from args (and recorded as a root) if unset.
+  template <typename T, typename... Args>
+  T* find_or_make(const std::string& name, Args&&... args) {
+    if (T* p = root<T>(name)) return p;
+    T* p = make<T>(std::forward<Args>(args)...);
+    set_root(name, p);
+    return p;
+  }
+
+  // Takes a point-in-time image and returns its epoch once durable.
+  int64_t commit() {
+    int64_t e = pheap_commit(h_);
+    if (e < 0) detail::throw_last("commit");
+    return e;
+  }
+  // Takes the cut now; the returned commit becomes durable in the background.
+  pending_commit commit_async() {
+    int64_t e = pheap_commit_async(h_);
+    if (e < 0) detail::throw_last("commit");
+    return pending_commit(h_, e);
+  }
+  int64_t durable_epoch() const noexcept { return pheap_epoch(h_); }
+
+  void* malloc(size_t n) noexcept { return pheap_malloc(h_, n); }
+  void free(void* p) noexcept { pheap_free(h_, p); }
+
+ private:
+  handle* h_;
+};
+
+}  // namespace pheap
+
+#endif  // PHEAP_HEAP_HPP_

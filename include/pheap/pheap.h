@@ -1,0 +1,100 @@
+/* pheap C interface: a persistent heap whose objects survive crashes and
+ * restarts at the same addresses.
+ *
+ * Every function that can fail returns NULL or -1 and sets errno;
+ * pheap_last_error() then says why, naming the thing and what to do.
+ * All functions are thread-safe unless noted. Pointers returned by the
+ * allocation functions stay valid across commits, crashes and reopens (as of
+ * the last durable commit), in this and in later processes.
+ */
+#ifndef PHEAP_PHEAP_H_
+#define PHEAP_PHEAP_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The heap handle. In C, and in C++ code that uses only this header, it is
+ * `pheap`. The C++ interface (heap.hpp) owns the namespace `pheap`, which a
+ * type of the same name would clash with, so there the handle is spelled
+ * `pheap::handle`; both name the same object (C linkage ignores the name). */
+#if defined(__cplusplus) && defined(PHEAP_CXX_API)
+namespace pheap { struct handle; }
+#define PHEAP_HANDLE ::pheap::handle
+#else
+typedef struct pheap pheap;
+#define PHEAP_HANDLE pheap
+#define PHEAP_HANDLE_IS_GLOBAL 1
+#endif
+
+/* Opens heap `name`, creating it if it does not exist. `config` is NULL or
+ * "key=value;key=value" (keys: dir, size, base, tracking, check, code_check,
+ * commit_ms, peers, replicas, quorum, ...; a list value such as peers is
+ * comma-separated). Every key is also read from the environment as
+ * PHEAP_<KEY>; the config string wins. Returns NULL and sets errno on failure.
+ * A process may open several heaps; each must have its own address range. */
+PHEAP_HANDLE* pheap_open(const char* name, const char* config);
+
+/* Commits, then closes `h` and unmaps its region: every pointer into it
+ * becomes invalid. Returns 0, or -1 if the final commit failed (the heap is
+ * closed either way; the last durable epoch is intact). */
+int pheap_close(PHEAP_HANDLE* h);
+
+/* Allocation, with malloc's meaning. REQUIRES: p is NULL or was returned by
+ * an allocation function of the same heap and not yet freed. */
+void* pheap_malloc(PHEAP_HANDLE* h, size_t n);
+void* pheap_calloc(PHEAP_HANDLE* h, size_t count, size_t n);
+void* pheap_realloc(PHEAP_HANDLE* h, void* p, size_t n);
+void* pheap_aligned_alloc(PHEAP_HANDLE* h, size_t align, size_t n); /* align: power of two */
+void pheap_free(PHEAP_HANDLE* h, void* p);
+size_t pheap_usable_size(PHEAP_HANDLE* h, const void* p);
+
+/* Named roots: how a later process finds its data. pheap_root returns the
+ * pointer stored under `name`, or NULL if unset. pheap_set_root stores p
+ * (which must point into h, or be NULL to clear) under `name` (1..127 bytes);
+ * it takes effect in the durable image at the next commit. 0 or -1. */
+void* pheap_root(PHEAP_HANDLE* h, const char* name);
+int pheap_set_root(PHEAP_HANDLE* h, const char* name, void* p);
+
+/* Takes a point-in-time image of the heap and returns its epoch once it is
+ * durable, or -1. Other threads may keep running; they are paused briefly. */
+int64_t pheap_commit(PHEAP_HANDLE* h);
+/* The last durable epoch (0 for a heap never committed). */
+int64_t pheap_epoch(PHEAP_HANDLE* h);
+
+/* A message about the calling thread's last failure (never NULL). */
+const char* pheap_last_error(void);
+
+/* The heap the preload library (libpheap_preload.so) runs the program on, or
+ * NULL when the program does not run under it. */
+PHEAP_HANDLE* pheap_default(void);
+
+/* ---- Extensions used by the C++ interface (heap.hpp), stable as well. ---- */
+
+/* The open heap whose region contains p, or NULL. */
+PHEAP_HANDLE* pheap_of(const void* p);
+/* The first address of h's region: the same in every process. */
+void* pheap_base(PHEAP_HANDLE* h);
+
+/* Roots with a recorded type: `type` names the type (1..127 bytes).
+ * pheap_root_typed returns NULL and sets errno to ENOENT if the root is
+ * unset, or to EINVAL (see pheap_last_error) if it was stored with another
+ * type. pheap_set_root_typed records `type` with the root. */
+void* pheap_root_typed(PHEAP_HANDLE* h, const char* name, const char* type);
+int pheap_set_root_typed(PHEAP_HANDLE* h, const char* name, void* p, const char* type);
+
+/* Takes the point-in-time cut now and returns its epoch at once; the epoch
+ * becomes durable in the background. -1 on failure. */
+int64_t pheap_commit_async(PHEAP_HANDLE* h);
+/* Waits until epoch e is durable: returns e, or -1 if it cannot become
+ * durable (the error says why). */
+int64_t pheap_wait(PHEAP_HANDLE* h, int64_t e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PHEAP_PHEAP_H_ */

@@ -1,0 +1,183 @@
+// The C interface, function by function, as a C caller sees it.
+#include <pheap/pheap.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "tests/heap/test_dir.h"
+
+namespace {
+
+using pheaptest::TestDir;
+
+bool Says(const char* what) { return std::strstr(pheap_last_error(), what) != nullptr; }
+
+TEST(CApi, AllocateRootCommitReopen) {
+  TestDir dir;
+  std::string cfg = dir.config();
+  pheap* h = pheap_open("capi", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_EQ(pheap_epoch(h), 0);
+  EXPECT_EQ(pheap_root(h, "list"), nullptr);
+  EXPECT_EQ(errno, ENOENT);
+
+  // A linked list of 1000 nodes with raw pointers.
+  struct Node { Node* next; uint64_t value; };
+  Node* head = nullptr;
+  for (uint64_t i = 0; i < 1000; ++i) {
+    auto* n = static_cast<Node*>(pheap_malloc(h, sizeof(Node)));
+    ASSERT_NE(n, nullptr);
+    n->next = head;
+    n->value = i;
+    head = n;
+  }
+  ASSERT_EQ(pheap_set_root(h, "list", head), 0) << pheap_last_error();
+  auto* zeros = static_cast<uint64_t*>(pheap_calloc(h, 512, 8));
+  ASSERT_NE(zeros, nullptr);
+  for (int i = 0; i < 512; ++i) ASSERT_EQ(zeros[i], 0u);
+  ASSERT_EQ(pheap_set_root(h, "zeros", zeros), 0);
+  void* big = pheap_aligned_alloc(h, 1 << 20, 3 << 20);
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big) % (1 << 20), 0u);
+  EXPECT_GE(pheap_usable_size(h, big), size_t{3} << 20);
+  std::memset(big, 0x5c, 3 << 20);
+  ASSERT_EQ(pheap_set_root(h, "big", big), 0);
+  char* s = static_cast<char*>(pheap_malloc(h, 8));
+  std::strcpy(s, "grow");
+  s = static_cast<char*>(pheap_realloc(h, s, 100000));
+  ASSERT_NE(s, nullptr);
+  EXPECT_STREQ(s, "grow");
+  ASSERT_EQ(pheap_set_root(h, "s", s), 0);
+  int64_t e = pheap_commit(h);
+  EXPECT_EQ(e, 1) << pheap_last_error();
+  EXPECT_EQ(pheap_epoch(h), 1);
+  EXPECT_EQ(pheap_of(head), h);
+  EXPECT_EQ(pheap_of(big), h);
+  EXPECT_LE(pheap_base(h), static_cast<void*>(head));
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+
+  h = pheap_open("capi", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_GE(pheap_epoch(h), 1);  // close commits once more
+  auto* n = static_cast<Node*>(pheap_root(h, "list"));
+  ASSERT_EQ(n, head);  // same address
+  for (uint64_t i = 1000; i-- > 0; n = n->next) {
+    ASSERT_NE(n, nullptr);
+    ASSERT_EQ(n->value, i);
+  }
+  EXPECT_EQ(n, nullptr);
+  auto* b = static_cast<unsigned char*>(pheap_root(h, "big"));
+  EXPECT_EQ(b[0], 0x5c);
+  EXPECT_EQ(b[(3 << 20) - 1], 0x5c);
+  EXPECT_STREQ(static_cast<char*>(pheap_root(h, "s")), "grow");
+  // Clearing a root.
+  ASSERT_EQ(pheap_set_root(h, "s", nullptr), 0);
+  EXPECT_EQ(pheap_root(h, "s"), nullptr);
+  pheap_free(h, s);
+  ASSERT_EQ(pheap_close(h), 0);
+}
+
+TEST(CApi, UncommittedChangesDieWithTheProcess) {
+  TestDir dir;
+  std::string cfg = dir.config();
+  pid_t child = fork();
+  if (child == 0) {
+    pheap* h = pheap_open("uncommitted", cfg.c_str());
+    if (h == nullptr) _exit(1);
+    auto* v = static_cast<uint64_t*>(pheap_malloc(h, 8));
+    *v = 1;
+    pheap_set_root(h, "v", v);
+    if (pheap_commit(h) != 1) _exit(1);
+    *v = 2;
+    pheap_set_root(h, "w", pheap_malloc(h, 64));
+    _exit(0);  // dies without a commit, as a crash would
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  pheap* h = pheap_open("uncommitted", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_EQ(pheap_epoch(h), 1);
+  auto* v = static_cast<uint64_t*>(pheap_root(h, "v"));
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(*v, 1u);
+  EXPECT_EQ(pheap_root(h, "w"), nullptr);
+  pheap_close(h);
+}
+
+TEST(CApi, ConfigComesFromTheEnvironmentAndTheStringWins) {
+  TestDir env_dir, str_dir;
+  setenv("PHEAP_DIR", env_dir.path().c_str(), 1);
+  setenv("PHEAP_SIZE", "64M", 1);
+  pheap* h = pheap_open("envheap", nullptr);
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  pheap_close(h);
+  EXPECT_TRUE(std::filesystem::exists(env_dir.path() + "/envheap"));
+  std::string cfg = "dir=" + str_dir.path();
+  h = pheap_open("strheap", cfg.c_str());
+  unsetenv("PHEAP_DIR");
+  unsetenv("PHEAP_SIZE");
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  pheap_close(h);
+  EXPECT_TRUE(std::filesystem::exists(str_dir.path() + "/strheap"));
+  EXPECT_FALSE(std::filesystem::exists(env_dir.path() + "/strheap"));
+}
+
+TEST(CApi, ErrorsSetErrnoAndSayWhy) {
+  TestDir dir;
+  errno = 0;
+  EXPECT_EQ(pheap_open("bad/name", dir.config().c_str()), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_TRUE(Says("name")) << pheap_last_error();
+  EXPECT_EQ(pheap_open("x", "bogus=1"), nullptr);
+  EXPECT_TRUE(Says("bogus")) << pheap_last_error();
+  EXPECT_EQ(pheap_open("x", (dir.config() + ";size=0").c_str()), nullptr);
+  EXPECT_TRUE(Says("size")) << pheap_last_error();
+
+  std::string cfg = dir.config("", "16M");
+  pheap* h = pheap_open("small", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_malloc(h, size_t{1} << 30), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(Says("size=")) << pheap_last_error();
+  EXPECT_EQ(pheap_aligned_alloc(h, 3, 8), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  int outside = 0;
+  EXPECT_EQ(pheap_set_root(h, "r", &outside), -1);
+  EXPECT_TRUE(Says("not inside")) << pheap_last_error();
+  EXPECT_EQ(pheap_set_root(h, "", pheap_malloc(h, 8)), -1);
+  EXPECT_EQ(pheap_of(&outside), nullptr);
+  EXPECT_EQ(pheap_default(), nullptr);
+  pheap_close(h);
+}
+
+TEST(CApi, CommitAsyncThenWait) {
+  TestDir dir;
+  pheap* h = pheap_open("async", dir.config().c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* v = static_cast<uint64_t*>(pheap_malloc(h, 8));
+  pheap_set_root(h, "v", v);
+  int64_t last = 0;
+  for (uint64_t i = 1; i <= 20; ++i) {
+    *v = i;
+    int64_t e = pheap_commit_async(h);
+    ASSERT_GT(e, last) << pheap_last_error();
+    last = e;
+  }
+  EXPECT_EQ(pheap_wait(h, last), last) << pheap_last_error();
+  EXPECT_GE(pheap_epoch(h), last);
+  pheap_close(h);
+  h = pheap_open("async", dir.config().c_str());
+  EXPECT_EQ(*static_cast<uint64_t*>(pheap_root(h, "v")), 20u);
+  pheap_close(h);
+}
+
+}  // namespace

@@ -1,0 +1,154 @@
+// The C++ interface: RAII heaps, typed roots, make/destroy, commits, and std
+// containers with pheap::allocator coming back intact after a reopen.
+#include <pheap/allocator.hpp>
+#include <pheap/heap.hpp>
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tests/heap/test_dir.h"
+
+namespace {
+
+using pheaptest::TestDir;
+template <typename T>
+using Alloc = pheap::allocator<T>;
+using String = std::basic_string<char, std::char_traits<char>, Alloc<char>>;
+
+struct Everything {
+  explicit Everything(const Alloc<char>& a)
+      : numbers(a), words(a), table(a), index(16, std::hash<uint64_t>(), std::equal_to<uint64_t>(), a), queue(a), title(a) {}
+  std::vector<uint64_t, Alloc<uint64_t>> numbers;
+  std::vector<String, Alloc<String>> words;
+  std::map<String, uint64_t, std::less<>, Alloc<std::pair<const String, uint64_t>>> table;
+  std::unordered_map<uint64_t, String, std::hash<uint64_t>, std::equal_to<uint64_t>,
+                     Alloc<std::pair<const uint64_t, String>>> index;
+  std::deque<uint64_t, Alloc<uint64_t>> queue;
+  String title;
+};
+
+String S(const std::string& s, const Alloc<char>& a) { return String(s.c_str(), a); }
+
+TEST(CxxApi, StdContainersComeBackAfterReopen) {
+  TestDir dir;
+  {
+    pheap::Heap heap("containers", dir.config());
+    Alloc<char> a(heap);
+    auto* e = heap.find_or_make<Everything>("everything", a);
+    for (uint64_t i = 0; i < 100000; ++i) e->numbers.push_back(i * i);
+    for (int i = 0; i < 2000; ++i) {
+      String w = S("word-" + std::to_string(i) + std::string(static_cast<size_t>(i % 50), 'x'), a);
+      e->words.push_back(w);
+      e->table.emplace(w, static_cast<uint64_t>(i));
+      e->index.emplace(static_cast<uint64_t>(i), w);
+    }
+    for (uint64_t i = 0; i < 50000; ++i) e->queue.push_back(i);
+    for (int i = 0; i < 20000; ++i) e->queue.pop_front();
+    e->title = S("a title long enough to live outside the small-string buffer", a);
+    EXPECT_GE(heap.commit(), 1);
+  }
+  pheap::Heap heap("containers", dir.config());
+  auto* e = heap.root<Everything>("everything");
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(e->numbers.size(), 100000u);
+  for (uint64_t i = 0; i < 100000; ++i) ASSERT_EQ(e->numbers[i], i * i);
+  ASSERT_EQ(e->words.size(), 2000u);
+  ASSERT_EQ(e->table.size(), 2000u);
+  ASSERT_EQ(e->index.size(), 2000u);
+  for (int i = 0; i < 2000; ++i) {
+    std::string w = "word-" + std::to_string(i) + std::string(static_cast<size_t>(i % 50), 'x');
+    ASSERT_EQ(std::string(e->words[static_cast<size_t>(i)].c_str()), w);
+    auto it = e->table.find(std::string_view(w));
+    ASSERT_NE(it, e->table.end());
+    EXPECT_EQ(it->second, static_cast<uint64_t>(i));
+    ASSERT_EQ(std::string(e->index.at(static_cast<uint64_t>(i)).c_str()), w);
+  }
+  ASSERT_EQ(e->queue.size(), 30000u);
+  EXPECT_EQ(e->queue.front(), 20000u);
+  EXPECT_EQ(e->queue.back(), 49999u);
+  EXPECT_EQ(std::string(e->title.c_str()), "a title long enough to live outside the small-string buffer");
+  // The containers keep working: growth after the reopen allocates in the heap.
+  for (uint64_t i = 0; i < 1000; ++i) e->numbers.push_back(i);
+  e->table.emplace(S("after-reopen", Alloc<char>(heap)), 7u);
+  EXPECT_EQ(pheap_of(e->numbers.data()), heap.c_handle());
+  heap.commit();
+}
+
+TEST(CxxApi, RootTypesAreRecordedAndChecked) {
+  TestDir dir;
+  pheap::Heap heap("types", dir.config());
+  auto* n = heap.make<uint64_t>(42u);
+  heap.set_root("answer", n);
+  EXPECT_EQ(heap.root<uint64_t>("answer"), n);
+  try {
+    heap.root<double>("answer");
+    FAIL() << "a root of another type was handed out";
+  } catch (const pheap::error& e) {
+    EXPECT_NE(std::string(e.what()).find("answer"), std::string::npos) << e.what();
+    EXPECT_EQ(e.code(), EINVAL);
+  }
+  EXPECT_EQ(heap.root<uint64_t>("missing"), nullptr);
+  // Re-typing a root is allowed through set_root.
+  auto* d = heap.make<double>(2.5);
+  heap.set_root("answer", d);
+  EXPECT_EQ(*heap.root<double>("answer"), 2.5);
+  heap.destroy(n);
+}
+
+struct Counted {
+  static inline int live = 0;
+  explicit Counted(int v) : value(v) { ++live; }
+  ~Counted() { --live; }
+  int value;
+};
+
+struct Throws {
+  Throws() { throw std::runtime_error("no"); }
+};
+
+TEST(CxxApi, MakeDestroyAndFindOrMake) {
+  TestDir dir;
+  pheap::Heap heap("make", dir.config());
+  Counted* c = heap.make<Counted>(5);
+  EXPECT_EQ(Counted::live, 1);
+  EXPECT_EQ(c->value, 5);
+  heap.destroy(c);
+  EXPECT_EQ(Counted::live, 0);
+  EXPECT_THROW(heap.make<Throws>(), std::runtime_error);
+  auto* a = heap.find_or_make<Counted>("c", 9);
+  auto* b = heap.find_or_make<Counted>("c", 10);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(b->value, 9);
+}
+
+TEST(CxxApi, CommitAsyncCanBeWaitedOn) {
+  TestDir dir;
+  pheap::Heap heap("async", dir.config());
+  auto* v = heap.find_or_make<uint64_t>("v", 0u);
+  pheap::pending_commit last(nullptr, 0);
+  for (int i = 0; i < 10; ++i) {
+    ++*v;
+    last = heap.commit_async();
+  }
+  EXPECT_EQ(last.wait(), last.epoch());
+  EXPECT_TRUE(last.ready());
+  EXPECT_GE(heap.durable_epoch(), last.epoch());
+}
+
+TEST(CxxApi, OpeningAHeapTwiceInOneProcessFailsClearly) {
+  TestDir dir;
+  pheap::Heap heap("twice", dir.config());
+  try {
+    pheap::Heap again("twice", dir.config());
+    FAIL() << "a second open of the same heap succeeded";
+  } catch (const pheap::error& e) {
+    EXPECT_NE(std::string(e.what()).find("twice"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

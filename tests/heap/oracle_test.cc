@@ -1,0 +1,118 @@
+// The heap crash oracle: SIGKILL the worker (oracle_worker.cc) at random
+// instants and check each reopened heap through the C interface against the
+// model (oracle_model.h): the list is exactly the model's list after the
+// recorded number of operations, that number is never older than the last
+// acknowledged commit nor newer than the last commit begun, and every
+// unlocked writer's A/B pair was cut at one instant.
+//
+// PHEAP_CRASH_SEED replays a run; PHEAP_CRASH_KILLS overrides the count.
+#include <pheap/pheap.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "tests/heap/oracle_model.h"
+#include "tests/heap/test_dir.h"
+#include "tests/support/kill_loop.h"
+
+namespace {
+
+using namespace pheaptest::oracle;
+
+std::string g_worker;
+int g_kills = 200;
+constexpr int kMutators = 3, kWriters = 2;
+
+// Checks the reopened heap against the model; returns the operation count.
+uint64_t CheckHeap(pheap* h, uint64_t seed, int kill) {
+  auto* st = static_cast<State*>(pheap_root(h, "state"));
+  if (st == nullptr) return 0;  // killed before the first commit
+  EXPECT_EQ(st->seed, seed);
+  std::vector<uint64_t> model = Replay(seed, st->ops);
+  EXPECT_EQ(st->count, model.size()) << "kill " << kill << ", ops " << st->ops;
+  const Node* n = st->head;
+  for (size_t i = 0; i < model.size(); ++i, n = n->next) {
+    if (n == nullptr) {
+      ADD_FAILURE() << "kill " << kill << ": list ends at " << i << " of " << model.size();
+      return st->ops;
+    }
+    Op op = OpFor(seed, model[i], 0);
+    EXPECT_EQ(n->k, model[i]) << "kill " << kill << ", node " << i;
+    EXPECT_EQ(n->size, op.size) << "kill " << kill << ", node " << i;
+    EXPECT_GE(pheap_usable_size(h, n->payload), n->size);
+    for (uint64_t b = 0; b < n->size; b += 97) {
+      if (n->payload[b] != PayloadByte(n->k, b)) {
+        ADD_FAILURE() << "kill " << kill << ": node " << i << " (op " << n->k << ") byte " << b;
+        break;
+      }
+    }
+    if (::testing::Test::HasFailure()) return st->ops;
+  }
+  EXPECT_EQ(n, nullptr) << "kill " << kill << ": the list is longer than the model's";
+  for (int t = 0; t < kWriters; ++t) {
+    uint64_t a = *st->pair_a[t], b = *st->pair_b[t];
+    EXPECT_TRUE(b <= a && a <= b + 1) << "kill " << kill << ": writer " << t << " A=" << a
+                                      << " B=" << b << " is a torn cut";
+  }
+  // The allocator works after recovery.
+  void* p = pheap_malloc(h, 12345);
+  EXPECT_NE(p, nullptr) << pheap_last_error();
+  pheap_free(h, p);
+  return st->ops;
+}
+
+TEST(HeapCrashOracle, SigkillAtRandomInstants) {
+  uint64_t seed = std::random_device{}();
+  if (const char* s = std::getenv("PHEAP_CRASH_SEED")) seed = std::strtoull(s, nullptr, 0);
+  int kills = g_kills;
+  if (const char* s = std::getenv("PHEAP_CRASH_KILLS")) kills = std::atoi(s);
+  std::printf("seed %llu, %d kills (replay: PHEAP_CRASH_SEED=%llu)\n",
+              static_cast<unsigned long long>(seed), kills, static_cast<unsigned long long>(seed));
+  pheaptest::TestDir dir;
+  std::mt19937_64 rng(seed);
+  uint64_t prev = 0, acknowledged_total = 0;
+  for (int i = 0; i < kills && !HasFailure(); ++i) {
+    bool early = rng() % 10 == 0;
+    unsigned delay = static_cast<unsigned>(rng() % (early ? 20000 : 60000));
+    auto w = pheaptest::RunAndKill({g_worker, dir.path(), std::to_string(seed),
+                                         std::to_string(kMutators), std::to_string(kWriters)},
+                                        early, delay);
+    ASSERT_TRUE(w.killed()) << "kill " << i << ": the worker ended by itself (status " << w.status
+                            << "): " << w.stderr_text;
+    std::string cfg = "dir=" + dir.path() + ";size=512M";
+    pheap* h = pheap_open("oracle", cfg.c_str());
+    ASSERT_NE(h, nullptr) << "kill " << i << ": " << pheap_last_error();
+    uint64_t ops = CheckHeap(h, seed, i);
+    EXPECT_GE(ops, w.get("durable")) << "kill " << i << ": lost an acknowledged commit";
+    EXPECT_GE(ops, prev) << "kill " << i << ": went back past an earlier reopen";
+    if (w.said("open")) {
+      EXPECT_LE(ops, std::max(w.get("committing"), w.get("open")))
+          << "kill " << i << ": a state no commit produced";
+    }
+    if (w.said("durable")) acknowledged_total++;
+    prev = ops;
+    ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  }
+  std::printf("%d kills, %llu operations survived, %llu runs acknowledged a commit\n", kills,
+              static_cast<unsigned long long>(prev), static_cast<unsigned long long>(acknowledged_total));
+  EXPECT_GT(acknowledged_total, static_cast<uint64_t>(kills / 4))
+      << "too few runs committed before the kill to exercise recovery";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: heap_oracle_test PATH-OF-oracle_worker [KILLS]\n");
+    return 2;
+  }
+  g_worker = argv[1];
+  if (argc > 2) g_kills = std::atoi(argv[2]);
+  return RUN_ALL_TESTS();
+}
