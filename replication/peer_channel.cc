@@ -1,0 +1,108 @@
+#include "replication/peer_channel.h"
+
+#include <fmt/format.h>
+
+#include <span>
+
+namespace pheap {
+
+Result<std::unique_ptr<PeerChannel>> PeerChannel::Connect(zmq::context_t& ctx, const std::string& endpoint,
+                                                          const CurveClientKeys* keys) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxFrameBytes));
+  s.set(zmq::sockopt::heartbeat_ivl, 1000);
+  s.set(zmq::sockopt::heartbeat_timeout, 5000);
+  s.set(zmq::sockopt::heartbeat_ttl, 10000);
+  // A DEALER with no usable connection (peer down, handshake refused) blocks
+  // in send; bound it so a caller sees kTimeout instead.
+  s.set(zmq::sockopt::sndtimeo, 5000);
+  if (keys != nullptr) ApplyCurveClient(s, *keys);
+  try {
+    s.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::InvalidArgument(fmt::format("cannot connect to peer {}: {}", endpoint, e.what()));
+  }
+  return std::unique_ptr<PeerChannel>(new PeerChannel(std::move(s)));
+}
+
+Status PeerChannel::SendParts(const wire::OutMessage& m, zmq::message_t data) {
+  const bool has_data = m.header.payload_frames == 2;
+  const bool has_body = m.header.payload_frames >= 1;
+  try {
+    auto h = m.header_bytes();
+    // Only the first part can time out: once it is queued, ZeroMQ takes the
+    // rest of the message whole.
+    if (!sock_.send(zmq::const_buffer(h.data(), h.size()), has_body ? zmq::send_flags::sndmore : zmq::send_flags::none))
+      return Status::Timeout(fmt::format("sending {}: the peer is not reachable (down, or refused our key)", wire::TypeName(m.header.type)));
+    if (has_body) sock_.send(zmq::const_buffer(m.body.data(), m.body.size()), has_data ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    if (has_data) sock_.send(data, zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    return Status::IoError(fmt::format("sending {}: {}", wire::TypeName(m.header.type), e.what()), e.num());
+  }
+  return Status::Ok();
+}
+
+Status PeerChannel::Send(const wire::OutMessage& m) { return SendParts(m, zmq::message_t(m.data, m.data_bytes)); }
+
+Status PeerChannel::SendZeroCopy(const wire::OutMessage& m, zmq_free_fn* release, void* hint) {
+  return SendParts(m, zmq::message_t(const_cast<uint8_t*>(m.data), m.data_bytes, release, hint));
+}
+
+Status PeerChannel::SendFrames(const std::vector<std::string>& frames) {
+  try {
+    for (size_t i = 0; i < frames.size(); ++i)
+      if (!sock_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none))
+        return Status::Timeout("sending raw frames: the peer is not reachable");
+  } catch (const zmq::error_t& e) {
+    return Status::IoError(fmt::format("sending raw frames: {}", e.what()), e.num());
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Received>> PeerChannel::Receive(std::chrono::milliseconds timeout) {
+  zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, timeout) <= 0) return Status::Timeout(fmt::format("no message from the peer within {} ms", timeout.count()));
+  auto r = std::make_unique<Received>();
+  do {
+    zmq::message_t m;
+    if (!sock_.recv(m, zmq::recv_flags::dontwait)) break;
+    r->frames.push_back(std::move(m));
+  } while (r->frames.back().more());
+  // Views are taken only now that the frames have their final place.
+  std::vector<std::span<const uint8_t>> spans;
+  for (const auto& f : r->frames) spans.emplace_back(static_cast<const uint8_t*>(f.data()), f.size());
+  wire::ErrorCode code{};
+  Status s = wire::Decode(spans, &r->msg, &code);
+  if (!s.ok()) return s.Annotate("reply from the peer");
+  return r;
+}
+
+Result<std::unique_ptr<Received>> PeerChannel::Call(const wire::OutMessage& m, std::chrono::milliseconds timeout) {
+  sock_.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
+  PHEAP_RETURN_IF_ERROR(Send(m));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) left = std::chrono::milliseconds(0);
+    auto r = Receive(left);
+    if (!r.ok() || (*r)->msg.header.request_id == m.header.request_id) return r;
+  }
+}
+
+Status ErrorStatus(const Received& r) {
+  const auto* e = std::get_if<wire::Error>(&r.msg.body);
+  if (e == nullptr) return Status::Ok();
+  std::string text = fmt::format("peer error {}: {}", wire::ErrorCodeName(static_cast<uint16_t>(e->code)), e->message);
+  switch (e->code) {
+    case wire::ErrorCode::kSuperseded: return Status::Superseded(text);
+    case wire::ErrorCode::kCorruptPage:
+    case wire::ErrorCode::kPageChecksum: return Status::Corruption(text);
+    case wire::ErrorCode::kUnknownHeap: return Status::NotFound(text);
+    case wire::ErrorCode::kBusy:
+    case wire::ErrorCode::kStagingFull: return Status::Busy(text);
+    default: return Status::InvalidArgument(text);
+  }
+}
+
+}  // namespace pheap

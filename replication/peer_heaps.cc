@@ -1,0 +1,482 @@
+#include "replication/peer_heaps.h"
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "base/log.h"
+#include "replication/page_store.h"
+#include "replication/term_store.h"
+
+namespace pheap {
+
+using wire::ErrorCode;
+
+namespace {
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+PageBuffer AllocPages(uint64_t pages) {
+  return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, std::max<uint64_t>(pages, 1) * kPageSize)));
+}
+
+// The pages received for the epoch being shipped, in arrival order, in one
+// 4 KiB-aligned buffer (SealedEpoch wants contiguous data).
+class Staging {
+ public:
+  Epoch epoch() const { return epoch_; }
+  Term term() const { return term_; }
+  uint64_t size() const { return pgnos_.size(); }
+
+  // Drops what is staged unless it is for (epoch, term).
+  void Begin(Epoch epoch, Term term) {
+    if (epoch == epoch_ && term == term_) return;
+    Clear();
+    epoch_ = epoch;
+    term_ = term;
+  }
+  void Clear() {
+    pgnos_.clear();
+    slot_.clear();
+    if (capacity_ > 256) { buf_.reset(); capacity_ = 0; }  // give large buffers back
+    epoch_ = term_ = 0;
+  }
+  // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) held.
+  void Put(Pgno pgno, const uint8_t* data) {
+    auto [it, fresh] = slot_.emplace(pgno, pgnos_.size());
+    if (fresh) pgnos_.push_back(pgno);
+    std::memcpy(buf_.get() + it->second * kPageSize, data, kPageSize);
+  }
+  void Reserve(uint64_t more) {
+    if (pgnos_.size() + more <= capacity_) return;
+    uint64_t cap = std::max<uint64_t>({capacity_ * 2, pgnos_.size() + more, 64});
+    PageBuffer nb = AllocPages(cap);
+    if (!pgnos_.empty()) std::memcpy(nb.get(), buf_.get(), pgnos_.size() * kPageSize);
+    buf_ = std::move(nb);
+    capacity_ = cap;
+  }
+  // The staged pages as runs (for a kMissingPages reply).
+  std::vector<Run> Runs() const {
+    std::vector<Pgno> s = pgnos_;
+    std::sort(s.begin(), s.end());
+    std::vector<Run> runs;
+    for (Pgno p : s) {
+      if (!runs.empty() && runs.back().end() == p) ++runs.back().count;
+      else runs.push_back(Run{p, 1});
+    }
+    return runs;
+  }
+  // Fills e.pages and e.data in ascending page order; copies only when the
+  // pages did not arrive in order. `hold` keeps a reordered copy alive.
+  void Seal(SealedEpoch* e, PageBuffer* hold) const {
+    std::vector<uint64_t> order(pgnos_.size());
+    std::iota(order.begin(), order.end(), 0);
+    if (std::is_sorted(pgnos_.begin(), pgnos_.end())) {
+      e->pages = pgnos_;
+      e->data = buf_.get();
+      return;
+    }
+    std::sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return pgnos_[a] < pgnos_[b]; });
+    *hold = AllocPages(order.size());
+    e->pages.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      e->pages[i] = pgnos_[order[i]];
+      std::memcpy(hold->get() + i * kPageSize, buf_.get() + order[i] * kPageSize, kPageSize);
+    }
+    e->data = hold->get();
+  }
+
+ private:
+  Epoch epoch_ = 0;
+  Term term_ = 0;
+  std::vector<Pgno> pgnos_;                      // by slot
+  std::unordered_map<Pgno, uint64_t> slot_;
+  PageBuffer buf_;
+  uint64_t capacity_ = 0;                        // pages
+};
+
+}  // namespace
+
+struct HeapTable::Heap {
+  std::string name;
+  HeapId id = 0;
+  std::string dir;
+
+  std::mutex mu;  // guards store, failed, promise
+  std::shared_ptr<PageStore> store;
+  Status failed;        // why the heap cannot be served (store or TERM damaged)
+  TermPromise promise;  // copy of terms->promise() for the read threads
+
+  // Write thread only.
+  std::optional<TermStore> terms;
+  Staging staging;
+  std::atomic<uint64_t> staged_pages{0};
+
+  std::shared_ptr<PageStore> Store() {
+    std::lock_guard l(mu);
+    return store;
+  }
+  Status Failed() {
+    std::lock_guard l(mu);
+    return failed;
+  }
+  Term Promised() {
+    std::lock_guard l(mu);
+    return promise.term;
+  }
+  ImageInfo Image() {
+    auto s = Store();
+    return s ? s->image() : ImageInfo{id, 0, 0, 0, 0, 0};
+  }
+};
+
+namespace {
+
+using Heap = HeapTable::Heap;
+
+wire::ReplyTo To(const wire::Header& h) { return {h.request_id, h.heap_id}; }
+
+Reply Err(const wire::Header& req, Heap* h, ErrorCode code, uint64_t detail, std::string_view text,
+          std::span<const Run> runs = {}) {
+  Term promised = h ? h->Promised() : 0;
+  Epoch durable = h ? h->Image().epoch : 0;
+  if (code != ErrorCode::kUnknownHeap)
+    PHEAP_LOG_DEBUG("{} for heap {:016x} refused: {}: {}", wire::TypeName(req.type), req.heap_id,
+                    wire::ErrorCodeName(static_cast<uint16_t>(code)), text);
+  return Reply{wire::EncodeError(To(req), promised, durable, code, detail, text, runs), nullptr};
+}
+
+// Opens the existing store of `h` (never creates one). Logs what it finds.
+void OpenStore(const std::string& dir, Heap* h) {
+  PageStoreOptions o;
+  o.create_if_missing = false;
+  auto s = PageStore::Open(dir, h->name, o);
+  std::lock_guard l(h->mu);
+  if (s.ok()) {
+    h->store = std::move(s.value());
+    ImageInfo im = h->store->image();
+    PHEAP_LOG_INFO("heap '{}': store open at epoch {} (term {}, hwm {})", h->name, im.epoch, im.term, im.hwm);
+  } else if (s.status().code() != Status::Code::kNotFound) {
+    h->failed = s.status();
+    PHEAP_LOG_ERROR("heap '{}': cannot open its store, its requests will be refused: {}", h->name, s.status().ToString());
+  }
+}
+
+}  // namespace
+
+HeapTable::HeapTable(std::string dir, uint64_t max_staged_bytes)
+    : dir_(std::move(dir)), max_staged_bytes_(max_staged_bytes), started_ms_(NowMs()) {}
+
+HeapTable::~HeapTable() { Close(); }
+
+Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, uint64_t max_staged_bytes) {
+  std::unique_ptr<HeapTable> t(new HeapTable(dir, max_staged_bytes));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
+  for (const auto& de : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = de.path().filename().string();
+    if (!de.is_directory() || !PageStore::ValidateHeapName(name).ok()) continue;
+    t->Register(name);
+  }
+  if (ec) return Status::FromErrno("listing peer directory " + dir, ec.value());
+  return t;
+}
+
+void HeapTable::Close() {
+  std::map<HeapId, std::shared_ptr<Heap>> heaps;
+  {
+    std::lock_guard l(mu_);
+    heaps.swap(heaps_);
+  }
+  for (auto& [id, h] : heaps) {
+    std::lock_guard l(h->mu);
+    if (h->store) PHEAP_LOG_INFO("heap '{}': closing its store at epoch {}", h->name, h->store->image().epoch);
+    h->store.reset();
+  }
+}
+
+std::shared_ptr<Heap> HeapTable::Find(HeapId id) {
+  std::lock_guard l(mu_);
+  auto it = heaps_.find(id);
+  return it == heaps_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Heap> HeapTable::Register(const std::string& name) {
+  const HeapId id = XXH3_64bits(name.data(), name.size());
+  std::lock_guard l(mu_);  // held while opening: a heap opens once
+  if (auto it = heaps_.find(id); it != heaps_.end()) return it->second;
+  auto h = std::make_shared<Heap>();
+  h->name = name;
+  h->id = id;
+  h->dir = dir_ + "/" + name;
+  auto ts = TermStore::Open(h->dir);
+  if (ts.ok()) {
+    h->promise = ts->promise();
+    h->terms.emplace(std::move(ts.value()));
+    OpenStore(dir_, h.get());
+  } else {
+    h->failed = ts.status();
+    PHEAP_LOG_ERROR("heap '{}': {}", name, ts.status().ToString());
+  }
+  heaps_.emplace(id, h);
+  return h;
+}
+
+Reply HeapTable::Handle(const wire::Message& m, uint32_t clients) {
+  switch (m.type) {
+    case wire::Type::kHello: return Hello(m);
+    case wire::Type::kClaimTerm: return ClaimTerm(m);
+    case wire::Type::kPages: return Pages(m);
+    case wire::Type::kCommit: return Commit(m);
+    case wire::Type::kFetch: return Fetch(m);
+    case wire::Type::kStatus: return StatusReply(m, clients);
+    default: return Err(m.header, nullptr, ErrorCode::kUnknownType, 0, fmt::format("{} is not a request", wire::TypeName(m.header.type)));
+  }
+}
+
+Reply HeapTable::Hello(const wire::Message& m) {
+  const auto& hello = std::get<wire::Hello>(m.body);
+  const std::string name(hello.name);
+  if (Status s = PageStore::ValidateHeapName(name); !s.ok()) return Err(m.header, nullptr, ErrorCode::kMalformed, 0, s.message());
+  auto h = Register(name);
+  if (Status f = h->Failed(); !f.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, f.message());
+  wire::ManifestBody b{};
+  auto store = h->Store();
+  if (store) {
+    ImageInfo im = store->image();
+    b = {wire::kManifestHeld, 0, im.epoch, im.term, 0, im.base, im.size, im.hwm, 0};
+  }
+  b.promised_term = h->Promised();
+  b.max_message_bytes = wire::kMaxMessageBytes;
+  return Reply{wire::EncodeManifest(To(m.header), b), nullptr};
+}
+
+// The heap a write request is for, or null with *err set to the reply.
+std::shared_ptr<Heap> HeapTable::FindWritable(const wire::Message& m, Reply* err) {
+  auto h = Find(m.header.heap_id);
+  if (!h) {
+    *err = Err(m.header, nullptr, ErrorCode::kUnknownHeap, 0, "heap id not known here: send HELLO first");
+    return nullptr;
+  }
+  std::lock_guard l(h->mu);
+  if (!h->failed.ok()) {
+    *err = Reply{wire::EncodeError(To(m.header), h->promise.term, 0, ErrorCode::kStoreError, 0, h->failed.message()), nullptr};
+    return nullptr;
+  }
+  return h;
+}
+
+// Refuses an older term; adopts (durably) a newer one a writer ships with.
+static std::optional<Reply> Fence(Heap* h, const wire::Header& req) {
+  const TermPromise& p = h->terms->promise();
+  if (req.term < p.term)
+    return Err(req, h, ErrorCode::kSuperseded, p.term,
+               fmt::format("heap '{}': term {} is older than term {} promised here; a newer writer holds the heap", h->name, req.term, p.term));
+  if (req.term > p.term) {
+    Status s = h->terms->Promise(TermPromise{req.term, {0, 0}});
+    if (!s.ok()) return Err(req, h, ErrorCode::kStoreError, 0, s.message());
+    std::lock_guard l(h->mu);
+    h->promise = h->terms->promise();
+    PHEAP_LOG_INFO("heap '{}': adopted term {} from a {}", h->name, req.term, wire::TypeName(req.type));
+  }
+  return std::nullopt;
+}
+
+Reply HeapTable::ClaimTerm(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  const auto& c = std::get<wire::ClaimTerm>(m.body);
+  const TermPromise cur = h->terms->promise();
+  const bool same_writer = cur.claimant[0] == c.claimant[0] && cur.claimant[1] == c.claimant[1];
+  const bool unclaimed = cur.claimant[0] == 0 && cur.claimant[1] == 0;  // adopted from pages, never granted
+  const Term t = m.header.term;
+  const bool grant = t > cur.term || (t == cur.term && (same_writer || unclaimed));
+  if (grant && !(t == cur.term && same_writer)) {
+    Status s = h->terms->Promise(TermPromise{t, {c.claimant[0], c.claimant[1]}});
+    if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+    std::lock_guard l(h->mu);
+    h->promise = h->terms->promise();
+  }
+  ImageInfo im = h->Image();
+  PHEAP_LOG_INFO("heap '{}': term {} {} (promised term {}, durable epoch {})", h->name, t, grant ? "granted" : "refused",
+                 h->terms->promise().term, im.epoch);
+  wire::TermReplyBody b{grant ? 1u : 0u, 0, h->terms->promise().term, im.epoch, im.term};
+  return Reply{wire::EncodeTermReply(To(m.header), b), nullptr};
+}
+
+Reply HeapTable::Pages(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  const auto& p = std::get<wire::Pages>(m.body);
+  if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  const Epoch e = m.header.epoch;
+  const ImageInfo im = h->Image();
+  auto ack = [&](uint64_t staged) {
+    return Reply{wire::EncodePagesAck(To(m.header), e, h->Promised(), p.count, staged), nullptr};
+  };
+  if (e <= im.epoch) return ack(0);  // a resend of an epoch already durable
+  if (e > im.epoch + 1)
+    return Err(m.header, h.get(), ErrorCode::kEpochGap, im.epoch + 1,
+               fmt::format("heap '{}': pages of epoch {} but the durable epoch here is {}; ship epoch {} first", h->name, e, im.epoch, im.epoch + 1));
+  Pgno bad = 0;
+  if (Status s = wire::VerifyPages(p, &bad); !s.ok()) return Err(m.header, h.get(), ErrorCode::kPageChecksum, bad, s.message());
+  if (im.size != 0 && p.ref(p.count - 1).pgno >= im.size / kPageSize)
+    return Err(m.header, h.get(), ErrorCode::kMalformed, p.ref(p.count - 1).pgno,
+               fmt::format("heap '{}': page {} lies outside the region of {} pages", h->name, p.ref(p.count - 1).pgno, im.size / kPageSize));
+  Staging& st = h->staging;
+  st.Begin(e, m.header.term);
+  if ((st.size() + p.count) * kPageSize > max_staged_bytes_)
+    return Err(m.header, h.get(), ErrorCode::kStagingFull, max_staged_bytes_,
+               fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, max_staged_bytes_));
+  st.Reserve(p.count);
+  for (uint32_t i = 0; i < p.count; ++i) st.Put(p.ref(i).pgno, p.page(i));
+  h->staged_pages.store(st.size(), std::memory_order_relaxed);
+  PHEAP_LOG_DEBUG("heap '{}': staged {} pages of epoch {} ({} in all)", h->name, p.count, e, st.size());
+  return ack(st.size());
+}
+
+Reply HeapTable::Commit(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  const auto& c = std::get<wire::Commit>(m.body);
+  if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  const Epoch e = m.header.epoch;
+  const ImageInfo im = h->Image();
+  auto ack = [&](const ImageInfo& now) {
+    return Reply{wire::EncodeCommitAck(To(m.header), h->Promised(), now.epoch, now.term), nullptr};
+  };
+  if (e <= im.epoch) return ack(im);  // a resend: the epoch is durable already
+  if (e > im.epoch + 1)
+    return Err(m.header, h.get(), ErrorCode::kEpochGap, im.epoch + 1,
+               fmt::format("heap '{}': commit of epoch {} but the durable epoch here is {}; ship epoch {} first", h->name, e, im.epoch, im.epoch + 1));
+  Staging& st = h->staging;
+  const uint64_t staged = st.epoch() == e && st.term() == m.header.term ? st.size() : 0;
+  if (staged != c.body.total_pages) {
+    std::vector<Run> runs = staged != 0 ? st.Runs() : std::vector<Run>{};
+    return Err(m.header, h.get(), ErrorCode::kMissingPages, staged,
+               fmt::format("heap '{}': epoch {} has {} of its {} pages staged here; resend the pages not in the listed runs",
+                           h->name, e, staged, c.body.total_pages), runs);
+  }
+  auto store = h->Store();
+  if (!store) {
+    PageStoreOptions o;
+    o.base = c.body.base;
+    o.size = c.body.size;
+    auto s = PageStore::Open(dir_, h->name, o);
+    if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.status().message());
+    store = std::move(s.value());
+    std::lock_guard l(h->mu);
+    h->store = store;
+    PHEAP_LOG_INFO("heap '{}': created its store (region {:#x}+{:#x})", h->name, c.body.base, c.body.size);
+  }
+  SealedEpoch se;
+  se.image = ImageInfo{h->id, e, m.header.term, c.body.base, c.body.size, c.body.hwm};
+  se.discarded = c.discarded;
+  PageBuffer hold;
+  if (staged != 0) st.Seal(&se, &hold);
+  Status s = store->Persist(se);
+  if (!s.ok()) {
+    auto code = s.code() == Status::Code::kSuperseded ? ErrorCode::kSuperseded : ErrorCode::kStoreError;
+    return Err(m.header, h.get(), code, 0, s.message());
+  }
+  st.Clear();
+  h->staged_pages.store(0, std::memory_order_relaxed);
+  PHEAP_LOG_INFO("heap '{}': epoch {} durable ({} pages, term {}, hwm {})", h->name, e, se.pages.size(), m.header.term, c.body.hwm);
+  return ack(store->image());
+}
+
+Reply HeapTable::Fetch(const wire::Message& m) {
+  auto h = Find(m.header.heap_id);
+  if (!h) return Err(m.header, nullptr, ErrorCode::kUnknownHeap, 0, "heap id not known here: send HELLO first");
+  if (Status bad = h->Failed(); !bad.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, bad.message());
+  const auto& f = std::get<wire::Fetch>(m.body);
+  const uint32_t words = (f.count + 63) / 64;
+  std::vector<uint64_t> present(words, 0);
+  auto store = h->Store();
+  if (!store) {
+    if (m.header.epoch != 0)
+      return Err(m.header, h.get(), ErrorCode::kEpochMismatch, 0,
+                 fmt::format("heap '{}': no epoch is durable here, epoch {} was asked for", h->name, m.header.epoch));
+    return Reply{wire::EncodeFetchReply(To(m.header), h->Promised(), 0, f.first, f.count, present, {}, nullptr), nullptr};
+  }
+  PageBuffer buf = AllocPages(f.count);
+  Epoch served = 0;
+  Status s;
+  // A commit may land during the read: read again until the epoch held still.
+  for (int attempt = 0;; ++attempt) {
+    served = store->image().epoch;
+    if (m.header.epoch != 0 && m.header.epoch != served)
+      return Err(m.header, h.get(), ErrorCode::kEpochMismatch, served,
+                 fmt::format("heap '{}': epoch {} was asked for, epoch {} is durable here", h->name, m.header.epoch, served));
+    s = store->ReadRun(f.first, f.count, buf.get(), present.data());
+    if (store->image().epoch == served || attempt == 8) break;
+  }
+  if (s.code() == Status::Code::kCorruption) {
+    // Name the first damaged page so the client fetches it elsewhere.
+    for (uint32_t i = 0; i < f.count; ++i) {
+      uint64_t bit = 0;
+      if (Status one = store->ReadRun(f.first + i, 1, buf.get(), &bit); one.code() == Status::Code::kCorruption) {
+        PHEAP_LOG_WARN("heap '{}': {}", h->name, one.message());
+        return Err(m.header, h.get(), ErrorCode::kCorruptPage, f.first + i, one.message());
+      }
+    }
+    return Err(m.header, h.get(), ErrorCode::kCorruptPage, f.first, s.message());
+  }
+  if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+  std::vector<uint64_t> sums;
+  uint8_t* out = buf.get();
+  for (uint32_t i = 0; i < f.count; ++i) {
+    if (((present[i / 64] >> (i % 64)) & 1) == 0) continue;
+    const uint8_t* page = buf.get() + uint64_t{i} * kPageSize;
+    if (page != out) std::memmove(out, page, kPageSize);  // pack present pages
+    sums.push_back(XXH3_64bits(out, kPageSize));
+    out += kPageSize;
+  }
+  Reply r{wire::EncodeFetchReply(To(m.header), h->Promised(), served, f.first, f.count, present, sums, buf.get()), nullptr};
+  r.owned = std::move(buf);
+  return r;
+}
+
+Reply HeapTable::StatusReply(const wire::Message& m, uint32_t clients) {
+  std::vector<std::shared_ptr<Heap>> heaps;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [id, h] : heaps_) heaps.push_back(h);
+  }
+  std::vector<wire::HeapStatusEntry> entries;
+  for (auto& h : heaps) {
+    wire::HeapStatusEntry e;
+    e.name = h->name;
+    e.status.heap_id = h->id;
+    e.status.promised_term = h->Promised();
+    e.status.staged_pages = h->staged_pages.load(std::memory_order_relaxed);
+    if (auto store = h->Store()) {
+      PageStoreStats st = store->stats();
+      e.status.epoch = st.epoch;
+      e.status.bytes_on_disk = st.bytes_on_disk;
+      e.status.live_pages = st.live_pages;
+      e.status.flags |= wire::kHeapOpen;
+    }
+    if (!h->Failed().ok()) e.status.flags |= wire::kHeapFailed;
+    entries.push_back(std::move(e));
+  }
+  return Reply{wire::EncodeStatusReply(To(m.header), clients, NowMs() - started_ms_, entries), nullptr};
+}
+
+}  // namespace pheap

@@ -1,0 +1,79 @@
+// HeapTable: what a peer holds, and the rules by which it answers each
+// request. No sockets here: peer_server.cc receives messages, hands each to
+// Handle, and sends back the reply it returns.
+//
+// For every heap in its directory the peer keeps (dir/<heap name>/):
+//   the page store (replication/page_store.h), opened at start or on first
+//   use and kept open; created by the first COMMIT of epoch 1;
+//   TERM, the durable term promise (replication/term_store.h);
+//   in memory, the staged pages of the epoch being shipped.
+//
+// Thread safety: kHello, kFetch and kStatus may be handled by any number of
+// threads at once; kClaimTerm, kPages and kCommit by one thread at a time
+// (the peer's write thread), concurrently with the others.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "base/status.h"
+#include "base/types.h"
+#include "replication/wire.h"
+
+namespace pheap {
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using PageBuffer = std::unique_ptr<uint8_t, FreeDeleter>;
+
+// A reply and the buffer its page data lives in (if it owns one).
+struct Reply {
+  wire::OutMessage msg;
+  PageBuffer owned;
+};
+
+class HeapTable {
+ public:
+  // Registers every heap directory under `dir` (one holding TERM or log
+  // files) and opens its store. A store that fails to open is logged and its
+  // requests answered with kStoreError; the others are served.
+  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, uint64_t max_staged_bytes);
+  ~HeapTable();
+  HeapTable(const HeapTable&) = delete;
+  HeapTable& operator=(const HeapTable&) = delete;
+
+  // Answers one decoded request. `clients` goes into a kStatus reply.
+  // REQUIRES: wire::IsRequest(m.type).
+  Reply Handle(const wire::Message& m, uint32_t clients);
+
+  // Closes every store (after the last Handle).
+  void Close();
+
+  struct Heap;
+
+ private:
+  HeapTable(std::string dir, uint64_t max_staged_bytes);
+  std::shared_ptr<Heap> Find(HeapId id);
+  std::shared_ptr<Heap> Register(const std::string& name);
+  std::shared_ptr<Heap> FindWritable(const wire::Message& m, Reply* err);
+
+  Reply Hello(const wire::Message& m);
+  Reply ClaimTerm(const wire::Message& m);
+  Reply Pages(const wire::Message& m);
+  Reply Commit(const wire::Message& m);
+  Reply Fetch(const wire::Message& m);
+  Reply StatusReply(const wire::Message& m, uint32_t clients);
+
+  const std::string dir_;
+  const uint64_t max_staged_bytes_;
+  const uint64_t started_ms_;
+  std::mutex mu_;  // guards heaps_
+  std::map<HeapId, std::shared_ptr<Heap>> heaps_;
+};
+
+}  // namespace pheap

@@ -1,0 +1,72 @@
+// The peer daemon: serves the page stores of any number of heaps to replica
+// clients over ZeroMQ (protocol: wire_format.h, docs/wire-protocol.md).
+//
+// Threads:
+//   I/O thread    owns the ROUTER socket: receives, checks each message
+//                 (malformed ones are answered with kError right here),
+//                 queues it, and sends the replies the workers produce.
+//   write thread  kClaimTerm, kPages, kCommit, in arrival order (so a commit
+//                 follows its pages, and each promise is durable before its
+//                 reply).
+//   read threads  kHello, kFetch, kStatus: a demand fetch never waits behind
+//                 a commit's fdatasync. A client keeps fetches off its bulk
+//                 connection by opening a second channel to the same
+//                 endpoint.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "replication/curve_auth.h"
+
+namespace pheap {
+
+struct PeerOptions {
+  std::string endpoint;     // ZeroMQ endpoint to bind, e.g. tcp://0.0.0.0:7400
+  std::string dir;          // one subdirectory per heap
+  std::string keys_dir;     // CURVE keys (curve_auth.h); empty: no encryption
+  bool insecure = false;    // allow a non-loopback endpoint without keys
+  int read_threads = 2;
+  uint64_t max_staged_bytes = uint64_t{1} << 30;  // per heap, pages awaiting COMMIT
+  int heartbeat_ms = 1000;
+  int heartbeat_timeout_ms = 5000;
+};
+
+class PeerServer {
+ public:
+  // Checks the options, opens the heaps found in options.dir, binds and
+  // starts serving. Errors name what is wrong: a non-loopback endpoint
+  // without keys (unless insecure), unreadable keys, an endpoint in use.
+  static Result<std::unique_ptr<PeerServer>> Start(const PeerOptions& options);
+  ~PeerServer();  // Stop()
+  PeerServer(const PeerServer&) = delete;
+  PeerServer& operator=(const PeerServer&) = delete;
+
+  // Stops serving, finishes the request in hand, closes every store.
+  // Idempotent; any thread but the server's own.
+  void Stop();
+  // The endpoint bound (resolves a tcp port given as *).
+  const std::string& endpoint() const;
+
+  class Impl;
+
+ private:
+  explicit PeerServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `pheap peer`: runs a peer until SIGTERM or SIGINT, then stops it cleanly.
+// Logs at info level unless PHEAP_LOG says otherwise. Returns the process
+// exit code: 0 after a clean stop, 1 if it cannot start (the reason is
+// logged).
+int RunPeerDaemon(const PeerOptions& options);
+
+// `pheap peer status ENDPOINT`: asks the peer for its heaps, epochs, bytes
+// stored and clients connected, and prints them (a table, or JSON).
+// keys_dir: as for a client (curve_auth.h); empty for no encryption.
+// Returns 0, or 1 when the peer cannot be reached (said on stderr).
+int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bool json);
+
+}  // namespace pheap

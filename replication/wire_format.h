@@ -1,0 +1,230 @@
+// The peer wire protocol: what travels between a replica client (DEALER)
+// and a peer (ROUTER). Described byte by byte in docs/wire-protocol.md; any
+// change here changes kVersion.
+//
+// A message is one ZeroMQ multipart message: a 64-byte Header frame, then
+// `payload_frames` payload frames whose sizes add up to `payload_bytes`.
+// Frame 1 (the body) starts with the fixed struct of its type, followed by
+// that type's variable part; frame 2, for kPages and kFetchReply only, holds
+// page data, 4096 bytes per page. (The ROUTER prepends the routing id frame
+// on the peer's side; clients never see or send it, nor an empty delimiter.)
+//
+// All integers are little-endian (the only byte order pheap runs on; the
+// structs are copied to and from the wire with memcpy, checked below).
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include "base/types.h"
+
+namespace pheap::wire {
+
+static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
+
+inline constexpr uint32_t kMagic = 0x50574850;  // bytes "PHWP"
+inline constexpr uint16_t kVersion = 1;
+
+// Largest page data one kPages message carries, and the bound on any one
+// frame and on a whole message (ZMQ_MAXMSGSIZE is set to kMaxFrameBytes; a
+// peer drops the connection of a sender that exceeds it).
+inline constexpr uint32_t kMaxPagesPerMessage = 16384;                    // 64 MiB
+inline constexpr uint64_t kMaxFrameBytes = (uint64_t{64} << 20) + (uint64_t{1} << 20);
+inline constexpr uint64_t kMaxMessageBytes = kMaxFrameBytes;
+// Largest run one kFetch asks for (PageSource::kMaxReadRun).
+inline constexpr uint32_t kMaxFetchPages = 1024;
+// A writer's kPages messages should carry at least this much page data
+// where the epoch has it: smaller frames cap throughput (DESIGN.md).
+inline constexpr uint64_t kPreferredPagesBytes = uint64_t{1} << 20;
+// Bound on the runs listed in a kMissingPages error.
+inline constexpr uint32_t kMaxErrorRuns = 4096;
+inline constexpr uint32_t kMaxErrorMessage = 4096;
+
+enum class Type : uint8_t {
+  kHello = 1,         // -> kManifest
+  kManifest = 2,
+  kClaimTerm = 3,     // -> kTermReply
+  kTermReply = 4,
+  kPages = 5,         // -> kPagesAck
+  kPagesAck = 6,
+  kCommit = 7,        // -> kCommitAck
+  kCommitAck = 8,
+  kFetch = 9,         // -> kFetchReply
+  kFetchReply = 10,
+  kStatus = 11,       // -> kStatusReply
+  kStatusReply = 12,
+  kError = 13,        // reply to any request that failed
+};
+inline constexpr uint8_t kMaxType = 13;
+
+// Header.flags. Every reply carries kFlagReply, no request does; other bits
+// are reserved and must be zero.
+inline constexpr uint8_t kFlagReply = 0x01;
+
+struct Header {
+  uint32_t magic;           // kMagic
+  uint16_t version;         // kVersion
+  uint8_t type;             // Type
+  uint8_t flags;            // kFlagReply on replies
+  uint64_t request_id;      // chosen by the client; replies echo it
+  uint64_t heap_id;         // XXH3-64 of the heap name; 0 for kStatus
+  uint64_t term;            // the writer's term (requests), promised term (replies)
+  uint64_t epoch;           // the epoch the message is about (per type)
+  uint64_t payload_bytes;   // sum of the payload frames' sizes
+  uint32_t payload_frames;  // frames after this one
+  uint32_t reserved;        // zero
+  uint64_t checksum;        // XXH3-64 of bytes [0, 56)
+};
+static_assert(sizeof(Header) == 64);
+static_assert(offsetof(Header, request_id) == 8 && offsetof(Header, heap_id) == 16);
+static_assert(offsetof(Header, payload_bytes) == 40 && offsetof(Header, checksum) == 56);
+
+// kHello body: then `name_length` bytes of heap name (no terminator).
+struct HelloBody {
+  uint32_t name_length;
+  uint32_t reserved;
+};
+
+// kManifest body. Header: epoch = durable epoch, term = promised term.
+inline constexpr uint32_t kManifestHeld = 0x1;  // the peer has a store for the heap
+struct ManifestBody {
+  uint32_t flags;              // kManifestHeld
+  uint32_t reserved;
+  uint64_t epoch;              // durable epoch (0: none)
+  uint64_t image_term;         // term that wrote the durable epoch
+  uint64_t promised_term;      // highest term promised (0: none)
+  uint64_t base;               // region of the durable image (0 if not held)
+  uint64_t size;
+  uint64_t hwm;
+  uint64_t max_message_bytes;  // the peer's bound on one message
+};
+static_assert(sizeof(ManifestBody) == 64);
+
+// kClaimTerm body. Header: term = the term claimed (>= 1).
+// `claimant` identifies the writer session (random, chosen once per open),
+// so a resent claim of the same term by the same writer is granted again.
+struct ClaimBody {
+  uint64_t claimant[2];
+};
+
+// kTermReply body. Header: term = promised term after the claim.
+struct TermReplyBody {
+  uint32_t granted;            // 1 granted, 0 refused
+  uint32_t reserved;
+  uint64_t promised_term;
+  uint64_t durable_epoch;
+  uint64_t image_term;
+};
+
+// kPages body: then `count` PageRef; frame 2 holds count * 4096 bytes, the
+// pages in PageRef order. Header: epoch, term of the epoch being shipped.
+struct PagesBody {
+  uint32_t count;              // 1..kMaxPagesPerMessage
+  uint32_t reserved;
+};
+struct PageRef {
+  uint64_t pgno;
+  uint64_t checksum;           // XXH3-64 of the page's 4096 bytes
+};
+static_assert(sizeof(PageRef) == 16);
+
+// kPagesAck body. Header: epoch as in the request.
+struct PagesAckBody {
+  uint32_t accepted;           // pages of the request now staged (or durable)
+  uint32_t reserved;
+  uint64_t staged_pages;       // distinct pages staged for the epoch so far
+};
+
+// kCommit body: then `discarded_count` RunRef. Header: epoch, term.
+struct CommitBody {
+  uint64_t base;
+  uint64_t size;
+  uint64_t hwm;
+  uint64_t total_pages;        // distinct pages the epoch shipped in kPages
+  uint32_t discarded_count;
+  uint32_t reserved;
+};
+struct RunRef {
+  uint64_t first;
+  uint64_t count;
+};
+static_assert(sizeof(CommitBody) == 40 && sizeof(RunRef) == 16);
+
+// kCommitAck body. Header: epoch = durable epoch (>= the committed one).
+struct CommitAckBody {
+  uint64_t durable_epoch;
+  uint64_t image_term;
+};
+
+// kFetch body. Header: epoch = the epoch wanted, or 0 for whatever is durable.
+struct FetchBody {
+  uint64_t first;
+  uint32_t count;              // 1..kMaxFetchPages
+  uint32_t reserved;
+};
+
+// kFetchReply body: then (count + 63) / 64 bitmap words (bit i: page
+// first + i has stored data), then present_count checksums (XXH3-64, in
+// page order); frame 2 holds the present pages' data in page order. A page
+// not present reads as zeros. Header: epoch = the durable epoch served.
+struct FetchReplyBody {
+  uint64_t first;
+  uint32_t count;
+  uint32_t present_count;
+};
+
+// kStatusReply body: then heap_count HeapStatus, each followed by its name.
+struct StatusReplyBody {
+  uint32_t heap_count;
+  uint32_t clients;            // connections open now
+  uint64_t uptime_ms;
+};
+inline constexpr uint32_t kHeapOpen = 0x1;     // a store is open for it
+inline constexpr uint32_t kHeapFailed = 0x2;   // its store failed to open
+struct HeapStatus {
+  uint64_t heap_id;
+  uint64_t epoch;
+  uint64_t promised_term;
+  uint64_t bytes_on_disk;
+  uint64_t live_pages;
+  uint64_t staged_pages;
+  uint32_t flags;              // kHeapOpen, kHeapFailed
+  uint32_t name_length;
+};
+static_assert(sizeof(HeapStatus) == 56);
+
+enum class ErrorCode : uint16_t {
+  kBadMagic = 1,        // header magic is not kMagic
+  kBadVersion = 2,      // detail: the version the peer speaks
+  kBadChecksum = 3,     // header checksum fails
+  kTruncated = 4,       // a frame shorter than its fixed part
+  kLengthMismatch = 5,  // frames or sizes disagree with the header
+  kUnknownType = 6,     // not a request type this peer serves
+  kOversized = 7,       // beyond kMaxMessageBytes or a per-type bound
+  kMalformed = 8,       // a body field is invalid (the message says which)
+  kUnknownHeap = 9,     // heap id not known here: send kHello first
+  kSuperseded = 10,     // detail: the promised term
+  kEpochGap = 11,       // detail: the epoch the peer needs next
+  kMissingPages = 12,   // detail: pages staged; runs: the staged pages
+  kPageChecksum = 13,   // a shipped page fails its XXH3; detail: pgno
+  kCorruptPage = 14,    // a stored page fails its XXH3; detail: pgno
+  kEpochMismatch = 15,  // fetch of an epoch not durable here; detail: durable epoch
+  kStagingFull = 16,    // detail: the peer's staging limit in bytes
+  kStoreError = 17,     // the page store refused or failed (message says why)
+  kBusy = 18,           // the peer is stopping
+};
+inline constexpr uint16_t kMaxErrorCode = 18;
+
+// kError body: then message_length bytes of text, then run_count RunRef.
+struct ErrorBody {
+  uint16_t code;               // ErrorCode
+  uint16_t reserved;
+  uint32_t message_length;     // <= kMaxErrorMessage
+  uint64_t detail;             // per code, see above
+  uint32_t run_count;          // <= kMaxErrorRuns
+  uint32_t reserved2;
+};
+static_assert(sizeof(ErrorBody) == 24);
+
+}  // namespace pheap::wire

@@ -1,0 +1,448 @@
+// The peer daemon end to end, as a separate process (test_peer): the
+// writer's conversation (HELLO, CLAIM_TERM, PAGES, COMMIT, FETCH), term
+// fencing, idempotent resends, restart, SIGTERM, malformed input and the
+// CURVE allow-list.
+#include "replication/peer_server.h"
+
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+
+#include "peer_test_util.h"
+#include "replication/peer_channel.h"
+#include "replication/wire.h"
+
+namespace pheap {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FillPage;
+using wire::ErrorCode;
+
+constexpr uint64_t kBase = uint64_t{0x3000} << 32;
+constexpr uint64_t kRegionPages = 256;
+constexpr uint64_t kSize = kRegionPages * kPageSize;
+constexpr auto kWait = 5s;
+
+const uint64_t kWriterA[2] = {0xa, 0xa};
+const uint64_t kWriterB[2] = {0xb, 0xb};
+
+// A writer's view of one heap on one peer, with an oracle of what each page
+// must hold (the epoch that last wrote it, 0 for never / discarded).
+class Client {
+ public:
+  Client(const std::string& endpoint, const std::string& heap, const CurveClientKeys* keys = nullptr) : heap_(heap) {
+    auto ch = PeerChannel::Connect(ctx_, endpoint, keys);
+    EXPECT_TRUE(ch.ok()) << ch.status().ToString();
+    ch_ = std::move(ch.value());
+    id_ = XXH3_64bits(heap.data(), heap.size());
+  }
+  HeapId id() const { return id_; }
+  PeerChannel& ch() { return *ch_; }
+
+  Result<std::unique_ptr<Received>> Call(const wire::OutMessage& m, std::chrono::milliseconds t = kWait) { return ch_->Call(m, t); }
+
+  // The reply's body as T; fails the test if it is something else.
+  template <typename T>
+  static std::optional<T> As(const Result<std::unique_ptr<Received>>& r) {
+    if (!r.ok()) {
+      ADD_FAILURE() << r.status().ToString();
+      return std::nullopt;
+    }
+    const Received& rec = *r.value();
+    if (const T* v = std::get_if<T>(&rec.msg.body)) return *v;
+    ADD_FAILURE() << "unexpected reply " << wire::TypeName(rec.msg.header.type) << ": " << ErrorStatus(rec).ToString();
+    return std::nullopt;
+  }
+  // The error code of the reply (0 when it is not an error).
+  static int ErrCode(const Result<std::unique_ptr<Received>>& r, uint64_t* detail = nullptr) {
+    if (!r.ok()) return -1;
+    const auto* e = std::get_if<wire::Error>(&r.value()->msg.body);
+    if (e == nullptr) return 0;
+    if (detail) *detail = e->detail;
+    return static_cast<int>(e->code);
+  }
+
+  std::optional<wire::ManifestBody> Hello() { return As<wire::ManifestBody>(Call(wire::EncodeHello(ch_->NextRequestId(), heap_))); }
+  Result<std::unique_ptr<Received>> Claim(Term t, const uint64_t who[2]) {
+    return Call(wire::EncodeClaimTerm(ch_->NextRequestId(), id_, t, who));
+  }
+  Result<std::unique_ptr<Received>> SendPages(Term t, Epoch e, const std::vector<Pgno>& pgnos) {
+    std::vector<uint8_t> data(pgnos.size() * kPageSize);
+    for (size_t i = 0; i < pgnos.size(); ++i) FillPage(data.data() + i * kPageSize, pgnos[i], e);
+    return Call(wire::EncodePages(ch_->NextRequestId(), id_, t, e, pgnos, data.data()));
+  }
+  Result<std::unique_ptr<Received>> Commit(Term t, Epoch e, uint64_t total, Pgno hwm, std::vector<Run> discarded = {}) {
+    wire::CommitBody c{kBase, kSize, hwm, total, 0, 0};
+    return Call(wire::EncodeCommit(ch_->NextRequestId(), id_, t, e, c, discarded));
+  }
+  // Ships epoch e: its pages in frames of `per_frame`, then the commit.
+  void ShipEpoch(Term t, Epoch e, const std::vector<Pgno>& pgnos, Pgno hwm, std::vector<Run> discarded = {}, size_t per_frame = 16) {
+    for (size_t at = 0; at < pgnos.size(); at += per_frame) {
+      std::vector<Pgno> part(pgnos.begin() + at, pgnos.begin() + std::min(pgnos.size(), at + per_frame));
+      ASSERT_TRUE(As<wire::PagesAckBody>(SendPages(t, e, part)));
+    }
+    auto ack = As<wire::CommitAckBody>(Commit(t, e, pgnos.size(), hwm, discarded));
+    ASSERT_TRUE(ack);
+    EXPECT_EQ(ack->durable_epoch, e);
+    for (Pgno p : pgnos) oracle_[p] = e;
+    for (const Run& r : discarded)
+      for (Pgno p = r.first; p < r.end(); ++p) oracle_.erase(p);
+  }
+  // Fetches [first, first + count) and checks every page against the oracle.
+  void FetchAndVerify(Pgno first, uint32_t count, Epoch durable) {
+    auto r = Call(wire::EncodeFetch(ch_->NextRequestId(), id_, durable, first, count));
+    auto fr = As<wire::FetchReply>(r);
+    ASSERT_TRUE(fr);
+    if (durable != 0) {
+      EXPECT_EQ((*r)->msg.header.epoch, durable);
+    }
+    uint32_t k = 0;
+    std::vector<uint8_t> want(kPageSize);
+    for (uint32_t i = 0; i < count; ++i) {
+      auto it = oracle_.find(first + i);
+      ASSERT_EQ(fr->present(i), it != oracle_.end()) << "page " << first + i;
+      if (!fr->present(i)) continue;
+      const uint8_t* got = fr->data + uint64_t{k} * kPageSize;
+      EXPECT_EQ(fr->checksum(k), XXH3_64bits(got, kPageSize));
+      FillPage(want.data(), first + i, it->second);
+      EXPECT_EQ(0, std::memcmp(got, want.data(), kPageSize)) << "page " << first + i << " of epoch " << it->second;
+      ++k;
+    }
+    EXPECT_EQ(k, fr->present_count);
+  }
+
+ private:
+  zmq::context_t ctx_;
+  std::unique_ptr<PeerChannel> ch_;
+  std::string heap_;
+  HeapId id_ = 0;
+  std::map<Pgno, Epoch> oracle_;
+};
+
+std::vector<Pgno> Range(Pgno first, Pgno end) {
+  std::vector<Pgno> v;
+  for (Pgno p = first; p < end; ++p) v.push_back(p);
+  return v;
+}
+
+class PeerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    endpoint_ = "ipc://" + tmp_.path() + "/peer.sock";
+    dir_ = tmp_.path() + "/data";
+  }
+  void StartPeer(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--listen", endpoint_, "--dir", dir_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    peer_ = std::make_unique<testing::PeerProcess>();
+    peer_->Start(args);
+  }
+  // SIGTERM, and the peer must exit 0.
+  void StopPeer() {
+    int status = peer_->Signal(SIGTERM);
+    EXPECT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+
+  testing::TempDir tmp_;
+  std::string endpoint_, dir_;
+  std::unique_ptr<testing::PeerProcess> peer_;
+};
+
+TEST_F(PeerTest, WriterConversationEndToEndAndRestart) {
+  StartPeer();
+  Client c(endpoint_, "orders");
+  auto m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->flags & wire::kManifestHeld, 0u);
+  EXPECT_EQ(m->epoch, 0u);
+  EXPECT_EQ(m->max_message_bytes, wire::kMaxMessageBytes);
+
+  auto t = Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA));
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->granted, 1u);
+  EXPECT_EQ(t->promised_term, 1u);
+
+  c.ShipEpoch(1, 1, Range(0, 40), 64);
+  std::vector<Pgno> e2 = {3, 7, 8, 39, 41, 63, 100};
+  c.ShipEpoch(1, 2, e2, 128, {{10, 5}});
+  c.FetchAndVerify(0, 128, 2);
+  c.FetchAndVerify(120, 20, 0);  // epoch 0: whatever is durable
+
+  auto st = Client::As<wire::StatusReply>(c.Call(wire::EncodeStatus(c.ch().NextRequestId())));
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->heaps.size(), 1u);
+  EXPECT_EQ(st->heaps[0].name, "orders");
+  EXPECT_EQ(st->heaps[0].status.epoch, 2u);
+  EXPECT_EQ(st->heaps[0].status.promised_term, 1u);
+  EXPECT_GT(st->heaps[0].status.bytes_on_disk, 40 * kPageSize);
+  EXPECT_GE(st->body.clients, 1u);
+
+  StopPeer();
+  StartPeer();
+  m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->flags & wire::kManifestHeld, wire::kManifestHeld);
+  EXPECT_EQ(m->epoch, 2u);
+  EXPECT_EQ(m->hwm, 128u);
+  EXPECT_EQ(m->base, kBase);
+  EXPECT_EQ(m->promised_term, 1u);
+  c.FetchAndVerify(0, 128, 2);
+  c.ShipEpoch(1, 3, {5, 6}, 128);
+  c.FetchAndVerify(0, 16, 3);
+  StopPeer();
+}
+
+TEST_F(PeerTest, TermFencingSurvivesRestart) {
+  StartPeer();
+  Client a(endpoint_, "h");
+  Client b(endpoint_, "h");
+  ASSERT_TRUE(a.Hello());
+  ASSERT_TRUE(b.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(a.Claim(2, kWriterA))->granted, 1u);
+  auto refused = Client::As<wire::TermReplyBody>(b.Claim(1, kWriterB));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->granted, 0u);
+  EXPECT_EQ(refused->promised_term, 2u);
+  // The same term by another writer is refused too; by the same one, granted again.
+  EXPECT_EQ(Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB))->granted, 0u);
+  EXPECT_EQ(Client::As<wire::TermReplyBody>(a.Claim(2, kWriterA))->granted, 1u);
+
+  a.ShipEpoch(2, 1, {1, 2}, 8);
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(b.SendPages(1, 2, {3}), &detail), static_cast<int>(ErrorCode::kSuperseded));
+  EXPECT_EQ(detail, 2u);
+
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);
+  EXPECT_EQ(Client::ErrCode(a.SendPages(2, 2, {3}), &detail), static_cast<int>(ErrorCode::kSuperseded));
+  EXPECT_EQ(detail, 3u);
+  EXPECT_EQ(Client::ErrCode(a.Commit(2, 2, 0, 8), &detail), static_cast<int>(ErrorCode::kSuperseded));
+
+  StopPeer();
+  StartPeer();
+  ASSERT_TRUE(a.Hello());
+  auto after = Client::As<wire::TermReplyBody>(a.Claim(3, kWriterA));
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->granted, 0u);  // the promise to B outlived the restart
+  EXPECT_EQ(after->promised_term, 3u);
+  EXPECT_EQ(after->durable_epoch, 1u);
+  EXPECT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);  // B's resend
+  EXPECT_EQ(Client::ErrCode(a.Commit(2, 2, 0, 8)), static_cast<int>(ErrorCode::kSuperseded));
+  b.ShipEpoch(3, 2, {4}, 8);
+  StopPeer();
+}
+
+TEST_F(PeerTest, ResendsAreIdempotentAndGapsNamed) {
+  StartPeer();
+  Client c(endpoint_, "idem");
+  ASSERT_TRUE(c.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
+  // Pages resent before the commit are staged once.
+  ASSERT_TRUE(Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {1, 2, 3})));
+  auto again = Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {1, 2, 3}));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->staged_pages, 3u);
+  // A commit short of pages lists what is staged.
+  auto missing = c.Commit(1, 1, 5, 16);
+  uint64_t detail = 0;
+  ASSERT_EQ(Client::ErrCode(missing, &detail), static_cast<int>(ErrorCode::kMissingPages));
+  EXPECT_EQ(detail, 3u);
+  const auto& err = std::get<wire::Error>((*missing)->msg.body);
+  ASSERT_EQ(err.runs.size(), 1u);
+  EXPECT_EQ(err.runs[0].first, 1u);
+  EXPECT_EQ(err.runs[0].count, 3u);
+  ASSERT_TRUE(Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {8, 9})));
+  ASSERT_TRUE(Client::As<wire::CommitAckBody>(c.Commit(1, 1, 5, 16)));
+  // The same commit again (its ack was lost): acked, nothing changes.
+  auto ack = Client::As<wire::CommitAckBody>(c.Commit(1, 1, 5, 16));
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->durable_epoch, 1u);
+  EXPECT_TRUE(Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {1})));  // late resend of durable pages
+  // An epoch ahead of durable + 1 is refused, naming the one needed.
+  EXPECT_EQ(Client::ErrCode(c.Commit(1, 3, 0, 16), &detail), static_cast<int>(ErrorCode::kEpochGap));
+  EXPECT_EQ(detail, 2u);
+  EXPECT_EQ(Client::ErrCode(c.SendPages(1, 4, {1}), &detail), static_cast<int>(ErrorCode::kEpochGap));
+  EXPECT_EQ(detail, 2u);
+  // A fetch of an epoch not durable here names the durable one.
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 2, 0, 4)), &detail),
+            static_cast<int>(ErrorCode::kEpochMismatch));
+  EXPECT_EQ(detail, 1u);
+  // Unknown heap id: HELLO first.
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeFetch(c.ch().NextRequestId(), 12345, 0, 0, 4))),
+            static_cast<int>(ErrorCode::kUnknownHeap));
+  StopPeer();
+}
+
+TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingStaged) {
+  StartPeer();
+  Client c(endpoint_, "crc");
+  ASSERT_TRUE(c.Hello());
+  std::vector<Pgno> pgnos = {4, 5};
+  std::vector<uint8_t> data(2 * kPageSize);
+  FillPage(data.data(), 4, 1);
+  FillPage(data.data() + kPageSize, 5, 1);
+  wire::OutMessage m = wire::EncodePages(c.ch().NextRequestId(), c.id(), 1, 1, pgnos, data.data());
+  data[kPageSize + 9] ^= 0x40;  // after the checksums were taken: damaged in flight
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(c.Call(m), &detail), static_cast<int>(ErrorCode::kPageChecksum));
+  EXPECT_EQ(detail, 5u);
+  EXPECT_EQ(Client::ErrCode(c.Commit(1, 1, 2, 8), &detail), static_cast<int>(ErrorCode::kMissingPages));
+  EXPECT_EQ(detail, 0u);
+  StopPeer();
+}
+
+TEST_F(PeerTest, StoredPageDamageIsNamedOnFetch) {
+  StartPeer();
+  Client c(endpoint_, "rot");
+  ASSERT_TRUE(c.Hello());
+  c.ShipEpoch(1, 1, {0, 1, 2}, 4);
+  StopPeer();
+  // Flip one byte of page 1's data in the log file.
+  std::vector<uint8_t> page(kPageSize);
+  FillPage(page.data(), 1, 1);
+  bool flipped = false;
+  for (const auto& de : std::filesystem::directory_iterator(dir_ + "/rot")) {
+    std::fstream f(de.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    size_t at = bytes.find(std::string(reinterpret_cast<char*>(page.data()), 64));
+    if (at == std::string::npos) continue;
+    f.seekp(static_cast<std::streamoff>(at + 100));
+    f.put(static_cast<char>(bytes[at + 100] ^ 1));
+    flipped = true;
+  }
+  ASSERT_TRUE(flipped);
+  StartPeer();
+  ASSERT_TRUE(c.Hello());
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 0, 0, 3)), &detail),
+            static_cast<int>(ErrorCode::kCorruptPage));
+  EXPECT_EQ(detail, 1u);
+  auto ok = Client::As<wire::FetchReply>(c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 0, 2, 1)));
+  ASSERT_TRUE(ok);  // the pages around it are still served
+  EXPECT_EQ(ok->present_count, 1u);
+  StopPeer();
+}
+
+// Raw frames: each gets an ERROR naming the fault, and the peer stays up.
+TEST_F(PeerTest, MalformedAndOversizedMessagesAreAnsweredAndSurvived) {
+  StartPeer();
+  Client c(endpoint_, "m");
+  ASSERT_TRUE(c.Hello());
+  auto header = [](const wire::OutMessage& m) {
+    auto h = m.header_bytes();
+    return std::string(reinterpret_cast<const char*>(h.data()), h.size());
+  };
+  wire::OutMessage status = wire::EncodeStatus(77);
+  std::string good = header(status);
+  auto expect_error = [&](const std::vector<std::string>& frames, ErrorCode want) {
+    ASSERT_TRUE(c.ch().SendFrames(frames).ok());
+    auto r = c.ch().Receive(kWait);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const auto* e = std::get_if<wire::Error>(&(*r)->msg.body);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->code, want) << e->message;
+    EXPECT_FALSE(e->message.empty());
+  };
+  std::string bad_magic = good;
+  bad_magic[0] = 'X';
+  expect_error({bad_magic}, ErrorCode::kBadMagic);
+  expect_error({good.substr(0, 10)}, ErrorCode::kTruncated);
+  expect_error({""}, ErrorCode::kTruncated);
+  std::string bad_sum = good;
+  bad_sum[60] ^= 1;
+  expect_error({bad_sum}, ErrorCode::kBadChecksum);
+  std::string bad_version = good;
+  bad_version[4] = 9;
+  expect_error({bad_version}, ErrorCode::kBadVersion);
+  expect_error({good, "unexpected body"}, ErrorCode::kLengthMismatch);
+  expect_error({good, "a", "b", "c", "d"}, ErrorCode::kLengthMismatch);
+  expect_error({header(wire::EncodeCommitAck({1, 1}, 1, 1, 1)), std::string(16, '\0')}, ErrorCode::kUnknownType);
+  // A PAGES frame declaring more pages than a message may hold.
+  std::vector<uint8_t> one(kPageSize);
+  wire::OutMessage pages = wire::EncodePages(5, c.id(), 1, 1, std::vector<Pgno>{1}, one.data());
+  uint32_t huge = wire::kMaxPagesPerMessage + 1;
+  std::memcpy(pages.body.data(), &huge, 4);
+  expect_error({header(pages), std::string(pages.body.begin(), pages.body.end()), std::string(kPageSize, '\0')},
+               ErrorCode::kOversized);
+  // Request ids are echoed where the header is readable.
+  {
+    std::string h = header(wire::EncodeFetch(4242, c.id(), 0, 0, 0));
+    ASSERT_TRUE(c.ch().SendFrames({h, std::string(16, '\0')}).ok());
+    auto r = c.ch().Receive(kWait);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)->msg.header.request_id, 4242u);
+  }
+  // Beyond ZMQ_MAXMSGSIZE the transport drops the connection: no reply, peer up.
+  ASSERT_TRUE(c.ch().SendFrames({good, std::string(wire::kMaxFrameBytes + 1, 'x')}).ok());
+  EXPECT_FALSE(c.ch().Receive(1s).ok());
+  Client fresh(endpoint_, "m");
+  auto m = fresh.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->max_message_bytes, wire::kMaxMessageBytes);
+  StopPeer();
+}
+
+TEST_F(PeerTest, CurveAllowListEnforced) {
+  const std::string skeys = tmp_.path() + "/server", akeys = tmp_.path() + "/alice", mkeys = tmp_.path() + "/mallory";
+  ASSERT_TRUE(GenerateKeyPair(skeys).ok());
+  ASSERT_TRUE(GenerateKeyPair(akeys).ok());
+  ASSERT_TRUE(GenerateKeyPair(mkeys).ok());
+  std::filesystem::copy_file(akeys + "/peer.pub", skeys + "/authorized/alice.pub");
+  std::filesystem::copy_file(skeys + "/peer.pub", akeys + "/server.pub");
+  std::filesystem::copy_file(skeys + "/peer.pub", mkeys + "/server.pub");
+  StartPeer({"--keys", skeys});
+
+  auto alice_keys = LoadClientKeys(akeys);
+  ASSERT_TRUE(alice_keys.ok());
+  Client alice(endpoint_, "secret", &*alice_keys);
+  ASSERT_TRUE(alice.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(alice.Claim(1, kWriterA))->granted, 1u);
+  alice.ShipEpoch(1, 1, {1, 2}, 4);
+
+  auto mallory_keys = LoadClientKeys(mkeys);
+  ASSERT_TRUE(mallory_keys.ok());
+  Client mallory(endpoint_, "secret", &*mallory_keys);
+  EXPECT_EQ(mallory.Call(wire::EncodeHello(1, "secret"), 1500ms).status().code(), Status::Code::kTimeout);
+  EXPECT_EQ(mallory.Call(wire::EncodeClaimTerm(2, mallory.id(), 9, kWriterB), 1500ms).status().code(), Status::Code::kTimeout);
+  std::vector<uint8_t> page(kPageSize, 0x5a);
+  EXPECT_EQ(mallory.Call(wire::EncodePages(3, mallory.id(), 9, 2, std::vector<Pgno>{1}, page.data()), 1500ms).status().code(),
+            Status::Code::kTimeout);
+  EXPECT_EQ(mallory.Call(wire::EncodeFetch(2, mallory.id(), 0, 0, 4), 1500ms).status().code(), Status::Code::kTimeout);
+  Client plain(endpoint_, "secret");  // no CURVE at all
+  EXPECT_EQ(plain.Call(wire::EncodeHello(1, "secret"), 1500ms).status().code(), Status::Code::kTimeout);
+
+  auto m = alice.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 1u);
+  EXPECT_EQ(m->promised_term, 1u);  // mallory's claim never arrived
+  alice.FetchAndVerify(0, 4, 1);
+  StopPeer();
+}
+
+TEST_F(PeerTest, NonLoopbackWithoutKeysRefusesToStart) {
+  testing::PeerProcess p;
+  p.Start({"--listen", "tcp://0.0.0.0:0", "--dir", dir_});
+  int status = p.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+
+  PeerOptions o;
+  o.endpoint = "tcp://0.0.0.0:*";
+  o.dir = dir_;
+  auto refused = PeerServer::Start(o);
+  EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("--insecure"), std::string::npos);
+  o.insecure = true;
+  auto started = PeerServer::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ((*started)->endpoint().rfind("tcp://0.0.0.0:", 0), 0u);
+  (*started)->Stop();
+}
+
+}  // namespace
+}  // namespace pheap

@@ -1,0 +1,25 @@
+// The peer daemon as its own process, for the tests:
+//   test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "base/log.h"
+#include "replication/peer_server.h"
+
+int main(int argc, char** argv) {
+  pheap::PeerOptions o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--listen") o.endpoint = next();
+    else if (a == "--dir") o.dir = next();
+    else if (a == "--keys") o.keys_dir = next();
+    else if (a == "--insecure") o.insecure = true;
+    else {
+      std::fprintf(stderr, "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]\n");
+      return 2;
+    }
+  }
+  return pheap::RunPeerDaemon(o);
+}
