@@ -1,0 +1,65 @@
+// The `pheap` command: demo, inspect, peer, keygen.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "replication/curve_auth.h"
+#include "replication/peer_server.h"
+#include "tools/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"pheap: a persistent, replicated virtual-memory heap"};
+  app.require_subcommand(1);
+
+  std::string demo_dir;
+  bool keep = false;
+  auto* demo = app.add_subcommand("demo", "show objects surviving kill -9 and a restart");
+  demo->add_option("--dir", demo_dir, "store directory (default: a fresh temporary one)");
+  demo->add_flag("--keep", keep, "keep the temporary store afterwards");
+
+  std::string dir = "./.pheap", name;
+  bool json = false, verify = false;
+  auto* inspect = app.add_subcommand("inspect", "show what a heap's store holds");
+  inspect->add_option("name", name, "heap name")->required();
+  inspect->add_option("--dir", dir, "store directory")->capture_default_str();
+  inspect->add_flag("--json", json, "print JSON");
+  inspect->add_flag("--verify", verify, "read every live page and check its checksum");
+
+  pheap::PeerOptions peer_opts;
+  auto* peer = app.add_subcommand("peer", "run a peer: the page store for any number of heaps");
+  peer->add_option("--listen", peer_opts.endpoint, "ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:7400");
+  peer->add_option("--dir", peer_opts.dir, "directory holding one store per heap");
+  peer->add_option("--keys", peer_opts.keys_dir, "CURVE key directory (pheap keygen)");
+  peer->add_flag("--insecure", peer_opts.insecure, "allow a non-loopback endpoint without keys");
+  std::string status_endpoint, status_keys;
+  bool status_json = false;
+  auto* status = peer->add_subcommand("status", "report what a running peer holds");
+  status->add_option("endpoint", status_endpoint, "the peer's endpoint")->required();
+  status->add_option("--keys", status_keys, "CURVE key directory");
+  status->add_flag("--json", status_json, "print JSON");
+
+  std::string keygen_dir;
+  auto* keygen = app.add_subcommand("keygen", "make a CURVE key pair in DIR");
+  keygen->add_option("dir", keygen_dir, "directory for peer.key and peer.pub")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
+  if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
+  if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);
+  if (*peer) {
+    if (peer_opts.endpoint.empty() || peer_opts.dir.empty()) {
+      fmt::print(stderr, "pheap peer: --listen and --dir are required\n");
+      return 2;
+    }
+    return pheap::RunPeerDaemon(peer_opts);
+  }
+  if (*keygen) {
+    pheap::Status s = pheap::GenerateKeyPair(keygen_dir);
+    if (!s.ok()) {
+      fmt::print(stderr, "pheap keygen: {}\n", s.ToString());
+      return 1;
+    }
+    fmt::print("key pair written to {} (peer.key, peer.pub)\n", keygen_dir);
+    return 0;
+  }
+  return 1;
+}
