@@ -215,6 +215,17 @@ int64_t pheap_epoch(pheap::handle* h) {
 
 const char* pheap_last_error(void) { return pheap::t_last_error; }
 
+int pheap_exec_stable(char** argv) {
+  if (argv == nullptr || argv[0] == nullptr) {
+    pheap::SetError(EINVAL, "pheap_exec_stable: argv is empty");
+    return -1;
+  }
+  if (pheap::ExecWithStableAddresses(argv) == 0) return 0;
+  int err = errno;
+  pheap::SetError(pheap::Status::FromErrno("re-executing with ADDR_NO_RANDOMIZE", err));
+  return -1;
+}
+
 pheap::handle* pheap_default(void) { return pheap::g_default.load(std::memory_order_acquire); }
 
 pheap::handle* pheap_of(const void* p) { return pheap::Handle(pheap::PersistentHeap::Containing(p)); }

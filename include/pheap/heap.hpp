@@ -70,6 +70,12 @@ class pending_commit {
   int64_t epoch_;
 };
 
+// Re-executes the program with stable code addresses (see pheap_exec_stable);
+// returns when they already are. Throws pheap::error if it cannot.
+inline void exec_with_stable_addresses(char** argv) {
+  if (pheap_exec_stable(argv) != 0) detail::throw_last("re-executing with stable addresses");
+}
+
 class Heap {
  public:
   // Opens or creates heap `name` (config as pheap_open). Throws pheap::error.

@@ -93,6 +93,14 @@ int64_t pheap_commit_async(PHEAP_HANDLE* h);
  * durable (the error says why). */
 int64_t pheap_wait(PHEAP_HANDLE* h, int64_t e);
 
+/* Code pointers (virtual functions, function pointers) stored in a heap are
+ * valid only in the same build loaded at the same address. Call this first
+ * thing in main: it re-executes the program with address randomization off
+ * (ADDR_NO_RANDOMIZE) unless it already runs so, so every run of one build
+ * loads at the same addresses. Returns 0 when already stable; -1 (errno set)
+ * if it could not re-execute. argv as given to main. */
+int pheap_exec_stable(char** argv);
+
 #ifdef __cplusplus
 }
 #endif
