@@ -112,21 +112,28 @@ int SignalNewThreads(pid_t self) {
   return sent;
 }
 
-// True if `tid` is a kernel worker of this process (an io_uring io-wq or
-// SQPOLL thread): it shows in /proc/self/task but runs no user code and
-// blocks every signal, so it never arrives and need not. The kernel marks it
-// PF_IO_WORKER in the flags field (the 9th) of its stat.
-bool IsKernelWorker(pid_t tid) {
-  char path[64], buf[512];
-  std::snprintf(path, sizeof(path), "/proc/self/task/%d/stat", static_cast<int>(tid));
+// Reads /proc/self/task/TID/FILE into buf (NUL-terminated); false if the
+// thread or file is gone. Raw calls: nothing may allocate during a pause.
+bool ReadTaskFile(pid_t tid, const char* file, char* buf, size_t size) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/task/%d/%s", static_cast<int>(tid), file);
   int fd = os().open(path, O_RDONLY, 0);
   if (fd < 0) return false;
-  ssize_t n = os().pread(fd, buf, sizeof(buf) - 1, 0);
+  ssize_t n = os().pread(fd, buf, size - 1, 0);
   os().close(fd);
   if (n <= 0) return false;
   buf[n] = '\0';
+  return true;
+}
+
+// True if `tid` is a kernel worker of this process (an io_uring io-wq or
+// SQPOLL thread): it shows in /proc/self/task but runs no user code and
+// blocks every signal, so it never arrives and need not. The kernel marks it
+// PF_IO_WORKER in the flags field of its stat.
+bool IsKernelWorker(pid_t tid) {
+  char buf[512];
+  if (!ReadTaskFile(tid, "stat", buf, sizeof(buf))) return false;
   const char* p = std::strrchr(buf, ')');  // comm may hold spaces
-  if (p == nullptr) return false;
   // ") state ppid pgrp session tty_nr tpgid flags": flags follows the 7th space.
   for (int space = 0; space < 7 && p != nullptr; ++space) p = std::strchr(p + 1, ' ');
   if (p == nullptr) return false;
@@ -136,14 +143,8 @@ bool IsKernelWorker(pid_t tid) {
 
 // True if `tid` has the safepoint signal blocked in its mask right now.
 bool BlocksSignal(pid_t tid) {
-  char path[64], buf[2048];
-  std::snprintf(path, sizeof(path), "/proc/self/task/%d/status", static_cast<int>(tid));
-  int fd = os().open(path, O_RDONLY, 0);
-  if (fd < 0) return false;
-  ssize_t n = os().pread(fd, buf, sizeof(buf) - 1, 0);
-  os().close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
+  char buf[2048];
+  if (!ReadTaskFile(tid, "status", buf, sizeof(buf))) return false;
   const char* p = std::strstr(buf, "SigBlk:");
   if (p == nullptr) return false;
   unsigned long long mask = std::strtoull(p + 7, nullptr, 16);

@@ -4,6 +4,8 @@
 // 1..D gives the exact image of durable epoch D without reading the store.
 #pragma once
 
+#include "tests/support/test_util.h"
+
 #include <cstdint>
 #include <vector>
 
@@ -11,12 +13,7 @@
 
 namespace pheap::crashtest {
 
-inline uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+using pheaptest::Mix;
 
 // Region layout, in pages: [0] unused; [1, data_pages] model pages; then two
 // pages per writer thread holding the pair counters A and B.

@@ -11,16 +11,16 @@
 #include <cstring>
 #include <string>
 
-#include "tests/heap/test_dir.h"
+#include "tests/support/test_util.h"
 
 namespace {
 
-using pheaptest::TestDir;
+using pheaptest::TempDir;
 
 bool Says(const char* what) { return std::strstr(pheap_last_error(), what) != nullptr; }
 
 TEST(CApi, AllocateRootCommitReopen) {
-  TestDir dir;
+  TempDir dir;
   std::string cfg = dir.config();
   pheap* h = pheap_open("capi", cfg.c_str());
   ASSERT_NE(h, nullptr) << pheap_last_error();
@@ -85,7 +85,7 @@ TEST(CApi, AllocateRootCommitReopen) {
 }
 
 TEST(CApi, UncommittedChangesDieWithTheProcess) {
-  TestDir dir;
+  TempDir dir;
   std::string cfg = dir.config();
   pid_t child = fork();
   if (child == 0) {
@@ -113,7 +113,7 @@ TEST(CApi, UncommittedChangesDieWithTheProcess) {
 }
 
 TEST(CApi, ConfigComesFromTheEnvironmentAndTheStringWins) {
-  TestDir env_dir, str_dir;
+  TempDir env_dir, str_dir;
   setenv("PHEAP_DIR", env_dir.path().c_str(), 1);
   setenv("PHEAP_SIZE", "64M", 1);
   pheap* h = pheap_open("envheap", nullptr);
@@ -131,7 +131,7 @@ TEST(CApi, ConfigComesFromTheEnvironmentAndTheStringWins) {
 }
 
 TEST(CApi, ErrorsSetErrnoAndSayWhy) {
-  TestDir dir;
+  TempDir dir;
   errno = 0;
   EXPECT_EQ(pheap_open("bad/name", dir.config().c_str()), nullptr);
   EXPECT_EQ(errno, EINVAL);
@@ -160,7 +160,7 @@ TEST(CApi, ErrorsSetErrnoAndSayWhy) {
 }
 
 TEST(CApi, CommitAsyncThenWait) {
-  TestDir dir;
+  TempDir dir;
   pheap* h = pheap_open("async", dir.config().c_str());
   ASSERT_NE(h, nullptr) << pheap_last_error();
   auto* v = static_cast<uint64_t*>(pheap_malloc(h, 8));

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <string>
 
-#include "tests/heap/test_dir.h"
+#include "tests/support/test_util.h"
 
 namespace {
 
@@ -34,7 +34,7 @@ bool AslrOn() {
 }
 
 TEST(CodePointers, SurviveARestartWithStableAddresses) {
-  pheaptest::TestDir dir;
+  pheaptest::TempDir dir;
   std::string out;
   ASSERT_EQ(RunWorker(g_worker, "create", dir.path(), &out), 0) << out;
   ASSERT_EQ(RunWorker(g_worker, "use", dir.path(), &out), 0) << out;
@@ -43,7 +43,7 @@ TEST(CodePointers, SurviveARestartWithStableAddresses) {
 
 TEST(CodePointers, AnotherLoadAddressIsRefused) {
   if (!AslrOn()) GTEST_SKIP() << "address randomization is off on this machine";
-  pheaptest::TestDir dir;
+  pheaptest::TempDir dir;
   std::string out;
   ASSERT_EQ(RunWorker(g_worker, "create", dir.path(), &out), 0) << out;
   EXPECT_EQ(RunWorker(g_worker, "open", dir.path(), &out), 10) << out;
@@ -51,7 +51,7 @@ TEST(CodePointers, AnotherLoadAddressIsRefused) {
 }
 
 TEST(CodePointers, AnotherBuildIsRefused) {
-  pheaptest::TestDir dir;
+  pheaptest::TempDir dir;
   std::string out;
   ASSERT_EQ(RunWorker(g_worker, "create", dir.path(), &out), 0) << out;
   EXPECT_EQ(RunWorker(g_other, "open", dir.path(), &out), 10) << out;

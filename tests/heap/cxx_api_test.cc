@@ -11,11 +11,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include "tests/heap/test_dir.h"
+#include "tests/support/test_util.h"
 
 namespace {
 
-using pheaptest::TestDir;
+using pheaptest::TempDir;
 template <typename T>
 using Alloc = pheap::allocator<T>;
 using String = std::basic_string<char, std::char_traits<char>, Alloc<char>>;
@@ -35,7 +35,7 @@ struct Everything {
 String S(const std::string& s, const Alloc<char>& a) { return String(s.c_str(), a); }
 
 TEST(CxxApi, StdContainersComeBackAfterReopen) {
-  TestDir dir;
+  TempDir dir;
   {
     pheap::Heap heap("containers", dir.config());
     Alloc<char> a(heap);
@@ -80,7 +80,7 @@ TEST(CxxApi, StdContainersComeBackAfterReopen) {
 }
 
 TEST(CxxApi, RootTypesAreRecordedAndChecked) {
-  TestDir dir;
+  TempDir dir;
   pheap::Heap heap("types", dir.config());
   auto* n = heap.make<uint64_t>(42u);
   heap.set_root("answer", n);
@@ -112,7 +112,7 @@ struct Throws {
 };
 
 TEST(CxxApi, MakeDestroyAndFindOrMake) {
-  TestDir dir;
+  TempDir dir;
   pheap::Heap heap("make", dir.config());
   Counted* c = heap.make<Counted>(5);
   EXPECT_EQ(Counted::live, 1);
@@ -127,7 +127,7 @@ TEST(CxxApi, MakeDestroyAndFindOrMake) {
 }
 
 TEST(CxxApi, CommitAsyncCanBeWaitedOn) {
-  TestDir dir;
+  TempDir dir;
   pheap::Heap heap("async", dir.config());
   auto* v = heap.find_or_make<uint64_t>("v", 0u);
   pheap::pending_commit last(nullptr, 0);
@@ -141,7 +141,7 @@ TEST(CxxApi, CommitAsyncCanBeWaitedOn) {
 }
 
 TEST(CxxApi, OpeningAHeapTwiceInOneProcessFailsClearly) {
-  TestDir dir;
+  TempDir dir;
   pheap::Heap heap("twice", dir.config());
   try {
     pheap::Heap again("twice", dir.config());

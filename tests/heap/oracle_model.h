@@ -4,17 +4,14 @@
 // after C operations, computed without looking at the heap.
 #pragma once
 
+#include "tests/support/test_util.h"
+
 #include <cstdint>
 #include <vector>
 
 namespace pheaptest::oracle {
 
-inline uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+using pheaptest::Mix;
 
 struct Op {
   bool remove;

@@ -17,7 +17,7 @@
 #include <string>
 
 #include "tests/heap/oracle_model.h"
-#include "tests/heap/test_dir.h"
+#include "tests/support/test_util.h"
 #include "tests/support/kill_loop.h"
 
 namespace {
@@ -73,7 +73,7 @@ TEST(HeapCrashOracle, SigkillAtRandomInstants) {
   if (const char* s = std::getenv("PHEAP_CRASH_KILLS")) kills = std::atoi(s);
   std::printf("seed %llu, %d kills (replay: PHEAP_CRASH_SEED=%llu)\n",
               static_cast<unsigned long long>(seed), kills, static_cast<unsigned long long>(seed));
-  pheaptest::TestDir dir;
+  pheaptest::TempDir dir;
   std::mt19937_64 rng(seed);
   uint64_t prev = 0, acknowledged_total = 0;
   for (int i = 0; i < kills && !HasFailure(); ++i) {

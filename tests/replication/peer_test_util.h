@@ -2,6 +2,8 @@
 // daemon run as a child process (test_peer, built next to the tests).
 #pragma once
 
+#include "tests/support/test_util.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -20,30 +22,12 @@
 
 namespace pheap::testing {
 
-class TempDir {
+// A temporary directory for one test.
+class TempDir : public pheaptest::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pheap-peer-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : pheaptest::TempDir("pheap-peer") {}
 };
-
-inline uint64_t Mix(uint64_t x) {  // splitmix64
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+using pheaptest::Mix;
 
 // The bytes epoch `e` writes to page `pgno`.
 inline void FillPage(uint8_t* out, Pgno pgno, Epoch e) {

@@ -2,6 +2,8 @@
 // generator and an independent model of what the durable image must hold.
 #pragma once
 
+#include "tests/support/test_util.h"
+
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -25,30 +27,12 @@ inline constexpr uint64_t kBase = uint64_t{0x3000} << 32;
 inline constexpr uint64_t kRegionPages = 256;
 inline constexpr uint64_t kSize = kRegionPages * kPageSize;
 
-class TempDir {
+// A temporary directory for one test.
+class TempDir : public pheaptest::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pheap-store-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : pheaptest::TempDir("pheap-store") {}
 };
-
-inline uint64_t Mix(uint64_t x) {  // splitmix64
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+using pheaptest::Mix;
 
 // The bytes epoch `e` writes to page `pgno`.
 inline void FillPage(uint8_t* out, Pgno pgno, Epoch e) {

@@ -1,0 +1,45 @@
+// Small things every test folder needs: a temporary directory removed
+// afterwards, and a 64-bit mixer for deterministic content. In namespace
+// pheaptest (not pheap) so tests of the C interface, where `pheap` is a type,
+// can use them too.
+#pragma once
+
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+namespace pheaptest {
+
+class TempDir {
+ public:
+  explicit TempDir(const char* prefix = "pheap-test") {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (std::string(prefix) + "-XXXXXX")).string();
+    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : std::string();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // A heap config for this directory: "dir=PATH;size=SIZE" plus `extra`.
+  std::string config(const std::string& extra = "", const std::string& size = "256M") const {
+    return "dir=" + path_ + ";size=" + size + (extra.empty() ? "" : ";" + extra);
+  }
+
+ private:
+  std::string path_;
+};
+
+inline uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace pheaptest
