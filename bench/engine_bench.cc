@@ -20,6 +20,7 @@
 
 #include "bench/bench_util.h"
 #include "heap/engine.h"
+#include "pager/kernel_probe.h"
 
 using namespace pheap;
 using namespace pheap::bench;
@@ -60,10 +61,8 @@ double TouchWrite(uint8_t* p, uint64_t pages, uint64_t salt) {
 
 std::vector<TrackingMode> Modes() {
   std::vector<TrackingMode> m;
-  const KernelFeatures& k = Pager::Probe();
-  if (k.wp_async && k.pagemap_scan) m.push_back(TrackingMode::kAsyncWp);
-  if (k.wp) m.push_back(TrackingMode::kSyncWp);
-  m.push_back(TrackingMode::kMprotect);
+  for (TrackingMode t : {TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect})
+    if (ChooseMode(Pager::Probe(), t).ok()) m.push_back(t);
   return m;
 }
 

@@ -18,9 +18,10 @@
 //     the EpochSink. The pause grows with the dirty set, not the region
 //     (kAsyncWp adds the kernel's walk of the populated page tables, about
 //     1 ms per populated GiB). The threads are paused with a real-time
-//     signal (pager/safepoint.h). REQUIRES of the program: a thread that
-//     keeps that signal blocked does not write the region meanwhile; after
-//     50 ms the commit proceeds without it (and says so in the log).
+//     signal (pager/safepoint.h); a commit waits for every thread. A thread
+//     that blocks every signal for over 50 ms is taken for a service thread
+//     that does not write the region, and the commit proceeds without it
+//     (and says so in the log).
 //
 // Thread safety: base(), size(), mode() and stats() from any thread.
 // Commit(), CommitAsync() and Discard() from any thread; commits are

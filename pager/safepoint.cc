@@ -141,22 +141,23 @@ bool IsKernelWorker(pid_t tid) {
   return (std::strtoul(p + 1, nullptr, 10) & kPfIoWorker) != 0;
 }
 
-// True if `tid` has the safepoint signal blocked in its mask right now.
-bool BlocksSignal(pid_t tid) {
+// True if `tid` blocks (nearly) every signal: a service thread such as
+// ThreadSanitizer's, which never runs program code. A thread that blocks a
+// few signals (one inside the safepoint handler of the previous pause, or in
+// the mprotect tracker's SIGSEGV handler) is not one and is waited for.
+bool BlocksAllSignals(pid_t tid) {
   char buf[2048];
   if (!ReadTaskFile(tid, "status", buf, sizeof(buf))) return false;
   const char* p = std::strstr(buf, "SigBlk:");
   if (p == nullptr) return false;
   unsigned long long mask = std::strtoull(p + 7, nullptr, 16);
-  return (mask >> (SafepointSignal() - 1)) & 1;
+  return __builtin_popcountll(mask) >= 60;
 }
 
 // Signalled threads that will not arrive: gone (exited first), kernel
-// workers, and, once `long_wait` is true, threads that keep the signal
-// blocked (such a thread promises not to write the heap meanwhile; see
-// pager.h). A short block is waited out: the mprotect tracker blocks the
-// signal while it marks a page dirty. Only threads not yet arrived are looked
-// at, so a pause where everyone arrives never reads /proc.
+// workers, and, once `long_wait` is true, service threads that block every
+// signal (see pager.h). Only threads not yet arrived are looked at, so a
+// pause where everyone arrives never reads /proc.
 uint32_t CountExcused(bool long_wait) {
   uint32_t excused = 0;
   for (int i = 0; i < g_npaused; ++i) {
@@ -165,11 +166,11 @@ uint32_t CountExcused(bool long_wait) {
     bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
     if (gone || IsKernelWorker(tid)) {
       ++excused;
-    } else if (long_wait && BlocksSignal(tid)) {
+    } else if (long_wait && BlocksAllSignals(tid)) {
       static std::atomic<pid_t> warned{0};
       if (warned.exchange(tid) != tid)
-        PHEAP_LOG_WARN("commit safepoint: thread {} blocks signal {}; committing without pausing it",
-                       static_cast<int>(tid), SafepointSignal());
+        PHEAP_LOG_WARN("commit safepoint: thread {} blocks every signal; committing without pausing it",
+                       static_cast<int>(tid));
       ++excused;
     }
   }

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "heap/engine.h"
+#include "pager/kernel_probe.h"
 #include "tests/engine/crash_model.h"
 #include "tests/support/kill_loop.h"
 
@@ -28,10 +29,8 @@ class CrashTest : public ::testing::TestWithParam<TrackingMode> {};
 
 TEST_P(CrashTest, SigkillAtRandomInstantsKeepsTheLastDurableEpoch) {
   const TrackingMode mode = GetParam();
-  const KernelFeatures& k = Pager::Probe();
-  if ((mode == TrackingMode::kAsyncWp && !(k.wp_async && k.pagemap_scan)) ||
-      (mode == TrackingMode::kSyncWp && !k.wp))
-    GTEST_SKIP() << TrackingModeName(mode) << " is not available on this kernel: " << k.why_not;
+  auto available = ChooseMode(Pager::Probe(), mode);
+  if (!available.ok()) GTEST_SKIP() << available.status().ToString();
 
   uint64_t seed = std::random_device{}();
   if (const char* s = getenv("PHEAP_CRASH_SEED")) seed = strtoull(s, nullptr, 0);
@@ -56,7 +55,8 @@ TEST_P(CrashTest, SigkillAtRandomInstantsKeepsTheLastDurableEpoch) {
     unsigned delay_us = early ? static_cast<unsigned>(rng() % 20000)
                               : static_cast<unsigned>(rng() % 40000);
     auto run = pheaptest::RunAndKill(
-        {g_worker, dir, "crash", TrackingModeName(mode), std::to_string(seed)}, early, delay_us);
+        {g_worker, dir, "crash", TrackingModeName(mode), std::to_string(seed)}, early, delay_us,
+        "durable");
     ASSERT_TRUE(run.killed()) << "kill " << i << ": the worker ended by itself (status "
                               << run.status << "): " << run.stderr_text;
 

@@ -81,10 +81,10 @@ TEST(HeapCrashOracle, SigkillAtRandomInstants) {
     unsigned delay = static_cast<unsigned>(rng() % (early ? 20000 : 60000));
     auto w = pheaptest::RunAndKill({g_worker, dir.path(), std::to_string(seed),
                                          std::to_string(kMutators), std::to_string(kWriters)},
-                                        early, delay);
+                                        early, delay, "durable");
     ASSERT_TRUE(w.killed()) << "kill " << i << ": the worker ended by itself (status " << w.status
                             << "): " << w.stderr_text;
-    std::string cfg = "dir=" + dir.path() + ";size=512M";
+    std::string cfg = "dir=" + dir.path() + ";size=512M;code_check=off";
     pheap* h = pheap_open("oracle", cfg.c_str());
     ASSERT_NE(h, nullptr) << "kill " << i << ": " << pheap_last_error();
     uint64_t ops = CheckHeap(h, seed, i);

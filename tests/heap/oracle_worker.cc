@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: oracle_worker DIR SEED MUTATORS WRITERS ACK_FD\n");
     return 2;
   }
-  std::string cfg = std::string("dir=") + argv[1] + ";size=512M";
+  std::string cfg = std::string("dir=") + argv[1] + ";size=512M;code_check=off";
   uint64_t seed = std::strtoull(argv[2], nullptr, 0);
   int mutators = std::atoi(argv[3]), writers = std::atoi(argv[4]);
   g_ack = std::atoi(argv[5]);

@@ -30,7 +30,8 @@ std::string Drain(int fd) {
 
 }  // namespace
 
-KilledWorker RunAndKill(const std::vector<std::string>& argv, bool early, unsigned delay_us) {
+KilledWorker RunAndKill(const std::vector<std::string>& argv, bool early, unsigned delay_us,
+                        const std::string& wait_for) {
   int acks[2], errs[2];
   if (pipe2(acks, O_CLOEXEC) != 0 || pipe2(errs, O_CLOEXEC) != 0) std::abort();
   pid_t pid = fork();
@@ -50,7 +51,7 @@ KilledWorker RunAndKill(const std::vector<std::string>& argv, bool early, unsign
   std::string text;
   if (!early) {
     char buf[256];
-    while (text.find('\n') == std::string::npos) {
+    while (text.find(wait_for + " ") == std::string::npos) {
       ssize_t n = read(acks[0], buf, sizeof(buf));
       if (n <= 0) break;
       text.append(buf, static_cast<size_t>(n));

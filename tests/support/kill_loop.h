@@ -19,8 +19,11 @@ struct KilledWorker {
   std::string stderr_text;              // what the worker wrote to stderr
 };
 
-// Starts `argv` (argv[0] is the path) plus the ack fd number, waits for its
-// first line unless `early`, sleeps `delay_us`, kills it and collects.
-KilledWorker RunAndKill(const std::vector<std::string>& argv, bool early, unsigned delay_us);
+// Starts `argv` (argv[0] is the path) plus the ack fd number. Unless
+// `early`, waits until the worker has said `wait_for` (e.g. its first durable
+// commit), so the kill lands after real work whatever the machine's load.
+// Then sleeps `delay_us`, kills it and collects.
+KilledWorker RunAndKill(const std::vector<std::string>& argv, bool early, unsigned delay_us,
+                        const std::string& wait_for);
 
 }  // namespace pheaptest
