@@ -1,0 +1,57 @@
+// Placement: which peers hold a heap, and how many must acknowledge an epoch.
+//
+// A heap's replica set is the k peers with the highest rendezvous score
+// XXH3-64(endpoint, seed = heap id). Every client computes the same set from
+// the same peer list, without coordination; removing a peer moves only the
+// heaps it held (each to the next peer in its own order), and adding one
+// takes over only the heaps for which it now scores in the top k.
+//
+// Configuration (base/config.h keys):
+//   peers=EP,EP,...  ZeroMQ endpoints of the peers (order does not matter)
+//   replicas=k       replica set size; default min(3, #peers)
+//   quorum=W         COMMIT_ACKs that make an epoch durable; default k/2 + 1
+// Claiming a term always needs a majority of the k replicas, whatever W is;
+// a W below the majority lets a recovery miss the newest epoch when the W
+// replicas that hold it are down, so it is allowed but logged.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/status.h"
+#include "base/types.h"
+
+namespace pheap {
+
+struct ReplicationConfig {
+  std::vector<std::string> peers;
+  uint32_t replicas = 0;  // k
+  uint32_t quorum = 0;    // W
+};
+
+// Fills in the defaults (0 means "default") and checks the rest: at least
+// one peer, no endpoint twice, 1 <= k <= #peers, 1 <= W <= k. Errors name
+// the key and the bound it broke.
+Result<ReplicationConfig> ResolveReplication(std::vector<std::string> peers, uint64_t replicas,
+                                             uint64_t quorum);
+
+// The config keys read below.
+const std::vector<std::string>& ReplicationConfigKeys();
+// Reads peers, replicas, quorum. No peers configured: ok with an empty
+// peers list (the heap is not replicated); replicas or quorum without peers
+// is an error.
+Result<ReplicationConfig> ReplicationFromConfig(const Config& config);
+
+// The rendezvous score of `endpoint` for `heap`.
+uint64_t RendezvousScore(HeapId heap, const std::string& endpoint);
+
+// The `k` peers of `peers` with the highest scores for `heap`, highest
+// first (ties, which need equal 64-bit hashes, go to the smaller endpoint).
+// REQUIRES: k <= peers.size().
+std::vector<std::string> ReplicaSet(HeapId heap, const std::vector<std::string>& peers, uint32_t k);
+
+inline uint32_t Majority(uint32_t k) { return k / 2 + 1; }
+
+}  // namespace pheap

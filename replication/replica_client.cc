@@ -1,0 +1,219 @@
+// The replica client's writer side: Open (HELLO, CLAIM_TERM) and Persist
+// (PAGES, COMMIT, quorum). Demand fetches are in replica_fetch.cc.
+#include "replication/replica_client.h"
+
+#include <xxhash.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include "base/log.h"
+#include "replication/page_store.h"
+#include "replication/replica_internal.h"
+#include "replication/wire.h"
+
+namespace pheap {
+
+using std::chrono::milliseconds;
+
+Result<std::unique_ptr<PeerChannel>> DialReplica(zmq::context_t& ctx, const std::string& endpoint,
+                                                 const std::optional<CurveClientKeys>& keys) {
+  auto ch = PeerChannel::Connect(ctx, endpoint, keys ? &*keys : nullptr);
+  if (!ch.ok()) return ch.status();
+  return std::move(ch.value());
+}
+
+void ReplicaClient::PollReplies(milliseconds wait, const std::function<void(size_t, const Received&)>& on) {
+  std::vector<zmq::pollitem_t> items;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (!replicas_[i]->ship) continue;
+    items.push_back({replicas_[i]->ship->socket().handle(), 0, ZMQ_POLLIN, 0});
+    index.push_back(i);
+  }
+  try {
+    if (items.empty()) {
+      std::this_thread::sleep_for(wait);
+      return;
+    }
+    if (zmq::poll(items.data(), items.size(), wait) <= 0) return;
+  } catch (const zmq::error_t&) {
+    return;  // EINTR: the caller's loop polls again
+  }
+  for (size_t j = 0; j < items.size(); ++j) {
+    if ((items[j].revents & ZMQ_POLLIN) == 0) continue;
+    Replica& r = *replicas_[index[j]];
+    for (;;) {
+      auto m = r.ship->Receive(milliseconds(0));
+      if (m.ok()) {
+        on(index[j], **m);
+      } else if (m.status().code() == Status::Code::kTimeout) {
+        break;
+      } else {
+        PHEAP_LOG_WARN("heap '{}': replica {}: {}", name_, r.endpoint, m.status().message());
+      }
+    }
+  }
+}
+
+ReplicaClient::ReplicaClient(std::string name, const ReplicaClientOptions& options)
+    : name_(std::move(name)), options_(options) {
+  heap_id_ = XXH3_64bits(name_.data(), name_.size());
+  std::random_device rd;
+  claimant_[0] = (uint64_t{rd()} << 32) | rd();
+  claimant_[1] = (uint64_t{rd()} << 32) | rd();
+  if (claimant_[0] == 0 && claimant_[1] == 0) claimant_[1] = 1;  // 0 means "no claimant" to a peer
+}
+
+ReplicaClient::~ReplicaClient() {
+  // Outside Persist no zero-copy frame is held (Settle), so closing the
+  // sockets (before the context, which outlives them) is all there is.
+  replicas_.clear();
+}
+
+Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& name, const ReplicaClientOptions& options) {
+  PHEAP_RETURN_IF_ERROR(PageStore::ValidateHeapName(name));
+  const ReplicationConfig& rc = options.replication;
+  if (rc.peers.empty() || rc.replicas == 0 || rc.replicas > rc.peers.size() || rc.quorum == 0 || rc.quorum > rc.replicas)
+    return Status::InvalidArgument(fmt::format(
+        "heap '{}': replication config not resolved (peers={}, replicas={}, quorum={}); pass it through ResolveReplication",
+        name, rc.peers.size(), rc.replicas, rc.quorum));
+  std::unique_ptr<ReplicaClient> c(new ReplicaClient(name, options));
+  c->endpoints_ = ReplicaSet(c->heap_id_, rc.peers, rc.replicas);
+  for (const auto& ep : c->endpoints_) {
+    auto r = std::make_unique<Replica>();
+    r->endpoint = ep;
+    auto ch = DialReplica(c->ctx_, ep, options.keys);
+    if (!ch.ok()) return ch.status().Annotate(fmt::format("heap '{}'", name));
+    r->ship = std::move(ch.value());
+    // Shipping never blocks on one replica: a full queue is that replica's
+    // problem, met by the resend timer.
+    r->ship->socket().set(zmq::sockopt::sndtimeo, 0);
+    c->replicas_.push_back(std::move(r));
+  }
+  PHEAP_RETURN_IF_ERROR(c->Hello());
+  if (options.claim) PHEAP_RETURN_IF_ERROR(c->Claim());
+  PHEAP_LOG_INFO("heap '{}': replicas {}; durable epoch {}, term {}", name, fmt::join(c->endpoints_, ","),
+                 c->image_.epoch, c->term_);
+  return c;
+}
+
+Status ReplicaClient::Hello() {
+  const size_t k = replicas_.size();
+  const size_t majority = Majority(static_cast<uint32_t>(k));
+  const auto deadline = ReplicaClock::now() + options_.timeout;
+  auto sent = ReplicaClock::now() - options_.resend;  // send at once
+  std::optional<ReplicaClock::time_point> majority_at;
+  size_t answered = 0;
+  // Past a majority, the others get one resend interval more: a dead
+  // replica must not hold the open for the whole timeout.
+  while (answered < k && ReplicaClock::now() < deadline &&
+         !(majority_at && ReplicaClock::now() >= *majority_at + options_.resend)) {
+    if (ReplicaClock::now() - sent >= options_.resend) {
+      for (auto& r : replicas_)
+        if (!r->answered) (void)r->ship->Send(wire::EncodeHello(++next_request_id_, name_));
+      sent = ReplicaClock::now();
+    }
+    PollReplies(std::min(Left(deadline), options_.resend), [&](size_t i, const Received& m) {
+      Replica& r = *replicas_[i];
+      const auto* mb = std::get_if<wire::ManifestBody>(&m.msg.body);
+      if (mb == nullptr || r.answered) return;
+      r.answered = true;
+      r.manifest = *mb;
+      r.durable.store(mb->epoch);
+      r.promised.store(mb->promised_term);
+      if (++answered == majority) majority_at = ReplicaClock::now();
+    });
+  }
+  if (answered < majority)
+    return Status::Timeout(fmt::format("heap '{}': {} of {} replicas answered HELLO within {} ms, {} needed: {}", name_,
+                                       answered, k, options_.timeout.count(), majority, Describe()));
+  // No PAGES message may exceed what any replica accepts.
+  for (const auto& r : replicas_)
+    if (r->answered && r->manifest.max_message_bytes != 0)
+      max_frame_pages_ = std::min<uint64_t>(max_frame_pages_, r->manifest.max_message_bytes / (kPageSize + sizeof(wire::PageRef)) - 1);
+  // Recover from the newest durable image any replica holds.
+  image_ = ImageInfo{heap_id_, 0, 0, 0, 0, 0};
+  for (const auto& r : replicas_) {
+    const wire::ManifestBody& m = r->manifest;
+    if (r->answered && (m.flags & wire::kManifestHeld) != 0 && m.epoch >= image_.epoch && (m.epoch > 0 || image_.size == 0))
+      image_ = ImageInfo{heap_id_, m.epoch, m.image_term, m.base, m.size, m.hwm};
+  }
+  durable_.store(image_.epoch, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status ReplicaClient::Claim() {
+  const size_t k = replicas_.size();
+  const size_t majority = Majority(static_cast<uint32_t>(k));
+  Term top = 0;
+  for (const auto& r : replicas_) top = std::max(top, r->promised.load());
+  term_ = top + 1;
+  enum : int { kNoReply = -1, kRefused = 0, kGranted = 1 };
+  std::vector<int> verdict(k, kNoReply);
+  size_t granted = 0, refused = 0;
+  Term newer = 0;
+  const auto deadline = ReplicaClock::now() + options_.timeout;
+  auto sent = ReplicaClock::now() - options_.resend;  // send at once
+  for (;;) {
+    // A majority of grants owns the term; the rest learn it from PAGES.
+    if (granted >= majority || refused > k - majority || ReplicaClock::now() >= deadline) break;
+    if (ReplicaClock::now() - sent >= options_.resend) {
+      for (size_t i = 0; i < k; ++i) {
+        if (verdict[i] != kNoReply) continue;
+        // A replica that did not answer HELLO may not know the heap yet.
+        if (!replicas_[i]->answered) (void)replicas_[i]->ship->Send(wire::EncodeHello(++next_request_id_, name_));
+        (void)replicas_[i]->ship->Send(wire::EncodeClaimTerm(++next_request_id_, heap_id_, term_, claimant_));
+      }
+      sent = ReplicaClock::now();
+    }
+    PollReplies(std::min(Left(deadline), options_.resend), [&](size_t i, const Received& m) {
+      const auto* t = std::get_if<wire::TermReplyBody>(&m.msg.body);
+      if (t == nullptr || verdict[i] != kNoReply) return;
+      Replica& r = *replicas_[i];
+      r.promised.store(t->promised_term);
+      r.durable.store(std::max(r.durable.load(), t->durable_epoch));
+      verdict[i] = t->granted != 0 ? kGranted : kRefused;
+      (t->granted != 0 ? granted : refused)++;
+      if (t->granted == 0) newer = std::max(newer, t->promised_term);
+    });
+  }
+  if (granted >= majority) return Status::Ok();
+  if (refused > 0)
+    return Status::Superseded(fmt::format(
+        "heap '{}': term {} granted by {} of {} replicas, {} needed; a replica promised term {} to another writer: "
+        "close that writer (or wait until it is gone) and open again",
+        name_, term_, granted, k, majority, newer));
+  return Status::Timeout(fmt::format("heap '{}': term {} granted by {} of {} replicas within {} ms, {} needed: {}", name_,
+                                     term_, granted, k, options_.timeout.count(), majority, Describe()));
+}
+
+ImageInfo ReplicaClient::image() const { return image_; }
+
+std::vector<ReplicaState> ReplicaClient::state() const {
+  std::vector<ReplicaState> out;
+  for (const auto& r : replicas_) out.push_back({r->endpoint, r->answered, r->durable.load(), r->promised.load()});
+  return out;
+}
+
+std::string ReplicaClient::Describe() const {
+  std::string s;
+  for (const auto& r : replicas_) {
+    if (!s.empty()) s += "; ";
+    s += r->answered ? fmt::format("{} (durable epoch {}, promised term {})", r->endpoint, r->durable.load(), r->promised.load())
+                     : fmt::format("{} (no answer)", r->endpoint);
+  }
+  return s;
+}
+
+const ReplicaClient::Retained* ReplicaClient::FindRetained(Epoch epoch) const {
+  for (const auto& r : retained_)
+    if (r->image.epoch == epoch) return r.get();
+  return nullptr;
+}
+
+}  // namespace pheap

@@ -1,0 +1,165 @@
+// ReplicaClient: a heap's view of its replica set (placement.h), speaking
+// the peer protocol (docs/wire-protocol.md) to each replica.
+//
+// As an EpochSink it is the writer: Open claims a term from a majority of
+// the replica set, and Persist ships each sealed epoch to every replica and
+// returns once `quorum` replicas acknowledged its commit. As a PageSource it
+// serves the newest durable image among the replicas (recovery into an empty
+// directory, or faults on a machine without a local store), checking every
+// page's XXH3 and failing over between replicas.
+//
+// Shipping: an epoch's pages go in PAGES messages of about `frame_bytes`
+// (never below 64 KiB where the epoch has that much), sent with zero copy
+// from the sealed epoch's buffer, all replicas at once, then COMMIT. A
+// replica that stays silent for `resend` gets the COMMIT again; its
+// MISSING_PAGES answer brings the pages again (peers are idempotent). A
+// replica that answers EPOCH_GAP is behind: it is sent the epochs it lacks
+// from copies this client retains (an epoch is copied only when some replica
+// did not acknowledge it in its own Persist, up to `retain_max` bytes); a
+// replica missing an epoch no longer retained cannot be caught up by
+// protocol version 1 and does not count toward the quorum until an operator
+// restores it (the log says which).
+//
+// The sealed epoch's buffer is referenced by ZeroMQ until each frame is
+// written. Persist returns only once no frame is held: replicas past the
+// quorum that still answer get `straggler_wait` to finish; any other replica
+// holding frames (stopped, dead, slow) has its connection closed, which
+// drops them, and reopened; it is caught up on a later Persist.
+//
+// A failed Persist may have made the epoch durable on fewer than `quorum`
+// replicas; the retry (same epoch, same pages) is acknowledged by those as a
+// resend, and a later reader may recover that epoch. A Persist refused as
+// superseded may likewise have reached a quorum; either way the writer is
+// fenced and must stop.
+//
+// Thread safety: Persist is called by one thread at a time; ReadRun by any
+// number of threads at once, also during Persist (fetches use their own
+// connections, never the shipping ones).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "base/page_io.h"
+#include "base/status.h"
+#include "replication/curve_auth.h"
+#include "replication/placement.h"
+#include "replication/wire_format.h"
+
+namespace pheap {
+
+struct Received;
+
+struct ReplicaClientOptions {
+  ReplicationConfig replication;  // resolved: ResolveReplication or ReplicationFromConfig
+  std::optional<CurveClientKeys> keys;  // absent: no encryption (loopback peers only)
+  // Writer: claim a term at Open. A reader (recovery into another process,
+  // inspection) does not, and its Persist is refused.
+  bool claim = true;
+  // Open and Persist give up after this long without a majority (Open) or a
+  // quorum (Persist), with an error naming every replica's state.
+  std::chrono::milliseconds timeout{5000};
+  // A replica silent this long is sent its request again.
+  std::chrono::milliseconds resend{500};
+  // One FETCH on one replica; on expiry the next replica is asked.
+  std::chrono::milliseconds fetch_timeout{1000};
+  // After the quorum, replicas still answering get this long to finish too,
+  // so a healthy but slower replica keeps its connection (see Persist).
+  std::chrono::milliseconds straggler_wait{50};
+  uint64_t frame_bytes = wire::kPreferredPagesBytes;
+  uint64_t retain_max = uint64_t{256} << 20;
+};
+
+// What one replica is known to hold (for inspection and tests).
+struct ReplicaState {
+  std::string endpoint;
+  bool answered = false;    // answered HELLO at Open
+  Epoch durable = 0;        // last durable epoch known to be there
+  Term promised = 0;        // its promised term, as last seen
+};
+
+class ReplicaClient final : public PageSource, public EpochSink {
+ public:
+  // Computes the replica set of heap `name`, asks each replica for its
+  // manifest (HELLO) and, for a writer, claims term (highest promised + 1)
+  // from a majority. Errors: fewer than a majority answered within the
+  // timeout (kTimeout, naming each silent replica); the claim refused by
+  // enough replicas that no majority granted it (kSuperseded, naming the
+  // newer term); a bad configuration (kInvalidArgument).
+  static Result<std::unique_ptr<ReplicaClient>> Open(const std::string& name, const ReplicaClientOptions& options);
+  ~ReplicaClient() override;
+  ReplicaClient(const ReplicaClient&) = delete;
+  ReplicaClient& operator=(const ReplicaClient&) = delete;
+
+  // The newest durable image among the replicas that answered at Open
+  // (epoch 0, base and size 0 when none holds the heap), advanced by each
+  // successful Persist.
+  ImageInfo image() const;
+  Term term() const { return term_; }  // claimed term; 0 for a reader
+  const std::vector<std::string>& replicas() const { return endpoints_; }
+  std::vector<ReplicaState> state() const;
+
+  // Fills pages [first, first + count) of the durable image from the first
+  // replica known to hold it (in placement order, replicas that recently
+  // failed last). A reply is accepted only if it serves the durable epoch
+  // or a newer one and every page matches its XXH3; a timeout, an error
+  // (CORRUPT_PAGE included) or a mismatch moves on to the next replica.
+  // Fails (kCorruption if any replica sent damaged data, else kTimeout)
+  // naming each replica's answer when none could serve the run.
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+
+  // Ships `e` and returns once `quorum` replicas acknowledged its commit.
+  // Fails, leaving e not durable (the caller may retry the same epoch):
+  // kSuperseded naming the newer term when a replica promised one; kTimeout
+  // naming each replica's state when no quorum acknowledged within the
+  // timeout. e.data is not referenced after Persist returns.
+  // REQUIRES: e.image.epoch > image().epoch; a writer (options.claim).
+  Status Persist(const SealedEpoch& e) override;
+
+  struct Replica;  // replica_internal.h
+
+ private:
+  struct Retained;
+  struct Encoded;
+  struct Round;
+  ReplicaClient(std::string name, const ReplicaClientOptions& options);
+  Status Hello();
+  Status Claim();
+  // Waits up to `wait` for replies on the shipping connections and hands
+  // each to `on` with the replica's index.
+  void PollReplies(std::chrono::milliseconds wait, const std::function<void(size_t, const Received&)>& on);
+  Encoded Encode(const ImageInfo& image, const std::vector<Pgno>& pages, const uint8_t* data,
+                 const std::vector<Run>& discarded);
+  void OnShipReply(const SealedEpoch& e, const Encoded& enc, std::vector<Round>& rounds, size_t i, const Received& m);
+  void CatchUp(const Encoded& enc, Round& round, Replica& r, Epoch from, Epoch to);
+  void Settle(const SealedEpoch& e, const std::vector<Round>& rounds);
+  void Retain(const SealedEpoch& e);
+  const Retained* FindRetained(Epoch epoch) const;
+  Status FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
+  std::string Describe() const;
+
+  zmq::context_t ctx_;  // first member: outlives every socket
+  std::string name_;
+  HeapId heap_id_ = 0;
+  ReplicaClientOptions options_;
+  std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  uint64_t claimant_[2] = {0, 0};
+  Term term_ = 0;
+  ImageInfo image_;                     // guarded by: Persist's caller
+  std::atomic<Epoch> durable_{0};       // image_.epoch, for ReadRun
+  uint64_t next_request_id_ = 0;
+  uint64_t max_frame_pages_ = wire::kMaxPagesPerMessage;  // lowered by the replicas' manifests
+  std::deque<std::unique_ptr<Retained>> retained_;  // ascending epochs
+  uint64_t retained_bytes_ = 0;
+};
+
+}  // namespace pheap

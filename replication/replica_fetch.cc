@@ -1,0 +1,118 @@
+// The replica client as a PageSource: demand fetches (FETCH) from the
+// replicas, on connections of their own, checked page by page.
+#include <xxhash.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "replication/replica_client.h"
+#include "replication/replica_internal.h"
+#include "replication/wire.h"
+
+namespace pheap {
+
+namespace {
+
+// A replica whose fetch failed is asked last for this long.
+constexpr int64_t kAvoidMs = 5000;
+
+}  // namespace
+
+Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  const Epoch want = durable_.load(std::memory_order_acquire);
+  const int64_t now = NowMs();
+  // Placement order, those known to hold `want` and not failing lately first.
+  // Ranks are read once: other threads change them while we sort.
+  std::vector<size_t> order(replicas_.size());
+  std::vector<int> rank(replicas_.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Replica& r = *replicas_[i];
+    order[i] = i;
+    rank[i] = (r.avoid_until_ms.load(std::memory_order_relaxed) > now ? 2 : 0) + (r.durable.load() < want ? 1 : 0);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rank[a] < rank[b]; });
+
+  std::string why;
+  bool damaged = false;
+  for (size_t i : order) {
+    Replica& r = *replicas_[i];
+    Status s = FetchFrom(r, want, first, count, out, present);
+    if (s.ok()) return s;
+    r.avoid_until_ms.store(NowMs() + kAvoidMs, std::memory_order_relaxed);
+    damaged |= s.code() == Status::Code::kCorruption;
+    why += fmt::format("; {}: {}", r.endpoint, s.message());
+  }
+  std::string text = fmt::format("heap '{}': pages [{}, {}) of epoch {}: no replica served them{}", name_, first,
+                                 first + count, want, why);
+  return damaged ? Status::Corruption(std::move(text)) : Status::Timeout(std::move(text));
+}
+
+Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  std::unique_ptr<PeerChannel> ch;
+  {
+    std::lock_guard l(r.fetch_mu);
+    if (!r.fetch_pool.empty()) {
+      ch = std::move(r.fetch_pool.back());
+      r.fetch_pool.pop_back();
+    }
+  }
+  if (!ch) {
+    auto dialed = DialReplica(ctx_, r.endpoint, options_.keys);
+    if (!dialed.ok()) return dialed.status();
+    ch = std::move(dialed.value());
+  }
+  // A reader wants exactly its epoch. The writer asks for whatever is
+  // durable (epoch 0): a replica may already hold the epoch being persisted,
+  // and a page not resident in the writer's region is the same in both.
+  const Epoch ask = options_.claim ? 0 : want;
+  auto reply = ch->Call(wire::EncodeFetch(ch->NextRequestId(), heap_id_, ask, first, count), options_.fetch_timeout);
+  // A connection that timed out may still carry the request: dropped.
+  if (!reply.ok()) return reply.status();
+  auto give_back = [&] {
+    std::lock_guard l(r.fetch_mu);
+    r.fetch_pool.push_back(std::move(ch));
+  };
+  const Received& m = **reply;
+  if (Status e = ErrorStatus(m); !e.ok()) {
+    give_back();
+    return e;
+  }
+  const auto* fr = std::get_if<wire::FetchReply>(&m.msg.body);
+  if (fr == nullptr || fr->first != first || fr->count != count) {
+    give_back();
+    return Status::InvalidArgument(fmt::format("answered FETCH with {} for another run", wire::TypeName(m.msg.header.type)));
+  }
+  const Epoch served = m.msg.header.epoch;
+  if (served > r.durable.load()) r.durable.store(served);
+  if (served < want) {
+    give_back();
+    return Status::NotFound(fmt::format("serves epoch {}, behind the durable epoch {}", served, want));
+  }
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint8_t* dst = out + uint64_t{i} * kPageSize;
+    if (!fr->present(i)) {
+      std::memset(dst, 0, kPageSize);
+      continue;
+    }
+    const uint8_t* src = fr->data + uint64_t{k} * kPageSize;
+    if (XXH3_64bits(src, kPageSize) != fr->checksum(k)) {
+      give_back();
+      return Status::Corruption(fmt::format("page {} arrived damaged (XXH3 mismatch)", first + i));
+    }
+    std::memcpy(dst, src, kPageSize);
+    ++k;
+  }
+  if (present != nullptr) {
+    const uint32_t words = (count + 63) / 64;
+    std::memset(present, 0, words * sizeof(uint64_t));
+    for (uint32_t i = 0; i < count; ++i)
+      if (fr->present(i)) present[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  give_back();
+  return Status::Ok();
+}
+
+}  // namespace pheap

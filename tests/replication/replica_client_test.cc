@@ -1,0 +1,218 @@
+// The replica client against three real peer processes (test_peer):
+// shipping to a quorum, a killed or stopped replica, no quorum, catching up
+// a replica that missed epochs, term fencing between two writers, and
+// recovery that reads back exactly the last durable epoch, failing over
+// from a killed replica and from a damaged page.
+#include "replication/replica_client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "replica_test_util.h"
+
+namespace pheap {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::DamageStoredPage;
+using testing::kBase;
+using testing::kSize;
+using testing::MakeEpoch;
+using testing::Oracle;
+using testing::Range;
+
+using ReplicaClientTest = testing::ReplicaFixture;
+
+TEST_F(ReplicaClientTest, QuorumSurvivesOneLossFailsOnTwoAndCatchesUp) {
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->image().epoch, 0u);
+  EXPECT_EQ(c->term(), 1u);
+  ASSERT_EQ(c->replicas().size(), 3u);
+  for (const ReplicaState& st : c->state()) EXPECT_TRUE(st.answered) << st.endpoint;
+  Oracle oracle;
+  ShipFirstEpochs(*c, &oracle);
+  for (const auto& ep : endpoints_) EXPECT_EQ(DurableAt(ep), 3) << ep;
+
+  const int first = IndexOf(c->replicas()[0]);
+  const int second = IndexOf(c->replicas()[1]);
+  const int third = IndexOf(c->replicas()[2]);
+  peers_[first]->Signal(SIGKILL);
+  auto e4 = MakeEpoch(4, {7, 8, 9, 1000}, 1501, {}, &oracle);
+  Status s = c->Persist(e4.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(DurableAt(endpoints_[second]), 4);
+  EXPECT_EQ(DurableAt(endpoints_[third]), 4);
+
+  peers_[second]->Signal(SIGKILL);
+  auto e5 = MakeEpoch(5, Range(10, 40), 1501, {}, &oracle);
+  s = c->Persist(e5.sealed);
+  ASSERT_EQ(s.code(), Status::Code::kTimeout) << s.ToString();
+  EXPECT_NE(s.message().find("1 of 3 replicas"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("2 needed"), std::string::npos) << s.message();
+  EXPECT_EQ(c->image().epoch, 4u);
+
+  // The first replica comes back holding epoch 3: epoch 4 (kept because it
+  // missed it) and then 5 reach it, and the retried commit makes a quorum.
+  StartPeer(first);
+  s = c->Persist(e5.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c->image().epoch, 5u);
+  EXPECT_EQ(DurableAt(endpoints_[first]), 5);
+  EXPECT_EQ(DurableAt(endpoints_[third]), 5);
+  EXPECT_EQ(c->state()[0].durable, 5u);
+  EXPECT_EQ(c->state()[1].durable, 4u);
+
+  // A reader elsewhere recovers exactly epoch 5 from the two live replicas.
+  c.reset();
+  auto reader = Open(Options(/*claim=*/false));
+  ASSERT_TRUE(reader);
+  EXPECT_EQ(reader->image().epoch, 5u);
+  EXPECT_EQ(reader->image().hwm, 1501u);
+  EXPECT_EQ(reader->image().base, kBase);
+  EXPECT_EQ(reader->image().size, kSize);
+  VerifyImage(*reader, 1501, oracle);
+}
+
+TEST_F(ReplicaClientTest, StoppedReplicaDoesNotHoldTheQuorum) {
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  Oracle oracle;
+  const int stopped = IndexOf(c->replicas()[1]);
+  kill(peers_[stopped]->pid(), SIGSTOP);
+  auto e1 = MakeEpoch(1, Range(0, 300), 300, {}, &oracle);
+  Status s = c->Persist(e1.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto e2 = MakeEpoch(2, Range(100, 130), 300, {}, &oracle);
+  s = c->Persist(e2.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (int i = 0; i < kPeers; ++i) {
+    if (i != stopped) {
+      EXPECT_EQ(DurableAt(endpoints_[i]), 2);
+    }
+  }
+  kill(peers_[stopped]->pid(), SIGCONT);
+  // Resumed, it is caught up from the kept copies of the epochs it missed.
+  // Its first answer may come after a commit reached its quorum (then it is
+  // not waited for), so it has a few commits to get there.
+  Epoch e = 2;
+  std::vector<testing::TestEpoch> more;
+  while (DurableAt(endpoints_[stopped]) != static_cast<int64_t>(e) && e < 8) {
+    ++e;
+    more.push_back(MakeEpoch(e, {3, 100 + e}, 300, {}, &oracle));
+    s = c->Persist(more.back().sealed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  for (int i = 0; i < kPeers; ++i) EXPECT_EQ(DurableAt(endpoints_[i]), static_cast<int64_t>(e)) << endpoints_[i];
+  VerifyImage(*c, 300, oracle);
+}
+
+TEST_F(ReplicaClientTest, NewerWriterSupersedesTheOld) {
+  auto a = Open(Options());
+  ASSERT_TRUE(a);
+  Oracle oracle;
+  auto e1 = MakeEpoch(1, {1, 2, 3}, 16, {}, &oracle);
+  ASSERT_TRUE(a->Persist(e1.sealed).ok());
+  auto b = Open(Options());
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->term(), 2u);
+  EXPECT_EQ(b->image().epoch, 1u);
+  auto e2 = MakeEpoch(2, {4}, 16, {}, &oracle);
+  Status s = a->Persist(e2.sealed);
+  ASSERT_EQ(s.code(), Status::Code::kSuperseded) << s.ToString();
+  EXPECT_NE(s.message().find("term 2"), std::string::npos) << s.message();
+  s = b->Persist(e2.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  // A reader cannot persist.
+  auto r = Open(Options(/*claim=*/false));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Persist(e2.sealed).code(), Status::Code::kInvalidArgument);
+}
+
+TEST_F(ReplicaClientTest, RecoveryReadsTheLastEpochAndFailsOver) {
+  Oracle oracle;
+  {
+    auto w = Open(Options(/*claim=*/true, /*quorum=*/3));  // every replica holds every epoch
+    ASSERT_TRUE(w);
+    ShipFirstEpochs(*w, &oracle);
+  }
+  auto reader = Open(Options(/*claim=*/false));
+  ASSERT_TRUE(reader);
+  ASSERT_EQ(reader->image().epoch, 3u);
+  VerifyImage(*reader, 1501, oracle);
+
+  // A damaged page on the replica asked first is served by another.
+  const int first = IndexOf(reader->replicas()[0]);
+  peers_[first]->Signal(SIGTERM);
+  ASSERT_TRUE(DamageStoredPage(dirs_[first], 599, 2));
+  StartPeer(first);
+  VerifyImage(*reader, 1501, oracle);
+
+  // Killed, it is passed over after its fetch times out.
+  peers_[first]->Signal(SIGKILL);
+  VerifyImage(*reader, 1501, oracle);
+}
+
+TEST_F(ReplicaClientTest, FetchesRunBesideShipping) {
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  Oracle oracle;
+  ShipFirstEpochs(*c, &oracle);
+  // Readers of pages [0, 600) while the writer commits pages at 1000 and up.
+  const Oracle low = oracle;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      while (!done.load()) VerifyImage(*c, 600, low);
+    });
+  }
+  for (Epoch e = 4; e < 12; ++e) {
+    auto sealed = MakeEpoch(e, Range(1000, 1000 + 8 * e), 1501, {}, &oracle);
+    Status s = c->Persist(sealed.sealed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  done = true;
+  for (auto& t : readers) t.join();
+  VerifyImage(*c, 1501, oracle);
+}
+
+TEST_F(ReplicaClientTest, ReplicaBehindWhatIsRetainedDoesNotCount) {
+  auto o = Options();
+  o.retain_max = 0;  // keep no copies: a replica that misses an epoch stays behind
+  auto c = Open(o);
+  ASSERT_TRUE(c);
+  Oracle oracle;
+  const int behind = IndexOf(c->replicas()[2]);
+  peers_[behind]->Signal(SIGKILL);
+  auto e1 = MakeEpoch(1, Range(0, 20), 32, {}, &oracle);
+  ASSERT_TRUE(c->Persist(e1.sealed).ok());
+  StartPeer(behind);
+  auto e2 = MakeEpoch(2, {1}, 32, {}, &oracle);
+  Status s = c->Persist(e2.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(DurableAt(endpoints_[behind]), 0);
+  // With another replica gone the quorum is out of reach, and the error
+  // says why the one left behind does not count.
+  peers_[IndexOf(c->replicas()[0])]->Signal(SIGKILL);
+  auto e3 = MakeEpoch(3, {2}, 32, {}, &oracle);
+  s = c->Persist(e3.sealed);
+  ASSERT_EQ(s.code(), Status::Code::kTimeout);
+  EXPECT_NE(s.message().find("cannot catch it up"), std::string::npos) << s.message();
+}
+
+TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
+  peers_[0]->Signal(SIGKILL);
+  peers_[1]->Signal(SIGKILL);
+  auto o = Options();
+  o.timeout = 600ms;
+  auto c = ReplicaClient::Open(kHeap, o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Status::Code::kTimeout);
+  EXPECT_NE(c.status().message().find("1 of 3 replicas answered HELLO"), std::string::npos) << c.status().message();
+}
+
+}  // namespace
+}  // namespace pheap
