@@ -27,16 +27,8 @@ class TempDir : public pheaptest::TempDir {
  public:
   TempDir() : pheaptest::TempDir("pheap-peer") {}
 };
+using pheaptest::FillPage;
 using pheaptest::Mix;
-
-// The bytes epoch `e` writes to page `pgno`.
-inline void FillPage(uint8_t* out, Pgno pgno, Epoch e) {
-  uint64_t s = Mix(pgno * 1000003 + e);
-  for (size_t i = 0; i < kPageSize; i += 8) {
-    s = Mix(s);
-    std::memcpy(out + i, &s, 8);
-  }
-}
 
 inline std::string SelfDir() {
   return std::filesystem::read_symlink("/proc/self/exe").parent_path().string();

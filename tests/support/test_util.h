@@ -1,5 +1,5 @@
 // Small things every test folder needs: a temporary directory removed
-// afterwards, and a 64-bit mixer for deterministic content. In namespace
+// afterwards, a 64-bit mixer and deterministic page content. In namespace
 // pheaptest (not pheap) so tests of the C interface, where `pheap` is a type,
 // can use them too.
 #pragma once
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <system_error>
@@ -40,6 +41,15 @@ inline uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
+}
+
+// Deterministic content: the 4 KiB that epoch `e` writes to page `pgno`.
+inline void FillPage(uint8_t* out, uint64_t pgno, uint64_t e) {
+  uint64_t s = Mix(pgno * 1000003 + e);
+  for (size_t i = 0; i < 4096; i += 8) {
+    s = Mix(s);
+    std::memcpy(out + i, &s, 8);
+  }
 }
 
 }  // namespace pheaptest
