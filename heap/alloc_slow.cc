@@ -73,10 +73,9 @@ bool AllFree(const PageDesc* pg) {
 // --- thread heaps ---------------------------------------------------------
 
 ThreadHeap* Allocator::CurrentHeap() {
-  TlsBinding& t = tls_binding;
-  if (t.owner == id_) return t.heap == &overflow_binding_heap_ ? nullptr : t.heap;
+  if (tls_binding.owner == id_) return tls_binding.heap == &overflow_binding_heap_ ? nullptr : tls_binding.heap;
   if (auto* b = static_cast<HeapBinding*>(pthread_getspecific(key_))) {
-    t = {id_, b->heap};
+    tls_binding = {id_, b->heap};
     return b->heap;
   }
   unsigned slot = 0;
@@ -93,13 +92,13 @@ ThreadHeap* Allocator::CurrentHeap() {
     }
   }
   if (slot == 0) {  // table full: share heap 0 under overflow_mu_
-    t = {id_, &overflow_binding_heap_};
+    tls_binding = {id_, &overflow_binding_heap_};
     return nullptr;
   }
   bindings_[slot] = {this, &hdr_->heaps[slot]};
   pthread_setspecific(key_, &bindings_[slot]);
-  t = {id_, &hdr_->heaps[slot]};
-  return t.heap;
+  tls_binding = {id_, &hdr_->heaps[slot]};
+  return tls_binding.heap;
 }
 
 void Allocator::ThreadExit(void* arg) {

@@ -40,9 +40,8 @@ Allocator::~Allocator() { Detach(); }
 // --- fast paths -----------------------------------------------------------
 
 void* Allocator::Malloc(size_t n) {
-  TlsBinding& t = tls_binding;
-  if (PHEAP_LIKELY(t.owner == fast_id_ && n <= kSmallMax)) {
-    PageDesc* pg = t.heap->direct[BinOf(n)];
+  if (PHEAP_LIKELY(tls_binding.owner == fast_id_ && n <= kSmallMax)) {
+    PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
     Block* b = pg->free;
     if (PHEAP_LIKELY(b != nullptr)) {
       pg->free = b->next;
@@ -68,13 +67,12 @@ void Allocator::FreeImpl(void* p, uint64_t token) {
     return FreeLarge(pg, p);
   }
   Block* b = static_cast<Block*>(p);
-  TlsBinding& t = tls_binding;
-  if (PHEAP_LIKELY(pg->heap.load(std::memory_order_relaxed) == t.heap && t.owner == token)) {
+  if (PHEAP_LIKELY(pg->heap.load(std::memory_order_relaxed) == tls_binding.heap && tls_binding.owner == token)) {
     b->next = pg->free;
     pg->free = b;
     uint32_t used = pg->used.load(std::memory_order_relaxed) - 1;
     pg->used.store(used, std::memory_order_relaxed);
-    if (PHEAP_UNLIKELY(used == 0)) PageEmptied(t.heap, pg);
+    if (PHEAP_UNLIKELY(used == 0)) PageEmptied(tls_binding.heap, pg);
     return;
   }
   // Not the owner: one CAS onto the thread-free list; the owner (or whoever

@@ -18,6 +18,16 @@
 #include "pager/pager_impl.h"
 #include "pager/safepoint.h"
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+#define PHEAP_TSAN_IGNORE_READS_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define PHEAP_TSAN_IGNORE_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define PHEAP_TSAN_IGNORE_READS_BEGIN() ((void)0)
+#define PHEAP_TSAN_IGNORE_READS_END() ((void)0)
+#endif
+
 namespace pheap {
 namespace {
 
@@ -101,7 +111,12 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   StagingBuffer* buf = staging->get();
   if (options_.precopy && tracker_->TakesWhileRunning()) {
     PHEAP_RETURN_IF_ERROR(TakeIntoCarry());
+    // These reads race the program's writes by design: every page written
+    // after TakeIntoCarry protected it is taken and copied again inside the
+    // pause. Tell ThreadSanitizer so; the copy inside the pause stays checked.
+    PHEAP_TSAN_IGNORE_READS_BEGIN();
     CopyCarried(buf, 0);
+    PHEAP_TSAN_IGNORE_READS_END();
   }
   const uint64_t precopied = buf->count();
   Safepoint sp;

@@ -67,6 +67,13 @@ uint64_t CheckHeap(pheap* h, uint64_t seed, int kill) {
 }
 
 TEST(HeapCrashOracle, SigkillAtRandomInstants) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer holds back a signal sent to a thread blocked in
+  // pthread_mutex_lock until the lock returns; this worker commits while
+  // holding the lock its mutators wait for, so under TSan the commit's
+  // safepoint would wait forever. The release and ASan builds run this test.
+  GTEST_SKIP() << "ThreadSanitizer defers signals to threads blocked on a mutex";
+#endif
   uint64_t seed = std::random_device{}();
   if (const char* s = std::getenv("PHEAP_CRASH_SEED")) seed = std::strtoull(s, nullptr, 0);
   int kills = g_kills;

@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
       }
     });
   }
-  for (;;) {
-    usleep(static_cast<useconds_t>(500 + Mix(g_state->ops) % 3000));
+  for (uint64_t round = 0;; ++round) {
+    usleep(static_cast<useconds_t>(500 + Mix(seed ^ round) % 3000));
     pthread_mutex_lock(&g_mu);
     uint64_t ops = g_state->ops;
     Ack("committing", ops);
