@@ -164,14 +164,18 @@ void PersistentHeap::BackgroundCommits(uint64_t period_ms) {
   }
 }
 
-Status PersistentHeap::Close() {
-  if (closed_) return Status::Ok();
+void PersistentHeap::StopBackgroundCommits() {
   {
     std::lock_guard<std::mutex> l(stop_mu_);
     stop_ = true;
   }
   stop_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
+}
+
+Status PersistentHeap::Close() {
+  if (closed_) return Status::Ok();
+  StopBackgroundCommits();
   auto r = Commit();
   Unregister();
   alloc_.Detach();
@@ -182,12 +186,7 @@ Status PersistentHeap::Close() {
 
 PersistentHeap::~PersistentHeap() {
   if (closed_) return;
-  {
-    std::lock_guard<std::mutex> l(stop_mu_);
-    stop_ = true;
-  }
-  stop_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();
+  StopBackgroundCommits();
   Unregister();
   if (alloc_.attached()) alloc_.Detach();
 }

@@ -80,6 +80,7 @@ class PersistentHeap final : private ArenaHooks {
   Status Discard(void* addr, size_t len) override { return engine_->Discard(addr, len); }
   Status FormatOrCheckSuperblock(const HeapOptions& options);
   void BackgroundCommits(uint64_t period_ms);
+  void StopBackgroundCommits();  // idempotent
   void Register();
   void Unregister();
 
