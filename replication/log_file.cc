@@ -69,6 +69,7 @@ class Scanner {
   Status Run() {
     const ImageInfo& base = out_->info.base_image;
     compaction_ = out_->info.kind == FileKind::kCompaction;
+    install_ = out_->info.kind == FileKind::kInstall;
     pages_limit_ = base.size / kPageSize;
     uint64_t off = kBlockSize;
     out_->end = off;
@@ -113,8 +114,13 @@ class Scanner {
   std::string TakeEntries(const EntryBlock& b, uint64_t off) {
     if (!Intact(b)) return "entry block fails its checksum";
     if (b.count == 0 || b.count > kEntriesPerBlock) return fmt::format("entry block holds {} entries", b.count);
-    if (b.epoch != Expected())
+    // An install file's blocks carry the epoch each page was read at, in
+    // any order; its closing record must be at least as new as all of them.
+    if (install_) {
+      max_label_ = std::max(max_label_, b.epoch);
+    } else if (b.epoch != Expected()) {
       return fmt::format("entry block of epoch {} where epoch {} was due", b.epoch, Expected());
+    }
     switch (static_cast<EntryKind>(b.kind)) {
       case EntryKind::kPages:
         for (uint32_t i = 0; i < b.count; ++i) {
@@ -143,10 +149,11 @@ class Scanner {
 
   std::string TakeCommit(const CommitBlock& c) {
     if (!Intact(c)) return "commit record fails its checksum";
-    CommitKind want = compaction_ ? CommitKind::kCompaction : CommitKind::kEpoch;
+    CommitKind want = compaction_ ? CommitKind::kCompaction : install_ ? CommitKind::kInstall : CommitKind::kEpoch;
     if (c.kind != static_cast<uint32_t>(want)) return fmt::format("commit record of kind {} in this file", c.kind);
-    if (c.epoch != Expected())
-      return fmt::format("commit record of epoch {} where epoch {} was due", c.epoch, Expected());
+    if (install_ ? c.epoch < max_label_ : c.epoch != Expected())
+      return fmt::format("commit record of epoch {} where epoch {} was due", c.epoch,
+                         install_ ? max_label_ : Expected());
     if (c.first_offset != group_start_ || c.page_count != pending_.pages.size() ||
         c.trim_count != pending_.trims.size() || c.source_count != pending_.sources.size())
       return fmt::format("commit record of epoch {} does not match the blocks before it", c.epoch);
@@ -155,7 +162,7 @@ class Scanner {
     pending_.kind = want;
     pending_.image = ImageInfo{out_->info.base_image.heap_id, c.epoch, c.term, c.base, c.size, c.hwm};
     out_->groups.push_back(std::move(pending_));
-    if (compaction_) out_->closed = true;
+    if (compaction_ || install_) out_->closed = true;
     return {};
   }
 
@@ -179,7 +186,7 @@ class Scanner {
   // died. An intact commit record two or more epochs on means the damage is
   // inside the durable log instead. Returns that epoch, or 0.
   Epoch LaterCommit(uint64_t off) {
-    if (compaction_) return 0;
+    if (compaction_ || install_) return 0;
     constexpr size_t kChunk = 256;  // blocks per read
     auto buf = std::make_unique<CommitBlock[]>(kChunk);
     const Epoch beyond = out_->last_epoch() + 2;
@@ -203,6 +210,8 @@ class Scanner {
   CorruptionReporter* reporter_;
   ScannedFile* out_;
   bool compaction_ = false;
+  bool install_ = false;
+  Epoch max_label_ = 0;  // install files: newest page label so far
   uint64_t pages_limit_ = 0;
   uint64_t group_start_ = 0;
   ScannedGroup pending_;
@@ -238,7 +247,8 @@ Status ScanLogFile(int fd, const std::string& path, uint64_t number, HeapId heap
                     "the directory holds another heap's store; move it away or open that heap",
                     path, other, h->heap_id, heap_id));
   }
-  if (h->kind != static_cast<uint32_t>(FileKind::kWriter) && h->kind != static_cast<uint32_t>(FileKind::kCompaction))
+  if (h->kind != static_cast<uint32_t>(FileKind::kWriter) && h->kind != static_cast<uint32_t>(FileKind::kCompaction) &&
+      h->kind != static_cast<uint32_t>(FileKind::kInstall))
     return bad(fmt::format("header has unknown file kind {}", h->kind));
   out->info.number = number;
   out->info.kind = static_cast<FileKind>(h->kind);
@@ -323,21 +333,28 @@ void GroupWriter::AddSource(const SourceEntry& s) {
   ++sources_;
 }
 
+CommitBlock MakeCommitBlock(CommitKind kind, const ImageInfo& image, uint64_t first_offset, uint64_t pages,
+                            uint64_t trims, uint64_t sources) {
+  CommitBlock c;
+  std::memset(&c, 0, sizeof(c));
+  c.magic = kCommitMagic;
+  c.kind = static_cast<uint32_t>(kind);
+  c.epoch = image.epoch;
+  c.term = image.term;
+  c.base = image.base;
+  c.size = image.size;
+  c.hwm = image.hwm;
+  c.page_count = pages;
+  c.trim_count = trims;
+  c.source_count = sources;
+  c.first_offset = first_offset;
+  Seal(&c);
+  return c;
+}
+
 void GroupWriter::Commit(CommitKind kind, const ImageInfo& image) {
   CloseBlock();
-  std::memset(&commit_, 0, sizeof(commit_));
-  commit_.magic = kCommitMagic;
-  commit_.kind = static_cast<uint32_t>(kind);
-  commit_.epoch = image.epoch;
-  commit_.term = image.term;
-  commit_.base = image.base;
-  commit_.size = image.size;
-  commit_.hwm = image.hwm;
-  commit_.page_count = pages_;
-  commit_.trim_count = trims_;
-  commit_.source_count = sources_;
-  commit_.first_offset = start_;
-  Seal(&commit_);
+  commit_ = MakeCommitBlock(kind, image, start_, pages_, trims_, sources_);
   iov_.push_back({&commit_, kBlockSize});
   pos_ += kBlockSize;
 }

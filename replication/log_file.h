@@ -117,6 +117,11 @@ class GroupWriter {
   std::vector<iovec> iov_;
 };
 
+// A sealed commit record closing the group that began at `first_offset`
+// with the given entry counts.
+logfmt::CommitBlock MakeCommitBlock(logfmt::CommitKind kind, const ImageInfo& image, uint64_t first_offset,
+                                    uint64_t pages, uint64_t trims, uint64_t sources);
+
 // The header block of a new log file.
 logfmt::FileHeader MakeFileHeader(const std::string& name, const LogFileInfo& info);
 

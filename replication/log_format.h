@@ -37,6 +37,8 @@ inline constexpr uint64_t kCommitMagic = 0x54494d4d4f434850ull;  // "PHCOMMIT"
 enum class FileKind : uint32_t {
   kWriter = 1,      // appended by a writer session, epoch after epoch
   kCompaction = 2,  // live pages copied out of older files, closed once
+  kInstall = 3,     // a whole image fetched from elsewhere into an empty
+                    // store (recovery from replicas), closed once
 };
 
 // Any block, as raw bytes.
@@ -106,6 +108,7 @@ struct EntryBlock {
 enum class CommitKind : uint32_t {
   kEpoch = 1,       // makes `epoch` durable
   kCompaction = 2,  // closes a compaction file; image is the one it preserved
+  kInstall = 3,     // closes an install file; makes its image durable
 };
 
 struct CommitBlock {

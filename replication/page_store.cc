@@ -61,6 +61,8 @@ Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* pr
   return impl_->ReadRun(first, count, out, present);
 }
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
+Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallPages(part); }
+Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
 Status PageStore::Compact() { return impl_->Compact(); }
 Status PageStore::Verify(CorruptionReporter* reporter) { return impl_->Verify(reporter); }
 PageStoreStats PageStore::stats() const { return impl_->stats(); }

@@ -82,6 +82,18 @@ class PageStore final : public PageSource, public EpochSink {
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
   Status Persist(const SealedEpoch& e) override;
 
+  // Installing a whole image read from elsewhere into an empty store
+  // (recovery from replicas into a new directory), while the heap runs.
+  // InstallPages appends part.pages, labelled part.image.epoch (the epoch
+  // they were read at), and part.discarded, to an install file; none of it
+  // is visible until InstallCommit makes `image` the durable image, each
+  // page at its newest label (a later part wins a tie). A crash before
+  // InstallCommit leaves the store as it was, empty.
+  // REQUIRES: image().epoch == 0; every label <= the installed image's
+  // epoch; one caller at a time, and not concurrently with Persist.
+  Status InstallPages(const SealedEpoch& part);
+  Status InstallCommit(const ImageInfo& image);
+
   // Rewrites the live pages of sealed log files whose live fraction is below
   // options.compact_live_ratio into a new log file, syncs it, then deletes
   // them. A crash at any instant leaves the newest durable image whole.

@@ -53,6 +53,8 @@ class PageStore::Impl {
   const std::string& path() const { return path_; }
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
   Status Persist(const SealedEpoch& e);
+  Status InstallPages(const SealedEpoch& part);  // store_install.cc
+  Status InstallCommit(const ImageInfo& image);
   Status Compact();
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
@@ -93,6 +95,12 @@ class PageStore::Impl {
   ImageInfo image_;
   std::vector<Slot> index_;  // by pgno; pgno >= size() is absent
   std::map<uint32_t, std::unique_ptr<LogFile>> files_;
+
+  // An install in progress (store_install.cc): its file and the index it
+  // will publish.
+  std::unique_ptr<LogFile> install_;
+  std::vector<Slot> install_index_;
+  uint64_t install_pages_ = 0, install_trims_ = 0;
 };
 
 }  // namespace pheap

@@ -135,11 +135,17 @@ Status Recovery::CheckDamage() {
   return Status::Ok();
 }
 
-// An unclosed compaction never happened; a closed one replaces its sources,
-// which a crash may have left behind. Builds the chain of writer files.
+// An unclosed compaction or install never happened; a closed compaction
+// replaces its sources, which a crash may have left behind. Builds the chain
+// of writer and install files.
 void Recovery::SettleCompactions() {
   for (auto it = scanned_.begin(); it != scanned_.end();) {
     const auto& [number, sf] = *it++;
+    if (sf.info.kind == FileKind::kInstall) {
+      // A finished install holds a whole image: the chain starts over there.
+      if (!sf.closed) Drop(number, "install of an image that did not finish", true);
+      continue;
+    }
     if (sf.info.kind != FileKind::kCompaction) continue;
     if (!sf.closed) {
       Drop(number, "compaction that did not finish", true);
@@ -152,7 +158,7 @@ void Recovery::SettleCompactions() {
   for (const auto& [number, link] : chain_)
     if (scanned_.count(number) != 0) Drop(number, "already compacted", true);
   for (const auto& [number, sf] : scanned_)
-    if (sf.info.kind == FileKind::kWriter)
+    if (sf.info.kind == FileKind::kWriter || sf.info.kind == FileKind::kInstall)
       chain_[number] = {sf.info.base_image.epoch, sf.last_epoch(), fmt::format("{} offset {}", sf.path, sf.end)};
 }
 
