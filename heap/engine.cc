@@ -1,17 +1,26 @@
 #include "heap/engine.h"
 
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/os.h"
+#include "replication/curve_auth.h"
+#include "replication/replica_client.h"
+#include "replication/replica_composite.h"
 
 namespace pheap {
 
 const std::vector<std::string>& Engine::ConfigKeys() {
-  static const std::vector<std::string> kKeys = {
-      "dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
-      "staging_max", "salvage", "log_file_size"};
+  static const std::vector<std::string> kKeys = [] {
+    std::vector<std::string> k = {"dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
+                                  "staging_max", "salvage", "log_file_size", "keys", "replica_timeout_ms",
+                                  "restore"};
+    for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
+    return k;
+  }();
   return kKeys;
 }
 
@@ -49,6 +58,17 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto log_size = config.GetSize("log_file_size", o.store.log_file_bytes);
   if (!log_size.ok()) return log_size.status();
   o.store.log_file_bytes = *log_size;
+  auto replication = ReplicationFromConfig(config);
+  if (!replication.ok()) return replication.status();
+  o.replication = std::move(*replication);
+  o.keys_dir = config.GetOr("keys", "");
+  auto timeout = config.GetU64("replica_timeout_ms", o.replica_timeout_ms);
+  if (!timeout.ok()) return timeout.status();
+  if (*timeout == 0) return Status::InvalidArgument("config replica_timeout_ms=0: give a timeout in milliseconds");
+  o.replica_timeout_ms = *timeout;
+  auto restore = config.GetBool("restore", true);
+  if (!restore.ok()) return restore.status();
+  o.restore = *restore;
   return o;
 }
 
@@ -104,16 +124,82 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
   std::unique_ptr<Engine> e(new Engine());
   e->name_ = name;
   e->store_ = std::move(*store);
-  auto pager = Pager::Open(image, e->store_.get(), e->store_.get(), options.pager);
+  PageSource* source = e->store_.get();
+  EpochSink* sink = e->store_.get();
+  if (!options.replication.peers.empty()) {
+    PHEAP_RETURN_IF_ERROR(e->OpenReplicas(name, options, so));
+    source = e->pages_.get();
+    sink = e->pages_.get();
+    const ImageInfo newest = e->pages_->image();
+    if (newest.epoch > image.epoch) {
+      image = newest;
+      if (size > image.size) image.size = size;
+    }
+  }
+  auto pager = Pager::Open(image, source, sink, options.pager);
   if (!pager.ok()) return pager.status().Annotate(fmt::format("opening heap '{}'", name));
   e->pager_ = std::move(*pager);
+  if (e->pages_ && !e->pages_->local_in_use() && options.restore) {
+    const bool show = options.restore_progress && ::isatty(2) == 1;
+    const std::string heap = name;
+    e->pages_->StartRestore([show, heap](uint64_t done, uint64_t total) {
+      if (show)
+        fmt::print(stderr, "\rpheap: restoring heap '{}' from its replicas: {} of {} MiB{}", heap,
+                   done * kPageSize >> 20, total * kPageSize >> 20, done == total ? "\n" : "");
+    });
+    PHEAP_LOG_INFO("heap '{}': restoring the local store from the replicas in the background", name);
+  }
   PHEAP_LOG_INFO("heap '{}' open at {:#x} size {:#x}, epoch {}, tracking {}", name, image.base,
                  image.size, image.epoch, TrackingModeName(e->pager_->mode()));
   return e;
 }
 
+Status Engine::OpenReplicas(const std::string& name, const EngineOptions& options, const PageStoreOptions& so) {
+  ReplicaClientOptions ro;
+  ro.replication = options.replication;
+  ro.timeout = std::chrono::milliseconds(options.replica_timeout_ms);
+  if (!options.keys_dir.empty()) {
+    auto keys = LoadClientKeys(options.keys_dir);
+    if (!keys.ok()) return keys.status().Annotate(fmt::format("heap '{}': reading the CURVE keys", name));
+    ro.keys = std::move(*keys);
+  } else {
+    for (const auto& ep : options.replication.peers)
+      if (!IsLoopbackEndpoint(ep))
+        return Status::InvalidArgument(fmt::format(
+            "heap '{}': peer {} is not on loopback and no keys are configured: its pages would travel in the "
+            "clear; give keys=DIR (made by pheap keygen)",
+            name, ep));
+  }
+  auto client = ReplicaClient::Open(name, ro);
+  if (!client.ok()) return client.status().Annotate(fmt::format("opening heap '{}' on its replicas", name));
+  client_ = std::move(*client);
+
+  // A local store behind the replicas cannot take their newer epochs one by
+  // one; it is set aside (never deleted: it holds committed data) and the
+  // image restored into an empty one.
+  const Epoch here = store_->image().epoch, there = client_->image().epoch;
+  if (here != 0 && here < there) {
+    const std::string path = store_->path();
+    const std::string aside = fmt::format("{}.stale-epoch-{}", path, here);
+    store_.reset();
+    if (int r = os().rename(path.c_str(), aside.c_str()); r < 0)
+      return Status::FromErrno(fmt::format("heap '{}': setting the stale local store {} aside as {}", name, path,
+                                           aside),
+                               -r);
+    PHEAP_LOG_WARN("heap '{}': the local store held epoch {}, its replicas epoch {}: set it aside as {}", name, here,
+                   there, aside);
+    auto fresh = PageStore::Open(options.dir, name, so);
+    if (!fresh.ok()) return fresh.status().Annotate(fmt::format("opening heap '{}'", name));
+    store_ = std::move(*fresh);
+  }
+  pages_ = std::make_unique<ReplicatedPages>(store_.get(), client_.get());
+  return Status::Ok();
+}
+
 Engine::~Engine() {
   pager_.reset();
+  pages_.reset();
+  client_.reset();
   store_.reset();
 }
 

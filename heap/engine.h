@@ -15,8 +15,12 @@
 #include "base/status.h"
 #include "pager/pager.h"
 #include "replication/page_store.h"
+#include "replication/placement.h"
 
 namespace pheap {
+
+class ReplicaClient;
+class ReplicatedPages;
 
 struct EngineOptions {
   std::string dir = "./.pheap";  // the heap's files live in dir/NAME/
@@ -25,6 +29,12 @@ struct EngineOptions {
   bool salvage = false;          // accept falling back past mid-log corruption
   PagerOptions pager;
   PageStoreOptions store;
+  // Replication (no peers: the local store alone).
+  ReplicationConfig replication;
+  std::string keys_dir;          // CURVE keys (pheap keygen); required for non-loopback peers
+  uint64_t replica_timeout_ms = 5000;  // a commit or open without a quorum fails after this
+  bool restore = true;           // an empty dir takes the replicas' image in the background
+  bool restore_progress = true;  // show the restore's progress on stderr when it is a terminal
 };
 
 class Engine {
@@ -32,7 +42,8 @@ class Engine {
   // The config keys the engine reads (see README "Configuration").
   static const std::vector<std::string>& ConfigKeys();
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
-  // staging_max, salvage, log_file_size. Bad values are errors naming the key.
+  // staging_max, salvage, log_file_size, peers, replicas, quorum, keys,
+  // replica_timeout_ms, restore. Bad values are errors naming the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.
   static uint64_t DefaultBase(const std::string& name);
@@ -40,6 +51,10 @@ class Engine {
   // Opens or creates heap `name`. Errors name the heap and say what to do:
   // a bad name, size 0 or beyond the address space, an unwritable dir, a
   // store held by another process, a newer store format, a taken range.
+  // With peers, it also claims the heap's term from its replica set (a
+  // majority must answer) and opens the newest durable image of the local
+  // store and the replicas. A local store behind the replicas is set aside
+  // (renamed NAME.stale-epoch-N) and the image restored into an empty one.
   static Result<std::unique_ptr<Engine>> Open(const std::string& name, const EngineOptions& options);
   ~Engine();  // uncommitted writes are lost; the caller commits first
   Engine(const Engine&) = delete;
@@ -57,12 +72,19 @@ class Engine {
 
   Pager& pager() { return *pager_; }
   PageStore& store() { return *store_; }
+  // Null when the heap has no peers.
+  ReplicaClient* replicas() { return client_.get(); }
+  ReplicatedPages* replicated() { return pages_.get(); }
 
  private:
   Engine() = default;
+  Status OpenReplicas(const std::string& name, const EngineOptions& options, const PageStoreOptions& so);
   std::string name_;
-  // Declared so the pager (whose fault threads read the store) dies first.
+  // Declared so the pager (whose fault threads read the store and the
+  // replicas) dies first, then the restore, then what it reads.
   std::unique_ptr<PageStore> store_;
+  std::unique_ptr<ReplicaClient> client_;
+  std::unique_ptr<ReplicatedPages> pages_;
   std::unique_ptr<Pager> pager_;
 };
 

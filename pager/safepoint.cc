@@ -1,5 +1,7 @@
 #include "pager/safepoint.h"
 
+#include <algorithm>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -154,6 +156,26 @@ bool BlocksAllSignals(pid_t tid) {
   return __builtin_popcountll(mask) >= 60;
 }
 
+// Service threads seen before (ZeroMQ's I/O threads block every signal for
+// their whole life): excused at the first look in later pauses, after their
+// mask is read again, instead of after the long wait. Written by the pausing
+// thread only.
+constexpr int kMaxServices = 16;
+pid_t g_services[kMaxServices];
+int g_nservices = 0;
+
+bool IsKnownService(pid_t tid) {
+  return std::find(g_services, g_services + g_nservices, tid) != g_services + g_nservices;
+}
+
+// Returns true when `tid` is new to the list.
+bool RememberService(pid_t tid) {
+  if (IsKnownService(tid)) return false;
+  g_services[g_nservices++ % kMaxServices] = tid;
+  g_nservices = std::min(g_nservices, kMaxServices);
+  return true;
+}
+
 // Signalled threads that will not arrive: gone (exited first), kernel
 // workers, and, once `long_wait` is true, service threads that block every
 // signal (see pager.h). Only threads not yet arrived are looked at, so a
@@ -166,10 +188,9 @@ uint32_t CountExcused(bool long_wait) {
     bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
     if (gone || IsKernelWorker(tid)) {
       ++excused;
-    } else if (long_wait && BlocksAllSignals(tid)) {
-      static std::atomic<pid_t> warned{0};
-      if (warned.exchange(tid) != tid)
-        PHEAP_LOG_WARN("commit safepoint: thread {} blocks every signal; committing without pausing it",
+    } else if ((long_wait || IsKnownService(tid)) && BlocksAllSignals(tid)) {
+      if (RememberService(tid))
+        PHEAP_LOG_INFO("commit safepoint: thread {} blocks every signal; commits go on without pausing it",
                        static_cast<int>(tid));
       ++excused;
     }

@@ -1,5 +1,8 @@
 #include "replication/peer_channel.h"
 
+#include <algorithm>
+#include <cerrno>
+
 #include <fmt/format.h>
 
 #include <span>
@@ -61,14 +64,28 @@ Status PeerChannel::SendFrames(const std::vector<std::string>& frames) {
 }
 
 Result<std::unique_ptr<Received>> PeerChannel::Receive(std::chrono::milliseconds timeout) {
-  zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, timeout) <= 0) return Status::Timeout(fmt::format("no message from the peer within {} ms", timeout.count()));
+  // Any thread may fetch, and a signal (a commit's safepoint, the program's
+  // own) interrupts the wait: it goes on until the deadline.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto r = std::make_unique<Received>();
-  do {
-    zmq::message_t m;
-    if (!sock_.recv(m, zmq::recv_flags::dontwait)) break;
-    r->frames.push_back(std::move(m));
-  } while (r->frames.back().more());
+  try {
+    for (;;) {
+      zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      int n = zmq_poll(&item, 1, std::max<long>(0, left.count()));
+      if (n > 0) break;
+      if (n == 0 || zmq_errno() != EINTR || left.count() <= 0)
+        return Status::Timeout(fmt::format("no message from the peer within {} ms", timeout.count()));
+    }
+    do {
+      zmq::message_t m;
+      if (!sock_.recv(m, zmq::recv_flags::dontwait)) break;
+      r->frames.push_back(std::move(m));
+    } while (r->frames.back().more());
+  } catch (const zmq::error_t& e) {
+    return Status::IoError(fmt::format("receiving from the peer: {}", e.what()), e.num());
+  }
+  if (r->frames.empty()) return Status::Timeout("no message from the peer");
   // Views are taken only now that the frames have their final place.
   std::vector<std::span<const uint8_t>> spans;
   for (const auto& f : r->frames) spans.emplace_back(static_cast<const uint8_t*>(f.data()), f.size());

@@ -1,19 +1,21 @@
 #include "replication/replica_composite.h"
 
-#include <thread>
+#include <cstdlib>
+#include <cstring>
 
 #include "base/log.h"
 
 namespace pheap {
 
-ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote) : local_(local), remote_(remote) {
+ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
+    : local_(local), remote_(remote), durable_(remote->image()) {
   if (local_ == nullptr) return;
   const Epoch here = local_->image().epoch;
   const Epoch there = remote_->image().epoch;
   local_current_ = here >= there;
   if (here < there)
-    PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas epoch {}: it is left out, and the heap is "
-                   "durable on its replicas alone",
+    PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas epoch {}: the heap is durable on its "
+                   "replicas alone until the local store has taken their image",
                    here, there);
   else if (here > there)
     PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas only epoch {}: commits will fail until the "
@@ -21,10 +23,15 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote) : loca
                    here, there, here);
 }
 
-ImageInfo ReplicatedPages::image() const { return local_current_ ? local_->image() : remote_->image(); }
+ReplicatedPages::~ReplicatedPages() {
+  stop_.store(true, std::memory_order_release);
+  if (restorer_.joinable()) restorer_.join();
+}
+
+ImageInfo ReplicatedPages::image() const { return local_in_use() ? local_->image() : remote_->image(); }
 
 Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
-  if (local_current_) {
+  if (local_in_use()) {
     Status s = local_->ReadRun(first, count, out, present);
     if (s.code() != Status::Code::kCorruption) return s;
     PHEAP_LOG_WARN("{}; reading pages [{}, {}) from the replicas", s.message(), first, first + count);
@@ -34,16 +41,116 @@ Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64
 
 Status ReplicatedPages::Persist(const SealedEpoch& e) {
   const Epoch epoch = e.image.epoch;
+  const bool restoring = this->restoring();
+  if (restoring) {
+    std::lock_guard lock(mu_);
+    in_flight_ = true;
+  }
   Status local_status, remote_status;
   // The local fdatasync overlaps the shipping; e.data stays valid until both
   // are done.
   std::thread local_thread;
-  if (local_current_ && local_->image().epoch < epoch)
+  if (local_in_use() && local_->image().epoch < epoch)
     local_thread = std::thread([&] { local_status = local_->Persist(e); });
   if (remote_->image().epoch < epoch) remote_status = remote_->Persist(e);
   if (local_thread.joinable()) local_thread.join();
+  if (restoring) {
+    std::lock_guard lock(mu_);
+    in_flight_ = false;
+    if (!remote_status.ok()) {
+      failed_ = true;  // the replicas may hold part of an epoch that is not durable
+    } else if (this->restoring()) {
+      durable_ = e.image;
+      // The install takes this epoch's pages, labelled with it, so they win
+      // over anything fetched before.
+      Status s = local_->InstallPages(e);
+      if (!s.ok()) {
+        PHEAP_LOG_WARN("restoring the local store: {}; the heap stays durable on its replicas alone", s.ToString());
+        stop_.store(true, std::memory_order_release);
+        restoring_.store(false, std::memory_order_release);
+      } else {
+        failed_ = false;
+        MaybeFinishRestore(e.image);
+      }
+    }
+  }
   if (!local_status.ok()) return local_status.Annotate("local store");
   return remote_status;
+}
+
+void ReplicatedPages::StartRestore(Progress progress) {
+  if (local_ == nullptr || local_in_use() || local_->image().epoch != 0) return;
+  restoring_.store(true, std::memory_order_release);
+  restorer_ = std::thread([this, p = std::move(progress)]() mutable { RestoreLoop(std::move(p)); });
+}
+
+void ReplicatedPages::RestoreLoop(Progress progress) {
+  constexpr uint32_t kRun = 256;  // 1 MiB per fetch
+  const Pgno hwm = [&] {
+    std::lock_guard lock(mu_);
+    return durable_.hwm;
+  }();
+  progress_ = std::move(progress);
+  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, kRun * kPageSize));
+  uint64_t present[(kRun + 63) / 64];
+  for (Pgno first = 0; first < hwm && !stop_.load(std::memory_order_acquire);) {
+    const uint32_t count = static_cast<uint32_t>(std::min<Pgno>(kRun, hwm - first));
+    SealedEpoch part;
+    {
+      std::lock_guard lock(mu_);
+      part.image = durable_;  // the label: what was durable before the read
+    }
+    Status s = remote_->ReadRun(first, count, buf, present);
+    if (!s.ok()) {
+      // Faults fail over on their own; the restore just tries again later.
+      PHEAP_LOG_WARN("restoring the local store: pages [{}, {}): {}; retrying", first, first + count, s.ToString());
+      for (int i = 0; i < 20 && !stop_.load(std::memory_order_acquire); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    // Keep only the pages that hold data, packed at the front.
+    for (uint32_t i = 0; i < count; ++i) {
+      if (((present[i / 64] >> (i % 64)) & 1) == 0) continue;
+      if (part.pages.size() != i)
+        std::memcpy(buf + part.pages.size() * kPageSize, buf + uint64_t{i} * kPageSize, kPageSize);
+      part.pages.push_back(first + i);
+    }
+    part.data = buf;
+    {
+      std::lock_guard lock(mu_);
+      if (!restoring()) break;
+      s = local_->InstallPages(part);
+    }
+    if (!s.ok()) {
+      PHEAP_LOG_WARN("restoring the local store: {}; the heap stays durable on its replicas alone", s.ToString());
+      restoring_.store(false, std::memory_order_release);
+      break;
+    }
+    first += count;
+    if (progress_) progress_(first, hwm);
+  }
+  std::free(buf);
+  std::lock_guard lock(mu_);
+  if (stop_.load(std::memory_order_acquire) || !restoring()) return;
+  fetched_all_ = true;
+  // Nothing in flight and no epoch half-shipped: what was fetched is no newer
+  // than the durable image, so the install can close now. Else the next
+  // successful commit closes it.
+  if (!in_flight_ && !failed_) MaybeFinishRestore(durable_);
+}
+
+void ReplicatedPages::MaybeFinishRestore(const ImageInfo& image) {
+  if (!fetched_all_ || image.epoch == 0) return;
+  Status s = local_->InstallCommit(image);
+  restoring_.store(false, std::memory_order_release);
+  if (!s.ok()) {
+    PHEAP_LOG_WARN("restoring the local store: {}; the heap stays durable on its replicas alone", s.ToString());
+    return;
+  }
+  local_current_.store(true, std::memory_order_release);
+  PHEAP_LOG_INFO("local store restored from the replicas at epoch {}; it takes part from epoch {} on", image.epoch,
+                 image.epoch + 1);
+  if (progress_) progress_(image.hwm, image.hwm);
 }
 
 }  // namespace pheap

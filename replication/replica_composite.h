@@ -14,16 +14,22 @@
 // committed).
 //
 // The local store takes only the epoch after its own durable one. When it
-// is behind the replicas at open (recovery into an empty or stale
-// directory) it is left out of Persist and the heap is durable on the
-// replicas alone, which is logged: installing a whole image at an epoch is
-// a store operation that does not exist yet. When it is ahead of the
+// is empty and the replicas hold the heap (recovery into a new directory)
+// it is left out of Persist and ReadRun at first, and Restore copies the
+// replicas' image into it in the background (PageStore::InstallPages): the
+// pages of each epoch committed meanwhile go into the install too, and the
+// install is closed at a durable epoch, once no epoch is in flight; from
+// then on the local store takes part. When the local store is ahead of the
 // replicas (a crash after the local fdatasync, before the quorum), the
 // replicas cannot be brought forward by protocol version 1: the heap opens
 // from the local image and Persist fails naming the replicas' state.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "base/page_io.h"
 #include "base/status.h"
@@ -37,21 +43,49 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   // `local` may be null (no local store). Both must outlive this object.
   // REQUIRES: remote was opened to write (claim) if Persist will be called.
   ReplicatedPages(PageStore* local, ReplicaClient* remote);
+  ~ReplicatedPages() override;  // stops a restore; what it wrote is not used
   ReplicatedPages(const ReplicatedPages&) = delete;
   ReplicatedPages& operator=(const ReplicatedPages&) = delete;
 
   // The image to open the region with: the newer of the two.
   ImageInfo image() const;
   // Whether the local store takes part in Persist and ReadRun.
-  bool local_in_use() const { return local_current_; }
+  bool local_in_use() const { return local_current_.load(std::memory_order_acquire); }
+
+  // Progress of a restore: pages of the image read so far, of `total`.
+  using Progress = std::function<void(uint64_t done, uint64_t total)>;
+  // Starts copying the replicas' image into the (empty) local store on a
+  // thread of its own; `progress` is called from it after each run and once
+  // more when the local store takes part. Does nothing when the local store
+  // is already in use or there is none. REQUIRES: called once.
+  void StartRestore(Progress progress);
+  // Whether a restore is still running (or waits for a quiet moment to close).
+  bool restoring() const { return restoring_.load(std::memory_order_acquire); }
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
   Status Persist(const SealedEpoch& e) override;
 
  private:
+  void RestoreLoop(Progress progress);
+  // Closes the install at `image` if the whole image was read.
+  // REQUIRES: mu_ held; no epoch in flight.
+  void MaybeFinishRestore(const ImageInfo& image);
+
   PageStore* local_;
   ReplicaClient* remote_;
-  bool local_current_ = false;
+  std::atomic<bool> local_current_{false};
+
+  // Restore state. mu_ orders the install's writes: the fetched runs, the
+  // epochs committed meanwhile, and the closing record.
+  std::mutex mu_;
+  std::atomic<bool> restoring_{false};
+  std::atomic<bool> stop_{false};
+  bool fetched_all_ = false;   // guarded by mu_
+  bool in_flight_ = false;     // guarded by mu_: an epoch is being shipped
+  bool failed_ = false;        // guarded by mu_: the last shipping failed
+  ImageInfo durable_;          // guarded by mu_: the replicas' durable image
+  Progress progress_;
+  std::thread restorer_;
 };
 
 }  // namespace pheap

@@ -1,0 +1,164 @@
+// The engine with peers: commits reach the replicas, a heap opened by name on
+// an empty directory comes back from them (faulting lazily, then restored
+// into the local store in the background), and a stale local store is set
+// aside rather than mixed with newer epochs.
+#include <filesystem>
+
+#include "heap/engine.h"
+#include "peer_test_util.h"
+#include "replication/replica_composite.h"
+
+namespace pheap::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr Pgno kPages = 600;  // more than one restore run
+
+class EngineReplicated : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 0; i < 3; ++i) {
+      endpoints_.push_back("ipc://" + tmp_.path() + "/peer" + std::to_string(i) + ".sock");
+      peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i)});
+    }
+  }
+
+  EngineOptions Options(const std::string& dir, bool with_peers = true) {
+    EngineOptions o;
+    o.dir = dir;
+    o.size = uint64_t{64} << 20;
+    if (with_peers) {
+      auto r = ResolveReplication(endpoints_, 3, 2);
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      o.replication = *r;
+    }
+    o.restore_progress = false;
+    return o;
+  }
+
+  std::unique_ptr<Engine> Open(const std::string& name, const EngineOptions& o) {
+    auto e = Engine::Open(name, o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? std::move(*e) : nullptr;
+  }
+
+  // Page p holds the byte (p + round) in every word-sized slot.
+  static void Write(Engine& e, Pgno first, Pgno end, uint8_t round) {
+    for (Pgno p = first; p < end; ++p)
+      std::memset(static_cast<uint8_t*>(e.base()) + p * kPageSize, static_cast<uint8_t>(p + round), kPageSize);
+  }
+  static ::testing::AssertionResult Holds(Engine& e, Pgno first, Pgno end, uint8_t round) {
+    for (Pgno p = first; p < end; ++p) {
+      const uint8_t* page = static_cast<uint8_t*>(e.base()) + p * kPageSize;
+      for (size_t i = 0; i < kPageSize; i += 512)
+        if (page[i] != static_cast<uint8_t>(p + round))
+          return ::testing::AssertionFailure()
+                 << "page " << p << " byte " << i << " is " << int(page[i]) << ", want " << int(uint8_t(p + round));
+    }
+    return ::testing::AssertionSuccess();
+  }
+  static bool WaitRestored(Engine& e) {
+    for (int i = 0; i < 400 && e.replicated()->restoring(); ++i) std::this_thread::sleep_for(25ms);
+    return !e.replicated()->restoring() && e.replicated()->local_in_use();
+  }
+
+  TempDir tmp_;
+  std::vector<std::string> endpoints_;
+  PeerProcess peers_[3];
+};
+
+TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-empty", Options(a));
+    ASSERT_TRUE(e);
+    ASSERT_NE(e->replicas(), nullptr);
+    Write(*e, 0, kPages, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    Write(*e, 100, 200, 2);
+    auto c = e->Commit();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(*c, 2u);
+  }
+  {
+    // The machine is gone: a new directory, the same name and peers.
+    auto e = Open("rep-empty", Options(b));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 2u);
+    EXPECT_TRUE(Holds(*e, 0, 100, 1));
+    EXPECT_TRUE(Holds(*e, 100, 200, 2));
+    EXPECT_TRUE(Holds(*e, 200, kPages, 1));
+    // A commit while the restore may still run goes into the install too.
+    Write(*e, 300, 320, 3);
+    auto c = e->Commit();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    ASSERT_TRUE(WaitRestored(*e)) << "the local store never took the replicas' image";
+    Write(*e, 500, 510, 4);
+    ASSERT_TRUE(e->Commit().ok());
+    EXPECT_EQ(e->store().image().epoch, e->durable_epoch()) << "the local store takes part after the restore";
+  }
+  // The local store alone now holds the whole heap.
+  auto e = Open("rep-empty", Options(b, /*with_peers=*/false));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 4u);
+  EXPECT_TRUE(Holds(*e, 0, 100, 1));
+  EXPECT_TRUE(Holds(*e, 100, 200, 2));
+  EXPECT_TRUE(Holds(*e, 200, 300, 1));
+  EXPECT_TRUE(Holds(*e, 300, 320, 3));
+  EXPECT_TRUE(Holds(*e, 320, 500, 1));
+  EXPECT_TRUE(Holds(*e, 500, 510, 4));
+  EXPECT_TRUE(Holds(*e, 510, kPages, 1));
+}
+
+TEST_F(EngineReplicated, StaleLocalStoreIsSetAside) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-stale", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  {
+    auto e = Open("rep-stale", Options(b));
+    ASSERT_TRUE(e);
+    Write(*e, 10, 20, 2);
+    ASSERT_TRUE(e->Commit().ok());
+    EXPECT_EQ(e->durable_epoch(), 2u);
+  }
+  auto e = Open("rep-stale", Options(a));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 2u);
+  EXPECT_TRUE(std::filesystem::exists(a + "/rep-stale.stale-epoch-1")) << "the old store is kept, not deleted";
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+  EXPECT_TRUE(Holds(*e, 20, 50, 1));
+  EXPECT_TRUE(WaitRestored(*e));
+}
+
+TEST_F(EngineReplicated, NonLoopbackPeerWithoutKeysIsRefused) {
+  EngineOptions o = Options(tmp_.path() + "/c");
+  auto r = ResolveReplication({"tcp://192.0.2.1:7400"}, 1, 1);
+  ASSERT_TRUE(r.ok());
+  o.replication = *r;
+  auto e = Engine::Open("rep-keys", o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("keys=DIR"), std::string::npos) << e.status().ToString();
+}
+
+TEST_F(EngineReplicated, ConfigKeysReachTheOptions) {
+  auto cfg = Config::Parse("peers=ipc:///x,ipc:///y,ipc:///z;quorum=3;replica_timeout_ms=700", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  auto o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->replication.peers.size(), 3u);
+  EXPECT_EQ(o->replication.replicas, 3u);
+  EXPECT_EQ(o->replication.quorum, 3u);
+  EXPECT_EQ(o->replica_timeout_ms, 700u);
+  auto bad = Config::Parse("quorum=2", Engine::ConfigKeys());
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(Engine::OptionsFromConfig(*bad).ok()) << "a quorum without peers is an error";
+}
+
+}  // namespace
+}  // namespace pheap::testing
