@@ -13,7 +13,11 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
   const Epoch here = local_->image().epoch;
   const Epoch there = remote_->image().epoch;
   local_current_ = here >= there;
-  if (here < there)
+  if (here == 0 && there > 0)
+    PHEAP_LOG_INFO("local store of the heap is empty, its replicas hold epoch {}: the heap is durable on its "
+                   "replicas alone until the local store has taken their image",
+                   there);
+  else if (here < there)
     PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas epoch {}: the heap is durable on its "
                    "replicas alone until the local store has taken their image",
                    here, there);
