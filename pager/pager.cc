@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -187,12 +188,6 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   return fut;
 }
 
-void Pager::Impl::Requeue(Job* j) {
-  for (Pgno p : j->epoch.pages) carry_->Set(p);
-  std::lock_guard lk(discard_mu_);
-  pending_discards_.insert(pending_discards_.begin(), j->epoch.discarded.begin(), j->epoch.discarded.end());
-}
-
 void Pager::Impl::CommitterLoop() {
   std::unique_lock lk(q_mu_);
   for (;;) {
@@ -201,39 +196,44 @@ void Pager::Impl::CommitterLoop() {
     Job* j = queue_.front().get();
     lk.unlock();
     Status st = sink_->Persist(j->epoch);
-    // A failed epoch takes the queued later ones with it: their numbers are
-    // no longer next. All their pages go back into the next cut, which holds
-    // cut_mu_ so no cut is half-way while the numbering resets.
-    std::unique_lock cut_lk(cut_mu_, std::defer_lock);
-    if (!st.ok()) cut_lk.lock();
     lk.lock();
-    std::deque<std::unique_ptr<Job>> done;
-    done.push_back(std::move(queue_.front()));
-    queue_.pop_front();
     if (!st.ok()) {
-      while (!queue_.empty()) { done.push_back(std::move(queue_.front())); queue_.pop_front(); }
-      next_epoch_ = durable_.load() + 1;
-    }
-    for (auto& d : done) staged_bytes_ -= d->staging->bytes();
-    lk.unlock();
-    for (size_t i = 0; i < done.size(); ++i) {
-      Job& d = *done[i];
-      const Epoch e = d.epoch.image.epoch;
-      if (st.ok()) {
-        durable_.store(e, std::memory_order_release);
-        commits_.fetch_add(1, std::memory_order_relaxed);
-        d.done.set_value(e);
-      } else {
-        Requeue(&d);
-        PHEAP_LOG_ERROR("epoch {} not durable: {}; its pages go into the next commit", e, st.ToString());
-        d.done.set_value(i == 0 ? st : st.Annotate(fmt::format("epoch {} failed before epoch {}", e - i, e)));
+      // The failed epoch may be durable on part of the sink already (some
+      // replicas took it): its number must never name other contents. It
+      // stays queued, unchanged, ahead of the cuts after it, and is
+      // persisted again on the next commit or after a pause; their callers
+      // learn of the failure now.
+      const Epoch e = j->epoch.image.epoch;
+      PHEAP_LOG_ERROR("epoch {} not durable: {}; it will be persisted again, unchanged, before later epochs", e,
+                      st.ToString());
+      for (auto& q : queue_) {
+        if (q->answered) continue;
+        q->answered = true;
+        const Epoch qe = q->epoch.image.epoch;
+        q->done.set_value(qe == e ? st : st.Annotate(fmt::format("epoch {} failed before epoch {}", e, qe)));
       }
-      staging_pool_->Put(std::move(d.staging), options_.staging_max);
+      if (stopping_) {  // closing: what is not durable now is lost
+        for (auto& q : queue_) staged_bytes_ -= q->staging->bytes();
+        queue_.clear();
+        break;
+      }
+      const size_t queued = queue_.size();
+      q_cv_.wait_for(lk, std::chrono::milliseconds(200), [&] { return stopping_ || queue_.size() != queued; });
+      continue;
     }
-    if (cut_lk.owns_lock()) cut_lk.unlock();
+    std::unique_ptr<Job> d = std::move(queue_.front());
+    queue_.pop_front();
+    staged_bytes_ -= d->staging->bytes();
+    lk.unlock();
+    const Epoch e = d->epoch.image.epoch;
+    durable_.store(e, std::memory_order_release);
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    if (!d->answered) d->done.set_value(e);
+    staging_pool_->Put(std::move(d->staging), options_.staging_max);
     q_cv_.notify_all();
     lk.lock();
   }
+  q_cv_.notify_all();
 }
 
 Status Pager::Impl::Discard(void* addr, uint64_t len) {

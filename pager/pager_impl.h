@@ -52,6 +52,7 @@ class Pager::Impl {
     SealedEpoch epoch;
     std::unique_ptr<StagingBuffer> staging;
     std::promise<Result<Epoch>> done;
+    bool answered = false;  // done is set (a failed epoch stays queued); guarded by q_mu_
   };
 
   Status OpenUffd(bool* absent);
@@ -68,7 +69,6 @@ class Pager::Impl {
   Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
   void CommitterLoop();
   // Persist failed: the pages and discards of `j` go back to be retried.
-  void Requeue(Job* j);
 
   std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
   std::unique_ptr<PageBitmap> installed_;  // over [0, hwm)
@@ -76,7 +76,7 @@ class Pager::Impl {
   std::unique_ptr<DirtyTracker> tracker_;
   std::unique_ptr<FaultService> faults_;
   // Pages that belong in the next cut whatever the tracker says: filled by
-  // the cut from the tracker, and by a failed Persist with its pages.
+  // the cut from the tracker, and by a cut that failed half-way.
   std::unique_ptr<PageBitmap> carry_;
   std::unique_ptr<StagingPool> staging_pool_;
 

@@ -36,6 +36,7 @@ class FakeStore : public PageSource, public EpochSink {
   }
   void Corrupt(Pgno p) { std::lock_guard lk(mu_); corrupt_.insert(p); }
   void FailPersists(int n) { std::lock_guard lk(mu_); fail_persists_ = n; }
+  std::vector<std::pair<Epoch, std::vector<Pgno>>> attempts() const { std::lock_guard lk(mu_); return attempts_; }
   // Called under the store's lock after each epoch is applied.
   void OnPersist(std::function<void(const SealedEpoch&, const FakeStore&)> fn) { on_persist_ = std::move(fn); }
 
@@ -76,6 +77,7 @@ class FakeStore : public PageSource, public EpochSink {
 
   Status Persist(const SealedEpoch& e) override {
     std::lock_guard lk(mu_);
+    attempts_.emplace_back(e.image.epoch, e.pages);
     if (fail_persists_ > 0) {
       --fail_persists_;
       return Status::IoError("fake store: injected Persist failure", EIO);
@@ -107,6 +109,7 @@ class FakeStore : public PageSource, public EpochSink {
   std::map<Pgno, Page> pages_;
   std::set<Pgno> corrupt_;
   int fail_persists_ = 0;
+  std::vector<std::pair<Epoch, std::vector<Pgno>>> attempts_;  // every Persist call: epoch, pages
   uint64_t read_runs_ = 0;
   std::vector<Pgno> last_pages_;
   std::vector<Run> last_discarded_;
