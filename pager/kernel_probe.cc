@@ -103,15 +103,9 @@ const KernelFeatures& CachedKernelFeatures() {
   return k;
 }
 
-// sync-wp is out of service: under the SIGKILL crash test
-// (tests/engine/crash_test.cc) a commit in this mode now and then missed one
-// write to a page, so an image was not a single instant. Until that is found
-// it is never chosen and cannot be forced; auto falls through to mprotect.
-constexpr bool kSyncWpInService = false;
-
 Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested) {
   const bool async_ok = k.userfaultfd && k.wp && k.wp_async && k.pagemap_scan;
-  const bool sync_ok = kSyncWpInService && k.userfaultfd && k.wp;
+  const bool sync_ok = k.userfaultfd && k.wp;
   switch (requested) {
     case TrackingMode::kAuto:
       return async_ok ? TrackingMode::kAsyncWp : sync_ok ? TrackingMode::kSyncWp : TrackingMode::kMprotect;
@@ -120,9 +114,6 @@ Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested)
       break;
     case TrackingMode::kSyncWp:
       if (sync_ok) return requested;
-      if (k.userfaultfd && k.wp)  // the kernel has it; this build does not offer it
-        return Status::Unsupported("tracking mode 'sync-wp' is out of service in this build: its commit "
-                                   "cut is not yet proven point-in-time; use auto, async-wp or mprotect");
       break;
     case TrackingMode::kMprotect:
       return requested;

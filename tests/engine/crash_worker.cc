@@ -61,7 +61,12 @@ int main(int argc, char** argv) {
     writers.emplace_back([&, t] {
       auto* a = reinterpret_cast<std::atomic<uint64_t>*>(Page(eng, layout.pair_a(t)));
       auto* b = reinterpret_cast<std::atomic<uint64_t>*>(Page(eng, layout.pair_b(t)));
-      uint64_t c = std::max(a->load(), b->load()) + 1;
+      // The image may hold this pair cut between its two stores (A = B + 1).
+      // Finish that pair first: storing a new A over it would make A = B + 2,
+      // an instant that really happens here but that the test calls torn.
+      uint64_t c = a->load();
+      if (b->load() != c) b->store(c, std::memory_order_release);
+      ++c;
       while (!stop.load(std::memory_order_relaxed)) {
         a->store(c, std::memory_order_release);
         b->store(c, std::memory_order_release);

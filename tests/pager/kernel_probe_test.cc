@@ -46,8 +46,8 @@ TEST(KernelProbe, ForcedModeTheKernelLacksIsUnsupported) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Status::Code::kUnsupported);
   EXPECT_NE(r.status().message().find("UFFD_FEATURE_WP_ASYNC"), std::string::npos) << r.status().message();
-  // sync-wp is out of service (kernel_probe.cc): auto falls through to mprotect.
-  EXPECT_EQ(*ChooseMode(old_kernel, TrackingMode::kAuto), TrackingMode::kMprotect);
+  EXPECT_EQ(*ChooseMode(old_kernel, TrackingMode::kAuto), TrackingMode::kSyncWp);
+  EXPECT_EQ(*ChooseMode(old_kernel, TrackingMode::kSyncWp), TrackingMode::kSyncWp);
 
   KernelFeatures none;
   none.why_not = "userfaultfd(2) and /dev/userfaultfd both refused: Operation not permitted";
