@@ -125,6 +125,18 @@ class Allocator {
   // abandoned or are released). The thread may allocate again afterwards.
   void ReleaseThreadHeap();
 
+  // fork() support (pthread_atfork order): ForkPrepare takes the allocator's
+  // process-local locks, so the child never inherits one held by a thread
+  // that does not exist there; ForkRelease drops them in parent and child.
+  void ForkPrepare() {
+    overflow_mu_.lock();  // the order AllocGeneric nests them in
+    mu_.lock();
+  }
+  void ForkRelease() {
+    mu_.unlock();
+    overflow_mu_.unlock();
+  }
+
  private:
   struct HeapBinding {
     Allocator* self;

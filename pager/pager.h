@@ -113,6 +113,13 @@ class Pager {
   // must not be paused by commits (a pheap-internal thread).
   static void ExemptCurrentThread();
 
+  // Makes every stored page resident (pager/pager_fork.cc). Called before
+  // fork(): a child does not inherit the userfaultfd registration, so a
+  // stored page it found absent would read as zeros there. Costs a read per
+  // page below the image's hwm, plus a fault for each one not yet resident.
+  // REQUIRES: not called from a fault-service thread.
+  void PopulateAll();
+
   class Impl;
 
  private:

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace pheap::tools {
 
@@ -9,5 +10,14 @@ namespace pheap::tools {
 int RunDemo(const std::string& dir, bool keep);
 // Prints what the store of heap `name` under `dir` holds.
 int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify);
+
+// `pheap run`: executes `command` under libpheap_preload.so; returns only
+// if it could not (126, or 127 when the program is not found).
+struct RunOptions {
+  std::string name, dir, peers;
+  long commit_ms = -1;  // < 0: the library's default
+  std::vector<std::string> command;
+};
+int RunPreloaded(const RunOptions& options);
 
 }  // namespace pheap::tools

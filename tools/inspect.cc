@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "preload/stats_reader.h"
 #include "replication/page_store.h"
 
 namespace pheap::tools {
@@ -36,6 +37,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   ImageInfo im = (*store)->image();
   PageStoreStats st = (*store)->stats();
   Status verified = verify ? (*store)->Verify(&reporter) : Status::Ok();
+  auto preload = ReadPreloadStats(**store);  // present if it ran under libpheap_preload.so
   if (json) {
     nlohmann::json j = {
         {"heap", name}, {"path", (*store)->path()}, {"heap_id", fmt::format("{:#018x}", im.heap_id)},
@@ -44,6 +46,10 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
         {"bytes_on_disk", st.bytes_on_disk}, {"live_pages", st.live_pages},
         {"compactions", st.compactions}};
     if (verify) j["verified"] = verified.ok();
+    if (preload.ok())
+      j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
+                      {"commit_ms", preload->commit_ms}, {"pause_p50_ns", preload->pause_p50_ns},
+                      {"pause_p99_ns", preload->pause_p99_ns}, {"pause_max_ns", preload->pause_max_ns}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("heap          {}\n", name);
@@ -54,6 +60,10 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     fmt::print("stored pages  {} live, high-water mark {} pages\n", st.live_pages, im.hwm);
     fmt::print("log files     {} ({:.1f} MiB on disk)\n", st.log_files, st.bytes_on_disk / 1048576.0);
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());
+    if (preload.ok())
+      fmt::print("preload       {} (pid {}): {} commits every {} ms, pause p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms\n",
+                 preload->program, preload->pid, preload->commits, preload->commit_ms, preload->pause_p50_ns / 1e6,
+                 preload->pause_p99_ns / 1e6, preload->pause_max_ns / 1e6);
   }
   return verified.ok() ? 0 : 2;
 }

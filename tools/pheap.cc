@@ -1,4 +1,4 @@
-// The `pheap` command: demo, inspect, peer, keygen.
+// The `pheap` command: demo, inspect, peer, keygen, run.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -41,7 +41,16 @@ int main(int argc, char** argv) {
   auto* keygen = app.add_subcommand("keygen", "make a CURVE key pair in DIR");
   keygen->add_option("dir", keygen_dir, "directory for peer.key and peer.pub")->required();
 
+  pheap::tools::RunOptions run_opts;
+  auto* run = app.add_subcommand("run", "run a program with its malloc/new on a persistent heap");
+  run->add_option("--name", run_opts.name, "heap name (default: PROGRAM-PID)");
+  run->add_option("--dir", run_opts.dir, "store directory (default: $PHEAP_DIR, else ./.pheap)");
+  run->add_option("--peers", run_opts.peers, "comma-separated peer endpoints");
+  run->add_option("--commit-ms", run_opts.commit_ms, "commit period in ms (default 1000; 0: only at exit)");
+  run->add_option("command", run_opts.command, "-- PROGRAM ARGS...")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);

@@ -1,0 +1,36 @@
+// glibc's own allocator, reached without dlsym and without naming a symbol
+// this library defines. The preload library interposes malloc and the
+// __libc_* aliases alike, so an ordinary reference to either would bind
+// back to it; instead the addresses are looked up in libc.so.6's dynamic
+// symbol table (dl_iterate_phdr + its GNU hash table), which allocates
+// nothing and so is safe from inside the first malloc call.
+#pragma once
+
+#include <malloc.h>
+#include <pthread.h>
+
+#include <cstddef>
+
+namespace pheap::preload {
+
+struct LibcAllocator {
+  void* (*malloc)(size_t);
+  void (*free)(void*);
+  void* (*calloc)(size_t, size_t);
+  void* (*realloc)(void*, size_t);
+  void* (*memalign)(size_t, size_t);
+  size_t (*malloc_usable_size)(void*);
+  int (*mallopt)(int, int);
+  int (*malloc_trim)(size_t);
+  struct mallinfo2 (*mallinfo2)();
+  void (*malloc_stats)();
+  int (*malloc_info)(int, FILE*);
+  int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+};
+
+// glibc's entry points, resolved on first use (thread-safe, idempotent).
+// Aborts with a message if libc.so.6 or one of them cannot be found: there
+// is no allocator to fall back to then.
+const LibcAllocator& Libc();
+
+}  // namespace pheap::preload

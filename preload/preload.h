@@ -1,0 +1,55 @@
+// The preload library's shared state: which allocator serves a call.
+//
+// Routing rule, applied by every interposed function (malloc_shim.cc):
+//   - the heap is not open (yet, or it failed to open): glibc;
+//   - the calling thread is inside pheap code or is one of pheap's own
+//     threads (t_bypass > 0): glibc, so pheap never allocates in the region
+//     it serves (a fault thread faulting on the region would wait for
+//     itself, and a commit must not take the allocator's lock while the
+//     program's threads, which may hold it, are paused);
+//   - otherwise: the persistent heap's allocator.
+// free/realloc/malloc_usable_size route by address instead: a pointer
+// inside the region belongs to the heap, any other to glibc (what the loader
+// and libraries allocated before the heap opened, and pheap's own memory).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "heap/allocator.h"
+
+namespace pheap::preload {
+
+// Published (release) once the heap is open; never cleared, so pointers
+// into the region stay valid until the process ends.
+extern std::atomic<Allocator*> g_alloc;
+extern std::atomic<uintptr_t> g_region_base;
+extern std::atomic<uintptr_t> g_region_size;
+
+// > 0 while the thread runs pheap code; 1 for good on pheap's threads.
+extern constinit thread_local int t_bypass;
+
+inline bool InRegion(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) - g_region_base.load(std::memory_order_relaxed) <
+         g_region_size.load(std::memory_order_relaxed);
+}
+
+// The allocator for a new block, or null for glibc.
+inline Allocator* Route() {
+  Allocator* a = g_alloc.load(std::memory_order_acquire);
+  return __builtin_expect(a != nullptr && t_bypass == 0, 1) ? a : nullptr;
+}
+
+// Marks the current scope as pheap code.
+class Bypass {
+ public:
+  Bypass() { ++t_bypass; }
+  ~Bypass() { --t_bypass; }
+  Bypass(const Bypass&) = delete;
+  Bypass& operator=(const Bypass&) = delete;
+};
+
+// The heap ran out of room for n bytes: glibc serves the block (warned once).
+void WarnRegionFull(size_t n);
+
+}  // namespace pheap::preload

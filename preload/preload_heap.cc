@@ -1,0 +1,318 @@
+// The preload library's life cycle: open the heap before main, commit it
+// periodically and at the end, and keep fork and pheap's own threads right.
+//
+//   - Open (constructor): heap PHEAP_NAME, else "<program>-<pid>"; every
+//     other setting from PHEAP_* (PersistentHeap::OptionsFromConfig). If
+//     PHEAP_NAME is held by another process (a program exec'd by the one
+//     that holds it inherits the environment), the heap is
+//     "<PHEAP_NAME>-<program>-<pid>". If the heap cannot be opened the
+//     program still runs, on glibc's malloc, after a one-line message naming
+//     the cause; PHEAP_REQUIRE=1 makes that an exit with status 70 instead.
+//   - Commits: a committer thread commits every PHEAP_COMMIT_MS (default
+//     1000; 0 leaves only the final commit), measuring each cut's pause.
+//     exit() and return from main commit a final epoch (atexit), and so
+//     does SIGTERM when the program left it at its default action (the
+//     handler wakes the committer, which commits and re-raises the signal).
+//   - fork: before it, every stored page is made resident (the child keeps
+//     the memory but not the userfaultfd registration) and the allocator's
+//     locks are taken. The child keeps allocating on its copy of the region
+//     but never commits: its writes never reach the parent's image, and
+//     pheap_default() is NULL there.
+//   - pthread_create: a thread created from pheap code is one of pheap's
+//     own (fault service, committers, ZeroMQ): it allocates from glibc.
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <string>
+
+#include "base/log.h"
+#include "heap/persistent_heap.h"
+#include "preload/libc_syms.h"
+#include "preload/preload.h"
+#include "preload/preload_stats.h"
+
+namespace pheap {
+void SetDefaultHeap(PersistentHeap* h);  // heap/c_api.cc
+}
+
+namespace pheap::preload {
+
+std::atomic<Allocator*> g_alloc{nullptr};
+std::atomic<uintptr_t> g_region_base{0};
+std::atomic<uintptr_t> g_region_size{0};
+constinit thread_local int t_bypass __attribute__((tls_model("initial-exec"))) = 0;
+
+void WarnRegionFull(size_t n) {
+  static std::atomic<bool> warned{false};
+  if (warned.exchange(true)) return;
+  Bypass b;
+  PHEAP_LOG_WARN("preload: the heap is full ({} bytes asked); glibc serves this and later blocks that do not fit, "
+                 "and they are not persistent: run with a larger PHEAP_SIZE",
+                 n);
+}
+
+namespace {
+
+constexpr uint32_t kWakeNone = 0, kWakeStop = 1, kWakeTerm = 2;
+constexpr size_t kMaxPauseSamples = 1 << 16;
+constexpr uint64_t kStagingKeep = uint64_t{8} << 20;
+
+PersistentHeap* g_heap = nullptr;
+PreloadStats* g_stats = nullptr;  // inside the region
+uint64_t g_commit_ms = 1000;
+bool g_child = false;             // this process is a fork child: never commit
+bool g_term_handler = false;      // ours is SIGTERM's handler
+pthread_t g_committer;
+bool g_committer_started = false;
+std::atomic<uint32_t> g_wake{kWakeNone};
+
+std::mutex g_commit_mu;           // one commit and stats update at a time
+bool g_final_done = false;
+uint64_t g_pauses[kMaxPauseSamples];  // ring of measured pauses, ns
+uint64_t g_npauses = 0;
+uint64_t g_max_pause = 0;
+
+long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
+}
+
+void Wake(uint32_t why) {
+  g_wake.store(why, std::memory_order_release);
+  Futex(&g_wake, FUTEX_WAKE_PRIVATE, 1, nullptr);
+}
+
+// p-th percentile (0..100) of the samples, by nth_element on a copy.
+uint64_t Percentile(double p) {
+  static uint64_t scratch[kMaxPauseSamples];
+  const size_t n = std::min<uint64_t>(g_npauses, kMaxPauseSamples);
+  if (n == 0) return 0;
+  std::copy(g_pauses, g_pauses + n, scratch);
+  size_t k = std::min(n - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(n)));
+  std::nth_element(scratch, scratch + k, scratch + n);
+  return scratch[k];
+}
+
+// REQUIRES: g_commit_mu held.
+void WriteStats() {
+  if (g_stats == nullptr) return;
+  PagerStats ps = g_heap->engine().pager().stats();
+  g_stats->pid = static_cast<uint32_t>(getpid());
+  g_stats->commits = g_npauses;
+  g_stats->commit_ms = g_commit_ms;
+  g_stats->pause_p50_ns = Percentile(50);
+  g_stats->pause_p99_ns = Percentile(99);
+  g_stats->pause_max_ns = g_max_pause;
+  g_stats->last_dirty_pages = ps.last_dirty_pages;
+  g_stats->paused_threads = ps.paused_threads;
+}
+
+// One commit with its pause recorded. `final`: the last one of the process.
+void CommitNow(bool final, const char* why) {
+  std::lock_guard<std::mutex> l(g_commit_mu);
+  if (g_final_done) return;
+  WriteStats();
+  auto r = g_heap->Commit();
+  if (r.ok()) {
+    uint64_t pause = g_heap->engine().pager().stats().last_pause_ns;
+    g_pauses[g_npauses++ % kMaxPauseSamples] = pause;
+    g_max_pause = std::max(g_max_pause, pause);
+  } else {
+    PHEAP_LOG_WARN("preload: heap '{}': {} commit failed: {}", g_heap->name(), why, r.status().ToString());
+  }
+  if (!final) return;
+  g_final_done = true;
+  PHEAP_LOG_INFO("preload: heap '{}': final commit ({}) at epoch {}; {} commits, pause p50 {} us, p99 {} us, "
+                 "max {} us",
+                 g_heap->name(), why, g_heap->durable_epoch(), g_npauses, Percentile(50) / 1000,
+                 Percentile(99) / 1000, g_max_pause / 1000);
+}
+
+// Commits every g_commit_ms (0: only the final commit).
+void* CommitterMain(void*) {
+  t_bypass = 1;
+  Pager::ExemptCurrentThread();
+  const timespec period{static_cast<time_t>(g_commit_ms / 1000), static_cast<long>(g_commit_ms % 1000) * 1000000};
+  for (;;) {
+    uint32_t w = g_wake.load(std::memory_order_acquire);
+    if (w == kWakeStop) return nullptr;
+    if (w == kWakeTerm) {
+      CommitNow(true, "SIGTERM");
+      signal(SIGTERM, SIG_DFL);
+      kill(getpid(), SIGTERM);
+      return nullptr;
+    }
+    long r = Futex(&g_wake, FUTEX_WAIT_PRIVATE, kWakeNone, g_commit_ms > 0 ? &period : nullptr);
+    if (r < 0 && errno == ETIMEDOUT) CommitNow(false, "periodic");
+  }
+}
+
+void OnSigterm(int) {
+  const int saved = errno;
+  Wake(kWakeTerm);
+  errno = saved;
+}
+
+void AtExit() {
+  if (g_child || g_heap == nullptr) return;
+  Bypass b;
+  if (g_committer_started) {
+    if (g_wake.load() != kWakeTerm) {
+      Wake(kWakeStop);
+      pthread_join(g_committer, nullptr);
+    }
+  }
+  CommitNow(true, "exit");
+}
+
+void ForkPrepare() {
+  if (g_heap == nullptr) return;
+  if (!g_child) {
+    Bypass b;
+    g_heap->engine().pager().PopulateAll();
+  }
+  g_heap->allocator().ForkPrepare();
+}
+
+void ForkParent() {
+  if (g_heap != nullptr) g_heap->allocator().ForkRelease();
+}
+
+void ForkChild() {
+  if (g_heap == nullptr) return;
+  g_heap->allocator().ForkRelease();
+  g_child = true;
+  g_committer_started = false;  // not in this process
+  SetDefaultHeap(nullptr);
+  if (g_term_handler) signal(SIGTERM, SIG_DFL);
+}
+
+std::string Sanitized(std::string s) {
+  for (char& c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) c = '_';
+  }
+  return s.substr(0, 48);
+}
+
+std::string ProgramAndPid() {
+  return Sanitized(program_invocation_short_name) + "-" + std::to_string(getpid());
+}
+
+// The heap of this process, or an error.
+Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
+  auto options = PersistentHeap::OptionsFromConfig(nullptr);
+  if (!options.ok()) return options.status();
+  if (getenv("PHEAP_COMMIT_MS") != nullptr) g_commit_ms = options->commit_ms;
+  options->commit_ms = 0;  // the committer here measures each commit instead
+  // Memory: a program's peak RSS is what it is measured by. Keep no staging
+  // buffer between commits beyond a few MiB, and copy each cut once (a
+  // precopy holds two copies of the dirty set at its peak; PHEAP_PRECOPY=1
+  // trades that for shorter pauses).
+  if (getenv("PHEAP_STAGING_MAX") == nullptr) options->engine.pager.staging_max = kStagingKeep;
+  const char* precopy = getenv("PHEAP_PRECOPY");
+  options->engine.pager.precopy = precopy != nullptr && std::strcmp(precopy, "1") == 0;
+  const char* named = getenv("PHEAP_NAME");
+  std::string name = named != nullptr && *named != '\0' ? named : ProgramAndPid();
+  auto h = PersistentHeap::Open(name, *options);
+  if (!h.ok() && h.status().code() == Status::Code::kBusy && named != nullptr) {
+    name = Sanitized(name) + "-" + ProgramAndPid();
+    PHEAP_LOG_INFO("preload: heap '{}' is held by another process; this one uses heap '{}'", named, name);
+    h = PersistentHeap::Open(name, *options);
+  }
+  return h;
+}
+
+// The stats record: found under its root, else made in the heap.
+void AttachStats(PersistentHeap* h) {
+  auto found = h->Root(kPreloadStatsRoot, kPreloadStatsType);
+  auto* s = static_cast<PreloadStats*>(found.ok() ? *found : nullptr);
+  if (s == nullptr) {
+    s = static_cast<PreloadStats*>(h->allocator().Calloc(1, sizeof(PreloadStats)));
+    if (s == nullptr) return;
+    s->magic = kPreloadStatsMagic;
+    s->version = 1;
+    if (!h->SetRoot(kPreloadStatsRoot, s, kPreloadStatsType).ok()) return;
+  }
+  std::memset(s->program, 0, sizeof(s->program));
+  std::strncpy(s->program, program_invocation_short_name, sizeof(s->program) - 1);
+  g_stats = s;
+}
+
+void InstallSigterm() {
+  struct sigaction old {};
+  if (sigaction(SIGTERM, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) return;
+  struct sigaction sa {};
+  sa.sa_handler = OnSigterm;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  g_term_handler = sigaction(SIGTERM, &sa, nullptr) == 0;
+}
+
+__attribute__((constructor)) void PreloadInit() {
+  Bypass b;
+  (void)Libc();
+  auto h = OpenHeap();
+  if (!h.ok()) {
+    const char* require = getenv("PHEAP_REQUIRE");
+    bool fatal = require != nullptr && std::strcmp(require, "1") == 0;
+    dprintf(2,
+            "pheap preload: %s: no persistent heap: %s. Check PHEAP_DIR, PHEAP_NAME and PHEAP_SIZE, and that "
+            "userfaultfd is allowed (sysctl vm.unprivileged_userfaultfd=1); %s\n",
+            program_invocation_short_name, h.status().ToString().c_str(),
+            fatal ? "exiting (PHEAP_REQUIRE=1)" : "running on glibc's malloc instead (PHEAP_REQUIRE=1 exits)");
+    if (fatal) _exit(70);
+    return;
+  }
+  // Never closed or freed: pointers into the region stay valid until the
+  // process ends, through every exit handler and destructor.
+  g_heap = h->release();
+  AttachStats(g_heap);
+  g_region_base.store(reinterpret_cast<uintptr_t>(g_heap->base()), std::memory_order_relaxed);
+  g_region_size.store(g_heap->size(), std::memory_order_relaxed);
+  g_alloc.store(&g_heap->allocator(), std::memory_order_release);
+  SetDefaultHeap(g_heap);
+  pthread_atfork(ForkPrepare, ForkParent, ForkChild);
+  atexit(AtExit);
+  g_committer_started = Libc().pthread_create(&g_committer, nullptr, CommitterMain, nullptr) == 0;
+  if (g_committer_started) InstallSigterm();
+  PHEAP_LOG_INFO("preload: {} runs on heap '{}' at {}, committing every {} ms", program_invocation_short_name,
+                 g_heap->name(), g_heap->base(), g_commit_ms);
+}
+
+// A thread pheap code starts runs its routine with t_bypass set.
+struct InternalStart {
+  void* (*fn)(void*);
+  void* arg;
+};
+
+void* InternalThread(void* p) {
+  t_bypass = 1;
+  InternalStart s = *static_cast<InternalStart*>(p);
+  Libc().free(p);
+  return s.fn(s.arg);
+}
+
+}  // namespace
+}  // namespace pheap::preload
+
+extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg) {
+  namespace pp = pheap::preload;
+  if (pp::t_bypass == 0) return pp::Libc().pthread_create(t, attr, fn, arg);
+  auto* s = static_cast<pp::InternalStart*>(pp::Libc().malloc(sizeof(pp::InternalStart)));
+  if (s == nullptr) return EAGAIN;
+  *s = {fn, arg};
+  int r = pp::Libc().pthread_create(t, attr, pp::InternalThread, s);
+  if (r != 0) pp::Libc().free(s);
+  return r;
+}

@@ -1,0 +1,31 @@
+// The statistics record a program run under the preload library keeps in
+// its heap, under the root kPreloadStatsRoot, so they outlive the process:
+// `pheap inspect` prints them. Written before each commit, so the record in
+// epoch E describes the commits before E. Plain integers only: the record
+// is read back from the store by a process that runs none of this code.
+#pragma once
+
+#include <cstdint>
+
+namespace pheap {
+
+inline constexpr char kPreloadStatsRoot[] = "pheap.preload.stats";
+inline constexpr char kPreloadStatsType[] = "pheap::PreloadStats/1";
+inline constexpr uint64_t kPreloadStatsMagic = 0x5453444c45525050ull;  // "PPRELDST"
+
+struct PreloadStats {
+  uint64_t magic;
+  uint32_t version;       // 1
+  uint32_t pid;           // the process that wrote it last
+  uint64_t commits;       // commits with a measured pause, in this process
+  uint64_t commit_ms;     // the period asked for (0: only the final commit)
+  uint64_t pause_p50_ns;  // threads stopped during a commit's cut
+  uint64_t pause_p99_ns;
+  uint64_t pause_max_ns;
+  uint64_t last_dirty_pages;
+  uint64_t paused_threads;  // in the last commit
+  char program[64];         // NUL-terminated, truncated
+};
+static_assert(sizeof(PreloadStats) == 136);
+
+}  // namespace pheap

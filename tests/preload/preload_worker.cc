@@ -1,0 +1,218 @@
+// A program the preload tests run under libpheap_preload.so. It uses the C
+// interface only through pheap_default() (NULL when not preloaded), as any
+// program could, and prints what it saw; the test compares.
+//
+//   preload_worker threads          threads allocate; others free it
+//   preload_worker fork             fork without exec (see Fork below)
+//   preload_worker forkexec PROG    fork, exec PROG, wait
+//   preload_worker sleep            set a root, print "ready", sleep
+//   preload_worker read NAME DIR    open heap NAME (not preloaded), print
+//                                   its "worker.data" root
+//   preload_worker api              the malloc family's edge cases
+#include <malloc.h>
+#include <pheap/pheap.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <new>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr char kRoot[] = "worker.data";
+constexpr char kParentText[] = "written by the parent";
+
+// Each thread allocates strings and hands half of them to the next thread,
+// which frees them: frees from threads that did not allocate.
+int Threads() {
+  constexpr int kThreads = 4, kRounds = 20000;
+  std::vector<std::vector<std::string*>> handoff(kThreads);
+  std::vector<std::mutex> mu(kThreads);
+  std::atomic<uint64_t> sum{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      uint64_t local = 0;
+      for (int i = 0; i < kRounds; ++i) {
+        auto* s = new std::string(static_cast<size_t>(16 + (i * 7 + t) % 300), static_cast<char>('a' + t));
+        local += s->size();
+        if (i % 2 == 0) {
+          std::lock_guard<std::mutex> l(mu[(t + 1) % kThreads]);
+          handoff[(t + 1) % kThreads].push_back(s);
+        } else {
+          delete s;
+        }
+        std::vector<std::string*> mine;
+        {
+          std::lock_guard<std::mutex> l(mu[t]);
+          mine.swap(handoff[t]);
+        }
+        for (std::string* p : mine) {
+          local += p->size();
+          delete p;
+        }
+      }
+      sum += local;
+    });
+  }
+  for (auto& th : ts) th.join();
+  for (auto& v : handoff)
+    for (std::string* p : v) {
+      sum += p->size();
+      delete p;
+    }
+  std::printf("threads done: %llu\n", static_cast<unsigned long long>(sum.load()));
+  return 0;
+}
+
+// The parent's buffer, rooted when preloaded. A previous run's buffer, if
+// any, is left untouched before fork: it may not be resident yet, and the
+// child must still read it.
+int Fork() {
+  pheap* h = pheap_default();
+  auto* old = static_cast<char*>(h != nullptr ? pheap_root(h, kRoot) : nullptr);
+  char* mine = static_cast<char*>(std::malloc(64));
+  std::strcpy(mine, kParentText);
+  if (h != nullptr && pheap_set_root(h, kRoot, mine) != 0) return 10;
+  std::vector<std::string> parent_strings(1000, std::string(100, 'p'));
+  std::fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return 11;
+  if (pid == 0) {
+    if (old != nullptr && std::strcmp(old, kParentText) != 0) _exit(20);  // a stored page read as zeros
+    if (pheap_default() != nullptr) _exit(21);  // a child must not commit
+    std::strcpy(mine, "written by the child");   // must never reach the image
+    parent_strings.clear();                      // frees the parent's blocks
+    std::vector<std::string> child(5000, std::string(50, 'c'));
+    std::thread t([&] { child.clear(); });      // another thread frees them
+    t.join();
+    std::printf("child ok\n");
+    std::exit(0);  // runs exit handlers: they must not commit either
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 12;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::printf("child failed: status %d\n", status);
+    return 13;
+  }
+  if (std::strcmp(mine, kParentText) != 0) return 14;
+  if (h != nullptr && pheap_commit(h) < 0) return 15;
+  std::printf("parent ok, old %s\n", old != nullptr ? "seen" : "absent");
+  return 0;
+}
+
+int ForkExec(char** argv) {
+  std::fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return 11;
+  if (pid == 0) {
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 12;
+  std::printf("exec child status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  return 0;
+}
+
+int Sleep() {
+  pheap* h = pheap_default();
+  if (h == nullptr) return 10;
+  char* p = static_cast<char*>(std::malloc(64));
+  std::strcpy(p, "set before SIGTERM");
+  if (pheap_set_root(h, kRoot, p) != 0) return 11;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;) pause();
+}
+
+int Read(const char* name, const char* dir) {
+  std::string config = std::string("dir=") + dir;
+  pheap* h = pheap_open(name, config.c_str());
+  if (h == nullptr) {
+    std::printf("open failed: %s\n", pheap_last_error());
+    return 10;
+  }
+  auto* p = static_cast<const char*>(pheap_root(h, kRoot));
+  std::printf("root: %s\n", p != nullptr ? p : "(unset)");
+  std::fflush(stdout);
+  return pheap_close(h) == 0 ? 0 : 11;
+}
+
+// Prints what glibc's semantics promise, so a preloaded run must print the
+// same; and, when preloaded, that the blocks came from the heap.
+int Api() {
+  pheap* h = pheap_default();
+  auto from_heap = [h](const void* p) { return h == nullptr || pheap_of(p) == h; };
+  auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  void* z = std::malloc(0);
+  std::printf("malloc(0) non-null %d heap %d\n", z != nullptr, from_heap(z));
+  std::free(z);
+  std::free(nullptr);
+  void* r = std::realloc(nullptr, 100);
+  std::printf("realloc(NULL, 100) usable %d heap %d\n", malloc_usable_size(r) >= 100, from_heap(r));
+  std::memset(r, 7, 100);
+  r = std::realloc(r, 100000);
+  std::printf("realloc grow kept %d\n", static_cast<unsigned char*>(r)[99] == 7);
+  std::printf("realloc(p, 0) null %d\n", std::realloc(r, 0) == nullptr);
+  void* c = std::calloc(1000, 1000);
+  bool zero = true;
+  for (size_t i = 0; i < 1000000; i += 4096) zero &= static_cast<char*>(c)[i] == 0;
+  std::printf("calloc zeroed %d heap %d\n", zero, from_heap(c));
+  std::free(c);
+  errno = 0;
+  volatile size_t huge = SIZE_MAX / 2;  // hidden from the compiler's size check
+  const bool overflow_null = std::calloc(huge, 4) == nullptr;
+  std::printf("calloc overflow null %d enomem %d\n", overflow_null, errno == ENOMEM);
+  void* m = nullptr;
+  const bool ok = posix_memalign(&m, 4096, 10) == 0;
+  std::printf("posix_memalign(4096) %d aligned %d\n", ok, aligned(m, 4096));
+  std::free(m);
+  std::printf("posix_memalign(3) EINVAL %d\n", posix_memalign(&m, 3, 10) == EINVAL);
+  void* a = aligned_alloc(256, 512);
+  void* v = valloc(10);
+  void* pv = pvalloc(10);
+  void* mm = memalign(64, 10);
+  std::printf("aligned %d %d %d %d\n", aligned(a, 256), aligned(v, 4096), aligned(pv, 4096), aligned(mm, 64));
+  std::free(a);
+  std::free(v);
+  std::free(pv);
+  std::free(mm);
+  struct alignas(128) Wide { char c[128]; };
+  auto* w = new Wide[3];
+  std::printf("aligned new %d heap %d\n", aligned(w, 128), from_heap(w));
+  delete[] w;
+  auto* n = new (std::nothrow) int[10];
+  std::printf("nothrow new %d\n", n != nullptr);
+  delete[] n;
+  std::printf("mallopt %d malloc_trim ok %d\n", mallopt(M_TRIM_THRESHOLD, 1 << 20), malloc_trim(0) >= 0);
+  auto* volatile big = static_cast<char*>(std::malloc(1 << 20));
+  big[0] = 1;  // used, so the pair is not elided
+  struct mallinfo2 mi = mallinfo2();
+  std::printf("mallinfo2 counts a live MiB %d\n", mi.uordblks + mi.hblkhd >= (1u << 20));
+  std::free(big);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "threads") return Threads();
+  if (mode == "api") return Api();
+  if (mode == "fork") return Fork();
+  if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
+  if (mode == "sleep") return Sleep();
+  if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
+  std::fprintf(stderr, "usage: preload_worker threads|fork|forkexec PROG...|sleep|read NAME DIR\n");
+  return 2;
+}

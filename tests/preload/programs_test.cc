@@ -1,0 +1,311 @@
+// Real programs under libpheap_preload.so: each runs natively and
+// preloaded, and the two runs must agree byte for byte (stdout, stderr,
+// exit status). After each preloaded run the heap's store must hold a
+// durable image with the preload statistics record. The worker program
+// covers threads, fork with and without exec, SIGTERM and the C interface
+// roots on pheap_default().
+//
+// Arguments: PRELOAD_LIB WORKER PHEAP_TOOL SOURCE_ROOT SANITIZE
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "preload/stats_reader.h"
+#include "replication/page_store.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Paths {
+  std::string lib, worker, pheap, src;
+};
+Paths g_paths;
+fs::path g_tmp;  // this run's scratch directory
+
+struct Outcome {
+  std::string out, err;
+  int status = -1;
+  long maxrss_kib = 0;
+};
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs argv in `cwd` with stdin from `in` (or /dev/null), the environment
+// without LD_PRELOAD and PHEAP_* plus `extra`; returns what it printed.
+Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::string>& extra, const std::string& in = "",
+            int term_after_ready = 0) {
+  const fs::path out = g_tmp / "stdout", err = g_tmp / "stderr";
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "LD_PRELOAD=", 11) != 0 && std::strncmp(*e, "PHEAP_", 6) != 0) env.emplace_back(*e);
+  env.insert(env.end(), extra.begin(), extra.end());
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+  cargv.push_back(nullptr);
+  cenv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int i = open(in.empty() ? "/dev/null" : in.c_str(), O_RDONLY);
+    int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (i < 0 || o < 0 || e < 0 || chdir(g_tmp.c_str()) != 0) _exit(125);
+    dup2(i, 0);
+    dup2(o, 1);
+    dup2(e, 2);
+    execvpe(cargv[0], cargv.data(), cenv.data());
+    _exit(127);
+  }
+  if (term_after_ready > 0) {
+    // Wait for the program to say it is ready, then SIGTERM it.
+    for (int i = 0; i < 1000 && Slurp(out).find("ready") == std::string::npos; ++i) usleep(10000);
+    kill(pid, SIGTERM);
+  }
+  Outcome r;
+  rusage ru{};
+  if (wait4(pid, &r.status, 0, &ru) != pid) r.status = -1;
+  r.maxrss_kib = ru.ru_maxrss;
+  r.out = Slurp(out);
+  r.err = Slurp(err);
+  return r;
+}
+
+std::vector<std::string> PreloadEnv(const std::string& heap, const std::string& commit_ms = "200") {
+  return {"LD_PRELOAD=" + g_paths.lib, "PHEAP_DIR=" + (g_tmp / "store").string(), "PHEAP_NAME=" + heap,
+          "PHEAP_COMMIT_MS=" + commit_ms, "PHEAP_LOG=warn", "PHEAP_REQUIRE=1"};
+}
+
+// The store of `heap` holds a durable image and the statistics record.
+void ExpectCommitted(const std::string& heap, const std::string& program) {
+  pheap::PageStoreOptions o;
+  o.read_only = true;
+  o.create_if_missing = false;
+  auto store = pheap::PageStore::Open((g_tmp / "store").string(), heap, o);
+  ASSERT_TRUE(store.ok()) << heap << ": " << store.status().ToString();
+  EXPECT_GE((*store)->image().epoch, 1u) << heap;
+  auto stats = pheap::ReadPreloadStats(**store);
+  ASSERT_TRUE(stats.ok()) << heap << ": " << stats.status().ToString();
+  EXPECT_EQ(std::string(stats->program), program);
+  EXPECT_LE(stats->pause_p50_ns, stats->pause_p99_ns);
+  EXPECT_LE(stats->pause_p99_ns, stats->pause_max_ns);
+}
+
+struct Program {
+  std::string heap;  // also the test's label
+  std::vector<std::string> argv;
+  std::string in;    // stdin file, relative to g_tmp
+};
+
+class RealPrograms : public ::testing::TestWithParam<Program> {};
+
+TEST_P(RealPrograms, SameOutputAndCommittedImage) {
+  const Program& p = GetParam();
+  if (p.argv[0][0] != '/' && system(("command -v " + p.argv[0] + " >/dev/null").c_str()) != 0)
+    GTEST_SKIP() << p.argv[0] << " is not installed (tools/bootstrap installs it)";
+  const std::string in = p.in.empty() ? "" : (g_tmp / p.in).string();
+  Outcome native = RunProgram(p.argv, {}, in);
+  Outcome pre = RunProgram(p.argv, PreloadEnv(p.heap), in);
+  ASSERT_TRUE(WIFEXITED(native.status)) << native.err;
+  EXPECT_EQ(pre.status, native.status) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  EXPECT_EQ(pre.err, native.err);
+  EXPECT_FALSE(native.out.empty());
+  std::printf("  %-10s peak RSS %6ld KiB native, %6ld KiB preloaded (%.2fx)\n", p.heap.c_str(), native.maxrss_kib,
+              pre.maxrss_kib, static_cast<double>(pre.maxrss_kib) / static_cast<double>(native.maxrss_kib));
+  ExpectCommitted(p.heap, fs::path(p.argv[0]).filename().string());
+}
+
+std::vector<Program> Programs() {
+  return {
+      {"python3", {"/usr/bin/python3", "-c",
+                   "import json,collections\n"
+                   "n=[int(l) for l in open('nums')]\n"
+                   "d=collections.defaultdict(list)\n"
+                   "for x in n: d[x%1000].append(str(x))\n"
+                   "s=json.dumps(d,sort_keys=True)\n"
+                   "print(len(s), sum(n), sorted(n)[len(n)//2])\n"}},
+      {"perl", {"perl", "-ne", "chomp; $h{$_}=$_*2; push @a, $_; END { @s = sort { $a <=> $b } @a; "
+                               "print scalar(keys %h), ' ', $s[$#s/2], \"\\n\" }", "nums"}},
+      {"sqlite3", {"sqlite3", ":memory:",
+                   "create table t(a integer, b text); with recursive c(x) as (select 1 union all select x+1 from c "
+                   "where x < 100000) insert into t select x, printf('%08x', x*2654435761 % 4294967296) from c; "
+                   "create index tb on t(b); select count(*), sum(a), min(b), max(b) from t;"}},
+      {"tclsh", {"tclsh", "script.tcl"}},
+      {"git", {"git", "-C", "repo", "log", "--stat", "-p"}},
+      {"sort", {"sort", "-n", "nums"}},
+      {"gzip", {"gzip", "-c", "nums"}},
+      {"jq", {"jq", "-c", "[.[] | . * 3] | [length, add, max]", "nums.json"}},
+      {"awk", {"awk", "{ s += $1; c[$1 % 97]++ } END { print s, length(c), c[5] }", "nums"}},
+      {"tar", {"tar", "-cf", "-", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "data"}},
+      // tar forks and execs gzip; the shell forks and execs a pipeline.
+      {"tar-gzip", {"tar", "-czf", "-", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "data"}},
+      {"sh", {"sh", "-c", "sort -rn nums | head -5; sort nums | gzip -c | wc -c"}},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Debian, RealPrograms, ::testing::ValuesIn(Programs()),
+                         [](const auto& param_info) {
+                           std::string n = param_info.param.heap;
+                           for (char& c : n) if (c == '-') c = '_';
+                           return n;
+                         });
+
+TEST(Worker, ThreadsFreeEachOthersBlocks) {
+  Outcome native = RunProgram({g_paths.worker, "threads"}, {});
+  Outcome pre = RunProgram({g_paths.worker, "threads"}, PreloadEnv("threads", "20"));
+  ASSERT_EQ(native.status, 0) << native.err;
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  ExpectCommitted("threads", "preload_worker");
+}
+
+TEST(Worker, MallocFamilyBehavesAsGlibcs) {
+  Outcome native = RunProgram({g_paths.worker, "api"}, {});
+  Outcome pre = RunProgram({g_paths.worker, "api"}, PreloadEnv("api"));
+  ASSERT_EQ(native.status, 0) << native.err;
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  EXPECT_EQ(native.out.find(" 0\n"), std::string::npos) << native.out;  // every check held
+}
+
+TEST(Worker, ForkWithoutExecKeepsChildWritesOut) {
+  // Twice on one heap: the second run's parent leaves the first run's block
+  // unread before fork, so the child reads a page that was stored but not
+  // resident.
+  for (const char* expect_old : {"absent", "seen"}) {
+    Outcome pre = RunProgram({g_paths.worker, "fork"}, PreloadEnv("fork"));
+    ASSERT_EQ(pre.status, 0) << pre.out << pre.err;
+    EXPECT_EQ(pre.out, std::string("child ok\nparent ok, old ") + expect_old + "\n");
+  }
+  Outcome read = RunProgram({g_paths.worker, "read", "fork", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: written by the parent\n") << read.err;
+}
+
+TEST(Worker, ForkExec) {
+  Outcome native = RunProgram({g_paths.worker, "forkexec", "sort", "-n", "nums"}, {});
+  Outcome pre = RunProgram({g_paths.worker, "forkexec", "sort", "-n", "nums"}, PreloadEnv("forkexec"));
+  ASSERT_EQ(native.status, 0);
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  ExpectCommitted("forkexec", "preload_worker");
+  // The child inherited PHEAP_NAME while the parent held it: it ran on a
+  // heap of its own.
+  bool child_heap = false;
+  for (const auto& e : fs::directory_iterator(g_tmp / "store"))
+    child_heap |= e.path().filename().string().rfind("forkexec-sort-", 0) == 0;
+  EXPECT_TRUE(child_heap);
+}
+
+TEST(Worker, SigtermCommitsFirst) {
+  Outcome pre = RunProgram({g_paths.worker, "sleep"}, PreloadEnv("sigterm", "0"), "", 1);
+  ASSERT_TRUE(WIFSIGNALED(pre.status)) << pre.status << pre.err;
+  EXPECT_EQ(WTERMSIG(pre.status), SIGTERM);
+  Outcome read = RunProgram({g_paths.worker, "read", "sigterm", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set before SIGTERM\n") << read.err;
+}
+
+TEST(Worker, NotPreloadedHasNoDefaultHeap) {
+  Outcome native = RunProgram({g_paths.worker, "sleep"}, {});
+  EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
+}
+
+TEST(PheapRun, SetsTheEnvironmentAndExecs) {
+  Outcome r = RunProgram({g_paths.pheap, "run", "--name", "run", "--dir", "store", "--commit-ms", "50", "--", "sort", "-n",
+                   "nums"},
+                  {"PHEAP_LOG=warn"});
+  Outcome native = RunProgram({"sort", "-n", "nums"}, {});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, native.out);
+  ExpectCommitted("run", "sort");
+  Outcome inspect = RunProgram({g_paths.pheap, "inspect", "run", "--dir", "store"}, {});
+  EXPECT_NE(inspect.out.find("preload       sort"), std::string::npos) << inspect.out;
+}
+
+void WriteFile(const fs::path& p, const std::string& text) { std::ofstream(p, std::ios::binary) << text; }
+
+// Inputs: numbers in a fixed pseudo-random order, a Tcl script, a JSON
+// array, a directory to archive and a git repository made natively.
+void MakeInputs() {
+  std::string nums, json = "[";
+  uint64_t x = 12345;
+  for (int i = 0; i < 200000; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    std::string v = std::to_string((x >> 33) % 1000000);
+    nums += v + "\n";
+    if (i < 50000) json += (i ? "," : "") + v;
+  }
+  WriteFile(g_tmp / "nums", nums);
+  WriteFile(g_tmp / "nums.json", json + "]");
+  WriteFile(g_tmp / "script.tcl",
+            "set d [dict create]\nforeach l [split [read [open nums]] \\n] { if {$l ne {}} { dict incr d [expr {$l % 977}] } }\n"
+            "puts [dict size $d]\nputs [lsort -integer [dict values $d]]\n");
+  fs::create_directories(g_tmp / "data");
+  fs::copy(fs::path(g_paths.src) / "base", g_tmp / "data" / "base", fs::copy_options::recursive);
+  fs::copy(fs::path(g_paths.src) / "heap", g_tmp / "data" / "heap", fs::copy_options::recursive);
+  const std::vector<std::string> git_env = {
+      "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2000-01-01T00:00:00Z",
+      "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com", "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z",
+      "GIT_CONFIG_NOSYSTEM=1", "HOME=" + g_tmp.string()};
+  if (system("command -v git >/dev/null") == 0) {
+    fs::create_directories(g_tmp / "repo");
+    fs::copy(g_tmp / "data", g_tmp / "repo", fs::copy_options::recursive);
+    RunProgram({"git", "-C", "repo", "init", "-q"}, git_env);
+    RunProgram({"git", "-C", "repo", "add", "."}, git_env);
+    RunProgram({"git", "-C", "repo", "commit", "-q", "-m", "one"}, git_env);
+    WriteFile(g_tmp / "repo" / "nums", nums);
+    RunProgram({"git", "-C", "repo", "add", "."}, git_env);
+    RunProgram({"git", "-C", "repo", "commit", "-q", "-m", "two"}, git_env);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc != 6) {
+    std::fprintf(stderr, "usage: %s PRELOAD_LIB WORKER PHEAP_TOOL SOURCE_ROOT SANITIZE\n", argv[0]);
+    return 2;
+  }
+  g_paths = {argv[1], argv[2], argv[3], argv[4]};
+  if (std::string(argv[5]) != "none") {
+    std::printf("skipped: a sanitizer runtime must be the first library a program loads, so an instrumented "
+                "libpheap_preload.so cannot run ordinary programs (build without b_sanitize to run this)\n");
+    return 77;
+  }
+  char tmpl[] = "/tmp/pheap-preload-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return 2;
+  g_tmp = tmpl;
+  // The heap needs userfaultfd (or at least a working store): probe once.
+  Outcome probe = RunProgram({"/bin/true"}, PreloadEnv("probe"));
+  if (probe.status != 0) {
+    std::printf("skipped: the preload library cannot open a heap here: %s\n", probe.err.c_str());
+    fs::remove_all(g_tmp);
+    return 77;
+  }
+  MakeInputs();
+  int rc = RUN_ALL_TESTS();
+  if (rc == 0) fs::remove_all(g_tmp);
+  else std::printf("kept %s for inspection\n", g_tmp.c_str());
+  return rc;
+}
