@@ -76,8 +76,8 @@ Status CheckCodeIdentity(const std::string& heap, const CodeIdentity& recorded, 
   }
   std::string msg = fmt::format(
       "heap '{}': {}; code pointers stored in it (virtual functions, function pointers) are not "
-      "valid here. Run the same build with stable addresses (pheap::exec_with_stable_addresses, "
-      "`pheap run --stable`), or set code_check=warn/off if the heap holds no code pointers",
+      "valid here. Run the same build with stable addresses (pheap::exec_with_stable_addresses), "
+      "or set code_check=off if the heap holds no code pointers",
       heap, what);
   if (mode == CodeCheck::kError) return Status::InvalidArgument(msg);
   PHEAP_LOG_WARN("{}", msg);
