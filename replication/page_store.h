@@ -94,6 +94,15 @@ class PageStore final : public PageSource, public EpochSink {
   Status InstallPages(const SealedEpoch& part);
   Status InstallCommit(const ImageInfo& image);
 
+  // Rewrites the stored bytes of page `pgno`'s newest version with `data`
+  // (4096 bytes), in place, and fdatasyncs: for a copy found damaged, with
+  // a good copy read from elsewhere. Refused (kInvalidArgument, nothing
+  // written) unless the store holds a page version for `pgno` whose recorded
+  // XXH3 `data` matches; a copy that already reads back good is left alone.
+  // A crash mid-rewrite leaves a copy that is still detected as bad.
+  // Thread-safe: may run beside ReadRun, Persist and Compact.
+  Status RepairPage(Pgno pgno, const uint8_t* data);
+
   // Rewrites the live pages of sealed log files whose live fraction is below
   // options.compact_live_ratio into a new log file, syncs it, then deletes
   // them. A crash at any instant leaves the newest durable image whole.

@@ -55,6 +55,7 @@ class PageStore::Impl {
   Status Persist(const SealedEpoch& e);
   Status InstallPages(const SealedEpoch& part);  // store_install.cc
   Status InstallCommit(const ImageInfo& image);
+  Status RepairPage(Pgno pgno, const uint8_t* data);  // store_repair.cc
   Status Compact();
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;

@@ -15,147 +15,56 @@
 
 #include "base/log.h"
 #include "replication/page_store.h"
+#include "replication/peer_heap_internal.h"
 #include "replication/term_store.h"
 
 namespace pheap {
 
 using wire::ErrorCode;
+using namespace peer_internal;
+using Heap = HeapTable::Heap;
 
-namespace {
-
-uint64_t NowMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch()).count());
-}
+namespace peer_internal {
 
 PageBuffer AllocPages(uint64_t pages) {
   return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, std::max<uint64_t>(pages, 1) * kPageSize)));
 }
 
-// The pages received for the epoch being shipped, in arrival order, in one
-// 4 KiB-aligned buffer (SealedEpoch wants contiguous data).
-class Staging {
- public:
-  Epoch epoch() const { return epoch_; }
-  Term term() const { return term_; }
-  uint64_t size() const { return pgnos_.size(); }
-
-  // Drops what is staged unless it is for (epoch, term).
-  void Begin(Epoch epoch, Term term) {
-    if (epoch == epoch_ && term == term_) return;
-    Clear();
-    epoch_ = epoch;
-    term_ = term;
-  }
-  void Clear() {
-    pgnos_.clear();
-    slot_.clear();
-    if (capacity_ > 256) { buf_.reset(); capacity_ = 0; }  // give large buffers back
-    epoch_ = term_ = 0;
-  }
-  // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) held.
-  void Put(Pgno pgno, const uint8_t* data) {
-    auto [it, fresh] = slot_.emplace(pgno, pgnos_.size());
-    if (fresh) pgnos_.push_back(pgno);
-    std::memcpy(buf_.get() + it->second * kPageSize, data, kPageSize);
-  }
-  void Reserve(uint64_t more) {
-    if (pgnos_.size() + more <= capacity_) return;
-    uint64_t cap = std::max<uint64_t>({capacity_ * 2, pgnos_.size() + more, 64});
-    PageBuffer nb = AllocPages(cap);
-    if (!pgnos_.empty()) std::memcpy(nb.get(), buf_.get(), pgnos_.size() * kPageSize);
-    buf_ = std::move(nb);
-    capacity_ = cap;
-  }
-  // The staged pages as runs (for a kMissingPages reply).
-  std::vector<Run> Runs() const {
-    std::vector<Pgno> s = pgnos_;
-    std::sort(s.begin(), s.end());
-    std::vector<Run> runs;
-    for (Pgno p : s) {
-      if (!runs.empty() && runs.back().end() == p) ++runs.back().count;
-      else runs.push_back(Run{p, 1});
-    }
-    return runs;
-  }
-  // Fills e.pages and e.data in ascending page order; copies only when the
-  // pages did not arrive in order. `hold` keeps a reordered copy alive.
-  void Seal(SealedEpoch* e, PageBuffer* hold) const {
-    std::vector<uint64_t> order(pgnos_.size());
-    std::iota(order.begin(), order.end(), 0);
-    if (std::is_sorted(pgnos_.begin(), pgnos_.end())) {
-      e->pages = pgnos_;
-      e->data = buf_.get();
-      return;
-    }
-    std::sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return pgnos_[a] < pgnos_[b]; });
-    *hold = AllocPages(order.size());
-    e->pages.resize(order.size());
-    for (size_t i = 0; i < order.size(); ++i) {
-      e->pages[i] = pgnos_[order[i]];
-      std::memcpy(hold->get() + i * kPageSize, buf_.get() + order[i] * kPageSize, kPageSize);
-    }
-    e->data = hold->get();
-  }
-
- private:
-  Epoch epoch_ = 0;
-  Term term_ = 0;
-  std::vector<Pgno> pgnos_;                      // by slot
-  std::unordered_map<Pgno, uint64_t> slot_;
-  PageBuffer buf_;
-  uint64_t capacity_ = 0;                        // pages
-};
-
-}  // namespace
-
-struct HeapTable::Heap {
-  std::string name;
-  HeapId id = 0;
-  std::string dir;
-
-  std::mutex mu;  // guards store, failed, promise
-  std::shared_ptr<PageStore> store;
-  Status failed;        // why the heap cannot be served (store or TERM damaged)
-  TermPromise promise;  // copy of terms->promise() for the read threads
-
-  // Write thread only.
-  std::optional<TermStore> terms;
-  Staging staging;
-  std::atomic<uint64_t> staged_pages{0};
-
-  std::shared_ptr<PageStore> Store() {
-    std::lock_guard l(mu);
-    return store;
-  }
-  Status Failed() {
-    std::lock_guard l(mu);
-    return failed;
-  }
-  Term Promised() {
-    std::lock_guard l(mu);
-    return promise.term;
-  }
-  ImageInfo Image() {
-    auto s = Store();
-    return s ? s->image() : ImageInfo{id, 0, 0, 0, 0, 0};
-  }
-};
-
-namespace {
-
-using Heap = HeapTable::Heap;
-
 wire::ReplyTo To(const wire::Header& h) { return {h.request_id, h.heap_id}; }
 
 Reply Err(const wire::Header& req, Heap* h, ErrorCode code, uint64_t detail, std::string_view text,
-          std::span<const Run> runs = {}) {
+          std::span<const Run> runs) {
   Term promised = h ? h->Promised() : 0;
   Epoch durable = h ? h->Image().epoch : 0;
   if (code != ErrorCode::kUnknownHeap)
     PHEAP_LOG_DEBUG("{} for heap {:016x} refused: {}: {}", wire::TypeName(req.type), req.heap_id,
                     wire::ErrorCodeName(static_cast<uint16_t>(code)), text);
   return Reply{wire::EncodeError(To(req), promised, durable, code, detail, text, runs), nullptr};
+}
+
+// Refuses an older term; adopts (durably) a newer one a writer ships with.
+std::optional<Reply> Fence(Heap* h, const wire::Header& req) {
+  const TermPromise& p = h->terms->promise();
+  if (req.term < p.term)
+    return Err(req, h, ErrorCode::kSuperseded, p.term,
+               fmt::format("heap '{}': term {} is older than term {} promised here; a newer writer holds the heap", h->name, req.term, p.term));
+  if (req.term > p.term) {
+    Status s = h->terms->Promise(TermPromise{req.term, {0, 0}});
+    if (!s.ok()) return Err(req, h, ErrorCode::kStoreError, 0, s.message());
+    std::lock_guard l(h->mu);
+    h->promise = h->terms->promise();
+    PHEAP_LOG_INFO("heap '{}': adopted term {} from a {}", h->name, req.term, wire::TypeName(req.type));
+  }
+  return std::nullopt;
+}
+
+}  // namespace peer_internal
+
+namespace {
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
 // Opens the existing store of `h` (never creates one). Logs what it finds.
@@ -188,7 +97,8 @@ Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, uint6
   if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
   for (const auto& de : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = de.path().filename().string();
-    if (!de.is_directory() || !PageStore::ValidateHeapName(name).ok()) continue;
+    if (!de.is_directory() || !PageStore::ValidateHeapName(name).ok() || name.find(kStaleMark) != std::string::npos)
+      continue;
     t->Register(name);
   }
   if (ec) return Status::FromErrno("listing peer directory " + dir, ec.value());
@@ -224,6 +134,17 @@ std::shared_ptr<Heap> HeapTable::Register(const std::string& name) {
   h->dir = dir_ + "/" + name;
   auto ts = TermStore::Open(h->dir);
   if (ts.ok()) {
+    // A crash while a store was set aside may leave the promise only in
+    // the directory set aside: never promise less than it did.
+    std::error_code ec;
+    for (const auto& de : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string other = de.path().filename().string();
+      if (other.rfind(name + std::string(kStaleMark), 0) != 0) continue;
+      auto old = TermStore::Open(de.path().string());
+      if (old.ok() && old->promise().term > ts->promise().term) {
+        if (Status s = ts->Promise(old->promise()); !s.ok()) PHEAP_LOG_ERROR("heap '{}': {}", name, s.ToString());
+      }
+    }
     h->promise = ts->promise();
     h->terms.emplace(std::move(ts.value()));
     OpenStore(dir_, h.get());
@@ -242,6 +163,10 @@ Reply HeapTable::Handle(const wire::Message& m, uint32_t clients) {
     case wire::Type::kPages: return Pages(m);
     case wire::Type::kCommit: return Commit(m);
     case wire::Type::kFetch: return Fetch(m);
+    case wire::Type::kInstallBegin: return InstallBegin(m);
+    case wire::Type::kInstallPages: return InstallPages(m);
+    case wire::Type::kInstallCommit: return InstallCommit(m);
+    case wire::Type::kRepair: return Repair(m);
     case wire::Type::kStatus: return StatusReply(m, clients);
     default: return Err(m.header, nullptr, ErrorCode::kUnknownType, 0, fmt::format("{} is not a request", wire::TypeName(m.header.type)));
   }
@@ -279,22 +204,6 @@ std::shared_ptr<Heap> HeapTable::FindWritable(const wire::Message& m, Reply* err
   return h;
 }
 
-// Refuses an older term; adopts (durably) a newer one a writer ships with.
-static std::optional<Reply> Fence(Heap* h, const wire::Header& req) {
-  const TermPromise& p = h->terms->promise();
-  if (req.term < p.term)
-    return Err(req, h, ErrorCode::kSuperseded, p.term,
-               fmt::format("heap '{}': term {} is older than term {} promised here; a newer writer holds the heap", h->name, req.term, p.term));
-  if (req.term > p.term) {
-    Status s = h->terms->Promise(TermPromise{req.term, {0, 0}});
-    if (!s.ok()) return Err(req, h, ErrorCode::kStoreError, 0, s.message());
-    std::lock_guard l(h->mu);
-    h->promise = h->terms->promise();
-    PHEAP_LOG_INFO("heap '{}': adopted term {} from a {}", h->name, req.term, wire::TypeName(req.type));
-  }
-  return std::nullopt;
-}
-
 Reply HeapTable::ClaimTerm(const wire::Message& m) {
   Reply err;
   auto h = FindWritable(m, &err);
@@ -324,6 +233,7 @@ Reply HeapTable::Pages(const wire::Message& m) {
   if (!h) return err;
   const auto& p = std::get<wire::Pages>(m.body);
   if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  if (auto r = InstallHolds(h.get(), m.header)) return std::move(*r);
   const Epoch e = m.header.epoch;
   const ImageInfo im = h->Image();
   auto ack = [&](uint64_t staged) {
@@ -356,6 +266,7 @@ Reply HeapTable::Commit(const wire::Message& m) {
   if (!h) return err;
   const auto& c = std::get<wire::Commit>(m.body);
   if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  if (auto r = InstallHolds(h.get(), m.header)) return std::move(*r);
   const Epoch e = m.header.epoch;
   const ImageInfo im = h->Image();
   auto ack = [&](const ImageInfo& now) {
@@ -375,15 +286,9 @@ Reply HeapTable::Commit(const wire::Message& m) {
   }
   auto store = h->Store();
   if (!store) {
-    PageStoreOptions o;
-    o.base = c.body.base;
-    o.size = c.body.size;
-    auto s = PageStore::Open(dir_, h->name, o);
+    auto s = CreateStore(h.get(), c.body.base, c.body.size);
     if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.status().message());
     store = std::move(s.value());
-    std::lock_guard l(h->mu);
-    h->store = store;
-    PHEAP_LOG_INFO("heap '{}': created its store (region {:#x}+{:#x})", h->name, c.body.base, c.body.size);
   }
   SealedEpoch se;
   se.image = ImageInfo{h->id, e, m.header.term, c.body.base, c.body.size, c.body.hwm};

@@ -8,9 +8,16 @@
 //   TERM, the durable term promise (replication/term_store.h);
 //   in memory, the staged pages of the epoch being shipped.
 //
+//   while an image is installed (kInstallBegin .. kInstallCommit), the term
+//   of the writer installing it.
+// A store the writer cannot catch up is set aside, never deleted: its
+// directory is renamed dir/<heap name>.stale-epoch-N (the promise is carried
+// into the fresh directory first), and such directories are not served.
+//
 // Thread safety: kHello, kFetch and kStatus may be handled by any number of
-// threads at once; kClaimTerm, kPages and kCommit by one thread at a time
-// (the peer's write thread), concurrently with the others.
+// threads at once; kClaimTerm, kPages, kCommit, the install messages and
+// kRepair by one thread at a time (the peer's write thread), concurrently
+// with the others.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +74,13 @@ class HeapTable {
   Reply Pages(const wire::Message& m);
   Reply Commit(const wire::Message& m);
   Reply Fetch(const wire::Message& m);
+  Reply InstallBegin(const wire::Message& m);
+  Reply InstallPages(const wire::Message& m);
+  Reply InstallCommit(const wire::Message& m);
+  Reply Repair(const wire::Message& m);
+  // Renames h's directory aside and opens a fresh one holding its promise.
+  Status SetAside(Heap* h);
+  Result<std::shared_ptr<class PageStore>> CreateStore(Heap* h, uint64_t base, uint64_t size);
   Reply StatusReply(const wire::Message& m, uint32_t clients);
 
   const std::string dir_;

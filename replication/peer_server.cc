@@ -257,7 +257,11 @@ bool PeerServer::Impl::ReceiveOne() {
   switch (job->msg.type) {
     case wire::Type::kClaimTerm:
     case wire::Type::kPages:
-    case wire::Type::kCommit: writes_.Push(std::move(job)); break;
+    case wire::Type::kCommit:
+    case wire::Type::kInstallBegin:
+    case wire::Type::kInstallPages:
+    case wire::Type::kInstallCommit:
+    case wire::Type::kRepair: writes_.Push(std::move(job)); break;
     default: reads_.Push(std::move(job)); break;
   }
   return true;

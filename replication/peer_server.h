@@ -5,9 +5,9 @@
 //   I/O thread    owns the ROUTER socket: receives, checks each message
 //                 (malformed ones are answered with kError right here),
 //                 queues it, and sends the replies the workers produce.
-//   write thread  kClaimTerm, kPages, kCommit, in arrival order (so a commit
-//                 follows its pages, and each promise is durable before its
-//                 reply).
+//   write thread  kClaimTerm, kPages, kCommit, the install messages and
+//                 kRepair, in arrival order (so a commit follows its pages,
+//                 and each promise is durable before its reply).
 //   read threads  kHello, kFetch, kStatus: a demand fetch never waits behind
 //                 a commit's fdatasync. A client keeps fetches off its bulk
 //                 connection by opening a second channel to the same

@@ -70,6 +70,10 @@ ReplicaClient::ReplicaClient(std::string name, const ReplicaClientOptions& optio
 }
 
 ReplicaClient::~ReplicaClient() {
+  // Installs stop at their next step (each wait is bounded by `resend`).
+  stopping_.store(true, std::memory_order_release);
+  for (auto& r : replicas_)
+    if (r->install_thread.joinable()) r->install_thread.join();
   // Outside Persist no zero-copy frame is held (Settle), so closing the
   // sockets (before the context, which outlives them) is all there is.
   replicas_.clear();
@@ -96,7 +100,13 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
     c->replicas_.push_back(std::move(r));
   }
   PHEAP_RETURN_IF_ERROR(c->Hello());
-  if (options.claim) PHEAP_RETURN_IF_ERROR(c->Claim());
+  if (options.claim) {
+    PHEAP_RETURN_IF_ERROR(c->Claim());
+    // A replica behind the durable image holds epochs this new writer never
+    // had to retain: it is installed (in the background) before it counts.
+    for (size_t i = 0; i < c->replicas_.size(); ++i)
+      if (c->replicas_[i]->answered && c->replicas_[i]->manifest.epoch < c->image_.epoch) c->StartInstall(i);
+  }
   PHEAP_LOG_INFO("heap '{}': replicas {}; durable epoch {}, term {}", name, fmt::join(c->endpoints_, ","),
                  c->image_.epoch, c->term_);
   return c;
@@ -144,6 +154,9 @@ Status ReplicaClient::Hello() {
       image_ = ImageInfo{heap_id_, m.epoch, m.image_term, m.base, m.size, m.hwm};
   }
   durable_.store(image_.epoch, std::memory_order_release);
+  attempting_.store(image_.epoch, std::memory_order_release);
+  std::lock_guard lock(install_mu_);
+  durable_image_ = image_;
   return Status::Ok();
 }
 
@@ -196,7 +209,8 @@ ImageInfo ReplicaClient::image() const { return image_; }
 
 std::vector<ReplicaState> ReplicaClient::state() const {
   std::vector<ReplicaState> out;
-  for (const auto& r : replicas_) out.push_back({r->endpoint, r->answered, r->durable.load(), r->promised.load()});
+  for (const auto& r : replicas_)
+    out.push_back({r->endpoint, r->answered, r->durable.load(), r->promised.load(), r->installing.load()});
   return out;
 }
 
@@ -204,7 +218,8 @@ std::string ReplicaClient::Describe() const {
   std::string s;
   for (const auto& r : replicas_) {
     if (!s.empty()) s += "; ";
-    s += r->answered ? fmt::format("{} (durable epoch {}, promised term {})", r->endpoint, r->durable.load(), r->promised.load())
+    s += r->answered ? fmt::format("{} (durable epoch {}, promised term {}{})", r->endpoint, r->durable.load(),
+                                   r->promised.load(), r->installing.load() ? ", being installed" : "")
                      : fmt::format("{} (no answer)", r->endpoint);
   }
   return s;

@@ -15,10 +15,25 @@
 // MISSING_PAGES answer brings the pages again (peers are idempotent). A
 // replica that answers EPOCH_GAP is behind: it is sent the epochs it lacks
 // from copies this client retains (an epoch is copied only when some replica
-// did not acknowledge it in its own Persist, up to `retain_max` bytes); a
-// replica missing an epoch no longer retained cannot be caught up by
-// protocol version 1 and does not count toward the quorum until an operator
-// restores it (the log says which).
+// did not acknowledge it in its own Persist, up to `retain_max` bytes).
+//
+// A replica missing an epoch no longer retained (a peer restarted empty or
+// from an old disk, a new peer in the set) is installed: on a thread and a
+// connection of its own, never blocking Persist, the client streams it the
+// durable image (from the image source, SetImageSource, else from the other
+// replicas) in runs labelled with the epoch durable before each was read,
+// then the epochs committed meanwhile (retained while it lacks them), then
+// INSTALL_COMMIT at a durable epoch those cover. A replica is found behind
+// when a writer opens (its manifest is older than the durable image) or
+// when an epoch shipped to it meets EPOCH_GAP. The peer sets aside a store
+// it held (never deleting it) and a crash of either side leaves the replica
+// empty, not torn; the install starts again. While installed a replica does
+// not count toward the quorum; afterwards it is caught up from the retained
+// epochs and counts again.
+//
+// A page a replica serves damaged (CORRUPT_PAGE, or an XXH3 mismatch) is
+// read from another, and the good copy is sent back to the damaged replica
+// (REPAIR), which rewrites its stored copy in place.
 //
 // The sealed epoch's buffer is referenced by ZeroMQ until each frame is
 // written. Persist returns only once no frame is held: replicas past the
@@ -43,6 +58,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,11 +68,12 @@
 #include "base/status.h"
 #include "replication/curve_auth.h"
 #include "replication/placement.h"
-#include "replication/wire_format.h"
+#include "replication/wire.h"
 
 namespace pheap {
 
 struct Received;
+class PeerChannel;
 
 struct ReplicaClientOptions {
   ReplicationConfig replication;  // resolved: ResolveReplication or ReplicationFromConfig
@@ -84,6 +101,7 @@ struct ReplicaState {
   bool answered = false;    // answered HELLO at Open
   Epoch durable = 0;        // last durable epoch known to be there
   Term promised = 0;        // its promised term, as last seen
+  bool installing = false;  // an image is being installed on it
 };
 
 class ReplicaClient final : public PageSource, public EpochSink {
@@ -124,12 +142,21 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // REQUIRES: e.image.epoch > image().epoch; a writer (options.claim).
   Status Persist(const SealedEpoch& e) override;
 
+  // Where installs read the durable image from (the writer's local store,
+  // say); null: from the other replicas. `source_epoch`, if given, says
+  // which epoch the source holds (it may run ahead of the replicas while an
+  // epoch is in flight): an install closes only at an epoch no read can have
+  // been newer than. Waits for a read in progress; the source must stay
+  // valid until it is replaced or this client is destroyed.
+  void SetImageSource(PageSource* source, std::function<Epoch()> source_epoch = {});
+
   struct Replica;  // replica_internal.h
 
  private:
   struct Retained;
   struct Encoded;
   struct Round;
+  struct Install;
   ReplicaClient(std::string name, const ReplicaClientOptions& options);
   Status Hello();
   Status Claim();
@@ -139,11 +166,22 @@ class ReplicaClient final : public PageSource, public EpochSink {
   Encoded Encode(const ImageInfo& image, const std::vector<Pgno>& pages, const uint8_t* data,
                  const std::vector<Run>& discarded);
   void OnShipReply(const SealedEpoch& e, const Encoded& enc, std::vector<Round>& rounds, size_t i, const Received& m);
-  void CatchUp(const Encoded& enc, Round& round, Replica& r, Epoch from, Epoch to);
+  void CatchUp(const Encoded& enc, Round& round, size_t i, Epoch from, Epoch to);
   void Settle(const SealedEpoch& e, const std::vector<Round>& rounds);
-  void Retain(const SealedEpoch& e);
+  std::shared_ptr<const Retained> Retain(const SealedEpoch& e);
   const Retained* FindRetained(Epoch epoch) const;
-  Status FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
+  // Installs (replica_install.cc).
+  void StartInstall(size_t i);
+  void InstallLoop(size_t i);
+  Status InstallOnce(size_t i);
+  Status SendParts(PeerChannel& ch, Install& inst);
+  Status ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest);
+  void NotifyInstalls(std::shared_ptr<const Retained> kept);
+  Result<std::unique_ptr<Received>> InstallCall(PeerChannel& ch, const wire::OutMessage& m, wire::Error* refused = nullptr);
+  void SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t* page);
+  // *damaged: the page found damaged there (a CORRUPT_PAGE answer, or an
+  // XXH3 mismatch), left alone otherwise.
+  Status FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Pgno* damaged);
   std::string Describe() const;
 
   zmq::context_t ctx_;  // first member: outlives every socket
@@ -158,8 +196,19 @@ class ReplicaClient final : public PageSource, public EpochSink {
   std::atomic<Epoch> durable_{0};       // image_.epoch, for ReadRun
   uint64_t next_request_id_ = 0;
   uint64_t max_frame_pages_ = wire::kMaxPagesPerMessage;  // lowered by the replicas' manifests
-  std::deque<std::unique_ptr<Retained>> retained_;  // ascending epochs
+  std::deque<std::shared_ptr<const Retained>> retained_;  // ascending epochs
   uint64_t retained_bytes_ = 0;
+
+  // Installs: install_mu_ orders a Persist's publication of its epoch with
+  // the installs that must take it.
+  std::atomic<Epoch> attempting_{0};    // the epoch Persist works on (or last did)
+  std::atomic<bool> stopping_{false};
+  std::mutex install_mu_;
+  ImageInfo durable_image_;             // guarded by install_mu_: image_
+  std::vector<Install*> installs_;      // guarded by install_mu_
+  std::mutex source_mu_;                // held while reading the image source
+  PageSource* image_source_ = nullptr;  // guarded by source_mu_
+  std::function<Epoch()> source_epoch_;
 };
 
 }  // namespace pheap

@@ -13,6 +13,7 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
   const Epoch here = local_->image().epoch;
   const Epoch there = remote_->image().epoch;
   local_current_ = here >= there;
+  if (local_current_) UseLocalAsImageSource();
   if (here == 0 && there > 0)
     PHEAP_LOG_INFO("local store of the heap is empty, its replicas hold epoch {}: the heap is durable on its "
                    "replicas alone until the local store has taken their image",
@@ -30,17 +31,37 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
 ReplicatedPages::~ReplicatedPages() {
   stop_.store(true, std::memory_order_release);
   if (restorer_.joinable()) restorer_.join();
+  if (local_in_use()) remote_->SetImageSource(nullptr);
+}
+
+void ReplicatedPages::UseLocalAsImageSource() {
+  PageStore* local = local_;
+  remote_->SetImageSource(local, [local] { return local->image().epoch; });
 }
 
 ImageInfo ReplicatedPages::image() const { return local_in_use() ? local_->image() : remote_->image(); }
 
 Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
-  if (local_in_use()) {
-    Status s = local_->ReadRun(first, count, out, present);
-    if (s.code() != Status::Code::kCorruption) return s;
-    PHEAP_LOG_WARN("{}; reading pages [{}, {}) from the replicas", s.message(), first, first + count);
+  if (!local_in_use()) return remote_->ReadRun(first, count, out, present);
+  Status s = local_->ReadRun(first, count, out, present);
+  if (s.code() != Status::Code::kCorruption) return s;
+  PHEAP_LOG_WARN("{}; reading pages [{}, {}) from the replicas", s.message(), first, first + count);
+  PHEAP_RETURN_IF_ERROR(remote_->ReadRun(first, count, out, present));
+  RepairLocal(first, count, out);
+  return Status::Ok();
+}
+
+// Rewrites the local copies that fail their checksum with the replicas'
+// good ones in `data` (the store refuses a copy of another version).
+void ReplicatedPages::RepairLocal(Pgno first, uint32_t count, const uint8_t* data) {
+  auto* one = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, kPageSize));
+  for (uint32_t i = 0; i < count; ++i) {
+    if (local_->ReadRun(first + i, 1, one, nullptr).code() != Status::Code::kCorruption) continue;
+    Status r = local_->RepairPage(first + i, data + uint64_t{i} * kPageSize);
+    if (r.ok()) PHEAP_LOG_INFO("local store: repaired page {} with the replicas' copy", first + i);
+    else PHEAP_LOG_WARN("local store: page {} stays damaged: {}", first + i, r.ToString());
   }
-  return remote_->ReadRun(first, count, out, present);
+  std::free(one);
 }
 
 Status ReplicatedPages::Persist(const SealedEpoch& e) {
@@ -152,6 +173,7 @@ void ReplicatedPages::MaybeFinishRestore(const ImageInfo& image) {
     return;
   }
   local_current_.store(true, std::memory_order_release);
+  UseLocalAsImageSource();
   PHEAP_LOG_INFO("local store restored from the replicas at epoch {}; it takes part from epoch {} on", image.epoch,
                  image.epoch + 1);
   if (progress_) progress_(image.hwm, image.hwm);

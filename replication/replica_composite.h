@@ -10,8 +10,9 @@
 //
 // ReadRun serves from the local store when it holds the newest image, else
 // from the replicas; a page the local store finds damaged is served from
-// the replicas (the damaged copy is overwritten when the page is next
-// committed).
+// the replicas, and the local copy is repaired with theirs
+// (PageStore::RepairPage). While the local store takes part it is the image
+// source the replica client installs lagging replicas from.
 //
 // The local store takes only the epoch after its own durable one. When it
 // is empty and the replicas hold the heap (recovery into a new directory)
@@ -21,8 +22,9 @@
 // install is closed at a durable epoch, once no epoch is in flight; from
 // then on the local store takes part. When the local store is ahead of the
 // replicas (a crash after the local fdatasync, before the quorum), the
-// replicas cannot be brought forward by protocol version 1: the heap opens
-// from the local image and Persist fails naming the replicas' state.
+// replicas cannot be brought forward (the replica client installs only
+// images that are durable on its replicas): the heap opens from the local
+// image and Persist fails naming the replicas' state.
 #pragma once
 
 #include <atomic>
@@ -70,6 +72,8 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   // Closes the install at `image` if the whole image was read.
   // REQUIRES: mu_ held; no epoch in flight.
   void MaybeFinishRestore(const ImageInfo& image);
+  void UseLocalAsImageSource();
+  void RepairLocal(Pgno first, uint32_t count, const uint8_t* data);
 
   PageStore* local_;
   ReplicaClient* remote_;

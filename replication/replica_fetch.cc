@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/log.h"
 #include "replication/replica_client.h"
 #include "replication/replica_internal.h"
 #include "replication/wire.h"
@@ -17,6 +18,7 @@ namespace {
 
 // A replica whose fetch failed is asked last for this long.
 constexpr int64_t kAvoidMs = 5000;
+constexpr Pgno kNoPage = ~Pgno{0};
 
 }  // namespace
 
@@ -36,12 +38,18 @@ Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t
 
   std::string why;
   bool damaged = false;
+  std::vector<std::pair<Replica*, Pgno>> to_repair;  // replicas that served a damaged page
   for (size_t i : order) {
     Replica& r = *replicas_[i];
-    Status s = FetchFrom(r, want, first, count, out, present);
-    if (s.ok()) return s;
+    Pgno bad = kNoPage;
+    Status s = FetchFrom(r, want, first, count, out, present, &bad);
+    if (s.ok()) {
+      for (const auto& [where, pgno] : to_repair) SendRepair(*where, want, pgno, out + (pgno - first) * kPageSize);
+      return s;
+    }
     r.avoid_until_ms.store(NowMs() + kAvoidMs, std::memory_order_relaxed);
     damaged |= s.code() == Status::Code::kCorruption;
+    if (bad != kNoPage && bad >= first && bad - first < count) to_repair.emplace_back(&r, bad);
     why += fmt::format("; {}: {}", r.endpoint, s.message());
   }
   std::string text = fmt::format("heap '{}': pages [{}, {}) of epoch {}: no replica served them{}", name_, first,
@@ -49,7 +57,32 @@ Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t
   return damaged ? Status::Corruption(std::move(text)) : Status::Timeout(std::move(text));
 }
 
-Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+// Sends `page`, read good elsewhere, to the replica that served it damaged;
+// it rewrites its stored copy. The reply is not waited for (the next Call on
+// the connection drops it): a fault never waits for a repair.
+void ReplicaClient::SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t* page) {
+  std::unique_ptr<PeerChannel> ch;
+  {
+    std::lock_guard l(r.fetch_mu);
+    if (!r.fetch_pool.empty()) {
+      ch = std::move(r.fetch_pool.back());
+      r.fetch_pool.pop_back();
+    }
+  }
+  if (!ch) {
+    auto dialed = DialReplica(ctx_, r.endpoint, options_.keys);
+    if (!dialed.ok()) return;
+    ch = std::move(dialed.value());
+  }
+  const Pgno one[1] = {pgno};
+  if (Status s = ch->Send(wire::EncodeRepair(ch->NextRequestId(), heap_id_, epoch, one, page)); !s.ok()) return;
+  PHEAP_LOG_INFO("heap '{}': sent replica {} a good copy of page {} to repair its damaged one", name_, r.endpoint, pgno);
+  std::lock_guard l(r.fetch_mu);
+  r.fetch_pool.push_back(std::move(ch));
+}
+
+Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present,
+                                Pgno* damaged) {
   std::unique_ptr<PeerChannel> ch;
   {
     std::lock_guard l(r.fetch_mu);
@@ -76,6 +109,8 @@ Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t cou
   };
   const Received& m = **reply;
   if (Status e = ErrorStatus(m); !e.ok()) {
+    if (const auto* err = std::get_if<wire::Error>(&m.msg.body); err != nullptr && err->code == wire::ErrorCode::kCorruptPage)
+      *damaged = err->detail;
     give_back();
     return e;
   }
@@ -99,6 +134,7 @@ Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t cou
     }
     const uint8_t* src = fr->data + uint64_t{k} * kPageSize;
     if (XXH3_64bits(src, kPageSize) != fr->checksum(k)) {
+      *damaged = first + i;
       give_back();
       return Status::Corruption(fmt::format("page {} arrived damaged (XXH3 mismatch)", first + i));
     }

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <deque>
 #include <vector>
 
 #include "replication/peer_channel.h"
@@ -67,6 +69,21 @@ struct ReplicaClient::Replica {
   // Idle fetch connections; a fetching thread takes one, or opens one.
   std::mutex fetch_mu;
   std::vector<std::unique_ptr<PeerChannel>> fetch_pool;
+
+  // ---- install (replica_install.cc) ----
+  std::atomic<bool> installing{false};  // left out of Persist until installed
+  std::atomic<Epoch> install_floor{0};  // epochs after this must stay retained
+  std::thread install_thread;           // started by Persist's thread, joined by it or the destructor
+};
+
+// One install's view of the writer's progress. Every field but `floor`
+// (set once, at registration) is guarded by install_mu_: Persist feeds it.
+struct ReplicaClient::Install {
+  Epoch floor = 0;          // durable epoch when it began: every later epoch is a part
+  ImageInfo covered;        // the newest durable epoch whose part it was given (or floor's image)
+  std::deque<std::shared_ptr<const Retained>> parts;  // not sent yet
+  uint64_t part_bytes = 0;
+  bool lost = false;        // a part could not be kept: begin again
 };
 
 }  // namespace pheap

@@ -96,10 +96,16 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
   if (epoch <= image_.epoch)
     return Status::InvalidArgument(
         fmt::format("heap '{}': epoch {} is not after the durable epoch {}", name_, epoch, image_.epoch));
+  attempting_.store(epoch, std::memory_order_release);
   const Encoded enc = Encode(e.image, e.pages, e.data, e.discarded);
   const size_t k = replicas_.size();
   const uint32_t quorum = options_.replication.quorum;
   std::vector<Round> rounds(k);
+  for (size_t i = 0; i < k; ++i) {
+    if (!replicas_[i]->installing.load(std::memory_order_acquire)) continue;
+    rounds[i].state = Round::State::kOut;  // counts again once installed
+    rounds[i].why = "an image is being installed on it";
+  }
   auto ship = [&](size_t i) {
     Round& rd = rounds[i];
     Status s = SendEncoded(replicas_[i]->ship.get(), enc.pages, enc.commit, &replicas_[i]->in_flight);
@@ -108,7 +114,8 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     rd.sent = ReplicaClock::now();
     rd.sent_from = epoch;
   };
-  for (size_t i = 0; i < k; ++i) ship(i);
+  for (size_t i = 0; i < k; ++i)
+    if (rounds[i].state == Round::State::kShipping) ship(i);
 
   auto count = [&](Round::State st) {
     return static_cast<uint32_t>(std::count_if(rounds.begin(), rounds.end(), [&](const Round& r) { return r.state == st; }));
@@ -158,7 +165,7 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     image_ = e.image;
     image_.term = term_;
     durable_.store(epoch, std::memory_order_release);
-    Retain(e);
+    NotifyInstalls(Retain(e));
   }
   Settle(e, rounds);
   if (newer != 0)
@@ -207,7 +214,7 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
   switch (err->code) {
     case wire::ErrorCode::kEpochGap:
       if (err->detail >= rd.sent_from || err->detail > epoch) return;  // answers a message sent before the catch-up
-      CatchUp(enc, rd, r, err->detail, epoch);
+      CatchUp(enc, rd, i, err->detail, epoch);
       return;
     case wire::ErrorCode::kMissingPages:
     case wire::ErrorCode::kPageChecksum: {
@@ -218,7 +225,7 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
         Status s = SendEncoded(r.ship.get(), enc.pages, enc.commit, &r.in_flight);
         if (!s.ok()) rd.why = s.message();
       } else {
-        CatchUp(enc, rd, r, there + 1, epoch);
+        CatchUp(enc, rd, i, there + 1, epoch);
       }
       return;
     }
@@ -242,15 +249,17 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
 }
 
 // Sends epochs [from, to) from the retained copies, then epoch `to` again.
-void ReplicaClient::CatchUp(const Encoded& enc, Round& rd, Replica& r, Epoch from, Epoch to) {
+void ReplicaClient::CatchUp(const Encoded& enc, Round& rd, size_t i, Epoch from, Epoch to) {
+  Replica& r = *replicas_[i];
   for (Epoch x = from; x < to; ++x) {
     if (FindRetained(x) == nullptr) {
       rd.state = Round::State::kOut;
       rd.why = fmt::format(
-          "behind at epoch {}, and epoch {} is no longer held by this writer: protocol version 1 cannot catch it up; "
-          "restore its directory from another replica",
+          "behind at epoch {}, and epoch {} is no longer held by this writer: it cannot catch up epoch by epoch; "
+          "installing the whole image on it",
           from - 1, x);
       PHEAP_LOG_WARN("heap '{}': replica {} {}", name_, r.endpoint, rd.why);
+      StartInstall(i);
       return;
     }
   }
@@ -269,14 +278,15 @@ void ReplicaClient::CatchUp(const Encoded& enc, Round& rd, Replica& r, Epoch fro
 
 // Keeps a copy of `e` while some replica lacks it, and forgets the epochs
 // every replica holds or that exceed the budget (oldest first).
-void ReplicaClient::Retain(const SealedEpoch& e) {
+std::shared_ptr<const ReplicaClient::Retained> ReplicaClient::Retain(const SealedEpoch& e) {
   Epoch all_have = e.image.epoch;
-  for (const auto& r : replicas_) all_have = std::min(all_have, r->durable.load());
+  for (const auto& r : replicas_)
+    all_have = std::min(all_have, r->installing.load() ? r->install_floor.load() : r->durable.load());
   while (!retained_.empty() && retained_.front()->image.epoch <= all_have) {
     retained_bytes_ -= retained_.front()->data.size();
     retained_.pop_front();
   }
-  if (all_have >= e.image.epoch) return;
+  if (all_have >= e.image.epoch) return nullptr;
   const uint64_t bytes = e.pages.size() * kPageSize;
   // Catch-up needs every epoch from the laggard's on: a gap makes the older
   // copies useless, so an epoch beyond the budget clears them all.
@@ -287,15 +297,16 @@ void ReplicaClient::Retain(const SealedEpoch& e) {
     retained_bytes_ -= retained_.front()->data.size();
     retained_.pop_front();
   }
-  if (bytes > options_.retain_max) return;
-  auto copy = std::make_unique<Retained>();
+  if (bytes > options_.retain_max) return nullptr;
+  auto copy = std::make_shared<Retained>();
   copy->image = e.image;
   copy->image.term = term_;
   copy->pages = e.pages;
   copy->data.assign(e.data, e.data + bytes);
   copy->discarded = e.discarded;
   retained_bytes_ += bytes;
-  retained_.push_back(std::move(copy));
+  retained_.push_back(copy);
+  return copy;
 }
 
 // Returns only when ZeroMQ holds no reference into e.data. A replica that

@@ -31,16 +31,23 @@ constexpr Layout kLayouts[kMaxType + 1] = {
     {0, 0, false},                                 // kStatus
     {1, sizeof(StatusReplyBody), true},            // kStatusReply
     {1, sizeof(ErrorBody), true},                  // kError
+    {1, sizeof(InstallBeginBody), false},          // kInstallBegin
+    {2, sizeof(InstallPagesBody), false},          // kInstallPages
+    {1, sizeof(InstallCommitBody), false},         // kInstallCommit
+    {1, sizeof(InstallAckBody), true},             // kInstallAck
+    {2, sizeof(PagesBody), false},                 // kRepair
+    {1, sizeof(RepairAckBody), true},              // kRepairAck
 };
 
 constexpr const char* kTypeNames[kMaxType + 1] = {
     "?", "HELLO", "MANIFEST", "CLAIM_TERM", "TERM_REPLY", "PAGES", "PAGES_ACK", "COMMIT",
-    "COMMIT_ACK", "FETCH", "FETCH_REPLY", "STATUS", "STATUS_REPLY", "ERROR"};
+    "COMMIT_ACK", "FETCH", "FETCH_REPLY", "STATUS", "STATUS_REPLY", "ERROR", "INSTALL_BEGIN",
+    "INSTALL_PAGES", "INSTALL_COMMIT", "INSTALL_ACK", "REPAIR", "REPAIR_ACK"};
 constexpr const char* kErrorNames[kMaxErrorCode + 1] = {
     "?", "BAD_MAGIC", "BAD_VERSION", "BAD_CHECKSUM", "TRUNCATED", "LENGTH_MISMATCH",
     "UNKNOWN_TYPE", "OVERSIZED", "MALFORMED", "UNKNOWN_HEAP", "SUPERSEDED", "EPOCH_GAP",
     "MISSING_PAGES", "PAGE_CHECKSUM", "CORRUPT_PAGE", "EPOCH_MISMATCH", "STAGING_FULL",
-    "STORE_ERROR", "BUSY"};
+    "STORE_ERROR", "BUSY", "NO_INSTALL"};
 
 constexpr uint64_t kMaxRegionPages = kMaxRegionSize / kPageSize;
 
@@ -62,6 +69,16 @@ void Append(std::vector<uint8_t>* out, const T& v) {
 void AppendBytes(std::vector<uint8_t>* out, const void* p, size_t n) {
   const auto* b = static_cast<const uint8_t*>(p);
   out->insert(out->end(), b, b + n);
+}
+
+// Appends a PageRef (with the page's XXH3) per page and points the data
+// frame at `data`.
+void AppendPageRefs(OutMessage* m, std::span<const Pgno> pgnos, const uint8_t* data) {
+  m->body.reserve(m->body.size() + pgnos.size() * sizeof(PageRef));
+  for (size_t i = 0; i < pgnos.size(); ++i)
+    Append(&m->body, PageRef{pgnos[i], XXH3_64bits(data + i * kPageSize, kPageSize)});
+  m->data = data;
+  m->data_bytes = pgnos.size() * kPageSize;
 }
 
 // Fills and seals the header once body and data are in place.
@@ -113,6 +130,30 @@ Status DecodeRuns(const uint8_t* p, uint32_t n, std::vector<Run>* out) {
 
 using Frames = std::span<const std::span<const uint8_t>>;
 
+// A list of `count` PageRef at `refs` with its data frame: pages strictly
+// ascending, inside any region, and data for each.
+Status DecodePageList(const Header& h, uint32_t count, const uint8_t* refs, std::span<const uint8_t> data, Pages* out,
+                      ErrorCode* code) {
+  if (count > kMaxPagesPerMessage)
+    return Fail(code, ErrorCode::kOversized, fmt::format("{} of {} pages (at most {} per message)", TypeName(h.type), count, kMaxPagesPerMessage));
+  if (data.size() != uint64_t{count} * kPageSize)
+    return Fail(code, ErrorCode::kLengthMismatch, fmt::format("{} lists {} pages but its data frame holds {} bytes", TypeName(h.type), count, data.size()));
+  *out = Pages{count, refs, data.data()};
+  for (uint32_t i = 0; i < count; ++i) {
+    Pgno pg = out->ref(i).pgno;
+    if (pg >= kMaxRegionPages || (i > 0 && pg <= out->ref(i - 1).pgno))
+      return Fail(code, ErrorCode::kMalformed, fmt::format("{} entry {}: page {} is out of order or beyond any region", TypeName(h.type), i, pg));
+  }
+  return Status::Ok();
+}
+
+Status CheckRuns(const Header& h, const std::vector<Run>& runs, uint64_t pages, ErrorCode* code) {
+  for (const Run& r : runs)
+    if (r.count == 0 || r.first > pages || r.count > pages - r.first)
+      return Fail(code, ErrorCode::kMalformed, fmt::format("{} run {}+{} lies outside the region", TypeName(h.type), r.first, r.count));
+  return Status::Ok();
+}
+
 Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code) {
   const Type type = static_cast<Type>(h.type);
   const Layout& l = kLayouts[h.type];
@@ -162,22 +203,58 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       out->body = b;
       return Status::Ok();
     }
-    case Type::kPages: {
+    case Type::kPages:
+    case Type::kRepair: {
       auto b = Load<PagesBody>(p);
-      if (b.count == 0 || b.reserved != 0) return Fail(code, ErrorCode::kMalformed, "PAGES with no pages or a nonzero reserved field");
-      if (b.count > kMaxPagesPerMessage)
-        return Fail(code, ErrorCode::kOversized, fmt::format("PAGES of {} pages (at most {} per message)", b.count, kMaxPagesPerMessage));
-      PHEAP_RETURN_IF_ERROR(exact(uint64_t{b.count} * sizeof(PageRef)));
-      if (frames[2].size() != uint64_t{b.count} * kPageSize)
-        return Fail(code, ErrorCode::kLengthMismatch, fmt::format("PAGES lists {} pages but its data frame holds {} bytes", b.count, frames[2].size()));
-      if (h.epoch == 0 || h.term == 0) return Fail(code, ErrorCode::kMalformed, "PAGES for epoch 0 or term 0");
-      Pages pages{b.count, p + l.fixed, frames[2].data()};
-      for (uint32_t i = 0; i < b.count; ++i) {
-        Pgno pg = pages.ref(i).pgno;
-        if (pg >= kMaxRegionPages || (i > 0 && pg <= pages.ref(i - 1).pgno))
-          return Fail(code, ErrorCode::kMalformed, fmt::format("PAGES entry {}: page {} is out of order or beyond any region", i, pg));
-      }
+      if (b.count == 0 || b.reserved != 0)
+        return Fail(code, ErrorCode::kMalformed, fmt::format("{} with no pages or a nonzero reserved field", TypeName(h.type)));
+      if (b.count <= kMaxPagesPerMessage) PHEAP_RETURN_IF_ERROR(exact(uint64_t{b.count} * sizeof(PageRef)));
+      Pages pages;
+      PHEAP_RETURN_IF_ERROR(DecodePageList(h, b.count, p + l.fixed, frames[2], &pages, code));
+      if (type == Type::kPages && (h.epoch == 0 || h.term == 0)) return Fail(code, ErrorCode::kMalformed, "PAGES for epoch 0 or term 0");
       out->body = pages;
+      return Status::Ok();
+    }
+    case Type::kInstallBegin: {
+      PHEAP_RETURN_IF_ERROR(exact(0));
+      auto b = Load<InstallBeginBody>(p);
+      if (h.epoch == 0 || h.term == 0) return Fail(code, ErrorCode::kMalformed, "INSTALL_BEGIN from epoch 0 or term 0");
+      if (!ValidRegion(b.base, b.size))
+        return Fail(code, ErrorCode::kMalformed, fmt::format("INSTALL_BEGIN region {:#x}+{:#x} is not a valid region", b.base, b.size));
+      out->body = b;
+      return Status::Ok();
+    }
+    case Type::kInstallPages: {
+      auto b = Load<InstallPagesBody>(p);
+      if (h.epoch == 0 || h.term == 0) return Fail(code, ErrorCode::kMalformed, "INSTALL_PAGES labelled epoch 0 or term 0");
+      if (b.count > kMaxPagesPerMessage)
+        return Fail(code, ErrorCode::kOversized, fmt::format("INSTALL_PAGES of {} pages (at most {} per message)", b.count, kMaxPagesPerMessage));
+      PHEAP_RETURN_IF_ERROR(exact(uint64_t{b.count} * sizeof(PageRef) + uint64_t{b.discarded_count} * sizeof(RunRef)));
+      InstallPages ip;
+      PHEAP_RETURN_IF_ERROR(DecodePageList(h, b.count, p + l.fixed, frames[2], &ip.pages, code));
+      PHEAP_RETURN_IF_ERROR(DecodeRuns(p + l.fixed + uint64_t{b.count} * sizeof(PageRef), b.discarded_count, &ip.discarded));
+      PHEAP_RETURN_IF_ERROR(CheckRuns(h, ip.discarded, kMaxRegionPages, code));
+      out->body = std::move(ip);
+      return Status::Ok();
+    }
+    case Type::kInstallCommit: {
+      PHEAP_RETURN_IF_ERROR(exact(0));
+      auto b = Load<InstallCommitBody>(p);
+      if (h.epoch == 0 || h.term == 0 || b.image_term == 0)
+        return Fail(code, ErrorCode::kMalformed, "INSTALL_COMMIT of epoch 0, term 0 or image term 0");
+      if (!ValidRegion(b.base, b.size) || b.hwm > b.size / kPageSize)
+        return Fail(code, ErrorCode::kMalformed, fmt::format("INSTALL_COMMIT region {:#x}+{:#x} with hwm {} is not valid", b.base, b.size, b.hwm));
+      out->body = b;
+      return Status::Ok();
+    }
+    case Type::kInstallAck: {
+      PHEAP_RETURN_IF_ERROR(exact(0));
+      out->body = Load<InstallAckBody>(p);
+      return Status::Ok();
+    }
+    case Type::kRepairAck: {
+      PHEAP_RETURN_IF_ERROR(exact(0));
+      out->body = Load<RepairAckBody>(p);
       return Status::Ok();
     }
     case Type::kPagesAck: {
@@ -196,9 +273,7 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       if (b.hwm > pages || b.total_pages > b.hwm)
         return Fail(code, ErrorCode::kMalformed, fmt::format("COMMIT hwm {} / total pages {} beyond the region's {} pages", b.hwm, b.total_pages, pages));
       PHEAP_RETURN_IF_ERROR(DecodeRuns(p + l.fixed, b.discarded_count, &c.discarded));
-      for (const Run& r : c.discarded)
-        if (r.count == 0 || r.first > pages || r.count > pages - r.first)
-          return Fail(code, ErrorCode::kMalformed, fmt::format("COMMIT discarded run {}+{} lies outside the region", r.first, r.count));
+      PHEAP_RETURN_IF_ERROR(CheckRuns(h, c.discarded, pages, code));
       out->body = std::move(c);
       return Status::Ok();
     }
@@ -311,13 +386,8 @@ OutMessage EncodeTermReply(ReplyTo to, const TermReplyBody& b) {
 
 OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, Epoch epoch, std::span<const Pgno> pgnos,
                        const uint8_t* data) {
-  const auto n = static_cast<uint32_t>(pgnos.size());
-  OutMessage m = WithBody(PagesBody{n, 0});
-  m.body.reserve(sizeof(PagesBody) + uint64_t{n} * sizeof(PageRef));
-  for (uint32_t i = 0; i < n; ++i)
-    Append(&m.body, PageRef{pgnos[i], XXH3_64bits(data + uint64_t{i} * kPageSize, kPageSize)});
-  m.data = data;
-  m.data_bytes = uint64_t{n} * kPageSize;
+  OutMessage m = WithBody(PagesBody{static_cast<uint32_t>(pgnos.size()), 0});
+  AppendPageRefs(&m, pgnos, data);
   return Seal(std::move(m), Type::kPages, request_id, heap, term, epoch);
 }
 
@@ -353,6 +423,37 @@ OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Pgno first
   m.data = data;
   m.data_bytes = uint64_t{n} * kPageSize;
   return Seal(std::move(m), Type::kFetchReply, to.request_id, to.heap_id, promised, durable);
+}
+
+OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, Epoch from, const InstallBeginBody& b) {
+  return Seal(WithBody(b), Type::kInstallBegin, request_id, heap, term, from);
+}
+
+OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, Epoch label, std::span<const Pgno> pgnos,
+                              const uint8_t* data, std::span<const Run> discarded) {
+  const auto n = static_cast<uint32_t>(pgnos.size());
+  OutMessage m = WithBody(InstallPagesBody{n, static_cast<uint32_t>(discarded.size())});
+  AppendPageRefs(&m, pgnos, data);
+  for (const Run& r : discarded) Append(&m.body, RunRef{r.first, r.count});
+  return Seal(std::move(m), Type::kInstallPages, request_id, heap, term, label);
+}
+
+OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const InstallCommitBody& b) {
+  return Seal(WithBody(b), Type::kInstallCommit, request_id, heap, term, epoch);
+}
+
+OutMessage EncodeInstallAck(ReplyTo to, Term promised, const InstallAckBody& b) {
+  return Seal(WithBody(b), Type::kInstallAck, to.request_id, to.heap_id, promised, b.durable_epoch);
+}
+
+OutMessage EncodeRepair(uint64_t request_id, HeapId heap, Epoch epoch, std::span<const Pgno> pgnos, const uint8_t* data) {
+  OutMessage m = WithBody(PagesBody{static_cast<uint32_t>(pgnos.size()), 0});
+  AppendPageRefs(&m, pgnos, data);
+  return Seal(std::move(m), Type::kRepair, request_id, heap, 0, epoch);
+}
+
+OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const RepairAckBody& b) {
+  return Seal(WithBody(b), Type::kRepairAck, to.request_id, to.heap_id, promised, durable);
 }
 
 OutMessage EncodeStatus(uint64_t request_id) { return Seal(OutMessage{}, Type::kStatus, request_id, 0, 0, 0); }

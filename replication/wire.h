@@ -29,7 +29,7 @@ bool IsRequest(Type t);
 // ---- encoding ----
 
 // A message ready to send as frames: header, then body (every type but
-// kStatus), then page data (kPages, kFetchReply). The data is referenced,
+// kStatus), then page data (kPages, kFetchReply, kInstallPages, kRepair). The data is referenced,
 // not copied: it must stay valid until the message is sent (or, sent with
 // zero copy, until the transport releases it).
 struct OutMessage {
@@ -67,6 +67,15 @@ OutMessage EncodeFetch(uint64_t request_id, HeapId heap, Epoch epoch, Pgno first
 OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Pgno first, uint32_t count,
                             std::span<const uint64_t> present, std::span<const uint64_t> checksums,
                             const uint8_t* data);
+OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, Epoch from, const InstallBeginBody& b);
+// REQUIRES: pgnos.size() <= kMaxPagesPerMessage (0 allowed: discards only).
+OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, Epoch label, std::span<const Pgno> pgnos,
+                              const uint8_t* data, std::span<const Run> discarded);
+OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const InstallCommitBody& b);
+OutMessage EncodeInstallAck(ReplyTo to, Term promised, const InstallAckBody& b);
+// REQUIRES: 1 <= pgnos.size() <= kMaxPagesPerMessage.
+OutMessage EncodeRepair(uint64_t request_id, HeapId heap, Epoch epoch, std::span<const Pgno> pgnos, const uint8_t* data);
+OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const RepairAckBody& b);
 OutMessage EncodeStatus(uint64_t request_id);
 struct HeapStatusEntry {
   HeapStatus status{};
@@ -82,7 +91,7 @@ OutMessage EncodeError(ReplyTo to, Term promised, Epoch epoch, ErrorCode code, u
 
 struct Hello { std::string_view name; };
 struct ClaimTerm { uint64_t claimant[2]; };
-struct Pages {
+struct Pages {  // kPages, kRepair
   uint32_t count = 0;
   const uint8_t* refs = nullptr;  // count PageRef, unaligned
   const uint8_t* data = nullptr;  // count pages
@@ -108,6 +117,10 @@ struct StatusReply {
   StatusReplyBody body{};
   std::vector<HeapStatusEntry> heaps;
 };
+struct InstallPages {
+  Pages pages;               // may list no pages
+  std::vector<Run> discarded;
+};
 struct Error {
   ErrorCode code{};
   uint64_t detail = 0;
@@ -119,7 +132,8 @@ struct Message {
   Header header{};
   Type type{};
   std::variant<std::monostate, Hello, ManifestBody, ClaimTerm, TermReplyBody, Pages, PagesAckBody,
-               Commit, CommitAckBody, Fetch, FetchReply, StatusReply, Error>
+               Commit, CommitAckBody, Fetch, FetchReply, StatusReply, Error, InstallBeginBody, InstallPages,
+               InstallCommitBody, InstallAckBody, RepairAckBody>
       body;
 };
 

@@ -5,7 +5,8 @@
 // A message is one ZeroMQ multipart message: a 64-byte Header frame, then
 // `payload_frames` payload frames whose sizes add up to `payload_bytes`.
 // Frame 1 (the body) starts with the fixed struct of its type, followed by
-// that type's variable part; frame 2, for kPages and kFetchReply only, holds
+// that type's variable part; frame 2, for kPages, kFetchReply,
+// kInstallPages and kRepair only, holds
 // page data, 4096 bytes per page. (The ROUTER prepends the routing id frame
 // on the peer's side; clients never see or send it, nor an empty delimiter.)
 //
@@ -55,8 +56,17 @@ enum class Type : uint8_t {
   kStatus = 11,       // -> kStatusReply
   kStatusReply = 12,
   kError = 13,        // reply to any request that failed
+  // Installing a whole image into a replica the writer cannot catch up
+  // epoch by epoch (added in version 1: a peer without them answers
+  // kUnknownType).
+  kInstallBegin = 14,   // -> kInstallAck
+  kInstallPages = 15,   // -> kInstallAck
+  kInstallCommit = 16,  // -> kInstallAck
+  kInstallAck = 17,
+  kRepair = 18,         // -> kRepairAck
+  kRepairAck = 19,
 };
-inline constexpr uint8_t kMaxType = 13;
+inline constexpr uint8_t kMaxType = 19;
 
 // Header.flags. Every reply carries kFlagReply, no request does; other bits
 // are reserved and must be zero.
@@ -194,6 +204,51 @@ struct HeapStatus {
 };
 static_assert(sizeof(HeapStatus) == 56);
 
+// kInstallBegin body. Header: epoch = the writer's durable epoch (the
+// install reaches at least this far), term = the writer's term. The peer
+// sets aside a store that holds an epoch below it and begins an install
+// into an empty store of this region.
+struct InstallBeginBody {
+  uint64_t base;
+  uint64_t size;
+};
+
+// kInstallPages body: then `count` PageRef, then `discarded_count` RunRef
+// (pages that read as zeros at the label); frame 2 holds count * 4096 bytes.
+// Header: epoch = the label (the epoch the pages were read at, or the epoch
+// that wrote them), term = the writer's term.
+struct InstallPagesBody {
+  uint32_t count;              // 0..kMaxPagesPerMessage
+  uint32_t discarded_count;
+};
+
+// kInstallCommit body. Header: epoch = the installed image's epoch, term =
+// the writer's term.
+struct InstallCommitBody {
+  uint64_t base;
+  uint64_t size;
+  uint64_t hwm;
+  uint64_t image_term;         // the term that wrote the image's epoch
+};
+
+// kInstallAck body. Header: epoch = durable epoch.
+struct InstallAckBody {
+  uint64_t durable_epoch;
+  uint64_t image_term;
+  uint64_t installed_pages;    // page copies in the unfinished install (0 when none)
+};
+
+// kRepair: a PagesBody and its PageRefs, frame 2 the pages: good copies of
+// pages this peer answered kCorruptPage for. Header: epoch = the epoch the
+// copies were served at (informational), term = 0.
+// kRepairAck body. Header: epoch = durable epoch.
+struct RepairAckBody {
+  uint32_t repaired;           // pages rewritten, or found good already
+  uint32_t refused;            // pages whose copy is not the stored version
+};
+static_assert(sizeof(InstallBeginBody) == 16 && sizeof(InstallPagesBody) == 8);
+static_assert(sizeof(InstallCommitBody) == 32 && sizeof(InstallAckBody) == 24 && sizeof(RepairAckBody) == 8);
+
 enum class ErrorCode : uint16_t {
   kBadMagic = 1,        // header magic is not kMagic
   kBadVersion = 2,      // detail: the version the peer speaks
@@ -212,9 +267,10 @@ enum class ErrorCode : uint16_t {
   kEpochMismatch = 15,  // fetch of an epoch not durable here; detail: durable epoch
   kStagingFull = 16,    // detail: the peer's staging limit in bytes
   kStoreError = 17,     // the page store refused or failed (message says why)
-  kBusy = 18,           // the peer is stopping
+  kBusy = 18,           // the peer is stopping, or an install holds the heap
+  kNoInstall = 19,      // install pages or commit with no install begun: send kInstallBegin
 };
-inline constexpr uint16_t kMaxErrorCode = 18;
+inline constexpr uint16_t kMaxErrorCode = 19;
 
 // kError body: then message_length bytes of text, then run_count RunRef.
 struct ErrorBody {

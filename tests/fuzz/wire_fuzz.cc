@@ -2,7 +2,9 @@
 // The first input byte says how many frames (0..4); each frame's length is
 // the next 4 bytes (little-endian, cut to what is left), then its bytes.
 // Decode must return a Status for anything; when it succeeds, every view it
-// hands out must lie inside the frames (ASan checks the reads below).
+// hands out must lie inside the frames (ASan checks the reads below). Every
+// type is reachable: the type byte is part of the input (PAGES and REPAIR
+// decode to Pages, INSTALL_PAGES to InstallPages).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -52,6 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         ++k;
       }
     if (k != r->present_count) __builtin_trap();
+  } else if (const auto* ip = std::get_if<wire::InstallPages>(&m.body)) {
+    Pgno bad = 0;
+    (void)wire::VerifyPages(ip->pages, &bad);
+    for (uint32_t i = 0; i < ip->pages.count; ++i) sink = sink + ip->pages.ref(i).pgno + ip->pages.page(i)[kPageSize - 1];
+    for (const Run& run : ip->discarded)
+      if (run.count == 0) __builtin_trap();  // Decode must refuse empty runs
   } else if (const auto* h = std::get_if<wire::Hello>(&m.body)) {
     for (char c : h->name) sink = sink + static_cast<uint8_t>(c);
   } else if (const auto* e = std::get_if<wire::Error>(&m.body)) {

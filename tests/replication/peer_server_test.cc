@@ -296,6 +296,60 @@ TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingStaged) {
   StopPeer();
 }
 
+TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
+  StartPeer();
+  Client c(endpoint_, "inst");
+  ASSERT_TRUE(c.Hello());
+  ASSERT_TRUE(Client::As<wire::TermReplyBody>(c.Claim(2, kWriterA)));
+  auto& ch = c.ch();
+  const std::vector<Pgno> pgnos = {1, 2};
+  std::vector<uint8_t> data(2 * kPageSize);
+  for (size_t i = 0; i < 2; ++i) FillPage(data.data() + i * kPageSize, pgnos[i], 5);
+  const std::vector<pheap::Run> absent = {{3, 1}};
+  auto pages = [&](Term t) { return wire::EncodeInstallPages(ch.NextRequestId(), c.id(), t, 5, pgnos, data.data(), absent); };
+
+  EXPECT_EQ(Client::ErrCode(c.Call(pages(2))), static_cast<int>(ErrorCode::kNoInstall));
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 5, {kBase, kSize}))),
+            static_cast<int>(ErrorCode::kSuperseded));
+  auto begun = c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 5, {kBase, kSize}));
+  ASSERT_TRUE(Client::As<wire::InstallAckBody>(begun));
+  // The writer's own epochs wait for the install to close.
+  EXPECT_EQ(Client::ErrCode(c.SendPages(2, 1, {3})), static_cast<int>(ErrorCode::kBusy));
+  ASSERT_TRUE(Client::As<wire::InstallAckBody>(c.Call(pages(2))));
+  auto again = Client::As<wire::InstallAckBody>(c.Call(pages(2)));  // a resend
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->installed_pages, 4u);
+  // Nothing is visible before the commit.
+  auto m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 0u);
+  const wire::InstallCommitBody body{kBase, kSize, 8, 2};
+  for (int i = 0; i < 2; ++i) {  // the second is a resend
+    auto done = Client::As<wire::InstallAckBody>(c.Call(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 2, 6, body)));
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->durable_epoch, 6u);
+    EXPECT_EQ(done->image_term, 2u);
+  }
+  m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 6u);
+  auto fr = c.Call(wire::EncodeFetch(ch.NextRequestId(), c.id(), 6, 0, 4));
+  auto reply = Client::As<wire::FetchReply>(fr);
+  ASSERT_TRUE(reply);
+  ASSERT_EQ(reply->present_count, 2u);
+  EXPECT_FALSE(reply->present(0));
+  EXPECT_TRUE(reply->present(1) && reply->present(2));
+  EXPECT_EQ(0, std::memcmp(reply->data, data.data(), 2 * kPageSize));
+  // The writer goes on from the installed epoch.
+  c.ShipEpoch(2, 7, {3}, 8);
+  m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 7u);
+  // A replica not behind is not installed over.
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 7, {kBase, kSize}))),
+            static_cast<int>(ErrorCode::kEpochMismatch));
+}
+
 TEST_F(PeerTest, StoredPageDamageIsNamedOnFetch) {
   StartPeer();
   Client c(endpoint_, "rot");

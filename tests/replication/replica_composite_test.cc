@@ -52,6 +52,10 @@ TEST_F(ReplicatedPagesTest, LocalAndQuorumHoldEveryEpoch) {
   std::vector<uint8_t> probe(kPageSize);
   ASSERT_EQ(local->ReadRun(50, 1, probe.data(), nullptr).code(), Status::Code::kCorruption);
   VerifyImage(pages, 128, oracle);
+  // ... and the local copy is repaired with theirs.
+  Status s = local->ReadRun(50, 1, probe.data(), nullptr);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(local->Verify(nullptr).ok());
 }
 
 TEST_F(ReplicatedPagesTest, RecoveryIntoAnEmptyDirectory) {

@@ -12,6 +12,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "base/page_io.h"
 #include "peer_test_util.h"
@@ -106,6 +107,54 @@ class ReplicaFixture : public ::testing::Test {
     if (!r.ok()) return -1;
     const auto* m = std::get_if<wire::ManifestBody>(&(*r)->msg.body);
     return m ? static_cast<int64_t>(m->epoch) : -1;
+  }
+
+  // A reader of the heap on replica `endpoint` alone (the others may be down).
+  std::unique_ptr<ReplicaClient> ReaderOn(const std::string& endpoint) {
+    ReplicaClientOptions o = Options(/*claim=*/false);
+    auto rc = ResolveReplication({endpoint}, 1, 1);
+    EXPECT_TRUE(rc.ok()) << rc.status().ToString();
+    o.replication = *rc;
+    return Open(o);
+  }
+
+  // Waits until `endpoint` reports durable epoch `e`, up to `limit`.
+  bool AwaitDurable(const std::string& endpoint, Epoch e, std::chrono::milliseconds limit = 20s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (DurableAt(endpoint) != static_cast<int64_t>(e)) {
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(50ms);
+    }
+    return true;
+  }
+
+  // Waits until the client `c` sees the replica peers_[i] installed and
+  // the peer reports durable epoch `e`.
+  bool AwaitInstalled(const ReplicaClient& c, int i, Epoch e, std::chrono::milliseconds limit = 20s) {
+    if (!AwaitDurable(endpoints_[i], e, limit)) return false;
+    const auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      for (const ReplicaState& st : c.state())
+        if (st.endpoint == endpoints_[i] && !st.installing) return true;
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  // Persists epochs from `next` on (one page each) until peers_[i], which
+  // the writer cannot catch up epoch by epoch, is installed and holds the
+  // last of them: a replica that just restarted is met by the first epoch
+  // shipped once it is connected. Returns the last epoch persisted, 0 if it
+  // was never installed.
+  Epoch PersistUntilInstalled(ReplicaClient& c, int i, Epoch next, Pgno hwm, Oracle* oracle) {
+    for (Epoch e = next; e < next + 5; ++e) {
+      auto t = MakeEpoch(e, {e % hwm}, hwm, {}, oracle);
+      Status s = c.Persist(t.sealed);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      if (!s.ok()) return 0;
+      if (AwaitInstalled(c, i, e, 5s)) return e;
+    }
+    return 0;
   }
 
   // Reads pages [0, hwm) through `src` and checks each against the oracle.

@@ -215,6 +215,89 @@ TEST(Wire, ErrorRoundTrip) {
   EXPECT_EQ(e.runs[0].count, 4u);
 }
 
+TEST(Wire, InstallMessagesRoundTrip) {
+  Frames f = ToFrames(EncodeInstallBegin(20, 99, 3, 12, {0x10000, 0x800000}));
+  Message m;
+  MustDecode(f, &m);
+  EXPECT_EQ(m.type, Type::kInstallBegin);
+  EXPECT_EQ(m.header.epoch, 12u);
+  EXPECT_EQ(m.header.term, 3u);
+  EXPECT_EQ(std::get<InstallBeginBody>(m.body).size, 0x800000u);
+
+  std::vector<Pgno> pgnos = {4, 9};
+  auto data = MakePages(pgnos, 11);
+  std::vector<pheap::Run> absent = {{5, 4}, {10, 6}};
+  Frames f2 = ToFrames(EncodeInstallPages(21, 99, 3, 11, pgnos, data.data(), absent));
+  Message m2;
+  MustDecode(f2, &m2);
+  const auto& ip = std::get<InstallPages>(m2.body);
+  EXPECT_EQ(m2.header.epoch, 11u);  // the label
+  ASSERT_EQ(ip.pages.count, 2u);
+  EXPECT_EQ(ip.pages.ref(1).pgno, 9u);
+  EXPECT_EQ(0, std::memcmp(ip.pages.page(1), data.data() + kPageSize, kPageSize));
+  Pgno bad = 0;
+  EXPECT_TRUE(VerifyPages(ip.pages, &bad).ok());
+  ASSERT_EQ(ip.discarded.size(), 2u);
+  EXPECT_EQ(ip.discarded[1].first, 10u);
+  EXPECT_EQ(ip.discarded[1].count, 6u);
+
+  // Discards alone: no pages, an empty data frame.
+  Frames f3 = ToFrames(EncodeInstallPages(22, 99, 3, 11, {}, nullptr, absent));
+  Message m3;
+  MustDecode(f3, &m3);
+  EXPECT_EQ(std::get<InstallPages>(m3.body).pages.count, 0u);
+
+  Frames f4 = ToFrames(EncodeInstallCommit(23, 99, 3, 14, {0x10000, 0x800000, 100, 2}));
+  Message m4;
+  MustDecode(f4, &m4);
+  EXPECT_EQ(m4.header.epoch, 14u);
+  EXPECT_EQ(std::get<InstallCommitBody>(m4.body).image_term, 2u);
+
+  Frames f5 = ToFrames(EncodeInstallAck({23, 99}, 3, {14, 2, 0}));
+  Message m5;
+  MustDecode(f5, &m5);
+  EXPECT_EQ(m5.header.flags, kFlagReply);
+  EXPECT_EQ(std::get<InstallAckBody>(m5.body).durable_epoch, 14u);
+}
+
+TEST(Wire, RepairRoundTrip) {
+  std::vector<Pgno> pgnos = {599};
+  auto data = MakePages(pgnos, 2);
+  Frames f = ToFrames(EncodeRepair(30, 99, 3, pgnos, data.data()));
+  Message m;
+  MustDecode(f, &m);
+  EXPECT_EQ(m.type, Type::kRepair);
+  EXPECT_TRUE(IsRequest(m.type));
+  const auto& p = std::get<Pages>(m.body);
+  ASSERT_EQ(p.count, 1u);
+  EXPECT_EQ(p.ref(0).pgno, 599u);
+  Frames f2 = ToFrames(EncodeRepairAck({30, 99}, 1, 3, {1, 0}));
+  Message m2;
+  MustDecode(f2, &m2);
+  EXPECT_FALSE(IsRequest(m2.type));
+  EXPECT_EQ(std::get<RepairAckBody>(m2.body).repaired, 1u);
+  EXPECT_STREQ(TypeName(static_cast<uint8_t>(Type::kRepairAck)), "REPAIR_ACK");
+  EXPECT_STREQ(ErrorCodeName(static_cast<uint16_t>(ErrorCode::kNoInstall)), "NO_INSTALL");
+}
+
+TEST(WireMalformed, InstallMessages) {
+  // Epoch 0 (no label), a bad region, a discard beyond any region, pages out of order.
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 0, {0x10000, 0x800000}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 5, {0x10001, 0x800000}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallCommit(1, 99, 3, 5, {0x10000, 0x800000, 0x801, 2}))), ErrorCode::kMalformed);
+  std::vector<pheap::Run> far = {{~uint64_t{0} - 1, 4}};
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, 5, {}, nullptr, far))), ErrorCode::kMalformed);
+  std::vector<Pgno> unordered = {9, 4};
+  auto data = MakePages(unordered, 5);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, 5, unordered, data.data(), {}))), ErrorCode::kMalformed);
+  // Data frame short of its pages.
+  std::vector<Pgno> one = {4};
+  Frames f = ToFrames(EncodeInstallPages(1, 99, 3, 5, one, data.data(), {}));
+  f[2].resize(kPageSize - 1);
+  EditHeader(&f, [](Header* h) { h->payload_bytes -= 1; });
+  EXPECT_EQ(MustFail(f), ErrorCode::kLengthMismatch);
+}
+
 // ---- malformed input: one test per way to be wrong ----
 
 Frames ValidPages() {

@@ -1,0 +1,174 @@
+// The peer's side of installing an image (INSTALL_BEGIN, INSTALL_PAGES,
+// INSTALL_COMMIT) and of repairing damaged pages (REPAIR). Rules in
+// docs/wire-protocol.md.
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "base/log.h"
+#include "base/os.h"
+#include "replication/peer_heap_internal.h"
+
+namespace pheap {
+
+using wire::ErrorCode;
+using namespace peer_internal;
+using Heap = HeapTable::Heap;
+
+namespace {
+
+Status SyncDir(const std::string& dir) {
+  int fd = os().open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("opening directory " + dir, -fd);
+  int r = os().fsync(fd);
+  os().close(fd);
+  return r < 0 ? Status::FromErrno("syncing directory " + dir, -r) : Status::Ok();
+}
+
+}  // namespace
+
+std::optional<Reply> peer_internal::InstallHolds(Heap* h, const wire::Header& req) {
+  if (h->install_term == 0) return std::nullopt;
+  if (req.term > h->install_term) {
+    PHEAP_LOG_INFO("heap '{}': the install of term {} ends: a writer of term {} ships epochs", h->name, h->install_term, req.term);
+    h->install_term = 0;
+    return std::nullopt;
+  }
+  return Err(req, h, ErrorCode::kBusy, 0,
+             fmt::format("heap '{}': an image is being installed here; epochs come after its INSTALL_COMMIT", h->name));
+}
+
+Result<std::shared_ptr<PageStore>> HeapTable::CreateStore(Heap* h, uint64_t base, uint64_t size) {
+  PageStoreOptions o;
+  o.base = base;
+  o.size = size;
+  auto s = PageStore::Open(dir_, h->name, o);
+  if (!s.ok()) return s.status();
+  std::shared_ptr<PageStore> store = std::move(s.value());
+  std::lock_guard l(h->mu);
+  h->store = store;
+  PHEAP_LOG_INFO("heap '{}': created its store (region {:#x}+{:#x})", h->name, base, size);
+  return store;
+}
+
+Status HeapTable::SetAside(Heap* h) {
+  std::shared_ptr<PageStore> old;
+  {
+    std::lock_guard l(h->mu);
+    old.swap(h->store);
+  }
+  const Epoch e = old ? old->image().epoch : 0;
+  old.reset();  // a fetch in hand may still read it, from its new place
+  std::string aside = fmt::format("{}{}{}", h->dir, kStaleMark, e);
+  for (int n = 2; std::filesystem::exists(aside); ++n) aside = fmt::format("{}{}{}.{}", h->dir, kStaleMark, e, n);
+  if (int r = os().rename(h->dir.c_str(), aside.c_str()); r < 0)
+    return Status::FromErrno(fmt::format("setting the store of heap '{}' aside as {}", h->name, aside), -r);
+  // The promise goes into the fresh directory before anything else does.
+  PHEAP_RETURN_IF_ERROR(h->terms->Promise(h->terms->promise()));
+  PHEAP_RETURN_IF_ERROR(SyncDir(dir_));
+  PHEAP_LOG_WARN("heap '{}': its store at epoch {} cannot be caught up; set aside as {} (not deleted)", h->name, e, aside);
+  return Status::Ok();
+}
+
+Reply HeapTable::InstallBegin(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  const auto& b = std::get<wire::InstallBeginBody>(m.body);
+  const Term t = m.header.term;
+  const ImageInfo im = h->Image();
+  if (im.epoch >= m.header.epoch)
+    return Err(m.header, h.get(), ErrorCode::kEpochMismatch, im.epoch,
+               fmt::format("heap '{}': holds epoch {}, not behind epoch {}: nothing to install", h->name, im.epoch, m.header.epoch));
+  h->staging.Clear();
+  h->staged_pages.store(0, std::memory_order_relaxed);
+  // A store holding epochs, or another writer's unfinished install, goes aside;
+  // the same writer's unfinished install is continued (each part it sends
+  // labels every page of its run, so older parts are overridden).
+  const bool continue_own = h->install_term == t && im.epoch == 0;
+  if (!continue_own && (im.epoch > 0 || h->install_term != 0)) {
+    if (Status s = SetAside(h.get()); !s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+  }
+  if (!h->Store()) {
+    auto s = CreateStore(h.get(), b.base, b.size);
+    if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.status().message());
+  }
+  if (!continue_own) h->install_pages = 0;
+  h->install_term = t;
+  PHEAP_LOG_INFO("heap '{}': installing an image of epoch {} or later for the writer of term {}", h->name, m.header.epoch, t);
+  return Reply{wire::EncodeInstallAck(To(m.header), h->Promised(), {0, 0, h->install_pages}), nullptr};
+}
+
+Reply HeapTable::InstallPages(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  const auto& ip = std::get<wire::InstallPages>(m.body);
+  auto store = h->Store();
+  if (h->install_term != m.header.term || !store)
+    return Err(m.header, h.get(), ErrorCode::kNoInstall, 0,
+               fmt::format("heap '{}': no install of term {} in progress here (the peer may have restarted); send INSTALL_BEGIN",
+                           h->name, m.header.term));
+  Pgno bad = 0;
+  if (Status s = wire::VerifyPages(ip.pages, &bad); !s.ok()) return Err(m.header, h.get(), ErrorCode::kPageChecksum, bad, s.message());
+  SealedEpoch part;
+  part.image = ImageInfo{h->id, m.header.epoch, m.header.term, 0, 0, 0};
+  part.pages.reserve(ip.pages.count);
+  for (uint32_t i = 0; i < ip.pages.count; ++i) part.pages.push_back(ip.pages.ref(i).pgno);
+  part.data = ip.pages.data;
+  part.discarded = ip.discarded;
+  if (Status s = store->InstallPages(part); !s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+  h->install_pages += ip.pages.count;
+  return Reply{wire::EncodeInstallAck(To(m.header), h->Promised(), {0, 0, h->install_pages}), nullptr};
+}
+
+Reply HeapTable::InstallCommit(const wire::Message& m) {
+  Reply err;
+  auto h = FindWritable(m, &err);
+  if (!h) return err;
+  if (auto r = Fence(h.get(), m.header)) return std::move(*r);
+  const auto& b = std::get<wire::InstallCommitBody>(m.body);
+  const Epoch e = m.header.epoch;
+  auto ack = [&](const ImageInfo& now) {
+    return Reply{wire::EncodeInstallAck(To(m.header), h->Promised(), {now.epoch, now.term, 0}), nullptr};
+  };
+  auto store = h->Store();
+  if (store && store->image().epoch >= e) return ack(store->image());  // a resend: installed already
+  if (h->install_term != m.header.term || !store)
+    return Err(m.header, h.get(), ErrorCode::kNoInstall, 0,
+               fmt::format("heap '{}': no install of term {} in progress here (the peer may have restarted); send INSTALL_BEGIN",
+                           h->name, m.header.term));
+  Status s = store->InstallCommit(ImageInfo{h->id, e, b.image_term, b.base, b.size, b.hwm});
+  if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+  h->install_term = 0;
+  h->install_pages = 0;
+  return ack(store->image());
+}
+
+Reply HeapTable::Repair(const wire::Message& m) {
+  auto h = Find(m.header.heap_id);
+  if (!h) return Err(m.header, nullptr, ErrorCode::kUnknownHeap, 0, "heap id not known here: send HELLO first");
+  auto store = h->Store();
+  if (!store) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, fmt::format("heap '{}': no store here to repair", h->name));
+  const auto& p = std::get<wire::Pages>(m.body);
+  Pgno bad = 0;
+  if (Status s = wire::VerifyPages(p, &bad); !s.ok()) return Err(m.header, h.get(), ErrorCode::kPageChecksum, bad, s.message());
+  wire::RepairAckBody b{};
+  for (uint32_t i = 0; i < p.count; ++i) {
+    Status s = store->RepairPage(p.ref(i).pgno, p.page(i));
+    if (s.ok()) {
+      ++b.repaired;
+    } else if (s.code() == Status::Code::kInvalidArgument) {
+      ++b.refused;  // not the version stored here (it moved on, or never had it)
+      PHEAP_LOG_INFO("heap '{}': repair refused: {}", h->name, s.message());
+    } else {
+      return Err(m.header, h.get(), ErrorCode::kStoreError, p.ref(i).pgno, s.message());
+    }
+  }
+  return Reply{wire::EncodeRepairAck(To(m.header), h->Promised(), store->image().epoch, b), nullptr};
+}
+
+}  // namespace pheap

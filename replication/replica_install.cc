@@ -1,0 +1,267 @@
+// Installing the whole durable image on a replica the writer cannot catch
+// up epoch by epoch (INSTALL_BEGIN, INSTALL_PAGES, INSTALL_COMMIT), on a
+// thread and a connection of its own.
+//
+// Why the installed image is the durable one: every page of the region is
+// sent labelled with an epoch at which its content was already durable (an
+// image run read after that epoch was durable; absent pages, and pages past
+// the hwm, as discards), and every epoch committed after the install began
+// is sent as a part labelled with itself. The peer keeps each page at its
+// newest label, so a page some later epoch wrote or discarded takes that
+// epoch's content, and any other still holds what it held at its label.
+// The install closes at a durable epoch whose parts were all sent and that
+// no read can have been newer than (`ceiling`): a read may see an epoch in
+// flight, which must be durable before the image that holds it is.
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "base/log.h"
+#include "replication/replica_client.h"
+#include "replication/replica_internal.h"
+#include "replication/wire.h"
+
+namespace pheap {
+
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr uint32_t kInstallRun = 256;  // pages per image run: 1 MiB
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+// Runs of the pages in [first, first + count) whose bit in `present` is clear.
+std::vector<Run> AbsentRuns(Pgno first, uint32_t count, const uint64_t* present) {
+  std::vector<Run> runs;
+  for (uint32_t i = 0; i < count; ++i) {
+    if ((present[i / 64] >> (i % 64)) & 1) continue;
+    if (!runs.empty() && runs.back().end() == first + i) ++runs.back().count;
+    else runs.push_back(Run{first + i, 1});
+  }
+  return runs;
+}
+
+}  // namespace
+
+void ReplicaClient::SetImageSource(PageSource* source, std::function<Epoch()> source_epoch) {
+  std::lock_guard lock(source_mu_);
+  image_source_ = source;
+  source_epoch_ = std::move(source_epoch);
+}
+
+void ReplicaClient::StartInstall(size_t i) {
+  Replica& r = *replicas_[i];
+  if (!options_.claim || r.installing.load()) return;
+  if (r.install_thread.joinable()) r.install_thread.join();  // an earlier install, finished
+  r.install_floor.store(durable_.load());
+  r.installing.store(true, std::memory_order_release);
+  PHEAP_LOG_INFO("heap '{}': installing the durable image on replica {}", name_, r.endpoint);
+  r.install_thread = std::thread([this, i] { InstallLoop(i); });
+}
+
+void ReplicaClient::InstallLoop(size_t i) {
+  Replica& r = *replicas_[i];
+  for (int attempt = 1; !stopping_.load(std::memory_order_acquire); ++attempt) {
+    Status s = InstallOnce(i);
+    if (s.ok()) break;
+    if (s.code() == Status::Code::kSuperseded) {
+      PHEAP_LOG_WARN("heap '{}': installing replica {}: {}; this writer no longer holds the heap", name_, r.endpoint,
+                     s.message());
+      break;
+    }
+    PHEAP_LOG_WARN("heap '{}': installing replica {} (attempt {}): {}; beginning again", name_, r.endpoint, attempt,
+                   s.ToString());
+    for (int w = 0; w < 4 && !stopping_.load(std::memory_order_acquire); ++w) std::this_thread::sleep_for(options_.resend / 2);
+  }
+  r.installing.store(false, std::memory_order_release);
+}
+
+// Sends `m` until its reply comes (resending on silence) or the timeout
+// passes; an error reply is returned as a Status, its code in *refused.
+Result<std::unique_ptr<Received>> ReplicaClient::InstallCall(PeerChannel& ch, const wire::OutMessage& m,
+                                                             wire::Error* refused) {
+  const auto deadline = ReplicaClock::now() + options_.timeout;
+  Status last = Status::Timeout("no answer");
+  while (ReplicaClock::now() < deadline && !stopping_.load(std::memory_order_acquire)) {
+    auto reply = ch.Call(m, std::min(options_.resend, Left(deadline)));
+    if (reply.ok()) {
+      if (Status e = ErrorStatus(**reply); !e.ok()) {
+        if (const auto* err = std::get_if<wire::Error>(&(*reply)->msg.body); err != nullptr && refused != nullptr)
+          *refused = *err;
+        return e;
+      }
+      return reply;
+    }
+    last = reply.status();
+  }
+  return Status::Timeout(fmt::format("{} unanswered for {} ms: {}", wire::TypeName(m.header.type),
+                                     options_.timeout.count(), last.message()));
+}
+
+// Reads an image run from the image source, else from the replicas.
+// *newest: the newest epoch the read may have seen.
+Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest) {
+  Status s;
+  {
+    std::lock_guard lock(source_mu_);
+    s = image_source_ != nullptr ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
+    *newest = source_epoch_ ? source_epoch_() : 0;
+  }
+  // A replica (or the source) may already hold the epoch Persist works on.
+  *newest = std::max(*newest, attempting_.load(std::memory_order_acquire));
+  return s;
+}
+
+// Sends the parts queued so far, each epoch's pages in frames of about
+// frame_bytes.
+Status ReplicaClient::SendParts(PeerChannel& ch, Install& inst) {
+  const uint64_t per = std::clamp<uint64_t>(options_.frame_bytes / kPageSize, 1, max_frame_pages_);
+  for (;;) {
+    std::shared_ptr<const Retained> part;
+    {
+      std::lock_guard lock(install_mu_);
+      if (inst.lost) return Status::Busy("fell more than retain_max bytes behind the writer");
+      if (inst.parts.empty()) return Status::Ok();
+      part = inst.parts.front();
+    }
+    const Epoch e = part->image.epoch;
+    size_t at = 0;
+    do {
+      const size_t n = std::min<size_t>(per, part->pages.size() - at);
+      std::span<const Run> discarded;
+      if (at == 0) discarded = part->discarded;
+      auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, e,
+                                        std::span<const Pgno>(part->pages.data() + at, n),
+                                        part->data.data() + at * kPageSize, discarded);
+      auto reply = InstallCall(ch, m);
+      if (!reply.ok()) return reply.status().Annotate(fmt::format("sending epoch {}", e));
+      at += n;
+    } while (at < part->pages.size());
+    std::lock_guard lock(install_mu_);
+    inst.part_bytes -= part->data.size();
+    inst.parts.pop_front();
+  }
+}
+
+// Feeds a durable epoch to every install (called by Persist once the epoch
+// is durable; `kept` null when it could not be retained).
+void ReplicaClient::NotifyInstalls(std::shared_ptr<const Retained> kept) {
+  std::lock_guard lock(install_mu_);
+  durable_image_ = image_;
+  for (Install* inst : installs_) {
+    if (kept == nullptr || inst->part_bytes + kept->data.size() > options_.retain_max) {
+      inst->lost = true;
+      continue;
+    }
+    inst->parts.push_back(kept);
+    inst->part_bytes += kept->data.size();
+    inst->covered = image_;
+  }
+}
+
+Status ReplicaClient::InstallOnce(size_t i) {
+  Replica& r = *replicas_[i];
+  auto dialed = DialReplica(ctx_, r.endpoint, options_.keys);
+  if (!dialed.ok()) return dialed.status();
+  PeerChannel& ch = **dialed;
+  // The peer may have restarted knowing nothing of the heap.
+  if (auto hello = InstallCall(ch, wire::EncodeHello(ch.NextRequestId(), name_)); !hello.ok()) return hello.status();
+
+  Install inst;
+  ImageInfo from;  // the image at the floor (inst.covered moves on under install_mu_)
+  {
+    std::lock_guard lock(install_mu_);
+    from = durable_image_;
+    inst.floor = from.epoch;
+    inst.covered = from;
+    installs_.push_back(&inst);
+  }
+  r.install_floor.store(inst.floor);
+  struct Unregister {
+    ReplicaClient* c;
+    Install* inst;
+    ~Unregister() {
+      std::lock_guard lock(c->install_mu_);
+      std::erase(c->installs_, inst);
+    }
+  } unregister{this, &inst};
+  if (inst.floor == 0) return Status::Ok();  // nothing durable to install
+
+  wire::Error refused;
+  auto begun = InstallCall(ch, wire::EncodeInstallBegin(ch.NextRequestId(), heap_id_, term_, from.epoch,
+                                                        {from.base, from.size}), &refused);
+  if (!begun.ok() && refused.code == wire::ErrorCode::kEpochMismatch) {
+    // Not behind after all (it holds the epoch or later): shipping serves it.
+    r.durable.store(refused.detail);
+    return Status::Ok();
+  }
+  if (!begun.ok()) return begun.status().Annotate("INSTALL_BEGIN");
+  // Pages at or past the hwm read as zeros: labelled so, every page of the
+  // region is covered by this install, whatever an earlier attempt left.
+  const Pgno region_pages = from.size / kPageSize;
+  if (from.hwm < region_pages) {
+    const Run tail{from.hwm, region_pages - from.hwm};
+    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, from.epoch, {}, nullptr,
+                                      std::span<const Run>(&tail, 1));
+    if (auto reply = InstallCall(ch, m); !reply.ok()) return reply.status();
+  }
+
+  std::unique_ptr<uint8_t, FreeDeleter> buf(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, kInstallRun * kPageSize)));
+  uint64_t present[kInstallRun / 64];
+  std::vector<Pgno> pgnos;
+  Epoch ceiling = from.epoch;
+  for (Pgno first = 0; first < from.hwm; first += kInstallRun) {
+    if (stopping_.load(std::memory_order_acquire)) return Status::Busy("the client is closing");
+    PHEAP_RETURN_IF_ERROR(SendParts(ch, inst));
+    const auto count = static_cast<uint32_t>(std::min<Pgno>(kInstallRun, from.hwm - first));
+    const Epoch label = durable_.load(std::memory_order_acquire);  // durable before the read
+    Epoch newest = 0;
+    Status s = ReadImageRun(first, count, buf.get(), present, &newest);
+    if (!s.ok()) return s.Annotate(fmt::format("reading image pages [{}, {})", first, first + count));
+    ceiling = std::max(ceiling, newest);
+    // Present pages packed at the front, the absent ones as discards.
+    pgnos.clear();
+    for (uint32_t k = 0; k < count; ++k) {
+      if (((present[k / 64] >> (k % 64)) & 1) == 0) continue;
+      if (pgnos.size() != k) std::memcpy(buf.get() + pgnos.size() * kPageSize, buf.get() + uint64_t{k} * kPageSize, kPageSize);
+      pgnos.push_back(first + k);
+    }
+    const std::vector<Run> absent = AbsentRuns(first, count, present);
+    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, label, pgnos, buf.get(), absent);
+    if (auto reply = InstallCall(ch, m); !reply.ok()) return reply.status().Annotate("sending image pages");
+  }
+
+  // Close at a durable epoch every part up to which was sent, and that no
+  // read can have been newer than.
+  ImageInfo at;
+  for (;;) {
+    if (stopping_.load(std::memory_order_acquire)) return Status::Busy("the client is closing");
+    PHEAP_RETURN_IF_ERROR(SendParts(ch, inst));
+    {
+      std::lock_guard lock(install_mu_);
+      if (inst.parts.empty() && inst.covered.epoch >= ceiling) {
+        at = inst.covered;
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::min(options_.resend, milliseconds(20)));
+  }
+  auto done = InstallCall(ch, wire::EncodeInstallCommit(ch.NextRequestId(), heap_id_, term_, at.epoch,
+                                                        {at.base, at.size, at.hwm, at.term}));
+  if (!done.ok()) return done.status().Annotate("INSTALL_COMMIT");
+  const auto* ack = std::get_if<wire::InstallAckBody>(&(*done)->msg.body);
+  if (ack == nullptr || ack->durable_epoch < at.epoch)
+    return Status::InvalidArgument(fmt::format("INSTALL_COMMIT of epoch {} answered with {}", at.epoch,
+                                               wire::TypeName((*done)->msg.header.type)));
+  r.durable.store(ack->durable_epoch);
+  PHEAP_LOG_INFO("heap '{}': replica {} installed at epoch {}; it counts again once caught up from there", name_,
+                 r.endpoint, ack->durable_epoch);
+  return Status::Ok();
+}
+
+}  // namespace pheap

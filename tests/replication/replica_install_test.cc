@@ -1,0 +1,210 @@
+// Installing the whole image on a replica the writer cannot catch up epoch
+// by epoch, against three real peer processes: a peer restarted empty, a
+// peer restarted from a stale disk (its store set aside, not deleted), and
+// a peer killed in the middle of an install (left empty, not torn; the
+// install begins again). Each installed replica then serves the image alone.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+
+#include "replica_test_util.h"
+#include "replication/page_store.h"
+#include "replication/replica_client.h"
+
+namespace pheap {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::kBase;
+using testing::kSize;
+using testing::MakeEpoch;
+using testing::Oracle;
+using testing::Range;
+
+using ReplicaInstallTest = testing::ReplicaFixture;
+
+// An image source whose reads can be held at a gate.
+class GatedSource final : public PageSource {
+ public:
+  explicit GatedSource(PageSource* inner) : inner_(inner) {}
+
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override {
+    {
+      std::unique_lock l(mu_);
+      if (block_after_ >= 0 && reads_ >= block_after_) {
+        blocked_ = true;
+        cv_.notify_all();
+        cv_.wait(l, [&] { return block_after_ < 0; });
+        blocked_ = false;
+      }
+      ++reads_;
+    }
+    return inner_->ReadRun(first, count, out, present);
+  }
+  // Reads after the first `n` wait until Release.
+  void BlockAfter(int n) {
+    std::lock_guard l(mu_);
+    reads_ = 0;
+    block_after_ = n;
+  }
+  void Release() {
+    std::lock_guard l(mu_);
+    block_after_ = -1;
+    cv_.notify_all();
+  }
+  bool AwaitBlocked(std::chrono::milliseconds limit) {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, limit, [&] { return blocked_; });
+  }
+
+ private:
+  PageSource* inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int reads_ = 0;
+  int block_after_ = -1;
+  bool blocked_ = false;
+};
+
+TEST_F(ReplicaInstallTest, PeerRestartedEmptyIsInstalledAndServesAlone) {
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  Oracle oracle;
+  ShipFirstEpochs(*c, &oracle);  // every replica acknowledged: nothing retained
+  const int x = IndexOf(c->replicas()[1]);
+  peers_[x]->Signal(SIGKILL);
+  std::filesystem::remove_all(dirs_[x]);
+  StartPeer(x);
+  auto e4 = MakeEpoch(4, Range(300, 340), 1501, {{1400, 50}}, &oracle);
+  Status s = c->Persist(e4.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const Epoch at = PersistUntilInstalled(*c, x, 5, 1501, &oracle);
+  ASSERT_NE(at, 0u);
+  // It takes the next epoch like any replica.
+  const Epoch last = at + 1;
+  auto next = MakeEpoch(last, {2, 1450}, 1501, {}, &oracle);
+  s = c->Persist(next.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(AwaitDurable(endpoints_[x], last));
+  c.reset();
+  for (int i = 0; i < kPeers; ++i)
+    if (i != x) peers_[i]->Signal(SIGTERM);
+  auto alone = ReaderOn(endpoints_[x]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, last);
+  EXPECT_EQ(alone->image().hwm, 1501u);
+  EXPECT_EQ(alone->image().base, kBase);
+  EXPECT_EQ(alone->image().size, kSize);
+  VerifyImage(*alone, 1501, oracle);
+}
+
+TEST_F(ReplicaInstallTest, PeerWithAStaleDiskIsInstalledAndItsStoreSetAside) {
+  auto o = Options();
+  o.retain_max = 0;  // the epochs it misses are not kept
+  auto c = Open(o);
+  ASSERT_TRUE(c);
+  Oracle oracle;
+  ShipFirstEpochs(*c, &oracle);
+  const int x = IndexOf(c->replicas()[2]);
+  peers_[x]->Signal(SIGKILL);
+  auto e4 = MakeEpoch(4, Range(0, 50), 1501, {}, &oracle);
+  ASSERT_TRUE(c->Persist(e4.sealed).ok());
+  auto e5 = MakeEpoch(5, {700, 701}, 1501, {{1, 4}}, &oracle);
+  ASSERT_TRUE(c->Persist(e5.sealed).ok());
+  StartPeer(x);  // with its disk at epoch 3
+  const Epoch at = PersistUntilInstalled(*c, x, 6, 1501, &oracle);
+  ASSERT_NE(at, 0u);
+  // The old store is kept beside the new one, whole.
+  const std::string aside = dirs_[x] + "/" + kHeap + ".stale-epoch-3";
+  ASSERT_TRUE(std::filesystem::exists(aside));
+  {
+    // A copy put where a store of the heap belongs opens at epoch 3.
+    const std::string inspect = tmp_.path() + "/inspect";
+    std::filesystem::create_directories(inspect);
+    std::filesystem::copy(aside, inspect + "/" + kHeap, std::filesystem::copy_options::recursive);
+    PageStoreOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    auto old = PageStore::Open(inspect, kHeap, ro);
+    ASSERT_TRUE(old.ok()) << old.status().ToString();
+    EXPECT_EQ((*old)->image().epoch, 3u);
+  }
+  c.reset();
+  for (int i = 0; i < kPeers; ++i)
+    if (i != x) peers_[i]->Signal(SIGTERM);
+  auto alone = ReaderOn(endpoints_[x]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, at);
+  VerifyImage(*alone, 1501, oracle);
+}
+
+TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAgain) {
+  PageStoreOptions lo;
+  lo.base = kBase;
+  lo.size = kSize;
+  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  GatedSource gate(local->get());
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  PageStore* store = local->get();
+  c->SetImageSource(&gate, [store] { return store->image().epoch; });
+  Oracle oracle;
+  auto persist = [&](const testing::TestEpoch& e) {
+    ASSERT_TRUE(store->Persist(e.sealed).ok());
+    Status s = c->Persist(e.sealed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  };
+  auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);  // five image runs
+  persist(e1);
+  auto e2 = MakeEpoch(2, Range(500, 520), 1200, {{900, 10}}, &oracle);
+  persist(e2);
+
+  const int x = IndexOf(c->replicas()[1]);
+  peers_[x]->Signal(SIGKILL);
+  std::filesystem::remove_all(dirs_[x]);
+  StartPeer(x);
+  gate.BlockAfter(2);
+  // The first epoch shipped once the restarted replica is connected meets
+  // it empty: its install starts.
+  Epoch e = 2;
+  std::vector<testing::TestEpoch> shipped;
+  do {
+    ++e;
+    shipped.push_back(MakeEpoch(e, {e}, 1200, {}, &oracle));
+    persist(shipped.back());
+  } while (!gate.AwaitBlocked(3s) && e < 8);
+  ASSERT_TRUE(gate.AwaitBlocked(0s));
+  // Two runs are in its install file, unclosed, when it dies.
+  peers_[x]->Signal(SIGKILL);
+  {
+    PageStoreOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    auto left = PageStore::Open(dirs_[x], kHeap, ro);
+    ASSERT_TRUE(left.ok()) << left.status().ToString();
+    EXPECT_EQ((*left)->image().epoch, 0u);
+    std::vector<uint8_t> page(kPageSize);
+    uint64_t present = ~uint64_t{0};
+    ASSERT_TRUE((*left)->ReadRun(0, 1, page.data(), &present).ok());
+    EXPECT_EQ(present, 0u) << "a page of the unfinished install is visible";
+  }
+  StartPeer(x);
+  gate.Release();
+  auto last = MakeEpoch(e + 1, {8, 1100}, 1200, {}, &oracle);
+  persist(last);
+  ASSERT_TRUE(AwaitInstalled(*c, x, e + 1));
+  c->SetImageSource(nullptr);
+  c.reset();
+  for (int i = 0; i < kPeers; ++i)
+    if (i != x) peers_[i]->Signal(SIGTERM);
+  auto alone = ReaderOn(endpoints_[x]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, e + 1);
+  VerifyImage(*alone, 1200, oracle);
+}
+
+}  // namespace
+}  // namespace pheap
