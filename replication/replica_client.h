@@ -178,6 +178,7 @@ class ReplicaClient final : public PageSource, public EpochSink {
   Status ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest);
   void NotifyInstalls(std::shared_ptr<const Retained> kept);
   Result<std::unique_ptr<Received>> InstallCall(PeerChannel& ch, const wire::OutMessage& m, wire::Error* refused = nullptr);
+  Result<std::unique_ptr<PeerChannel>> TakeFetchChannel(Replica& r);
   void SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t* page);
   // *damaged: the page found damaged there (a CORRUPT_PAGE answer, or an
   // XXH3 mismatch), left alone otherwise.

@@ -57,23 +57,27 @@ Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t
   return damaged ? Status::Corruption(std::move(text)) : Status::Timeout(std::move(text));
 }
 
+// A fetch connection to `r`: an idle one from its pool, else a new one. The
+// caller puts it back when it is still in step (no reply outstanding).
+Result<std::unique_ptr<PeerChannel>> ReplicaClient::TakeFetchChannel(Replica& r) {
+  {
+    std::lock_guard l(r.fetch_mu);
+    if (!r.fetch_pool.empty()) {
+      std::unique_ptr<PeerChannel> ch = std::move(r.fetch_pool.back());
+      r.fetch_pool.pop_back();
+      return ch;
+    }
+  }
+  return DialReplica(ctx_, r.endpoint, options_.keys);
+}
+
 // Sends `page`, read good elsewhere, to the replica that served it damaged;
 // it rewrites its stored copy. The reply is not waited for (the next Call on
 // the connection drops it): a fault never waits for a repair.
 void ReplicaClient::SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t* page) {
-  std::unique_ptr<PeerChannel> ch;
-  {
-    std::lock_guard l(r.fetch_mu);
-    if (!r.fetch_pool.empty()) {
-      ch = std::move(r.fetch_pool.back());
-      r.fetch_pool.pop_back();
-    }
-  }
-  if (!ch) {
-    auto dialed = DialReplica(ctx_, r.endpoint, options_.keys);
-    if (!dialed.ok()) return;
-    ch = std::move(dialed.value());
-  }
+  auto taken = TakeFetchChannel(r);
+  if (!taken.ok()) return;
+  std::unique_ptr<PeerChannel> ch = std::move(*taken);
   const Pgno one[1] = {pgno};
   if (Status s = ch->Send(wire::EncodeRepair(ch->NextRequestId(), heap_id_, epoch, one, page)); !s.ok()) return;
   PHEAP_LOG_INFO("heap '{}': sent replica {} a good copy of page {} to repair its damaged one", name_, r.endpoint, pgno);
@@ -83,19 +87,9 @@ void ReplicaClient::SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t
 
 Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present,
                                 Pgno* damaged) {
-  std::unique_ptr<PeerChannel> ch;
-  {
-    std::lock_guard l(r.fetch_mu);
-    if (!r.fetch_pool.empty()) {
-      ch = std::move(r.fetch_pool.back());
-      r.fetch_pool.pop_back();
-    }
-  }
-  if (!ch) {
-    auto dialed = DialReplica(ctx_, r.endpoint, options_.keys);
-    if (!dialed.ok()) return dialed.status();
-    ch = std::move(dialed.value());
-  }
+  auto taken = TakeFetchChannel(r);
+  if (!taken.ok()) return taken.status();
+  std::unique_ptr<PeerChannel> ch = std::move(*taken);
   // A reader wants exactly its epoch. The writer asks for whatever is
   // durable (epoch 0): a replica may already hold the epoch being persisted,
   // and a page not resident in the writer's region is the same in both.

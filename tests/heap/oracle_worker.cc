@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "tests/heap/oracle_model.h"
+#include "tests/heap/oracle_apply.h"
 
 using namespace pheaptest::oracle;
 
@@ -42,31 +42,7 @@ void Ack(const char* what, unsigned long long v) {
 }
 
 void ApplyNext() {
-  uint64_t k = g_state->ops + 1;
-  Op op = OpFor(g_state->seed, k, g_state->count);
-  if (op.remove) {
-    Node** at = &g_state->head;
-    for (uint64_t i = op.position % g_state->count; i > 0; --i) at = &(*at)->next;
-    Node* gone = *at;
-    *at = gone->next;
-    g_state->count--;
-    pheap_free(g_heap, gone->payload);
-    pheap_free(g_heap, gone);
-  } else {
-    auto* n = static_cast<Node*>(pheap_malloc(g_heap, sizeof(Node)));
-    auto* payload = static_cast<uint8_t*>(pheap_malloc(g_heap, op.size));
-    if (n == nullptr || payload == nullptr) Die("malloc");
-    for (uint64_t i = 0; i < op.size; ++i) payload[i] = PayloadByte(k, i);
-    n->next = nullptr;
-    n->k = k;
-    n->size = op.size;
-    n->payload = payload;
-    Node** at = &g_state->head;
-    while (*at != nullptr) at = &(*at)->next;
-    *at = n;
-    g_state->count++;
-  }
-  g_state->ops = k;
+  if (!pheaptest::oracle::ApplyNext(g_heap, g_state)) Die("malloc");
 }
 
 }  // namespace
