@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/cluster/cluster_util.h"
@@ -112,18 +113,21 @@ class Cluster {
     CommitAll(3, "with W replicas back");
   }
 
-  // A returning peer is brought up to the writer's epoch within a few
-  // commits (each commit drives the catch-up).
+  // A returning peer is brought up to the writer's epoch while the writer
+  // goes on committing (each commit drives the catch-up; an empty peer is
+  // first installed in the background, which takes a few round trips).
   void ExpectCaughtUp(int i) {
     int64_t at = -1;
-    for (int commits = 0; commits <= 10; ++commits) {
+    constexpr int kCommits = 60;  // 100 ms apart: at most about 6 s
+    for (int commits = 0; commits <= kCommits; ++commits) {
       at = peers_[i]->Durable(kHeap, 2s);
       if (at == writer_.last_durable().epoch) return;
       Writer::Reply r = writer_.Commit();
       ASSERT_TRUE(r.durable) << "commit failed while peer " << i << " catches up: " << r.error;
+      std::this_thread::sleep_for(100ms);
     }
-    ADD_FAILURE() << "peer " << peers_[i]->endpoint() << " is at epoch " << at << " after 10 more commits; the writer at "
-                  << writer_.last_durable().epoch;
+    ADD_FAILURE() << "peer " << peers_[i]->endpoint() << " is at epoch " << at << " after " << kCommits
+                  << " more commits; the writer at " << writer_.last_durable().epoch;
   }
 
   // Recovers the heap on a new empty directory and expects exactly the
