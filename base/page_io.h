@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "base/status.h"
@@ -50,6 +51,20 @@ class PageSource {
 
   static constexpr uint32_t kMaxReadRun = 1024;  // 4 MiB
 };
+
+// After ReadRun(first, count, buf, present): moves the pages that hold data
+// to the front of buf, in order, and appends their numbers to *pgnos, so
+// buf and *pgnos form the data and page list of a SealedEpoch.
+inline void PackPresentPages(Pgno first, uint32_t count, const uint64_t* present, uint8_t* buf,
+                             std::vector<Pgno>* pgnos) {
+  const size_t base = pgnos->size();
+  for (uint32_t i = 0; i < count; ++i) {
+    if (((present[i / 64] >> (i % 64)) & 1) == 0) continue;
+    const size_t at = pgnos->size() - base;
+    if (at != i) std::memmove(buf + at * kPageSize, buf + uint64_t{i} * kPageSize, kPageSize);
+    pgnos->push_back(first + i);
+  }
+}
 
 class EpochSink {
  public:

@@ -1,7 +1,6 @@
 #include "replication/replica_composite.h"
 
 #include <cstdlib>
-#include <cstring>
 
 #include "base/log.h"
 
@@ -133,13 +132,7 @@ void ReplicatedPages::RestoreLoop(Progress progress) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
     }
-    // Keep only the pages that hold data, packed at the front.
-    for (uint32_t i = 0; i < count; ++i) {
-      if (((present[i / 64] >> (i % 64)) & 1) == 0) continue;
-      if (part.pages.size() != i)
-        std::memcpy(buf + part.pages.size() * kPageSize, buf + uint64_t{i} * kPageSize, kPageSize);
-      part.pages.push_back(first + i);
-    }
+    PackPresentPages(first, count, present, buf, &part.pages);
     part.data = buf;
     {
       std::lock_guard lock(mu_);

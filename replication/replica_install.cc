@@ -226,11 +226,7 @@ Status ReplicaClient::InstallOnce(size_t i) {
     ceiling = std::max(ceiling, newest);
     // Present pages packed at the front, the absent ones as discards.
     pgnos.clear();
-    for (uint32_t k = 0; k < count; ++k) {
-      if (((present[k / 64] >> (k % 64)) & 1) == 0) continue;
-      if (pgnos.size() != k) std::memcpy(buf.get() + pgnos.size() * kPageSize, buf.get() + uint64_t{k} * kPageSize, kPageSize);
-      pgnos.push_back(first + k);
-    }
+    PackPresentPages(first, count, present, buf.get(), &pgnos);
     const std::vector<Run> absent = AbsentRuns(first, count, present);
     auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, label, pgnos, buf.get(), absent);
     if (auto reply = InstallCall(ch, m); !reply.ok()) return reply.status().Annotate("sending image pages");
