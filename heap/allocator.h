@@ -86,6 +86,15 @@ class Allocator {
 
   bool attached() const { return hdr_ != nullptr; }
 
+  // The hooks given to Attach, and a way to put another in front of them
+  // (the preload library runs every Discard as pheap code, so whatever the
+  // engine allocates on the way comes from glibc instead of this allocator,
+  // whose lock the caller holds).
+  // REQUIRES (set_hooks): attached; no other thread uses this object yet;
+  //           `hooks` outlives the attachment.
+  ArenaHooks* hooks() const { return hooks_; }
+  void set_hooks(ArenaHooks* hooks) { hooks_ = hooks; }
+
   // Returns a block of at least n bytes, or nullptr when the arena is full.
   // Aligned to 8, and to 16 when n is a multiple of 16 (enough for any type
   // of that size). Malloc(0) returns a unique minimal block.

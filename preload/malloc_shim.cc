@@ -22,20 +22,11 @@
 namespace pheap::preload {
 namespace {
 
-// Calls the allocator as pheap code: whatever it allocates on the way (the
-// engine's bookkeeping when it gives pages back, under the allocator's
-// lock) comes from glibc instead of re-entering it.
-template <typename M, typename... A>
-inline auto Call(M method, Allocator* a, A... args) {
-  Bypass b;
-  return (a->*method)(args...);
-}
-
 inline bool PowerOfTwo(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
 void* Malloc(size_t n) {
   if (Allocator* a = Route()) {
-    if (void* p = Call(&Allocator::Malloc, a, n); __builtin_expect(p != nullptr, 1)) return p;
+    if (void* p = a->Malloc(n); __builtin_expect(p != nullptr, 1)) return p;
     WarnRegionFull(n);
   }
   return Libc().malloc(n);
@@ -45,7 +36,7 @@ void* AlignedMalloc(size_t align, size_t n) {
   if (align <= 8) return Malloc(n);  // every block is 8-aligned
   if (!PowerOfTwo(align)) align = std::bit_ceil(align);
   if (Allocator* a = Route()) {
-    if (void* p = Call(&Allocator::AlignedAlloc, a, align, n); p != nullptr) return p;
+    if (void* p = a->AlignedAlloc(align, n); p != nullptr) return p;
     WarnRegionFull(n);
   }
   return Libc().memalign(align, n);
@@ -53,7 +44,7 @@ void* AlignedMalloc(size_t align, size_t n) {
 
 void Free(void* p) {
   if (InRegion(p)) {
-    Call(&Allocator::Free, g_alloc.load(std::memory_order_relaxed), p);
+    g_alloc.load(std::memory_order_relaxed)->Free(p);
   } else if (p != nullptr) {
     Libc().free(p);
   }
@@ -65,7 +56,7 @@ void* Calloc(size_t count, size_t n) {
     return nullptr;
   }
   if (Allocator* a = Route()) {
-    if (void* p = Call(&Allocator::Calloc, a, count, n); p != nullptr) return p;
+    if (void* p = a->Calloc(count, n); p != nullptr) return p;
     WarnRegionFull(count * n);
   }
   return Libc().calloc(count, n);
@@ -76,15 +67,15 @@ void* Realloc(void* p, size_t n) {
   if (!InRegion(p)) return Libc().realloc(p, n);  // glibc's block stays glibc's
   Allocator* a = g_alloc.load(std::memory_order_relaxed);
   if (n == 0) {
-    Call(&Allocator::Free, a, p);
+    a->Free(p);
     return nullptr;
   }
-  if (void* q = Call(&Allocator::Realloc, a, p, n); q != nullptr) return q;
+  if (void* q = a->Realloc(p, n); q != nullptr) return q;
   WarnRegionFull(n);
   void* q = Libc().malloc(n);
   if (q == nullptr) return nullptr;  // p stays valid
   std::memcpy(q, p, std::min(n, a->UsableSize(p)));
-  Call(&Allocator::Free, a, p);
+  a->Free(p);
   return q;
 }
 
@@ -155,14 +146,14 @@ void* __libc_pvalloc(size_t n) { return pvalloc(n); }
 int mallopt(int param, int value) { return pp::Libc().mallopt(param, value); }
 
 int malloc_trim(size_t pad) {
-  if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) pp::Call(&pheap::Allocator::Collect, a);
+  if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) a->Collect();
   return pp::Libc().malloc_trim(pad);
 }
 
 struct mallinfo2 mallinfo2(void) {
   struct mallinfo2 m = pp::Libc().mallinfo2();
   if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
-    pheap::AllocatorStats s = pp::Call(&pheap::Allocator::Stats, a);
+    pheap::AllocatorStats s = a->Stats();
     m.arena += s.bytes_reserved;
     m.uordblks += s.bytes_live;
     m.fordblks += s.bytes_reserved > s.bytes_live ? s.bytes_reserved - s.bytes_live : 0;
@@ -190,7 +181,7 @@ struct mallinfo mallinfo(void) {
 void malloc_stats(void) {
   pp::Libc().malloc_stats();
   if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
-    pheap::AllocatorStats s = pp::Call(&pheap::Allocator::Stats, a);
+    pheap::AllocatorStats s = a->Stats();
     dprintf(2, "pheap heap: in use bytes = %llu, reserved bytes = %llu, segments = %llu\n",
             static_cast<unsigned long long>(s.bytes_live), static_cast<unsigned long long>(s.bytes_reserved),
             static_cast<unsigned long long>(s.segments));

@@ -233,6 +233,23 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   return h;
 }
 
+// Runs the allocator's calls into the engine as pheap code. They come under
+// the allocator's lock from every path into it: the interposed functions,
+// the C interface on pheap_default() and a thread's exit (a TSD destructor
+// glibc calls directly), so the routing must be decided here, not at the
+// entry points.
+class HooksAsPheapCode final : public ArenaHooks {
+ public:
+  explicit HooksAsPheapCode(ArenaHooks* inner) : inner_(inner) {}
+  Status Discard(void* addr, size_t len) override {
+    Bypass b;
+    return inner_->Discard(addr, len);
+  }
+
+ private:
+  ArenaHooks* inner_;
+};
+
 // The stats record: found under its root, else made in the heap.
 void AttachStats(PersistentHeap* h) {
   auto found = h->Root(kPreloadStatsRoot, kPreloadStatsType);
@@ -277,6 +294,7 @@ __attribute__((constructor)) void PreloadInit() {
   // Never closed or freed: pointers into the region stay valid until the
   // process ends, through every exit handler and destructor.
   g_heap = h->release();
+  g_heap->allocator().set_hooks(new HooksAsPheapCode(g_heap->allocator().hooks()));  // never freed, as g_heap
   AttachStats(g_heap);
   g_region_base.store(reinterpret_cast<uintptr_t>(g_heap->base()), std::memory_order_relaxed);
   g_region_size.store(g_heap->size(), std::memory_order_relaxed);

@@ -3,6 +3,7 @@
 // program could, and prints what it saw; the test compares.
 //
 //   preload_worker threads          threads allocate; others free it
+//   preload_worker thread-exit      a thread frees whole segments, exits
 //   preload_worker fork             fork without exec (see Fork below)
 //   preload_worker forkexec PROG    fork, exec PROG, wait
 //   preload_worker sleep            set a root, print "ready", sleep
@@ -71,6 +72,29 @@ int Threads() {
       delete p;
     }
   std::printf("threads done: %llu\n", static_cast<unsigned long long>(sum.load()));
+  return 0;
+}
+
+// A thread fills several allocator segments with small blocks, frees them
+// all and exits: its exit gives the empty segments back to the OS under the
+// allocator's lock, from glibc's thread-exit code rather than from a malloc
+// call, and the engine's bookkeeping on that path must not re-enter the
+// allocator. Done twice, with a commit between, so the second exit also
+// finds the first's discards pending.
+int ThreadExit() {
+  pheap* h = pheap_default();
+  size_t total = 0;
+  for (int round = 0; round < 2; ++round) {
+    std::thread t([&] {
+      std::vector<void*> blocks;
+      for (size_t bytes = 0; bytes < (size_t{24} << 20); bytes += 256) blocks.push_back(std::malloc(256));
+      for (void* p : blocks) std::free(p);
+      total += blocks.size();
+    });
+    t.join();
+    if (h != nullptr && pheap_commit(h) < 0) return 10;
+  }
+  std::printf("thread-exit done: %zu blocks\n", total);
   return 0;
 }
 
@@ -209,10 +233,11 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "threads") return Threads();
   if (mode == "api") return Api();
+  if (mode == "thread-exit") return ThreadExit();
   if (mode == "fork") return Fork();
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
-  std::fprintf(stderr, "usage: preload_worker threads|fork|forkexec PROG...|sleep|read NAME DIR\n");
+  std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR\n");
   return 2;
 }

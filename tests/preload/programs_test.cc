@@ -51,6 +51,8 @@ std::string Slurp(const fs::path& p) {
   return ss.str();
 }
 
+constexpr int kRunLimitMs = 60000;
+
 // Runs argv in `cwd` with stdin from `in` (or /dev/null), the environment
 // without LD_PRELOAD and PHEAP_* plus `extra`; returns what it printed.
 Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::string>& extra, const std::string& in = "",
@@ -82,12 +84,20 @@ Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::
     for (int i = 0; i < 1000 && Slurp(out).find("ready") == std::string::npos; ++i) usleep(10000);
     kill(pid, SIGTERM);
   }
+  // A hung program fails its test instead of the whole suite's time limit.
   Outcome r;
   rusage ru{};
-  if (wait4(pid, &r.status, 0, &ru) != pid) r.status = -1;
+  pid_t got = 0;
+  for (int ms = 0; (got = wait4(pid, &r.status, WNOHANG, &ru)) == 0; ms += 10) {
+    if (ms == kRunLimitMs) kill(pid, SIGKILL);
+    usleep(10000);
+  }
+  if (got != pid) r.status = -1;
   r.maxrss_kib = ru.ru_maxrss;
   r.out = Slurp(out);
   r.err = Slurp(err);
+  if (WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGKILL)
+    r.err += "\n(killed: still running after " + std::to_string(kRunLimitMs / 1000) + " s)";
   return r;
 }
 
@@ -178,6 +188,15 @@ TEST(Worker, ThreadsFreeEachOthersBlocks) {
   EXPECT_EQ(pre.status, 0) << pre.err;
   EXPECT_EQ(pre.out, native.out);
   ExpectCommitted("threads", "preload_worker");
+}
+
+TEST(Worker, ThreadExitGivesSegmentsBack) {
+  Outcome native = RunProgram({g_paths.worker, "thread-exit"}, {});
+  Outcome pre = RunProgram({g_paths.worker, "thread-exit"}, PreloadEnv("thread-exit", "0"));
+  ASSERT_EQ(native.status, 0) << native.err;
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  ExpectCommitted("thread-exit", "preload_worker");
 }
 
 TEST(Worker, MallocFamilyBehavesAsGlibcs) {
