@@ -17,6 +17,13 @@ Result<std::unique_ptr<PeerChannel>> PeerChannel::Connect(zmq::context_t& ctx, c
   s.set(zmq::sockopt::heartbeat_ivl, 1000);
   s.set(zmq::sockopt::heartbeat_timeout, 5000);
   s.set(zmq::sockopt::heartbeat_ttl, 10000);
+  // ZeroMQ's heartbeat cannot see a cut while the connection's send buffer
+  // is full (its PING waits behind the queued pages), and TCP alone keeps
+  // such a connection for minutes, retransmitting at ever longer intervals,
+  // so a healed path went unused for seconds. The kernel now drops a
+  // connection whose sent bytes stay unacknowledged this long, and ZeroMQ
+  // dials again at once (every 100 ms while there is no route).
+  s.set(zmq::sockopt::tcp_maxrt, 5000);
   // A DEALER with no usable connection (peer down, handshake refused) blocks
   // in send; bound it so a caller sees kTimeout instead.
   s.set(zmq::sockopt::sndtimeo, 5000);

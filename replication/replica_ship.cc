@@ -311,12 +311,17 @@ std::shared_ptr<const ReplicaClient::Retained> ReplicaClient::Retain(const Seale
 
 // Returns only when ZeroMQ holds no reference into e.data. A replica that
 // acknowledged has let go (or does so at once); any other has its
-// connection closed, which drops its queued frames, and reopened.
+// connection closed, which drops its queued frames, and reopened. So is a
+// connection that refused the epoch's messages outright: a socket whose
+// queue stays full after a network cut heals is not reliably redialled by
+// ZeroMQ, while a new one connects as soon as there is a route.
 void ReplicaClient::Settle(const SealedEpoch& e, const std::vector<Round>& rounds) {
   for (size_t i = 0; i < replicas_.size(); ++i) {
     Replica& r = *replicas_[i];
-    const bool done = rounds[i].state == Round::State::kDone;
-    if (AwaitReleased(r.in_flight, done ? kReleaseWait : milliseconds(0))) continue;
+    const Round& rd = rounds[i];
+    const bool done = rd.state == Round::State::kDone;
+    const bool refused = rd.state == Round::State::kShipping && !rd.queued;
+    if (AwaitReleased(r.in_flight, done ? kReleaseWait : milliseconds(0)) && !refused) continue;
     PHEAP_LOG_INFO("heap '{}': replica {} did not take all of epoch {}: reconnecting, which drops the frames queued for it",
                    name_, r.endpoint, e.image.epoch);
     r.ship.reset();

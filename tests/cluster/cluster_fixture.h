@@ -108,7 +108,8 @@ class Cluster {
     } else {
       Writer::Reply r;
       for (int attempt = 0; attempt < 3 && !r.durable; ++attempt) r = writer_.Commit();
-      ASSERT_TRUE(r.durable) << "no commit succeeded in 3 tries once W replicas were back: " << r.error;
+      ASSERT_TRUE(r.durable) << "no commit succeeded in 3 tries once W replicas were back: " << r.error
+                             << "\nthe writer said:\n" << writer_.stderr_text();
     }
     CommitAll(3, "with W replicas back");
   }
@@ -127,7 +128,8 @@ class Cluster {
       std::this_thread::sleep_for(100ms);
     }
     ADD_FAILURE() << "peer " << peers_[i]->endpoint() << " is at epoch " << at << " after " << kCommits
-                  << " more commits; the writer at " << writer_.last_durable().epoch;
+                  << " more commits; the writer at " << writer_.last_durable().epoch << "\nthe writer said:\n"
+                  << writer_.stderr_text();
   }
 
   // Recovers the heap on a new empty directory and expects exactly the
