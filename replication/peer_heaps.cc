@@ -276,6 +276,14 @@ Reply HeapTable::Commit(const wire::Message& m) {
   if (e > im.epoch + 1)
     return Err(m.header, h.get(), ErrorCode::kEpochGap, im.epoch + 1,
                fmt::format("heap '{}': commit of epoch {} but the durable epoch here is {}; ship epoch {} first", h->name, e, im.epoch, im.epoch + 1));
+  // The epoch must extend the image it was cut from: one another writer
+  // left here (never durable, or the writer would have started from it) is
+  // not that image, whatever its number.
+  if (im.epoch > 0 && c.body.prev_term != im.term)
+    return Err(m.header, h.get(), ErrorCode::kDiverged, im.term,
+               fmt::format("heap '{}': epoch {} extends epoch {} of term {}, but epoch {} here was written in term {}; "
+                           "this replica must be installed anew",
+                           h->name, e, im.epoch, c.body.prev_term, im.epoch, im.term));
   Staging& st = h->staging;
   const uint64_t staged = st.epoch() == e && st.term() == m.header.term ? st.size() : 0;
   if (staged != c.body.total_pages) {
@@ -318,14 +326,17 @@ Reply HeapTable::Fetch(const wire::Message& m) {
     if (m.header.epoch != 0)
       return Err(m.header, h.get(), ErrorCode::kEpochMismatch, 0,
                  fmt::format("heap '{}': no epoch is durable here, epoch {} was asked for", h->name, m.header.epoch));
-    return Reply{wire::EncodeFetchReply(To(m.header), h->Promised(), 0, f.first, f.count, present, {}, nullptr), nullptr};
+    return Reply{wire::EncodeFetchReply(To(m.header), h->Promised(), 0, 0, f.first, f.count, present, {}, nullptr), nullptr};
   }
   PageBuffer buf = AllocPages(f.count);
   Epoch served = 0;
+  Term served_term = 0;
   Status s;
   // A commit may land during the read: read again until the epoch held still.
   for (int attempt = 0;; ++attempt) {
-    served = store->image().epoch;
+    const ImageInfo im = store->image();
+    served = im.epoch;
+    served_term = im.term;
     if (m.header.epoch != 0 && m.header.epoch != served)
       return Err(m.header, h.get(), ErrorCode::kEpochMismatch, served,
                  fmt::format("heap '{}': epoch {} was asked for, epoch {} is durable here", h->name, m.header.epoch, served));
@@ -353,7 +364,8 @@ Reply HeapTable::Fetch(const wire::Message& m) {
     sums.push_back(XXH3_64bits(out, kPageSize));
     out += kPageSize;
   }
-  Reply r{wire::EncodeFetchReply(To(m.header), h->Promised(), served, f.first, f.count, present, sums, buf.get()), nullptr};
+  Reply r{wire::EncodeFetchReply(To(m.header), h->Promised(), served, served_term, f.first, f.count, present, sums, buf.get()),
+          nullptr};
   r.owned = std::move(buf);
   return r;
 }

@@ -79,7 +79,11 @@ Reply HeapTable::InstallBegin(const wire::Message& m) {
   const auto& b = std::get<wire::InstallBeginBody>(m.body);
   const Term t = m.header.term;
   const ImageInfo im = h->Image();
-  if (im.epoch >= m.header.epoch)
+  // Not behind: it holds the writer's durable image, or later epochs of the
+  // writer's own. Any other image at or past that epoch was written by
+  // another writer and never became durable: it is set aside below.
+  const bool holds = im.epoch == m.header.epoch ? im.term == b.image_term : im.epoch > m.header.epoch && im.term == t;
+  if (holds)
     return Err(m.header, h.get(), ErrorCode::kEpochMismatch, im.epoch,
                fmt::format("heap '{}': holds epoch {}, not behind epoch {}: nothing to install", h->name, im.epoch, m.header.epoch));
   h->staging.Clear();
@@ -136,7 +140,10 @@ Reply HeapTable::InstallCommit(const wire::Message& m) {
     return Reply{wire::EncodeInstallAck(To(m.header), h->Promised(), {now.epoch, now.term, 0}), nullptr};
   };
   auto store = h->Store();
-  if (store && store->image().epoch >= e) return ack(store->image());  // a resend: installed already
+  if (store) {  // a resend: installed already (and maybe extended by the same writer)
+    const ImageInfo im = store->image();
+    if ((im.epoch == e && im.term == b.image_term) || (im.epoch > e && im.term == m.header.term)) return ack(im);
+  }
   if (h->install_term != m.header.term || !store)
     return Err(m.header, h.get(), ErrorCode::kNoInstall, 0,
                fmt::format("heap '{}': no install of term {} in progress here (the peer may have restarted); send INSTALL_BEGIN",

@@ -102,10 +102,22 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
   PHEAP_RETURN_IF_ERROR(c->Hello());
   if (options.claim) {
     PHEAP_RETURN_IF_ERROR(c->Claim());
+    // A writer of an older term may have made an epoch durable between the
+    // HELLOs and the claim; once a majority promised this term it cannot
+    // any more, and that majority holds every durable epoch. Ask again.
+    if (c->newer_at_claim_) {
+      for (auto& r : c->replicas_) r->answered = false;
+      PHEAP_RETURN_IF_ERROR(c->Hello());
+    }
     // A replica behind the durable image holds epochs this new writer never
-    // had to retain: it is installed (in the background) before it counts.
-    for (size_t i = 0; i < c->replicas_.size(); ++i)
-      if (c->replicas_[i]->answered && c->replicas_[i]->manifest.epoch < c->image_.epoch) c->StartInstall(i);
+    // had to retain, and one holding another image (an older writer's epoch
+    // that never became durable) must not be extended: either is installed
+    // (in the background) before it counts.
+    for (size_t i = 0; i < c->replicas_.size(); ++i) {
+      const wire::ManifestBody& m = c->replicas_[i]->manifest;
+      const bool same = m.epoch == c->image_.epoch && (m.epoch == 0 || m.image_term == c->image_.term);
+      if (c->replicas_[i]->answered && !same) c->StartInstall(i);
+    }
   }
   PHEAP_LOG_INFO("heap '{}': replicas {}; durable epoch {}, term {}", name, fmt::join(c->endpoints_, ","),
                  c->image_.epoch, c->term_);
@@ -146,14 +158,20 @@ Status ReplicaClient::Hello() {
   for (const auto& r : replicas_)
     if (r->answered && r->manifest.max_message_bytes != 0)
       max_frame_pages_ = std::min<uint64_t>(max_frame_pages_, r->manifest.max_message_bytes / (kPageSize + sizeof(wire::PageRef)) - 1);
-  // Recover from the newest durable image any replica holds.
+  // Recover from the newest durable image any replica holds: the one of
+  // the highest term, then the highest epoch. An epoch of an older term
+  // that a newer writer's epoch numbers overtake, or equal, never reached
+  // a quorum (the newer writer started from every durable epoch), so it
+  // must not win on its number alone.
   image_ = ImageInfo{heap_id_, 0, 0, 0, 0, 0};
   for (const auto& r : replicas_) {
     const wire::ManifestBody& m = r->manifest;
-    if (r->answered && (m.flags & wire::kManifestHeld) != 0 && m.epoch >= image_.epoch && (m.epoch > 0 || image_.size == 0))
+    const bool newer = std::tie(m.image_term, m.epoch) > std::tie(image_.term, image_.epoch);
+    if (r->answered && (m.flags & wire::kManifestHeld) != 0 && (newer || image_.size == 0))
       image_ = ImageInfo{heap_id_, m.epoch, m.image_term, m.base, m.size, m.hwm};
   }
   durable_.store(image_.epoch, std::memory_order_release);
+  durable_term_.store(image_.term, std::memory_order_release);
   attempting_.store(image_.epoch, std::memory_order_release);
   std::lock_guard lock(install_mu_);
   durable_image_ = image_;
@@ -190,6 +208,8 @@ Status ReplicaClient::Claim() {
       Replica& r = *replicas_[i];
       r.promised.store(t->promised_term);
       r.durable.store(std::max(r.durable.load(), t->durable_epoch));
+      if (t->granted != 0 && std::tie(t->image_term, t->durable_epoch) > std::tie(image_.term, image_.epoch))
+        newer_at_claim_ = true;
       verdict[i] = t->granted != 0 ? kGranted : kRefused;
       (t->granted != 0 ? granted : refused)++;
       if (t->granted == 0) newer = std::max(newer, t->promised_term);

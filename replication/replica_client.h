@@ -163,12 +163,17 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // Waits up to `wait` for replies on the shipping connections and hands
   // each to `on` with the replica's index.
   void PollReplies(std::chrono::milliseconds wait, const std::function<void(size_t, const Received&)>& on);
-  Encoded Encode(const ImageInfo& image, const std::vector<Pgno>& pages, const uint8_t* data,
+  // prev_term: the term that wrote epoch image.epoch - 1 (COMMIT carries it,
+  // so a replica never extends an image another writer wrote).
+  Encoded Encode(const ImageInfo& image, Term prev_term, const std::vector<Pgno>& pages, const uint8_t* data,
                  const std::vector<Run>& discarded);
   void OnShipReply(const SealedEpoch& e, const Encoded& enc, std::vector<Round>& rounds, size_t i, const Received& m);
   void CatchUp(const Encoded& enc, Round& round, size_t i, Epoch from, Epoch to);
   void Settle(const SealedEpoch& e, const std::vector<Round>& rounds);
-  std::shared_ptr<const Retained> Retain(const SealedEpoch& e);
+  std::shared_ptr<const Retained> Retain(const SealedEpoch& e, Term prev_term);
+  // Replica i holds an image this writer did not write: it counts no more
+  // and is installed anew.
+  void Diverged(std::vector<Round>& rounds, size_t i, std::string why);
   const Retained* FindRetained(Epoch epoch) const;
   // Installs (replica_install.cc).
   void StartInstall(size_t i);
@@ -182,7 +187,10 @@ class ReplicaClient final : public PageSource, public EpochSink {
   void SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t* page);
   // *damaged: the page found damaged there (a CORRUPT_PAGE answer, or an
   // XXH3 mismatch), left alone otherwise.
-  Status FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Pgno* damaged);
+  // Takes only pages of epoch `want` written in `want_term` (or of the
+  // epoch this writer is persisting).
+  Status FetchFrom(Replica& r, Epoch want, Term want_term, Pgno first, uint32_t count, uint8_t* out, uint64_t* present,
+                   Pgno* damaged);
   std::string Describe() const;
 
   zmq::context_t ctx_;  // first member: outlives every socket
@@ -193,8 +201,10 @@ class ReplicaClient final : public PageSource, public EpochSink {
   std::vector<std::unique_ptr<Replica>> replicas_;
   uint64_t claimant_[2] = {0, 0};
   Term term_ = 0;
+  bool newer_at_claim_ = false;         // a grant named an image newer than HELLO's
   ImageInfo image_;                     // guarded by: Persist's caller
   std::atomic<Epoch> durable_{0};       // image_.epoch, for ReadRun
+  std::atomic<Term> durable_term_{0};   // image_.term, stored after durable_
   uint64_t next_request_id_ = 0;
   uint64_t max_frame_pages_ = wire::kMaxPagesPerMessage;  // lowered by the replicas' manifests
   std::deque<std::shared_ptr<const Retained>> retained_;  // ascending epochs

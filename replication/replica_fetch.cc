@@ -23,6 +23,10 @@ constexpr Pgno kNoPage = ~Pgno{0};
 }  // namespace
 
 Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  // The term first: Persist stores it after the epoch, so a term this new
+  // comes with its epoch (an older term with a newer epoch is still right
+  // for FetchFrom: that epoch is also the one attempted, in term_).
+  const Term want_term = durable_term_.load(std::memory_order_acquire);
   const Epoch want = durable_.load(std::memory_order_acquire);
   const int64_t now = NowMs();
   // Placement order, those known to hold `want` and not failing lately first.
@@ -42,7 +46,7 @@ Status ReplicaClient::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t
   for (size_t i : order) {
     Replica& r = *replicas_[i];
     Pgno bad = kNoPage;
-    Status s = FetchFrom(r, want, first, count, out, present, &bad);
+    Status s = FetchFrom(r, want, want_term, first, count, out, present, &bad);
     if (s.ok()) {
       for (const auto& [where, pgno] : to_repair) SendRepair(*where, want, pgno, out + (pgno - first) * kPageSize);
       return s;
@@ -85,8 +89,8 @@ void ReplicaClient::SendRepair(Replica& r, Epoch epoch, Pgno pgno, const uint8_t
   r.fetch_pool.push_back(std::move(ch));
 }
 
-Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t count, uint8_t* out, uint64_t* present,
-                                Pgno* damaged) {
+Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Term want_term, Pgno first, uint32_t count, uint8_t* out,
+                                uint64_t* present, Pgno* damaged) {
   auto taken = TakeFetchChannel(r);
   if (!taken.ok()) return taken.status();
   std::unique_ptr<PeerChannel> ch = std::move(*taken);
@@ -114,11 +118,24 @@ Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Pgno first, uint32_t cou
     return Status::InvalidArgument(fmt::format("answered FETCH with {} for another run", wire::TypeName(m.msg.header.type)));
   }
   const Epoch served = m.msg.header.epoch;
-  if (served > r.durable.load()) r.durable.store(served);
   if (served < want) {
     give_back();
     return Status::NotFound(fmt::format("serves epoch {}, behind the durable epoch {}", served, want));
   }
+  // Only this heap's image: its durable epoch, or a later one this writer
+  // wrote (every epoch after the one it opened is its own). Anything else,
+  // an epoch another writer left there that never became durable, holds
+  // pages this image never had.
+  const bool ours = served == want ? fr->image_term == want_term
+                                   : options_.claim && fr->image_term == term_ &&
+                                         served <= attempting_.load(std::memory_order_acquire);
+  if (!ours) {
+    give_back();
+    return Status::NotFound(fmt::format("serves epoch {} of term {}, not this image's epoch {} of term {}: its image "
+                                        "diverged",
+                                        served, fr->image_term, want, want_term));
+  }
+  if (served > r.durable.load()) r.durable.store(served);
   uint32_t k = 0;
   for (uint32_t i = 0; i < count; ++i) {
     uint8_t* dst = out + uint64_t{i} * kPageSize;

@@ -194,7 +194,7 @@ Status ReplicaClient::InstallOnce(size_t i) {
 
   wire::Error refused;
   auto begun = InstallCall(ch, wire::EncodeInstallBegin(ch.NextRequestId(), heap_id_, term_, from.epoch,
-                                                        {from.base, from.size}), &refused);
+                                                        {from.base, from.size, from.term}), &refused);
   if (!begun.ok() && refused.code == wire::ErrorCode::kEpochMismatch) {
     // Not behind after all (it holds the epoch or later): shipping serves it.
     r.durable.store(refused.detail);

@@ -37,6 +37,7 @@ Result<std::unique_ptr<PeerChannel>> DialReplica(zmq::context_t& ctx, const std:
 // A copy of an epoch some replica has not acknowledged, kept to catch it up.
 struct ReplicaClient::Retained {
   ImageInfo image;
+  Term prev_term = 0;  // the term that wrote epoch image.epoch - 1
   std::vector<Pgno> pages;
   std::vector<uint8_t> data;
   std::vector<Run> discarded;

@@ -70,7 +70,7 @@ struct ReplicaClient::Round {
   std::string why;               // the last problem: the reason when kOut
 };
 
-ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, const std::vector<Pgno>& pages,
+ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, Term prev_term, const std::vector<Pgno>& pages,
                                              const uint8_t* data, const std::vector<Run>& discarded) {
   Encoded out;
   // A short tail is folded into the frame before it, so leave it room.
@@ -84,7 +84,7 @@ ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, const std::
                                           std::span<const Pgno>(pages.data() + at, n), data + at * kPageSize));
     at += n;
   }
-  wire::CommitBody c{image.base, image.size, image.hwm, pages.size(), 0, 0};
+  wire::CommitBody c{image.base, image.size, image.hwm, pages.size(), 0, 0, prev_term};
   out.commit = wire::EncodeCommit(++next_request_id_, heap_id_, term_, image.epoch, c, discarded);
   return out;
 }
@@ -97,7 +97,10 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     return Status::InvalidArgument(
         fmt::format("heap '{}': epoch {} is not after the durable epoch {}", name_, epoch, image_.epoch));
   attempting_.store(epoch, std::memory_order_release);
-  const Encoded enc = Encode(e.image, e.pages, e.data, e.discarded);
+  // image_ is the durable image, the epoch before this one (epochs are
+  // persisted in order, a failed one again before any later one).
+  const Term prev_term = image_.term;
+  const Encoded enc = Encode(e.image, prev_term, e.pages, e.data, e.discarded);
   const size_t k = replicas_.size();
   const uint32_t quorum = options_.replication.quorum;
   std::vector<Round> rounds(k);
@@ -165,7 +168,8 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     image_ = e.image;
     image_.term = term_;
     durable_.store(epoch, std::memory_order_release);
-    NotifyInstalls(Retain(e));
+    durable_term_.store(term_, std::memory_order_release);
+    NotifyInstalls(Retain(e, prev_term));
   }
   Settle(e, rounds);
   if (newer != 0)
@@ -200,10 +204,10 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
       rd.state = Round::State::kDone;
       return;
     }
-    // Same epoch number, another writer's pages: the images diverged.
-    rd.state = Round::State::kOut;
-    rd.why = fmt::format("holds epoch {} of term {}, not epoch {} of term {}: its image diverged; rebuild it from the others",
-                         ack->durable_epoch, ack->image_term, epoch, term_);
+    // That epoch number, or a later one, from another writer: its image
+    // diverged from this writer's.
+    Diverged(rounds, i, fmt::format("holds epoch {} of term {}, not epoch {} of term {}", ack->durable_epoch,
+                                    ack->image_term, epoch, term_));
     return;
   }
   const auto* err = std::get_if<wire::Error>(&m.msg.body);
@@ -238,6 +242,9 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
       if (!s.ok()) rd.why = s.message();
       return;
     }
+    case wire::ErrorCode::kDiverged:
+      Diverged(rounds, i, ErrorStatus(m).message());
+      return;
     case wire::ErrorCode::kSuperseded:
       if (err->detail > r.promised.load()) r.promised.store(err->detail);
       [[fallthrough]];
@@ -246,6 +253,14 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
       rd.why = ErrorStatus(m).message();
       return;
   }
+}
+
+void ReplicaClient::Diverged(std::vector<Round>& rounds, size_t i, std::string why) {
+  Round& rd = rounds[i];
+  rd.state = Round::State::kOut;
+  rd.why = std::move(why) + ": its image diverged from this writer's; installing this writer's image on it";
+  PHEAP_LOG_WARN("heap '{}': replica {} {}", name_, replicas_[i]->endpoint, rd.why);
+  StartInstall(i);
 }
 
 // Sends epochs [from, to) from the retained copies, then epoch `to` again.
@@ -266,7 +281,7 @@ void ReplicaClient::CatchUp(const Encoded& enc, Round& rd, size_t i, Epoch from,
   PHEAP_LOG_INFO("heap '{}': catching up replica {} from epoch {} to {}", name_, r.endpoint, from, to);
   for (Epoch x = from; x < to; ++x) {
     const Retained& old = *FindRetained(x);
-    const Encoded copy = Encode(old.image, old.pages, old.data.data(), old.discarded);
+    const Encoded copy = Encode(old.image, old.prev_term, old.pages, old.data.data(), old.discarded);
     Status s = SendEncoded(r.ship.get(), copy.pages, copy.commit, nullptr);
     if (!s.ok()) rd.why = s.message();
   }
@@ -278,7 +293,7 @@ void ReplicaClient::CatchUp(const Encoded& enc, Round& rd, size_t i, Epoch from,
 
 // Keeps a copy of `e` while some replica lacks it, and forgets the epochs
 // every replica holds or that exceed the budget (oldest first).
-std::shared_ptr<const ReplicaClient::Retained> ReplicaClient::Retain(const SealedEpoch& e) {
+std::shared_ptr<const ReplicaClient::Retained> ReplicaClient::Retain(const SealedEpoch& e, Term prev_term) {
   Epoch all_have = e.image.epoch;
   for (const auto& r : replicas_)
     all_have = std::min(all_have, r->installing.load() ? r->install_floor.load() : r->durable.load());
@@ -301,6 +316,7 @@ std::shared_ptr<const ReplicaClient::Retained> ReplicaClient::Retain(const Seale
   auto copy = std::make_shared<Retained>();
   copy->image = e.image;
   copy->image.term = term_;
+  copy->prev_term = prev_term;
   copy->pages = e.pages;
   copy->data.assign(e.data, e.data + bytes);
   copy->discarded = e.discarded;

@@ -47,7 +47,7 @@ constexpr const char* kErrorNames[kMaxErrorCode + 1] = {
     "?", "BAD_MAGIC", "BAD_VERSION", "BAD_CHECKSUM", "TRUNCATED", "LENGTH_MISMATCH",
     "UNKNOWN_TYPE", "OVERSIZED", "MALFORMED", "UNKNOWN_HEAP", "SUPERSEDED", "EPOCH_GAP",
     "MISSING_PAGES", "PAGE_CHECKSUM", "CORRUPT_PAGE", "EPOCH_MISMATCH", "STAGING_FULL",
-    "STORE_ERROR", "BUSY", "NO_INSTALL"};
+    "STORE_ERROR", "BUSY", "NO_INSTALL", "DIVERGED"};
 
 constexpr uint64_t kMaxRegionPages = kMaxRegionSize / kPageSize;
 
@@ -301,7 +301,8 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       PHEAP_RETURN_IF_ERROR(exact(words * 8 + uint64_t{b.present_count} * 8));
       if (frames[2].size() != uint64_t{b.present_count} * kPageSize)
         return Fail(code, ErrorCode::kLengthMismatch, fmt::format("FETCH_REPLY has {} present pages but {} data bytes", b.present_count, frames[2].size()));
-      FetchReply r{b.first, b.count, b.present_count, p + l.fixed, p + l.fixed + words * 8, frames[2].data()};
+      FetchReply r{b.first, b.count, b.present_count, b.image_term, p + l.fixed, p + l.fixed + words * 8,
+                   frames[2].data()};
       uint64_t bits = 0;
       for (uint64_t w = 0; w < words; ++w) {
         uint64_t word = Load<uint64_t>(r.bitmap + w * 8);
@@ -413,11 +414,11 @@ OutMessage EncodeFetch(uint64_t request_id, HeapId heap, Epoch epoch, Pgno first
   return Seal(WithBody(FetchBody{first, count, 0}), Type::kFetch, request_id, heap, 0, epoch);
 }
 
-OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Pgno first, uint32_t count,
+OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Term image_term, Pgno first, uint32_t count,
                             std::span<const uint64_t> present, std::span<const uint64_t> checksums,
                             const uint8_t* data) {
   const auto n = static_cast<uint32_t>(checksums.size());
-  OutMessage m = WithBody(FetchReplyBody{first, count, n});
+  OutMessage m = WithBody(FetchReplyBody{first, count, n, image_term});
   AppendBytes(&m.body, present.data(), present.size_bytes());
   AppendBytes(&m.body, checksums.data(), checksums.size_bytes());
   m.data = data;

@@ -64,7 +64,7 @@ OutMessage EncodeCommitAck(ReplyTo to, Term promised, Epoch durable, Term image_
 OutMessage EncodeFetch(uint64_t request_id, HeapId heap, Epoch epoch, Pgno first, uint32_t count);
 // `present` has (count + 63) / 64 words; `checksums` and `data` hold the
 // present pages only, in page order (data: popcount * kPageSize bytes).
-OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Pgno first, uint32_t count,
+OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Term image_term, Pgno first, uint32_t count,
                             std::span<const uint64_t> present, std::span<const uint64_t> checksums,
                             const uint8_t* data);
 OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, Epoch from, const InstallBeginBody& b);
@@ -107,6 +107,7 @@ struct FetchReply {
   Pgno first = 0;
   uint32_t count = 0;
   uint32_t present_count = 0;
+  Term image_term = 0;                 // term that wrote the epoch served
   const uint8_t* bitmap = nullptr;     // (count + 63) / 64 words, unaligned
   const uint8_t* checksums = nullptr;  // present_count words, unaligned
   const uint8_t* data = nullptr;       // present_count pages

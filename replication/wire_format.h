@@ -25,7 +25,10 @@ namespace pheap::wire {
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
 inline constexpr uint32_t kMagic = 0x50574850;  // bytes "PHWP"
-inline constexpr uint16_t kVersion = 1;
+// 2: COMMIT names the term of the epoch before it, INSTALL_BEGIN the term
+//    of the image it installs, FETCH_REPLY the term of the image it serves,
+//    and kDiverged refuses to extend an image another writer wrote.
+inline constexpr uint16_t kVersion = 2;
 
 // Largest page data one kPages message carries, and the bound on any one
 // frame and on a whole message (ZMQ_MAXMSGSIZE is set to kMaxFrameBytes; a
@@ -154,12 +157,13 @@ struct CommitBody {
   uint64_t total_pages;        // distinct pages the epoch shipped in kPages
   uint32_t discarded_count;
   uint32_t reserved;
+  uint64_t prev_term;          // term that wrote epoch - 1 (0 for epoch 1)
 };
 struct RunRef {
   uint64_t first;
   uint64_t count;
 };
-static_assert(sizeof(CommitBody) == 40 && sizeof(RunRef) == 16);
+static_assert(sizeof(CommitBody) == 48 && sizeof(RunRef) == 16);
 
 // kCommitAck body. Header: epoch = durable epoch (>= the committed one).
 struct CommitAckBody {
@@ -182,7 +186,9 @@ struct FetchReplyBody {
   uint64_t first;
   uint32_t count;
   uint32_t present_count;
+  uint64_t image_term;         // term that wrote the epoch served (0: none)
 };
+static_assert(sizeof(FetchReplyBody) == 24);
 
 // kStatusReply body: then heap_count HeapStatus, each followed by its name.
 struct StatusReplyBody {
@@ -211,6 +217,7 @@ static_assert(sizeof(HeapStatus) == 56);
 struct InstallBeginBody {
   uint64_t base;
   uint64_t size;
+  uint64_t image_term;         // term that wrote the writer's durable epoch
 };
 
 // kInstallPages body: then `count` PageRef, then `discarded_count` RunRef
@@ -246,7 +253,7 @@ struct RepairAckBody {
   uint32_t repaired;           // pages rewritten, or found good already
   uint32_t refused;            // pages whose copy is not the stored version
 };
-static_assert(sizeof(InstallBeginBody) == 16 && sizeof(InstallPagesBody) == 8);
+static_assert(sizeof(InstallBeginBody) == 24 && sizeof(InstallPagesBody) == 8);
 static_assert(sizeof(InstallCommitBody) == 32 && sizeof(InstallAckBody) == 24 && sizeof(RepairAckBody) == 8);
 
 enum class ErrorCode : uint16_t {
@@ -269,8 +276,9 @@ enum class ErrorCode : uint16_t {
   kStoreError = 17,     // the page store refused or failed (message says why)
   kBusy = 18,           // the peer is stopping, or an install holds the heap
   kNoInstall = 19,      // install pages or commit with no install begun: send kInstallBegin
+  kDiverged = 20,       // commit on an image another writer wrote; detail: its term
 };
-inline constexpr uint16_t kMaxErrorCode = 19;
+inline constexpr uint16_t kMaxErrorCode = 20;
 
 // kError body: then message_length bytes of text, then run_count RunRef.
 struct ErrorBody {

@@ -76,10 +76,13 @@ class Client {
     for (size_t i = 0; i < pgnos.size(); ++i) FillPage(data.data() + i * kPageSize, pgnos[i], e);
     return Call(wire::EncodePages(ch_->NextRequestId(), id_, t, e, pgnos, data.data()));
   }
+  // The COMMIT names prev_term(), the term this client believes wrote the
+  // epoch before (the last one it shipped, unless set).
   Result<std::unique_ptr<Received>> Commit(Term t, Epoch e, uint64_t total, Pgno hwm, std::vector<Run> discarded = {}) {
-    wire::CommitBody c{kBase, kSize, hwm, total, 0, 0};
+    wire::CommitBody c{kBase, kSize, hwm, total, 0, 0, prev_term_};
     return Call(wire::EncodeCommit(ch_->NextRequestId(), id_, t, e, c, discarded));
   }
+  void set_prev_term(Term t) { prev_term_ = t; }
   // Ships epoch e: its pages in frames of `per_frame`, then the commit.
   void ShipEpoch(Term t, Epoch e, const std::vector<Pgno>& pgnos, Pgno hwm, std::vector<Run> discarded = {}, size_t per_frame = 16) {
     for (size_t at = 0; at < pgnos.size(); at += per_frame) {
@@ -89,6 +92,7 @@ class Client {
     auto ack = As<wire::CommitAckBody>(Commit(t, e, pgnos.size(), hwm, discarded));
     ASSERT_TRUE(ack);
     EXPECT_EQ(ack->durable_epoch, e);
+    prev_term_ = t;
     for (Pgno p : pgnos) oracle_[p] = e;
     for (const Run& r : discarded)
       for (Pgno p = r.first; p < r.end(); ++p) oracle_.erase(p);
@@ -122,6 +126,7 @@ class Client {
   std::string heap_;
   HeapId id_ = 0;
   std::map<Pgno, Epoch> oracle_;
+  Term prev_term_ = 0;
 };
 
 std::vector<Pgno> Range(Pgno first, Pgno end) {
@@ -233,7 +238,54 @@ TEST_F(PeerTest, TermFencingSurvivesRestart) {
   EXPECT_EQ(after->durable_epoch, 1u);
   EXPECT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);  // B's resend
   EXPECT_EQ(Client::ErrCode(a.Commit(2, 2, 0, 8)), static_cast<int>(ErrorCode::kSuperseded));
+  b.set_prev_term(2);  // epoch 1 is A's
   b.ShipEpoch(3, 2, {4}, 8);
+  StopPeer();
+}
+
+// A writer of a newer term whose image lacks an epoch an older writer left
+// on this replica (it never became durable) must not build on it: the
+// replica says it diverged, and installing the newer image sets the old
+// store aside.
+TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
+  StartPeer();
+  Client a(endpoint_, "fork"), b(endpoint_, "fork");
+  ASSERT_TRUE(a.Hello());
+  ASSERT_TRUE(b.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(a.Claim(1, kWriterA))->granted, 1u);
+  a.ShipEpoch(1, 1, {1}, 8);
+  a.ShipEpoch(1, 2, {2}, 8);  // only here: B starts from epoch 1
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB))->granted, 1u);
+  b.set_prev_term(1);
+  // B's epoch 2 is not A's: the replica holds A's and acknowledges that.
+  auto same_number = Client::As<wire::CommitAckBody>(b.Commit(2, 2, 0, 8));
+  ASSERT_TRUE(same_number);
+  EXPECT_EQ(same_number->image_term, 1u);
+  // B's epoch 3 names its epoch 2 as term 2's: refused, naming term 1.
+  ASSERT_TRUE(Client::As<wire::PagesAckBody>(b.SendPages(2, 3, {3})));
+  b.set_prev_term(2);
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(b.Commit(2, 3, 1, 8), &detail), static_cast<int>(ErrorCode::kDiverged));
+  EXPECT_EQ(detail, 1u);
+  EXPECT_EQ(b.Hello()->epoch, 2u);
+  // B installs its epoch 2 (term 2): A's store is set aside, not extended.
+  auto& ch = b.ch();
+  EXPECT_TRUE(Client::As<wire::InstallAckBody>(
+      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 2, {kBase, kSize, 2}))));
+  EXPECT_TRUE(Client::As<wire::InstallAckBody>(
+      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 2, 2, {kBase, kSize, 8, 2}))));
+  auto m = b.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 2u);
+  EXPECT_EQ(m->image_term, 2u);
+  b.ShipEpoch(2, 3, {3}, 8);
+  bool aside = false;
+  for (const auto& f : std::filesystem::directory_iterator(dir_))
+    aside |= f.path().filename().string().find("stale-epoch-2") != std::string::npos;
+  EXPECT_TRUE(aside) << "the diverged store was not set aside under " << dir_;
+  // And a replica that holds exactly the writer's image is not installed over.
+  EXPECT_EQ(Client::ErrCode(b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 3, {kBase, kSize, 2}))),
+            static_cast<int>(ErrorCode::kEpochMismatch));
   StopPeer();
 }
 
@@ -309,9 +361,9 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   auto pages = [&](Term t) { return wire::EncodeInstallPages(ch.NextRequestId(), c.id(), t, 5, pgnos, data.data(), absent); };
 
   EXPECT_EQ(Client::ErrCode(c.Call(pages(2))), static_cast<int>(ErrorCode::kNoInstall));
-  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 5, {kBase, kSize}))),
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 5, {kBase, kSize, 1}))),
             static_cast<int>(ErrorCode::kSuperseded));
-  auto begun = c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 5, {kBase, kSize}));
+  auto begun = c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 5, {kBase, kSize, 2}));
   ASSERT_TRUE(Client::As<wire::InstallAckBody>(begun));
   // The writer's own epochs wait for the install to close.
   EXPECT_EQ(Client::ErrCode(c.SendPages(2, 1, {3})), static_cast<int>(ErrorCode::kBusy));
@@ -341,12 +393,13 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   EXPECT_TRUE(reply->present(1) && reply->present(2));
   EXPECT_EQ(0, std::memcmp(reply->data, data.data(), 2 * kPageSize));
   // The writer goes on from the installed epoch.
+  c.set_prev_term(2);
   c.ShipEpoch(2, 7, {3}, 8);
   m = c.Hello();
   ASSERT_TRUE(m);
   EXPECT_EQ(m->epoch, 7u);
   // A replica not behind is not installed over.
-  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 7, {kBase, kSize}))),
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 7, {kBase, kSize, 2}))),
             static_cast<int>(ErrorCode::kEpochMismatch));
 }
 

@@ -247,4 +247,50 @@ TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
 }
 
 }  // namespace
+// Writer A leaves epoch 4 on one replica only and dies; writer B, whose
+// majority never saw it, writes its own epoch 4. When that replica returns
+// it holds A's epoch 4: B must not extend it with epoch 5 (a mixed image
+// counted toward the quorum), must not read A's pages from it, and installs
+// its own image there instead.
+TEST_F(ReplicaClientTest, DivergentReplicaIsInstalledNotExtended) {
+  Oracle oracle;
+  int lone = -1;
+  {
+    auto a = Open(Options());
+    ASSERT_TRUE(a);
+    ShipFirstEpochs(*a, &oracle);
+    lone = IndexOf(a->replicas()[0]);
+    for (int i = 0; i < kPeers; ++i)
+      if (i != lone) peers_[i]->Signal(SIGKILL);
+    Oracle lost = oracle;
+    auto a4 = MakeEpoch(4, {1000, 1001}, 1501, {}, &lost);
+    EXPECT_FALSE(a->Persist(a4.sealed).ok()) << "epoch 4 reached one replica of three";
+    ASSERT_TRUE(AwaitDurable(endpoints_[lone], 4));
+  }
+  peers_[lone]->Signal(SIGKILL);
+  for (int i = 0; i < kPeers; ++i)
+    if (i != lone) StartPeer(i);  // with their disks, at epoch 3
+
+  auto b = Open(Options());
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->image().epoch, 3u) << "B's majority never held A's epoch 4";
+  auto b4 = MakeEpoch(4, {2000}, 2001, {}, &oracle);
+  ASSERT_TRUE(b->Persist(b4.sealed).ok());
+  StartPeer(lone);  // with its disk: A's epoch 4 is still there
+  ASSERT_TRUE(AwaitDurable(endpoints_[lone], 4));
+  // B reads every page of its image; none may come from A's epoch 4.
+  VerifyImage(*b, 2001, oracle);
+  const Epoch at = PersistUntilInstalled(*b, lone, 5, 2001, &oracle);
+  ASSERT_NE(at, 0u) << "the diverged replica was never installed";
+  // The returned replica alone now holds exactly B's image.
+  for (int i = 0; i < kPeers; ++i)
+    if (i != lone) kill(peers_[i]->pid(), SIGSTOP);
+  auto alone = ReaderOn(endpoints_[lone]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, at);
+  VerifyImage(*alone, 2001, oracle);
+  for (int i = 0; i < kPeers; ++i)
+    if (i != lone) kill(peers_[i]->pid(), SIGCONT);
+}
+
 }  // namespace pheap

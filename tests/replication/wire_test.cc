@@ -133,7 +133,7 @@ TEST(Wire, VerifyPagesNamesTheCorruptPage) {
 }
 
 TEST(Wire, CommitRoundTrip) {
-  CommitBody c{0x300000000000, 1 << 20, 200, 3, 0, 0};
+  CommitBody c{0x300000000000, 1 << 20, 200, 3, 0, 0, 7};
   std::vector<pheap::Run> runs = {{10, 2}, {50, 5}};
   Frames f = ToFrames(EncodeCommit(4, 99, 2, 8, c, runs));
   Message m;
@@ -142,6 +142,7 @@ TEST(Wire, CommitRoundTrip) {
   EXPECT_EQ(got.body.base, c.base);
   EXPECT_EQ(got.body.hwm, 200u);
   EXPECT_EQ(got.body.total_pages, 3u);
+  EXPECT_EQ(got.body.prev_term, 7u);
   ASSERT_EQ(got.discarded.size(), 2u);
   EXPECT_EQ(got.discarded[1].first, 50u);
   EXPECT_EQ(got.discarded[1].count, 5u);
@@ -170,10 +171,11 @@ TEST(Wire, FetchAndReplyRoundTrip) {
   std::vector<uint64_t> present = {1, uint64_t{1} << 5};
   auto data = MakePages({64, 133}, 8);
   std::vector<uint64_t> sums = {XXH3_64bits(data.data(), kPageSize), XXH3_64bits(data.data() + kPageSize, kPageSize)};
-  Frames f2 = ToFrames(EncodeFetchReply({12, 99}, 2, 8, 64, 70, present, sums, data.data()));
+  Frames f2 = ToFrames(EncodeFetchReply({12, 99}, 2, 8, 3, 64, 70, present, sums, data.data()));
   MustDecode(f2, &m);
   const auto& r = std::get<FetchReply>(m.body);
   EXPECT_EQ(r.present_count, 2u);
+  EXPECT_EQ(r.image_term, 3u);
   EXPECT_TRUE(r.present(0));
   EXPECT_FALSE(r.present(1));
   EXPECT_TRUE(r.present(69));
@@ -216,7 +218,7 @@ TEST(Wire, ErrorRoundTrip) {
 }
 
 TEST(Wire, InstallMessagesRoundTrip) {
-  Frames f = ToFrames(EncodeInstallBegin(20, 99, 3, 12, {0x10000, 0x800000}));
+  Frames f = ToFrames(EncodeInstallBegin(20, 99, 3, 12, {0x10000, 0x800000, 2}));
   Message m;
   MustDecode(f, &m);
   EXPECT_EQ(m.type, Type::kInstallBegin);
@@ -282,8 +284,8 @@ TEST(Wire, RepairRoundTrip) {
 
 TEST(WireMalformed, InstallMessages) {
   // Epoch 0 (no label), a bad region, a discard beyond any region, pages out of order.
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 0, {0x10000, 0x800000}))), ErrorCode::kMalformed);
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 5, {0x10001, 0x800000}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 0, {0x10000, 0x800000, 2}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 5, {0x10001, 0x800000, 2}))), ErrorCode::kMalformed);
   EXPECT_EQ(MustFail(ToFrames(EncodeInstallCommit(1, 99, 3, 5, {0x10000, 0x800000, 0x801, 2}))), ErrorCode::kMalformed);
   std::vector<pheap::Run> far = {{~uint64_t{0} - 1, 4}};
   EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, 5, {}, nullptr, far))), ErrorCode::kMalformed);
@@ -321,7 +323,7 @@ TEST(WireMalformed, BadMagicVersionChecksum) {
   f[0][0] ^= 0x20;
   EXPECT_EQ(MustFail(f), ErrorCode::kBadMagic);
   f = ToFrames(EncodeStatus(1));
-  EditHeader(&f, [](Header* h) { h->version = 2; });
+  EditHeader(&f, [](Header* h) { h->version = kVersion + 1; });
   EXPECT_EQ(MustFail(f), ErrorCode::kBadVersion);
   f = ToFrames(EncodeStatus(1));
   f[0][20] ^= 1;  // heap id, checksum not resealed
@@ -443,13 +445,14 @@ TEST(WireMalformed, FetchReplyBitmapMustMatchCount) {
   std::vector<uint64_t> present = {0x3};
   auto data = MakePages({0, 1}, 1);
   std::vector<uint64_t> sums = {1, 2};
-  Frames f = ToFrames(EncodeFetchReply({1, 99}, 1, 1, 0, 8, present, sums, data.data()));
+  Frames f = ToFrames(EncodeFetchReply({1, 99}, 1, 1, 1, 0, 8, present, sums, data.data()));
   Message m;
   MustDecode(f, &m);
-  f[1][16] = 0x7;  // three bits set, present_count says two
+  const size_t bitmap = sizeof(FetchReplyBody);
+  f[1][bitmap] = 0x7;  // three bits set, present_count says two
   EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
-  f[1][16] = 0x3;
-  f[1][17] = 0x1;  // bit 8 lies past count 8
+  f[1][bitmap] = 0x3;
+  f[1][bitmap + 1] = 0x1;  // bit 8 lies past count 8
   EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
 }
 
