@@ -227,6 +227,20 @@ Status ReplicaClient::Claim() {
 
 ImageInfo ReplicaClient::image() const { return image_; }
 
+void ReplicaClient::AdoptImage(const ImageInfo& local) {
+  if (!options_.claim || local.epoch <= image_.epoch) return;
+  image_ = local;
+  image_.heap_id = heap_id_;
+  durable_.store(image_.epoch, std::memory_order_release);
+  durable_term_.store(image_.term, std::memory_order_release);
+  attempting_.store(image_.epoch, std::memory_order_release);
+  {
+    std::lock_guard lock(install_mu_);
+    durable_image_ = image_;
+  }
+  for (size_t i = 0; i < replicas_.size(); ++i) StartInstall(i);
+}
+
 std::vector<ReplicaState> ReplicaClient::state() const {
   std::vector<ReplicaState> out;
   for (const auto& r : replicas_)

@@ -121,6 +121,14 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // (epoch 0, base and size 0 when none holds the heap), advanced by each
   // successful Persist.
   ImageInfo image() const;
+  // The writer's own local store holds `local`, a durable image newer than
+  // every replica's: its later epochs never reached a quorum (the writer
+  // died between its local fdatasync and the acknowledgements), or the
+  // replicas are new to the heap. No newer epoch is durable anywhere (a
+  // majority answered at Open), so `local` becomes this writer's image and
+  // every replica is installed from the image source before it counts.
+  // REQUIRES: a writer (claim); called once after Open, before Persist.
+  void AdoptImage(const ImageInfo& local);
   Term term() const { return term_; }  // claimed term; 0 for a reader
   const std::vector<std::string>& replicas() const { return endpoints_; }
   std::vector<ReplicaState> state() const;
@@ -143,12 +151,13 @@ class ReplicaClient final : public PageSource, public EpochSink {
   Status Persist(const SealedEpoch& e) override;
 
   // Where installs read the durable image from (the writer's local store,
-  // say); null: from the other replicas. `source_epoch`, if given, says
-  // which epoch the source holds (it may run ahead of the replicas while an
+  // say); null: from the other replicas. `source_image`, if given, says
+  // which image the source holds (it may run ahead of the replicas while an
   // epoch is in flight): an install closes only at an epoch no read can have
-  // been newer than. Waits for a read in progress; the source must stay
-  // valid until it is replaced or this client is destroyed.
-  void SetImageSource(PageSource* source, std::function<Epoch()> source_epoch = {});
+  // been newer than, or at the epoch in flight when the source holds all of
+  // it. Waits for a read in progress; the source must stay valid until it
+  // is replaced or this client is destroyed.
+  void SetImageSource(PageSource* source, std::function<ImageInfo()> source_image = {});
 
   struct Replica;  // replica_internal.h
 
@@ -219,7 +228,7 @@ class ReplicaClient final : public PageSource, public EpochSink {
   std::vector<Install*> installs_;      // guarded by install_mu_
   std::mutex source_mu_;                // held while reading the image source
   PageSource* image_source_ = nullptr;  // guarded by source_mu_
-  std::function<Epoch()> source_epoch_;
+  std::function<ImageInfo()> source_image_;
 };
 
 }  // namespace pheap

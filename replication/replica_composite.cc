@@ -21,10 +21,12 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
     PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas epoch {}: the heap is durable on its "
                    "replicas alone until the local store has taken their image",
                    here, there);
-  else if (here > there)
-    PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas only epoch {}: commits will fail until the "
-                   "replicas are restored to epoch {}",
-                   here, there, here);
+  else if (here > there) {
+    PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas only epoch {}: installing the local image on "
+                   "them; commits are durable once W of them hold it",
+                   here, there);
+    remote_->AdoptImage(local_->image());
+  }
 }
 
 ReplicatedPages::~ReplicatedPages() {
@@ -35,7 +37,7 @@ ReplicatedPages::~ReplicatedPages() {
 
 void ReplicatedPages::UseLocalAsImageSource() {
   PageStore* local = local_;
-  remote_->SetImageSource(local, [local] { return local->image().epoch; });
+  remote_->SetImageSource(local, [local] { return local->image(); });
 }
 
 ImageInfo ReplicatedPages::image() const { return local_in_use() ? local_->image() : remote_->image(); }

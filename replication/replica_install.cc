@@ -48,10 +48,10 @@ std::vector<Run> AbsentRuns(Pgno first, uint32_t count, const uint64_t* present)
 
 }  // namespace
 
-void ReplicaClient::SetImageSource(PageSource* source, std::function<Epoch()> source_epoch) {
+void ReplicaClient::SetImageSource(PageSource* source, std::function<ImageInfo()> source_image) {
   std::lock_guard lock(source_mu_);
   image_source_ = source;
-  source_epoch_ = std::move(source_epoch);
+  source_image_ = std::move(source_image);
 }
 
 void ReplicaClient::StartInstall(size_t i) {
@@ -110,7 +110,7 @@ Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uin
   {
     std::lock_guard lock(source_mu_);
     s = image_source_ != nullptr ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
-    *newest = source_epoch_ ? source_epoch_() : 0;
+    *newest = source_image_ ? source_image_().epoch : 0;
   }
   // A replica (or the source) may already hold the epoch Persist works on.
   *newest = std::max(*newest, attempting_.load(std::memory_order_acquire));
@@ -233,7 +233,11 @@ Status ReplicaClient::InstallOnce(size_t i) {
   }
 
   // Close at a durable epoch every part up to which was sent, and that no
-  // read can have been newer than.
+  // read can have been newer than. Or at the epoch in flight, read whole
+  // from a source that holds it: when every replica is being installed
+  // (new peers, or a local store ahead of them all) that epoch cannot
+  // become durable before an install closes, and the writer's own epoch is
+  // what a replica holds before the quorum anyway.
   ImageInfo at;
   for (;;) {
     if (stopping_.load(std::memory_order_acquire)) return Status::Busy("the client is closing");
@@ -243,6 +247,14 @@ Status ReplicaClient::InstallOnce(size_t i) {
       if (inst.parts.empty() && inst.covered.epoch >= ceiling) {
         at = inst.covered;
         break;
+      }
+      if (inst.parts.empty() && inst.covered.epoch + 1 == ceiling && ceiling == attempting_.load()) {
+        std::lock_guard source_lock(source_mu_);
+        if (image_source_ != nullptr && source_image_ && source_image_().epoch == ceiling) {
+          at = source_image_();
+          at.term = term_;
+          break;
+        }
       }
     }
     std::this_thread::sleep_for(std::min(options_.resend, milliseconds(20)));

@@ -136,6 +136,80 @@ TEST_F(EngineReplicated, StaleLocalStoreIsSetAside) {
   EXPECT_TRUE(WaitRestored(*e));
 }
 
+// Commits until one is durable (the replicas are being installed first);
+// false if none is within about 10 s.
+static bool CommitUntilDurable(Engine& e) {
+  for (int i = 0; i < 100; ++i) {
+    if (e.Commit().ok()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+// The writer died between its local fdatasync and the replicas'
+// acknowledgements: its local store holds an epoch no replica has. The
+// reopened writer keeps that image, installs it on the replicas and commits
+// again; nothing it had is lost, and a new machine recovers all of it.
+TEST_F(EngineReplicated, LocalStoreAheadOfTheReplicasIsInstalledOnThem) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  EngineOptions o = Options(a);
+  o.replica_timeout_ms = 1000;
+  {
+    auto e = Open("rep-ahead", o);
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    for (auto& p : peers_) p.Signal(SIGKILL);
+    Write(*e, 10, 20, 2);
+    EXPECT_FALSE(e->Commit().ok()) << "a commit with no replica reachable";
+    EXPECT_EQ(e->store().image().epoch, 2u) << "the local store took epoch 2";
+  }
+  for (int i = 0; i < 3; ++i)
+    peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i)});
+  Epoch last = 0;
+  {
+    auto e = Open("rep-ahead", o);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 2u);
+    EXPECT_TRUE(Holds(*e, 10, 20, 2));
+    Write(*e, 30, 40, 3);
+    ASSERT_TRUE(CommitUntilDurable(*e)) << "the replicas never took the local image";
+    last = e->durable_epoch();
+  }
+  auto e = Open("rep-ahead", Options(b));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), last);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+  EXPECT_TRUE(Holds(*e, 20, 30, 1));
+  EXPECT_TRUE(Holds(*e, 30, 40, 3));
+  EXPECT_TRUE(Holds(*e, 40, 50, 1));
+}
+
+// A heap that lived on its local store alone is given peers: they are
+// installed from the local store, and then hold the heap.
+TEST_F(EngineReplicated, PeersAddedToALocalHeapTakeItsImage) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-added", Options(a, /*with_peers=*/false));
+    ASSERT_TRUE(e);
+    Write(*e, 0, kPages, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  {
+    auto e = Open("rep-added", Options(a));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 1u);
+    Write(*e, 5, 15, 2);
+    ASSERT_TRUE(CommitUntilDurable(*e)) << "the peers never took the local image";
+  }
+  auto e = Open("rep-added", Options(b));
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(Holds(*e, 0, 5, 1));
+  EXPECT_TRUE(Holds(*e, 5, 15, 2));
+  EXPECT_TRUE(Holds(*e, 15, kPages, 1));
+}
+
 TEST_F(EngineReplicated, NonLoopbackPeerWithoutKeysIsRefused) {
   EngineOptions o = Options(tmp_.path() + "/c");
   auto r = ResolveReplication({"tcp://192.0.2.1:7400"}, 1, 1);

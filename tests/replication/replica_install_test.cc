@@ -150,7 +150,7 @@ TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAga
   auto c = Open(Options());
   ASSERT_TRUE(c);
   PageStore* store = local->get();
-  c->SetImageSource(&gate, [store] { return store->image().epoch; });
+  c->SetImageSource(&gate, [store] { return store->image(); });
   Oracle oracle;
   auto persist = [&](const testing::TestEpoch& e) {
     ASSERT_TRUE(store->Persist(e.sealed).ok());
