@@ -81,6 +81,8 @@ bool AlreadyPaused(pid_t tid) {
   return false;
 }
 
+bool KnownToStayOut(pid_t tid);
+
 // Signals every thread in /proc/self/task not yet signalled; returns how
 // many it signalled now, or -errno. Raw getdents64: opendir allocates.
 int SignalNewThreads(pid_t self) {
@@ -97,7 +99,8 @@ int SignalNewThreads(pid_t self) {
       off += d->d_reclen;
       if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
       pid_t tid = static_cast<pid_t>(strtol(d->d_name, nullptr, 10));
-      if (tid == self || IsExempt(tid) || AlreadyPaused(tid) || g_npaused == kMaxThreads) continue;
+      if (tid == self || IsExempt(tid) || AlreadyPaused(tid) || g_npaused == kMaxThreads || KnownToStayOut(tid))
+        continue;
       // Publish the slot before the signal, so the handler finds itself.
       const int slot = g_npaused.load(std::memory_order_relaxed);
       g_came[slot].store(0, std::memory_order_relaxed);
@@ -156,24 +159,33 @@ bool BlocksAllSignals(pid_t tid) {
   return __builtin_popcountll(mask) >= 60;
 }
 
-// Service threads seen before (ZeroMQ's I/O threads block every signal for
-// their whole life): excused at the first look in later pauses, after their
-// mask is read again, instead of after the long wait. Written by the pausing
-// thread only.
-constexpr int kMaxServices = 16;
-pid_t g_services[kMaxServices];
-int g_nservices = 0;
+// Threads seen before that never arrive: service threads (ZeroMQ's I/O
+// threads block every signal for their whole life) and kernel workers
+// (io_uring's). Later pauses do not signal them at all, after reading their
+// mask or flags again (a tid can be reused), instead of waiting a tick or
+// the long wait for them: every pause of a process with an io_uring worker
+// used to wait two 1 ms ticks. Written by the pausing thread only.
+constexpr int kMaxKnown = 16;
+struct KnownThreads {
+  pid_t tids[kMaxKnown];
+  int n = 0;
+  bool Has(pid_t tid) const { return std::find(tids, tids + n, tid) != tids + n; }
+  // Returns true when `tid` is new to the list.
+  bool Remember(pid_t tid) {
+    if (Has(tid)) return false;
+    tids[n++ % kMaxKnown] = tid;
+    n = std::min(n, kMaxKnown);
+    return true;
+  }
+};
+KnownThreads g_services, g_kernel_workers;
 
-bool IsKnownService(pid_t tid) {
-  return std::find(g_services, g_services + g_nservices, tid) != g_services + g_nservices;
-}
+bool IsKnownService(pid_t tid) { return g_services.Has(tid); }
+bool RememberService(pid_t tid) { return g_services.Remember(tid); }
 
-// Returns true when `tid` is new to the list.
-bool RememberService(pid_t tid) {
-  if (IsKnownService(tid)) return false;
-  g_services[g_nservices++ % kMaxServices] = tid;
-  g_nservices = std::min(g_nservices, kMaxServices);
-  return true;
+bool KnownToStayOut(pid_t tid) {
+  if (g_kernel_workers.Has(tid)) return IsKernelWorker(tid);
+  return g_services.Has(tid) && BlocksAllSignals(tid);
 }
 
 // Signalled threads that will not arrive: gone (exited first), kernel
@@ -186,7 +198,10 @@ uint32_t CountExcused(bool long_wait) {
     if (g_came[i].load(std::memory_order_acquire)) continue;
     const pid_t tid = g_paused[i];
     bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
-    if (gone || IsKernelWorker(tid)) {
+    if (gone) {
+      ++excused;
+    } else if (IsKernelWorker(tid)) {
+      g_kernel_workers.Remember(tid);
       ++excused;
     } else if ((long_wait || IsKnownService(tid)) && BlocksAllSignals(tid)) {
       if (RememberService(tid))
