@@ -17,6 +17,12 @@ Result<std::unique_ptr<PeerChannel>> PeerChannel::Connect(zmq::context_t& ctx, c
   s.set(zmq::sockopt::heartbeat_ivl, 1000);
   s.set(zmq::sockopt::heartbeat_timeout, 5000);
   s.set(zmq::sockopt::heartbeat_ttl, 10000);
+  // No message limit on the queue: an epoch of more frames than ZeroMQ's
+  // default 1000 would have its tail refused, and be shipped again from the
+  // start. What is queued is bounded anyway: frames refer to the staging
+  // buffer, and a replica that does not take an epoch has its connection
+  // closed, dropping them (ReplicaClient::Settle).
+  s.set(zmq::sockopt::sndhwm, 0);
   // ZeroMQ's heartbeat cannot see a cut while the connection's send buffer
   // is full (its PING waits behind the queued pages), and TCP alone keeps
   // such a connection for minutes, retransmitting at ever longer intervals,
