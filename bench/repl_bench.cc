@@ -1,8 +1,12 @@
 // Replication benchmarks, each against a baseline measured in the same run:
-//   shipping        a durable commit of N dirty pages to 3 local peers (k = 3,
-//                   W = 2), plain and with CURVE, vs raw ZeroMQ pushing the
-//                   same bytes to 3 local receivers in frames of the same
-//                   size and waiting for 2 acknowledgements
+//   shipping        a durable commit of N dirty pages to k of 3 local peers
+//                   (k = 1, 2, 3; W = a majority of k), plain and with CURVE,
+//                   vs raw ZeroMQ pushing the same bytes to k local receivers
+//                   in frames of the size pheap ships and waiting for W of
+//                   them to acknowledge the last one. Once with every store
+//                   on the benchmark directory's disk, once on tmpfs
+//                   (/dev/shm), where fdatasync costs nothing: the network
+//                   path alone, which is what the baseline measures
 //   recovery        time to the first root access of a 1 GiB heap opened by
 //                   name in an empty directory from its peers, vs opening it
 //                   from a warm local store
@@ -26,13 +30,14 @@
 #include <fmt/format.h>
 
 #include "bench/bench_util.h"
+#include "replication/wire_format.h"
 
 using namespace pheap::bench;
 
 namespace {
 
 int g_runs = 5;
-constexpr size_t kFrame = 256 << 10;  // the replica client's preferred PAGES frame
+constexpr size_t kFrame = pheap::wire::kPreferredPagesBytes;  // the PAGES frame the writer ships
 constexpr size_t kPage = 4096;
 
 std::string SelfDir() { return std::filesystem::read_symlink("/proc/self/exe").parent_path().string(); }
@@ -74,10 +79,10 @@ class Peers {
   std::string endpoints_;
 };
 
-// Raw ZeroMQ: `bytes` in kFrame frames to 3 receiver threads (DEALER ->
-// ROUTER over loopback TCP), done when 2 have acknowledged the last frame.
-// Returns MB/s.
-double RawZmq(size_t bytes, bool curve) {
+// Raw ZeroMQ: `bytes` in kFrame frames to k receiver threads (DEALER ->
+// ROUTER over loopback TCP), done when w of them have answered the last
+// frame with an acknowledgement. Returns MB/s.
+double RawZmq(size_t bytes, bool curve, int k, int w) {
   zmq::context_t ctx;
   char server_pub[41], server_sec[41], client_pub[41], client_sec[41];
   zmq_curve_keypair(server_pub, server_sec);
@@ -85,8 +90,8 @@ double RawZmq(size_t bytes, bool curve) {
   const int port0 = 40000 + static_cast<int>(getpid() % 20000);
   std::vector<std::thread> receivers;
   std::vector<zmq::socket_t> senders;
-  std::atomic<int> bound{0}, finished{0};
-  for (int i = 0; i < 3; ++i) {
+  std::atomic<int> bound{0};
+  for (int i = 0; i < k; ++i) {
     receivers.emplace_back([&, i] {
       zmq::socket_t s(ctx, zmq::socket_type::router);
       if (curve) {
@@ -96,18 +101,20 @@ double RawZmq(size_t bytes, bool curve) {
       s.bind(fmt::format("tcp://127.0.0.1:{}", port0 + i));
       bound.fetch_add(1);
       size_t got = 0;
+      zmq::message_t id;
       while (got < bytes) {
-        zmq::message_t id, m;
+        zmq::message_t m;
         (void)s.recv(id);
         (void)s.recv(m);
         got += m.size();
       }
-      finished.fetch_add(1);
+      s.send(id, zmq::send_flags::sndmore);
+      s.send(zmq::str_buffer("ack"), zmq::send_flags::none);
     });
   }
-  while (bound.load() < 3) std::this_thread::yield();
+  while (bound.load() < k) std::this_thread::yield();
   std::vector<char> frame(kFrame, 'x');
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < k; ++i) {
     zmq::socket_t s(ctx, zmq::socket_type::dealer);
     if (curve) {
       s.set(zmq::sockopt::curve_serverkey, std::string(server_pub));
@@ -120,8 +127,18 @@ double RawZmq(size_t bytes, bool curve) {
   const uint64_t t0 = NowNs();
   for (size_t sent = 0; sent < bytes; sent += kFrame)
     for (auto& s : senders) s.send(zmq::buffer(frame), zmq::send_flags::none);
-  // The receivers count bytes; two finishing is the quorum.
-  while (finished.load() < 2) std::this_thread::yield();
+  std::vector<zmq::pollitem_t> items;
+  for (auto& s : senders) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+  for (int acks = 0; acks < w;) {
+    zmq::poll(items);
+    for (size_t i = 0; i < items.size(); ++i) {
+      if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
+      zmq::message_t ack;
+      (void)senders[i].recv(ack);
+      items[i].events = 0;  // one ack per receiver
+      ++acks;
+    }
+  }
   const double secs = static_cast<double>(NowNs() - t0) / 1e9;
   for (auto& t : receivers) t.join();
   return static_cast<double>(bytes) / 1e6 / secs;
@@ -129,20 +146,26 @@ double RawZmq(size_t bytes, bool curve) {
 
 // A durable commit of `bytes` of freshly written heap memory with the peers.
 // Returns MB/s.
-double PheapShip(const std::string& dir, const Peers& peers, size_t bytes, const std::string& keys, int run) {
-  std::string config = fmt::format("dir={}/node{};size=4G;replica_timeout_ms=120000;peers={}", dir, run, peers.endpoints());
+double PheapShip(const std::string& dir, const Peers& peers, size_t bytes, const std::string& keys, int k, int run) {
+  std::string config = fmt::format("dir={}/node{};size=4G;replica_timeout_ms=120000;peers={};replicas={}", dir, run,
+                                   peers.endpoints(), k);
   if (!keys.empty()) config += ";keys=" + keys;
-  pheap::Heap heap(fmt::format("ship{}", run), config);
-  auto* p = static_cast<char*>(heap.malloc(bytes));
-  heap.commit();  // the allocator's own pages
-  std::memset(p, run + 1, bytes);
-  const uint64_t t0 = NowNs();
-  heap.commit();
-  const double secs = static_cast<double>(NowNs() - t0) / 1e9;
+  double secs = 0;
+  {
+    pheap::Heap heap(fmt::format("ship{}", run), config);
+    auto* p = static_cast<char*>(heap.malloc(bytes));
+    heap.commit();  // the allocator's own pages
+    std::memset(p, run + 1, bytes);
+    const uint64_t t0 = NowNs();
+    heap.commit();
+    secs = static_cast<double>(NowNs() - t0) / 1e9;
+  }
+  std::filesystem::remove_all(fmt::format("{}/node{}", dir, run));
   return static_cast<double>(bytes) / 1e6 / secs;
 }
 
-void Shipping(const std::string& dir, size_t mib) {
+// `where`: what the stores are on, for the table's title.
+void Shipping(const std::string& dir, size_t mib, const char* where) {
   const size_t bytes = mib << 20;
   std::string keys = dir + "/keys";
   std::filesystem::create_directories(keys);
@@ -150,17 +173,30 @@ void Shipping(const std::string& dir, size_t mib) {
                               SelfDir(), keys, keys, keys)
                       .c_str()) != 0)
     fmt::print(stderr, "bench: pheap keygen failed\n");
-  fmt::print("### Shipping a {} MiB commit to 3 local peers (k=3, W=2; median of {})\n\n", mib, g_runs);
-  fmt::print("| | pheap durable commit | raw ZeroMQ to 3, 2 acks | ratio |\n|---|---|---|---|\n");
+  fmt::print("### Shipping a {} MiB commit to k local peers, stores on {} (W = majority of k; {} KiB frames; median "
+             "of {})\n\n",
+             mib, where, kFrame >> 10, g_runs);
+  fmt::print("| | k | W | pheap durable commit | raw ZeroMQ to k, W acks | ratio |\n|---|---:|---:|---:|---:|---:|\n");
+  int run = 0;
   for (bool curve : {false, true}) {
-    const std::string k = curve ? keys : "";
-    Peers peers(fmt::format("{}/peers-{}", dir, curve ? "curve" : "plain"), k);
-    int run = curve ? 100 : 0;
-    double ours = MedianOf(g_runs, [&] { return PheapShip(dir, peers, bytes, k, run++); });
-    double raw = MedianOf(g_runs, [&] { return RawZmq(bytes, curve); });
-    fmt::print("| {} | {:.0f} MB/s | {:.0f} MB/s | {:.2f}x |\n", curve ? "CURVE" : "plain", ours, raw, ours / raw);
+    const std::string key_dir = curve ? keys : "";
+    for (int k = 1; k <= 3; ++k) {
+      const int w = k / 2 + 1;
+      // Fresh peers for each row, their stores removed after it: tmpfs is memory.
+      const std::string peer_dir = fmt::format("{}/peers-{}", dir, run);
+      double ours = 0;
+      {
+        Peers peers(peer_dir, key_dir);
+        ours = MedianOf(g_runs, [&] { return PheapShip(dir, peers, bytes, key_dir, k, run++); });
+      }
+      std::filesystem::remove_all(peer_dir);
+      double raw = MedianOf(g_runs, [&] { return RawZmq(bytes, curve, k, w); });
+      fmt::print("| {} | {} | {} | {:.0f} MB/s | {:.0f} MB/s | {:.2f}x |\n", curve ? "CURVE" : "plain", k, w, ours, raw,
+                 ours / raw);
+    }
   }
-  fmt::print("\npheap's figure includes the local and the peers' fdatasync; raw ZeroMQ touches no disk.\n\n");
+  fmt::print("\nMB/s per replica stream (every replica gets every byte). pheap's figure includes the commit's cut, "
+             "the local store's and the peers' writes and fdatasync; raw ZeroMQ touches no store.\n\n");
 }
 
 struct Root {
@@ -176,8 +212,13 @@ void Recovery(const std::string& dir, size_t mib) {
     auto* r = heap.make<Root>();
     r->magic = 0x5eed;
     r->data = static_cast<char*>(heap.malloc(mib << 20));
-    for (size_t i = 0; i < (mib << 20); i += kPage) std::memset(r->data + i, static_cast<int>(i / kPage), kPage);
     heap.set_root("root", r);
+    // In commits of 256 MiB: one epoch must fit a peer's staging limit (1 GiB).
+    constexpr size_t kEpochBytes = size_t{256} << 20;
+    for (size_t i = 0; i < (mib << 20); i += kPage) {
+      std::memset(r->data + i, static_cast<int>(i / kPage), kPage);
+      if ((i + kPage) % kEpochBytes == 0) heap.commit();
+    }
     heap.commit();
   }
   auto first_access = [&](const std::string& config) {
@@ -205,14 +246,22 @@ void Recovery(const std::string& dir, size_t mib) {
 int main(int argc, char** argv) {
   CLI::App app{"pheap replication benchmarks"};
   size_t ship_mib = 256, heap_mib = 1024;
+  bool no_ship = false;
   app.add_option("--runs", g_runs, "runs per figure (the median is reported)");
   app.add_option("--ship-mib", ship_mib, "size of the shipped commit");
   app.add_option("--heap-mib", heap_mib, "size of the recovered heap");
+  app.add_flag("--no-ship", no_ship, "only the recovery figures");
   CLI11_PARSE(app, argc, argv);
   setenv("PHEAP_LOG", "error", 0);
   TempDir dir;
   try {
-    Shipping(dir.path(), ship_mib);
+    if (!no_ship) Shipping(dir.path(), ship_mib, "the benchmark directory's disk");
+    std::fflush(stdout);
+    if (!no_ship && std::filesystem::is_directory("/dev/shm")) {
+      setenv("PHEAP_BENCH_DIR", "/dev/shm", 1);
+      TempDir shm;
+      Shipping(shm.path(), ship_mib, "tmpfs");
+    }
     std::fflush(stdout);
     Recovery(dir.path(), heap_mib);
   } catch (const pheap::error& e) {
