@@ -181,23 +181,20 @@ INSTANTIATE_TEST_SUITE_P(Debian, RealPrograms, ::testing::ValuesIn(Programs()),
                            return n;
                          });
 
-TEST(Worker, ThreadsFreeEachOthersBlocks) {
-  Outcome native = RunProgram({g_paths.worker, "threads"}, {});
-  Outcome pre = RunProgram({g_paths.worker, "threads"}, PreloadEnv("threads", "20"));
+// The worker in `mode`, natively and preloaded (heap `mode`, committing
+// every `commit_ms`), prints the same and leaves a committed image.
+void ExpectWorkerAsNative(const std::string& mode, const std::string& commit_ms) {
+  Outcome native = RunProgram({g_paths.worker, mode}, {});
+  Outcome pre = RunProgram({g_paths.worker, mode}, PreloadEnv(mode, commit_ms));
   ASSERT_EQ(native.status, 0) << native.err;
   EXPECT_EQ(pre.status, 0) << pre.err;
   EXPECT_EQ(pre.out, native.out);
-  ExpectCommitted("threads", "preload_worker");
+  ExpectCommitted(mode, "preload_worker");
 }
 
-TEST(Worker, ThreadExitGivesSegmentsBack) {
-  Outcome native = RunProgram({g_paths.worker, "thread-exit"}, {});
-  Outcome pre = RunProgram({g_paths.worker, "thread-exit"}, PreloadEnv("thread-exit", "0"));
-  ASSERT_EQ(native.status, 0) << native.err;
-  EXPECT_EQ(pre.status, 0) << pre.err;
-  EXPECT_EQ(pre.out, native.out);
-  ExpectCommitted("thread-exit", "preload_worker");
-}
+TEST(Worker, ThreadsFreeEachOthersBlocks) { ExpectWorkerAsNative("threads", "20"); }
+
+TEST(Worker, ThreadExitGivesSegmentsBack) { ExpectWorkerAsNative("thread-exit", "0"); }
 
 TEST(Worker, MallocFamilyBehavesAsGlibcs) {
   Outcome native = RunProgram({g_paths.worker, "api"}, {});
