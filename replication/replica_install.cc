@@ -105,12 +105,16 @@ Result<std::unique_ptr<Received>> ReplicaClient::InstallCall(PeerChannel& ch, co
 
 // Reads an image run from the image source, else from the replicas.
 // *newest: the newest epoch the read may have seen.
-Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest) {
+Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest,
+                                   Epoch* whole_at) {
   Status s;
   {
     std::lock_guard lock(source_mu_);
+    const bool from_source = image_source_ != nullptr && source_image_;
+    const Epoch before = from_source ? source_image_().epoch : 0;
     s = image_source_ != nullptr ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
     *newest = source_image_ ? source_image_().epoch : 0;
+    *whole_at = from_source && before == *newest ? before : 0;
   }
   // A replica (or the source) may already hold the epoch Persist works on.
   *newest = std::max(*newest, attempting_.load(std::memory_order_acquire));
@@ -215,13 +219,15 @@ Status ReplicaClient::InstallOnce(size_t i) {
   uint64_t present[kInstallRun / 64];
   std::vector<Pgno> pgnos;
   Epoch ceiling = from.epoch;
+  Epoch read_whole_at = ~Epoch{0};  // the one epoch every run was read whole at, else 0
   for (Pgno first = 0; first < from.hwm; first += kInstallRun) {
     if (stopping_.load(std::memory_order_acquire)) return Status::Busy("the client is closing");
     PHEAP_RETURN_IF_ERROR(SendParts(ch, inst));
     const auto count = static_cast<uint32_t>(std::min<Pgno>(kInstallRun, from.hwm - first));
     const Epoch label = durable_.load(std::memory_order_acquire);  // durable before the read
-    Epoch newest = 0;
-    Status s = ReadImageRun(first, count, buf.get(), present, &newest);
+    Epoch newest = 0, whole_at = 0;
+    Status s = ReadImageRun(first, count, buf.get(), present, &newest, &whole_at);
+    read_whole_at = read_whole_at == ~Epoch{0} || read_whole_at == whole_at ? whole_at : 0;
     if (!s.ok()) return s.Annotate(fmt::format("reading image pages [{}, {})", first, first + count));
     ceiling = std::max(ceiling, newest);
     // Present pages packed at the front, the absent ones as discards.
@@ -251,6 +257,12 @@ Status ReplicaClient::InstallOnce(size_t i) {
       if (inst.parts.empty() && inst.covered.epoch + 1 == ceiling && ceiling == attempting_.load()) {
         std::lock_guard source_lock(source_mu_);
         if (image_source_ != nullptr && source_image_ && source_image_().epoch == ceiling) {
+          // Only if every run was read with that whole epoch in the source;
+          // a run read before it landed there is read again.
+          if (read_whole_at != ceiling)
+            return Status::Busy(fmt::format("epoch {} reached the image source while the image was read; reading "
+                                            "it again",
+                                            ceiling));
           at = source_image_();
           at.term = term_;
           break;
