@@ -47,6 +47,8 @@ struct ReplicaClient::Retained {
 struct ReplicaClient::Encoded {
   std::vector<wire::OutMessage> pages;
   wire::OutMessage commit;
+  uint64_t first_request_id = 0;  // of the first message: replies echoing an
+                                  // earlier id answer an earlier Persist
 };
 
 struct ReplicaClient::Replica {

@@ -73,6 +73,7 @@ struct ReplicaClient::Round {
 ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, Term prev_term, const std::vector<Pgno>& pages,
                                              const uint8_t* data, const std::vector<Run>& discarded) {
   Encoded out;
+  out.first_request_id = next_request_id_ + 1;
   // A short tail is folded into the frame before it, so leave it room.
   const uint64_t per = std::clamp<uint64_t>(options_.frame_bytes / kPageSize, kMinFramePages,
                                             max_frame_pages_ > 2 * kMinFramePages ? max_frame_pages_ - kMinFramePages
@@ -215,6 +216,10 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
   // An error's header carries the replica's durable epoch.
   const Epoch there = m.msg.header.epoch;
   if (there > r.durable.load()) r.durable.store(there);
+  // An error answering an earlier Persist (a slow replica still replying to
+  // resent commits) describes the replica as it was then: acting on it
+  // would catch up, or install anew, a replica that is already current.
+  if (m.msg.header.request_id < enc.first_request_id) return;
   switch (err->code) {
     case wire::ErrorCode::kEpochGap:
       if (err->detail >= rd.sent_from || err->detail > epoch) return;  // answers a message sent before the catch-up
