@@ -1,6 +1,7 @@
 #include "replication/replica_composite.h"
 
 #include <cstdlib>
+#include <utility>
 
 #include "base/log.h"
 
@@ -32,6 +33,14 @@ ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
 ReplicatedPages::~ReplicatedPages() {
   stop_.store(true, std::memory_order_release);
   if (restorer_.joinable()) restorer_.join();
+  if (local_writer_.joinable()) {
+    {
+      std::lock_guard lock(local_mu_);
+      local_stop_ = true;
+    }
+    local_cv_.notify_all();
+    local_writer_.join();
+  }
   if (local_in_use()) remote_->SetImageSource(nullptr);
 }
 
@@ -75,11 +84,10 @@ Status ReplicatedPages::Persist(const SealedEpoch& e) {
   Status local_status, remote_status;
   // The local fdatasync overlaps the shipping; e.data stays valid until both
   // are done.
-  std::thread local_thread;
-  if (local_in_use() && local_->image().epoch < epoch)
-    local_thread = std::thread([&] { local_status = local_->Persist(e); });
+  const bool local = local_in_use() && local_->image().epoch < epoch;
+  if (local) StartLocal(e);
   if (remote_->image().epoch < epoch) remote_status = remote_->Persist(e);
-  if (local_thread.joinable()) local_thread.join();
+  if (local) local_status = AwaitLocal();
   if (restoring) {
     std::lock_guard lock(mu_);
     in_flight_ = false;
@@ -102,6 +110,35 @@ Status ReplicatedPages::Persist(const SealedEpoch& e) {
   }
   if (!local_status.ok()) return local_status.Annotate("local store");
   return remote_status;
+}
+
+void ReplicatedPages::StartLocal(const SealedEpoch& e) {
+  std::lock_guard lock(local_mu_);
+  if (!local_writer_.joinable()) local_writer_ = std::thread([this] { LocalWriterLoop(); });
+  local_job_ = &e;
+  local_done_ = false;
+  local_cv_.notify_all();
+}
+
+Status ReplicatedPages::AwaitLocal() {
+  std::unique_lock lock(local_mu_);
+  local_cv_.wait(lock, [&] { return local_done_; });
+  return local_status_;
+}
+
+void ReplicatedPages::LocalWriterLoop() {
+  std::unique_lock lock(local_mu_);
+  for (;;) {
+    local_cv_.wait(lock, [&] { return local_job_ != nullptr || local_stop_; });
+    if (local_job_ == nullptr) return;
+    const SealedEpoch* e = std::exchange(local_job_, nullptr);
+    lock.unlock();
+    Status s = local_->Persist(*e);
+    lock.lock();
+    local_status_ = std::move(s);
+    local_done_ = true;
+    local_cv_.notify_all();
+  }
 }
 
 void ReplicatedPages::StartRestore(Progress progress) {

@@ -3,8 +3,9 @@
 // configured.
 //
 // Persist makes an epoch durable in the local store AND on a write quorum
-// of replicas: the local append and fdatasync run on a helper thread while
-// the caller's thread ships to the replicas; Persist returns when both are
+// of replicas: the local append and fdatasync run on a long-lived thread of
+// their own (it keeps its io_uring) while the caller's thread ships to the
+// replicas; Persist returns when both are
 // done, and fails if either fails. A retried epoch skips the side that
 // already holds it, so a retry after a partial failure converges.
 //
@@ -21,13 +22,14 @@
 // pages of each epoch committed meanwhile go into the install too, and the
 // install is closed at a durable epoch, once no epoch is in flight; from
 // then on the local store takes part. When the local store is ahead of the
-// replicas (a crash after the local fdatasync, before the quorum), the
-// replicas cannot be brought forward (the replica client installs only
-// images that are durable on its replicas): the heap opens from the local
-// image and Persist fails naming the replicas' state.
+// replicas (a crash after the local fdatasync, before the quorum, or peers
+// configured for a heap that had none), the heap opens from the local image
+// and the replica client installs it on the replicas
+// (ReplicaClient::AdoptImage): commits are durable once W of them hold it.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -74,6 +76,11 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   void MaybeFinishRestore(const ImageInfo& image);
   void UseLocalAsImageSource();
   void RepairLocal(Pgno first, uint32_t count, const uint8_t* data);
+  // The local side of Persist: StartLocal hands `e` to the local writer
+  // thread (started on first use), AwaitLocal waits for its status.
+  void StartLocal(const SealedEpoch& e);
+  Status AwaitLocal();
+  void LocalWriterLoop();
 
   PageStore* local_;
   ReplicaClient* remote_;
@@ -90,6 +97,15 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   ImageInfo durable_;          // guarded by mu_: the replicas' durable image
   Progress progress_;
   std::thread restorer_;
+
+  // The local writer: one epoch at a time, from Persist's caller.
+  std::mutex local_mu_;
+  std::condition_variable local_cv_;
+  const SealedEpoch* local_job_ = nullptr;  // guarded by local_mu_: to persist
+  bool local_done_ = false;                 // guarded by local_mu_: local_status_ is its result
+  bool local_stop_ = false;                 // guarded by local_mu_
+  Status local_status_;                     // guarded by local_mu_
+  std::thread local_writer_;
 };
 
 }  // namespace pheap
