@@ -29,9 +29,21 @@ inline constexpr std::string_view kStaleMark = ".stale-epoch-";
 PageBuffer AllocPages(uint64_t pages);
 
 // The pages received for the epoch being shipped, in arrival order, in one
-// 4 KiB-aligned buffer (SealedEpoch wants contiguous data).
+// 4 KiB-aligned buffer (SealedEpoch wants contiguous data). The buffer is
+// a reservation of address space as large as the peer's staging limit,
+// made on first use: it never moves or is copied as an epoch grows, and
+// the pages an epoch touched stay mapped for the next one (up to
+// kKeepResident; the rest go back to the kernel), so steady shipping
+// neither copies nor faults in the staging area.
 class Staging {
  public:
+  static constexpr uint64_t kKeepResident = uint64_t{64} << 20;
+
+  Staging() = default;
+  ~Staging() { Unmap(); }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
   Epoch epoch() const { return epoch_; }
   Term term() const { return term_; }
   uint64_t size() const { return pgnos_.size(); }
@@ -46,23 +58,22 @@ class Staging {
   void Clear() {
     pgnos_.clear();
     slot_.clear();
-    if (capacity_ > 256) { buf_.reset(); capacity_ = 0; }  // give large buffers back
+    ReleaseBeyond(kKeepResident);
     epoch_ = term_ = 0;
   }
   // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) held.
   void Put(Pgno pgno, const uint8_t* data) {
     auto [it, fresh] = slot_.emplace(pgno, pgnos_.size());
     if (fresh) pgnos_.push_back(pgno);
-    std::memcpy(buf_.get() + it->second * kPageSize, data, kPageSize);
+    std::memcpy(buf_ + it->second * kPageSize, data, kPageSize);
+    touched_ = std::max<uint64_t>(touched_, it->second + 1);
   }
-  void Reserve(uint64_t more) {
-    if (pgnos_.size() + more <= capacity_) return;
-    uint64_t cap = std::max<uint64_t>({capacity_ * 2, pgnos_.size() + more, 64});
-    PageBuffer nb = AllocPages(cap);
-    if (!pgnos_.empty()) std::memcpy(nb.get(), buf_.get(), pgnos_.size() * kPageSize);
-    buf_ = std::move(nb);
-    capacity_ = cap;
-  }
+  // Room for `more` pages; `limit_bytes` is the peer's staging limit, which
+  // the caller has checked. False if the address space cannot be had.
+  bool Reserve(uint64_t more, uint64_t limit_bytes);
+  // Returns every page to the kernel (a heap that went idle keeps nothing).
+  void Release() { ReleaseBeyond(0); }
+
   // The staged pages as runs (for a kMissingPages reply).
   std::vector<Run> Runs() const {
     std::vector<Pgno> s = pgnos_;
@@ -81,7 +92,7 @@ class Staging {
     std::iota(order.begin(), order.end(), 0);
     if (std::is_sorted(pgnos_.begin(), pgnos_.end())) {
       e->pages = pgnos_;
-      e->data = buf_.get();
+      e->data = buf_;
       return;
     }
     std::sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return pgnos_[a] < pgnos_[b]; });
@@ -89,7 +100,7 @@ class Staging {
     e->pages.resize(order.size());
     for (size_t i = 0; i < order.size(); ++i) {
       e->pages[i] = pgnos_[order[i]];
-      std::memcpy(hold->get() + i * kPageSize, buf_.get() + order[i] * kPageSize, kPageSize);
+      std::memcpy(hold->get() + i * kPageSize, buf_ + order[i] * kPageSize, kPageSize);
     }
     e->data = hold->get();
   }
@@ -99,8 +110,11 @@ class Staging {
   Term term_ = 0;
   std::vector<Pgno> pgnos_;                      // by slot
   std::unordered_map<Pgno, uint64_t> slot_;
-  PageBuffer buf_;
+  void ReleaseBeyond(uint64_t bytes);
+  void Unmap();
+  uint8_t* buf_ = nullptr;                       // capacity_ pages of address space
   uint64_t capacity_ = 0;                        // pages
+  uint64_t touched_ = 0;                         // pages written since the last release
 };
 
 }  // namespace peer_internal

@@ -1,10 +1,12 @@
 #include "replication/peer_heaps.h"
 
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -28,6 +30,32 @@ namespace peer_internal {
 
 PageBuffer AllocPages(uint64_t pages) {
   return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, std::max<uint64_t>(pages, 1) * kPageSize)));
+}
+
+bool Staging::Reserve(uint64_t more, uint64_t limit_bytes) {
+  if (buf_ == nullptr) {
+    // Address space only: pages are faulted in as they are written.
+    const uint64_t pages = std::max<uint64_t>(limit_bytes / kPageSize, 1);
+    void* p = ::mmap(nullptr, pages * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (p == MAP_FAILED) return false;
+    buf_ = static_cast<uint8_t*>(p);
+    capacity_ = pages;
+  }
+  return pgnos_.size() + more <= capacity_;
+}
+
+void Staging::ReleaseBeyond(uint64_t bytes) {
+  const uint64_t keep = bytes / kPageSize;
+  if (buf_ == nullptr || touched_ <= keep) return;
+  ::madvise(buf_ + keep * kPageSize, (touched_ - keep) * kPageSize, MADV_DONTNEED);
+  touched_ = keep;
+}
+
+void Staging::Unmap() {
+  if (buf_ != nullptr) ::munmap(buf_, capacity_ * kPageSize);
+  buf_ = nullptr;
+  capacity_ = touched_ = 0;
 }
 
 wire::ReplyTo To(const wire::Header& h) { return {h.request_id, h.heap_id}; }
@@ -253,7 +281,11 @@ Reply HeapTable::Pages(const wire::Message& m) {
   if ((st.size() + p.count) * kPageSize > max_staged_bytes_)
     return Err(m.header, h.get(), ErrorCode::kStagingFull, max_staged_bytes_,
                fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, max_staged_bytes_));
-  st.Reserve(p.count);
+  if (!st.Reserve(p.count, max_staged_bytes_))
+    return Err(m.header, h.get(), ErrorCode::kStagingFull, max_staged_bytes_,
+               fmt::format("heap '{}': cannot reserve {} bytes of address space for staging epoch {}: {}; lower the "
+                           "peer's staging limit or allow overcommit",
+                           h->name, max_staged_bytes_, e, std::strerror(errno)));
   for (uint32_t i = 0; i < p.count; ++i) st.Put(p.ref(i).pgno, p.page(i));
   h->staged_pages.store(st.size(), std::memory_order_relaxed);
   PHEAP_LOG_DEBUG("heap '{}': staged {} pages of epoch {} ({} in all)", h->name, p.count, e, st.size());
