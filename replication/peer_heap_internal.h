@@ -32,9 +32,10 @@ PageBuffer AllocPages(uint64_t pages);
 // 4 KiB-aligned buffer (SealedEpoch wants contiguous data). The buffer is
 // a reservation of address space as large as the peer's staging limit,
 // made on first use: it never moves or is copied as an epoch grows, and
-// the pages an epoch touched stay mapped for the next one (up to
-// kKeepResident; the rest go back to the kernel), so steady shipping
-// neither copies nor faults in the staging area.
+// the pages an epoch touched stay mapped for the next one: up to
+// kKeepResident as they are, the rest marked MADV_FREE (the kernel takes
+// them back only under memory pressure; written again first, they cost no
+// fault). So steady shipping neither copies nor faults in the staging area.
 class Staging {
  public:
   static constexpr uint64_t kKeepResident = uint64_t{64} << 20;
@@ -71,9 +72,6 @@ class Staging {
   // Room for `more` pages; `limit_bytes` is the peer's staging limit, which
   // the caller has checked. False if the address space cannot be had.
   bool Reserve(uint64_t more, uint64_t limit_bytes);
-  // Returns every page to the kernel (a heap that went idle keeps nothing).
-  void Release() { ReleaseBeyond(0); }
-
   // The staged pages as runs (for a kMissingPages reply).
   std::vector<Run> Runs() const {
     std::vector<Pgno> s = pgnos_;

@@ -48,7 +48,7 @@ bool Staging::Reserve(uint64_t more, uint64_t limit_bytes) {
 void Staging::ReleaseBeyond(uint64_t bytes) {
   const uint64_t keep = bytes / kPageSize;
   if (buf_ == nullptr || touched_ <= keep) return;
-  ::madvise(buf_ + keep * kPageSize, (touched_ - keep) * kPageSize, MADV_DONTNEED);
+  ::madvise(buf_ + keep * kPageSize, (touched_ - keep) * kPageSize, MADV_FREE);
   touched_ = keep;
 }
 
