@@ -60,6 +60,8 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   auto engine = Engine::Open(name, options.engine);
   if (!engine.ok()) return engine.status();
   h->engine_ = std::move(*engine);
+  h->base_ = reinterpret_cast<uintptr_t>(h->engine_->base());
+  h->size_ = h->engine_->size();
   if (h->size() <= kSuperblockSize)
     return Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
                                                name, h->size(), kSuperblockSize >> 10));
@@ -180,6 +182,7 @@ Status PersistentHeap::Close() {
   Unregister();
   alloc_.Detach();
   closed_ = true;
+  size_ = 0;
   engine_.reset();
   return r.ok() ? Status::Ok() : r.status();
 }

@@ -50,12 +50,10 @@ class PersistentHeap final : private ArenaHooks {
   Status Close();
 
   const std::string& name() const { return engine_->name(); }
-  void* base() const { return engine_->base(); }
-  uint64_t size() const { return engine_->size(); }
-  bool Contains(const void* p) const {
-    auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(base());
-    return a >= b && a - b < size();
-  }
+  void* base() const { return reinterpret_cast<void*>(base_); }
+  uint64_t size() const { return size_; }
+  // On every free: the region's bounds are kept here, not asked of the engine.
+  bool Contains(const void* p) const { return reinterpret_cast<uintptr_t>(p) - base_ < size_; }
 
   Allocator& allocator() { return alloc_; }
   Engine& engine() { return *engine_; }
@@ -85,6 +83,8 @@ class PersistentHeap final : private ArenaHooks {
   void Unregister();
 
   std::unique_ptr<Engine> engine_;
+  uintptr_t base_ = 0;  // the region, fixed while open; size_ 0 once closed
+  uint64_t size_ = 0;
   Superblock* sb_ = nullptr;
   std::unique_ptr<Roots> roots_;
   Allocator alloc_;
