@@ -165,16 +165,30 @@ bool BlocksAllSignals(pid_t tid) {
 // mask or flags again (a tid can be reused), instead of waiting a tick or
 // the long wait for them: every pause of a process with an io_uring worker
 // used to wait two 1 ms ticks. Written by the pausing thread only.
-constexpr int kMaxKnown = 16;
+// A full list takes the place of a thread that has exited, else the oldest
+// entry's: a process that opens and closes many heaps (each with ZeroMQ
+// threads of its own) must keep knowing the ones alive now.
+constexpr int kMaxKnown = 64;
 struct KnownThreads {
   pid_t tids[kMaxKnown];
   int n = 0;
+  int oldest = 0;  // once full: the slot to reuse when none has exited
   bool Has(pid_t tid) const { return std::find(tids, tids + n, tid) != tids + n; }
   // Returns true when `tid` is new to the list.
   bool Remember(pid_t tid) {
     if (Has(tid)) return false;
-    tids[n++ % kMaxKnown] = tid;
-    n = std::min(n, kMaxKnown);
+    if (n < kMaxKnown) {
+      tids[n++] = tid;
+      return true;
+    }
+    for (pid_t& t : tids) {
+      if (syscall(SYS_tgkill, getpid(), t, 0) != 0 && errno == ESRCH) {
+        t = tid;
+        return true;
+      }
+    }
+    tids[oldest] = tid;
+    oldest = (oldest + 1) % kMaxKnown;
     return true;
   }
 };

@@ -1,0 +1,73 @@
+// The safepoint's handling of service threads: threads that block every
+// signal (as ZeroMQ's do) are learned once and not signalled again, even in
+// a process that has seen many of them come and go.
+#include "pager/safepoint.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+namespace pheap {
+namespace {
+
+// A thread that blocks every signal until stopped, like a ZeroMQ I/O thread.
+class ServiceThread {
+ public:
+  ServiceThread() {
+    thread_ = std::thread([this] {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      started_ = true;
+      while (!stop_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    while (!started_) std::this_thread::yield();
+  }
+  ~ServiceThread() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> started_{false}, stop_{false};
+  std::thread thread_;
+};
+
+// The threads Pause signals (besides the caller): a learned service thread
+// is not among them.
+int Signalled() {
+  Safepoint sp;
+  auto n = sp.Pause();
+  EXPECT_TRUE(n.ok()) << n.status().ToString();
+  return n.ok() ? *n : -1;
+}
+
+TEST(Safepoint, ServiceThreadsAreLearnedAndNotSignalledAgain) {
+  const int base = Signalled();  // the sanitizers' own threads, if any
+  {
+    ServiceThread s;
+    Signalled();  // learns it (after waiting for it once)
+    EXPECT_EQ(Signalled(), base);
+  }
+  EXPECT_EQ(Signalled(), base);
+}
+
+TEST(Safepoint, ManyServiceThreadsComeAndGoAndTheLiveOnesStayKnown) {
+  const int base = Signalled();
+  // More generations than the list holds, two threads each, as heaps with
+  // peers opened and closed one after another leave behind.
+  for (int gen = 0; gen < 40; ++gen) {
+    ServiceThread a, b;
+    Signalled();
+    ASSERT_EQ(Signalled(), base) << "generation " << gen << ": a learned service thread was signalled again";
+  }
+  ServiceThread a, b;
+  Signalled();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Signalled(), base);
+}
+
+}  // namespace
+}  // namespace pheap
