@@ -18,12 +18,8 @@ namespace pheaptest::cluster {
 // ThreadSanitizer runs an internal thread with every signal blocked, so the
 // writer's commit safepoint (a signal to every thread) cannot complete under
 // it; the release and ASan builds run these tests.
-#if defined(__SANITIZE_THREAD__)
 #define PHEAP_CLUSTER_SKIP_IF_TSAN() \
-  GTEST_SKIP() << "ThreadSanitizer's background thread blocks the writer's commit safepoint signal"
-#else
-#define PHEAP_CLUSTER_SKIP_IF_TSAN() static_cast<void>(0)
-#endif
+  PHEAP_SKIP_UNDER_TSAN("its background thread blocks the writer's commit safepoint signal")
 
 inline constexpr char kHeap[] = "cluster";
 

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "base/page_io.h"
+#include "tests/support/test_util.h"
 
 namespace pheap::testing {
 
@@ -124,12 +125,7 @@ std::string ModeTestName(TrackingMode m);
 // ThreadSanitizer runs an internal thread with every signal blocked, so a
 // signal safepoint over all threads of the process (every commit) cannot
 // complete under it; tests that commit skip there and say why.
-#if defined(__SANITIZE_THREAD__)
-#define PHEAP_SKIP_IF_TSAN() \
-  GTEST_SKIP() << "ThreadSanitizer's background thread blocks the commit safepoint's signal"
-#else
-#define PHEAP_SKIP_IF_TSAN() static_cast<void>(0)
-#endif
+#define PHEAP_SKIP_IF_TSAN() PHEAP_SKIP_UNDER_TSAN("its background thread blocks the commit safepoint's signal")
 
 // The tests' region base: a default slot (so it also lies where
 // ThreadSanitizer allows application mappings), away from the first ones.

@@ -141,11 +141,7 @@ TEST_F(EngineReplicated, StaleLocalStoreIsSetAside) {
 // until the lock is taken, so the commit safepoint can wait forever for an
 // install thread (the same limit as tests/cluster); they run in the release
 // and ASan builds.
-#if defined(__SANITIZE_THREAD__)
-#define PHEAP_SKIP_IF_TSAN() GTEST_SKIP() << "ThreadSanitizer holds back the safepoint signal to install threads"
-#else
-#define PHEAP_SKIP_IF_TSAN() static_cast<void>(0)
-#endif
+#define PHEAP_SKIP_IF_TSAN() PHEAP_SKIP_UNDER_TSAN("it holds back the safepoint signal to install threads")
 
 // Commits until one is durable (the replicas are being installed first);
 // false if none is within about 10 s.

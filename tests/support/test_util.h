@@ -12,6 +12,14 @@
 #include <string>
 #include <system_error>
 
+// Skips the calling test under ThreadSanitizer, saying why; a no-op in the
+// other builds. (A macro: GTEST_SKIP returns from the test body.)
+#if defined(__SANITIZE_THREAD__)
+#define PHEAP_SKIP_UNDER_TSAN(why) GTEST_SKIP() << "under ThreadSanitizer: " << (why)
+#else
+#define PHEAP_SKIP_UNDER_TSAN(why) static_cast<void>(0)
+#endif
+
 namespace pheaptest {
 
 class TempDir {
