@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <latch>
+#include <utility>
 
 #include "base/log.h"
 #include "base/os.h"
@@ -24,6 +25,13 @@ constexpr size_t kBufBytes = size_t{PageSource::kMaxReadRun} * kPageSize;
 Status FaultService::Start() {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd_ < 0) return Status::FromErrno("eventfd for the fault service", errno);
+  ahead_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ahead_fd_ < 0) {
+    const int err = errno;
+    close(stop_fd_);
+    stop_fd_ = -1;
+    return Status::FromErrno("eventfd for the fault service's read-ahead", err);
+  }
   // Return only once every thread is exempt from the commit safepoint: a
   // cut that paused a fault thread could block on the very fault it needs.
   const int n = std::max(1, c_.threads);
@@ -46,6 +54,8 @@ void FaultService::Stop() {
   threads_.clear();
   close(stop_fd_);
   stop_fd_ = -1;
+  close(ahead_fd_);
+  ahead_fd_ = -1;
 }
 
 void FaultService::Loop() {
@@ -56,13 +66,18 @@ void FaultService::Loop() {
     return;
   }
   auto* buf = static_cast<uint8_t*>(mem);
-  pollfd fds[2] = {{c_.uffd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  pollfd fds[3] = {{c_.uffd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {ahead_fd_, POLLIN, 0}};
   for (;;) {
-    int r = poll(fds, 2, -1);
+    int r = poll(fds, 3, -1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) { PHEAP_LOG_ERROR("fault service: poll failed, errno {}", errno); break; }
     if (fds[1].revents != 0) break;
     if ((fds[0].revents & (POLLERR | POLLHUP)) != 0) break;
+    if ((fds[2].revents & POLLIN) != 0) {
+      uint64_t posted;
+      if (read(ahead_fd_, &posted, sizeof(posted)) == sizeof(posted)) ServeAhead(buf);
+      if ((fds[0].revents & POLLIN) == 0) continue;
+    }
     uffd_msg msgs[16];
     // read(2) of a userfaultfd: not a file or memory call of pheap::os().
     ssize_t n = read(c_.uffd, msgs, sizeof(msgs));
@@ -93,22 +108,76 @@ void FaultService::Serve(const uffd_msg& m, uint8_t* buf) {
   ServeMissing(p, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, buf);
 }
 
-Run FaultService::PlanRun(Pgno p) {
+Run FaultService::PlanRun(Pgno p, Run* ahead) {
   const uint64_t max_pages = std::clamp<uint64_t>(c_.prefetch_max >> kPageShift, 1, PageSource::kMaxReadRun);
   uint64_t window;
+  bool sequential;
   {
     std::lock_guard lk(window_mu_);
-    const bool sequential = p > last_first_ && p <= last_end_;
+    sequential = p > last_first_ && p <= last_end_;
     window_pages_ = sequential ? std::min(window_pages_ * 2, max_pages)
                                : std::min(kInitialWindow >> kPageShift, max_pages);
     window = window_pages_;
     last_first_ = p;
-    last_end_ = p + window;
+    // The read-ahead run counts as this one's: a fault at its start or
+    // inside it continues the sequence.
+    last_end_ = p + (sequential ? 2 * window : window);
   }
   Pgno end = std::min<Pgno>(p + window, c_.hwm);
   end = c_.installed->NextSet(p + 1, end);
   end = c_.discarded->NextSet(p + 1, end);
+  *ahead = Run{end, 0};
+  if (sequential && end == p + window && end < c_.hwm && !c_.installed->Test(end) && !c_.discarded->Test(end)) {
+    Pgno ahead_end = std::min<Pgno>(end + window, c_.hwm);
+    ahead_end = c_.installed->NextSet(end + 1, ahead_end);
+    ahead_end = c_.discarded->NextSet(end + 1, ahead_end);
+    ahead->count = ahead_end - end;
+  }
   return Run{p, end - p};
+}
+
+void FaultService::PostAhead(Run ahead) {
+  if (ahead.count == 0) return;
+  {
+    std::lock_guard lk(ahead_mu_);
+    if (ahead_busy_.count != 0 || ahead_posted_.count != 0) return;
+    ahead_posted_ = ahead;
+  }
+  uint64_t one = 1;
+  if (write(ahead_fd_, &one, sizeof(one)) != sizeof(one)) {
+    std::lock_guard lk(ahead_mu_);
+    ahead_posted_ = Run{};
+  }
+}
+
+void FaultService::AwaitAhead(Pgno p) {
+  std::unique_lock lk(ahead_mu_);
+  if (p >= ahead_posted_.first && p < ahead_posted_.end()) ahead_posted_ = Run{};  // served here instead
+  ahead_cv_.wait(lk, [&] { return !(p >= ahead_busy_.first && p < ahead_busy_.end()); });
+}
+
+void FaultService::ServeAhead(uint8_t* buf) {
+  Run r;
+  {
+    std::lock_guard lk(ahead_mu_);
+    r = std::exchange(ahead_posted_, Run{});
+    ahead_busy_ = r;
+  }
+  // An error is left to the fault that needs the page: it reports it.
+  if (r.count != 0 && c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) {
+    std::shared_lock lk(*c_.install_mu);
+    // Discard may have run since the read; those pages are not placed.
+    r.count = c_.discarded->NextSet(r.first, r.end()) - r.first;
+    if (r.count != 0) {
+      pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);
+      Install(r.first, r.count, buf, false, r.first);
+    }
+  }
+  {
+    std::lock_guard lk(ahead_mu_);
+    ahead_busy_ = Run{};
+  }
+  ahead_cv_.notify_all();
 }
 
 void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
@@ -117,7 +186,14 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     Install(p, 1, kZeroPage, write, p);
     return;
   }
-  Run r = PlanRun(p);
+  AwaitAhead(p);
+  // Placed meanwhile (read ahead, or by another thread): the copy of this
+  // one page finds it there and wakes the faulter, or places it if it
+  // never was. Not counted as fetched.
+  const bool placed = c_.installed->Test(p) && !c_.discarded->Test(p);
+  Run ahead{};
+  Run r = placed ? Run{p, 1} : PlanRun(p, &ahead);
+  PostAhead(ahead);
   Status st = c_.discarded->Test(p) ? Status::Ok() : c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr);
   if (!st.ok() && r.count > 1) {  // the fault needs one page, not the whole run
     r.count = 1;
@@ -134,7 +210,7 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     return;
   }
   r.count = c_.discarded->NextSet(p + 1, r.end()) - p;
-  pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);  // before the copy wakes the faulter
+  if (!placed) pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);  // before the copy wakes the faulter
   Install(p, r.count, buf, write, p);
 }
 

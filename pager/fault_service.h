@@ -8,6 +8,12 @@
 // elsewhere. A run never extends past hwm, over a page already installed
 // (the `installed` bitmap), or over a discarded page.
 //
+// Read-ahead: a sequential fault also hands the window after its run to
+// another fault thread, which installs it while this one installs the run
+// the program waits for; both copies proceed at once, and the program's
+// next fault usually finds its pages placed. A fault inside the run being
+// read ahead waits for it rather than reading it again.
+//
 // A page the source cannot read correctly (kCorruption or any error) is
 // never filled with guessed data: the error is logged with the page, and
 // the page is poisoned (UFFDIO_POISON: the faulting thread gets SIGBUS)
@@ -15,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -63,7 +70,15 @@ class FaultService {
   void Loop();
   void Serve(const uffd_msg& m, uint8_t* buf);
   void ServeMissing(Pgno p, bool write, uint8_t* buf);
-  Run PlanRun(Pgno p);
+  // The run to serve for a fault at p, and (when the faults are sequential)
+  // the window after it to read ahead, else an empty run.
+  Run PlanRun(Pgno p, Run* ahead);
+  // Hands `ahead` to the read-ahead unless it is busy or holds one already.
+  void PostAhead(Run ahead);
+  // Takes the posted read-ahead, if any, and installs it.
+  void ServeAhead(uint8_t* buf);
+  // Waits while page p is being read ahead; drops a posted run that holds p.
+  void AwaitAhead(Pgno p);
   // Copies `count` pages from src to page `first`; returns pages placed.
   void Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault);
   void CopyRange(Pgno first, uint64_t count, const uint8_t* src, uint64_t mode, Pgno fault);
@@ -75,6 +90,12 @@ class FaultService {
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> faults_{0};
   std::atomic<uint64_t> pages_fetched_{0};
+
+  int ahead_fd_ = -1;     // eventfd: readable when a read-ahead is posted
+  std::mutex ahead_mu_;
+  std::condition_variable ahead_cv_;  // ahead_busy_ ended
+  Run ahead_posted_{};    // guarded by ahead_mu_: waiting for a thread
+  Run ahead_busy_{};      // guarded by ahead_mu_: being installed
 
   std::mutex window_mu_;  // the sequential-prefetch state below
   Pgno last_first_ = 0;
