@@ -123,17 +123,17 @@ Run FaultService::PlanRun(Pgno p, Run* ahead) {
     // inside it continues the sequence.
     last_end_ = p + (sequential ? 2 * window : window);
   }
-  Pgno end = std::min<Pgno>(p + window, c_.hwm);
-  end = c_.installed->NextSet(p + 1, end);
-  end = c_.discarded->NextSet(p + 1, end);
+  const Pgno end = RunEnd(p, window);
   *ahead = Run{end, 0};
-  if (sequential && end == p + window && end < c_.hwm && !c_.installed->Test(end) && !c_.discarded->Test(end)) {
-    Pgno ahead_end = std::min<Pgno>(end + window, c_.hwm);
-    ahead_end = c_.installed->NextSet(end + 1, ahead_end);
-    ahead_end = c_.discarded->NextSet(end + 1, ahead_end);
-    ahead->count = ahead_end - end;
-  }
+  if (sequential && end == p + window && end < c_.hwm && !c_.installed->Test(end) && !c_.discarded->Test(end))
+    ahead->count = RunEnd(end, window) - end;
   return Run{p, end - p};
+}
+
+Pgno FaultService::RunEnd(Pgno first, uint64_t pages) const {
+  Pgno end = std::min<Pgno>(first + pages, c_.hwm);
+  end = c_.installed->NextSet(first + 1, end);
+  return c_.discarded->NextSet(first + 1, end);
 }
 
 void FaultService::PostAhead(Run ahead) {

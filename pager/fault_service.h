@@ -73,6 +73,9 @@ class FaultService {
   // The run to serve for a fault at p, and (when the faults are sequential)
   // the window after it to read ahead, else an empty run.
   Run PlanRun(Pgno p, Run* ahead);
+  // The end of a run of at most `pages` from `first`: at hwm, or before the
+  // first installed or discarded page after `first`.
+  Pgno RunEnd(Pgno first, uint64_t pages) const;
   // Hands `ahead` to the read-ahead unless it is busy or holds one already.
   void PostAhead(Run ahead);
   // Takes the posted read-ahead, if any, and installs it.
