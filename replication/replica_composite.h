@@ -5,9 +5,9 @@
 // Persist makes an epoch durable in the local store AND on a write quorum
 // of replicas: the local append and fdatasync run on a long-lived thread of
 // their own (it keeps its io_uring) while the caller's thread ships to the
-// replicas; Persist returns when both are
-// done, and fails if either fails. A retried epoch skips the side that
-// already holds it, so a retry after a partial failure converges.
+// replicas; Persist returns when both are done, and fails if either fails.
+// A retried epoch skips the side that already holds it, so a retry after a
+// partial failure converges.
 //
 // ReadRun serves from the local store when it holds the newest image, else
 // from the replicas; a page the local store finds damaged is served from
