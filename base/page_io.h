@@ -23,7 +23,9 @@ struct ImageInfo {
   Pgno hwm = 0;        // pages at or above hwm were never stored
 };
 
-// One commit's pages, cut at a single instant and copied out of the region.
+// One commit's pages, cut at a single instant: copied out of the region
+// (data), or, for a sink that says it can take them so, read in place from
+// the region while the program is held paused (region).
 struct SealedEpoch {
   ImageInfo image;               // image.epoch is this commit's number;
                                  // image.hwm covers every page below
@@ -31,9 +33,17 @@ struct SealedEpoch {
   const uint8_t* data = nullptr; // pages.size() * kPageSize bytes: page i at
                                  // data + i * kPageSize; 4 KiB aligned; owned
                                  // by the pager and valid until Persist returns
+  const uint8_t* region = nullptr;  // when data is null: page p at
+                                 // region + p * kPageSize, unchanging until
+                                 // Persist returns
   std::vector<Run> discarded;    // runs given back to the OS since the last
                                  // epoch: they read as zeros from this epoch on
                                  // (disjoint from `pages`)
+
+  // The bytes of pages[i].
+  const uint8_t* page_data(size_t i) const {
+    return data != nullptr ? data + i * kPageSize : region + pages[i] * kPageSize;
+  }
 };
 
 class PageSource {
@@ -75,6 +85,9 @@ class EpochSink {
   // caller may retry the same epoch.
   // REQUIRES: e.image.epoch == last durable epoch + 1; one caller at a time.
   virtual Status Persist(const SealedEpoch& e) = 0;
+  // True if Persist takes an epoch whose pages it reads in place from the
+  // region (SealedEpoch::region) rather than from a copy.
+  virtual bool PersistsFromRegion() const { return false; }
 };
 
 }  // namespace pheap

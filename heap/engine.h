@@ -67,6 +67,7 @@ class Engine {
   TrackingMode mode() const { return pager_->mode(); }
 
   Result<Epoch> Commit() { return pager_->Commit(); }
+  Result<Epoch> CommitInPlace() { return pager_->CommitInPlace(); }
   std::shared_future<Result<Epoch>> CommitAsync() { return pager_->CommitAsync(); }
   Status Discard(void* addr, uint64_t len) { return pager_->Discard(addr, len); }
 

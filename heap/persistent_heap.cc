@@ -138,6 +138,12 @@ Result<Epoch> PersistentHeap::CommitAsync() {
   return e;
 }
 
+Result<Epoch> PersistentHeap::CommitInPlace() {
+  std::lock_guard<std::mutex> l(commit_mu_);
+  std::lock_guard<std::mutex> roots(roots_->mutex());  // as in CommitAsync
+  return engine_->CommitInPlace();
+}
+
 Result<Epoch> PersistentHeap::Wait(Epoch e) {
   std::shared_future<Result<Epoch>> f;
   {

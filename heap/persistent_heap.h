@@ -66,6 +66,9 @@ class PersistentHeap final : private ArenaHooks {
   Result<Epoch> Commit();
   // Takes the cut now; returns the epoch it will have once durable.
   Result<Epoch> CommitAsync();
+  // A last commit with no staging copy (Pager::CommitInPlace, and its
+  // REQUIRES): the program stays paused until the epoch is durable.
+  Result<Epoch> CommitInPlace();
   // Waits until epoch e is durable.
   Result<Epoch> Wait(Epoch e);
   Epoch durable_epoch() const { return engine_->durable_epoch(); }

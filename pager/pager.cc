@@ -188,6 +188,100 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   return fut;
 }
 
+Result<Epoch> Pager::Impl::CommitInPlace() {
+  if (!sink_->PersistsFromRegion()) return CommitAsync().get();
+  std::unique_lock cut_lk(cut_mu_);
+  {  // the epoch goes to the sink from here, so nothing older may be queued
+    std::unique_lock lk(q_mu_);
+    q_cv_.wait(lk, [&] { return queue_.empty() || queue_.front()->answered || stopping_; });
+    if (!queue_.empty() || stopping_) {
+      lk.unlock();
+      cut_lk.unlock();
+      return CommitAsync().get();
+    }
+  }
+  SealedEpoch e;
+  {
+    std::lock_guard lk(discard_mu_);
+    e.discarded.swap(pending_discards_);
+  }
+  std::vector<Run> discards = std::move(e.discarded);
+  Safepoint sp;
+  const uint64_t t0 = NowNs();
+  auto paused = sp.Pause();
+  if (!paused.ok()) {
+    std::lock_guard lk(discard_mu_);
+    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
+    return paused.status().Annotate("commit cut");
+  }
+  Status st = TakeIntoCarry();
+  if (!st.ok()) {  // whatever was taken stays in carry_ for the next cut
+    sp.Resume();
+    std::lock_guard lk(discard_mu_);
+    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
+    return st.Annotate("commit cut");
+  }
+  carry_->TakeRuns([&](Run r) {
+    for (Pgno p = r.first; p < r.end(); ++p) e.pages.push_back(p);
+  });
+  e.region = region_.data();
+  e.discarded = Subtract(discards, e.pages);
+  if (!e.pages.empty()) cut_hwm_ = std::max(cut_hwm_, e.pages.back() + 1);
+  e.image = image_;
+  e.image.hwm = cut_hwm_;
+  {
+    std::lock_guard lk(q_mu_);
+    e.image.epoch = next_epoch_++;
+  }
+  last_dirty_.store(e.pages.size(), std::memory_order_relaxed);
+  paused_threads_.store(static_cast<uint64_t>(*paused), std::memory_order_relaxed);
+  st = sink_->Persist(e);
+  const Epoch epoch = e.image.epoch;
+  if (st.ok()) {
+    durable_.store(epoch, std::memory_order_release);
+    commits_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    PHEAP_LOG_ERROR("epoch {} not durable: {}; it will be persisted again, unchanged, before later epochs", epoch,
+                    st.ToString());
+    QueueFailedInPlace(std::move(e));
+  }
+  sp.Resume();
+  const uint64_t pause_ns = NowNs() - t0;
+  last_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  if (!st.ok()) return st;
+  return epoch;
+}
+
+void Pager::Impl::QueueFailedInPlace(SealedEpoch e) {
+  auto job = std::make_unique<Job>();
+  auto staging = staging_pool_->Get();
+  if (!staging.ok()) {
+    // No copy to keep: the next cut takes the pages again, under the same
+    // number. A sink that reads the region in place is a local store, where
+    // a failed epoch is durable nowhere, so the number names nothing yet.
+    PHEAP_LOG_ERROR("epoch {}: {}; its pages go into the next cut", e.image.epoch, staging.status().ToString());
+    for (Pgno p : e.pages) carry_->Set(p);
+    std::lock_guard lk(discard_mu_);
+    pending_discards_.insert(pending_discards_.begin(), e.discarded.begin(), e.discarded.end());
+    std::lock_guard qk(q_mu_);
+    --next_epoch_;
+    return;
+  }
+  job->staging = std::move(*staging);
+  for (Pgno p : e.pages) job->staging->Append(p, 1, e.region + (p << kPageShift));
+  e.data = job->staging->data();
+  e.region = nullptr;
+  job->epoch = std::move(e);
+  job->answered = true;  // the caller of CommitInPlace gets the error
+  {
+    std::lock_guard lk(q_mu_);
+    staged_bytes_ += job->staging->bytes();
+    queue_.push_back(std::move(job));
+  }
+  q_cv_.notify_all();
+}
+
 void Pager::Impl::CommitterLoop() {
   std::unique_lock lk(q_mu_);
   for (;;) {
@@ -280,6 +374,7 @@ TrackingMode Pager::mode() const { return impl_->mode_; }
 Epoch Pager::durable_epoch() const { return impl_->stats().durable_epoch; }
 PagerStats Pager::stats() const { return impl_->stats(); }
 Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
+Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
 void Pager::ExemptCurrentThread() { SafepointExempt(); }

@@ -103,6 +103,16 @@ class Pager {
   // Takes the cut now and persists it on the pager's commit thread; the
   // future resolves when the epoch is durable. Epochs complete in order.
   std::shared_future<Result<Epoch>> CommitAsync();
+  // Commit() without the staging copy: the program's threads stay paused
+  // until the epoch is durable, and the sink reads the written pages from
+  // the region itself. No memory grows with the dirty set, but the pause
+  // lasts the whole write: meant for a last commit (a process exiting).
+  // Falls back to Commit() when the sink cannot read the region in place or
+  // an older failed epoch waits to be persisted again.
+  // REQUIRES: no thread that the pause may stop holds a lock the sink's
+  // Persist takes, the C library's malloc among them (so not for a program
+  // whose threads allocate from libc while it commits).
+  Result<Epoch> CommitInPlace();
 
   // Gives [addr, addr + len) back to the OS (madvise DONTNEED): it reads as
   // zeros now and in every epoch from the next commit on. REQUIRES: page

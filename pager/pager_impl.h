@@ -35,6 +35,7 @@ class Pager::Impl {
 
   // pager.cc
   std::shared_future<Result<Epoch>> CommitAsync();
+  Result<Epoch> CommitInPlace();
   Status Discard(void* addr, uint64_t len);
   PagerStats stats() const;
 
@@ -68,6 +69,9 @@ class Pager::Impl {
   // Puts the two ascending parts [0, split) and [split, count) in one order.
   Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
   void CommitterLoop();
+  // CommitInPlace's epoch failed: copies its pages out of the (still
+  // paused) region and queues it, answered, to be persisted again unchanged.
+  void QueueFailedInPlace(SealedEpoch e);
   // Persist failed: the pages and discards of `j` go back to be retried.
 
   std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard

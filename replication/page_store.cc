@@ -273,7 +273,7 @@ Status PageStore::Impl::CheckEpoch(const SealedEpoch& e) const {
   if (im.hwm > im.size / kPageSize)
     return Status::InvalidArgument(
         fmt::format("heap store {}: epoch {} has hwm {} beyond its region", path_, im.epoch, im.hwm));
-  if (!e.pages.empty() && e.data == nullptr)
+  if (!e.pages.empty() && e.data == nullptr && e.region == nullptr)
     return Status::InvalidArgument(fmt::format("heap store {}: epoch {} lists pages but no data", path_, im.epoch));
   for (size_t i = 0; i < e.pages.size(); ++i) {
     if (e.pages[i] >= im.hwm || (i > 0 && e.pages[i] <= e.pages[i - 1]))
@@ -302,7 +302,7 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   std::vector<Slot> slots(e.pages.size());
   const auto file = static_cast<uint32_t>(active_->info.number);
   for (size_t i = 0; i < e.pages.size(); ++i) {
-    const uint8_t* data = e.data + i * kPageSize;
+    const uint8_t* data = e.page_data(i);
     uint64_t sum = PageChecksum(data);
     slots[i] = Slot{epoch, w.AddPage(e.pages[i], epoch, sum, data), sum, file, Slot::kPage};
   }

@@ -81,6 +81,7 @@ class PageStore final : public PageSource, public EpochSink {
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
   Status Persist(const SealedEpoch& e) override;
+  bool PersistsFromRegion() const override { return true; }
 
   // Installing a whole image read from elsewhere into an empty store
   // (recovery from replicas into a new directory), while the heap runs.

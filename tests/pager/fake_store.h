@@ -37,6 +37,10 @@ class FakeStore : public PageSource, public EpochSink {
   }
   void Corrupt(Pgno p) { std::lock_guard lk(mu_); corrupt_.insert(p); }
   void FailPersists(int n) { std::lock_guard lk(mu_); fail_persists_ = n; }
+  // Whether Persist takes epochs read in place from the region.
+  void TakeFromRegion(bool on) { std::lock_guard lk(mu_); from_region_ = on; }
+  bool PersistsFromRegion() const override { std::lock_guard lk(mu_); return from_region_; }
+  uint64_t region_epochs() const { std::lock_guard lk(mu_); return region_epochs_; }
   std::vector<std::pair<Epoch, std::vector<Pgno>>> attempts() const { std::lock_guard lk(mu_); return attempts_; }
   // Called under the store's lock after each epoch is applied.
   void OnPersist(std::function<void(const SealedEpoch&, const FakeStore&)> fn) { on_persist_ = std::move(fn); }
@@ -86,6 +90,10 @@ class FakeStore : public PageSource, public EpochSink {
     if (e.image.epoch != image_.epoch + 1)
       contract_error_ = "epoch " + std::to_string(e.image.epoch) + " after " + std::to_string(image_.epoch);
     if (reinterpret_cast<uintptr_t>(e.data) % kPageSize != 0 && !e.pages.empty()) contract_error_ = "data not 4 KiB aligned";
+    if (e.data == nullptr && !e.pages.empty()) {
+      if (e.region == nullptr || !from_region_) contract_error_ = "pages without data";
+      ++region_epochs_;
+    }
     for (size_t i = 1; i < e.pages.size(); ++i)
       if (e.pages[i] <= e.pages[i - 1]) contract_error_ = "pages not ascending";
     for (Run r : e.discarded) {
@@ -95,7 +103,7 @@ class FakeStore : public PageSource, public EpochSink {
     }
     for (size_t i = 0; i < e.pages.size(); ++i) {
       if (e.pages[i] >= e.image.hwm) contract_error_ = "page at or above hwm";
-      std::memcpy(pages_[e.pages[i]].data(), e.data + i * kPageSize, kPageSize);
+      std::memcpy(pages_[e.pages[i]].data(), e.page_data(i), kPageSize);
     }
     image_ = e.image;
     last_pages_ = e.pages;
@@ -110,6 +118,8 @@ class FakeStore : public PageSource, public EpochSink {
   std::map<Pgno, Page> pages_;
   std::set<Pgno> corrupt_;
   int fail_persists_ = 0;
+  bool from_region_ = false;
+  uint64_t region_epochs_ = 0;
   std::vector<std::pair<Epoch, std::vector<Pgno>>> attempts_;  // every Persist call: epoch, pages
   uint64_t read_runs_ = 0;
   std::vector<Pgno> last_pages_;

@@ -20,8 +20,11 @@ constexpr int kCommits = 60;
 constexpr Pgno kPageA = 10;     // writer i: A at kPageA + 2i (below hwm, stored)
 constexpr Pgno kPageB = 5000;   // writer i: B at kPageB + 3i (above hwm: fresh)
 
-// (mode, copy before the pause)
-class PointInTime : public ::testing::TestWithParam<std::tuple<TrackingMode, bool>> {};
+// How a commit takes its cut: copied inside the pause, copied first and
+// refreshed inside it (precopy), or read from the paused region (in place).
+enum class Cut { kPauseCopy, kPrecopy, kInPlace };
+
+class PointInTime : public ::testing::TestWithParam<std::tuple<TrackingMode, Cut>> {};
 
 uint64_t Load(const uint8_t* page) { uint64_t v; std::memcpy(&v, page, 8); return v; }
 
@@ -33,6 +36,8 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
     GTEST_SKIP() << TrackingModeName(mode) << " is not supported by this kernel";
   FakeStore store(ImageInfo{1, 0, 1, kTestBase, uint64_t{64} << 20, 0});
   for (int i = 0; i < kWriters; ++i) store.PutPage(kPageA + 2 * i, uint8_t{0});  // A starts stored, zero
+  const Cut cut = std::get<1>(GetParam());
+  store.TakeFromRegion(cut == Cut::kInPlace);
   std::atomic<int> violations{0};
   std::vector<uint64_t> last_b(kWriters, 0);
   uint64_t progressed = 0;
@@ -50,7 +55,7 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
   });
   PagerOptions o;
   o.mode = mode;
-  o.precopy = std::get<1>(GetParam());
+  o.precopy = cut == Cut::kPrecopy;
   auto r = Pager::Open(store.image(), &store, &store, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   Pager& pager = *r.value();
@@ -69,7 +74,7 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
     });
   }
   for (int c = 0; c < kCommits; ++c) {
-    auto e = (c % 2 == 0) ? pager.Commit() : pager.CommitAsync().get();
+    auto e = cut == Cut::kInPlace ? pager.CommitInPlace() : (c % 2 == 0) ? pager.Commit() : pager.CommitAsync().get();
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
@@ -79,15 +84,19 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
   EXPECT_GT(progressed, static_cast<uint64_t>(kCommits / 2));  // the cuts landed mid-run, not at rest
   EXPECT_GE(pager.stats().paused_threads, 1u);
   EXPECT_EQ(store.contract_error(), "");
+  if (cut == Cut::kInPlace) {
+    EXPECT_GE(store.region_epochs(), static_cast<uint64_t>(kCommits / 2));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, PointInTime,
                          ::testing::Combine(::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp,
                                                               TrackingMode::kMprotect),
-                                            ::testing::Bool()),
+                                            ::testing::Values(Cut::kPauseCopy, Cut::kPrecopy, Cut::kInPlace)),
                          [](const auto& p) {
+                           const Cut c = std::get<1>(p.param);
                            return ModeTestName(std::get<0>(p.param)) +
-                                  (std::get<1>(p.param) ? "_precopy" : "");
+                                  (c == Cut::kPrecopy ? "_precopy" : c == Cut::kInPlace ? "_in_place" : "");
                          });
 
 }  // namespace
