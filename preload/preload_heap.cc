@@ -121,7 +121,12 @@ void CommitNow(bool final, const char* why) {
   std::lock_guard<std::mutex> l(g_commit_mu);
   if (g_final_done) return;
   WriteStats();
-  auto r = g_heap->Commit();
+  // The last commit writes the heap from the region, with the program held
+  // still, instead of copying it first: a program that wrote most of its
+  // heap since the last periodic commit would otherwise peak at twice it.
+  // Safe here: the program's threads allocate from the heap, and only
+  // pheap's own code uses the C library's malloc.
+  auto r = final ? g_heap->CommitInPlace() : g_heap->Commit();
   if (r.ok()) {
     uint64_t pause = g_heap->engine().pager().stats().last_pause_ns;
     g_pauses[g_npauses++ % kMaxPauseSamples] = pause;

@@ -10,6 +10,9 @@
 //   preload_worker read NAME DIR    open heap NAME (not preloaded), print
 //                                   its "worker.data" root
 //   preload_worker api              the malloc family's edge cases
+//   preload_worker fill             write 96 MiB of blocks, root them (when
+//                                   preloaded), print their checksum, exit
+//   preload_worker readfill NAME DIR  the same checksum, from heap NAME
 #include <malloc.h>
 #include <pheap/pheap.h>
 #include <sys/wait.h>
@@ -159,6 +162,48 @@ int Sleep() {
   for (;;) pause();
 }
 
+constexpr char kFillRoot[] = "worker.fill";
+constexpr size_t kFillBlocks = 96, kFillBlockBytes = size_t{1} << 20;
+
+// FNV-1a over the blocks' bytes, in order.
+uint64_t FillSum(char* const* blocks) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t b = 0; b < kFillBlocks; ++b)
+    for (size_t i = 0; i < kFillBlockBytes; i += 64) h = (h ^ static_cast<unsigned char>(blocks[b][i])) * 1099511628211ull;
+  return h;
+}
+
+// A program whose whole heap is written after its last periodic commit:
+// the final commit must not need a second copy of it in memory.
+int Fill() {
+  auto** blocks = static_cast<char**>(std::malloc(kFillBlocks * sizeof(char*)));
+  for (size_t b = 0; b < kFillBlocks; ++b) {
+    blocks[b] = static_cast<char*>(std::malloc(kFillBlockBytes));
+    for (size_t i = 0; i < kFillBlockBytes; ++i) blocks[b][i] = static_cast<char>((i * 31 + b * 7) >> 3);
+  }
+  pheap* h = pheap_default();
+  if (h != nullptr && pheap_set_root(h, kFillRoot, blocks) != 0) return 10;
+  std::printf("fill %llx\n", static_cast<unsigned long long>(FillSum(blocks)));
+  return 0;
+}
+
+int ReadFill(const char* name, const char* dir) {
+  std::string config = std::string("dir=") + dir;
+  pheap* h = pheap_open(name, config.c_str());
+  if (h == nullptr) {
+    std::printf("open failed: %s\n", pheap_last_error());
+    return 10;
+  }
+  auto* blocks = static_cast<char**>(pheap_root(h, kFillRoot));
+  if (blocks == nullptr) {
+    std::printf("no root %s\n", kFillRoot);
+    return 11;
+  }
+  std::printf("fill %llx\n", static_cast<unsigned long long>(FillSum(blocks)));
+  std::fflush(stdout);
+  return pheap_close(h) == 0 ? 0 : 12;
+}
+
 int Read(const char* name, const char* dir) {
   std::string config = std::string("dir=") + dir;
   pheap* h = pheap_open(name, config.c_str());
@@ -238,6 +283,9 @@ int main(int argc, char** argv) {
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
-  std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR\n");
+  if (mode == "fill") return Fill();
+  if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
+  std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"
+                       "fill|readfill NAME DIR\n");
   return 2;
 }

@@ -205,6 +205,23 @@ TEST(Worker, MallocFamilyBehavesAsGlibcs) {
   EXPECT_EQ(native.out.find(" 0\n"), std::string::npos) << native.out;  // every check held
 }
 
+// A program that writes its whole heap and exits before any periodic
+// commit: the final commit writes the heap from the region, so peak RSS
+// stays near the program's own (a staging copy would double it), and the
+// image holds every byte.
+TEST(Worker, FinalCommitAddsNoCopyOfTheHeap) {
+  Outcome native = RunProgram({g_paths.worker, "fill"}, {});
+  Outcome pre = RunProgram({g_paths.worker, "fill"}, PreloadEnv("fill", "0"));
+  ASSERT_EQ(native.status, 0) << native.err;
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  EXPECT_LE(pre.maxrss_kib * 10, native.maxrss_kib * 13)
+      << "peak RSS " << pre.maxrss_kib << " KiB preloaded, " << native.maxrss_kib << " KiB native";
+  Outcome read = RunProgram({g_paths.worker, "readfill", "fill", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.status, 0) << read.out << read.err;
+  EXPECT_EQ(read.out, native.out);
+}
+
 TEST(Worker, ForkWithoutExecKeepsChildWritesOut) {
   // Twice on one heap: the second run's parent leaves the first run's block
   // unread before fork, so the child reads a page that was stored but not
