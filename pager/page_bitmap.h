@@ -1,11 +1,14 @@
 // One bit per page, set and cleared concurrently by fault threads, signal
 // handlers and the commit cut. Lock-free and allocation-free after
 // construction, so it is safe inside a signal handler and during a pause.
+// The words are an anonymous mapping: a bitmap over a 16 GiB region is
+// 512 KiB, and only the parts that ever hold a set bit become resident.
 #pragma once
+
+#include <sys/mman.h>
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 
 #include "base/types.h"
 
@@ -13,8 +16,15 @@ namespace pheap {
 
 class PageBitmap {
  public:
-  explicit PageBitmap(uint64_t pages)
-      : pages_(pages), words_(new std::atomic<uint64_t>[(pages + 63) / 64]()) {}
+  explicit PageBitmap(uint64_t pages) : pages_(pages) {
+    void* m = ::mmap(nullptr, Bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    mapped_ = m != MAP_FAILED;
+    words_ = mapped_ ? static_cast<uint64_t*>(m) : new uint64_t[Bytes() / 8]();
+  }
+  ~PageBitmap() {
+    if (mapped_) ::munmap(words_, Bytes());
+    else delete[] words_;
+  }
   PageBitmap(const PageBitmap&) = delete;
   PageBitmap& operator=(const PageBitmap&) = delete;
 
@@ -48,8 +58,8 @@ class PageBitmap {
     Run cur{};
     const uint64_t nwords = (pages_ + 63) / 64;
     for (uint64_t i = 0; i < nwords; ++i) {
-      if (words_[i].load(std::memory_order_relaxed) == 0) continue;
-      uint64_t w = words_[i].exchange(0, std::memory_order_acq_rel);
+      if (std::atomic_ref(words_[i]).load(std::memory_order_relaxed) == 0) continue;
+      uint64_t w = std::atomic_ref(words_[i]).exchange(0, std::memory_order_acq_rel);
       while (w != 0) {
         Pgno p = i * 64 + static_cast<Pgno>(__builtin_ctzll(w));
         w &= w - 1;
@@ -66,9 +76,11 @@ class PageBitmap {
 
  private:
   static uint64_t Bit(Pgno p) { return uint64_t{1} << (p & 63); }
-  std::atomic<uint64_t>& word(Pgno p) const { return words_[p >> 6]; }
+  std::atomic_ref<uint64_t> word(Pgno p) const { return std::atomic_ref(words_[p >> 6]); }
+  uint64_t Bytes() const { return ((pages_ + 63) / 64 + 1) * 8; }  // never 0
   uint64_t pages_;
-  std::unique_ptr<std::atomic<uint64_t>[]> words_;
+  uint64_t* words_;
+  bool mapped_;
 };
 
 }  // namespace pheap
