@@ -150,7 +150,8 @@ void Allocator::Detach() {
 // of the argument), abandons all pages, releases what is empty.
 void Allocator::Recover() {
   std::lock_guard<std::mutex> g(mu_);
-  for (unsigned i = 0; i < kMaxThreadHeaps; ++i) hdr_->heaps[i].incarnation = 0;
+  // Thread heaps of earlier incarnations are not in use (their incarnation
+  // differs): nothing to clear, and the 512 of them stay untouched.
   ThreadHeap* shared = &hdr_->heaps[0];
   memset(shared->queues, 0, sizeof(shared->queues));
   memset(static_cast<void*>(&hdr_->empty_page), 0, sizeof(hdr_->empty_page));
