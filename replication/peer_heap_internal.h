@@ -29,13 +29,16 @@ inline constexpr std::string_view kStaleMark = ".stale-epoch-";
 PageBuffer AllocPages(uint64_t pages);
 
 // The pages received for the epoch being shipped, in arrival order, in one
-// 4 KiB-aligned buffer (SealedEpoch wants contiguous data). The buffer is
-// a reservation of address space as large as the peer's staging limit,
-// made on first use: it never moves or is copied as an epoch grows, and
-// the pages an epoch touched stay mapped for the next one: up to
-// kKeepResident as they are, the rest marked MADV_FREE (the kernel takes
-// them back only under memory pressure; written again first, they cost no
-// fault). So steady shipping neither copies nor faults in the staging area.
+// 4 KiB-aligned range (SealedEpoch wants contiguous data). The range is a
+// reservation of address space as large as the staging limit, made on
+// first use: it never moves or is copied as an epoch grows. Its first
+// StagingLimits::memory_bytes are anonymous memory; the rest is a shared
+// mapping of an unnamed file (O_TMPFILE) in the peer's directory, attached
+// when an epoch first outgrows memory, so a larger epoch costs disk rather
+// than RAM. After an epoch, up to kKeepResident of memory stays mapped as it
+// is, the rest of memory is marked MADV_FREE (taken back only under memory
+// pressure; written again first, it costs no fault), and the file's pages
+// are punched out. So steady shipping neither copies nor faults in staging.
 class Staging {
  public:
   static constexpr uint64_t kKeepResident = uint64_t{64} << 20;
@@ -62,16 +65,17 @@ class Staging {
     ReleaseBeyond(kKeepResident);
     epoch_ = term_ = 0;
   }
-  // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) held.
+  // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) ok.
   void Put(Pgno pgno, const uint8_t* data) {
     auto [it, fresh] = slot_.emplace(pgno, pgnos_.size());
     if (fresh) pgnos_.push_back(pgno);
     std::memcpy(buf_ + it->second * kPageSize, data, kPageSize);
     touched_ = std::max<uint64_t>(touched_, it->second + 1);
   }
-  // Room for `more` pages; `limit_bytes` is the peer's staging limit, which
-  // the caller has checked. False if the address space cannot be had.
-  bool Reserve(uint64_t more, uint64_t limit_bytes);
+  // Room for `more` pages within `limits` (the caller has checked the total
+  // against limits.max_bytes); the file goes in `dir`. An error says why
+  // the room cannot be had.
+  Status Reserve(uint64_t more, const StagingLimits& limits, const std::string& dir);
   // The staged pages as runs (for a kMissingPages reply).
   std::vector<Run> Runs() const {
     std::vector<Pgno> s = pgnos_;
@@ -83,35 +87,26 @@ class Staging {
     }
     return runs;
   }
-  // Fills e.pages and e.data in ascending page order; copies only when the
-  // pages did not arrive in order. `hold` keeps a reordered copy alive.
-  void Seal(SealedEpoch* e, PageBuffer* hold) const {
-    std::vector<uint64_t> order(pgnos_.size());
-    std::iota(order.begin(), order.end(), 0);
-    if (std::is_sorted(pgnos_.begin(), pgnos_.end())) {
-      e->pages = pgnos_;
-      e->data = buf_;
-      return;
-    }
-    std::sort(order.begin(), order.end(), [&](uint64_t a, uint64_t b) { return pgnos_[a] < pgnos_[b]; });
-    *hold = AllocPages(order.size());
-    e->pages.resize(order.size());
-    for (size_t i = 0; i < order.size(); ++i) {
-      e->pages[i] = pgnos_[order[i]];
-      std::memcpy(hold->get() + i * kPageSize, buf_ + order[i] * kPageSize, kPageSize);
-    }
-    e->data = hold->get();
-  }
+  // Puts the staged pages in ascending page order where they lie (pages
+  // resent out of order are moved, one page of scratch at a time) and fills
+  // e.pages and e.data from them.
+  void Seal(SealedEpoch* e);
 
  private:
+  void ReleaseBeyond(uint64_t bytes);
+  void Unmap();
+
   Epoch epoch_ = 0;
   Term term_ = 0;
   std::vector<Pgno> pgnos_;                      // by slot
   std::unordered_map<Pgno, uint64_t> slot_;
-  void ReleaseBeyond(uint64_t bytes);
-  void Unmap();
-  uint8_t* buf_ = nullptr;                       // capacity_ pages of address space
-  uint64_t capacity_ = 0;                        // pages
+  uint8_t* buf_ = nullptr;                       // reserved_ pages of address space
+  uint64_t reserved_ = 0;                        // pages
+  uint64_t memory_ = 0;                          // pages [0, memory_) anonymous
+  uint64_t capacity_ = 0;                        // pages usable now
+  int file_fd_ = -1;                             // backs [memory_, reserved_)
+  uint64_t file_ready_ = 0;                      // file pages allocated: a write
+                                                 // there cannot fault for space
   uint64_t touched_ = 0;                         // pages written since the last release
 };
 

@@ -1,7 +1,9 @@
 #include "replication/peer_heaps.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -32,30 +34,114 @@ PageBuffer AllocPages(uint64_t pages) {
   return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, std::max<uint64_t>(pages, 1) * kPageSize)));
 }
 
-bool Staging::Reserve(uint64_t more, uint64_t limit_bytes) {
+Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::string& dir) {
   if (buf_ == nullptr) {
     // Address space only: pages are faulted in as they are written.
-    const uint64_t pages = std::max<uint64_t>(limit_bytes / kPageSize, 1);
-    void* p = ::mmap(nullptr, pages * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-    if (p == MAP_FAILED) return false;
+    const uint64_t pages = std::max<uint64_t>(limits.max_bytes / kPageSize, 1);
+    void* p = ::mmap(nullptr, pages * kPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+      return Status::FromErrno(fmt::format("reserving {} MiB of address space for staging", pages >> 8), errno);
+    const uint64_t mem = std::min<uint64_t>(pages, limits.memory_bytes / kPageSize);
+    if (mem > 0 && ::mmap(p, mem * kPageSize, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+      const int err = errno;
+      ::munmap(p, pages * kPageSize);
+      return Status::FromErrno(fmt::format("mapping {} MiB of staging memory", mem >> 8), err);
+    }
     buf_ = static_cast<uint8_t*>(p);
-    capacity_ = pages;
+    reserved_ = pages;
+    memory_ = capacity_ = mem;
   }
-  return pgnos_.size() + more <= capacity_;
+  if (pgnos_.size() + more <= capacity_) return Status::Ok();
+  if (file_fd_ < 0 && capacity_ < reserved_) {
+    const uint64_t bytes = (reserved_ - memory_) * kPageSize;
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return Status::FromErrno(fmt::format("an epoch outgrew the {} MiB of staging memory, and an unnamed file for the "
+                                           "rest cannot be made in {} (O_TMPFILE); raise the staging memory",
+                                           memory_ >> 8, dir),
+                               errno);
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+        ::mmap(buf_ + memory_ * kPageSize, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) ==
+            MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return Status::FromErrno(fmt::format("mapping the staging file in {}", dir), err);
+    }
+    file_fd_ = fd;
+    capacity_ = reserved_;
+    PHEAP_LOG_INFO("staging: an epoch outgrew {} MiB of memory; the rest goes to an unnamed file in {}", memory_ >> 8,
+                   dir);
+  }
+  const uint64_t need = pgnos_.size() + more;
+  if (need > capacity_) return Status::Busy(fmt::format("staging holds {} pages, room for {}", pgnos_.size(), capacity_));
+  if (need > memory_ && need - memory_ > file_ready_) {
+    // Allocate ahead, 64 MiB at a time: a page the kernel found no block for
+    // would fault with SIGBUS in the middle of a copy.
+    const uint64_t upto = std::min(reserved_ - memory_, std::max(need - memory_, file_ready_ + (uint64_t{64} << 20) / kPageSize));
+    if (::fallocate(file_fd_, 0, static_cast<off_t>(file_ready_ * kPageSize),
+                    static_cast<off_t>((upto - file_ready_) * kPageSize)) != 0)
+      return Status::FromErrno(fmt::format("allocating {} MiB of staging file in {}", (upto - file_ready_) >> 8, dir),
+                               errno);
+    file_ready_ = upto;
+  }
+  return Status::Ok();
+}
+
+void Staging::Seal(SealedEpoch* e) {
+  const uint64_t n = pgnos_.size();
+  if (!std::is_sorted(pgnos_.begin(), pgnos_.end())) {
+    // Slot i must take the page now in slot from[i]: follow each cycle of
+    // that permutation, holding one page aside.
+    std::vector<uint64_t> from(n);
+    std::iota(from.begin(), from.end(), 0);
+    std::sort(from.begin(), from.end(), [&](uint64_t a, uint64_t b) { return pgnos_[a] < pgnos_[b]; });
+    std::vector<bool> placed(n, false);
+    PageBuffer scratch = AllocPages(1);
+    for (uint64_t start = 0; start < n; ++start) {
+      if (placed[start] || from[start] == start) continue;
+      std::memcpy(scratch.get(), buf_ + start * kPageSize, kPageSize);
+      uint64_t at = start;
+      for (;;) {
+        placed[at] = true;
+        const uint64_t src = from[at];
+        if (src == start) {
+          std::memcpy(buf_ + at * kPageSize, scratch.get(), kPageSize);
+          break;
+        }
+        std::memcpy(buf_ + at * kPageSize, buf_ + src * kPageSize, kPageSize);
+        at = src;
+      }
+    }
+    std::sort(pgnos_.begin(), pgnos_.end());
+    for (uint64_t i = 0; i < n; ++i) slot_[pgnos_[i]] = i;
+  }
+  e->pages = pgnos_;
+  e->data = buf_;
 }
 
 void Staging::ReleaseBeyond(uint64_t bytes) {
-  const uint64_t keep = bytes / kPageSize;
-  if (buf_ == nullptr || touched_ <= keep) return;
-  ::madvise(buf_ + keep * kPageSize, (touched_ - keep) * kPageSize, MADV_FREE);
-  touched_ = keep;
+  if (buf_ == nullptr) return;
+  const uint64_t keep = std::min(bytes / kPageSize, memory_);
+  const uint64_t mem_end = std::min(touched_, memory_);
+  if (mem_end > keep) ::madvise(buf_ + keep * kPageSize, (mem_end - keep) * kPageSize, MADV_FREE);
+  if (file_ready_ > 0) {
+    // The file's pages hold nothing once the epoch is durable: give back
+    // their memory and blocks. The mapping stays; they read as zeros.
+    const off_t len = static_cast<off_t>(file_ready_ * kPageSize);
+    if (::fallocate(file_fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, len) != 0)
+      ::madvise(buf_ + memory_ * kPageSize, static_cast<size_t>(len), MADV_REMOVE);
+    file_ready_ = 0;
+  }
+  touched_ = std::min(touched_, keep);
 }
 
 void Staging::Unmap() {
-  if (buf_ != nullptr) ::munmap(buf_, capacity_ * kPageSize);
+  if (buf_ != nullptr) ::munmap(buf_, reserved_ * kPageSize);
+  if (file_fd_ >= 0) ::close(file_fd_);
   buf_ = nullptr;
-  capacity_ = touched_ = 0;
+  file_fd_ = -1;
+  reserved_ = memory_ = capacity_ = touched_ = file_ready_ = 0;
 }
 
 wire::ReplyTo To(const wire::Header& h) { return {h.request_id, h.heap_id}; }
@@ -113,13 +199,13 @@ void OpenStore(const std::string& dir, Heap* h) {
 
 }  // namespace
 
-HeapTable::HeapTable(std::string dir, uint64_t max_staged_bytes)
-    : dir_(std::move(dir)), max_staged_bytes_(max_staged_bytes), started_ms_(NowMs()) {}
+HeapTable::HeapTable(std::string dir, const StagingLimits& staging)
+    : dir_(std::move(dir)), staging_(staging), started_ms_(NowMs()) {}
 
 HeapTable::~HeapTable() { Close(); }
 
-Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, uint64_t max_staged_bytes) {
-  std::unique_ptr<HeapTable> t(new HeapTable(dir, max_staged_bytes));
+Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const StagingLimits& staging) {
+  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
@@ -278,14 +364,12 @@ Reply HeapTable::Pages(const wire::Message& m) {
                fmt::format("heap '{}': page {} lies outside the region of {} pages", h->name, p.ref(p.count - 1).pgno, im.size / kPageSize));
   Staging& st = h->staging;
   st.Begin(e, m.header.term);
-  if ((st.size() + p.count) * kPageSize > max_staged_bytes_)
-    return Err(m.header, h.get(), ErrorCode::kStagingFull, max_staged_bytes_,
-               fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, max_staged_bytes_));
-  if (!st.Reserve(p.count, max_staged_bytes_))
-    return Err(m.header, h.get(), ErrorCode::kStagingFull, max_staged_bytes_,
-               fmt::format("heap '{}': cannot reserve {} bytes of address space for staging epoch {}: {}; lower the "
-                           "peer's staging limit or allow overcommit",
-                           h->name, max_staged_bytes_, e, std::strerror(errno)));
+  if ((st.size() + p.count) * kPageSize > staging_.max_bytes)
+    return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
+               fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, staging_.max_bytes));
+  if (Status room = st.Reserve(p.count, staging_, dir_); !room.ok())
+    return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
+               fmt::format("heap '{}': cannot stage epoch {}: {}", h->name, e, room.message()));
   for (uint32_t i = 0; i < p.count; ++i) st.Put(p.ref(i).pgno, p.page(i));
   h->staged_pages.store(st.size(), std::memory_order_relaxed);
   PHEAP_LOG_DEBUG("heap '{}': staged {} pages of epoch {} ({} in all)", h->name, p.count, e, st.size());
@@ -333,8 +417,7 @@ Reply HeapTable::Commit(const wire::Message& m) {
   SealedEpoch se;
   se.image = ImageInfo{h->id, e, m.header.term, c.body.base, c.body.size, c.body.hwm};
   se.discarded = c.discarded;
-  PageBuffer hold;
-  if (staged != 0) st.Seal(&se, &hold);
+  if (staged != 0) st.Seal(&se);
   Status s = store->Persist(se);
   if (!s.ok()) {
     auto code = s.code() == Status::Code::kSuperseded ? ErrorCode::kSuperseded : ErrorCode::kStoreError;

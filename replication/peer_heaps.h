@@ -44,12 +44,21 @@ struct Reply {
   PageBuffer owned;
 };
 
+// How much of one epoch a peer holds while it waits for the COMMIT, per
+// heap: the first memory_bytes in memory, the rest (up to max_bytes) in an
+// unnamed file in the peer's directory, whose pages the kernel writes out
+// under memory pressure. So an epoch larger than memory can be replicated.
+struct StagingLimits {
+  uint64_t max_bytes = uint64_t{16} << 30;  // address space reserved per heap on its first epoch
+  uint64_t memory_bytes = uint64_t{256} << 20;
+};
+
 class HeapTable {
  public:
   // Registers every heap directory under `dir` (one holding TERM or log
   // files) and opens its store. A store that fails to open is logged and its
   // requests answered with kStoreError; the others are served.
-  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, uint64_t max_staged_bytes);
+  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const StagingLimits& staging);
   ~HeapTable();
   HeapTable(const HeapTable&) = delete;
   HeapTable& operator=(const HeapTable&) = delete;
@@ -64,7 +73,7 @@ class HeapTable {
   struct Heap;
 
  private:
-  HeapTable(std::string dir, uint64_t max_staged_bytes);
+  HeapTable(std::string dir, const StagingLimits& staging);
   std::shared_ptr<Heap> Find(HeapId id);
   std::shared_ptr<Heap> Register(const std::string& name);
   std::shared_ptr<Heap> FindWritable(const wire::Message& m, Reply* err);
@@ -84,7 +93,7 @@ class HeapTable {
   Reply StatusReply(const wire::Message& m, uint32_t clients);
 
   const std::string dir_;
-  const uint64_t max_staged_bytes_;
+  const StagingLimits staging_;
   const uint64_t started_ms_;
   std::mutex mu_;  // guards heaps_
   std::map<HeapId, std::shared_ptr<Heap>> heaps_;

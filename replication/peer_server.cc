@@ -130,7 +130,7 @@ Status PeerServer::Impl::Start() {
     PHEAP_LOG_WARN("peer on {}: no CURVE keys, traffic is unencrypted and unauthenticated{}", opt_.endpoint,
                    loopback ? " (loopback only)" : " (--insecure)");
 
-  auto table = HeapTable::Open(opt_.dir, opt_.max_staged_bytes);
+  auto table = HeapTable::Open(opt_.dir, opt_.staging);
   if (!table.ok()) return table.status();
   table_ = std::move(table.value());
 

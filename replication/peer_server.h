@@ -20,6 +20,7 @@
 
 #include "base/status.h"
 #include "replication/curve_auth.h"
+#include "replication/peer_heaps.h"
 
 namespace pheap {
 
@@ -29,7 +30,7 @@ struct PeerOptions {
   std::string keys_dir;     // CURVE keys (curve_auth.h); empty: no encryption
   bool insecure = false;    // allow a non-loopback endpoint without keys
   int read_threads = 2;
-  uint64_t max_staged_bytes = uint64_t{1} << 30;  // per heap, pages awaiting COMMIT
+  StagingLimits staging;    // per heap, pages awaiting COMMIT (peer_heaps.h)
   int heartbeat_ms = 1000;
   int heartbeat_timeout_ms = 5000;
 };

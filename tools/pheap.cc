@@ -30,6 +30,13 @@ int main(int argc, char** argv) {
   peer->add_option("--dir", peer_opts.dir, "directory holding one store per heap");
   peer->add_option("--keys", peer_opts.keys_dir, "CURVE key directory (pheap keygen)");
   peer->add_flag("--insecure", peer_opts.insecure, "allow a non-loopback endpoint without keys");
+  peer->add_option("--staging-memory", peer_opts.staging.memory_bytes,
+                   "per heap: memory for an epoch's pages awaiting their commit (more goes to a file in --dir)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  peer->add_option("--staging-limit", peer_opts.staging.max_bytes, "per heap: the largest epoch accepted")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   std::string status_endpoint, status_keys;
   bool status_json = false;
   auto* status = peer->add_subcommand("status", "report what a running peer holds");

@@ -111,6 +111,30 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
   EXPECT_TRUE(Holds(*e, 510, kPages, 1));
 }
 
+// Peers holding only 64 pages of an epoch in memory take 600-page epochs
+// through their staging files, and the heap comes back whole from them.
+TEST_F(EngineReplicated, EpochLargerThanThePeersStagingMemory) {
+  for (int i = 0; i < 3; ++i) {
+    peers_[i].Signal(SIGTERM);
+    peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i), "--staging-memory",
+                     std::to_string(64 * kPageSize)});
+  }
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-big", Options(a));
+    ASSERT_TRUE(e);
+    for (uint8_t round = 1; round <= 2; ++round) {
+      Write(*e, 0, kPages, round);
+      auto c = e->Commit();
+      ASSERT_TRUE(c.ok()) << c.status().ToString();
+    }
+  }
+  auto e = Open("rep-big", Options(b));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 2u);
+  EXPECT_TRUE(Holds(*e, 0, kPages, 2));
+}
+
 TEST_F(EngineReplicated, StaleLocalStoreIsSetAside) {
   const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
   {

@@ -1,5 +1,6 @@
 // The peer daemon as its own process, for the tests:
 //   test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]
+//             [--staging-memory BYTES] [--staging-limit BYTES]
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,8 +17,11 @@ int main(int argc, char** argv) {
     else if (a == "--dir") o.dir = next();
     else if (a == "--keys") o.keys_dir = next();
     else if (a == "--insecure") o.insecure = true;
+    else if (a == "--staging-memory") o.staging.memory_bytes = std::stoull(next());
+    else if (a == "--staging-limit") o.staging.max_bytes = std::stoull(next());
     else {
-      std::fprintf(stderr, "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]\n");
+      std::fprintf(stderr, "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure] "
+                           "[--staging-memory BYTES] [--staging-limit BYTES]\n");
       return 2;
     }
   }
