@@ -187,13 +187,18 @@ int Fill() {
   return 0;
 }
 
-int ReadFill(const char* name, const char* dir) {
+// Heap `name` in `dir`, opened as a program that is not preloaded would;
+// prints why not on failure.
+pheap* OpenNamed(const char* name, const char* dir) {
   std::string config = std::string("dir=") + dir;
   pheap* h = pheap_open(name, config.c_str());
-  if (h == nullptr) {
-    std::printf("open failed: %s\n", pheap_last_error());
-    return 10;
-  }
+  if (h == nullptr) std::printf("open failed: %s\n", pheap_last_error());
+  return h;
+}
+
+int ReadFill(const char* name, const char* dir) {
+  pheap* h = OpenNamed(name, dir);
+  if (h == nullptr) return 10;
   auto* blocks = static_cast<char**>(pheap_root(h, kFillRoot));
   if (blocks == nullptr) {
     std::printf("no root %s\n", kFillRoot);
@@ -205,12 +210,8 @@ int ReadFill(const char* name, const char* dir) {
 }
 
 int Read(const char* name, const char* dir) {
-  std::string config = std::string("dir=") + dir;
-  pheap* h = pheap_open(name, config.c_str());
-  if (h == nullptr) {
-    std::printf("open failed: %s\n", pheap_last_error());
-    return 10;
-  }
+  pheap* h = OpenNamed(name, dir);
+  if (h == nullptr) return 10;
   auto* p = static_cast<const char*>(pheap_root(h, kRoot));
   std::printf("root: %s\n", p != nullptr ? p : "(unset)");
   std::fflush(stdout);
