@@ -86,7 +86,9 @@ class EpochSink {
   // REQUIRES: e.image.epoch == last durable epoch + 1; one caller at a time.
   virtual Status Persist(const SealedEpoch& e) = 0;
   // True if Persist takes an epoch whose pages it reads in place from the
-  // region (SealedEpoch::region) rather than from a copy.
+  // region (SealedEpoch::region) rather than from a copy. Such a Persist
+  // must read them holding no lock that ReadRun takes: a page not yet
+  // resident faults, and the fault service serves it through ReadRun.
   virtual bool PersistsFromRegion() const { return false; }
 };
 

@@ -81,6 +81,10 @@ class FakeStore : public PageSource, public EpochSink {
   }
 
   Status Persist(const SealedEpoch& e) override {
+    // Read the pages before taking the lock: read from the region, a page
+    // may fault, and the fault is served through ReadRun.
+    std::vector<Page> data(e.pages.size());
+    for (size_t i = 0; i < e.pages.size(); ++i) std::memcpy(data[i].data(), e.page_data(i), kPageSize);
     std::lock_guard lk(mu_);
     attempts_.emplace_back(e.image.epoch, e.pages);
     if (fail_persists_ > 0) {
@@ -103,7 +107,7 @@ class FakeStore : public PageSource, public EpochSink {
     }
     for (size_t i = 0; i < e.pages.size(); ++i) {
       if (e.pages[i] >= e.image.hwm) contract_error_ = "page at or above hwm";
-      std::memcpy(pages_[e.pages[i]].data(), e.page_data(i), kPageSize);
+      pages_[e.pages[i]] = data[i];
     }
     image_ = e.image;
     last_pages_ = e.pages;
