@@ -1,18 +1,42 @@
 #include <fcntl.h>
 
+#include <algorithm>
+#include <atomic>
+#include <latch>
+#include <thread>
+
 #include <fmt/format.h>
 
 #include "base/os.h"
 #include "pager/dirty_tracker.h"
+#include "pager/safepoint.h"
 #include "pager/uffd.h"
 
 namespace pheap {
 namespace {
 
+constexpr uint64_t kHugeBytes = uint64_t{2} << 20;
+
 class AsyncWpTracker final : public DirtyTracker {
  public:
-  AsyncWpTracker(const Region& region, int pagemap_fd) : region_(region), fd_(pagemap_fd) {}
-  ~AsyncWpTracker() override { os().close(fd_); }
+  AsyncWpTracker(const Region& region, int pagemap_fd)
+      : region_(region), fd_(pagemap_fd), populated_end_(region.base()) {
+    std::latch exempt(1);  // exempt before any cut can signal it
+    helper_ = std::thread([this, &exempt] {
+      SafepointExempt();
+      exempt.count_down();
+      HelperLoop();
+      SafepointUnexempt();
+    });
+    exempt.wait();
+  }
+  ~AsyncWpTracker() override {
+    stop_.store(true, std::memory_order_release);
+    job_.fetch_add(1, std::memory_order_release);
+    job_.notify_one();
+    helper_.join();
+    os().close(fd_);
+  }
   AsyncWpTracker(const AsyncWpTracker&) = delete;
   AsyncWpTracker& operator=(const AsyncWpTracker&) = delete;
 
@@ -23,15 +47,50 @@ class AsyncWpTracker final : public DirtyTracker {
   // The walk covers the whole region: the kernel skips unpopulated page
   // tables a PMD or PUD at a time, so untouched parts cost next to nothing
   // and the scan grows with the populated part, not the reserved size.
+  // That part costs about 0.7 ms per GiB, inside the commit pause while
+  // the program's threads wait, so a core is free: past kSplitBytes the
+  // walk is cut in two at the middle of the part written so far, and a
+  // helper thread takes the upper half unless the caller finishes its own
+  // half first (then the caller takes both: it never waits for the helper
+  // to wake, only for a half the helper has begun).
   Status TakeDirty(RunSink* sink) override {
-    const uint64_t end = region_.base() + region_.size();
-    uint64_t start = region_.base();
+    const uint64_t base = region_.base(), end = base + region_.size();
+    const uint64_t populated = populated_end_.load(std::memory_order_relaxed);
+    if (populated - base < kSplitBytes) return Scan(base, end, vec_, sink);
+    const uint64_t mid = base + ((populated - base) / 2 & ~(kHugeBytes - 1));
+    upper_ = {mid, end};
+    sink_ = sink;
+    upper_status_ = Status::Ok();
+    upper_done_.store(0, std::memory_order_relaxed);
+    upper_claim_.store(kFree, std::memory_order_release);  // publishes upper_ and sink_
+    job_.fetch_add(1, std::memory_order_release);
+    job_.notify_one();
+    Status st = Scan(base, mid, vec_, sink);
+    int free = kFree;
+    if (upper_claim_.compare_exchange_strong(free, kByCaller, std::memory_order_acq_rel)) {
+      Status up = Scan(mid, end, vec_, sink);
+      return st.ok() ? up : st;
+    }
+    while (upper_done_.load(std::memory_order_acquire) == 0) upper_done_.wait(0, std::memory_order_acquire);
+    return st.ok() ? upper_status_ : st;
+  }
+
+ private:
+  static constexpr uint64_t kVecLen = 512;
+  static constexpr uint64_t kSplitBytes = uint64_t{256} << 20;
+  enum : int { kFree = 0, kByHelper = 1, kByCaller = 2 };
+  struct Range {
+    uint64_t start, end;
+  };
+
+  Status Scan(uint64_t start, const uint64_t end, page_region* vec, RunSink* sink) {
+    uint64_t reached = 0;
     while (start < end) {
       pm_scan_arg arg{};
       arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
       arg.start = start;
       arg.end = end;
-      arg.vec = reinterpret_cast<uint64_t>(vec_);
+      arg.vec = reinterpret_cast<uint64_t>(vec);
       arg.vec_len = kVecLen;
       // Written, and backed by a page of its own: a PTE never populated in a
       // populated page table also counts as "written" (it carries no WP
@@ -43,19 +102,49 @@ class AsyncWpTracker final : public DirtyTracker {
       int n = pagemap_scan(fd_, &arg);
       if (n < 0)
         return Status::FromErrno(fmt::format("PAGEMAP_SCAN of heap region [{:#x}, {:#x})", start, end), -n);
-      for (int i = 0; i < n; ++i)
-        sink->Add(Run{(vec_[i].start - region_.base()) >> kPageShift, (vec_[i].end - vec_[i].start) >> kPageShift});
+      for (int i = 0; i < n; ++i) {
+        sink->Add(Run{(vec[i].start - region_.base()) >> kPageShift, (vec[i].end - vec[i].start) >> kPageShift});
+        reached = std::max<uint64_t>(reached, vec[i].end);
+      }
       if (arg.walk_end <= start) break;  // no progress: nothing more to report
       start = arg.walk_end;
+    }
+    uint64_t seen = populated_end_.load(std::memory_order_relaxed);
+    while (reached > seen && !populated_end_.compare_exchange_weak(seen, reached, std::memory_order_relaxed)) {
     }
     return Status::Ok();
   }
 
- private:
-  static constexpr uint64_t kVecLen = 512;
+  // Waits for a job and takes its upper half if the caller has not.
+  void HelperLoop() {
+    uint32_t seen = job_.load(std::memory_order_acquire);
+    for (;;) {
+      job_.wait(seen, std::memory_order_acquire);
+      seen = job_.load(std::memory_order_acquire);
+      if (stop_.load(std::memory_order_acquire)) break;
+      int free = kFree;
+      if (!upper_claim_.compare_exchange_strong(free, kByHelper, std::memory_order_acq_rel)) continue;
+      upper_status_ = Scan(upper_.start, upper_.end, helper_vec_, sink_);
+      upper_done_.store(1, std::memory_order_release);
+      upper_done_.notify_one();
+    }
+  }
+
   const Region& region_;
   int fd_;
+  std::atomic<uint64_t> populated_end_;  // end of the highest run ever reported
   page_region vec_[kVecLen];
+
+  // The upper half of the current walk, published by upper_claim_.
+  std::thread helper_;
+  std::atomic<uint32_t> job_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> upper_claim_{kByCaller};  // nothing to take before the first job
+  std::atomic<uint32_t> upper_done_{0};
+  Range upper_{};
+  RunSink* sink_ = nullptr;
+  Status upper_status_;
+  page_region helper_vec_[kVecLen];
 };
 
 }  // namespace

@@ -18,7 +18,10 @@ namespace {
 constexpr int kWriters = 3;
 constexpr int kCommits = 60;
 constexpr Pgno kPageA = 10;     // writer i: A at kPageA + 2i (below hwm, stored)
-constexpr Pgno kPageB = 5000;   // writer i: B at kPageB + 3i (above hwm: fresh)
+// Writer i: B at kPageB + 3i (above hwm: fresh), 600 MiB into a 1 GiB
+// region: once written, an async-WP walk is split in two, and A and B lie
+// in different halves, taken by different threads.
+constexpr Pgno kPageB = 150000;
 
 // How a commit takes its cut: copied inside the pause, copied first and
 // refreshed inside it (precopy), or read from the paused region (in place).
@@ -34,7 +37,7 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
   auto modes = SupportedModes();
   if (std::find(modes.begin(), modes.end(), mode) == modes.end())
     GTEST_SKIP() << TrackingModeName(mode) << " is not supported by this kernel";
-  FakeStore store(ImageInfo{1, 0, 1, kTestBase, uint64_t{64} << 20, 0});
+  FakeStore store(ImageInfo{1, 0, 1, kTestBase, uint64_t{1} << 30, 0});
   for (int i = 0; i < kWriters; ++i) store.PutPage(kPageA + 2 * i, uint8_t{0});  // A starts stored, zero
   const Cut cut = std::get<1>(GetParam());
   store.TakeFromRegion(cut == Cut::kInPlace);
