@@ -52,8 +52,8 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
     reserved_ = pages;
     memory_ = capacity_ = mem;
   }
-  if (pgnos_.size() + more <= capacity_) return Status::Ok();
-  if (file_fd_ < 0 && capacity_ < reserved_) {
+  const uint64_t need = pgnos_.size() + more;
+  if (need > capacity_ && file_fd_ < 0 && capacity_ < reserved_) {
     const uint64_t bytes = (reserved_ - memory_) * kPageSize;
     int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -73,7 +73,6 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
     PHEAP_LOG_INFO("staging: an epoch outgrew {} MiB of memory; the rest goes to an unnamed file in {}", memory_ >> 8,
                    dir);
   }
-  const uint64_t need = pgnos_.size() + more;
   if (need > capacity_) return Status::Busy(fmt::format("staging holds {} pages, room for {}", pgnos_.size(), capacity_));
   if (need > memory_ && need - memory_ > file_ready_) {
     // Allocate ahead, 64 MiB at a time: a page the kernel found no block for
