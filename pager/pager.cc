@@ -136,6 +136,32 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   return Status::Ok();
 }
 
+std::vector<Run> Pager::Impl::TakeDiscards() {
+  std::vector<Run> d;
+  std::lock_guard lk(discard_mu_);
+  d.swap(pending_discards_);
+  return d;
+}
+
+void Pager::Impl::ReturnDiscards(const std::vector<Run>& d) {
+  std::lock_guard lk(discard_mu_);
+  pending_discards_.insert(pending_discards_.begin(), d.begin(), d.end());
+}
+
+void Pager::Impl::SealImage(SealedEpoch* e, const std::vector<Run>& discards) {
+  e->discarded = Subtract(discards, e->pages);
+  if (!e->pages.empty()) cut_hwm_ = std::max(cut_hwm_, e->pages.back() + 1);
+  e->image = image_;
+  e->image.hwm = cut_hwm_;
+}
+
+void Pager::Impl::RecordCut(uint64_t pause_ns, int paused, uint64_t dirty) {
+  last_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  paused_threads_.store(static_cast<uint64_t>(paused), std::memory_order_relaxed);
+  last_dirty_.store(dirty, std::memory_order_relaxed);
+}
+
 std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   auto job = std::make_unique<Job>();
   std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
@@ -150,34 +176,22 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
     return fut;
   }
   job->staging = std::move(staging.value());
-  std::vector<Run> discards;
-  {
-    std::lock_guard lk(discard_mu_);
-    discards.swap(pending_discards_);
-  }
+  std::vector<Run> discards = TakeDiscards();
   uint64_t pause_ns = 0;
   int paused = 0;
   Status st = Cut(&job->staging, &pause_ns, &paused);
   if (!st.ok()) {  // whatever was taken already goes into the next cut
     for (uint64_t i = 0; i < job->staging->count(); ++i) carry_->Set(job->staging->pgnos()[i]);
-    std::lock_guard lk(discard_mu_);
-    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
+    ReturnDiscards(discards);
     job->done.set_value(st.Annotate("commit cut"));
     return fut;
   }
-  last_pause_ns_.store(pause_ns, std::memory_order_relaxed);
-  if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
-  paused_threads_.store(static_cast<uint64_t>(paused), std::memory_order_relaxed);
-
   SealedEpoch& e = job->epoch;
   const StagingBuffer& s = *job->staging;
   e.pages.assign(s.pgnos(), s.pgnos() + s.count());
   e.data = s.data();
-  e.discarded = Subtract(discards, e.pages);
-  if (!e.pages.empty()) cut_hwm_ = std::max(cut_hwm_, e.pages.back() + 1);
-  e.image = image_;
-  e.image.hwm = cut_hwm_;
-  last_dirty_.store(s.count(), std::memory_order_relaxed);
+  SealImage(&e, discards);
+  RecordCut(pause_ns, paused, s.count());
   {
     std::lock_guard lk(q_mu_);
     e.image.epoch = next_epoch_++;
@@ -200,41 +214,27 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
       return CommitAsync().get();
     }
   }
-  SealedEpoch e;
-  {
-    std::lock_guard lk(discard_mu_);
-    e.discarded.swap(pending_discards_);
-  }
-  std::vector<Run> discards = std::move(e.discarded);
+  const std::vector<Run> discards = TakeDiscards();
   Safepoint sp;
   const uint64_t t0 = NowNs();
   auto paused = sp.Pause();
-  if (!paused.ok()) {
-    std::lock_guard lk(discard_mu_);
-    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
-    return paused.status().Annotate("commit cut");
-  }
-  Status st = TakeIntoCarry();
+  Status st = paused.ok() ? TakeIntoCarry() : paused.status();
   if (!st.ok()) {  // whatever was taken stays in carry_ for the next cut
     sp.Resume();
-    std::lock_guard lk(discard_mu_);
-    pending_discards_.insert(pending_discards_.begin(), discards.begin(), discards.end());
+    ReturnDiscards(discards);
     return st.Annotate("commit cut");
   }
+  SealedEpoch e;
   carry_->TakeRuns([&](Run r) {
     for (Pgno p = r.first; p < r.end(); ++p) e.pages.push_back(p);
   });
   e.region = region_.data();
-  e.discarded = Subtract(discards, e.pages);
-  if (!e.pages.empty()) cut_hwm_ = std::max(cut_hwm_, e.pages.back() + 1);
-  e.image = image_;
-  e.image.hwm = cut_hwm_;
+  SealImage(&e, discards);
   {
     std::lock_guard lk(q_mu_);
     e.image.epoch = next_epoch_++;
   }
-  last_dirty_.store(e.pages.size(), std::memory_order_relaxed);
-  paused_threads_.store(static_cast<uint64_t>(*paused), std::memory_order_relaxed);
+  const uint64_t dirty = e.pages.size();
   st = sink_->Persist(e);
   const Epoch epoch = e.image.epoch;
   if (st.ok()) {
@@ -246,9 +246,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     QueueFailedInPlace(std::move(e));
   }
   sp.Resume();
-  const uint64_t pause_ns = NowNs() - t0;
-  last_pause_ns_.store(pause_ns, std::memory_order_relaxed);
-  if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
+  RecordCut(NowNs() - t0, *paused, dirty);
   if (!st.ok()) return st;
   return epoch;
 }
@@ -262,8 +260,7 @@ void Pager::Impl::QueueFailedInPlace(SealedEpoch e) {
     // a failed epoch is durable nowhere, so the number names nothing yet.
     PHEAP_LOG_ERROR("epoch {}: {}; its pages go into the next cut", e.image.epoch, staging.status().ToString());
     for (Pgno p : e.pages) carry_->Set(p);
-    std::lock_guard lk(discard_mu_);
-    pending_discards_.insert(pending_discards_.begin(), e.discarded.begin(), e.discarded.end());
+    ReturnDiscards(e.discarded);
     std::lock_guard qk(q_mu_);
     --next_epoch_;
     return;

@@ -69,6 +69,14 @@ class Pager::Impl {
   // Puts the two ascending parts [0, split) and [split, count) in one order.
   Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
   void CommitterLoop();
+  // The runs discarded since the last cut, taken for this one; given back
+  // (ahead of newer ones) when the cut fails.
+  std::vector<Run> TakeDiscards();
+  void ReturnDiscards(const std::vector<Run>& d);
+  // Fills e's image, hwm and discarded runs from its pages. REQUIRES: cut_mu_.
+  void SealImage(SealedEpoch* e, const std::vector<Run>& discards);
+  // The pause and size of the cut just taken, for stats().
+  void RecordCut(uint64_t pause_ns, int paused, uint64_t dirty);
   // CommitInPlace's epoch failed: copies its pages out of the (still
   // paused) region and queues it, answered, to be persisted again unchanged.
   void QueueFailedInPlace(SealedEpoch e);
