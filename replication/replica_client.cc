@@ -86,7 +86,12 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
     return Status::InvalidArgument(fmt::format(
         "heap '{}': replication config not resolved (peers={}, replicas={}, quorum={}); pass it through ResolveReplication",
         name, rc.peers.size(), rc.replicas, rc.quorum));
-  std::unique_ptr<ReplicaClient> c(new ReplicaClient(name, options));
+  std::unique_ptr<ReplicaClient> c;
+  try {
+    c.reset(new ReplicaClient(name, options));
+  } catch (const zmq::error_t& e) {  // no ZeroMQ context: libzmq missing or out of resources
+    return Status::IoError(fmt::format("heap '{}': starting ZeroMQ: {}", name, e.what()), e.num());
+  }
   c->endpoints_ = ReplicaSet(c->heap_id_, rc.peers, rc.replicas);
   for (const auto& ep : c->endpoints_) {
     auto r = std::make_unique<Replica>();

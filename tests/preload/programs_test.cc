@@ -263,6 +263,69 @@ TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
 }
 
+// Peers on this machine, as `pheap peer` processes; SIGTERM at the end.
+class LocalPeers {
+ public:
+  explicit LocalPeers(int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string dir = (g_tmp / ("peer" + std::to_string(i))).string();
+      const std::string ep = "ipc://" + dir + ".sock";
+      endpoints_ += (i ? "," : "") + ep;
+      pid_t pid = fork();
+      if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(g_paths.pheap.c_str(), g_paths.pheap.c_str(), "peer", "--listen", ep.c_str(), "--dir", dir.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      pids_.push_back(pid);
+    }
+  }
+  ~LocalPeers() {
+    for (pid_t p : pids_) kill(p, SIGTERM);
+    for (pid_t p : pids_) waitpid(p, nullptr, 0);
+  }
+  const std::string& endpoints() const { return endpoints_; }
+
+ private:
+  std::string endpoints_;
+  std::vector<pid_t> pids_;
+};
+
+// ZeroMQ is opened only for a heap with peers: a program run without them
+// does not map it. With two peers, a program's heap reaches them, and a
+// reader with an empty directory gets every byte back from them.
+TEST(Worker, ReplicatesToPeersAndMapsZeroMqOnlyThen) {
+  // cat, unlike the worker, is not linked with libpheap (and so ZeroMQ).
+  Outcome alone = RunProgram({"cat", "/proc/self/maps"}, PreloadEnv("zmq-alone"));
+  EXPECT_EQ(alone.status, 0) << alone.err;
+  EXPECT_NE(alone.out.find("libpheap_preload.so"), std::string::npos) << alone.out;
+  EXPECT_EQ(alone.out.find("libzmq"), std::string::npos) << alone.out;
+
+  LocalPeers peers(2);
+  auto env = PreloadEnv("zmq-peers", "0");
+  env.push_back("PHEAP_PEERS=" + peers.endpoints());
+  Outcome with = RunProgram({"cat", "/proc/self/maps"}, env);
+  EXPECT_EQ(with.status, 0) << with.err;
+  EXPECT_NE(with.out.find("libzmq"), std::string::npos) << with.out;
+
+  Outcome native = RunProgram({g_paths.worker, "fill"}, {});
+  env = PreloadEnv("replicated-fill", "0");
+  env.push_back("PHEAP_PEERS=" + peers.endpoints());
+  Outcome pre = RunProgram({g_paths.worker, "fill"}, env);
+  ASSERT_EQ(native.status, 0) << native.err;
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  const fs::path elsewhere = g_tmp / "elsewhere";
+  fs::create_directories(elsewhere);
+  Outcome read = RunProgram({g_paths.worker, "readfill", "replicated-fill", elsewhere.string()},
+                            {"PHEAP_LOG=warn", "PHEAP_PEERS=" + peers.endpoints()});
+  EXPECT_EQ(read.status, 0) << read.out << read.err;
+  EXPECT_EQ(read.out, native.out);
+}
+
 TEST(PheapRun, SetsTheEnvironmentAndExecs) {
   Outcome r = RunProgram({g_paths.pheap, "run", "--name", "run", "--dir", "store", "--commit-ms", "50", "--", "sort", "-n",
                    "nums"},
