@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <latch>
 #include <thread>
 
@@ -54,9 +55,29 @@ class AsyncWpTracker final : public DirtyTracker {
   // half first (then the caller takes both: it never waits for the helper
   // to wake, only for a half the helper has begun).
   Status TakeDirty(RunSink* sink) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = TakeAll(sink);
+    last_walk_ns_ = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    return st;
+  }
+
+  // A walk without protecting.
+  uint64_t CountWritten() override {
+    struct Counter final : RunSink {
+      uint64_t pages = 0;
+      void Add(Run r) override { pages += r.count; }
+    } counter;
+    const uint64_t base = region_.base();
+    return Scan(base, base + region_.size(), vec_, &counter, kReport).ok() ? counter.pages : 0;
+  }
+  uint64_t last_walk_ns() const override { return last_walk_ns_; }
+
+ private:
+  Status TakeAll(RunSink* sink) {
     const uint64_t base = region_.base(), end = base + region_.size();
     const uint64_t populated = populated_end_.load(std::memory_order_relaxed);
-    if (populated - base < kSplitBytes) return Scan(base, end, vec_, sink);
+    if (populated - base < kSplitBytes) return Scan(base, end, vec_, sink, kTake);
     const uint64_t mid = base + ((populated - base) / 2 & ~(kHugeBytes - 1));
     upper_ = {mid, end};
     sink_ = sink;
@@ -65,29 +86,30 @@ class AsyncWpTracker final : public DirtyTracker {
     upper_claim_.store(kFree, std::memory_order_release);  // publishes upper_ and sink_
     job_.fetch_add(1, std::memory_order_release);
     job_.notify_one();
-    Status st = Scan(base, mid, vec_, sink);
+    Status st = Scan(base, mid, vec_, sink, kTake);
     int free = kFree;
     if (upper_claim_.compare_exchange_strong(free, kByCaller, std::memory_order_acq_rel)) {
-      Status up = Scan(mid, end, vec_, sink);
+      Status up = Scan(mid, end, vec_, sink, kTake);
       return st.ok() ? up : st;
     }
     while (upper_done_.load(std::memory_order_acquire) == 0) upper_done_.wait(0, std::memory_order_acquire);
     return st.ok() ? upper_status_ : st;
   }
 
- private:
   static constexpr uint64_t kVecLen = 512;
   static constexpr uint64_t kSplitBytes = uint64_t{256} << 20;
+  // kTake reports and protects again (the cut); kReport only reports.
+  static constexpr uint64_t kTake = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, kReport = PM_SCAN_CHECK_WPASYNC;
   enum : int { kFree = 0, kByHelper = 1, kByCaller = 2 };
   struct Range {
     uint64_t start, end;
   };
 
-  Status Scan(uint64_t start, const uint64_t end, page_region* vec, RunSink* sink) {
+  Status Scan(uint64_t start, const uint64_t end, page_region* vec, RunSink* sink, uint64_t flags) {
     uint64_t reached = 0;
     while (start < end) {
       pm_scan_arg arg{};
-      arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+      arg.flags = flags;
       arg.start = start;
       arg.end = end;
       arg.vec = reinterpret_cast<uint64_t>(vec);
@@ -124,7 +146,7 @@ class AsyncWpTracker final : public DirtyTracker {
       if (stop_.load(std::memory_order_acquire)) break;
       int free = kFree;
       if (!upper_claim_.compare_exchange_strong(free, kByHelper, std::memory_order_acq_rel)) continue;
-      upper_status_ = Scan(upper_.start, upper_.end, helper_vec_, sink_);
+      upper_status_ = Scan(upper_.start, upper_.end, helper_vec_, sink_, kTake);
       upper_done_.store(1, std::memory_order_release);
       upper_done_.notify_one();
     }
@@ -132,7 +154,8 @@ class AsyncWpTracker final : public DirtyTracker {
 
   const Region& region_;
   int fd_;
-  std::atomic<uint64_t> populated_end_;  // end of the highest run ever reported
+  std::atomic<uint64_t> populated_end_;
+  uint64_t last_walk_ns_ = 0;  // the last TakeDirty's walk (the commit path's thread only)  // end of the highest run ever reported
   page_region vec_[kVecLen];
 
   // The upper half of the current walk, published by upper_claim_.

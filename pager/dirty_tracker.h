@@ -62,6 +62,15 @@ class DirtyTracker {
   // because the safepoint signal is blocked inside it.
   virtual bool TakesWhileRunning() const = 0;
 
+  // How many pages TakeDirty would report now, without protecting any, so
+  // a cut can fault in its staging before the pause; 0 when the tracker
+  // cannot tell without a fault per page. May run while writers run;
+  // REQUIRES: not at the same time as TakeDirty (the commit path calls
+  // both, one after the other).
+  virtual uint64_t CountWritten() { return 0; }
+  // What the last TakeDirty's walk took (what a CountWritten costs), in ns.
+  virtual uint64_t last_walk_ns() const { return 0; }
+
   // The UFFDIO_COPY mode for a page installed by a missing fault; a write
   // fault in the bitmap modes installs the page writable (and MarkWritten
   // records it) to save the write-protect fault that would follow.

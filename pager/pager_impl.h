@@ -62,6 +62,7 @@ class Pager::Impl {
   // Pauses the writers and copies the written pages into *staging (which
   // it may replace by a buffer in page order).
   Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused);
+  void PrefaultStaging(StagingBuffer* buf);
   Status TakeIntoCarry();
   // Copies the carried pages: fresh ones appended, those among the first
   // `precopied` slots refreshed in place.

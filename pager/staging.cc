@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -44,6 +45,13 @@ void StagingBuffer::Append(Pgno first, uint64_t count, const uint8_t* src) {
 
 void StagingBuffer::Refresh(uint64_t slot, uint64_t count, const uint8_t* src) {
   std::memcpy(data_ + slot * kPageSize, src, count * kPageSize);
+}
+
+void StagingBuffer::Prefault(uint64_t pages) {
+  pages = std::min(pages, max_pages_);
+  if (pages <= touched_) return;
+  if (os().madvise(data_ + touched_ * kPageSize, (pages - touched_) * kPageSize, MADV_POPULATE_WRITE) == 0)
+    touched_ = pages;
 }
 
 void StagingBuffer::Trim(uint64_t keep_pages) {

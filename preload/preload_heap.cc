@@ -128,7 +128,10 @@ void CommitNow(bool final, const char* why) {
   // pheap's own code uses the C library's malloc.
   auto r = final ? g_heap->CommitInPlace() : g_heap->Commit();
   if (r.ok()) {
-    uint64_t pause = g_heap->engine().pager().stats().last_pause_ns;
+    const PagerStats st = g_heap->engine().pager().stats();
+    const uint64_t pause = st.last_pause_ns;
+    PHEAP_LOG_DEBUG("preload: heap '{}': {} commit, epoch {}: {} dirty pages, pause {} us", g_heap->name(), why,
+                    st.durable_epoch, st.last_dirty_pages, pause / 1000);
     g_pauses[g_npauses++ % kMaxPauseSamples] = pause;
     g_max_pause = std::max(g_max_pause, pause);
   } else {
