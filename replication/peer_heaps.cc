@@ -76,11 +76,21 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
   if (need > capacity_) return Status::Busy(fmt::format("staging holds {} pages, room for {}", pgnos_.size(), capacity_));
   if (need > memory_ && need - memory_ > file_ready_) {
     // Allocate ahead, 64 MiB at a time: a page the kernel found no block for
-    // would fault with SIGBUS in the middle of a copy.
-    const uint64_t upto = std::min(reserved_ - memory_, std::max(need - memory_, file_ready_ + (uint64_t{64} << 20) / kPageSize));
-    if (::fallocate(file_fd_, 0, static_cast<off_t>(file_ready_ * kPageSize),
-                    static_cast<off_t>((upto - file_ready_) * kPageSize)) != 0)
-      return Status::FromErrno(fmt::format("allocating {} MiB of staging file in {}", (upto - file_ready_) >> 8, dir),
+    // would fault with SIGBUS in the middle of a copy. A disk without room
+    // for that much may still have room for this frame: then only that.
+    const uint64_t need_file = need - memory_;
+    uint64_t upto = std::min(reserved_ - memory_, std::max(need_file, file_ready_ + (uint64_t{64} << 20) / kPageSize));
+    auto allocate = [&] {
+      return ::fallocate(file_fd_, 0, static_cast<off_t>(file_ready_ * kPageSize),
+                         static_cast<off_t>((upto - file_ready_) * kPageSize)) == 0;
+    };
+    bool ok = allocate();
+    if (!ok && errno == ENOSPC && upto > need_file) {
+      upto = need_file;
+      ok = allocate();
+    }
+    if (!ok)
+      return Status::FromErrno(fmt::format("allocating {} KiB of staging file in {}", (upto - file_ready_) * kPageSize >> 10, dir),
                                errno);
     file_ready_ = upto;
   }

@@ -4,6 +4,12 @@
 // CURVE allow-list.
 #include "replication/peer_server.h"
 
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
@@ -375,6 +381,43 @@ TEST_F(PeerTest, EpochLargerThanStagingMemoryGoesThroughAFile) {
   EXPECT_EQ(code, static_cast<int>(ErrorCode::kStagingFull));
   EXPECT_EQ(detail, 128 * kPageSize);
   StopPeer();
+}
+
+// A peer whose disk fills up while it stages: allocating the staging file
+// ahead falls back to what a frame needs, so an epoch that fits still goes
+// through; one that does not is refused with STAGING_FULL naming the
+// directory, and the peer stays up. The disk is a 2 MiB tmpfs in a mount
+// namespace of this test process, which the peer inherits.
+TEST_F(PeerTest, FullDiskWhileStagingIsRefusedAndThePeerStaysUp) {
+  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    GTEST_SKIP() << "cannot make a mount namespace here: " << std::strerror(errno);
+  std::filesystem::create_directories(dir_);
+  ASSERT_EQ(mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
+  StartPeer({"--staging-memory", std::to_string(16 * kPageSize), "--staging-limit", std::to_string(4096 * kPageSize)});
+  Client c(endpoint_, "full");
+  ASSERT_TRUE(c.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
+  c.ShipEpoch(1, 1, Range(0, 120), kRegionPages, {}, 7);  // 104 pages in the file: fits
+  // Fill the disk but for 64 KiB; the next epoch needs 200 pages of file.
+  struct statvfs fs {};
+  ASSERT_EQ(statvfs(dir_.c_str(), &fs), 0);
+  const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+  ASSERT_GT(free_bytes, uint64_t{64} << 10);
+  int filler = open((dir_ + "/filler").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(filler, 0);
+  ASSERT_EQ(fallocate(filler, 0, 0, static_cast<off_t>(free_bytes - (uint64_t{64} << 10))), 0) << std::strerror(errno);
+  close(filler);
+  uint64_t detail = 0;
+  int code = 0;
+  for (Pgno p = 0; p < 240 && code == 0; p += 20) code = Client::ErrCode(c.SendPages(1, 2, Range(p, p + 20)), &detail);
+  EXPECT_EQ(code, static_cast<int>(ErrorCode::kStagingFull));
+  // Still serving: epoch 1 reads back whole.
+  auto r = c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 1, 0, 120));
+  auto fr = Client::As<wire::FetchReply>(r);
+  ASSERT_TRUE(fr) << Client::ErrCode(r);
+  EXPECT_EQ(fr->present_count, 120u);
+  StopPeer();
+  EXPECT_EQ(umount2(dir_.c_str(), MNT_DETACH), 0) << std::strerror(errno);
 }
 
 TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingStaged) {
