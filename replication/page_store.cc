@@ -160,7 +160,9 @@ Status PageStore::Impl::Open() {
   if (!options_.read_only) PHEAP_RETURN_IF_ERROR(Lock());
   PHEAP_RETURN_IF_ERROR(Recover());
   if (options_.read_only) return Status::Ok();
-  auto f = CreateLogFile(FileKind::kWriter, image_);
+  // Its syncs wait for the first commit: a process that opens its heap
+  // and exits soon pays for them once, with its only epoch.
+  auto f = CreateLogFile(FileKind::kWriter, image_, /*defer=*/true);
   if (!f.ok()) return f.status();
   active_ = f->get();
   std::unique_lock lock(mu_);
@@ -168,7 +170,7 @@ Status PageStore::Impl::Open() {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, const ImageInfo& base) {
+Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, const ImageInfo& base, bool defer) {
   auto f = std::make_unique<LogFile>();
   f->info = LogFileInfo{next_file_number_, kind, base};
   f->info.base_image.heap_id = heap_id_;
@@ -180,13 +182,14 @@ Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, c
   f->fd = fd;
   FileHeader h = MakeFileHeader(name_, f->info);
   int r = WriteFull(fd, &h, sizeof(h), 0);
-  if (r == 0) r = os().fsync(fd);
+  if (r == 0 && !defer) r = os().fsync(fd);
   if (r == 0) r = os().rename(tmp.c_str(), f->path.c_str());
   if (r < 0) {
     os().unlink(tmp.c_str());
     return Status::FromErrno("creating log file " + f->path, -r);
   }
-  PHEAP_RETURN_IF_ERROR(SyncDir());
+  if (!defer) PHEAP_RETURN_IF_ERROR(SyncDir());
+  f->synced = !defer;
   f->end = kBlockSize;
   ++next_file_number_;
   return f;
@@ -314,6 +317,13 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   // so a retry overwrites whatever part of the group reached the file.
   int r =
       os().writev_datasync(active_->fd, w.iov().data(), static_cast<int>(w.iov().size()), static_cast<off_t>(start));
+  // A file made at open becomes durable with its first epoch: the datasync
+  // above covered its header, and the directory entry follows.
+  if (r == 0 && !active_->synced) {
+    Status dir = SyncDir();
+    r = dir.ok() ? 0 : -dir.err();
+    if (r == 0) active_->synced = true;
+  }
   if (r < 0) {
     // The write may have reached the page cache whole and only the sync
     // failed: blank the commit record so no later open takes the epoch as

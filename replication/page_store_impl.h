@@ -30,6 +30,7 @@ struct LogFile {
   std::vector<logfmt::SourceEntry> sources;    // compaction files: what they replaced
   uint64_t end = 0;                            // bytes of intact log
   uint64_t live_pages = 0;                     // index slots holding a page here
+  bool synced = true;  // header and directory entry durable (see CreateLogFile)
 };
 
 // Where the newest durable version of one page lies.
@@ -66,7 +67,12 @@ class PageStore::Impl {
   Status Recover();
   // Creates log file `number` (through a temporary name, so a log file
   // always has a whole header), syncs it and the directory.
-  Result<std::unique_ptr<LogFile>> CreateLogFile(logfmt::FileKind kind, const ImageInfo& base);
+  // Makes the next log file, header durable and then named, unless `defer`:
+  // then unsynced, for the first Persist to sync with its epoch. Only for
+  // a file that holds no image of its own (the writer file begun at open,
+  // from an image already durable): if it is lost to a crash before any
+  // epoch in it is durable, nothing is, and a torn header is ignored.
+  Result<std::unique_ptr<LogFile>> CreateLogFile(logfmt::FileKind kind, const ImageInfo& base, bool defer = false);
   Status SyncDir();
   Status CheckEpoch(const SealedEpoch& e) const;
   // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held

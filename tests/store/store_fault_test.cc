@@ -128,19 +128,30 @@ TEST_F(StoreFault, FailedRollToANewLogFileIsRetried) {
     EXPECT_NE(f.path().extension(), ".tmp") << "no half-made log file stays behind";
 }
 
-TEST_F(StoreFault, FailedOpenLeavesTheStoreUsable) {
+// Open makes its new log file without a sync; the first epoch syncs it
+// (data, then the directory entry). A failure there fails that epoch, which
+// a retry then makes durable, and nothing before it is touched.
+TEST_F(StoreFault, FailedFirstSyncAfterOpenIsRetried) {
   {
     auto store = OpenOrDie(dir_.path(), "open");
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->Persist(GenerateEpoch(4, 1).sealed).ok());
   }
-  os_.fail_fsync = 1;
-  auto r = PageStore::Open(dir_.path(), "open", Options());
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find(dir_.path() + "/open/log-"), std::string::npos) << r.status().ToString();
+  os_.fail_fsync = 1;  // the directory entry of the log file begun at open
   auto store = OpenOrDie(dir_.path(), "open");
   ASSERT_TRUE(store);
+  EXPECT_EQ(os_.fail_fsync, 1) << "open must not sync";
+  auto d2 = GenerateEpoch(4, 2);
+  Status s = store->Persist(d2.sealed);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("persisting epoch 2"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find(dir_.path() + "/open/log-"), std::string::npos) << s.ToString();
   EXPECT_TRUE(MatchesModel(*store, ModelAt(4, 1)));
+  ASSERT_TRUE(store->Persist(d2.sealed).ok());
+  store.reset();
+  auto again = OpenOrDie(dir_.path(), "open");
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(MatchesModel(*again, ModelAt(4, 2)));
 }
 
 }  // namespace
