@@ -52,4 +52,8 @@ class Bypass {
 // The heap ran out of room for n bytes: glibc serves the block (warned once).
 void WarnRegionFull(size_t n);
 
+// The final commit, once, and only in the process that opened the heap:
+// from atexit, and from _exit and _Exit, which skip atexit handlers.
+void AtExit();
+
 }  // namespace pheap::preload

@@ -13,6 +13,8 @@
 //     exit() and return from main commit a final epoch (atexit), and so
 //     does SIGTERM when the program left it at its default action (the
 //     handler wakes the committer, which commits and re-raises the signal).
+//     So does _exit, which skips atexit handlers (dash ends that way),
+//     except in a child of fork or vfork.
 //   - fork: before it, every stored page is made resident (the child keeps
 //     the memory but not the userfaultfd registration) and the allocator's
 //     locks are taken. The child keeps allocating on its copy of the region
@@ -71,6 +73,7 @@ PersistentHeap* g_heap = nullptr;
 PreloadStats* g_stats = nullptr;  // inside the region
 uint64_t g_commit_ms = 1000;
 bool g_child = false;             // this process is a fork child: never commit
+pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
 bool g_term_handler = false;      // ours is SIGTERM's handler
 pthread_t g_committer;
 bool g_committer_started = false;
@@ -170,8 +173,10 @@ void OnSigterm(int) {
   errno = saved;
 }
 
+}  // namespace
+
 void AtExit() {
-  if (g_child || g_heap == nullptr) return;
+  if (g_child || g_heap == nullptr || getpid() != g_owner) return;
   Bypass b;
   if (g_committer_started) {
     if (g_wake.load() != kWakeTerm) {
@@ -181,6 +186,8 @@ void AtExit() {
   }
   CommitNow(true, "exit");
 }
+
+namespace {
 
 void ForkPrepare() {
   if (g_heap == nullptr) return;
@@ -302,6 +309,7 @@ __attribute__((constructor)) void PreloadInit() {
   // Never closed or freed: pointers into the region stay valid until the
   // process ends, through every exit handler and destructor.
   g_heap = h->release();
+  g_owner = getpid();
   g_heap->allocator().set_hooks(new HooksAsPheapCode(g_heap->allocator().hooks()));  // never freed, as g_heap
   AttachStats(g_heap);
   g_region_base.store(reinterpret_cast<uintptr_t>(g_heap->base()), std::memory_order_relaxed);
@@ -342,3 +350,14 @@ extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*
   if (r != 0) pp::Libc().free(s);
   return r;
 }
+
+// _exit and _Exit skip atexit handlers; a program that ends with them (dash
+// does) still leaves its heap committed. glibc's exit() reaches its own
+// _exit directly, not through here.
+extern "C" void _exit(int status) {
+  pheap::preload::AtExit();
+  syscall(SYS_exit_group, status);
+  __builtin_unreachable();
+}
+
+extern "C" void _Exit(int status) { _exit(status); }

@@ -7,6 +7,7 @@
 //   preload_worker fork             fork without exec (see Fork below)
 //   preload_worker forkexec PROG    fork, exec PROG, wait
 //   preload_worker sleep            set a root, print "ready", sleep
+//   preload_worker underscore-exit  set a root, end with _exit(0)
 //   preload_worker read NAME DIR    open heap NAME (not preloaded), print
 //                                   its "worker.data" root
 //   preload_worker api              the malloc family's edge cases
@@ -162,6 +163,15 @@ int Sleep() {
   for (;;) pause();
 }
 
+int UnderscoreExit() {
+  pheap* h = pheap_default();
+  if (h == nullptr) return 10;
+  char* p = static_cast<char*>(std::malloc(64));
+  std::strcpy(p, "set before _exit");
+  if (pheap_set_root(h, kRoot, p) != 0) return 11;
+  _exit(0);
+}
+
 constexpr char kFillRoot[] = "worker.fill";
 constexpr size_t kFillBlocks = 96, kFillBlockBytes = size_t{1} << 20;
 
@@ -283,10 +293,11 @@ int main(int argc, char** argv) {
   if (mode == "fork") return Fork();
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
+  if (mode == "underscore-exit") return UnderscoreExit();
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
   if (mode == "fill") return Fill();
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
   std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"
-                       "fill|readfill NAME DIR\n");
+                       "fill|readfill NAME DIR|underscore-exit\n");
   return 2;
 }

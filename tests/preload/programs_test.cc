@@ -258,6 +258,15 @@ TEST(Worker, SigtermCommitsFirst) {
   EXPECT_EQ(read.out, "root: set before SIGTERM\n") << read.err;
 }
 
+// _exit skips atexit handlers (dash ends that way); the heap is still
+// committed, with no periodic commit to fall back on.
+TEST(Worker, UnderscoreExitCommitsFirst) {
+  Outcome pre = RunProgram({g_paths.worker, "underscore-exit"}, PreloadEnv("underscore-exit", "0"));
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  Outcome read = RunProgram({g_paths.worker, "read", "underscore-exit", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set before _exit\n") << read.err;
+}
+
 TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   Outcome native = RunProgram({g_paths.worker, "sleep"}, {});
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
