@@ -2,7 +2,7 @@
 //
 // Every program run under the preload library would otherwise map libzmq
 // and what it needs (libsodium, Kerberos, PGM, NORM) at startup, about
-// 1.4 ms and 1.5 MB of RSS per process, although only a heap with peers
+// 1 ms and 2 MB of RSS per process, although only a heap with peers
 // ever calls it. Linking this file defines the ZeroMQ functions the project
 // calls; each forwards to libzmq.so.5, opened with dlopen the first time
 // one is called. Nothing else changes: cppzmq and our code call zmq_* as
@@ -23,8 +23,8 @@
 #include <type_traits>
 
 // Each function forwarded: result type, name, parameters, arguments.
-// zmq_strerror is forwarded by hand (it must explain ELIBACC) and
-// zmq_errno is not needed (libzmq's returns errno, as ours does).
+// zmq_strerror is forwarded by hand (it must explain ELIBACC), and
+// zmq_errno is answered here: libzmq's only returns errno.
 #define PHEAP_ZMQ_FUNCTIONS(X)                                                                     \
   X(void*, zmq_ctx_new, (void), ())                                                                \
   X(int, zmq_ctx_term, (void* c), (c))                                                             \
