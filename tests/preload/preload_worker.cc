@@ -152,23 +152,24 @@ int ForkExec(char** argv) {
   return 0;
 }
 
-int Sleep() {
+// Points the root at a heap copy of `text`: 0, else the exit status to fail with.
+int SetRoot(const char* text) {
   pheap* h = pheap_default();
   if (h == nullptr) return 10;
-  char* p = static_cast<char*>(std::malloc(64));
-  std::strcpy(p, "set before SIGTERM");
-  if (pheap_set_root(h, kRoot, p) != 0) return 11;
+  char* p = static_cast<char*>(std::malloc(std::strlen(text) + 1));
+  std::strcpy(p, text);
+  return pheap_set_root(h, kRoot, p) == 0 ? 0 : 11;
+}
+
+int Sleep() {
+  if (int r = SetRoot("set before SIGTERM"); r != 0) return r;
   std::printf("ready\n");
   std::fflush(stdout);
   for (;;) pause();
 }
 
 int UnderscoreExit() {
-  pheap* h = pheap_default();
-  if (h == nullptr) return 10;
-  char* p = static_cast<char*>(std::malloc(64));
-  std::strcpy(p, "set before _exit");
-  if (pheap_set_root(h, kRoot, p) != 0) return 11;
+  if (int r = SetRoot("set before _exit"); r != 0) return r;
   _exit(0);
 }
 
