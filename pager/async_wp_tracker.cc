@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <latch>
 #include <thread>
 
@@ -55,26 +54,6 @@ class AsyncWpTracker final : public DirtyTracker {
   // half first (then the caller takes both: it never waits for the helper
   // to wake, only for a half the helper has begun).
   Status TakeDirty(RunSink* sink) override {
-    const auto t0 = std::chrono::steady_clock::now();
-    Status st = TakeAll(sink);
-    last_walk_ns_ = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-    return st;
-  }
-
-  // A walk without protecting.
-  uint64_t CountWritten() override {
-    struct Counter final : RunSink {
-      uint64_t pages = 0;
-      void Add(Run r) override { pages += r.count; }
-    } counter;
-    const uint64_t base = region_.base();
-    return Scan(base, base + region_.size(), vec_, &counter, kReport).ok() ? counter.pages : 0;
-  }
-  uint64_t last_walk_ns() const override { return last_walk_ns_; }
-
- private:
-  Status TakeAll(RunSink* sink) {
     const uint64_t base = region_.base(), end = base + region_.size();
     const uint64_t populated = populated_end_.load(std::memory_order_relaxed);
     if (populated - base < kSplitBytes) return Scan(base, end, vec_, sink, kTake);
@@ -96,6 +75,17 @@ class AsyncWpTracker final : public DirtyTracker {
     return st.ok() ? upper_status_ : st;
   }
 
+  // A walk without protecting.
+  uint64_t CountWritten() override {
+    struct Counter final : RunSink {
+      uint64_t pages = 0;
+      void Add(Run r) override { pages += r.count; }
+    } counter;
+    const uint64_t base = region_.base();
+    return Scan(base, base + region_.size(), vec_, &counter, kReport).ok() ? counter.pages : 0;
+  }
+
+ private:
   static constexpr uint64_t kVecLen = 512;
   static constexpr uint64_t kSplitBytes = uint64_t{256} << 20;
   // kTake reports and protects again (the cut); kReport only reports.
@@ -154,8 +144,7 @@ class AsyncWpTracker final : public DirtyTracker {
 
   const Region& region_;
   int fd_;
-  std::atomic<uint64_t> populated_end_;
-  uint64_t last_walk_ns_ = 0;  // the last TakeDirty's walk (the commit path's thread only)  // end of the highest run ever reported
+  std::atomic<uint64_t> populated_end_;  // end of the highest run ever reported
   page_region vec_[kVecLen];
 
   // The upper half of the current walk, published by upper_claim_.

@@ -68,8 +68,6 @@ class DirtyTracker {
   // REQUIRES: not at the same time as TakeDirty (the commit path calls
   // both, one after the other).
   virtual uint64_t CountWritten() { return 0; }
-  // What the last TakeDirty's walk took (what a CountWritten costs), in ns.
-  virtual uint64_t last_walk_ns() const { return 0; }
 
   // The UFFDIO_COPY mode for a page installed by a missing fault; a write
   // fault in the bitmap modes installs the page writable (and MarkWritten

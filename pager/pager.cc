@@ -68,7 +68,10 @@ std::vector<Run> Subtract(const std::vector<Run>& runs, const std::vector<Pgno>&
 Status Pager::Impl::TakeIntoCarry() {
   std::unique_lock lk(install_mu_);  // no fault thread between mark and unprotect
   CarrySink sink(carry_.get());
-  return tracker_->TakeDirty(&sink);
+  const uint64_t t0 = NowNs();
+  Status st = tracker_->TakeDirty(&sink);
+  last_walk_ns_ = NowNs() - t0;
+  return st;
 }
 
 void Pager::Impl::CopyCarried(StagingBuffer* staging, uint64_t precopied) {
@@ -114,7 +117,7 @@ Status Pager::Impl::MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t 
 // already holds most of the cut.)
 void Pager::Impl::PrefaultStaging(StagingBuffer* buf) {
   constexpr uint64_t kCheapWalkNs = 300000, kLargeCut = 4096, kRounds = 3;
-  if (tracker_->last_walk_ns() > kCheapWalkNs && last_dirty_.load() < kLargeCut) return;
+  if (last_walk_ns_ > kCheapWalkNs && last_dirty_.load() < kLargeCut) return;
   uint64_t faulted = 0;
   for (uint64_t round = 0; round < kRounds; ++round) {
     const uint64_t want = tracker_->CountWritten();

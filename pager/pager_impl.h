@@ -110,6 +110,7 @@ class Pager::Impl {
   std::atomic<Epoch> durable_{0};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> last_dirty_{0};
+  uint64_t last_walk_ns_ = 0;  // the last TakeIntoCarry walk; under cut_mu_
   std::atomic<uint64_t> last_pause_ns_{0};
   std::atomic<uint64_t> max_pause_ns_{0};
   std::atomic<uint64_t> paused_threads_{0};

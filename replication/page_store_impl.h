@@ -65,13 +65,13 @@ class PageStore::Impl {
   Status MakeDirs();
   Status Lock();
   Status Recover();
-  // Creates log file `number` (through a temporary name, so a log file
-  // always has a whole header), syncs it and the directory.
-  // Makes the next log file, header durable and then named, unless `defer`:
-  // then unsynced, for the first Persist to sync with its epoch. Only for
-  // a file that holds no image of its own (the writer file begun at open,
-  // from an image already durable): if it is lost to a crash before any
-  // epoch in it is durable, nothing is, and a torn header is ignored.
+  // Creates the next log file through a temporary name, its header synced
+  // before the rename and the directory after, so it always has a whole
+  // header. With `defer` both syncs wait for the first Persist, which makes
+  // the file durable with its epoch. Only for a file that holds no image of
+  // its own (the writer file begun at open, from an image already durable):
+  // lost to a crash before any epoch in it is durable, it held nothing, and
+  // a torn header is ignored.
   Result<std::unique_ptr<LogFile>> CreateLogFile(logfmt::FileKind kind, const ImageInfo& base, bool defer = false);
   Status SyncDir();
   Status CheckEpoch(const SealedEpoch& e) const;
