@@ -20,7 +20,25 @@ constexpr uint64_t kHugeBytes = uint64_t{2} << 20;
 class AsyncWpTracker final : public DirtyTracker {
  public:
   AsyncWpTracker(const Region& region, int pagemap_fd)
-      : region_(region), fd_(pagemap_fd), populated_end_(region.base()) {
+      : region_(region), fd_(pagemap_fd), populated_end_(region.base()) {}
+  ~AsyncWpTracker() override {
+    if (helper_.joinable()) {
+      stop_.store(true, std::memory_order_release);
+      job_.fetch_add(1, std::memory_order_release);
+      job_.notify_one();
+      helper_.join();
+    }
+    os().close(fd_);
+  }
+  AsyncWpTracker(const AsyncWpTracker&) = delete;
+  AsyncWpTracker& operator=(const AsyncWpTracker&) = delete;
+
+  bool TakesWhileRunning() const override { return true; }
+
+  // The helper exists only once a walk is long enough to split: most heaps
+  // (every short-lived preloaded process) never need it.
+  void BeforePause() override {
+    if (helper_.joinable() || populated_end_.load(std::memory_order_relaxed) - region_.base() < kSplitBytes) return;
     std::latch exempt(1);  // exempt before any cut can signal it
     helper_ = std::thread([this, &exempt] {
       SafepointExempt();
@@ -30,17 +48,6 @@ class AsyncWpTracker final : public DirtyTracker {
     });
     exempt.wait();
   }
-  ~AsyncWpTracker() override {
-    stop_.store(true, std::memory_order_release);
-    job_.fetch_add(1, std::memory_order_release);
-    job_.notify_one();
-    helper_.join();
-    os().close(fd_);
-  }
-  AsyncWpTracker(const AsyncWpTracker&) = delete;
-  AsyncWpTracker& operator=(const AsyncWpTracker&) = delete;
-
-  bool TakesWhileRunning() const override { return true; }
   TrackingMode mode() const override { return TrackingMode::kAsyncWp; }
   uint64_t CopyMode(bool) const override { return UFFDIO_COPY_MODE_WP; }
 
@@ -52,11 +59,12 @@ class AsyncWpTracker final : public DirtyTracker {
   // walk is cut in two at the middle of the part written so far, and a
   // helper thread takes the upper half unless the caller finishes its own
   // half first (then the caller takes both: it never waits for the helper
-  // to wake, only for a half the helper has begun).
+  // to wake, only for a half the helper has begun). Until BeforePause has
+  // started the helper, the caller walks alone.
   Status TakeDirty(RunSink* sink) override {
     const uint64_t base = region_.base(), end = base + region_.size();
     const uint64_t populated = populated_end_.load(std::memory_order_relaxed);
-    if (populated - base < kSplitBytes) return Scan(base, end, vec_, sink, kTake);
+    if (populated - base < kSplitBytes || !helper_.joinable()) return Scan(base, end, vec_, sink, kTake);
     const uint64_t mid = base + ((populated - base) / 2 & ~(kHugeBytes - 1));
     upper_ = {mid, end};
     sink_ = sink;
@@ -148,7 +156,7 @@ class AsyncWpTracker final : public DirtyTracker {
   page_region vec_[kVecLen];
 
   // The upper half of the current walk, published by upper_claim_.
-  std::thread helper_;
+  std::thread helper_;  // started by BeforePause; read by TakeDirty after it
   std::atomic<uint32_t> job_{0};
   std::atomic<bool> stop_{false};
   std::atomic<int> upper_claim_{kByCaller};  // nothing to take before the first job

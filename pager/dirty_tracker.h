@@ -69,6 +69,12 @@ class DirtyTracker {
   // both, one after the other).
   virtual uint64_t CountWritten() { return 0; }
 
+  // Called by every cut before it pauses the writers: the place to start a
+  // thread the coming TakeDirty may want, since a thread cannot be created
+  // while the writers are paused (one may hold a lock thread creation takes).
+  // REQUIRES: writers not paused; not at the same time as TakeDirty.
+  virtual void BeforePause() {}
+
   // The UFFDIO_COPY mode for a page installed by a missing fault; a write
   // fault in the bitmap modes installs the page writable (and MarkWritten
   // records it) to save the write-protect fault that would follow.

@@ -142,6 +142,7 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   }
   const uint64_t precopied = buf->count();
   if (precopied == 0) PrefaultStaging(buf);
+  tracker_->BeforePause();
   Safepoint sp;
   const uint64_t t0 = NowNs();
   auto n = sp.Pause();
@@ -192,6 +193,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
     q_cv_.wait(lk, [&] { return staged_bytes_ <= options_.staging_max || queue_.empty() || stopping_; });
   }
   std::lock_guard cut_lk(cut_mu_);
+  StartCommitter();
   auto staging = staging_pool_->Get();
   if (!staging.ok()) {
     job->done.set_value(staging.status());
@@ -237,6 +239,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     }
   }
   const std::vector<Run> discards = TakeDiscards();
+  tracker_->BeforePause();
   Safepoint sp;
   const uint64_t t0 = NowNs();
   auto paused = sp.Pause();
@@ -269,7 +272,10 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   }
   sp.Resume();
   RecordCut(NowNs() - t0, *paused, dirty);
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    StartCommitter();  // it persists the queued epoch again
+    return st;
+  }
   return epoch;
 }
 

@@ -70,6 +70,10 @@ class Pager::Impl {
   // Puts the two ascending parts [0, split) and [split, count) in one order.
   Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
   void CommitterLoop();
+  // Starts the thread that persists queued cuts, on the first that needs
+  // it: an in-place commit to a local store never does. REQUIRES: cut_mu_;
+  // writers not paused.
+  void StartCommitter();
   // The runs discarded since the last cut, taken for this one; given back
   // (ahead of newer ones) when the cut fails.
   std::vector<Run> TakeDiscards();
@@ -105,7 +109,7 @@ class Pager::Impl {
   Epoch next_epoch_ = 1;
   uint64_t staged_bytes_ = 0;  // in cuts not yet durable
   bool stopping_ = false;
-  std::thread committer_;
+  std::thread committer_;   // started under cut_mu_; joined at close
 
   std::atomic<Epoch> durable_{0};
   std::atomic<uint64_t> commits_{0};

@@ -142,8 +142,18 @@ Status Pager::Impl::Start(TrackingMode mode) {
     fc.prefetch_max = options_.prefetch_max;
     fc.poison = CachedKernelFeatures().poison;
     faults_ = std::make_unique<FaultService>(fc);
-    PHEAP_RETURN_IF_ERROR(faults_->Start());
+    // A fresh heap under async write-protect registers no missing faults
+    // and asks for no events: its userfaultfd never has a message to read.
+    if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp) PHEAP_RETURN_IF_ERROR(faults_->Start());
   }
+  PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {}", region_.base(),
+                 region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
+                 uffd_ >= 0 ? "served lazily by userfaultfd" : "loaded eagerly");
+  return Status::Ok();
+}
+
+void Pager::Impl::StartCommitter() {
+  if (committer_.joinable()) return;
   std::latch exempt(1);  // the committer is never paused by a cut, even its first
   committer_ = std::thread([this, &exempt] {
     SafepointExempt();
@@ -152,10 +162,6 @@ Status Pager::Impl::Start(TrackingMode mode) {
     SafepointUnexempt();
   });
   exempt.wait();
-  PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {}", region_.base(),
-                 region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
-                 uffd_ >= 0 ? "served lazily by userfaultfd" : "loaded eagerly");
-  return Status::Ok();
 }
 
 Pager::Impl::~Impl() {
