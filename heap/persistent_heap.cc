@@ -76,7 +76,8 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
 
 Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
   sb_ = static_cast<Superblock*>(base());
-  if (sb_->h.magic == 0) {
+  const bool fresh = sb_->h.magic == 0;
+  if (fresh) {
     sb_->h.version = kSuperblockVersion;
     sb_->h.root_capacity = static_cast<uint32_t>(kRootCapacity);
     sb_->h.magic = kSuperblockMagic;
@@ -93,7 +94,7 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
   sb_->h.code = CurrentCodeIdentity();
   sb_->h.region_size = size();
   sb_->h.opens++;
-  roots_ = std::make_unique<Roots>(sb_);
+  roots_ = std::make_unique<Roots>(sb_, fresh);
   return Status::Ok();
 }
 

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace pheap {
@@ -9,7 +10,7 @@ namespace pheap {
 int Roots::Find(const std::string& name, uint64_t hash) const {
   int best = -1;
   uint64_t best_seq = 0;
-  for (size_t i = 0; i < kRootCapacity; ++i) {
+  for (size_t i = 0; i < used_; ++i) {
     const RootSlot& s = sb_->roots[i];
     uint64_t seq = s.seq.load(std::memory_order_acquire);
     if (seq > best_seq && s.name_hash == hash && name == s.name) {
@@ -53,6 +54,7 @@ Status Roots::Set(const std::string& name, void* p, const std::string& type) {
   for (size_t i = 0; i < kRootCapacity; ++i) {
     RootSlot& s = sb_->roots[i];
     if (s.seq.load(std::memory_order_acquire) != 0) continue;
+    used_ = std::max(used_, i + 1);
     s.ptr.store(reinterpret_cast<uint64_t>(p), std::memory_order_relaxed);
     s.name_hash = hash;
     std::memset(s.name, 0, sizeof(s.name));

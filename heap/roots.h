@@ -15,7 +15,9 @@ namespace pheap {
 class Roots {
  public:
   // REQUIRES: sb is a formatted superblock that outlives this object.
-  explicit Roots(Superblock* sb) : sb_(sb) {}
+  // `fresh`: this process formatted it just now, so every slot is free and
+  // lookups need not read the table's 256 KiB (each page a fault).
+  Roots(Superblock* sb, bool fresh) : sb_(sb), used_(fresh ? 0 : kRootCapacity) {}
 
   // The pointer under `name`, or NotFound. With a non-empty `type`, a root
   // stored with another non-empty type is an InvalidArgument naming both.
@@ -32,13 +34,14 @@ class Roots {
  private:
   int Find(const std::string& name, uint64_t hash) const;  // slot or -1
   Superblock* sb_;
+  size_t used_;  // slots at and past it are free; under mu_
   mutable std::mutex mu_;
 };
 
 template <typename F>
 void Roots::ForEach(F f) const {
   std::lock_guard<std::mutex> l(mu_);
-  for (size_t i = 0; i < kRootCapacity; ++i) {
+  for (size_t i = 0; i < used_; ++i) {
     const RootSlot& s = sb_->roots[i];
     if (s.seq.load(std::memory_order_acquire) == 0) continue;
     if (Find(s.name, s.name_hash) != static_cast<int>(i)) continue;  // superseded

@@ -100,6 +100,50 @@ TEST(CxxApi, RootTypesAreRecordedAndChecked) {
   heap.destroy(n);
 }
 
+// A fresh heap's lookups read only the slots it has used; they must still
+// find every root as the table fills, gets holes and retyped slots, and the
+// reopened heap (which reads them all) must agree.
+TEST(CxxApi, RootsWithHolesAndRetypesAgreeBeforeAndAfterReopen) {
+  TempDir dir;
+  std::map<std::string, uint64_t> want;  // name -> value; the type is uint64_t unless retyped
+  auto check = [&](pheap::Heap& heap) {
+    for (int i = 0; i < 60; ++i) {
+      const std::string name = "r" + std::to_string(i);
+      auto it = want.find(name);
+      if (name == "r1") {
+        ASSERT_NE(heap.root<double>(name), nullptr);
+        EXPECT_EQ(*heap.root<double>(name), 1.5);
+      } else if (it == want.end()) {
+        EXPECT_EQ(heap.root<uint64_t>(name), nullptr) << name;
+      } else {
+        ASSERT_NE(heap.root<uint64_t>(name), nullptr) << name;
+        EXPECT_EQ(*heap.root<uint64_t>(name), it->second) << name;
+      }
+    }
+  };
+  {
+    pheap::Heap heap("roots", dir.config());
+    for (uint64_t i = 0; i < 40; ++i) {
+      heap.set_root("r" + std::to_string(i), heap.make<uint64_t>(i));
+      want["r" + std::to_string(i)] = i;
+    }
+    for (int i = 0; i < 40; i += 3) {  // holes
+      heap.set_root<uint64_t>("r" + std::to_string(i), nullptr);
+      want.erase("r" + std::to_string(i));
+    }
+    heap.set_root("r1", heap.make<double>(1.5));  // a new slot, the old one retired
+    want.erase("r1");
+    for (uint64_t i = 40; i < 60; ++i) {  // fill the holes, then past them
+      heap.set_root("r" + std::to_string(i), heap.make<uint64_t>(i * 10));
+      want["r" + std::to_string(i)] = i * 10;
+    }
+    check(heap);
+    heap.commit();
+  }
+  pheap::Heap again("roots", dir.config());
+  check(again);
+}
+
 struct Counted {
   static inline int live = 0;
   explicit Counted(int v) : value(v) { ++live; }
