@@ -75,8 +75,10 @@ uint64_t g_commit_ms = 1000;
 bool g_child = false;             // this process is a fork child: never commit
 pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
 bool g_term_handler = false;      // ours is SIGTERM's handler
+constinit thread_local bool t_exiting __attribute__((tls_model("initial-exec"))) = false;  // in AtExit
 pthread_t g_committer;
-bool g_committer_started = false;
+bool g_committer_started = false;  // and not yet joined; under g_stop_mu after start
+std::mutex g_stop_mu;
 std::atomic<uint32_t> g_wake{kWakeNone};
 
 std::mutex g_commit_mu;           // one commit and stats update at a time
@@ -177,11 +179,19 @@ void OnSigterm(int) {
 
 void AtExit() {
   if (g_child || g_heap == nullptr || getpid() != g_owner) return;
+  // A signal handler that calls _exit while this thread is inside its own
+  // final commit must not wait for the lock it holds: the process then
+  // ends as after a crash, at the last durable epoch. Another thread's
+  // exit waits for the commit under way instead.
+  if (t_exiting) return;
+  t_exiting = true;
   Bypass b;
-  if (g_committer_started) {
-    if (g_wake.load() != kWakeTerm) {
+  {
+    std::lock_guard<std::mutex> l(g_stop_mu);  // joined once, whoever exits first
+    if (g_committer_started && g_wake.load() != kWakeTerm) {
       Wake(kWakeStop);
       pthread_join(g_committer, nullptr);
+      g_committer_started = false;
     }
   }
   CommitNow(true, "exit");

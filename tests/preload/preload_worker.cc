@@ -8,6 +8,9 @@
 //   preload_worker forkexec PROG    fork, exec PROG, wait
 //   preload_worker sleep            set a root, print "ready", sleep
 //   preload_worker underscore-exit  set a root, end with _exit(0)
+//   preload_worker exit-in-commit   set and commit a root, write 96 MiB, exit;
+//                                   SIGALRM's handler calls _exit(3) 2 ms later,
+//                                   inside the final commit
 //   preload_worker read NAME DIR    open heap NAME (not preloaded), print
 //                                   its "worker.data" root
 //   preload_worker api              the malloc family's edge cases
@@ -16,6 +19,8 @@
 //   preload_worker readfill NAME DIR  the same checksum, from heap NAME
 #include <malloc.h>
 #include <pheap/pheap.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -176,6 +181,30 @@ int UnderscoreExit() {
 constexpr char kFillRoot[] = "worker.fill";
 constexpr size_t kFillBlocks = 96, kFillBlockBytes = size_t{1} << 20;
 
+char** FillBlocks() {
+  auto** blocks = static_cast<char**>(std::malloc(kFillBlocks * sizeof(char*)));
+  for (size_t b = 0; b < kFillBlocks; ++b) {
+    blocks[b] = static_cast<char*>(std::malloc(kFillBlockBytes));
+    for (size_t i = 0; i < kFillBlockBytes; ++i) blocks[b][i] = static_cast<char>((i * 31 + b * 7) >> 3);
+  }
+  return blocks;
+}
+
+// A program whose signal handler ends it with _exit while exit() is still
+// writing the final commit (a long one: 96 MiB written since the last).
+int ExitInCommit() {
+  if (int r = SetRoot("set before exit"); r != 0) return r;
+  if (pheap_commit(pheap_default()) < 0) return 12;
+  FillBlocks();
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { _exit(3); };
+  sigaction(SIGALRM, &sa, nullptr);
+  itimerval t{};
+  t.it_value.tv_usec = 2000;
+  setitimer(ITIMER_REAL, &t, nullptr);
+  std::exit(0);
+}
+
 // FNV-1a over the blocks' bytes, in order.
 uint64_t FillSum(char* const* blocks) {
   uint64_t h = 1469598103934665603ull;
@@ -187,11 +216,7 @@ uint64_t FillSum(char* const* blocks) {
 // A program whose whole heap is written after its last periodic commit:
 // the final commit must not need a second copy of it in memory.
 int Fill() {
-  auto** blocks = static_cast<char**>(std::malloc(kFillBlocks * sizeof(char*)));
-  for (size_t b = 0; b < kFillBlocks; ++b) {
-    blocks[b] = static_cast<char*>(std::malloc(kFillBlockBytes));
-    for (size_t i = 0; i < kFillBlockBytes; ++i) blocks[b][i] = static_cast<char>((i * 31 + b * 7) >> 3);
-  }
+  char** blocks = FillBlocks();
   pheap* h = pheap_default();
   if (h != nullptr && pheap_set_root(h, kFillRoot, blocks) != 0) return 10;
   std::printf("fill %llx\n", static_cast<unsigned long long>(FillSum(blocks)));
@@ -295,10 +320,11 @@ int main(int argc, char** argv) {
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
+  if (mode == "exit-in-commit") return ExitInCommit();
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
   if (mode == "fill") return Fill();
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
   std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"
-                       "fill|readfill NAME DIR|underscore-exit\n");
+                       "fill|readfill NAME DIR|underscore-exit|exit-in-commit\n");
   return 2;
 }

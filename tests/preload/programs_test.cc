@@ -267,6 +267,17 @@ TEST(Worker, UnderscoreExitCommitsFirst) {
   EXPECT_EQ(read.out, "root: set before _exit\n") << read.err;
 }
 
+// _exit from a signal handler that interrupts the final commit ends the
+// process (it used to wait forever for the commit lock its own thread
+// held), and the heap opens at a durable epoch that has the root.
+TEST(Worker, UnderscoreExitInsideTheFinalCommitEndsTheProcess) {
+  Outcome pre = RunProgram({g_paths.worker, "exit-in-commit"}, PreloadEnv("exit-in-commit", "0"));
+  EXPECT_TRUE(WIFEXITED(pre.status)) << pre.err;
+  EXPECT_EQ(WEXITSTATUS(pre.status), 3) << "the alarm came after the final commit: " << pre.err;
+  Outcome read = RunProgram({g_paths.worker, "read", "exit-in-commit", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set before exit\n") << read.err;
+}
+
 TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   Outcome native = RunProgram({g_paths.worker, "sleep"}, {});
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
