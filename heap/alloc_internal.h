@@ -6,22 +6,7 @@
 
 #include "heap/alloc_types.h"
 
-#define PHEAP_LIKELY(x) __builtin_expect(!!(x), 1)
-#define PHEAP_UNLIKELY(x) __builtin_expect(!!(x), 0)
-
 namespace pheap::alloc {
-
-// The calling thread's heap for the attachment whose id is `owner`. One
-// binding per thread: a thread that alternates between two attachments
-// re-binds on the slow path (through the attachment's pthread key).
-struct TlsBinding {
-  uint64_t owner;
-  ThreadHeap* heap;
-};
-// initial-exec: one %fs-relative load instead of a __tls_get_addr call (the
-// library is linked into the program or preloaded, never dlopen'ed late).
-extern constinit thread_local TlsBinding tls_binding
-    __attribute__((tls_model("initial-exec")));
 
 inline size_t RoundUp(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
 inline uint64_t RunMask(unsigned first, unsigned count) {

@@ -107,6 +107,9 @@
 
 #include "base/types.h"
 
+#define PHEAP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PHEAP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
 namespace pheap::alloc {
 
 inline constexpr unsigned kSegmentShift = 22;
@@ -211,6 +214,18 @@ struct ThreadHeap {
   uint64_t incarnation;         // == header's while a thread holds it
   uint64_t pad_;
 };
+
+// The calling thread's heap for the attachment whose id is `owner`. One
+// binding per thread: a thread that alternates between two attachments
+// re-binds on the slow path (through the attachment's pthread key).
+struct TlsBinding {
+  uint64_t owner;
+  ThreadHeap* heap;
+};
+// initial-exec: one %fs-relative load instead of a __tls_get_addr call (the
+// library is linked into the program or preloaded, never dlopen'ed late).
+extern constinit thread_local TlsBinding tls_binding
+    __attribute__((tls_model("initial-exec")));
 
 struct ArenaHeader {
   uint64_t magic;

@@ -37,46 +37,11 @@ Allocator::Allocator() = default;
 
 Allocator::~Allocator() { Detach(); }
 
-// --- fast paths -----------------------------------------------------------
+// --- the paths behind the inline fast paths (allocator.h) ----------------
 
-void* Allocator::Malloc(size_t n) {
-  if (PHEAP_LIKELY(tls_binding.owner == fast_id_ && n <= kSmallMax)) {
-    PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
-    Block* b = pg->free;
-    if (PHEAP_LIKELY(b != nullptr)) {
-      pg->free = b->next;
-      pg->used.store(pg->used.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      return b;
-    }
-  }
-  return MallocSlow(n);
-}
-
-void Allocator::Free(void* p) {
-  if (p == nullptr) return;
-  if (PHEAP_UNLIKELY(checking_)) return FreeChecked(p);
-  FreeImpl(p, fast_id_);
-}
-
-void Allocator::FreeImpl(void* p, uint64_t token) {
-  uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  uint32_t info = seg_info_[SegIndex(a)].load(std::memory_order_relaxed);
-  if (PHEAP_UNLIKELY(info != kSegPages)) return FreeSpecial(p, info);
-  PageDesc* pg = PageOf(p);
-  if (PHEAP_UNLIKELY(pg->kind.load(std::memory_order_relaxed) != kPageSmall)) {
-    return FreeLarge(pg, p);
-  }
-  Block* b = static_cast<Block*>(p);
-  if (PHEAP_LIKELY(pg->heap.load(std::memory_order_relaxed) == tls_binding.heap && tls_binding.owner == token)) {
-    b->next = pg->free;
-    pg->free = b;
-    uint32_t used = pg->used.load(std::memory_order_relaxed) - 1;
-    pg->used.store(used, std::memory_order_relaxed);
-    if (PHEAP_UNLIKELY(used == 0)) PageEmptied(tls_binding.heap, pg);
-    return;
-  }
-  // Not the owner: one CAS onto the thread-free list; the owner (or whoever
-  // reclaims the page) collects it.
+// Not the owner: one CAS onto the thread-free list; the owner (or whoever
+// reclaims the page) collects it.
+void Allocator::FreeRemote(PageDesc* pg, Block* b) {
   Block* head = pg->xfree.load(std::memory_order_relaxed);
   do {
     b->next = head;

@@ -155,6 +155,7 @@ class Allocator {
   // allocator.cc: size-class paths.
   void* MallocSlow(size_t n);
   void FreeImpl(void* p, uint64_t token);
+  void FreeRemote(alloc::PageDesc* pg, alloc::Block* b);
   // The block holding p: [*begin, *begin + *size). False if p is in no live
   // heap page block area, large run or huge object.
   bool Extent(const void* p, uint8_t** begin, size_t* size) const;
@@ -245,5 +246,45 @@ class Allocator {
   alloc::ThreadHeap overflow_binding_heap_;  // process-local, always empty
   HeapBinding bindings_[alloc::kMaxThreadHeaps];
 };
+
+// --- fast paths -----------------------------------------------------------
+// Inline, so that the C interface and the preload library's malloc reach the
+// free list without a call; everything else is out of line.
+
+inline void* Allocator::Malloc(size_t n) {
+  using namespace alloc;
+  if (PHEAP_LIKELY(tls_binding.owner == fast_id_ && n <= kSmallMax)) {
+    PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
+    Block* b = pg->free;
+    if (PHEAP_LIKELY(b != nullptr)) {
+      pg->free = b->next;
+      pg->used.store(pg->used.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      return b;
+    }
+  }
+  return MallocSlow(n);
+}
+
+inline void Allocator::Free(void* p) {
+  if (p == nullptr) return;
+  if (PHEAP_UNLIKELY(checking_)) return FreeChecked(p);
+  FreeImpl(p, fast_id_);
+}
+
+inline void Allocator::FreeImpl(void* p, uint64_t token) {
+  using namespace alloc;
+  uint32_t info = seg_info_[SegIndex(reinterpret_cast<uintptr_t>(p))].load(std::memory_order_relaxed);
+  if (PHEAP_UNLIKELY(info != kSegPages)) return FreeSpecial(p, info);
+  PageDesc* pg = PageOf(p);
+  if (PHEAP_UNLIKELY(pg->kind.load(std::memory_order_relaxed) != kPageSmall)) return FreeLarge(pg, p);
+  Block* b = static_cast<Block*>(p);
+  if (PHEAP_UNLIKELY(pg->heap.load(std::memory_order_relaxed) != tls_binding.heap || tls_binding.owner != token))
+    return FreeRemote(pg, b);
+  b->next = pg->free;
+  pg->free = b;
+  uint32_t used = pg->used.load(std::memory_order_relaxed) - 1;
+  pg->used.store(used, std::memory_order_relaxed);
+  if (PHEAP_UNLIKELY(used == 0)) PageEmptied(tls_binding.heap, pg);
+}
 
 }  // namespace pheap
