@@ -99,6 +99,10 @@ class Allocator {
   // Aligned to 8, and to 16 when n is a multiple of 16 (enough for any type
   // of that size). Malloc(0) returns a unique minimal block.
   void* Malloc(size_t n);
+  // Malloc's fast path alone: a block from the calling thread's free list,
+  // or nullptr when Malloc would take its slow path (so a caller can keep
+  // its own slow path out of line and the fast one free of a stack frame).
+  void* MallocFast(size_t n);
   // Zeroed count * n bytes; nullptr on overflow or a full arena.
   void* Calloc(size_t count, size_t n);
   // Resizes in place when the block's size class already fits n or a large
@@ -251,17 +255,19 @@ class Allocator {
 // Inline, so that the C interface and the preload library's malloc reach the
 // free list without a call; everything else is out of line.
 
-inline void* Allocator::Malloc(size_t n) {
+inline void* Allocator::MallocFast(size_t n) {
   using namespace alloc;
-  if (PHEAP_LIKELY(tls_binding.owner == fast_id_ && n <= kSmallMax)) {
-    PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
-    Block* b = pg->free;
-    if (PHEAP_LIKELY(b != nullptr)) {
-      pg->free = b->next;
-      pg->used.store(pg->used.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      return b;
-    }
-  }
+  if (PHEAP_UNLIKELY(tls_binding.owner != fast_id_ || n > kSmallMax)) return nullptr;
+  PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
+  Block* b = pg->free;
+  if (PHEAP_UNLIKELY(b == nullptr)) return nullptr;
+  pg->free = b->next;
+  pg->used.store(pg->used.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  return b;
+}
+
+inline void* Allocator::Malloc(size_t n) {
+  if (void* b = MallocFast(n); PHEAP_LIKELY(b != nullptr)) return b;
   return MallocSlow(n);
 }
 

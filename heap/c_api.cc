@@ -109,9 +109,19 @@ int pheap_close(pheap::handle* h) {
   return 0;
 }
 
+namespace pheap {
+namespace {
+// pheap_malloc's slow path, out of line so that its fast path is a tail.
+[[gnu::noinline]] void* MallocSlowPath(handle* h, size_t n) {
+  if (!CheckHandle(h)) return nullptr;
+  return Allocated(Impl(h), Impl(h)->allocator().Malloc(n), n);
+}
+}  // namespace
+}  // namespace pheap
+
 void* pheap_malloc(pheap::handle* h, size_t n) {
-  if (!pheap::CheckHandle(h)) return nullptr;
-  return pheap::Allocated(Impl(h), Impl(h)->allocator().Malloc(n), n);
+  if (void* p; h != nullptr && (p = Impl(h)->allocator().MallocFast(n)) != nullptr) return p;
+  return pheap::MallocSlowPath(h, n);
 }
 
 void* pheap_calloc(pheap::handle* h, size_t count, size_t n) {
