@@ -422,4 +422,6 @@ std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsy
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
 void Pager::ExemptCurrentThread() { SafepointExempt(); }
 
+void Pager::OnExempt(void (*hook)()) { SetSafepointExemptHook(hook); }
+
 }  // namespace pheap

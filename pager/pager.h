@@ -122,6 +122,10 @@ class Pager {
   // Registers the calling thread as one that never writes the region and
   // must not be paused by commits (a pheap-internal thread).
   static void ExemptCurrentThread();
+  // `hook` runs first in every thread exempted from now on, whether by
+  // ExemptCurrentThread or by the pager for its own threads (which it may
+  // start inside a commit called from any thread).
+  static void OnExempt(void (*hook)());
 
   // Makes every stored page resident (pager/pager_fork.cc). Called before
   // fork(): a child does not inherit the userfaultfd registration, so a

@@ -27,6 +27,7 @@ constexpr int kMaxExempt = 256;
 constexpr int kMaxThreads = 16384;
 
 std::atomic<pid_t> g_exempt[kMaxExempt];
+std::atomic<SafepointExemptHook> g_exempt_hook{nullptr};
 std::atomic<uint32_t> g_generation{0};  // bumped by Resume; handlers wait on it
 std::atomic<uint32_t> g_arrived{0};
 std::mutex g_pause_mu;                  // one safepoint at a time
@@ -250,7 +251,10 @@ void WaitArrivals() {
 
 int SafepointSignal() { return SIGRTMIN + 5; }
 
+void SetSafepointExemptHook(SafepointExemptHook hook) { g_exempt_hook.store(hook, std::memory_order_release); }
+
 void SafepointExempt() {
+  if (SafepointExemptHook hook = g_exempt_hook.load(std::memory_order_acquire)) hook();
   pid_t tid = Gettid();
   for (auto& e : g_exempt) {
     pid_t expected = 0;

@@ -31,6 +31,12 @@ int SafepointSignal();
 void SafepointExempt();
 void SafepointUnexempt();
 
+// Runs first in every thread SafepointExempt registers. A thread no cut
+// pauses must not write the heap, and the preload library uses this to send
+// such a thread's allocations to glibc, whichever thread started it.
+using SafepointExemptHook = void (*)();
+void SetSafepointExemptHook(SafepointExemptHook hook);
+
 class Safepoint {
  public:
   Safepoint() = default;

@@ -304,6 +304,10 @@ void InstallSigterm() {
 __attribute__((constructor)) void PreloadInit() {
   Bypass b;
   (void)Libc();
+  // pheap's threads start where they are needed, also inside a commit the
+  // program calls (pheap_commit): each is exempt from the cut, so none may
+  // allocate from the heap, whatever thread created it.
+  Pager::OnExempt([] { t_bypass = 1; });
   auto h = OpenHeap();
   if (!h.ok()) {
     const char* require = getenv("PHEAP_REQUIRE");

@@ -5,6 +5,7 @@
 // prefetch window grows, a corrupt page is never served.
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -54,6 +55,22 @@ TEST_P(PagerTest, FaultsServeStoredContent) {
   EXPECT_TRUE(AllBytes(Page(*pager, 150), 0));    // below hwm, never stored
   EXPECT_TRUE(AllBytes(Page(*pager, 9000), 0));   // above hwm
   EXPECT_EQ(store_.contract_error(), "");
+}
+
+// The pager starts its committer inside the first commit, on the caller's
+// thread; the exempt hook must still run in the committer itself.
+std::atomic<pid_t> g_hooked_tid{0};
+TEST_P(PagerTest, ThreadsStartedInsideACommitRunTheExemptHook) {
+  Pager::OnExempt([] { g_hooked_tid.store(static_cast<pid_t>(syscall(SYS_gettid))); });
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  g_hooked_tid.store(0);
+  Page(*pager, 3)[0] = 1;
+  auto e = pager->Commit();
+  Pager::OnExempt(nullptr);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_NE(g_hooked_tid.load(), 0) << "no thread was exempted by the first commit";
+  EXPECT_NE(g_hooked_tid.load(), static_cast<pid_t>(syscall(SYS_gettid)));
 }
 
 TEST_P(PagerTest, CommitCapturesExactlyTheWrittenPages) {
