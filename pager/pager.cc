@@ -4,8 +4,9 @@
 // tracker into `carry_` (which also holds pages of a failed earlier Persist),
 // copy those pages into a staging buffer, resume. The pause is the tracker's
 // walk plus one memcpy per dirty run, so it grows with the dirty set; the
-// carry bitmap adds a scan of one bit per region page (64 KiB per 2 GiB).
-// Persist runs on the committer thread, in epoch order.
+// carry bitmap adds a scan of its summary (one bit per 4096 pages) and of
+// the groups that hold taken pages. Persist runs on the committer thread
+// (started by the first commit that queues), in epoch order.
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
