@@ -124,7 +124,11 @@ class AsyncWpTracker final : public DirtyTracker {
   // runs, a walk per span would cost more than one exact walk of the
   // range; the hint changed nothing, so the exact walk simply starts over.
   Status Take(uint64_t start, uint64_t end, ScanBuffers* b, RunSink* sink) {
-    if (end - start < kHintMinBytes) return Scan(start, end, b->exact, sink, kTake);
+    // A small populated part is walked exactly at once: a few dozen spans
+    // would cost more than the walk. (Pages past populated_end_ count only
+    // as written once reported; either walk covers the whole range.)
+    if (std::min(end, populated_end_.load(std::memory_order_relaxed)) < start + kHintMinBytes)
+      return Scan(start, end, b->exact, sink, kTake);
     pm_scan_arg arg{};
     arg.flags = PM_SCAN_CHECK_WPASYNC;
     arg.start = start;
