@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/thread.h"
 
 namespace pheap {
 namespace {
@@ -70,7 +71,7 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
   if (!s.ok()) return s.Annotate(fmt::format("heap '{}'", name));
   h->Register();
-  if (options.commit_ms > 0) h->committer_ = std::thread([p = h.get(), ms = options.commit_ms] { p->BackgroundCommits(ms); });
+  if (options.commit_ms > 0) h->committer_ = StartThread([p = h.get(), ms = options.commit_ms] { p->BackgroundCommits(ms); });
   return h;
 }
 

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "base/os.h"
+#include "base/thread.h"
 #include "pager/dirty_tracker.h"
 #include "pager/safepoint.h"
 #include "pager/uffd.h"
@@ -40,7 +41,7 @@ class AsyncWpTracker final : public DirtyTracker {
   void BeforePause() override {
     if (helper_.joinable() || populated_end_.load(std::memory_order_relaxed) - region_.base() < kSplitBytes) return;
     std::latch exempt(1);  // exempt before any cut can signal it
-    helper_ = std::thread([this, &exempt] {
+    helper_ = StartThread([this, &exempt] {
       SafepointExempt();
       exempt.count_down();
       HelperLoop();

@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
+#include "base/thread.h"
 #include "pager/safepoint.h"
 #include "pager/uffd.h"
 
@@ -37,11 +38,11 @@ Status FaultService::Start() {
   const int n = std::max(1, c_.threads);
   std::latch exempt(n);
   for (int i = 0; i < n; ++i)
-    threads_.emplace_back([this, &exempt] {
+    threads_.push_back(StartThread([this, &exempt] {
       SafepointExempt();
       exempt.count_down();
       Loop();
-    });
+    }));
   exempt.wait();
   return Status::Ok();
 }

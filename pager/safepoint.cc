@@ -249,8 +249,6 @@ void WaitArrivals() {
 
 }  // namespace
 
-int SafepointSignal() { return SIGRTMIN + 5; }
-
 void SetSafepointExemptHook(SafepointExemptHook hook) { g_exempt_hook.store(hook, std::memory_order_release); }
 
 void SafepointExempt() {

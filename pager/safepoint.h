@@ -20,11 +20,9 @@
 #include <cstdint>
 
 #include "base/status.h"
+#include "base/thread.h"  // SafepointSignal
 
 namespace pheap {
-
-// The signal the safepoint uses (SIGRTMIN + 5).
-int SafepointSignal();
 
 // Registers / removes the calling thread as one the safepoint never pauses.
 // At most 256 exempt threads at once.

@@ -38,6 +38,7 @@
 #include <string>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "heap/persistent_heap.h"
 #include "preload/libc_syms.h"
 #include "preload/preload.h"
@@ -332,7 +333,10 @@ __attribute__((constructor)) void PreloadInit() {
   SetDefaultHeap(g_heap);
   pthread_atfork(ForkPrepare, ForkParent, ForkChild);
   atexit(AtExit);
-  g_committer_started = Libc().pthread_create(&g_committer, nullptr, CommitterMain, nullptr) == 0;
+  {
+    AsyncSignalsBlocked blocked;  // for the committer (base/thread.h)
+    g_committer_started = Libc().pthread_create(&g_committer, nullptr, CommitterMain, nullptr) == 0;
+  }
   if (g_committer_started) InstallSigterm();
   PHEAP_LOG_INFO("preload: {} runs on heap '{}' at {}, committing every {} ms", program_invocation_short_name,
                  g_heap->name(), g_heap->base(), g_commit_ms);

@@ -12,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
+#include "base/thread.h"
 
 namespace pheap {
 namespace {
@@ -157,7 +158,7 @@ Result<std::unique_ptr<ZapHandler>> ZapHandler::Start(zmq::context_t& ctx, std::
     return Status::Busy(fmt::format("cannot start the ZAP handler (inproc://zeromq.zap.01): {}", e.what()));
   }
   std::unique_ptr<ZapHandler> h(new ZapHandler(std::move(sock), std::move(allowed)));
-  h->thread_ = std::thread([p = h.get()] { p->Loop(); });
+  h->thread_ = StartThread([p = h.get()] { p->Loop(); });
   return h;
 }
 

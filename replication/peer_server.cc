@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "replication/peer_channel.h"
 #include "replication/peer_heaps.h"
 #include "replication/wire.h"
@@ -169,9 +170,9 @@ Status PeerServer::Impl::Start() {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) return Status::FromErrno("eventfd", errno);
 
-  io_ = std::thread([this] { IoLoop(); });
-  workers_.emplace_back([this] { Worker(&writes_); });
-  for (int i = 0; i < std::max(1, opt_.read_threads); ++i) workers_.emplace_back([this] { Worker(&reads_); });
+  io_ = StartThread([this] { IoLoop(); });
+  workers_.push_back(StartThread([this] { Worker(&writes_); }));
+  for (int i = 0; i < std::max(1, opt_.read_threads); ++i) workers_.push_back(StartThread([this] { Worker(&reads_); }));
   PHEAP_LOG_INFO("peer listening on {} (dir {})", bound_, opt_.dir);
   return Status::Ok();
 }

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread.h"
 
 namespace pheap {
 
@@ -114,7 +115,7 @@ Status ReplicatedPages::Persist(const SealedEpoch& e) {
 
 void ReplicatedPages::StartLocal(const SealedEpoch& e) {
   std::lock_guard lock(local_mu_);
-  if (!local_writer_.joinable()) local_writer_ = std::thread([this] { LocalWriterLoop(); });
+  if (!local_writer_.joinable()) local_writer_ = StartThread([this] { LocalWriterLoop(); });
   local_job_ = &e;
   local_done_ = false;
   local_cv_.notify_all();
@@ -144,7 +145,7 @@ void ReplicatedPages::LocalWriterLoop() {
 void ReplicatedPages::StartRestore(Progress progress) {
   if (local_ == nullptr || local_in_use() || local_->image().epoch != 0) return;
   restoring_.store(true, std::memory_order_release);
-  restorer_ = std::thread([this, p = std::move(progress)]() mutable { RestoreLoop(std::move(p)); });
+  restorer_ = StartThread([this, p = std::move(progress)]() mutable { RestoreLoop(std::move(p)); });
 }
 
 void ReplicatedPages::RestoreLoop(Progress progress) {

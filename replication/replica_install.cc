@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "replication/replica_client.h"
 #include "replication/replica_internal.h"
 #include "replication/wire.h"
@@ -61,7 +62,7 @@ void ReplicaClient::StartInstall(size_t i) {
   r.install_floor.store(durable_.load());
   r.installing.store(true, std::memory_order_release);
   PHEAP_LOG_INFO("heap '{}': installing the durable image on replica {}", name_, r.endpoint);
-  r.install_thread = std::thread([this, i] { InstallLoop(i); });
+  r.install_thread = StartThread([this, i] { InstallLoop(i); });
 }
 
 void ReplicaClient::InstallLoop(size_t i) {

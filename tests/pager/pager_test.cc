@@ -3,6 +3,7 @@
 // below and above hwm included), read(2) into a non-resident page, discard,
 // a failed epoch is persisted again unchanged, async commits complete in order, the
 // prefetch window grows, a corrupt page is never served.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -71,6 +72,40 @@ TEST_P(PagerTest, ThreadsStartedInsideACommitRunTheExemptHook) {
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   EXPECT_NE(g_hooked_tid.load(), 0) << "no thread was exempted by the first commit";
   EXPECT_NE(g_hooked_tid.load(), static_cast<pid_t>(syscall(SYS_gettid)));
+}
+
+// A signal sent to the process while the program's one thread blocks it
+// must wait for that thread: none of the pager's threads (fault threads,
+// committer) may take it and run the program's handler.
+std::atomic<int> g_usr1_count{0};
+std::atomic<pid_t> g_usr1_tid{0};
+void OnUsr1(int) {
+  g_usr1_count.fetch_add(1);
+  g_usr1_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+}
+
+TEST_P(PagerTest, SignalsToTheProcessNeverRunOnThePagersThreads) {
+  store_.PutPage(0, 1);  // pages stored: the fault threads start
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  Page(*pager, 1)[0] = 1;
+  ASSERT_TRUE(pager->Commit().ok());  // and the committer
+  struct sigaction sa {}, old {};
+  sa.sa_handler = OnUsr1;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  sigset_t usr1, prev;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr1, &prev), 0);
+  g_usr1_count.store(0);
+  kill(getpid(), SIGUSR1);
+  for (int i = 0; i < 50 && g_usr1_count.load() == 0; ++i) usleep(2000);
+  EXPECT_EQ(g_usr1_count.load(), 0) << "the handler ran on thread " << g_usr1_tid.load();
+  pthread_sigmask(SIG_SETMASK, &prev, nullptr);  // delivered here, now
+  EXPECT_EQ(g_usr1_count.load(), 1);
+  EXPECT_EQ(g_usr1_tid.load(), static_cast<pid_t>(syscall(SYS_gettid)));
+  sigaction(SIGUSR1, &old, nullptr);
 }
 
 TEST_P(PagerTest, CommitCapturesExactlyTheWrittenPages) {

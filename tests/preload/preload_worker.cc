@@ -19,6 +19,7 @@
 //   preload_worker readfill NAME DIR  the same checksum, from heap NAME
 #include <malloc.h>
 #include <pheap/pheap.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -178,6 +179,35 @@ int UnderscoreExit() {
   _exit(0);
 }
 
+// A signal sent to the process while the program's one thread blocks it
+// must wait for that thread: pheap's threads (the periodic committer, the
+// pager's) block it too, so the program's handler never runs on them.
+std::atomic<int> g_usr1_count{0};
+std::atomic<pid_t> g_usr1_tid{0};
+
+int SignalWhileBlocked() {
+  if (int r = SetRoot("set before the signal"); r != 0) return r;
+  if (pheap_commit(pheap_default()) < 0) return 12;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    g_usr1_count.fetch_add(1);
+    g_usr1_tid.store(gettid());
+  };
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  kill(getpid(), SIGUSR1);
+  for (int i = 0; i < 100 && g_usr1_count.load() == 0; ++i) usleep(2000);  // across periodic commits
+  if (g_usr1_count.load() != 0) {
+    std::fprintf(stderr, "SIGUSR1 ran on thread %d, not the program's %d\n", g_usr1_tid.load(), gettid());
+    return 13;
+  }
+  pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
+  return g_usr1_count.load() == 1 && g_usr1_tid.load() == gettid() ? 0 : 14;
+}
+
 constexpr char kFillRoot[] = "worker.fill";
 constexpr size_t kFillBlocks = 96, kFillBlockBytes = size_t{1} << 20;
 
@@ -321,10 +351,11 @@ int main(int argc, char** argv) {
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
   if (mode == "exit-in-commit") return ExitInCommit();
+  if (mode == "signal-while-blocked") return SignalWhileBlocked();
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
   if (mode == "fill") return Fill();
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
   std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"
-                       "fill|readfill NAME DIR|underscore-exit|exit-in-commit\n");
+                       "fill|readfill NAME DIR|underscore-exit|exit-in-commit|signal-while-blocked\n");
   return 2;
 }

@@ -278,6 +278,13 @@ TEST(Worker, UnderscoreExitInsideTheFinalCommitEndsTheProcess) {
   EXPECT_EQ(read.out, "root: set before exit\n") << read.err;
 }
 
+// A signal the program blocks is not taken by one of pheap's threads
+// (where a handler calling _exit would commit from inside a commit).
+TEST(Worker, SignalsToTheProcessWaitForTheProgramsThread) {
+  Outcome pre = RunProgram({g_paths.worker, "signal-while-blocked"}, PreloadEnv("signal-while-blocked", "20"));
+  EXPECT_EQ(pre.status, 0) << pre.err;
+}
+
 TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   Outcome native = RunProgram({g_paths.worker, "sleep"}, {});
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
