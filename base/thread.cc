@@ -4,7 +4,16 @@
 
 namespace pheap {
 
+namespace {
+// No constructor, so reading it from a signal handler runs no TLS init.
+constinit thread_local int t_commit_locks = 0;
+}  // namespace
+
 int SafepointSignal() { return SIGRTMIN + 5; }
+
+HoldingCommitLocks::HoldingCommitLocks() { ++t_commit_locks; }
+HoldingCommitLocks::~HoldingCommitLocks() { --t_commit_locks; }
+bool ThisThreadHoldsCommitLocks() { return t_commit_locks > 0; }
 
 AsyncSignalsBlocked::AsyncSignalsBlocked() {
   sigset_t async;

@@ -36,6 +36,22 @@ class AsyncSignalsBlocked {
   sigset_t old_;
 };
 
+// Marks the calling thread, while it lives, as inside pheap code that holds
+// (or is about to take) locks a commit takes: the commit and root locks,
+// the pager's cut lock. A signal handler that interrupts such a thread and
+// ends the process must not commit from there, since it would wait for
+// its own thread's lock forever; the preload library's exit and _exit
+// check ThisThreadHoldsCommitLocks and leave the heap at its last durable
+// epoch instead, as a crash would. Scopes nest.
+class HoldingCommitLocks {
+ public:
+  HoldingCommitLocks();
+  ~HoldingCommitLocks();
+  HoldingCommitLocks(const HoldingCommitLocks&) = delete;
+  HoldingCommitLocks& operator=(const HoldingCommitLocks&) = delete;
+};
+bool ThisThreadHoldsCommitLocks();
+
 // std::thread(fn), for every thread pheap starts: its signal mask blocks
 // the asynchronous signals from its first instruction.
 template <class F>

@@ -99,10 +99,16 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
   return Status::Ok();
 }
 
+Result<void*> PersistentHeap::Root(const std::string& root, const std::string& type) const {
+  HoldingCommitLocks held;  // the roots' lock
+  return roots_->Get(root, type);
+}
+
 Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
   if (p != nullptr && !Contains(p))
     return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x})",
                                                root, p, name(), reinterpret_cast<uintptr_t>(base()), size()));
+  HoldingCommitLocks held;  // the roots' lock
   return roots_->Set(root, p, type);
 }
 
@@ -113,6 +119,7 @@ Result<Epoch> PersistentHeap::Commit() {
 }
 
 Result<Epoch> PersistentHeap::CommitAsync() {
+  HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
   // Forget commits that became durable; keep failed ones for their waiter.
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -141,6 +148,7 @@ Result<Epoch> PersistentHeap::CommitAsync() {
 }
 
 Result<Epoch> PersistentHeap::CommitInPlace() {
+  HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
   std::lock_guard<std::mutex> roots(roots_->mutex());  // as in CommitAsync
   return engine_->CommitInPlace();
@@ -149,6 +157,7 @@ Result<Epoch> PersistentHeap::CommitInPlace() {
 Result<Epoch> PersistentHeap::Wait(Epoch e) {
   std::shared_future<Result<Epoch>> f;
   {
+    HoldingCommitLocks held;
     std::lock_guard<std::mutex> l(commit_mu_);
     auto it = pending_.find(e);
     if (it == pending_.end()) {

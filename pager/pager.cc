@@ -18,6 +18,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
+#include "base/thread.h"
 #include "pager/pager_impl.h"
 #include "pager/safepoint.h"
 
@@ -205,6 +206,7 @@ void Pager::Impl::RecordCut(uint64_t pause_ns, int paused, uint64_t dirty) {
 }
 
 std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
+  HoldingCommitLocks held;
   auto job = std::make_unique<Job>();
   std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
   {  // bound the staging memory: wait for older cuts to become durable
@@ -247,6 +249,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
 
 Result<Epoch> Pager::Impl::CommitInPlace() {
   if (!sink_->PersistsFromRegion()) return CommitAsync().get();
+  HoldingCommitLocks held;
   std::unique_lock cut_lk(cut_mu_);
   {  // the epoch goes to the sink from here, so nothing older may be queued
     std::unique_lock lk(q_mu_);
@@ -380,6 +383,7 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
     return Status::InvalidArgument(fmt::format("discard of [{:#x}, {:#x}) is not page aligned inside the heap region", a, a + len));
   if (len == 0) return Status::Ok();
   const Run r{(a - region_.base()) >> kPageShift, len >> kPageShift};
+  HoldingCommitLocks held;
   std::lock_guard cut_lk(cut_mu_);  // a cut never sees a half-discarded run
   {
     std::unique_lock lk(install_mu_);

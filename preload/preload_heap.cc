@@ -185,6 +185,12 @@ void AtExit() {
   // ends as after a crash, at the last durable epoch. Another thread's
   // exit waits for the commit under way instead.
   if (t_exiting) return;
+  if (ThisThreadHoldsCommitLocks()) {  // e.g. _exit from a handler that interrupted pheap_commit or a free
+    PHEAP_LOG_WARN("preload: heap '{}': the process ends from inside a commit or heap call on this thread; "
+                   "the heap stays at its last durable epoch {}",
+                   g_heap->name(), g_heap->durable_epoch());
+    return;
+  }
   t_exiting = true;
   Bypass b;
   {

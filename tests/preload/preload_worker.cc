@@ -235,6 +235,22 @@ int ExitInCommit() {
   std::exit(0);
 }
 
+// The same with the program's own pheap_commit: the handler's _exit may
+// land inside the cut, where this thread holds the commit's locks.
+int ExitInApiCommit(const char* delay_us) {
+  if (int r = SetRoot("set before pheap_commit"); r != 0) return r;
+  if (pheap_commit(pheap_default()) < 0) return 12;
+  FillBlocks();
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { _exit(3); };
+  sigaction(SIGALRM, &sa, nullptr);
+  itimerval t{};
+  t.it_value.tv_usec = std::atol(delay_us);
+  setitimer(ITIMER_REAL, &t, nullptr);
+  if (pheap_commit(pheap_default()) < 0) return 13;
+  for (;;) pause();
+}
+
 // FNV-1a over the blocks' bytes, in order.
 uint64_t FillSum(char* const* blocks) {
   uint64_t h = 1469598103934665603ull;
@@ -352,6 +368,7 @@ int main(int argc, char** argv) {
   if (mode == "underscore-exit") return UnderscoreExit();
   if (mode == "exit-in-commit") return ExitInCommit();
   if (mode == "signal-while-blocked") return SignalWhileBlocked();
+  if (mode == "exit-in-api-commit" && argc == 3) return ExitInApiCommit(argv[2]);
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
   if (mode == "fill") return Fill();
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);

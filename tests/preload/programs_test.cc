@@ -285,6 +285,22 @@ TEST(Worker, SignalsToTheProcessWaitForTheProgramsThread) {
   EXPECT_EQ(pre.status, 0) << pre.err;
 }
 
+// _exit from a handler that interrupts the program's own pheap_commit, at
+// several points of it (inside the cut, its locks held, or waiting for the
+// epoch), ends the process; the heap opens with the root committed before.
+TEST(Worker, UnderscoreExitInsideAnApiCommitEndsTheProcess) {
+  for (const char* delay_us : {"100", "400", "1500", "6000"}) {
+    SCOPED_TRACE(std::string("alarm after ") + delay_us + " us");
+    std::filesystem::remove_all(g_tmp / "store");
+    Outcome pre = RunProgram({g_paths.worker, "exit-in-api-commit", delay_us}, PreloadEnv("exit-in-api-commit", "0"));
+    EXPECT_TRUE(WIFEXITED(pre.status)) << pre.err;
+    EXPECT_EQ(WEXITSTATUS(pre.status), 3) << pre.err;
+    Outcome read =
+        RunProgram({g_paths.worker, "read", "exit-in-api-commit", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+    EXPECT_EQ(read.out, "root: set before pheap_commit\n") << read.err;
+  }
+}
+
 TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   Outcome native = RunProgram({g_paths.worker, "sleep"}, {});
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
