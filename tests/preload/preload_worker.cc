@@ -220,33 +220,32 @@ char** FillBlocks() {
   return blocks;
 }
 
-// A program whose signal handler ends it with _exit while exit() is still
-// writing the final commit (a long one: 96 MiB written since the last).
-int ExitInCommit() {
-  if (int r = SetRoot("set before exit"); r != 0) return r;
+// Sets the root to `text`, commits, writes 96 MiB more and arms an alarm
+// whose handler ends the process with _exit(3) after `delay_us`.
+int FillAndArmExitAlarm(const char* text, long delay_us) {
+  if (int r = SetRoot(text); r != 0) return r;
   if (pheap_commit(pheap_default()) < 0) return 12;
   FillBlocks();
   struct sigaction sa {};
   sa.sa_handler = [](int) { _exit(3); };
   sigaction(SIGALRM, &sa, nullptr);
   itimerval t{};
-  t.it_value.tv_usec = 2000;
+  t.it_value.tv_usec = delay_us;
   setitimer(ITIMER_REAL, &t, nullptr);
+  return 0;
+}
+
+// A program whose signal handler ends it with _exit while exit() is still
+// writing the final commit (a long one: 96 MiB written since the last).
+int ExitInCommit() {
+  if (int r = FillAndArmExitAlarm("set before exit", 2000); r != 0) return r;
   std::exit(0);
 }
 
 // The same with the program's own pheap_commit: the handler's _exit may
 // land inside the cut, where this thread holds the commit's locks.
 int ExitInApiCommit(const char* delay_us) {
-  if (int r = SetRoot("set before pheap_commit"); r != 0) return r;
-  if (pheap_commit(pheap_default()) < 0) return 12;
-  FillBlocks();
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { _exit(3); };
-  sigaction(SIGALRM, &sa, nullptr);
-  itimerval t{};
-  t.it_value.tv_usec = std::atol(delay_us);
-  setitimer(ITIMER_REAL, &t, nullptr);
+  if (int r = FillAndArmExitAlarm("set before pheap_commit", std::atol(delay_us)); r != 0) return r;
   if (pheap_commit(pheap_default()) < 0) return 13;
   for (;;) pause();
 }
