@@ -29,6 +29,7 @@ struct LogFile {
   Epoch last_epoch = 0;                        // writer files: last committed
   std::vector<logfmt::SourceEntry> sources;    // compaction files: what they replaced
   uint64_t end = 0;                            // bytes of intact log
+  uint64_t padded_to = 0;                      // writer files: zeros durable up to here (see Persist)
   uint64_t live_pages = 0;                     // index slots holding a page here
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
 };

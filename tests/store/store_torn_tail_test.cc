@@ -1,5 +1,6 @@
 // Only an intact commit record makes an epoch visible: torn tails at every
-// 512-byte point, damaged or missing commit records, damaged pages.
+// 512-byte point (the file cut there, or zeros from there on), damaged or
+// missing commit records, damaged pages.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -25,16 +26,24 @@ EpochData LastEpoch() {
   return MakeEpoch(kEpochs, pages, 220, {{201, 3}});
 }
 
+// Where the intact log of the store's one file ends: the file itself may go
+// on, with the zeros a writer appends ahead of later epochs.
+uint64_t LogEnd(PageStore& store) {
+  EXPECT_EQ(LogFiles(store.path()).size(), 1u);
+  return store.stats().bytes_on_disk;
+}
+
 Written WriteStore(const std::string& dir, const std::string& name) {
   Written w;
   auto store = OpenOrDie(dir, name);
   if (!store) return w;
   for (Epoch e = 1; e < kEpochs; ++e) EXPECT_TRUE(store->Persist(GenerateEpoch(kSeed, e).sealed).ok());
   w.file = LogFiles(store->path()).back();
-  w.last_start = std::filesystem::file_size(w.file);
+  w.last_start = LogEnd(*store);
   auto last = LastEpoch();
   EXPECT_TRUE(store->Persist(last.sealed).ok());
-  w.last_end = std::filesystem::file_size(w.file);
+  w.last_end = LogEnd(*store);
+  EXPECT_GT(std::filesystem::file_size(w.file), w.last_end) << "zeros follow the log once a file holds an epoch";
   return w;
 }
 
@@ -57,12 +66,23 @@ TEST(StoreTornTail, EveryTruncationPointOfTheLastEpoch) {
   ASSERT_EQ((w.last_end - w.last_start) % 4096, 0u);
   const Model before = ModelBefore();
   int points = 0;
-  for (uint64_t cut = w.last_start; cut < w.last_end; cut += 512, ++points) {
-    SCOPED_TRACE("truncated at " + std::to_string(cut));
+  // The write of the last epoch stopped at `cut`: past it the file ends,
+  // or (overwriting zeros written ahead) still holds zeros.
+  for (uint64_t cut = w.last_start; cut < w.last_end; cut += 512, ++points)
+  for (bool zeros : {false, true}) {
+    SCOPED_TRACE((zeros ? "zeros from " : "truncated at ") + std::to_string(cut));
     TempDir copy;
     std::filesystem::copy(src.path(), copy.path(), std::filesystem::copy_options::recursive);
     std::string file = copy.path() + "/torn/" + std::filesystem::path(w.file).filename().string();
-    std::filesystem::resize_file(file, cut);
+    if (zeros) {
+      int fd = ::open(file.c_str(), O_WRONLY);
+      ASSERT_GE(fd, 0);
+      std::vector<uint8_t> z(w.last_end - cut, 0);
+      ASSERT_EQ(::pwrite(fd, z.data(), z.size(), static_cast<off_t>(cut)), static_cast<ssize_t>(z.size()));
+      ::close(fd);
+    } else {
+      std::filesystem::resize_file(file, cut);
+    }
     Model m = before;
     {
       auto store = OpenOrDie(copy.path(), "torn");
