@@ -343,16 +343,21 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   // nor a large one: past kLogPadMaxGroup, writing every byte twice costs
   // more than the journal commit saves. A reader ends the file at the
   // first all-zero block (docs/store-format.md).
-  std::vector<iovec> iov = w.iov();
+  const std::vector<iovec>* iov = &w.iov();
+  std::vector<iovec> padded;  // a small group's iovecs and the zeros
   uint64_t padded_to = active_->padded_to;
   if (w.end() > padded_to && w.end() - start <= kLogPadMaxGroup &&
       active_->last_epoch > active_->info.base_image.epoch && LogPadZeros() != nullptr) {
     padded_to = (w.end() + kLogPadBytes - 1) / kLogPadBytes * kLogPadBytes;
-    iov.push_back({const_cast<uint8_t*>(LogPadZeros()), padded_to - w.end()});
+    if (padded_to > w.end()) {
+      padded = w.iov();
+      padded.push_back({const_cast<uint8_t*>(LogPadZeros()), padded_to - w.end()});
+      iov = &padded;
+    }
   }
   // Nothing below `start` changes; a failed write leaves `end` where it was,
   // so a retry overwrites whatever part of the group reached the file.
-  int r = os().writev_datasync(active_->fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(start));
+  int r = os().writev_datasync(active_->fd, iov->data(), static_cast<int>(iov->size()), static_cast<off_t>(start));
   // A file made at open becomes durable with its first epoch: the datasync
   // above covered its header, and the directory entry follows.
   if (r == 0 && !active_->synced) {
