@@ -99,16 +99,10 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
   return Status::Ok();
 }
 
-Result<void*> PersistentHeap::Root(const std::string& root, const std::string& type) const {
-  HoldingCommitLocks held;  // the roots' lock
-  return roots_->Get(root, type);
-}
-
 Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
   if (p != nullptr && !Contains(p))
     return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x})",
                                                root, p, name(), reinterpret_cast<uintptr_t>(base()), size()));
-  HoldingCommitLocks held;  // the roots' lock
   return roots_->Set(root, p, type);
 }
 

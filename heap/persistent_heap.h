@@ -58,7 +58,7 @@ class PersistentHeap final : private ArenaHooks {
   Allocator& allocator() { return alloc_; }
   Engine& engine() { return *engine_; }
 
-  Result<void*> Root(const std::string& name, const std::string& type) const;
+  Result<void*> Root(const std::string& name, const std::string& type) const { return roots_->Get(name, type); }
   Status SetRoot(const std::string& name, void* p, const std::string& type);
   template <typename F>
   void ForEachRoot(F f) const { roots_->ForEach(f); }

@@ -22,6 +22,7 @@ int Roots::Find(const std::string& name, uint64_t hash) const {
 }
 
 Result<void*> Roots::Get(const std::string& name, const std::string& type) const {
+  HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);
   int i = Find(name, XXH3_64bits(name.data(), name.size()));
   if (i < 0) return Status::NotFound("no root named '" + name + "'");
@@ -39,6 +40,7 @@ Status Roots::Set(const std::string& name, void* p, const std::string& type) {
   if (type.size() > kRootTypeMax)
     return Status::InvalidArgument("root type of '" + name + "' is longer than " +
                                    std::to_string(kRootTypeMax) + " bytes");
+  HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);
   uint64_t hash = XXH3_64bits(name.data(), name.size());
   int old = Find(name, hash);

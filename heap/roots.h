@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "base/thread.h"
 #include "heap/superblock.h"
 
 namespace pheap {
@@ -40,6 +41,7 @@ class Roots {
 
 template <typename F>
 void Roots::ForEach(F f) const {
+  HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);
   for (size_t i = 0; i < used_; ++i) {
     const RootSlot& s = sb_->roots[i];
