@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <latch>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "base/os.h"
-#include "base/thread.h"
 #include "pager/dirty_tracker.h"
 #include "pager/safepoint.h"
 #include "pager/uffd.h"
@@ -40,14 +38,7 @@ class AsyncWpTracker final : public DirtyTracker {
   // (every short-lived preloaded process) never need it.
   void BeforePause() override {
     if (helper_.joinable() || populated_end_.load(std::memory_order_relaxed) - region_.base() < kSplitBytes) return;
-    std::latch exempt(1);  // exempt before any cut can signal it
-    helper_ = StartThread([this, &exempt] {
-      SafepointExempt();
-      exempt.count_down();
-      HelperLoop();
-      SafepointUnexempt();
-    });
-    exempt.wait();
+    helper_ = StartExemptThread([this] { HelperLoop(); });
   }
   TrackingMode mode() const override { return TrackingMode::kAsyncWp; }
   uint64_t CopyMode(bool) const override { return UFFDIO_COPY_MODE_WP; }

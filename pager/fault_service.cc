@@ -6,12 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <latch>
 #include <utility>
 
 #include "base/log.h"
 #include "base/os.h"
-#include "base/thread.h"
 #include "pager/safepoint.h"
 #include "pager/uffd.h"
 
@@ -35,15 +33,7 @@ Status FaultService::Start() {
   }
   // Return only once every thread is exempt from the commit safepoint: a
   // cut that paused a fault thread could block on the very fault it needs.
-  const int n = std::max(1, c_.threads);
-  std::latch exempt(n);
-  for (int i = 0; i < n; ++i)
-    threads_.push_back(StartThread([this, &exempt] {
-      SafepointExempt();
-      exempt.count_down();
-      Loop();
-    }));
-  exempt.wait();
+  for (int i = 0; i < std::max(1, c_.threads); ++i) threads_.push_back(StartExemptThread([this] { Loop(); }));
   return Status::Ok();
 }
 
@@ -63,7 +53,6 @@ void FaultService::Loop() {
   void* mem = os().mmap(nullptr, kBufBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (MmapFailed(mem)) {
     PHEAP_LOG_ERROR("fault service: cannot map its 4 MiB buffer (errno {}); thread exits", MmapErrno(mem));
-    SafepointUnexempt();
     return;
   }
   auto* buf = static_cast<uint8_t*>(mem);
@@ -90,7 +79,6 @@ void FaultService::Loop() {
     for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) Serve(msgs[i], buf);
   }
   os().munmap(mem, kBufBytes);
-  SafepointUnexempt();
 }
 
 void FaultService::Serve(const uffd_msg& m, uint8_t* buf) {

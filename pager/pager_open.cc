@@ -5,13 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <latch>
 
 #include <fmt/format.h>
 
 #include "base/log.h"
 #include "base/os.h"
-#include "base/thread.h"
 #include "pager/kernel_probe.h"
 #include "pager/pager_impl.h"
 #include "pager/safepoint.h"
@@ -155,14 +153,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
 
 void Pager::Impl::StartCommitter() {
   if (committer_.joinable()) return;
-  std::latch exempt(1);  // the committer is never paused by a cut, even its first
-  committer_ = StartThread([this, &exempt] {
-    SafepointExempt();
-    exempt.count_down();
-    CommitterLoop();
-    SafepointUnexempt();
-  });
-  exempt.wait();
+  committer_ = StartExemptThread([this] { CommitterLoop(); });  // never paused by a cut, even its first
 }
 
 Pager::Impl::~Impl() {

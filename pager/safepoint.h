@@ -18,9 +18,12 @@
 #pragma once
 
 #include <cstdint>
+#include <latch>
+#include <thread>
+#include <utility>
 
 #include "base/status.h"
-#include "base/thread.h"  // SafepointSignal
+#include "base/thread.h"  // SafepointSignal, StartThread
 
 namespace pheap {
 
@@ -28,6 +31,22 @@ namespace pheap {
 // At most 256 exempt threads at once.
 void SafepointExempt();
 void SafepointUnexempt();
+
+// StartThread(fn) for one of pheap's own threads: exempt from the
+// safepoint before this returns (so no cut, even the next, can pause it
+// or wait for it) and until fn returns.
+template <class F>
+std::thread StartExemptThread(F&& fn) {
+  std::latch exempt(1);
+  std::thread t = StartThread([&exempt, fn = std::forward<F>(fn)]() mutable {
+    SafepointExempt();
+    exempt.count_down();
+    fn();
+    SafepointUnexempt();
+  });
+  exempt.wait();
+  return t;
+}
 
 // Runs first in every thread SafepointExempt registers. A thread no cut
 // pauses must not write the heap, and the preload library uses this to send
