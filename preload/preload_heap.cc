@@ -25,6 +25,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@
 #include "base/log.h"
 #include "base/thread.h"
 #include "heap/persistent_heap.h"
+#include "pager/fault_around.h"
 #include "preload/libc_syms.h"
 #include "preload/preload.h"
 #include "preload/preload_stats.h"
@@ -176,6 +178,21 @@ void OnSigterm(int) {
   errno = saved;
 }
 
+// Fault-around (pager/fault_around.h) is off for good in the library's own
+// text and constants, and in the C library's while pheap code runs at the
+// program's start and end (opening the heap, the final commit): that code
+// reaches parts of libc the program may never use. Never freed, as g_heap.
+FaultAroundOff* g_fault_around = nullptr;
+MappedRange g_own_ro[4], g_libc_ro[4];
+int g_own_ro_count = 0, g_libc_ro_count = 0;
+
+void LibcFaultsAround(bool on) {
+  for (int i = 0; g_fault_around != nullptr && i < g_libc_ro_count; ++i) {
+    Status st = on ? g_fault_around->Remove(g_libc_ro[i]) : g_fault_around->Add(g_libc_ro[i]);
+    if (!st.ok()) PHEAP_LOG_DEBUG("preload: libc fault-around: {}", st.ToString());
+  }
+}
+
 }  // namespace
 
 void AtExit() {
@@ -201,7 +218,9 @@ void AtExit() {
       g_committer_started = false;
     }
   }
+  LibcFaultsAround(false);
   CommitNow(true, "exit");
+  LibcFaultsAround(true);
 }
 
 namespace {
@@ -298,6 +317,29 @@ void AttachStats(PersistentHeap* h) {
   g_stats = s;
 }
 
+// The library's text and constants leave the page tables: what the loader
+// mapped with its neighbours, then what only opening the heap ran. Each
+// page comes back alone when it runs again.
+void DropOwnCode() {
+  for (int i = 0; i < g_own_ro_count; ++i)
+    madvise(reinterpret_cast<void*>(g_own_ro[i].start), g_own_ro[i].len, MADV_DONTNEED);
+}
+
+void TurnFaultAroundOff() {
+  auto f = FaultAroundOff::Open();
+  if (!f.ok()) {
+    PHEAP_LOG_DEBUG("preload: fault-around stays on: {}", f.status().ToString());
+    return;
+  }
+  g_fault_around = f->release();
+  const int n = ReadOnlySegmentsOf(reinterpret_cast<const void*>(&TurnFaultAroundOff), g_own_ro, 4);
+  for (int i = 0; i < n; ++i)
+    if (g_fault_around->Add(g_own_ro[i]).ok()) g_own_ro[g_own_ro_count++] = g_own_ro[i];
+  DropOwnCode();
+  g_libc_ro_count = ReadOnlySegmentsOf(reinterpret_cast<const void*>(Libc().free), g_libc_ro, 4);
+  LibcFaultsAround(false);
+}
+
 void InstallSigterm() {
   struct sigaction old {};
   if (sigaction(SIGTERM, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) return;
@@ -311,6 +353,7 @@ void InstallSigterm() {
 __attribute__((constructor)) void PreloadInit() {
   Bypass b;
   (void)Libc();
+  TurnFaultAroundOff();
   // pheap's threads start where they are needed, also inside a commit the
   // program calls (pheap_commit): each is exempt from the cut, so none may
   // allocate from the heap, whatever thread created it.
@@ -325,6 +368,7 @@ __attribute__((constructor)) void PreloadInit() {
             program_invocation_short_name, h.status().ToString().c_str(),
             fatal ? "exiting (PHEAP_REQUIRE=1)" : "running on glibc's malloc instead (PHEAP_REQUIRE=1 exits)");
     if (fatal) _exit(70);
+    LibcFaultsAround(true);
     return;
   }
   // Never closed or freed: pointers into the region stay valid until the
@@ -346,6 +390,8 @@ __attribute__((constructor)) void PreloadInit() {
   if (g_committer_started) InstallSigterm();
   PHEAP_LOG_INFO("preload: {} runs on heap '{}' at {}, committing every {} ms", program_invocation_short_name,
                  g_heap->name(), g_heap->base(), g_commit_ms);
+  LibcFaultsAround(true);
+  DropOwnCode();
 }
 
 // A thread pheap code starts runs its routine with t_bypass set.

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -367,6 +368,30 @@ TEST(Worker, ReplicatesToPeersAndMapsZeroMqOnlyThen) {
                             {"PHEAP_LOG=warn", "PHEAP_PEERS=" + peers.endpoints()});
   EXPECT_EQ(read.status, 0) << read.out << read.err;
   EXPECT_EQ(read.out, native.out);
+}
+
+// The library's text is resident only where the program touched it: with
+// fault-around, a short program had nearly all of it in its peak RSS.
+TEST(Worker, OwnTextIsResidentOnlyWhereTouched) {
+  auto env = PreloadEnv("text-rss");
+  for (auto& e : env)
+    if (e.rfind("PHEAP_LOG=", 0) == 0) e = "PHEAP_LOG=info";  // names the tracking mode chosen
+  Outcome pre = RunProgram({"cat", "/proc/self/smaps"}, env);
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  if (pre.err.find("tracking async-wp") == std::string::npos)
+    GTEST_SKIP() << "needs async-wp tracking: " << pre.err;
+  std::istringstream smaps(pre.out);
+  std::string line;
+  long size_kib = -1, rss_kib = -1;
+  bool in_text = false;
+  while (std::getline(smaps, line)) {
+    const bool mapping = !line.empty() && (std::isdigit(line[0]) || (line[0] >= 'a' && line[0] <= 'f'));
+    if (mapping) in_text = line.find(" r-xp ") != std::string::npos && line.find("libpheap_preload.so") != std::string::npos;
+    if (in_text && line.rfind("Size:", 0) == 0) size_kib = std::strtol(line.c_str() + 5, nullptr, 10);
+    if (in_text && line.rfind("Rss:", 0) == 0) rss_kib = std::strtol(line.c_str() + 4, nullptr, 10);
+  }
+  ASSERT_GT(size_kib, 256) << pre.out;
+  EXPECT_LT(rss_kib * 2, size_kib) << "text resident " << rss_kib << " of " << size_kib << " KiB";
 }
 
 TEST(PheapRun, SetsTheEnvironmentAndExecs) {
