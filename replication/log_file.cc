@@ -1,5 +1,7 @@
 #include "replication/log_file.h"
 
+#include <fcntl.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -50,6 +52,14 @@ int WriteFull(int fd, const void* buf, size_t n, uint64_t off) {
     put += static_cast<size_t>(r);
   }
   return 0;
+}
+
+Status SyncDirectory(const std::string& dir) {
+  int fd = os().open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("opening directory " + dir + " to sync it", -fd);
+  int r = os().fsync(fd);
+  os().close(fd);
+  return r < 0 ? Status::FromErrno("syncing directory " + dir, -r) : Status::Ok();
 }
 
 namespace {

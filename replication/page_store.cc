@@ -109,6 +109,10 @@ Status PageStore::Impl::MakeDirs() {
       std::string part = d.substr(0, at);
       int r = os().mkdir(part.c_str(), 0755);
       if (r < 0 && r != -EEXIST) return DirError("create", part, -r);
+      if (r == 0) {  // its entry in the parent is durable once the parent is synced (SyncDir)
+        size_t slash = part.find_last_of('/');
+        unsynced_parents_.push_back(slash == std::string::npos ? "." : slash == 0 ? "/" : part.substr(0, slash));
+      }
     }
   }
   return Status::Ok();
@@ -135,11 +139,13 @@ Status PageStore::Impl::Lock() {
 }
 
 Status PageStore::Impl::SyncDir() {
-  int fd = os().open(path_.c_str(), O_RDONLY | O_DIRECTORY, 0);
-  if (fd < 0) return Status::FromErrno("opening directory " + path_ + " to sync it", -fd);
-  int r = os().fsync(fd);
-  os().close(fd);
-  if (r < 0) return Status::FromErrno("syncing directory " + path_, -r);
+  PHEAP_RETURN_IF_ERROR(SyncDirectory(path_));
+  // Deepest first, each dropped once durable: a failure leaves the rest for
+  // the next call.
+  while (!unsynced_parents_.empty()) {
+    PHEAP_RETURN_IF_ERROR(SyncDirectory(unsynced_parents_.back()));
+    unsynced_parents_.pop_back();
+  }
   return Status::Ok();
 }
 
@@ -360,8 +366,9 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   int r = os().writev_datasync(active_->fd, iov->data(), static_cast<int>(iov->size()), static_cast<off_t>(start));
   // A file made at open becomes durable with its first epoch: the datasync
   // above covered its header, and the directory entry follows.
+  Status dir;
   if (r == 0 && !active_->synced) {
-    Status dir = SyncDir();
+    dir = SyncDir();
     r = dir.ok() ? 0 : -dir.err();
     if (r == 0) active_->synced = true;
   }
@@ -371,10 +378,10 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
     // durable. Best effort; the next Persist overwrites this range anyway.
     static const Block kZeros{};
     (void)WriteFull(active_->fd, &kZeros, sizeof(kZeros), w.end() - kBlockSize);
-    return Status::FromErrno(
-        fmt::format("persisting epoch {} of heap '{}' to {} at offset {} (the epoch is not durable; retry it)", epoch,
-                    name_, active_->path, start),
-        -r);
+    const std::string what = fmt::format(
+        "persisting epoch {} of heap '{}' to {} at offset {} (the epoch is not durable; retry it)", epoch, name_,
+        active_->path, start);
+    return dir.ok() ? Status::FromErrno(what, -r) : dir.Annotate(what);
   }
   std::unique_lock lock(mu_);
   if (index_.size() < im.hwm) index_.resize(im.hwm);

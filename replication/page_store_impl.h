@@ -74,6 +74,8 @@ class PageStore::Impl {
   // lost to a crash before any epoch in it is durable, it held nothing, and
   // a torn header is ignored.
   Result<std::unique_ptr<LogFile>> CreateLogFile(logfmt::FileKind kind, const ImageInfo& base, bool defer = false);
+  // Syncs the heap's directory, and the parents of the directories this
+  // store created (MakeDirs) until each has been synced once.
   Status SyncDir();
   Status CheckEpoch(const SealedEpoch& e) const;
   // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held
@@ -96,6 +98,7 @@ class PageStore::Impl {
   uint64_t next_file_number_ = 1;
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
+  std::vector<std::string> unsynced_parents_;  // of directories MakeDirs created, outermost first
 
   // Readers (ReadRun, Verify, stats) take mu_ shared; Persist and Compact
   // take it exclusively only to publish what they have made durable.

@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
+#include "replication/log_file.h"
 #include "replication/peer_heap_internal.h"
 
 namespace pheap {
@@ -15,18 +16,6 @@ namespace pheap {
 using wire::ErrorCode;
 using namespace peer_internal;
 using Heap = HeapTable::Heap;
-
-namespace {
-
-Status SyncDir(const std::string& dir) {
-  int fd = os().open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (fd < 0) return Status::FromErrno("opening directory " + dir, -fd);
-  int r = os().fsync(fd);
-  os().close(fd);
-  return r < 0 ? Status::FromErrno("syncing directory " + dir, -r) : Status::Ok();
-}
-
-}  // namespace
 
 std::optional<Reply> peer_internal::InstallHolds(Heap* h, const wire::Header& req) {
   if (h->install_term == 0) return std::nullopt;
@@ -66,7 +55,7 @@ Status HeapTable::SetAside(Heap* h) {
     return Status::FromErrno(fmt::format("setting the store of heap '{}' aside as {}", h->name, aside), -r);
   // The promise goes into the fresh directory before anything else does.
   PHEAP_RETURN_IF_ERROR(h->terms->Promise(h->terms->promise()));
-  PHEAP_RETURN_IF_ERROR(SyncDir(dir_));
+  PHEAP_RETURN_IF_ERROR(SyncDirectory(dir_));
   PHEAP_LOG_WARN("heap '{}': its store at epoch {} cannot be caught up; set aside as {} (not deleted)", h->name, e, aside);
   return Status::Ok();
 }

@@ -1,5 +1,10 @@
 // Failed writes and syncs, injected through the OS seam: a failed Persist
 // changes nothing visible, a retry succeeds, a reopen agrees.
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <vector>
+
 #include "base/os.h"
 #include "store_test_util.h"
 
@@ -31,8 +36,19 @@ class FaultyOs : public Os {
     }
     return -EIO;
   }
+  std::vector<std::string> dirs_synced;  // directories fsync was called on
+  std::string fail_dir;                 // fail the next fsync of this directory
   int fsync(int fd) override {
     if (fail_fsync > 0) { --fail_fsync; return -EIO; }
+    std::error_code ec;
+    const auto path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
+    if (!ec && std::filesystem::is_directory(path, ec)) {
+      if (path == fail_dir) {
+        fail_dir.clear();
+        return -EIO;
+      }
+      dirs_synced.push_back(path);
+    }
     return Os::fsync(fd);
   }
 };
@@ -152,6 +168,33 @@ TEST_F(StoreFault, FailedFirstSyncAfterOpenIsRetried) {
   auto again = OpenOrDie(dir_.path(), "open");
   ASSERT_TRUE(again);
   EXPECT_TRUE(MatchesModel(*again, ModelAt(4, 2)));
+}
+
+// A store whose directories did not exist creates them, and the first
+// epoch's sync makes each one's entry in its parent durable, or the heap
+// could vanish with them in a crash. A failed sync fails that epoch; the
+// retry syncs what is still due, and later epochs sync no directory.
+TEST_F(StoreFault, FirstEpochSyncsTheDirectoriesItCreated) {
+  const std::string top = dir_.path() + "/a", mid = top + "/b", heap = mid + "/made";
+  auto store = OpenOrDie(mid, "made");
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(os_.dirs_synced.empty()) << "open must not sync";
+  os_.fail_dir = top;
+  auto d1 = GenerateEpoch(6, 1);
+  Status s = store->Persist(d1.sealed);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find("syncing directory " + top), std::string::npos) << s.ToString() << " / " << top;
+  ASSERT_TRUE(store->Persist(d1.sealed).ok());
+  auto synced = [&](const std::string& d) {
+    return std::count(os_.dirs_synced.begin(), os_.dirs_synced.end(), d);
+  };
+  EXPECT_GE(synced(heap), 1);  // the log file's entry
+  EXPECT_EQ(synced(mid), 1);   // the heap directory's
+  EXPECT_EQ(synced(top), 1);   // b's, after the failure
+  EXPECT_EQ(synced(dir_.path()), 1);  // a's
+  const size_t after_first = os_.dirs_synced.size();
+  ASSERT_TRUE(store->Persist(GenerateEpoch(6, 2).sealed).ok());
+  EXPECT_EQ(os_.dirs_synced.size(), after_first);
 }
 
 }  // namespace
