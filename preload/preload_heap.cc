@@ -68,6 +68,8 @@ void WarnRegionFull(size_t n) {
 
 namespace {
 
+void LibcFaultsAround(bool on);
+
 constexpr uint32_t kWakeNone = 0, kWakeStop = 1, kWakeTerm = 2;
 constexpr size_t kMaxPauseSamples = 1 << 16;
 constexpr uint64_t kStagingKeep = uint64_t{8} << 20;
@@ -168,7 +170,11 @@ void* CommitterMain(void*) {
       return nullptr;
     }
     long r = Futex(&g_wake, FUTEX_WAIT_PRIVATE, kWakeNone, g_commit_ms > 0 ? &period : nullptr);
-    if (r < 0 && errno == ETIMEDOUT) CommitNow(false, "periodic");
+    if (r < 0 && errno == ETIMEDOUT) {
+      LibcFaultsAround(false);
+      CommitNow(false, "periodic");
+      LibcFaultsAround(true);
+    }
   }
 }
 
@@ -179,9 +185,11 @@ void OnSigterm(int) {
 }
 
 // Fault-around (pager/fault_around.h) is off for good in the library's own
-// text and constants, and in the C library's while pheap code runs at the
-// program's start and end (opening the heap, the final commit): that code
-// reaches parts of libc the program may never use. Never freed, as g_heap.
+// text and constants, and in the C library's while pheap code runs:
+// opening the heap, each commit the committer takes, the final commit. That
+// code reaches parts of libc the program may never use. (A fault the
+// program takes in libc meanwhile maps its page alone too.) Never freed, as
+// g_heap.
 FaultAroundOff* g_fault_around = nullptr;
 MappedRange g_own_ro[4], g_libc_ro[4];
 int g_own_ro_count = 0, g_libc_ro_count = 0;

@@ -8,6 +8,7 @@
 // Arguments: PRELOAD_LIB WORKER PHEAP_TOOL SOURCE_ROOT SANITIZE
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,8 +43,17 @@ fs::path g_tmp;  // this run's scratch directory
 struct Outcome {
   std::string out, err;
   int status = -1;
-  long maxrss_kib = 0;
+  long maxrss_kib = 0;  // wait4's: includes what the process held before exec
+  long hwm_kib = -1;    // the program's own peak RSS (measure_hwm), -1 if not read
 };
+
+// VmHWM of `pid`: the peak RSS of its address space since exec.
+long ReadHwmKib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
 
 std::string Slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -56,8 +66,12 @@ constexpr int kRunLimitMs = 60000;
 
 // Runs argv in `cwd` with stdin from `in` (or /dev/null), the environment
 // without LD_PRELOAD and PHEAP_* plus `extra`; returns what it printed.
+// With `measure_hwm` the program runs traced and is stopped once as it
+// exits, when its VmHWM is read: wait4's ru_maxrss also counts the copy of
+// this test process that the child was before exec, which for a small
+// program is most of the figure.
 Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::string>& extra, const std::string& in = "",
-            int term_after_ready = 0) {
+            int term_after_ready = 0, bool measure_hwm = false) {
   const fs::path out = g_tmp / "stdout", err = g_tmp / "stderr";
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e)
@@ -77,6 +91,7 @@ Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::
     dup2(i, 0);
     dup2(o, 1);
     dup2(e, 2);
+    if (measure_hwm && ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) _exit(126);
     execvpe(cargv[0], cargv.data(), cenv.data());
     _exit(127);
   }
@@ -89,9 +104,20 @@ Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::
   Outcome r;
   rusage ru{};
   pid_t got = 0;
-  for (int ms = 0; (got = wait4(pid, &r.status, WNOHANG, &ru)) == 0; ms += 10) {
+  for (int ms = 0;; ms += 1) {
+    got = wait4(pid, &r.status, WNOHANG, &ru);
+    if (got == pid && WIFSTOPPED(r.status)) {  // traced: the exec, its exit, or a signal to pass on
+      const int sig = WSTOPSIG(r.status);
+      const int event = r.status >> 16;
+      if (sig == SIGTRAP && event == 0 && r.hwm_kib < 0)  // the exec
+        ptrace(PTRACE_SETOPTIONS, pid, nullptr, PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL);
+      if (event == PTRACE_EVENT_EXIT) r.hwm_kib = ReadHwmKib(pid);
+      ptrace(PTRACE_CONT, pid, nullptr, sig == SIGTRAP ? 0 : sig);
+      continue;
+    }
+    if (got != 0) break;
     if (ms == kRunLimitMs) kill(pid, SIGKILL);
-    usleep(10000);
+    usleep(1000);
   }
   if (got != pid) r.status = -1;
   r.maxrss_kib = ru.ru_maxrss;
@@ -135,15 +161,20 @@ TEST_P(RealPrograms, SameOutputAndCommittedImage) {
   if (p.argv[0][0] != '/' && system(("command -v " + p.argv[0] + " >/dev/null").c_str()) != 0)
     GTEST_SKIP() << p.argv[0] << " is not installed (tools/bootstrap installs it)";
   const std::string in = p.in.empty() ? "" : (g_tmp / p.in).string();
-  Outcome native = RunProgram(p.argv, {}, in);
-  Outcome pre = RunProgram(p.argv, PreloadEnv(p.heap), in);
+  Outcome native = RunProgram(p.argv, {}, in, 0, /*measure_hwm=*/true);
+  Outcome pre = RunProgram(p.argv, PreloadEnv(p.heap), in, 0, /*measure_hwm=*/true);
   ASSERT_TRUE(WIFEXITED(native.status)) << native.err;
   EXPECT_EQ(pre.status, native.status) << pre.err;
   EXPECT_EQ(pre.out, native.out);
   EXPECT_EQ(pre.err, native.err);
   EXPECT_FALSE(native.out.empty());
-  std::printf("  %-10s peak RSS %6ld KiB native, %6ld KiB preloaded (%.2fx)\n", p.heap.c_str(), native.maxrss_kib,
-              pre.maxrss_kib, static_cast<double>(pre.maxrss_kib) / static_cast<double>(native.maxrss_kib));
+  std::printf("  %-10s peak RSS %6ld KiB native, %6ld KiB preloaded (%.2fx)\n", p.heap.c_str(), native.hwm_kib,
+              pre.hwm_kib, static_cast<double>(pre.hwm_kib) / static_cast<double>(native.hwm_kib));
+  // Reported, not asserted: the goal (1.3x) is missed by the smallest
+  // programs, and by any whose periodic commit copies a dirty set the size
+  // of its heap (README, "Unmodified programs under the preload library").
+  EXPECT_GT(native.hwm_kib, 0);
+  EXPECT_GT(pre.hwm_kib, 0);
   ExpectCommitted(p.heap, fs::path(p.argv[0]).filename().string());
 }
 
