@@ -261,7 +261,13 @@ inline void* Allocator::MallocFast(size_t n) {
   PageDesc* pg = tls_binding.heap->direct[BinOf(n)];
   Block* b = pg->free;
   if (PHEAP_UNLIKELY(b == nullptr)) return nullptr;
-  pg->free = b->next;
+  Block* next = b->next;
+  pg->free = next;
+  // The next pop of this bin loads next->next: start the miss now, so that
+  // a list whose blocks left the cache costs overlapped misses rather than
+  // one serial miss per malloc. (A prefetch of null or any address is
+  // harmless.)
+  __builtin_prefetch(next);
   pg->used.store(pg->used.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   return b;
 }
