@@ -41,8 +41,8 @@ long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
 }
 
-void Handler(int, siginfo_t*, void*) {
-  const int saved = errno;
+// Stops the calling thread until Resume: it has arrived.
+void Arrive() {
   const uint32_t gen = g_generation.load(std::memory_order_acquire);
   const pid_t self = Gettid();
   const int n = g_npaused.load(std::memory_order_acquire);
@@ -56,6 +56,15 @@ void Handler(int, siginfo_t*, void*) {
   Futex(&g_arrived, FUTEX_WAKE_PRIVATE, 1, nullptr);
   while (g_generation.load(std::memory_order_acquire) == gen)
     Futex(&g_generation, FUTEX_WAIT_PRIVATE, gen, nullptr);
+}
+
+void Handler(int, siginfo_t*, void*) {
+  if (t_safepoint_defer.depth > 0) {  // arrives at SafepointDeferEnd
+    t_safepoint_defer.pending = 1;
+    return;
+  }
+  const int saved = errno;
+  Arrive();
   errno = saved;
 }
 
@@ -248,6 +257,15 @@ void WaitArrivals() {
 }
 
 }  // namespace
+
+constinit thread_local SafepointDeferState t_safepoint_defer{0, 0};
+
+void SafepointTakeDeferred() {
+  const int saved = errno;
+  t_safepoint_defer.pending = 0;
+  Arrive();
+  errno = saved;
+}
 
 void SetSafepointExemptHook(SafepointExemptHook hook) { g_exempt_hook.store(hook, std::memory_order_release); }
 

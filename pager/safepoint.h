@@ -54,6 +54,43 @@ std::thread StartExemptThread(F&& fn) {
 using SafepointExemptHook = void (*)();
 void SetSafepointExemptHook(SafepointExemptHook hook);
 
+// Deferral. While a thread is inside a deferred scope a pause does not stop
+// it there: the signal only marks the pause pending, and the thread stops
+// when its outermost scope ends (the pause waits for it). For code that
+// holds a lock the pausing thread may need while the others are stopped,
+// such as glibc's malloc arenas, which a commit's own allocations take.
+// REQUIRES (inside a scope): no write to the region and no wait for a
+// commit or for a paused thread; keep it short, since a pause waits for it.
+struct SafepointDeferState {
+  volatile int depth;    // nesting of deferred scopes
+  volatile int pending;  // a pause signalled this thread inside one
+};
+extern constinit thread_local SafepointDeferState t_safepoint_defer
+    __attribute__((tls_model("initial-exec")));
+// Stops at the pause that was deferred. Called by SafepointDeferEnd only.
+void SafepointTakeDeferred();
+
+inline void SafepointDeferBegin() {
+  t_safepoint_defer.depth = t_safepoint_defer.depth + 1;
+}
+inline void SafepointDeferEnd() {
+  // depth reaches 0 first: a signal after that stops the thread in the
+  // handler; one before it left `pending` set, and that pause cannot end
+  // until this thread arrives, so no second signal can come in between.
+  t_safepoint_defer.depth = t_safepoint_defer.depth - 1;
+  if (t_safepoint_defer.depth == 0 && t_safepoint_defer.pending) SafepointTakeDeferred();
+}
+class SafepointDeferral {
+ public:
+  SafepointDeferral() { SafepointDeferBegin(); }
+  ~SafepointDeferral() { SafepointDeferEnd(); }
+  SafepointDeferral(const SafepointDeferral&) = delete;
+  SafepointDeferral& operator=(const SafepointDeferral&) = delete;
+};
+// In the child of fork(): no pause is in progress there, so whatever the
+// forking thread had deferred in the parent is forgotten.
+inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
+
 class Safepoint {
  public:
   Safepoint() = default;

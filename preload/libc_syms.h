@@ -11,6 +11,8 @@
 
 #include <cstddef>
 
+#include "pager/safepoint.h"
+
 namespace pheap::preload {
 
 struct LibcAllocator {
@@ -32,5 +34,15 @@ struct LibcAllocator {
 // Aborts with a message if libc.so.6 or one of them cannot be found: there
 // is no allocator to fall back to then.
 const LibcAllocator& Libc();
+
+// Calls glibc's `fn` where a commit cannot pause the calling thread: glibc
+// holds an arena lock inside, and a commit's own allocations (which go to
+// glibc) take those locks while the program's threads are paused. The pause
+// waits for the call to return instead (safepoint.h, deferral).
+template <class R, class... P, class... A>
+R InLibc(R (*LibcAllocator::*fn)(P...), A... args) {
+  SafepointDeferral outside_pauses;
+  return (Libc().*fn)(args...);
+}
 
 }  // namespace pheap::preload

@@ -29,7 +29,7 @@ void* Malloc(size_t n) {
     if (void* p = a->Malloc(n); __builtin_expect(p != nullptr, 1)) return p;
     WarnRegionFull(n);
   }
-  return Libc().malloc(n);
+  return InLibc(&LibcAllocator::malloc, n);
 }
 
 void* AlignedMalloc(size_t align, size_t n) {
@@ -39,14 +39,14 @@ void* AlignedMalloc(size_t align, size_t n) {
     if (void* p = a->AlignedAlloc(align, n); p != nullptr) return p;
     WarnRegionFull(n);
   }
-  return Libc().memalign(align, n);
+  return InLibc(&LibcAllocator::memalign, align, n);
 }
 
 void Free(void* p) {
   if (InRegion(p)) {
     g_alloc.load(std::memory_order_relaxed)->Free(p);
   } else if (p != nullptr) {
-    Libc().free(p);
+    InLibc(&LibcAllocator::free, p);
   }
 }
 
@@ -59,12 +59,12 @@ void* Calloc(size_t count, size_t n) {
     if (void* p = a->Calloc(count, n); p != nullptr) return p;
     WarnRegionFull(count * n);
   }
-  return Libc().calloc(count, n);
+  return InLibc(&LibcAllocator::calloc, count, n);
 }
 
 void* Realloc(void* p, size_t n) {
   if (p == nullptr) return Malloc(n);
-  if (!InRegion(p)) return Libc().realloc(p, n);  // glibc's block stays glibc's
+  if (!InRegion(p)) return InLibc(&LibcAllocator::realloc, p, n);  // glibc's block stays glibc's
   Allocator* a = g_alloc.load(std::memory_order_relaxed);
   if (n == 0) {
     a->Free(p);
@@ -72,7 +72,7 @@ void* Realloc(void* p, size_t n) {
   }
   if (void* q = a->Realloc(p, n); q != nullptr) return q;
   WarnRegionFull(n);
-  void* q = Libc().malloc(n);
+  void* q = InLibc(&LibcAllocator::malloc, n);
   if (q == nullptr) return nullptr;  // p stays valid
   std::memcpy(q, p, std::min(n, a->UsableSize(p)));
   a->Free(p);
@@ -143,15 +143,15 @@ void* __libc_pvalloc(size_t n) { return pvalloc(n); }
 // Tuning and statistics: glibc's answers for glibc's part (what the loader
 // and pheap itself allocate), with the persistent heap's figures added
 // where the structure has a place for them.
-int mallopt(int param, int value) { return pp::Libc().mallopt(param, value); }
+int mallopt(int param, int value) { return pp::InLibc(&pp::LibcAllocator::mallopt, param, value); }
 
 int malloc_trim(size_t pad) {
   if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) a->Collect();
-  return pp::Libc().malloc_trim(pad);
+  return pp::InLibc(&pp::LibcAllocator::malloc_trim, pad);
 }
 
 struct mallinfo2 mallinfo2(void) {
-  struct mallinfo2 m = pp::Libc().mallinfo2();
+  struct mallinfo2 m = pp::InLibc(&pp::LibcAllocator::mallinfo2);
   if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
     pheap::AllocatorStats s = a->Stats();
     m.arena += s.bytes_reserved;
@@ -179,7 +179,7 @@ struct mallinfo mallinfo(void) {
 }
 
 void malloc_stats(void) {
-  pp::Libc().malloc_stats();
+  pp::InLibc(&pp::LibcAllocator::malloc_stats);
   if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
     pheap::AllocatorStats s = a->Stats();
     dprintf(2, "pheap heap: in use bytes = %llu, reserved bytes = %llu, segments = %llu\n",
@@ -188,7 +188,7 @@ void malloc_stats(void) {
   }
 }
 
-int malloc_info(int options, FILE* out) { return pp::Libc().malloc_info(options, out); }
+int malloc_info(int options, FILE* out) { return pp::InLibc(&pp::LibcAllocator::malloc_info, options, out); }
 
 }  // extern "C"
 

@@ -240,14 +240,20 @@ void ForkPrepare() {
     g_heap->engine().pager().PopulateAll();
   }
   g_heap->allocator().ForkPrepare();
+  // glibc's fork() takes every malloc arena lock after the prepare handlers
+  // and drops them before the parent and child handlers.
+  SafepointDeferBegin();
 }
 
 void ForkParent() {
-  if (g_heap != nullptr) g_heap->allocator().ForkRelease();
+  if (g_heap == nullptr) return;
+  g_heap->allocator().ForkRelease();
+  SafepointDeferEnd();
 }
 
 void ForkChild() {
   if (g_heap == nullptr) return;
+  SafepointForkChild();
   g_heap->allocator().ForkRelease();
   g_child = true;
   g_committer_started = false;  // not in this process
@@ -411,7 +417,7 @@ struct InternalStart {
 void* InternalThread(void* p) {
   t_bypass = 1;
   InternalStart s = *static_cast<InternalStart*>(p);
-  Libc().free(p);
+  InLibc(&LibcAllocator::free, p);
   return s.fn(s.arg);
 }
 
@@ -420,12 +426,12 @@ void* InternalThread(void* p) {
 
 extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg) {
   namespace pp = pheap::preload;
-  if (pp::t_bypass == 0) return pp::Libc().pthread_create(t, attr, fn, arg);
-  auto* s = static_cast<pp::InternalStart*>(pp::Libc().malloc(sizeof(pp::InternalStart)));
+  if (pp::t_bypass == 0) return pp::InLibc(&pp::LibcAllocator::pthread_create, t, attr, fn, arg);
+  auto* s = static_cast<pp::InternalStart*>(pp::InLibc(&pp::LibcAllocator::malloc, sizeof(pp::InternalStart)));
   if (s == nullptr) return EAGAIN;
   *s = {fn, arg};
-  int r = pp::Libc().pthread_create(t, attr, pp::InternalThread, s);
-  if (r != 0) pp::Libc().free(s);
+  int r = pp::InLibc(&pp::LibcAllocator::pthread_create, t, attr, pp::InternalThread, s);
+  if (r != 0) pp::InLibc(&pp::LibcAllocator::free, s);
   return r;
 }
 

@@ -1,6 +1,7 @@
 // The safepoint's handling of service threads: threads that block every
 // signal (as ZeroMQ's do) are learned once and not signalled again, even in
-// a process that has seen many of them come and go.
+// a process that has seen many of them come and go. And deferral: a thread
+// inside a deferred scope is stopped only when the scope ends.
 #include "pager/safepoint.h"
 
 #include <gtest/gtest.h>
@@ -70,4 +71,46 @@ TEST(Safepoint, ManyServiceThreadsComeAndGoAndTheLiveOnesStayKnown) {
 }
 
 }  // namespace
+// A pause that signals a thread inside a deferred scope waits for the scope
+// to end, and the thread then stops there: the work it does after the scope
+// does not happen while the others are paused.
+TEST(Safepoint, ADeferredScopeIsLeftBeforeTheThreadStops) {
+  SafepointExempt();  // this thread drives the test from outside the pause
+  std::atomic<bool> inside{false}, leave{false}, stop{false};
+  std::atomic<uint64_t> after{0};
+  std::thread t([&] {
+    {
+      SafepointDeferral d;
+      SafepointDeferral nested;  // only the outermost scope's end stops it
+      inside = true;
+      while (!leave) std::this_thread::yield();
+    }
+    while (!stop) after.fetch_add(1);
+  });
+  while (!inside) std::this_thread::yield();
+
+  std::atomic<bool> paused{false}, resume{false};
+  std::thread pauser([&] {
+    Safepoint sp;
+    auto n = sp.Pause();
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    paused = true;
+    while (!resume) std::this_thread::yield();
+    sp.Resume();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(paused) << "the pause stopped a thread inside a deferred scope";
+  leave = true;
+  while (!paused) std::this_thread::yield();
+  const uint64_t at_pause = after.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(after.load(), at_pause) << "the thread ran on after its scope during the pause";
+  resume = true;
+  pauser.join();
+  while (after.load() == at_pause) std::this_thread::yield();  // runs again
+  stop = true;
+  t.join();
+  SafepointUnexempt();
+}
+
 }  // namespace pheap

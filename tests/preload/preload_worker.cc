@@ -17,6 +17,9 @@
 //   preload_worker fill             write 96 MiB of blocks, root them (when
 //                                   preloaded), print their checksum, exit
 //   preload_worker readfill NAME DIR  the same checksum, from heap NAME
+//   preload_worker exit-while-libc-busy  set a root, exit while threads keep
+//                                   glibc's arenas locked (realloc, fork)
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pheap/pheap.h>
 #include <pthread.h>
@@ -177,6 +180,45 @@ int Sleep() {
 int UnderscoreExit() {
   if (int r = SetRoot("set before _exit"); r != 0) return r;
   _exit(0);
+}
+
+// Threads resize blocks of glibc's own (the preload library passes them to
+// glibc, which locks the main arena for each), and one forks, while the
+// main thread exits.
+// The final commit pauses them, possibly inside glibc, and then allocates
+// from that arena itself on the exiting thread: it must not wait for a lock
+// a paused thread holds.
+int ExitWhileLibcBusy() {
+  if (int r = SetRoot("set before exit"); r != 0) return r;
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  auto* libc_malloc = libc == nullptr ? nullptr : reinterpret_cast<void* (*)(size_t)>(dlsym(libc, "malloc"));
+  if (libc_malloc == nullptr) return 20;
+  constexpr int kThreads = 3;
+  static std::atomic<uint64_t> rounds{0};
+  for (int t = 0; t < kThreads; ++t) {
+    void* p = libc_malloc(64);  // the main thread's: glibc's main arena
+    if (p == nullptr) return 21;
+    std::thread([p]() mutable {
+      static constexpr size_t kSizes[] = {24, 3000, 200, 40000, 1100, 9000};
+      for (uint64_t i = 0;; ++i) {
+        p = std::realloc(p, kSizes[i % 6]);
+        if (p == nullptr) std::abort();
+        rounds.fetch_add(1, std::memory_order_relaxed);
+      }
+    }).detach();
+  }
+  // fork() holds every arena lock around the fork itself.
+  std::thread([] {
+    for (;;) {
+      pid_t child = fork();
+      if (child == 0) _exit(0);
+      if (child < 0) std::abort();
+      waitpid(child, nullptr, 0);
+      rounds.fetch_add(1, std::memory_order_relaxed);
+    }
+  }).detach();
+  while (rounds.load(std::memory_order_relaxed) < 20000) std::this_thread::yield();
+  std::exit(0);
 }
 
 // A signal sent to the process while the program's one thread blocks it
@@ -365,6 +407,7 @@ int main(int argc, char** argv) {
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
+  if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();
   if (mode == "exit-in-commit") return ExitInCommit();
   if (mode == "signal-while-blocked") return SignalWhileBlocked();
   if (mode == "exit-in-api-commit" && argc == 3) return ExitInApiCommit(argv[2]);

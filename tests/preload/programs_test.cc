@@ -299,6 +299,22 @@ TEST(Worker, UnderscoreExitCommitsFirst) {
   EXPECT_EQ(read.out, "root: set before _exit\n") << read.err;
 }
 
+// The final commit pauses threads that may be inside glibc's malloc (with
+// blocks glibc gave) or fork, and allocates through glibc itself: the pause
+// waits for them to leave glibc instead of stopping them with its lock held.
+// Half the runs also take periodic commits every millisecond.
+TEST(Worker, FinalCommitWhileThreadsHoldGlibcsArena) {
+  for (int run = 0; run < 10; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    std::filesystem::remove_all(g_tmp / "store");
+    Outcome pre =
+        RunProgram({g_paths.worker, "exit-while-libc-busy"}, PreloadEnv("libc-busy", run % 2 == 0 ? "0" : "1"));
+    ASSERT_EQ(pre.status, 0) << pre.err;
+    Outcome read = RunProgram({g_paths.worker, "read", "libc-busy", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+    EXPECT_EQ(read.out, "root: set before exit\n") << read.err;
+  }
+}
+
 // _exit from a signal handler that interrupts the final commit ends the
 // process (it used to wait forever for the commit lock its own thread
 // held), and the heap opens at a durable epoch that has the root.
