@@ -56,6 +56,9 @@ int Os::open(const char* path, int flags, mode_t mode) { return Ret(::open(path,
 int Os::close(int fd) { return Ret(::close(fd)); }
 ssize_t Os::pread(int fd, void* buf, size_t n, off_t off) { return RetS(::pread(fd, buf, n, off)); }
 ssize_t Os::pwrite(int fd, const void* buf, size_t n, off_t off) { return RetS(::pwrite(fd, buf, n, off)); }
+ssize_t Os::pwritev(int fd, const struct iovec* iov, int iovcnt, off_t off) {
+  return RetS(::pwritev(fd, iov, iovcnt, off));
+}
 int Os::fdatasync(int fd) { return Ret(::fdatasync(fd)); }
 int Os::fsync(int fd) { return Ret(::fsync(fd)); }
 int Os::ftruncate(int fd, off_t len) { return Ret(::ftruncate(fd, len)); }

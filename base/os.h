@@ -24,6 +24,7 @@ class Os {
   virtual int close(int fd);
   virtual ssize_t pread(int fd, void* buf, size_t n, off_t off);
   virtual ssize_t pwrite(int fd, const void* buf, size_t n, off_t off);
+  virtual ssize_t pwritev(int fd, const struct iovec* iov, int iovcnt, off_t off);
   virtual int fdatasync(int fd);
   virtual int fsync(int fd);
   virtual int ftruncate(int fd, off_t len);

@@ -90,6 +90,15 @@ class EpochSink {
   // must read them holding no lock that ReadRun takes: a page not yet
   // resident faults, and the fault service serves it through ReadRun.
   virtual bool PersistsFromRegion() const { return false; }
+  // Persist in two steps, for a commit that holds the program still only
+  // while the epoch is read: Write takes what it needs from the epoch's
+  // pages (the region may change once it returns), Sync makes the epoch
+  // durable. Write(e) then Sync() has Persist(e)'s effect and contract; a
+  // failure of either leaves the epoch not durable, and its number may be
+  // used again for a later cut. The defaults do all the work in Write.
+  // REQUIRES: Sync follows each successful Write before the next epoch.
+  virtual Status Write(const SealedEpoch& e) { return Persist(e); }
+  virtual Status Sync() { return Status::Ok(); }
 };
 
 }  // namespace pheap

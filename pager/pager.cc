@@ -213,6 +213,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
     std::unique_lock lk(q_mu_);
     q_cv_.wait(lk, [&] { return staged_bytes_ <= options_.staging_max || queue_.empty() || stopping_; });
   }
+  std::lock_guard epoch_lk(epoch_mu_);
   std::lock_guard cut_lk(cut_mu_);
   StartCommitter();
   auto staging = staging_pool_->Get();
@@ -250,6 +251,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
 Result<Epoch> Pager::Impl::CommitInPlace() {
   if (!sink_->PersistsFromRegion()) return CommitAsync().get();
   HoldingCommitLocks held;
+  std::unique_lock epoch_lk(epoch_mu_);
   std::unique_lock cut_lk(cut_mu_);
   {  // the epoch goes to the sink from here, so nothing older may be queued
     std::unique_lock lk(q_mu_);
@@ -257,6 +259,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     if (!queue_.empty() || stopping_) {
       lk.unlock();
       cut_lk.unlock();
+      epoch_lk.unlock();
       return CommitAsync().get();
     }
   }
@@ -282,23 +285,42 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     e.image.epoch = next_epoch_++;
   }
   const uint64_t dirty = e.pages.size();
-  st = sink_->Persist(e);
   const Epoch epoch = e.image.epoch;
-  if (st.ok()) {
-    durable_.store(epoch, std::memory_order_release);
-    commits_.fetch_add(1, std::memory_order_relaxed);
-  } else {
+  // The sink copies the pages out (a local store: into the page cache) while
+  // the program is held still; the sync that makes them durable runs after
+  // it resumes.
+  st = sink_->Write(e);
+  if (!st.ok()) {
     PHEAP_LOG_ERROR("epoch {} not durable: {}; it will be persisted again, unchanged, before later epochs", epoch,
                     st.ToString());
     QueueFailedInPlace(std::move(e));
   }
   sp.Resume();
   RecordCut(NowNs() - t0, *paused, dirty);
+  cut_lk.unlock();  // discards may go on during the sync; cuts wait for epoch_lk
   if (!st.ok()) {
     StartCommitter();  // it persists the queued epoch again
     return st;
   }
+  st = sink_->Sync();
+  if (!st.ok()) {
+    PHEAP_LOG_ERROR("epoch {} not durable: {}; its pages go into the next cut", epoch, st.ToString());
+    CarryUnsynced(e);
+    return st;
+  }
+  durable_.store(epoch, std::memory_order_release);
+  commits_.fetch_add(1, std::memory_order_relaxed);
   return epoch;
+}
+
+void Pager::Impl::CarryUnsynced(const SealedEpoch& e) {
+  {
+    std::lock_guard cut_lk(cut_mu_);
+    for (Pgno p : e.pages) carry_->Set(p);
+  }
+  ReturnDiscards(e.discarded);
+  std::lock_guard lk(q_mu_);
+  --next_epoch_;
 }
 
 void Pager::Impl::QueueFailedInPlace(SealedEpoch e) {

@@ -104,9 +104,12 @@ class Pager {
   // future resolves when the epoch is durable. Epochs complete in order.
   std::shared_future<Result<Epoch>> CommitAsync();
   // Commit() without the staging copy: the program's threads stay paused
-  // until the epoch is durable, and the sink reads the written pages from
-  // the region itself. No memory grows with the dirty set, but the pause
-  // lasts the whole write: meant for a last commit (a process exiting).
+  // while the sink's Write reads the written pages from the region itself
+  // (a local store: into the page cache), and its Sync makes the epoch
+  // durable after they resume. No memory grows with the dirty set, but the
+  // pause lasts the whole write: meant for a last commit (a process
+  // exiting). If the Sync fails, the epoch's pages go into the next cut,
+  // which takes its number.
   // Falls back to Commit() when the sink cannot read the region in place or
   // an older failed epoch waits to be persisted again.
   // REQUIRES: no thread that the pause may stop holds a lock the sink's

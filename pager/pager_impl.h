@@ -88,6 +88,11 @@ class Pager::Impl {
   // CommitInPlace's epoch failed: copies its pages out of the (still
   // paused) region and queues it, answered, to be persisted again unchanged.
   void QueueFailedInPlace(SealedEpoch e);
+  // CommitInPlace's epoch was written but its sync failed, and the region
+  // has changed since: its pages and discards go into the next cut, which
+  // takes its number (the sink, a local store, never made it durable).
+  // REQUIRES: epoch_mu_, not cut_mu_.
+  void CarryUnsynced(const SealedEpoch& e);
   // Persist failed: the pages and discards of `j` go back to be retried.
 
   std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
@@ -101,6 +106,10 @@ class Pager::Impl {
   std::unique_ptr<StagingPool> staging_pool_;
 
   std::mutex cut_mu_;       // one cut or discard at a time; before q_mu_
+  // Held by a commit from its cut until its epoch is handed on (queued, or
+  // written in place and synced), so no later epoch reaches the sink before
+  // an in-place one is synced; before cut_mu_. Discard does not take it.
+  std::mutex epoch_mu_;
   Pgno cut_hwm_ = 0;        // hwm of the newest cut
 
   std::mutex discard_mu_;

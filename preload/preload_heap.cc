@@ -131,11 +131,16 @@ void CommitNow(bool final, const char* why) {
   std::lock_guard<std::mutex> l(g_commit_mu);
   if (g_final_done) return;
   WriteStats();
-  // The last commit writes the heap from the region, with the program held
-  // still, instead of copying it first: a program that wrote most of its
-  // heap since the last periodic commit would otherwise peak at twice it.
-  // Safe here: the program's threads allocate from the heap, and only
-  // pheap's own code uses the C library's malloc.
+  // The last commit writes the heap from the region into the store while
+  // the program is held still, and syncs once it runs again, instead of
+  // copying it to staging first: a program that wrote most of its heap
+  // since the last periodic commit would otherwise peak at twice it. Safe
+  // here: the program's threads allocate from the heap, and reach the C
+  // library's malloc only outside pauses (InLibc). Periodic commits keep
+  // the staging copy: it reuses the same memory each time, where a growing
+  // page cache takes never-used pages, and on our VMs a write into those
+  // moves 0.37 GB/s against 3 GB/s into pages just freed (the pauses of a
+  // python run committing every 100 ms were about ten times longer).
   auto r = final ? g_heap->CommitInPlace() : g_heap->Commit();
   if (r.ok()) {
     const PagerStats st = g_heap->engine().pager().stats();

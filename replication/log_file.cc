@@ -54,6 +54,30 @@ int WriteFull(int fd, const void* buf, size_t n, uint64_t off) {
   return 0;
 }
 
+int WritevFull(int fd, const struct iovec* iov, size_t iovcnt, uint64_t off) {
+  constexpr size_t kMaxIov = 1024;  // IOV_MAX
+  size_t i = 0;
+  while (i < iovcnt) {
+    const int n = static_cast<int>(std::min(iovcnt - i, kMaxIov));
+    ssize_t r = os().pwritev(fd, iov + i, n, static_cast<off_t>(off));
+    if (r == -EINTR) continue;
+    if (r < 0) return static_cast<int>(r);
+    if (r == 0) return -EIO;
+    off += static_cast<uint64_t>(r);
+    for (size_t left = static_cast<size_t>(r); left > 0; ++i) {  // skip what went out
+      if (left < iov[i].iov_len) {  // a short write ended inside iov[i]
+        const size_t rest = iov[i].iov_len - left;
+        int w = WriteFull(fd, static_cast<const char*>(iov[i].iov_base) + left, rest, off);
+        if (w < 0) return w;
+        off += rest;
+        left = iov[i].iov_len;
+      }
+      left -= iov[i].iov_len;
+    }
+  }
+  return 0;
+}
+
 Status SyncDirectory(const std::string& dir) {
   int fd = os().open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) return Status::FromErrno("opening directory " + dir + " to sync it", -fd);
@@ -371,11 +395,9 @@ void GroupWriter::Commit(CommitKind kind, const ImageInfo& image) {
 
 int GroupWriter::Drain(int fd) {
   uint64_t off = start_ + written_;
-  for (const iovec& v : iov_) {
-    int r = WriteFull(fd, v.iov_base, v.iov_len, off);
-    if (r < 0) return r;
-    off += v.iov_len;
-  }
+  int r = WritevFull(fd, iov_.data(), iov_.size(), off);
+  if (r < 0) return r;
+  for (const iovec& v : iov_) off += v.iov_len;
   written_ = off - start_;
   iov_.clear();
   blocks_.clear();

@@ -27,6 +27,9 @@ std::optional<uint64_t> ParseLogFileName(const std::string& name);
 ssize_t ReadFull(int fd, void* buf, size_t n, uint64_t off);
 // Writes exactly n bytes at off; 0 or -errno.
 int WriteFull(int fd, const void* buf, size_t n, uint64_t off);
+// Writes iov[0, iovcnt) contiguously from off, IOV_MAX iovecs per pwritev,
+// resuming after a short write; 0 or -errno. No sync.
+int WritevFull(int fd, const struct iovec* iov, size_t iovcnt, uint64_t off);
 // fsync of a directory: its entries (files created, renamed, removed) durable.
 Status SyncDirectory(const std::string& dir);
 

@@ -62,6 +62,8 @@ Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* pr
   return impl_->ReadRun(first, count, out, present);
 }
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
+Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
+Status PageStore::Sync() { return impl_->Sync(); }
 Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallPages(part); }
 Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
 Status PageStore::Compact() { return impl_->Compact(); }
@@ -316,7 +318,7 @@ const uint8_t* LogPadZeros() {
 
 }  // namespace
 
-Status PageStore::Impl::Persist(const SealedEpoch& e) {
+Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const SealedEpoch& e) {
   PHEAP_RETURN_IF_ERROR(CheckEpoch(e));
   if (active_->end > options_.log_file_bytes) {
     auto f = CreateLogFile(FileKind::kWriter, image_);
@@ -326,19 +328,18 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
     files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
   }
   const Epoch epoch = e.image.epoch;
-  const uint64_t start = active_->end;
-  GroupWriter w(start, epoch);
-  std::vector<Slot> slots(e.pages.size());
+  auto g = std::make_unique<Group>(active_->end, epoch);
+  g->slots.resize(e.pages.size());
   const auto file = static_cast<uint32_t>(active_->info.number);
   for (size_t i = 0; i < e.pages.size(); ++i) {
     const uint8_t* data = e.page_data(i);
     uint64_t sum = PageChecksum(data);
-    slots[i] = Slot{epoch, w.AddPage(e.pages[i], epoch, sum, data), sum, file, Slot::kPage};
+    g->slots[i] = Slot{epoch, g->w.AddPage(e.pages[i], epoch, sum, data), sum, file, Slot::kPage};
   }
-  for (const Run& r : e.discarded) w.AddTrim(TrimEntry{r.first, r.count, epoch});
-  ImageInfo im = e.image;
-  im.heap_id = heap_id_;
-  w.Commit(CommitKind::kEpoch, im);
+  for (const Run& r : e.discarded) g->w.AddTrim(TrimEntry{r.first, r.count, epoch});
+  g->im = e.image;
+  g->im.heap_id = heap_id_;
+  g->w.Commit(CommitKind::kEpoch, g->im);
   // An append past the file's end changes its size, so its fdatasync also
   // commits the filesystem's journal: on ext4 a small epoch's sync costs
   // about twice an overwrite's. So from the second epoch of a file on, a
@@ -349,23 +350,25 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   // nor a large one: past kLogPadMaxGroup, writing every byte twice costs
   // more than the journal commit saves. A reader ends the file at the
   // first all-zero block (docs/store-format.md).
-  const std::vector<iovec>* iov = &w.iov();
-  std::vector<iovec> padded;  // a small group's iovecs and the zeros
-  uint64_t padded_to = active_->padded_to;
-  if (w.end() > padded_to && w.end() - start <= kLogPadMaxGroup &&
+  const uint64_t end = g->w.end();
+  g->padded_to = active_->padded_to;
+  if (end > g->padded_to && end - g->start <= kLogPadMaxGroup &&
       active_->last_epoch > active_->info.base_image.epoch && LogPadZeros() != nullptr) {
-    padded_to = (w.end() + kLogPadBytes - 1) / kLogPadBytes * kLogPadBytes;
-    if (padded_to > w.end()) {
-      padded = w.iov();
-      padded.push_back({const_cast<uint8_t*>(LogPadZeros()), padded_to - w.end()});
-      iov = &padded;
+    g->padded_to = (end + kLogPadBytes - 1) / kLogPadBytes * kLogPadBytes;
+    if (g->padded_to > end) {
+      g->padded = g->w.iov();
+      g->padded.push_back({const_cast<uint8_t*>(LogPadZeros()), g->padded_to - end});
     }
   }
-  // Nothing below `start` changes; a failed write leaves `end` where it was,
-  // so a retry overwrites whatever part of the group reached the file.
-  int r = os().writev_datasync(active_->fd, iov->data(), static_cast<int>(iov->size()), static_cast<off_t>(start));
+  return g;
+}
+
+// `r`: how writing the group and syncing it went (0 or -errno).
+Status PageStore::Impl::Publish(const Group& g, const std::vector<Pgno>& pages, const std::vector<Run>& discarded,
+                                int r) {
+  const Epoch epoch = g.im.epoch;
   // A file made at open becomes durable with its first epoch: the datasync
-  // above covered its header, and the directory entry follows.
+  // covered its header, and the directory entry follows.
   Status dir;
   if (r == 0 && !active_->synced) {
     dir = SyncDir();
@@ -375,23 +378,25 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
   if (r < 0) {
     // The write may have reached the page cache whole and only the sync
     // failed: blank the commit record so no later open takes the epoch as
-    // durable. Best effort; the next Persist overwrites this range anyway.
+    // durable. Best effort; the next epoch overwrites this range anyway,
+    // since `end` stays where it was.
     static const Block kZeros{};
-    (void)WriteFull(active_->fd, &kZeros, sizeof(kZeros), w.end() - kBlockSize);
+    (void)WriteFull(active_->fd, &kZeros, sizeof(kZeros), g.w.end() - kBlockSize);
     const std::string what = fmt::format(
         "persisting epoch {} of heap '{}' to {} at offset {} (the epoch is not durable; retry it)", epoch, name_,
-        active_->path, start);
+        active_->path, g.start);
     return dir.ok() ? Status::FromErrno(what, -r) : dir.Annotate(what);
   }
+  const auto file = static_cast<uint32_t>(active_->info.number);
   std::unique_lock lock(mu_);
-  if (index_.size() < im.hwm) index_.resize(im.hwm);
-  for (size_t i = 0; i < e.pages.size(); ++i) {
-    Slot& cur = index_[e.pages[i]];
+  if (index_.size() < g.im.hwm) index_.resize(g.im.hwm);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    Slot& cur = index_[pages[i]];
     if (cur.state == Slot::kPage) --files_.at(cur.file)->live_pages;
-    cur = slots[i];
+    cur = g.slots[i];
   }
-  active_->live_pages += e.pages.size();
-  for (const Run& run : e.discarded) {
+  active_->live_pages += pages.size();
+  for (const Run& run : discarded) {
     Pgno end = std::min<Pgno>(run.end(), index_.size());
     for (Pgno p = run.first; p < end; ++p) {
       Slot& cur = index_[p];
@@ -399,11 +404,46 @@ Status PageStore::Impl::Persist(const SealedEpoch& e) {
       cur = Slot{epoch, 0, 0, file, Slot::kTrim};
     }
   }
-  active_->end = w.end();
-  active_->padded_to = std::max(padded_to, w.end());
+  active_->end = g.w.end();
+  active_->padded_to = std::max(g.padded_to, g.w.end());
   active_->last_epoch = epoch;
-  image_ = im;
+  image_ = g.im;
   return Status::Ok();
+}
+
+Status PageStore::Impl::Persist(const SealedEpoch& e) {
+  if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
+  auto g = LayOut(e);
+  if (!g.ok()) return g.status();
+  const std::vector<iovec>& iov = (*g)->iov();
+  // Nothing below `start` changes; a failed write leaves `end` where it was,
+  // so a retry overwrites whatever part of the group reached the file.
+  int r = os().writev_datasync(active_->fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>((*g)->start));
+  return Publish(**g, e.pages, e.discarded, r);
+}
+
+std::string PageStore::Impl::NotSynced(Epoch epoch) const {
+  return fmt::format("heap store {}: epoch {} was written but not synced; call Sync before epoch {}", path_,
+                     written_->im.epoch, epoch);
+}
+
+Status PageStore::Impl::Write(const SealedEpoch& e) {
+  if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
+  auto g = LayOut(e);
+  if (!g.ok()) return g.status();
+  const std::vector<iovec>& iov = (*g)->iov();
+  int r = WritevFull(active_->fd, iov.data(), iov.size(), (*g)->start);
+  if (r < 0) return Publish(**g, e.pages, e.discarded, r);  // blanks what reached the file, names it
+  (*g)->pages = e.pages;
+  (*g)->discarded = e.discarded;
+  written_ = std::move(*g);
+  return Status::Ok();
+}
+
+Status PageStore::Impl::Sync() {
+  if (written_ == nullptr) return Status::Ok();
+  std::unique_ptr<Group> g = std::move(written_);
+  return Publish(*g, g->pages, g->discarded, os().fdatasync(active_->fd));
 }
 
 PageStoreStats PageStore::Impl::stats() const {

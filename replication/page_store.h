@@ -82,6 +82,11 @@ class PageStore final : public PageSource, public EpochSink {
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
   Status Persist(const SealedEpoch& e) override;
   bool PersistsFromRegion() const override { return true; }
+  // Write puts the epoch's group into the page cache (pwritev, no sync);
+  // Sync makes it durable with one fdatasync. A failed Sync leaves the
+  // epoch not durable, as a failed Persist does.
+  Status Write(const SealedEpoch& e) override;
+  Status Sync() override;
 
   // Installing a whole image read from elsewhere into an empty store
   // (recovery from replicas into a new directory), while the heap runs.

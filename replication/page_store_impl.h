@@ -55,6 +55,8 @@ class PageStore::Impl {
   const std::string& path() const { return path_; }
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
   Status Persist(const SealedEpoch& e);
+  Status Write(const SealedEpoch& e);
+  Status Sync();
   Status InstallPages(const SealedEpoch& part);  // store_install.cc
   Status InstallCommit(const ImageInfo& image);
   Status RepairPage(Pgno pgno, const uint8_t* data);  // store_repair.cc
@@ -78,6 +80,13 @@ class PageStore::Impl {
   // store created (MakeDirs) until each has been synced once.
   Status SyncDir();
   Status CheckEpoch(const SealedEpoch& e) const;
+  // Persist's steps (page_store.cc): lay out an epoch's group at the active
+  // file's end, and, once written and synced with result r (0 or -errno),
+  // publish it into the index or blank its commit record.
+  struct Group;
+  Result<std::unique_ptr<Group>> LayOut(const SealedEpoch& e);
+  Status Publish(const Group& g, const std::vector<Pgno>& pages, const std::vector<Run>& discarded, int r);
+  std::string NotSynced(Epoch epoch) const;
   // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held
   // exclusively (or no reader yet).
   void Apply(Pgno pgno, const Slot& s);
@@ -98,6 +107,7 @@ class PageStore::Impl {
   uint64_t next_file_number_ = 1;
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
+  std::unique_ptr<Group> written_;  // by Write, awaiting Sync
   std::vector<std::string> unsynced_parents_;  // of directories MakeDirs created, outermost first
 
   // Readers (ReadRun, Verify, stats) take mu_ shared; Persist and Compact
@@ -112,6 +122,23 @@ class PageStore::Impl {
   std::unique_ptr<LogFile> install_;
   std::vector<Slot> install_index_;
   uint64_t install_pages_ = 0, install_trims_ = 0;
+};
+
+// An epoch's group, laid out at the active file's end and written by
+// Persist, or by Write and later made durable by Sync.
+struct PageStore::Impl::Group {
+  Group(uint64_t at, Epoch epoch) : start(at), w(at, epoch) {}
+  uint64_t start;
+  GroupWriter w;
+  std::vector<iovec> padded;  // a small group's iovecs and the zeros, if padded
+  uint64_t padded_to = 0;
+  std::vector<Slot> slots;    // per page of the epoch
+  ImageInfo im;
+  // Write only: what Sync publishes, copied from the epoch.
+  std::vector<Pgno> pages;
+  std::vector<Run> discarded;
+
+  const std::vector<iovec>& iov() const { return padded.empty() ? w.iov() : padded; }
 };
 
 }  // namespace pheap

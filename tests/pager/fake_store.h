@@ -5,9 +5,11 @@
 #pragma once
 
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <vector>
@@ -37,6 +39,8 @@ class FakeStore : public PageSource, public EpochSink {
   }
   void Corrupt(Pgno p) { std::lock_guard lk(mu_); corrupt_.insert(p); }
   void FailPersists(int n) { std::lock_guard lk(mu_); fail_persists_ = n; }
+  // Fail the next n Syncs (of epochs Write took from the region).
+  void FailSyncs(int n) { std::lock_guard lk(mu_); fail_syncs_ = n; }
   // Whether Persist takes epochs read in place from the region.
   void TakeFromRegion(bool on) { std::lock_guard lk(mu_); from_region_ = on; }
   bool PersistsFromRegion() const override { std::lock_guard lk(mu_); return from_region_; }
@@ -116,7 +120,54 @@ class FakeStore : public PageSource, public EpochSink {
     return Status::Ok();
   }
 
+  // Two phases, as a local store does them: Write copies an epoch read from
+  // the region (so the pager must hold the program still only until it
+  // returns); Sync applies the copy, or fails and forgets it.
+  Status Write(const SealedEpoch& e) override {
+    if (e.data != nullptr || e.pages.empty()) return Persist(e);
+    {
+      std::lock_guard lk(mu_);
+      if (fail_persists_ > 0) {  // the write fails
+        --fail_persists_;
+        attempts_.emplace_back(e.image.epoch, e.pages);
+        return Status::IoError("fake store: injected Write failure", EIO);
+      }
+      if (!from_region_) contract_error_ = "pages without data";
+      if (written_) contract_error_ = "Write before the last written epoch's Sync";
+    }
+    auto w = std::make_unique<Written>();
+    w->epoch = e;
+    w->data.reset(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, e.pages.size() * kPageSize)));
+    for (size_t i = 0; i < e.pages.size(); ++i) std::memcpy(w->data.get() + i * kPageSize, e.page_data(i), kPageSize);
+    w->epoch.data = w->data.get();
+    w->epoch.region = nullptr;
+    std::lock_guard lk(mu_);
+    ++region_epochs_;
+    written_ = std::move(w);
+    return Status::Ok();
+  }
+  Status Sync() override {
+    std::unique_ptr<Written> w;
+    {
+      std::lock_guard lk(mu_);
+      w = std::move(written_);
+      if (w == nullptr) return Status::Ok();
+      if (fail_syncs_ > 0) {
+        --fail_syncs_;
+        attempts_.emplace_back(w->epoch.image.epoch, w->epoch.pages);
+        return Status::IoError("fake store: injected Sync failure", EIO);
+      }
+    }
+    return Persist(w->epoch);
+  }
+
  private:
+  struct Written {
+    SealedEpoch epoch;
+    std::unique_ptr<uint8_t, decltype(&std::free)> data{nullptr, &std::free};  // 4 KiB aligned
+  };
+  std::unique_ptr<Written> written_;
+  int fail_syncs_ = 0;
   mutable std::mutex mu_;
   ImageInfo image_;
   std::map<Pgno, Page> pages_;

@@ -321,6 +321,38 @@ TEST_P(PagerTest, FailedInPlaceEpochIsPersistedAgainUnchanged) {
   EXPECT_EQ(store_.contract_error(), "");
 }
 
+// The sync of an in-place epoch fails after the program resumed: the region
+// no longer holds that cut, so its pages go into the next cut, which takes
+// its number (it was durable nowhere).
+TEST_P(PagerTest, FailedInPlaceSyncCarriesItsPagesIntoTheNextCut) {
+  PHEAP_SKIP_IF_TSAN();
+  store_.TakeFromRegion(true);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  Page(*pager, 4)[0] = 44;
+  Page(*pager, 8)[0] = 88;
+  store_.FailSyncs(1);
+  auto e = pager->CommitInPlace();
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(pager->durable_epoch(), 0u);
+  Page(*pager, 6)[0] = 66;  // 4 and 8 are not written again
+  e = pager->CommitInPlace();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 1u);
+  using Attempt = std::pair<Epoch, std::vector<Pgno>>;
+  EXPECT_EQ(store_.attempts(), (std::vector<Attempt>{{1, {4, 8}}, {1, {4, 6, 8}}}));
+  EXPECT_EQ(store_.Read(4)[0], 44);
+  EXPECT_EQ(store_.Read(6)[0], 66);
+  EXPECT_EQ(store_.Read(8)[0], 88);
+  // And the next cut is numbered after it.
+  Page(*pager, 4)[0] = 45;
+  e = pager->Commit();
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 2u);
+  EXPECT_EQ(store_.Read(4)[0], 45);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
 TEST_P(PagerTest, InPlaceCommitFallsBackToACopyForOtherSinks) {
   PHEAP_SKIP_IF_TSAN();
   auto pager = Open();  // the store takes copies only

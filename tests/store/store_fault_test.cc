@@ -19,10 +19,27 @@ class FaultyOs : public Os {
   int fail_fsync = 0;         // fail this many fsync calls
   int writev_calls = 0;
 
+  int fail_pwritev = 0;       // fail this many pwritev calls, as writev_datasync
+  int fail_fdatasync = 0;     // fail this many fdatasync calls
+
   int writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) override {
     ++writev_calls;
     if (fail_writev == 0) return Os::writev_datasync(fd, iov, iovcnt, off);
     --fail_writev;
+    return WriteThenFail(fd, iov, iovcnt, off);
+  }
+  ssize_t pwritev(int fd, const struct iovec* iov, int iovcnt, off_t off) override {
+    if (fail_pwritev == 0) return Os::pwritev(fd, iov, iovcnt, off);
+    --fail_pwritev;
+    return WriteThenFail(fd, iov, iovcnt, off);
+  }
+  int fdatasync(int fd) override {
+    if (fail_fdatasync == 0) return Os::fdatasync(fd);
+    --fail_fdatasync;
+    return -EIO;
+  }
+  // Writes none, half or all of the bytes (write_half, write_all), fails.
+  int WriteThenFail(int fd, const struct iovec* iov, int iovcnt, off_t off) {
     if (write_half || write_all) {
       size_t total = 0;
       for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
@@ -63,7 +80,18 @@ class StoreFault : public ::testing::Test {
 
 enum class Written { kNothing, kHalf, kAll };
 
-void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written written) {
+// Persist, or Write then Sync (two_phase).
+Status PersistEpoch(PageStore& store, const SealedEpoch& e, bool two_phase) {
+  if (!two_phase) return store.Persist(e);
+  Status s = store.Write(e);
+  return s.ok() ? store.Sync() : s;
+}
+
+// Epoch 4 fails (its write with `written` bytes on disk, or only its sync
+// when kAll), changes nothing visible, and a retry succeeds. Two-phase, the
+// retry is another cut under the same number, as the pager makes it after
+// a failed Sync: the region has changed since.
+void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written written, bool two_phase = false) {
   const uint64_t seed = 21;
   Model m;
   {
@@ -76,10 +104,12 @@ void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written writt
     }
     // Epoch 4 overwrites pages that epoch 3 holds, so a leak would show.
     auto d4 = MakeEpoch(4, {0, 1, 2, 3, 4, 5, 6, 7}, 64, {{10, 20}});
-    fos.fail_writev = 1;
+    if (!two_phase) fos.fail_writev = 1;
+    else if (written == Written::kAll) fos.fail_fdatasync = 1;
+    else fos.fail_pwritev = 1;
     fos.write_half = written == Written::kHalf;
     fos.write_all = written == Written::kAll;
-    Status s = store->Persist(d4.sealed);
+    Status s = PersistEpoch(*store, d4.sealed, two_phase);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.code(), Status::Code::kIoError);
     EXPECT_NE(s.message().find("persisting epoch 4 of heap 'fault'"), std::string::npos) << s.ToString();
@@ -94,11 +124,13 @@ void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written writt
       ASSERT_TRUE(peek);
       EXPECT_TRUE(MatchesModel(*peek, m));
     }
-    ASSERT_TRUE(store->Persist(d4.sealed).ok());
-    m.Apply(d4.sealed);
+    auto d4b = MakeEpoch(4, {2, 3, 30}, 65, {});
+    const SealedEpoch& retry = two_phase ? d4b.sealed : d4.sealed;
+    ASSERT_TRUE(PersistEpoch(*store, retry, two_phase).ok());
+    m.Apply(retry);
     EXPECT_TRUE(MatchesModel(*store, m));
     auto d5 = GenerateEpoch(seed, 5);
-    ASSERT_TRUE(store->Persist(d5.sealed).ok());
+    ASSERT_TRUE(PersistEpoch(*store, d5.sealed, two_phase).ok());
     m.Apply(d5.sealed);
   }
   auto store = OpenOrDie(dir, "fault");
@@ -109,6 +141,39 @@ void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written writt
 TEST_F(StoreFault, WriteFailsOnceNothingWritten) { FailedPersistThenRetry(os_, dir_.path(), Written::kNothing); }
 TEST_F(StoreFault, WriteFailsOnceAfterHalfTheBytes) { FailedPersistThenRetry(os_, dir_.path(), Written::kHalf); }
 TEST_F(StoreFault, SyncFailsOnceAfterEveryByteWasWritten) { FailedPersistThenRetry(os_, dir_.path(), Written::kAll); }
+TEST_F(StoreFault, TwoPhaseWriteFailsOnceNothingWritten) {
+  FailedPersistThenRetry(os_, dir_.path(), Written::kNothing, true);
+}
+TEST_F(StoreFault, TwoPhaseWriteFailsOnceAfterHalfTheBytes) {
+  FailedPersistThenRetry(os_, dir_.path(), Written::kHalf, true);
+}
+TEST_F(StoreFault, TwoPhaseSyncFailsThenAnotherCutTakesTheNumber) {
+  FailedPersistThenRetry(os_, dir_.path(), Written::kAll, true);
+}
+
+// Write leaves the epoch invisible until Sync, and refuses a second Write
+// before it.
+TEST_F(StoreFault, TwoPhaseEpochIsVisibleOnlyAfterSync) {
+  auto store = OpenOrDie(dir_.path(), "twophase");
+  ASSERT_TRUE(store);
+  Model m;
+  auto d1 = GenerateEpoch(3, 1);
+  ASSERT_TRUE(store->Write(d1.sealed).ok());
+  EXPECT_EQ(store->stats().epoch, 0u);
+  EXPECT_TRUE(MatchesModel(*store, m));
+  Status again = store->Write(GenerateEpoch(3, 2).sealed);
+  EXPECT_EQ(again.code(), Status::Code::kInvalidArgument) << again.ToString();
+  EXPECT_EQ(store->Persist(GenerateEpoch(3, 2).sealed).code(), Status::Code::kInvalidArgument);
+  ASSERT_TRUE(store->Sync().ok());
+  m.Apply(d1.sealed);
+  EXPECT_EQ(store->stats().epoch, 1u);
+  EXPECT_TRUE(MatchesModel(*store, m));
+  ASSERT_TRUE(store->Sync().ok());  // nothing written: nothing to do
+  store.reset();
+  auto reopened = OpenOrDie(dir_.path(), "twophase");
+  ASSERT_TRUE(reopened);
+  EXPECT_TRUE(MatchesModel(*reopened, m));
+}
 
 TEST_F(StoreFault, OneSyncPerEpoch) {
   auto store = OpenOrDie(dir_.path(), "once");
