@@ -151,12 +151,17 @@ TEST(AllocatorRecoveryTest, HundredCrashesKeepObjectsAndBoundedUsage) {
         // Everything published freed: what stays live is only what the
         // killed children held in flight (alloc_types.h, point 6): a block
         // inside Malloc or Free at the kill, at most two per thread per kill.
+        // Most are under 3 KiB, but one allocation in 64 is up to 600 KiB,
+        // and a few of those caught in flight made one CI run lose 8.6 MB:
+        // hence 8 KiB per block and 16 MiB of slack for that tail. A leak of
+        // one 64 KiB heap page per thread per incarnation (25.6 MB over 100
+        // cycles) still exceeds it.
         for (auto& o : roots->obj) a.Free(reinterpret_cast<void*>(o.exchange(0)));
         a.Collect();
         uint64_t in_flight = a.Stats().bytes_live;
         std::printf("after freeing every root: %lu B live (lost in flight)\n",
                     static_cast<unsigned long>(in_flight));
-        EXPECT_LE(in_flight, uint64_t{2} * kThreads * killed * (4u << 10) + (4u << 20));
+        EXPECT_LE(in_flight, uint64_t{2} * kThreads * killed * (8u << 10) + (16u << 20));
       }
     }
   }
