@@ -431,11 +431,15 @@ void* InternalThread(void* p) {
 
 extern "C" int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg) {
   namespace pp = pheap::preload;
-  if (pp::t_bypass == 0) return pp::InLibc(&pp::LibcAllocator::pthread_create, t, attr, fn, arg);
+  // Not deferred (InLibc): pthread_create takes no malloc arena lock of its
+  // own (its allocations come through this library), but it may wait for
+  // the loader's TLS lock, which a thread paused inside dlopen can hold; a
+  // pause would then wait for ever. pheap never starts a thread inside one.
+  if (pp::t_bypass == 0) return pp::Libc().pthread_create(t, attr, fn, arg);
   auto* s = static_cast<pp::InternalStart*>(pp::InLibc(&pp::LibcAllocator::malloc, sizeof(pp::InternalStart)));
   if (s == nullptr) return EAGAIN;
   *s = {fn, arg};
-  int r = pp::InLibc(&pp::LibcAllocator::pthread_create, t, attr, pp::InternalThread, s);
+  int r = pp::Libc().pthread_create(t, attr, pp::InternalThread, s);
   if (r != 0) pp::InLibc(&pp::LibcAllocator::free, s);
   return r;
 }
