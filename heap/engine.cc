@@ -16,7 +16,7 @@ namespace pheap {
 const std::vector<std::string>& Engine::ConfigKeys() {
   static const std::vector<std::string> kKeys = [] {
     std::vector<std::string> k = {"dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
-                                  "staging_max", "salvage", "log_file_size", "keys", "replica_timeout_ms",
+                                  "staging_max", "salvage", "log_file_size", "direct_write", "keys", "replica_timeout_ms",
                                   "restore"};
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     return k;
@@ -58,6 +58,9 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto log_size = config.GetSize("log_file_size", o.store.log_file_bytes);
   if (!log_size.ok()) return log_size.status();
   o.store.log_file_bytes = *log_size;
+  auto direct = config.GetSize("direct_write", o.store.direct_write_bytes);
+  if (!direct.ok()) return direct.status();
+  o.store.direct_write_bytes = *direct;
   auto replication = ReplicationFromConfig(config);
   if (!replication.ok()) return replication.status();
   o.replication = std::move(*replication);

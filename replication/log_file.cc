@@ -329,7 +329,7 @@ EntryBlock* GroupWriter::Open(EntryKind kind) {
   if (open_ != nullptr && (open_->kind != static_cast<uint32_t>(kind) || open_->count == kEntriesPerBlock))
     CloseBlock();
   if (open_ == nullptr) {
-    open_ = &blocks_.emplace_back();
+    open_ = &blocks_.emplace_back().b;
     std::memset(open_, 0, sizeof(*open_));
     open_->magic = kEntryMagic;
     open_->kind = static_cast<uint32_t>(kind);

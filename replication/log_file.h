@@ -117,8 +117,13 @@ class GroupWriter {
   Epoch epoch_;
   logfmt::EntryBlock* open_ = nullptr;
   uint64_t pages_ = 0, trims_ = 0, sources_ = 0;
-  std::deque<logfmt::EntryBlock> blocks_;  // deque: pointers stay valid
-  logfmt::CommitBlock commit_{};
+  // Blocks are 4 KiB aligned in memory, like the pages they describe, so a
+  // group can be written with O_DIRECT (PageStoreOptions::direct_write_bytes).
+  struct alignas(logfmt::kBlockSize) AlignedEntryBlock {
+    logfmt::EntryBlock b;
+  };
+  std::deque<AlignedEntryBlock> blocks_;  // deque: pointers stay valid
+  alignas(logfmt::kBlockSize) logfmt::CommitBlock commit_{};
   std::vector<iovec> iov_;
 };
 

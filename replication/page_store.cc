@@ -22,6 +22,7 @@ using namespace logfmt;
 
 LogFile::~LogFile() {
   if (fd >= 0) os().close(fd);
+  if (direct_fd >= 0) os().close(direct_fd);
 }
 
 // ---- public face ----
@@ -324,6 +325,10 @@ Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const Se
     auto f = CreateLogFile(FileKind::kWriter, image_);
     if (!f.ok()) return f.status().Annotate(fmt::format("persisting epoch {}", e.image.epoch));
     std::unique_lock lock(mu_);
+    if (active_->direct_fd >= 0) {  // sealed: never written again
+      os().close(active_->direct_fd);
+      active_->direct_fd = -1;
+    }
     active_ = f->get();
     files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
   }
@@ -411,15 +416,45 @@ Status PageStore::Impl::Publish(const Group& g, const std::vector<Pgno>& pages, 
   return Status::Ok();
 }
 
+int PageStore::Impl::WriteGroup(const Group& g, bool sync) {
+  const std::vector<iovec>& iov = g.iov();
+  auto write = [&](int fd) {
+    return sync ? os().writev_datasync(fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(g.start))
+                : WritevFull(fd, iov.data(), iov.size(), g.start);
+  };
+  LogFile* f = active_;
+  const uint64_t bytes = g.w.end() - g.start;
+  if (options_.direct_write_bytes == 0 || bytes < options_.direct_write_bytes || f->direct_failed ||
+      !std::all_of(iov.begin(), iov.end(), [](const iovec& v) {
+        return (reinterpret_cast<uintptr_t>(v.iov_base) | v.iov_len) % kBlockSize == 0;
+      }))
+    return write(f->fd);
+  if (f->direct_fd < 0) {
+    int fd = os().open(f->path.c_str(), O_WRONLY | O_DIRECT, 0);
+    if (fd < 0) {
+      PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT ({}); writing through the page cache", path_, f->path,
+                      std::strerror(-fd));
+      f->direct_failed = true;
+      return write(f->fd);
+    }
+    f->direct_fd = fd;
+  }
+  int r = write(f->direct_fd);
+  if (r != -EINVAL) return r;
+  // The device wants another alignment. Nothing was written; from now on
+  // this file is written through the page cache.
+  PHEAP_LOG_DEBUG("heap store {}: O_DIRECT write to {} refused; writing through the page cache", path_, f->path);
+  f->direct_failed = true;
+  return write(f->fd);
+}
+
 Status PageStore::Impl::Persist(const SealedEpoch& e) {
   if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
   auto g = LayOut(e);
   if (!g.ok()) return g.status();
-  const std::vector<iovec>& iov = (*g)->iov();
   // Nothing below `start` changes; a failed write leaves `end` where it was,
   // so a retry overwrites whatever part of the group reached the file.
-  int r = os().writev_datasync(active_->fd, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>((*g)->start));
-  return Publish(**g, e.pages, e.discarded, r);
+  return Publish(**g, e.pages, e.discarded, WriteGroup(**g, /*sync=*/true));
 }
 
 std::string PageStore::Impl::NotSynced(Epoch epoch) const {
@@ -431,8 +466,7 @@ Status PageStore::Impl::Write(const SealedEpoch& e) {
   if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
   auto g = LayOut(e);
   if (!g.ok()) return g.status();
-  const std::vector<iovec>& iov = (*g)->iov();
-  int r = WritevFull(active_->fd, iov.data(), iov.size(), (*g)->start);
+  int r = WriteGroup(**g, /*sync=*/false);
   if (r < 0) return Publish(**g, e.pages, e.discarded, r);  // blanks what reached the file, names it
   (*g)->pages = e.pages;
   (*g)->discarded = e.discarded;

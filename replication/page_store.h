@@ -38,6 +38,14 @@ struct PageStoreOptions {
   // truncated or lost), open at the last intact epoch instead of failing;
   // the damage is reported and logged, later epochs are lost.
   bool salvage = false;
+  // An epoch whose group (pages, entries and commit record) is at least
+  // this many bytes is written with O_DIRECT, from the caller's pages
+  // straight to the device, where the filesystem allows it; smaller ones,
+  // and any on a filesystem that refuses, go through the page cache. On our
+  // disks a write and fdatasync of 4 MiB or more took a fifth of the time
+  // through O_DIRECT, since the page cache's copy of the data is skipped,
+  // and the image is not cached twice. 0: never.
+  uint64_t direct_write_bytes = uint64_t{1} << 20;
 };
 
 struct PageStoreStats {

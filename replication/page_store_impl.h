@@ -32,6 +32,8 @@ struct LogFile {
   uint64_t padded_to = 0;                      // writer files: zeros durable up to here (see Persist)
   uint64_t live_pages = 0;                     // index slots holding a page here
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
+  int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
+  bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
 };
 
 // Where the newest durable version of one page lies.
@@ -86,6 +88,10 @@ class PageStore::Impl {
   struct Group;
   Result<std::unique_ptr<Group>> LayOut(const SealedEpoch& e);
   Status Publish(const Group& g, const std::vector<Pgno>& pages, const std::vector<Run>& discarded, int r);
+  // Writes a laid-out group at its place in the active file, and with `sync`
+  // fdatasyncs it; through O_DIRECT when options_.direct_write_bytes allows.
+  // 0 or -errno.
+  int WriteGroup(const Group& g, bool sync);
   std::string NotSynced(Epoch epoch) const;
   // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held
   // exclusively (or no reader yet).

@@ -191,8 +191,7 @@ uint64_t NowMs() {
 }
 
 // Opens the existing store of `h` (never creates one). Logs what it finds.
-void OpenStore(const std::string& dir, Heap* h) {
-  PageStoreOptions o;
+void OpenStore(const std::string& dir, PageStoreOptions o, Heap* h) {
   o.create_if_missing = false;
   auto s = PageStore::Open(dir, h->name, o);
   std::lock_guard l(h->mu);
@@ -208,13 +207,14 @@ void OpenStore(const std::string& dir, Heap* h) {
 
 }  // namespace
 
-HeapTable::HeapTable(std::string dir, const StagingLimits& staging)
-    : dir_(std::move(dir)), staging_(staging), started_ms_(NowMs()) {}
+HeapTable::HeapTable(std::string dir, const StagingLimits& staging, const PageStoreOptions& store)
+    : dir_(std::move(dir)), staging_(staging), store_options_(store), started_ms_(NowMs()) {}
 
 HeapTable::~HeapTable() { Close(); }
 
-Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const StagingLimits& staging) {
-  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging));
+Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const StagingLimits& staging,
+                                                   const PageStoreOptions& store) {
+  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging, store));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
@@ -270,7 +270,7 @@ std::shared_ptr<Heap> HeapTable::Register(const std::string& name) {
     }
     h->promise = ts->promise();
     h->terms.emplace(std::move(ts.value()));
-    OpenStore(dir_, h.get());
+    OpenStore(dir_, store_options_, h.get());
   } else {
     h->failed = ts.status();
     PHEAP_LOG_ERROR("heap '{}': {}", name, ts.status().ToString());

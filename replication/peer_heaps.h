@@ -29,6 +29,7 @@
 
 #include "base/status.h"
 #include "base/types.h"
+#include "replication/page_store.h"
 #include "replication/wire.h"
 
 namespace pheap {
@@ -58,7 +59,10 @@ class HeapTable {
   // Registers every heap directory under `dir` (one holding TERM or log
   // files) and opens its store. A store that fails to open is logged and its
   // requests answered with kStoreError; the others are served.
-  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const StagingLimits& staging);
+  // `store` holds the settings every heap's store takes (its region and
+  // create_if_missing are set per heap).
+  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const StagingLimits& staging,
+                                                 const PageStoreOptions& store = {});
   ~HeapTable();
   HeapTable(const HeapTable&) = delete;
   HeapTable& operator=(const HeapTable&) = delete;
@@ -73,7 +77,7 @@ class HeapTable {
   struct Heap;
 
  private:
-  HeapTable(std::string dir, const StagingLimits& staging);
+  HeapTable(std::string dir, const StagingLimits& staging, const PageStoreOptions& store);
   std::shared_ptr<Heap> Find(HeapId id);
   std::shared_ptr<Heap> Register(const std::string& name);
   std::shared_ptr<Heap> FindWritable(const wire::Message& m, Reply* err);
@@ -94,6 +98,7 @@ class HeapTable {
 
   const std::string dir_;
   const StagingLimits staging_;
+  const PageStoreOptions store_options_;
   const uint64_t started_ms_;
   std::mutex mu_;  // guards heaps_
   std::map<HeapId, std::shared_ptr<Heap>> heaps_;

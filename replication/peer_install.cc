@@ -29,7 +29,7 @@ std::optional<Reply> peer_internal::InstallHolds(Heap* h, const wire::Header& re
 }
 
 Result<std::shared_ptr<PageStore>> HeapTable::CreateStore(Heap* h, uint64_t base, uint64_t size) {
-  PageStoreOptions o;
+  PageStoreOptions o = store_options_;
   o.base = base;
   o.size = size;
   auto s = PageStore::Open(dir_, h->name, o);

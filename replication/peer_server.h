@@ -31,6 +31,7 @@ struct PeerOptions {
   bool insecure = false;    // allow a non-loopback endpoint without keys
   int read_threads = 2;
   StagingLimits staging;    // per heap, pages awaiting COMMIT (peer_heaps.h)
+  PageStoreOptions store;   // every heap's store (peer_heaps.h: HeapTable::Open)
   int heartbeat_ms = 1000;
   int heartbeat_timeout_ms = 5000;
 };

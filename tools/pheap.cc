@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
                    "per heap: memory for an epoch's pages awaiting their commit (more goes to a file in --dir)")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
+  peer->add_option("--direct-write", peer_opts.store.direct_write_bytes,
+                   "an epoch of at least this size is written with O_DIRECT, past the page cache (0: never)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   peer->add_option("--staging-limit", peer_opts.staging.max_bytes, "per heap: the largest epoch accepted")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();

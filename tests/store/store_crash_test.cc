@@ -23,6 +23,7 @@ constexpr int kKills = 50;
 PageStoreOptions CrashOptions() {
   PageStoreOptions o = Options();
   o.log_file_bytes = 48 * 1024;  // roll often, so kills land around new files too
+  o.direct_write_bytes = 32 * 1024;  // epochs of 7+ pages go O_DIRECT, mixed with buffered ones
   return o;
 }
 

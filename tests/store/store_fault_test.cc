@@ -1,7 +1,10 @@
 // Failed writes and syncs, injected through the OS seam: a failed Persist
 // changes nothing visible, a retry succeeds, a reopen agrees.
+#include <fcntl.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,13 +25,41 @@ class FaultyOs : public Os {
   int fail_pwritev = 0;       // fail this many pwritev calls, as writev_datasync
   int fail_fdatasync = 0;     // fail this many fdatasync calls
 
+  int open_direct_error = 0;   // nonzero: an open with O_DIRECT fails with it
+  bool direct_einval = false;  // writes through O_DIRECT descriptors fail with EINVAL
+  std::set<int> direct_fds;    // open with O_DIRECT
+  int direct_writes = 0, plain_writes = 0;
+
+  int open(const char* path, int flags, mode_t mode) override {
+    if ((flags & O_DIRECT) == 0) return Os::open(path, flags, mode);
+    if (open_direct_error != 0) return open_direct_error;
+    int fd = Os::open(path, flags, mode);
+    if (fd >= 0) direct_fds.insert(fd);
+    return fd;
+  }
+  int close(int fd) override {
+    direct_fds.erase(fd);
+    return Os::close(fd);
+  }
+  // Counts a write through fd; true if it must fail with EINVAL.
+  bool RefuseDirect(int fd) {
+    if (direct_fds.count(fd) == 0) {
+      ++plain_writes;
+      return false;
+    }
+    ++direct_writes;
+    return direct_einval;
+  }
+
   int writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) override {
     ++writev_calls;
+    if (RefuseDirect(fd)) return -EINVAL;
     if (fail_writev == 0) return Os::writev_datasync(fd, iov, iovcnt, off);
     --fail_writev;
     return WriteThenFail(fd, iov, iovcnt, off);
   }
   ssize_t pwritev(int fd, const struct iovec* iov, int iovcnt, off_t off) override {
+    if (RefuseDirect(fd)) return -EINVAL;
     if (fail_pwritev == 0) return Os::pwritev(fd, iov, iovcnt, off);
     --fail_pwritev;
     return WriteThenFail(fd, iov, iovcnt, off);
@@ -261,6 +292,77 @@ TEST_F(StoreFault, FirstEpochSyncsTheDirectoriesItCreated) {
   ASSERT_TRUE(store->Persist(GenerateEpoch(6, 2).sealed).ok());
   EXPECT_EQ(os_.dirs_synced.size(), after_first);
 }
+
+// Epochs of at least direct_write_bytes go through an O_DIRECT descriptor of
+// the log file, smaller ones through the page cache, and both, mixed in one
+// file, read back and reopen as the model says.
+TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
+  PageStoreOptions o = Options();
+  o.direct_write_bytes = 8 * kPageSize;
+  Model m;
+  {
+    auto store = OpenOrDie(dir_.path(), "direct", o);
+    ASSERT_TRUE(store);
+    // 1 page + entry + commit: 3 blocks, buffered; 10 pages: 12 blocks, direct.
+    auto small = MakeEpoch(1, {3}, 64);
+    ASSERT_TRUE(store->Persist(small.sealed).ok());
+    m.Apply(small.sealed);
+    EXPECT_EQ(os_.direct_writes, 0);
+    EXPECT_EQ(os_.plain_writes, 1);
+    auto large = MakeEpoch(2, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 64);
+    ASSERT_TRUE(store->Persist(large.sealed).ok());
+    m.Apply(large.sealed);
+    EXPECT_EQ(os_.direct_writes, 1);
+    EXPECT_EQ(os_.direct_fds.size(), 1u);
+    EXPECT_TRUE(MatchesModel(*store, m)) << "read back right after an O_DIRECT write";
+    auto two_phase = MakeEpoch(3, {5, 20, 21, 22, 23, 24, 25, 26, 27}, 64, {{40, 4}});
+    ASSERT_TRUE(store->Write(two_phase.sealed).ok());
+    EXPECT_EQ(os_.direct_writes, 2);
+    ASSERT_TRUE(store->Sync().ok());
+    m.Apply(two_phase.sealed);
+    auto small2 = MakeEpoch(4, {21}, 64);
+    ASSERT_TRUE(store->Persist(small2.sealed).ok());
+    m.Apply(small2.sealed);
+    EXPECT_EQ(os_.direct_writes, 2);
+    EXPECT_TRUE(MatchesModel(*store, m));
+  }
+  EXPECT_TRUE(os_.direct_fds.empty()) << "the O_DIRECT descriptor is closed with the store";
+  auto store = OpenOrDie(dir_.path(), "direct", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m));
+}
+
+// A filesystem that refuses O_DIRECT, at open or at the write (EINVAL: an
+// alignment the device does not take), gets the same epochs through the
+// page cache, durable and whole; the refused write is not retried direct.
+void DirectRefused(FaultyOs& fos, const std::string& dir, bool at_open) {
+  PageStoreOptions o = Options();
+  o.direct_write_bytes = 4 * kPageSize;
+  if (at_open) fos.open_direct_error = -EINVAL;
+  else fos.direct_einval = true;
+  Model m;
+  {
+    auto store = OpenOrDie(dir, "refused", o);
+    ASSERT_TRUE(store);
+    for (Epoch e = 1; e <= 3; ++e) {
+      auto d = MakeEpoch(e, {e, e + 1, e + 2, e + 3, e + 10}, 64);
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+    auto d4 = MakeEpoch(4, {30, 31, 32, 33, 34}, 64);
+    ASSERT_TRUE(store->Write(d4.sealed).ok());
+    ASSERT_TRUE(store->Sync().ok());
+    m.Apply(d4.sealed);
+    EXPECT_EQ(fos.direct_writes, at_open ? 0 : 1) << "one refusal is enough";
+    EXPECT_EQ(fos.plain_writes, 4);
+    EXPECT_TRUE(MatchesModel(*store, m));
+  }
+  auto store = OpenOrDie(dir, "refused", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m));
+}
+TEST_F(StoreFault, DirectOpenRefusedWritesThroughThePageCache) { DirectRefused(os_, dir_.path(), true); }
+TEST_F(StoreFault, DirectWriteRefusedWritesThroughThePageCache) { DirectRefused(os_, dir_.path(), false); }
 
 }  // namespace
 }  // namespace pheap::testing
