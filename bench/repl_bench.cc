@@ -66,6 +66,8 @@ class Peers {
       if (pid == 0) {
         std::vector<std::string> args = {SelfDir() + "/../tools/pheap", "peer", "--listen", ep, "--dir", pdir};
         if (!keys.empty()) args.insert(args.end(), {"--keys", keys});
+        // The writer's store reads PHEAP_DIRECT_WRITE itself; the peers take it too.
+        if (const char* d = getenv("PHEAP_DIRECT_WRITE")) args.insert(args.end(), {"--direct-write", d});
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -433,12 +435,13 @@ void Recovery(const std::string& dir, size_t mib) {
 int main(int argc, char** argv) {
   CLI::App app{"pheap replication benchmarks"};
   size_t ship_mib = 256, heap_mib = 1024;
-  bool no_ship = false, no_latency = false;
+  bool no_ship = false, no_latency = false, no_recovery = false;
   app.add_option("--runs", g_runs, "runs per figure (the median is reported)");
   app.add_option("--ship-mib", ship_mib, "size of the shipped commit");
   app.add_option("--heap-mib", heap_mib, "size of the recovered heap");
   app.add_flag("--no-ship", no_ship, "leave out the shipping figures");
   app.add_flag("--no-latency", no_latency, "leave out the commit latency figures");
+  app.add_flag("--no-recovery", no_recovery, "leave out the recovery figures");
   CLI11_PARSE(app, argc, argv);
   setenv("PHEAP_LOG", "error", 0);
   TempDir dir;
@@ -453,7 +456,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     if (!no_latency) Latency(dir.path());
     std::fflush(stdout);
-    Recovery(dir.path(), heap_mib);
+    if (!no_recovery) Recovery(dir.path(), heap_mib);
   } catch (const pheap::error& e) {
     fmt::print(stderr, "bench: {}\n", e.what());
     return 1;
