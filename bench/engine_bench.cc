@@ -221,10 +221,10 @@ void ColdReopen() {
   }
   // A large commit bypasses the page cache (O_DIRECT): read the store's
   // files once so that both sides start from the page cache.
+  std::vector<uint8_t> buf(1 << 20);
   for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path())) {
     if (!f.is_regular_file()) continue;
     int fd = open(f.path().c_str(), O_RDONLY);
-    std::vector<uint8_t> buf(1 << 20);
     while (fd >= 0 && read(fd, buf.data(), buf.size()) > 0) {
     }
     if (fd >= 0) close(fd);

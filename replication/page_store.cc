@@ -424,10 +424,7 @@ int PageStore::Impl::WriteGroup(const Group& g, bool sync) {
   };
   LogFile* f = active_;
   const uint64_t bytes = g.w.end() - g.start;
-  if (options_.direct_write_bytes == 0 || bytes < options_.direct_write_bytes || f->direct_failed ||
-      !std::all_of(iov.begin(), iov.end(), [](const iovec& v) {
-        return (reinterpret_cast<uintptr_t>(v.iov_base) | v.iov_len) % kBlockSize == 0;
-      }))
+  if (options_.direct_write_bytes == 0 || bytes < options_.direct_write_bytes || f->direct_failed)
     return write(f->fd);
   if (f->direct_fd < 0) {
     int fd = os().open(f->path.c_str(), O_WRONLY | O_DIRECT, 0);
@@ -441,8 +438,9 @@ int PageStore::Impl::WriteGroup(const Group& g, bool sync) {
   }
   int r = write(f->direct_fd);
   if (r != -EINVAL) return r;
-  // The device wants another alignment. Nothing was written; from now on
-  // this file is written through the page cache.
+  // The device wants another alignment than the 4 KiB every block and page
+  // has (SealedEpoch's contract), or memory broke it. The whole group is
+  // written again, and from now on this file, through the page cache.
   PHEAP_LOG_DEBUG("heap store {}: O_DIRECT write to {} refused; writing through the page cache", path_, f->path);
   f->direct_failed = true;
   return write(f->fd);
