@@ -1,6 +1,8 @@
 #include "replication/page_store.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -8,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -81,9 +84,65 @@ PageStore::Impl::Impl(std::string dir, std::string name, const PageStoreOptions&
       options_(options),
       reporter_(reporter) {}
 
+namespace {
+
+// A writer's flock belongs to the open file, which fork shares with the
+// child: a child that outlived its parent would keep the store locked, and
+// the next opener would be told of a holder that is gone. So in a fork
+// child each store lock descriptor is pointed at /dev/null (closed again,
+// harmlessly, if the child destroys the store), and the lock stays with
+// the parent alone. Stores past kMaxLocks open at once stay shared.
+constexpr int kMaxLocks = 64;
+std::atomic<int> g_lock_fds[kMaxLocks];  // fd + 1; 0 for a free slot
+
+void DropLocksInChild() {
+  for (auto& slot : g_lock_fds) {
+    const int fd = slot.load(std::memory_order_relaxed) - 1;
+    if (fd < 0) continue;
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) continue;
+    ::dup3(null_fd, fd, O_CLOEXEC);
+    ::close(null_fd);
+  }
+}
+
+void RegisterLock(int fd) {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, DropLocksInChild); });
+  for (auto& slot : g_lock_fds) {
+    int empty = 0;
+    if (slot.compare_exchange_strong(empty, fd + 1)) return;
+  }
+}
+
+constexpr int kExitedHolderWaitMs = 200;
+
+// The pid the holder wrote into the LOCK file `fd`, 0 if unreadable.
+long HolderPid(int fd) {
+  char buf[32] = {};
+  ssize_t n = ReadFull(fd, buf, sizeof(buf) - 1, 0);
+  return n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+}
+
+bool HolderExited(int fd) {
+  const long pid = HolderPid(fd);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+void UnregisterLock(int fd) {
+  for (auto& slot : g_lock_fds) {
+    int mine = fd + 1;
+    if (slot.compare_exchange_strong(mine, 0)) return;
+  }
+}
+
+}  // namespace
+
 PageStore::Impl::~Impl() {
   files_.clear();
-  if (lock_fd_ >= 0) os().close(lock_fd_);
+  if (lock_fd_ < 0) return;
+  if (locked_) UnregisterLock(lock_fd_);
+  os().close(lock_fd_);
 }
 
 namespace {
@@ -127,14 +186,20 @@ Status PageStore::Impl::Lock() {
   if (fd < 0) return DirError("create LOCK in", path_, -fd);
   lock_fd_ = fd;
   int r = os().flock(fd, LOCK_EX | LOCK_NB);
-  if (r == -EWOULDBLOCK) {
-    char buf[32] = {};
-    ssize_t n = ReadFull(fd, buf, sizeof(buf) - 1, 0);
-    long pid = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
-    return Status::Busy(
-        fmt::format("heap store {} is held by pid {}; stop that process or use another dir", path_, pid));
+  // A holder that has exited may have left a child in the middle of fork,
+  // which shares the lock until its fork handler lets go of it
+  // (DropLocksInChild): give it a moment.
+  for (int wait_ms = 0; r == -EWOULDBLOCK && HolderExited(fd) && wait_ms < kExitedHolderWaitMs; ++wait_ms) {
+    ::usleep(1000);
+    r = os().flock(fd, LOCK_EX | LOCK_NB);
   }
+  if (r == -EWOULDBLOCK)
+    return Status::Busy(fmt::format("heap store {} is held by pid {}{}; stop that process or use another dir", path_,
+                                    HolderPid(fd),
+                                    HolderExited(fd) ? " (exited; a process it forked still holds it)" : ""));
   if (r < 0) return Status::FromErrno("locking " + lock_path, -r);
+  RegisterLock(fd);
+  locked_ = true;
   std::string pid = fmt::format("{}\n", ::getpid());
   if (int w = os().ftruncate(fd, 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
   if (int w = WriteFull(fd, pid.data(), pid.size(), 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);

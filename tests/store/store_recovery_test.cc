@@ -1,6 +1,7 @@
 // Opening damaged, foreign, newer, locked or unreachable stores: each fails
 // with an error that names the thing and says what to do.
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -210,6 +211,75 @@ TEST(StoreRecovery, SecondWriterGetsBusyNamingTheHolder) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   // Once the holder is gone the store opens.
   EXPECT_TRUE(PageStore::Open(dir.path(), "held", Options()).ok());
+  for (int fd : {ready[0], ready[1], release[0], release[1]}) ::close(fd);
+}
+
+// A holder that exited while a process it forked (here without fork's
+// handlers, which would let go of the lock) still runs: the error says so,
+// and once that process ends the store opens without a retry by the caller.
+TEST(StoreRecovery, HolderThatExitedIsNamedAsExited) {
+  TempDir dir;
+  int ready[2], release[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(release), 0);
+  pid_t holder = ::fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    auto r = PageStore::Open(dir.path(), "orphaned", Options());
+    if (!r.ok()) ::_exit(1);
+    if (::syscall(SYS_fork) == 0) {  // no fork handlers run: it keeps the lock
+      char c;
+      (void)!::read(release[0], &c, 1);
+      ::_exit(0);
+    }
+    (void)!::write(ready[1], "r", 1);
+    ::_exit(0);
+  }
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, 0), holder);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto r = PageStore::Open(dir.path(), "orphaned", Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kBusy);
+  EXPECT_EQ(r.status().message(), "heap store " + dir.path() + "/orphaned is held by pid " + std::to_string(holder) +
+                                      " (exited; a process it forked still holds it); stop that process or use "
+                                      "another dir");
+  (void)!::write(release[1], "x", 1);
+  EXPECT_TRUE(PageStore::Open(dir.path(), "orphaned", Options()).ok());
+  for (int fd : {ready[0], ready[1], release[0], release[1]}) ::close(fd);
+}
+
+// A fork child shares its parent's open files, the store's lock among them,
+// but never holds the store: once the parent closes it, it opens again
+// while the child still runs.
+TEST(StoreRecovery, ForkChildDoesNotKeepTheStoreLocked) {
+  TempDir dir;
+  auto held = PageStore::Open(dir.path(), "forked", Options());
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  int ready[2], release[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(release), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // fork has returned here, its handlers run
+    (void)!::write(ready[1], "r", 1);
+    char c;
+    (void)!::read(release[0], &c, 1);
+    ::_exit(0);
+  }
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  held->reset();
+  auto again = PageStore::Open(dir.path(), "forked", Options());
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
+  // And the new holder's lock still keeps a second writer out.
+  EXPECT_EQ(PageStore::Open(dir.path(), "forked", Options()).status().code(), Status::Code::kBusy);
+  (void)!::write(release[1], "x", 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   for (int fd : {ready[0], ready[1], release[0], release[1]}) ::close(fd);
 }
 
