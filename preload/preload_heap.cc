@@ -23,6 +23,7 @@
 //   - pthread_create: a thread created from pheap code is one of pheap's
 //     own (fault service, committers, ZeroMQ): it allocates from glibc.
 #include <linux/futex.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -78,6 +79,7 @@ PersistentHeap* g_heap = nullptr;
 PreloadStats* g_stats = nullptr;  // inside the region
 uint64_t g_commit_ms = 1000;
 bool g_child = false;             // this process is a fork child: never commit
+bool g_copy_cuts = false;         // periodic commits copy the cut (PHEAP_PRECOPY=1)
 pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
 bool g_term_handler = false;      // ours is SIGTERM's handler
 constinit thread_local bool t_exiting __attribute__((tls_model("initial-exec"))) = false;  // in AtExit
@@ -131,17 +133,20 @@ void CommitNow(bool final, const char* why) {
   std::lock_guard<std::mutex> l(g_commit_mu);
   if (g_final_done) return;
   WriteStats();
-  // The last commit writes the heap from the region into the store while
-  // the program is held still, and syncs once it runs again, instead of
+  // A commit writes the cut from the region into the store while the
+  // program is held still, and syncs once it runs again, instead of
   // copying it to staging first: a program that wrote most of its heap
-  // since the last periodic commit would otherwise peak at twice it. Safe
+  // since the last commit would otherwise peak at twice it, and peak RSS is
+  // what a program is measured by. The pause grows with the dirty set at
+  // the disk's speed (cuts of 1 MiB and more bypass the page cache, see
+  // PageStoreOptions::direct_write_bytes) rather than at memcpy's. Safe
   // here: the program's threads allocate from the heap, and reach the C
-  // library's malloc only outside pauses (InLibc). Periodic commits keep
-  // the staging copy: it reuses the same memory each time, where a growing
-  // page cache takes never-used pages, and on our VMs a write into those
-  // moves 0.37 GB/s against 3 GB/s into pages just freed (the pauses of a
-  // python run committing every 100 ms were about ten times longer).
-  auto r = final ? g_heap->CommitInPlace() : g_heap->Commit();
+  // library's malloc only outside pauses (InLibc). A replicated heap cannot
+  // be written in place and copies (Pager::CommitInPlace).
+  auto r = g_copy_cuts && !final ? g_heap->Commit() : g_heap->CommitInPlace();
+  // What pheap's own code allocated from the C library for the commit goes
+  // back to the OS instead of staying in the program's RSS.
+  Libc().malloc_trim(0);
   if (r.ok()) {
     const PagerStats st = g_heap->engine().pager().stats();
     const uint64_t pause = st.last_pause_ns;
@@ -285,13 +290,16 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   if (!options.ok()) return options.status();
   if (getenv("PHEAP_COMMIT_MS") != nullptr) g_commit_ms = options->commit_ms;
   options->commit_ms = 0;  // the committer here measures each commit instead
-  // Memory: a program's peak RSS is what it is measured by. Keep no staging
-  // buffer between commits beyond a few MiB, and copy each cut once (a
-  // precopy holds two copies of the dirty set at its peak; PHEAP_PRECOPY=1
-  // trades that for shorter pauses).
+  // Memory: a program's peak RSS is what it is measured by. Commits write
+  // from the region (CommitNow); where they must copy (a replicated heap),
+  // keep no staging buffer between commits beyond a few MiB, and copy each
+  // cut once (a precopy holds two copies of the dirty set at its peak).
+  // PHEAP_PRECOPY=1 trades that memory for shorter pauses: periodic commits
+  // then copy, with a precopy, and write after the program resumes.
   if (getenv("PHEAP_STAGING_MAX") == nullptr) options->engine.pager.staging_max = kStagingKeep;
   const char* precopy = getenv("PHEAP_PRECOPY");
-  options->engine.pager.precopy = precopy != nullptr && std::strcmp(precopy, "1") == 0;
+  g_copy_cuts = precopy != nullptr && std::strcmp(precopy, "1") == 0;
+  options->engine.pager.precopy = g_copy_cuts;
   const char* named = getenv("PHEAP_NAME");
   std::string name = named != nullptr && *named != '\0' ? named : ProgramAndPid();
   auto h = PersistentHeap::Open(name, *options);
@@ -394,6 +402,12 @@ __attribute__((constructor)) void PreloadInit() {
   // process ends, through every exit handler and destructor.
   g_heap = h->release();
   g_owner = getpid();
+  // With the heap open the C library's allocator serves pheap's own code,
+  // from a few threads that allocate little (and the program only once the
+  // heap is full). One arena keeps that together, where the committer's
+  // first allocation would open an arena of its own and leave its pages
+  // resident.
+  Libc().mallopt(M_ARENA_MAX, 1);
   g_heap->allocator().set_hooks(new HooksAsPheapCode(g_heap->allocator().hooks()));  // never freed, as g_heap
   AttachStats(g_heap);
   g_region_base.store(reinterpret_cast<uintptr_t>(g_heap->base()), std::memory_order_relaxed);
@@ -411,6 +425,7 @@ __attribute__((constructor)) void PreloadInit() {
                  g_heap->name(), g_heap->base(), g_commit_ms);
   LibcFaultsAround(true);
   DropOwnCode();
+  Libc().malloc_trim(0);  // what opening the store read and dropped
 }
 
 // A thread pheap code starts runs its routine with t_bypass set.

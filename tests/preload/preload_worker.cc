@@ -16,6 +16,7 @@
 //   preload_worker api              the malloc family's edge cases
 //   preload_worker fill             write 96 MiB of blocks, root them (when
 //                                   preloaded), print their checksum, exit
+//   preload_worker fill-wait MS     the same, then sleep MS before printing
 //   preload_worker readfill NAME DIR  the same checksum, from heap NAME
 //   preload_worker exit-while-libc-busy  set a root, exit while threads keep
 //                                   glibc's arenas locked (realloc, fork)
@@ -302,10 +303,13 @@ uint64_t FillSum(char* const* blocks) {
 
 // A program whose whole heap is written after its last periodic commit:
 // the final commit must not need a second copy of it in memory.
-int Fill() {
+// With `wait_ms`, it then sleeps so that periodic commits find the whole
+// heap written since the last one.
+int Fill(long wait_ms) {
   char** blocks = FillBlocks();
   pheap* h = pheap_default();
   if (h != nullptr && pheap_set_root(h, kFillRoot, blocks) != 0) return 10;
+  if (wait_ms > 0) usleep(static_cast<useconds_t>(wait_ms) * 1000);
   std::printf("fill %llx\n", static_cast<unsigned long long>(FillSum(blocks)));
   return 0;
 }
@@ -412,9 +416,10 @@ int main(int argc, char** argv) {
   if (mode == "signal-while-blocked") return SignalWhileBlocked();
   if (mode == "exit-in-api-commit" && argc == 3) return ExitInApiCommit(argv[2]);
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
-  if (mode == "fill") return Fill();
+  if (mode == "fill") return Fill(0);
+  if (mode == "fill-wait" && argc == 3) return Fill(std::atol(argv[2]));
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
   std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"
-                       "fill|readfill NAME DIR|underscore-exit|exit-in-commit|signal-while-blocked\n");
+                       "fill|fill-wait MS|readfill NAME DIR|underscore-exit|exit-in-commit|signal-while-blocked\n");
   return 2;
 }

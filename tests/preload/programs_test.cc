@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -170,11 +171,17 @@ TEST_P(RealPrograms, SameOutputAndCommittedImage) {
   EXPECT_FALSE(native.out.empty());
   std::printf("  %-10s peak RSS %6ld KiB native, %6ld KiB preloaded (%.2fx)\n", p.heap.c_str(), native.hwm_kib,
               pre.hwm_kib, static_cast<double>(pre.hwm_kib) / static_cast<double>(native.hwm_kib));
-  // Reported, not asserted: the goal (1.3x) is missed by the smallest
-  // programs, and by any whose periodic commit copies a dirty set the size
-  // of its heap (README, "Unmodified programs under the preload library").
   EXPECT_GT(native.hwm_kib, 0);
   EXPECT_GT(pre.hwm_kib, 0);
+  // The goal, 1.3x, is asserted where the program's own memory dominates.
+  // Below 4 MiB it is reported only: pheap's fixed part (about 0.5 MB of
+  // code, threads and metadata, README "Unmodified programs under the
+  // preload library") is a quarter of a 2 MB program, and such a program's
+  // peak varies by 0.2 MB from run to run with the C library's fault-around.
+  if (native.hwm_kib >= 4096) {
+    EXPECT_LE(pre.hwm_kib * 10, native.hwm_kib * 13)
+        << "peak RSS " << pre.hwm_kib << " KiB preloaded, " << native.hwm_kib << " KiB native";
+  }
   ExpectCommitted(p.heap, fs::path(p.argv[0]).filename().string());
 }
 
@@ -252,6 +259,30 @@ TEST(Worker, FinalCommitAddsNoCopyOfTheHeap) {
   Outcome read = RunProgram({g_paths.worker, "readfill", "fill", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
   EXPECT_EQ(read.status, 0) << read.out << read.err;
   EXPECT_EQ(read.out, native.out);
+}
+
+// The same heap, written whole before a periodic commit (every 1000 ms;
+// the fill takes a fraction of that, then the worker sleeps past the next
+// one): that commit too writes from the region, so peak RSS stays near the
+// program's own, where a staging copy would double it.
+TEST(Worker, PeriodicCommitAddsNoCopyOfTheHeap) {
+  Outcome native = RunProgram({g_paths.worker, "fill"}, {}, "", 0, /*measure_hwm=*/true);
+  std::vector<std::string> env = PreloadEnv("fill-wait", "1000");
+  for (auto& e : env)
+    if (e.rfind("PHEAP_LOG=", 0) == 0) e = "PHEAP_LOG=debug";  // each commit's dirty count
+  Outcome pre = RunProgram({g_paths.worker, "fill-wait", "2200"}, env, "", 0, /*measure_hwm=*/true);
+  ASSERT_EQ(native.status, 0) << native.err;
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  // A periodic cut took at least half of the 96 MiB (all of it unless the
+  // fill straddled a commit).
+  uint64_t largest = 0;
+  const std::regex cut("periodic commit, epoch [0-9]+: ([0-9]+) dirty pages");
+  for (std::sregex_iterator it(pre.err.begin(), pre.err.end(), cut), end; it != end; ++it)
+    largest = std::max<uint64_t>(largest, std::stoull((*it)[1].str()));
+  EXPECT_GE(largest, 96u * 256 / 2) << pre.err;
+  EXPECT_LE(pre.hwm_kib * 10, native.hwm_kib * 13)
+      << "peak RSS " << pre.hwm_kib << " KiB preloaded, " << native.hwm_kib << " KiB native";
 }
 
 TEST(Worker, ForkWithoutExecKeepsChildWritesOut) {
