@@ -309,7 +309,9 @@ int Fill(long wait_ms) {
   char** blocks = FillBlocks();
   pheap* h = pheap_default();
   if (h != nullptr && pheap_set_root(h, kFillRoot, blocks) != 0) return 10;
-  if (wait_ms > 0) usleep(static_cast<useconds_t>(wait_ms) * 1000);
+  timespec left{wait_ms / 1000, (wait_ms % 1000) * 1000000};
+  while (wait_ms > 0 && nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }  // a commit's safepoint signal interrupts the sleep
   std::printf("fill %llx\n", static_cast<unsigned long long>(FillSum(blocks)));
   return 0;
 }

@@ -19,7 +19,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -277,9 +276,12 @@ TEST(Worker, PeriodicCommitAddsNoCopyOfTheHeap) {
   // A periodic cut took at least half of the 96 MiB (all of it unless the
   // fill straddled a commit).
   uint64_t largest = 0;
-  const std::regex cut("periodic commit, epoch [0-9]+: ([0-9]+) dirty pages");
-  for (std::sregex_iterator it(pre.err.begin(), pre.err.end(), cut), end; it != end; ++it)
-    largest = std::max<uint64_t>(largest, std::stoull((*it)[1].str()));
+  const std::string cut = "periodic commit, epoch ";
+  for (size_t at = pre.err.find(cut); at != std::string::npos; at = pre.err.find(cut, at + 1)) {
+    const size_t colon = pre.err.find(": ", at + cut.size());
+    if (colon != std::string::npos)  // "...epoch N: PAGES dirty pages"
+      largest = std::max<uint64_t>(largest, std::strtoull(pre.err.c_str() + colon + 2, nullptr, 10));
+  }
   EXPECT_GE(largest, 96u * 256 / 2) << pre.err;
   EXPECT_LE(pre.hwm_kib * 10, native.hwm_kib * 13)
       << "peak RSS " << pre.hwm_kib << " KiB preloaded, " << native.hwm_kib << " KiB native";
