@@ -115,6 +115,14 @@ void RegisterLock(int fd) {
   }
 }
 
+// A no-op for a descriptor never registered (one that did not get the lock).
+void UnregisterLock(int fd) {
+  for (auto& slot : g_lock_fds) {
+    int mine = fd + 1;
+    if (slot.compare_exchange_strong(mine, 0)) return;
+  }
+}
+
 constexpr int kExitedHolderWaitMs = 200;
 
 // The pid the holder wrote into the LOCK file `fd`, 0 if unreadable.
@@ -124,24 +132,14 @@ long HolderPid(int fd) {
   return n > 0 ? std::strtol(buf, nullptr, 10) : 0;
 }
 
-bool HolderExited(int fd) {
-  const long pid = HolderPid(fd);
-  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-}
-
-void UnregisterLock(int fd) {
-  for (auto& slot : g_lock_fds) {
-    int mine = fd + 1;
-    if (slot.compare_exchange_strong(mine, 0)) return;
-  }
-}
+bool Exited(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
 
 }  // namespace
 
 PageStore::Impl::~Impl() {
   files_.clear();
   if (lock_fd_ < 0) return;
-  if (locked_) UnregisterLock(lock_fd_);
+  UnregisterLock(lock_fd_);
   os().close(lock_fd_);
 }
 
@@ -189,17 +187,17 @@ Status PageStore::Impl::Lock() {
   // A holder that has exited may have left a child in the middle of fork,
   // which shares the lock until its fork handler lets go of it
   // (DropLocksInChild): give it a moment.
-  for (int wait_ms = 0; r == -EWOULDBLOCK && HolderExited(fd) && wait_ms < kExitedHolderWaitMs; ++wait_ms) {
+  long holder = r == -EWOULDBLOCK ? HolderPid(fd) : 0;
+  for (int wait_ms = 0; r == -EWOULDBLOCK && Exited(holder) && wait_ms < kExitedHolderWaitMs; ++wait_ms) {
     ::usleep(1000);
     r = os().flock(fd, LOCK_EX | LOCK_NB);
+    if (r == -EWOULDBLOCK) holder = HolderPid(fd);  // another opener may have taken it meanwhile
   }
   if (r == -EWOULDBLOCK)
     return Status::Busy(fmt::format("heap store {} is held by pid {}{}; stop that process or use another dir", path_,
-                                    HolderPid(fd),
-                                    HolderExited(fd) ? " (exited; a process it forked still holds it)" : ""));
+                                    holder, Exited(holder) ? " (exited; a process it forked still holds it)" : ""));
   if (r < 0) return Status::FromErrno("locking " + lock_path, -r);
   RegisterLock(fd);
-  locked_ = true;
   std::string pid = fmt::format("{}\n", ::getpid());
   if (int w = os().ftruncate(fd, 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
   if (int w = WriteFull(fd, pid.data(), pid.size(), 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);

@@ -110,7 +110,6 @@ class PageStore::Impl {
   const PageStoreOptions options_;
   CorruptionReporter* const reporter_;
   int lock_fd_ = -1;
-  bool locked_ = false;  // lock_fd_ holds the flock (and is registered for fork)
   uint64_t next_file_number_ = 1;
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
