@@ -117,7 +117,7 @@ Status Pager::Impl::MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t 
 // count is a walk of the region, worth it when a walk is cheap or the last
 // cut was large; the program keeps writing while the staging is faulted
 // in, so a few rounds catch up with it. (After a precopy the staging
-// already holds most of the cut.)
+// already holds most of the cut; Cut skips this for a cut of a few pages.)
 void Pager::Impl::PrefaultStaging(StagingBuffer* buf) {
   constexpr uint64_t kCheapWalkNs = 300000, kLargeCut = 4096, kRounds = 3;
   if (last_walk_ns_ > kCheapWalkNs && last_dirty_.load() < kLargeCut) return;
@@ -130,28 +130,31 @@ void Pager::Impl::PrefaultStaging(StagingBuffer* buf) {
   }
 }
 
-// A precopy walks the populated region once more (outside the pause, but
-// on the commit's path), which pays only when the pause would otherwise
-// handle more than a few pages: protecting scattered pages again inside the
-// pause costs a TLB flush per 2 MiB touched (about 8 us each on our VMs:
-// 64 pages added 0.55 ms). Every page written since the last cut faulted at
-// least once (a first touch or a write-protect fault), so the process's
-// page faults since then bound the dirty count from above.
-bool Pager::Impl::PrecopyPays() {
-  constexpr uint64_t kPrecopyMinPages = 16;
+// Every page written since the last cut faulted at least once (a first
+// touch or a write-protect fault), so the process's page faults since then
+// bound the cut from above; UINT64_MAX when unknown.
+uint64_t Pager::Impl::FaultsSinceCut() {
   rusage ru{};
-  if (getrusage(RUSAGE_SELF, &ru) != 0) return true;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return UINT64_MAX;
   const uint64_t faults = static_cast<uint64_t>(ru.ru_minflt) + static_cast<uint64_t>(ru.ru_majflt);
-  const bool pays = faults - faults_at_cut_ >= kPrecopyMinPages;
+  const uint64_t since = faults - faults_at_cut_;
   faults_at_cut_ = faults;
-  return pays;
+  return since;
 }
 
 // With precopy the written pages are taken and copied first while writers
-// run; the pause then re-takes only what was written meanwhile.
+// run; the pause then re-takes only what was written meanwhile. Both the
+// precopy and the staging's prefault walk the populated region once more
+// (outside the pause, but on the commit's path: about 0.2 ms per GiB each),
+// which pays only for a cut of more than a few pages. For a few, protecting
+// them again inside the pause costs a TLB flush per 2 MiB touched (about
+// 8 us each on our VMs: 64 pages added 0.55 ms), and faulting in their
+// staging there a few microseconds.
 Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused) {
+  constexpr uint64_t kFewPages = 16;
   StagingBuffer* buf = staging->get();
-  if (options_.precopy && tracker_->TakesWhileRunning() && PrecopyPays()) {
+  const bool few = FaultsSinceCut() < kFewPages;
+  if (options_.precopy && tracker_->TakesWhileRunning() && !few) {
     PHEAP_RETURN_IF_ERROR(TakeIntoCarry());
     // These reads race the program's writes by design: every page written
     // after TakeIntoCarry protected it is taken and copied again inside the
@@ -161,7 +164,7 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
     PHEAP_TSAN_IGNORE_READS_END();
   }
   const uint64_t precopied = buf->count();
-  if (precopied == 0) PrefaultStaging(buf);
+  if (precopied == 0 && !few) PrefaultStaging(buf);
   tracker_->BeforePause();
   Safepoint sp;
   const uint64_t t0 = NowNs();

@@ -63,9 +63,9 @@ class Pager::Impl {
   // it may replace by a buffer in page order).
   Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused);
   void PrefaultStaging(StagingBuffer* buf);
-  // Whether enough may have been written since the last cut for a precopy
-  // to shorten the pause. REQUIRES: cut_mu_.
-  bool PrecopyPays();
+  // The process's page faults since the last call, an upper bound on the
+  // pages written since (see Cut). REQUIRES: cut_mu_.
+  uint64_t FaultsSinceCut();
   Status TakeIntoCarry();
   // Copies the carried pages: fresh ones appended, those among the first
   // `precopied` slots refreshed in place.
@@ -127,7 +127,7 @@ class Pager::Impl {
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> last_dirty_{0};
   uint64_t last_walk_ns_ = 0;  // the last TakeIntoCarry walk; under cut_mu_
-  uint64_t faults_at_cut_ = 0;  // the process's page faults at the last precopy check; under cut_mu_
+  uint64_t faults_at_cut_ = 0;  // the process's page faults at the last cut; under cut_mu_
   std::atomic<uint64_t> last_pause_ns_{0};
   std::atomic<uint64_t> max_pause_ns_{0};
   std::atomic<uint64_t> paused_threads_{0};
