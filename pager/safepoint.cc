@@ -32,8 +32,12 @@ std::atomic<uint32_t> g_generation{0};  // bumped by Resume; handlers wait on it
 std::atomic<uint32_t> g_arrived{0};
 std::mutex g_pause_mu;                  // one safepoint at a time
 pid_t g_paused[kMaxThreads];            // tids signalled in this pause, in order
-std::atomic<uint8_t> g_came[kMaxThreads];  // g_came[i]: g_paused[i] arrived
+// g_came[i]: g_paused[i] arrived (kCame) or was excused (kExcused) by the
+// pausing thread. Whichever sets it first counts the thread, once.
+enum : uint8_t { kNotYet = 0, kCame = 1, kExcused = 2 };
+std::atomic<uint8_t> g_came[kMaxThreads];
 std::atomic<int> g_npaused{0};      // written by the pausing thread only
+uint32_t g_excused = 0;             // pausing thread only
 
 pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
@@ -46,14 +50,17 @@ void Arrive() {
   const uint32_t gen = g_generation.load(std::memory_order_acquire);
   const pid_t self = Gettid();
   const int n = g_npaused.load(std::memory_order_acquire);
+  bool counted = false;  // as excused, already
   for (int i = 0; i < n; ++i) {
     if (g_paused[i] == self) {
-      g_came[i].store(1, std::memory_order_release);
+      counted = g_came[i].exchange(kCame, std::memory_order_acq_rel) == kExcused;
       break;
     }
   }
-  g_arrived.fetch_add(1, std::memory_order_acq_rel);
-  Futex(&g_arrived, FUTEX_WAKE_PRIVATE, 1, nullptr);
+  if (!counted) {
+    g_arrived.fetch_add(1, std::memory_order_acq_rel);
+    Futex(&g_arrived, FUTEX_WAKE_PRIVATE, 1, nullptr);
+  }
   while (g_generation.load(std::memory_order_acquire) == gen)
     Futex(&g_generation, FUTEX_WAIT_PRIVATE, gen, nullptr);
 }
@@ -113,7 +120,7 @@ int SignalNewThreads(pid_t self) {
         continue;
       // Publish the slot before the signal, so the handler finds itself.
       const int slot = g_npaused.load(std::memory_order_relaxed);
-      g_came[slot].store(0, std::memory_order_relaxed);
+      g_came[slot].store(kNotYet, std::memory_order_relaxed);
       g_paused[slot] = tid;
       g_npaused.store(slot + 1, std::memory_order_release);
       if (syscall(SYS_tgkill, pid, tid, SafepointSignal()) == 0) {
@@ -212,47 +219,59 @@ bool KnownToStayOut(pid_t tid) {
   return g_services.Has(tid) && BlocksAllSignals(tid);
 }
 
-// Signalled threads that will not arrive: gone (exited first), kernel
-// workers, and, once `long_wait` is true, service threads that block every
-// signal (see pager.h). Only threads not yet arrived are looked at, so a
-// pause where everyone arrives never reads /proc.
-uint32_t CountExcused(bool long_wait) {
-  uint32_t excused = 0;
+// Excuses the signalled threads that will not arrive: gone (exited first),
+// kernel workers, and, once `long_wait` is true, service threads that block
+// every signal (see pager.h). Each is counted once in g_excused, so a later
+// pass of the same pause does not wait for it again. Only threads not yet
+// arrived are looked at, so a pause where everyone arrives never reads /proc.
+void ExcuseStayingOut(bool long_wait) {
   for (int i = 0; i < g_npaused; ++i) {
-    if (g_came[i].load(std::memory_order_acquire)) continue;
+    if (g_came[i].load(std::memory_order_acquire) != kNotYet) continue;
     const pid_t tid = g_paused[i];
-    bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
-    if (gone) {
-      ++excused;
+    bool excuse = false;
+    if (syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH) {
+      excuse = true;
     } else if (IsKernelWorker(tid)) {
       g_kernel_workers.Remember(tid);
-      ++excused;
+      excuse = true;
     } else if ((long_wait || IsKnownService(tid)) && BlocksAllSignals(tid)) {
       if (RememberService(tid))
         PHEAP_LOG_INFO("commit safepoint: thread {} blocks every signal; commits go on without pausing it",
                        static_cast<int>(tid));
-      ++excused;
+      excuse = true;
     }
+    uint8_t not_yet = kNotYet;  // it may have arrived meanwhile, and counted itself
+    if (excuse && g_came[i].compare_exchange_strong(not_yet, kExcused, std::memory_order_acq_rel)) ++g_excused;
   }
-  return excused;
 }
 
-// Waits until every signalled thread has arrived or gone.
+// Signalled threads neither arrived nor excused.
+uint32_t Outstanding() {
+  const uint32_t done = g_arrived.load(std::memory_order_acquire) + g_excused;
+  const auto n = static_cast<uint32_t>(g_npaused.load(std::memory_order_relaxed));
+  return done >= n ? 0 : n - done;
+}
+
+// Waits until every signalled thread has arrived or been excused. A thread
+// arrives within microseconds once it has a core, so when only a few are
+// outstanding the first wait is short: one that never will (an io_uring
+// worker the kernel started since the last pause) is excused after 0.1 ms
+// instead of a 1 ms tick. With more, the first check waits for the first
+// arrival or the tick, since it reads /proc once per outstanding thread.
 void WaitArrivals() {
-  const timespec tick{0, 1000000};  // 1 ms: re-check for exited threads
-  int ticks = 0;
-  for (;;) {
-    uint32_t arrived = g_arrived.load(std::memory_order_acquire);
-    if (arrived >= static_cast<uint32_t>(g_npaused)) return;
-    Futex(&g_arrived, FUTEX_WAIT_PRIVATE, arrived, &tick);
-    if (g_arrived.load(std::memory_order_acquire) >= static_cast<uint32_t>(g_npaused)) return;
+  constexpr timespec kShort{0, 100000}, kTick{0, 1000000};  // re-check for threads that will not come
+  constexpr uint32_t kFewOutstanding = 4;
+  for (int ticks = 0;;) {
+    const uint32_t arrived = g_arrived.load(std::memory_order_acquire);
+    const uint32_t left = Outstanding();
+    if (left == 0) return;
+    Futex(&g_arrived, FUTEX_WAIT_PRIVATE, arrived, ticks == 0 && left <= kFewOutstanding ? &kShort : &kTick);
+    if (Outstanding() == 0) return;
     ++ticks;
-    if ((ticks == 1 || ticks % 8 == 0) &&
-        g_arrived.load(std::memory_order_acquire) + CountExcused(ticks >= 50) >= static_cast<uint32_t>(g_npaused))
-      return;
+    if (ticks == 1 || ticks % 8 == 0) ExcuseStayingOut(ticks >= 50);
     if (ticks % 1000 == 0)
       PHEAP_LOG_WARN("commit safepoint: {} of {} threads have not paused after {} s (a thread blocking signal {}?)",
-                     g_npaused - static_cast<int>(g_arrived.load()), g_npaused, ticks / 1000, SafepointSignal());
+                     Outstanding(), g_npaused.load(), ticks / 1000, SafepointSignal());
   }
 }
 
@@ -292,6 +311,7 @@ Result<int> Safepoint::Pause() {
   g_pause_mu.lock();
   paused_ = true;
   g_npaused = 0;
+  g_excused = 0;
   g_arrived.store(0, std::memory_order_release);
   const pid_t self = Gettid();
   for (;;) {
