@@ -1,7 +1,8 @@
 // The safepoint's handling of service threads: threads that block every
 // signal (as ZeroMQ's do) are learned once and not signalled again, even in
-// a process that has seen many of them come and go. And deferral: a thread
-// inside a deferred scope is stopped only when the scope ends.
+// a process that has seen many of them come and go, and one that arrives
+// after all once excused is counted once. And deferral: a thread inside a
+// deferred scope is stopped only when the scope ends.
 #include "pager/safepoint.h"
 
 #include <gtest/gtest.h>
@@ -110,6 +111,66 @@ TEST(Safepoint, ADeferredScopeIsLeftBeforeTheThreadStops) {
   while (after.load() == at_pause) std::this_thread::yield();  // runs again
   stop = true;
   t.join();
+  SafepointUnexempt();
+}
+
+// A thread excused for blocking every signal that unblocks them during the
+// same pause arrives after all. It must count once: counted twice, it
+// would stand in for a thread that has not stopped yet, here one inside a
+// deferred scope, and the pause would end with that thread still running.
+TEST(Safepoint, AnExcusedThreadThatArrivesLaterIsCountedOnce) {
+  SafepointExempt();
+  std::atomic<bool> blocking{false}, unblock{false}, stop_service{false};
+  std::thread service([&] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    blocking = true;
+    while (!unblock) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    pthread_sigmask(SIG_UNBLOCK, &all, nullptr);  // the pending pause signal stops it here
+    while (!stop_service) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  std::atomic<bool> inside{false}, leave{false};
+  std::thread deferring([&] {
+    SafepointDeferral d;
+    inside = true;
+    while (!leave) std::this_thread::yield();
+  });
+  while (!blocking || !inside) std::this_thread::yield();
+
+  std::atomic<bool> paused{false}, resume{false};
+  std::thread pauser([&] {
+    Safepoint sp;
+    auto n = sp.Pause();
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    paused = true;
+    while (!resume) std::this_thread::yield();
+    sp.Resume();
+  });
+  // The service thread is excused once the pause has waited about 50 ms.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  unblock = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const bool ended_early = paused;
+  EXPECT_FALSE(ended_early) << "the pause ended while a thread in a deferred scope still ran";
+  if (ended_early) {  // let the pause go first, then release the late arrivals with another
+    resume = true;
+    pauser.join();
+  }
+  leave = true;
+  if (ended_early) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    Safepoint again;
+    (void)again.Pause();
+    again.Resume();
+  } else {
+    while (!paused) std::this_thread::yield();
+    resume = true;
+    pauser.join();
+  }
+  deferring.join();
+  stop_service = true;
+  service.join();
   SafepointUnexempt();
 }
 
