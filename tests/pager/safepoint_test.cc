@@ -38,6 +38,36 @@ class ServiceThread {
   std::thread thread_;
 };
 
+// A pause taken by a thread of its own and held until Release, so the test
+// can watch it from outside (the test's thread is exempt).
+class HeldPause {
+ public:
+  HeldPause()
+      : thread_([this] {
+          Safepoint sp;
+          auto n = sp.Pause();
+          EXPECT_TRUE(n.ok()) << n.status().ToString();
+          paused_ = true;
+          while (!release_) std::this_thread::yield();
+          sp.Resume();
+        }) {}
+  ~HeldPause() {
+    if (thread_.joinable()) Release();
+  }
+  bool paused() const { return paused_; }
+  void WaitPaused() const {
+    while (!paused_) std::this_thread::yield();
+  }
+  void Release() {
+    release_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> paused_{false}, release_{false};
+  std::thread thread_;
+};
+
 // The threads Pause signals (besides the caller): a learned service thread
 // is not among them.
 int Signalled() {
@@ -90,24 +120,15 @@ TEST(Safepoint, ADeferredScopeIsLeftBeforeTheThreadStops) {
   });
   while (!inside) std::this_thread::yield();
 
-  std::atomic<bool> paused{false}, resume{false};
-  std::thread pauser([&] {
-    Safepoint sp;
-    auto n = sp.Pause();
-    EXPECT_TRUE(n.ok()) << n.status().ToString();
-    paused = true;
-    while (!resume) std::this_thread::yield();
-    sp.Resume();
-  });
+  HeldPause pause;
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_FALSE(paused) << "the pause stopped a thread inside a deferred scope";
+  EXPECT_FALSE(pause.paused()) << "the pause stopped a thread inside a deferred scope";
   leave = true;
-  while (!paused) std::this_thread::yield();
+  pause.WaitPaused();
   const uint64_t at_pause = after.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(after.load(), at_pause) << "the thread ran on after its scope during the pause";
-  resume = true;
-  pauser.join();
+  pause.Release();
   while (after.load() == at_pause) std::this_thread::yield();  // runs again
   stop = true;
   t.join();
@@ -138,35 +159,24 @@ TEST(Safepoint, AnExcusedThreadThatArrivesLaterIsCountedOnce) {
   });
   while (!blocking || !inside) std::this_thread::yield();
 
-  std::atomic<bool> paused{false}, resume{false};
-  std::thread pauser([&] {
-    Safepoint sp;
-    auto n = sp.Pause();
-    EXPECT_TRUE(n.ok()) << n.status().ToString();
-    paused = true;
-    while (!resume) std::this_thread::yield();
-    sp.Resume();
-  });
+  HeldPause pause;
   // The service thread is excused once the pause has waited about 50 ms.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   unblock = true;
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const bool ended_early = paused;
+  const bool ended_early = pause.paused();
   EXPECT_FALSE(ended_early) << "the pause ended while a thread in a deferred scope still ran";
   if (ended_early) {  // let the pause go first, then release the late arrivals with another
-    resume = true;
-    pauser.join();
-  }
-  leave = true;
-  if (ended_early) {
+    pause.Release();
+    leave = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     Safepoint again;
     (void)again.Pause();
     again.Resume();
   } else {
-    while (!paused) std::this_thread::yield();
-    resume = true;
-    pauser.join();
+    leave = true;
+    pause.WaitPaused();
+    pause.Release();
   }
   deferring.join();
   stop_service = true;
