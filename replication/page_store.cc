@@ -76,8 +76,25 @@ PageStoreStats PageStore::stats() const { return impl_->stats(); }
 
 // ---- opening ----
 
+namespace {
+
+// `dir` made absolute: the store opens its files and directories by name
+// long after its open (a new log file, a directory sync), and a program may
+// change its working directory meanwhile (git -C does, under the preload
+// library). As given if the working directory cannot be read.
+std::string AbsoluteDir(std::string dir) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(dir, ec);
+  if (ec) return dir;
+  std::string out = p.lexically_normal().string();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
 PageStore::Impl::Impl(std::string dir, std::string name, const PageStoreOptions& options, CorruptionReporter* reporter)
-    : dir_(std::move(dir)),
+    : dir_(AbsoluteDir(std::move(dir))),
       name_(std::move(name)),
       path_(dir_ + "/" + name_),
       heap_id_(HeapIdOf(name_.data(), name_.size())),

@@ -222,6 +222,23 @@ INSTANTIATE_TEST_SUITE_P(Debian, RealPrograms, ::testing::ValuesIn(Programs()),
                            return n;
                          });
 
+// PHEAP_DIR relative to where the program starts, and a program that
+// changes its working directory before its exit commit (git -C): the
+// commit still finds the store.
+TEST(RealProgram, RelativeStoreDirSurvivesAChangeOfDirectory) {
+  if (system("command -v git >/dev/null") != 0) GTEST_SKIP() << "git is not installed (tools/bootstrap installs it)";
+  std::vector<std::string> env = PreloadEnv("git-relative");
+  for (std::string& e : env)
+    if (e.rfind("PHEAP_DIR=", 0) == 0) e = "PHEAP_DIR=store";
+  Outcome native = RunProgram({"git", "-C", "repo", "log", "--stat"}, {});
+  Outcome pre = RunProgram({"git", "-C", "repo", "log", "--stat"}, env);
+  ASSERT_EQ(native.status, 0) << native.err;
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  EXPECT_EQ(pre.err, "");
+  ExpectCommitted("git-relative", "git");
+}
+
 // The worker in `mode`, natively and preloaded (heap `mode`, committing
 // every `commit_ms`), prints the same and leaves a committed image.
 void ExpectWorkerAsNative(const std::string& mode, const std::string& commit_ms) {

@@ -1,5 +1,7 @@
 // Epochs in, the same image out: overwrites, discards, hwm, reopen, rolling
 // log files, and readers running alongside Persist.
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
 
@@ -28,6 +30,31 @@ TEST(StoreRoundTrip, NewStoreRecordsRegion) {
   ASSERT_TRUE(store);
   EXPECT_EQ(store->image().base, kBase);
   EXPECT_EQ(store->image().size, kSize);
+}
+
+// A store opened by a relative path keeps working after the process
+// changes its working directory (as git -C does under the preload
+// library): the first epoch syncs the directories it created, by name.
+TEST(StoreRoundTrip, RelativeDirOutlivesAChangeOfWorkingDirectory) {
+  TempDir dir;
+  char here[4096];
+  ASSERT_NE(getcwd(here, sizeof(here)), nullptr);
+  ASSERT_EQ(chdir(dir.path().c_str()), 0);
+  auto store = OpenOrDie("stores/rel", "moved");
+  ASSERT_EQ(chdir("/"), 0);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->path(), dir.path() + "/stores/rel/moved");
+  auto e = MakeEpoch(1, {0, 7}, 8);
+  Status s = store->Persist(e.sealed);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  store.reset();
+  ASSERT_EQ(chdir(here), 0);
+  Model m;
+  m.Apply(e.sealed);
+  store = OpenOrDie(dir.path() + "/stores/rel", "moved");
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->image().epoch, 1u);
+  EXPECT_TRUE(MatchesModel(*store, m));
 }
 
 TEST(StoreRoundTrip, EpochsOverwritesDiscardsAndHwm) {
