@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/page_hash.h"
 #include "base/types.h"
 
 namespace pheap::logfmt {
@@ -142,7 +143,7 @@ static_assert(offsetof(CommitBlock, reserved) == 88);
 inline uint64_t BlockChecksum(const void* block) {
   return XXH3_64bits(block, kBlockSize - sizeof(uint64_t));
 }
-inline uint64_t PageChecksum(const void* page) { return XXH3_64bits(page, kPageSize); }
+inline uint64_t PageChecksum(const void* page) { return PageHash(page); }  // XXH3-64 (base/page_hash.h)
 
 template <typename Block>
 void Seal(Block* b) { b->checksum = BlockChecksum(b); }

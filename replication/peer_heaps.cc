@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/page_hash.h"
 #include "replication/page_store.h"
 #include "replication/peer_heap_internal.h"
 #include "replication/term_store.h"
@@ -485,7 +486,7 @@ Reply HeapTable::Fetch(const wire::Message& m) {
     if (((present[i / 64] >> (i % 64)) & 1) == 0) continue;
     const uint8_t* page = buf.get() + uint64_t{i} * kPageSize;
     if (page != out) std::memmove(out, page, kPageSize);  // pack present pages
-    sums.push_back(XXH3_64bits(out, kPageSize));
+    sums.push_back(PageHash(out));
     out += kPageSize;
   }
   Reply r{wire::EncodeFetchReply(To(m.header), h->Promised(), served, served_term, f.first, f.count, present, sums, buf.get()),

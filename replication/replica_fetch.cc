@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/page_hash.h"
 #include "replication/replica_client.h"
 #include "replication/replica_internal.h"
 #include "replication/wire.h"
@@ -144,7 +145,7 @@ Status ReplicaClient::FetchFrom(Replica& r, Epoch want, Term want_term, Pgno fir
       continue;
     }
     const uint8_t* src = fr->data + uint64_t{k} * kPageSize;
-    if (XXH3_64bits(src, kPageSize) != fr->checksum(k)) {
+    if (PageHash(src) != fr->checksum(k)) {
       *damaged = first + i;
       give_back();
       return Status::Corruption(fmt::format("page {} arrived damaged (XXH3 mismatch)", first + i));

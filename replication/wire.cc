@@ -6,6 +6,8 @@
 #include <bit>
 #include <cstring>
 
+#include "base/page_hash.h"
+
 namespace pheap::wire {
 namespace {
 
@@ -76,7 +78,7 @@ void AppendBytes(std::vector<uint8_t>* out, const void* p, size_t n) {
 void AppendPageRefs(OutMessage* m, std::span<const Pgno> pgnos, const uint8_t* data) {
   m->body.reserve(m->body.size() + pgnos.size() * sizeof(PageRef));
   for (size_t i = 0; i < pgnos.size(); ++i)
-    Append(&m->body, PageRef{pgnos[i], XXH3_64bits(data + i * kPageSize, kPageSize)});
+    Append(&m->body, PageRef{pgnos[i], PageHash(data + i * kPageSize)});
   m->data = data;
   m->data_bytes = pgnos.size() * kPageSize;
 }
@@ -525,7 +527,7 @@ Status Decode(Frames frames, Message* out, ErrorCode* code) {
 Status VerifyPages(const Pages& p, Pgno* bad_pgno) {
   for (uint32_t i = 0; i < p.count; ++i) {
     PageRef r = p.ref(i);
-    uint64_t got = XXH3_64bits(p.page(i), kPageSize);
+    uint64_t got = PageHash(p.page(i));
     if (got != r.checksum) {
       *bad_pgno = r.pgno;
       return Status::Corruption(fmt::format("page {} arrived with XXH3 {:016x} but its data hashes to {:016x}; resend it",
