@@ -59,7 +59,25 @@ class PageSource {
   // Thread-safe: several fault-service threads call it at once.
   virtual Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) = 0;
 
+  // Where pages [first, first + n) lie back to back in one stored file,
+  // each already checked against its checksum there, for the largest
+  // n <= count: so the caller can map them (MAP_PRIVATE) instead of copying
+  // them. `fd` is a descriptor of that file for the caller to close.
+  // pages == 0 (and no fd) when no such run of at least kMinMapRun pages
+  // starts at `first`, or the source keeps no files; the caller copies
+  // them through ReadRun then. Thread-safe, as ReadRun.
+  struct StoredRun {
+    int fd = -1;
+    uint64_t offset = 0;  // of page `first` in the file; page aligned
+    uint64_t pages = 0;
+  };
+  virtual StoredRun LocateRun(Pgno first, uint64_t count) {
+    (void)first, (void)count;
+    return {};
+  }
+
   static constexpr uint32_t kMaxReadRun = 1024;  // 4 MiB
+  static constexpr uint32_t kMinMapRun = 16;     // shorter runs are copied
 };
 
 // After ReadRun(first, count, buf, present): moves the pages that hold data

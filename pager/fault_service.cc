@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
+
+#include <fmt/format.h>
 
 #include "base/log.h"
 #include "base/os.h"
@@ -152,21 +155,39 @@ void FaultService::ServeAhead(uint8_t* buf) {
     r = std::exchange(ahead_posted_, Run{});
     ahead_busy_ = r;
   }
-  // An error is left to the fault that needs the page: it reports it.
-  if (r.count != 0 && c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) {
-    std::shared_lock lk(*c_.install_mu);
-    // Discard may have run since the read; those pages are not placed.
-    r.count = c_.discarded->NextSet(r.first, r.end()) - r.first;
-    if (r.count != 0) {
-      pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);
-      Install(r.first, r.count, buf, false, r.first);
-    }
+  if (r.count != 0) r = Unplaced(r);
+  if (r.count != 0) {
+    const uint64_t m = c_.map_stored ? MapStored(r.first, r.count) : 0;
+    if (m < r.count) CopyAhead(Run{r.first + m, r.count - m}, buf);
   }
   {
     std::lock_guard lk(ahead_mu_);
     ahead_busy_ = Run{};
   }
   ahead_cv_.notify_all();
+}
+
+Run FaultService::Unplaced(Run r) const {
+  Pgno from = r.first;
+  while (from < r.end() && c_.installed->Test(from) && !c_.discarded->Test(from)) ++from;
+  return from == r.end() ? Run{from, 0} : Run{from, RunEnd(from, r.end() - from) - from};
+}
+
+void FaultService::CopyAhead(Run r, uint8_t* buf) {
+  r = Unplaced(r);
+  if (r.count == 0) return;
+  // An error is left to the fault that needs the page: it reports it.
+  if (!c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) return;
+  std::shared_lock lk(*c_.install_mu);
+  // Discarded or mapped since the read: those pages are not placed.
+  r.count = PlaceableEnd(r.first, r.end()) - r.first;
+  if (r.count == 0) return;
+  pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);
+  Install(r.first, r.count, buf, false, r.first);
+}
+
+Pgno FaultService::PlaceableEnd(Pgno first, Pgno end) const {
+  return c_.mapped->NextSet(first, c_.discarded->NextSet(first, end));
 }
 
 void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
@@ -176,13 +197,29 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     return;
   }
   AwaitAhead(p);
+  if (c_.mapped->Test(p)) {  // mapped since this fault was queued
+    uffd_wake(c_.uffd, Addr(p), kPageSize);
+    return;
+  }
   // Placed meanwhile (read ahead, or by another thread): the copy of this
   // one page finds it there and wakes the faulter, or places it if it
   // never was. Not counted as fetched.
   const bool placed = c_.installed->Test(p) && !c_.discarded->Test(p);
   Run ahead{};
   Run r = placed ? Run{p, 1} : PlanRun(p, &ahead);
+  if (!placed && c_.map_stored && !c_.discarded->Test(p)) {
+    // Mapped, p's faulter is awake. Stored runs are mapped whole, so the
+    // read-ahead starts where the mapping ended; the rest of the window,
+    // if any, goes in as if read ahead.
+    if (const uint64_t m = MapStored(p, r.count); m > 0) {
+      if (ahead.count != 0 && p + m < c_.hwm && !c_.installed->Test(p + m) && !c_.discarded->Test(p + m))
+        PostAhead(Run{p + m, RunEnd(p + m, ahead.count) - (p + m)});
+      if (m < r.count) CopyAhead(Run{p + m, r.count - m}, buf);
+      return;
+    }
+  }
   PostAhead(ahead);
+  if (!placed) r.count = RunEnd(p, r.count) - p;  // others may have placed pages of it since the plan
   Status st = c_.discarded->Test(p) ? Status::Ok() : c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr);
   if (!st.ok() && r.count > 1) {  // the fault needs one page, not the whole run
     r.count = 1;
@@ -198,7 +235,11 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     Install(p, 1, kZeroPage, write, p);
     return;
   }
-  r.count = c_.discarded->NextSet(p + 1, r.end()) - p;
+  if (c_.mapped->Test(p)) {  // by another thread meanwhile (which wakes it too)
+    uffd_wake(c_.uffd, Addr(p), kPageSize);
+    return;
+  }
+  r.count = PlaceableEnd(p + 1, r.end()) - p;
   if (!placed) pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);  // before the copy wakes the faulter
   Install(p, r.count, buf, write, p);
 }
@@ -242,6 +283,111 @@ void FaultService::CopyRange(Pgno first, uint64_t count, const uint8_t* src, uin
   // Whoever placed an existing page woke its waiters then; a faulter that
   // queued after that must still be woken.
   if (exists) uffd_wake(c_.uffd, Addr(fault), kPageSize);
+}
+
+uint64_t FaultService::MapStored(Pgno first, uint64_t count) {
+  uint64_t done = 0;
+  while (done < count && mapped_runs_.load(std::memory_order_relaxed) < c_.max_mapped_runs) {
+    // A stored run is mapped whole, past the window if it goes on: a window
+    // that ends inside it would leave a piece too short to map.
+    const PageSource::StoredRun run =
+        c_.source->LocateRun(first + done, std::max<uint64_t>(count - done, PageSource::kMaxReadRun));
+    if (run.pages == 0) break;
+    uint64_t n;
+    {
+      std::unique_lock lk(*c_.install_mu);
+      n = MapRun(first + done, run);
+    }
+    os().close(run.fd);
+    if (n != 0) {
+      {  // a fault where the mapping ends continues the sequence
+        std::lock_guard wl(window_mu_);
+        last_end_ = std::max(last_end_, first + done + n);
+      }
+      // Present before the program gets there (a fault in a write-protected
+      // range maps one page, never its neighbours), and woken only then. Not
+      // under the exclusive lock: other threads' copies go on meanwhile.
+      // Discard, which replaces mapped pages, marks them discarded first.
+      std::shared_lock lk(*c_.install_mu);
+      const Run r{first + done, n};
+      if (c_.discarded->NextSet(r.first, r.end()) == r.end())
+        os().madvise(reinterpret_cast<void*>(Addr(r.first)), n << kPageShift, MADV_POPULATE_READ);
+      uffd_wake(c_.uffd, Addr(r.first), n << kPageShift);
+    }
+    done += n;
+    if (n < run.pages) break;
+  }
+  return done;
+}
+
+uint64_t FaultService::MapRun(Pgno first, const PageSource::StoredRun& run) {
+  // Only the part still unplaced: since the run was located, another
+  // thread may have placed pages of it, or Discard zeroed some.
+  const Pgno end = c_.installed->NextSet(first, c_.discarded->NextSet(first, first + run.pages));
+  const uint64_t n = end - first;
+  if (n < PageSource::kMinMapRun) return 0;
+  const uint64_t a = Addr(first), len = n << kPageShift;
+  void* m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, run.fd,
+                      static_cast<off_t>(run.offset));
+  if (MmapFailed(m)) {
+    PHEAP_LOG_DEBUG("fault service: mapping pages {}..{} failed (errno {}); copying them", first, end,
+                    MmapErrno(m));
+    // A failed MAP_FIXED may have unmapped what was there: put back the
+    // absent pages it was, served on fault as before.
+    m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    int r = MmapFailed(m) ? MmapErrno(m)
+                          : -uffd_register(c_.uffd, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+                                           nullptr);
+    if (r != 0)
+      LoseTracking(fmt::format("pages {}..{} could not be mapped again after a failed mapping ({})", first, end,
+                               std::strerror(r)));
+    return 0;
+  }
+  // From the protection on, a write is tracked. A page written in the
+  // instant before it is the writer's own copy, no longer the file's: it
+  // is marked written again (all of them, if the check itself fails).
+  int r = uffd_register(c_.uffd, a, len, UFFDIO_REGISTER_MODE_WP, nullptr);
+  if (r == 0) r = uffd_writeprotect(c_.uffd, a, len, UFFDIO_WRITEPROTECT_MODE_WP);
+  if (r < 0) {
+    LoseTracking(fmt::format("pages {}..{}, mapped from the store, could not be write-protected ({})", first, end,
+                             std::strerror(-r)));
+  } else if (!UnprotectCopied(a, len)) {
+    uffd_writeprotect(c_.uffd, a, len, 0);
+  }
+  c_.installed->SetRun(Run{first, n});
+  c_.mapped->SetRun(Run{first, n});
+  mapped_runs_.fetch_add(1, std::memory_order_relaxed);
+  pages_mapped_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+bool FaultService::UnprotectCopied(uint64_t a, uint64_t len) {
+  page_region vec[32];
+  pm_scan_arg arg{};
+  arg.start = a;
+  arg.end = a + len;
+  arg.vec = reinterpret_cast<uint64_t>(vec);
+  arg.vec_len = 32;
+  arg.category_mask = PAGE_IS_PRESENT | PAGE_IS_FILE;
+  arg.category_inverted = PAGE_IS_FILE;  // present and not the file's
+  arg.return_mask = PAGE_IS_PRESENT;
+  while (arg.start < arg.end) {
+    int n = pagemap_scan(c_.pagemap_fd, &arg);
+    if (n < 0) return false;
+    for (int i = 0; i < n; ++i)
+      if (uffd_writeprotect(c_.uffd, vec[i].start, vec[i].end - vec[i].start, 0) < 0) return false;
+    if (arg.walk_end <= arg.start) return false;
+    arg.start = arg.walk_end;
+  }
+  return true;
+}
+
+void FaultService::LoseTracking(const std::string& what) {
+  PHEAP_LOG_ERROR("{}: writes there may escape the dirty tracking, so this heap takes no more commits; "
+                  "its last durable epoch stays intact: reopen it to go on",
+                  what);
+  if (c_.untracked != nullptr) c_.untracked->store(true, std::memory_order_release);
 }
 
 void FaultService::FailPage(Pgno p, const Status& why) {

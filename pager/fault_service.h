@@ -14,6 +14,15 @@
 // next fault usually finds its pages placed. A fault inside the run being
 // read ahead waits for it rather than reading it again.
 //
+// Mapping (async write-protect only): where the source says a run lies back
+// to back in one of its files (PageSource::LocateRun), the run is mapped
+// there, private, instead of copied, so the program reads the page cache
+// with no copy and a write copies only the page it writes. The mapping is
+// registered for async write-protect and protected before the faulter
+// wakes; a page another thread wrote in the instant between the mmap and
+// the protection is found (it is no longer the file's) and left marked
+// written. Each mapping is a VMA, so their number is bounded.
+//
 // A page the source cannot read correctly (kCorruption or any error) is
 // never filled with guessed data: the error is logged with the page, and
 // the page is poisoned (UFFDIO_POISON: the faulting thread gets SIGBUS)
@@ -24,6 +33,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,6 +54,13 @@ struct FaultServiceConfig {
   DirtyTracker* tracker = nullptr;    // copy modes and sync-WP faults
   PageBitmap* installed = nullptr;    // over [0, hwm)
   PageBitmap* discarded = nullptr;    // over [0, hwm): serve zeros
+  PageBitmap* mapped = nullptr;       // over [0, hwm): mapped from the source's files
+  bool map_stored = false;            // map what LocateRun finds (async WP only)
+  uint64_t max_mapped_runs = 0;       // bound on the mappings made
+  int pagemap_fd = -1;                // /proc/self/pagemap, when map_stored
+  // Set (and logged) when a mapped run could not be write-protected: its
+  // writes would go untracked, so the pager refuses commits from then on.
+  std::atomic<bool>* untracked = nullptr;
   std::shared_mutex* install_mu = nullptr;  // shared while marking/installing
   int threads = 2;
   uint64_t prefetch_max = uint64_t{4} << 20;  // bytes
@@ -63,6 +80,7 @@ class FaultService {
 
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
   uint64_t pages_fetched() const { return pages_fetched_.load(std::memory_order_relaxed); }
+  uint64_t pages_mapped() const { return pages_mapped_.load(std::memory_order_relaxed); }
 
   static constexpr uint64_t kInitialWindow = 64 * 1024;
 
@@ -80,12 +98,32 @@ class FaultService {
   void PostAhead(Run ahead);
   // Takes the posted read-ahead, if any, and installs it.
   void ServeAhead(uint8_t* buf);
+  // The part of `r` to place: from its first page not placed yet (a stored
+  // run mapped whole may reach into it) to the next placed one.
+  Run Unplaced(Run r) const;
+  // Reads `r` and installs what is still unplaced of it, for no faulter.
+  void CopyAhead(Run r, uint8_t* buf);
+  // The end of the placeable part of [first, end): before the first page
+  // discarded or mapped.
+  Pgno PlaceableEnd(Pgno first, Pgno end) const;
   // Waits while page p is being read ahead; drops a posted run that holds p.
   void AwaitAhead(Pgno p);
   // Copies `count` pages from src to page `first`; returns pages placed.
   void Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault);
   void CopyRange(Pgno first, uint64_t count, const uint8_t* src, uint64_t mode, Pgno fault);
   void FailPage(Pgno p, const Status& why);
+  // Maps what it can of [first, first + count) from the source's files, a
+  // stored run at a time; returns how many pages from `first` it placed
+  // (perhaps more than count: the last run is mapped whole).
+  uint64_t MapStored(Pgno first, uint64_t count);
+  // Maps one located run (or the part of it still unplaced) and protects
+  // it; returns the pages mapped, which the caller populates and wakes.
+  // REQUIRES: install_mu held exclusively.
+  uint64_t MapRun(Pgno first, const PageSource::StoredRun& run);
+  // Marks written again the pages of [a, a + len) that are present but no
+  // longer the file's. False if the check failed.
+  bool UnprotectCopied(uint64_t a, uint64_t len);
+  void LoseTracking(const std::string& what);
   uint64_t Addr(Pgno p) const { return c_.region->base() + (p << kPageShift); }
 
   FaultServiceConfig c_;
@@ -93,6 +131,8 @@ class FaultService {
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> faults_{0};
   std::atomic<uint64_t> pages_fetched_{0};
+  std::atomic<uint64_t> pages_mapped_{0};
+  std::atomic<uint64_t> mapped_runs_{0};
 
   int ahead_fd_ = -1;     // eventfd: readable when a read-ahead is posted
   std::mutex ahead_mu_;

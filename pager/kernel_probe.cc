@@ -92,6 +92,27 @@ KernelFeatures ProbeKernel() {
   return k;
 }
 
+bool CachedWpAsyncOnFiles() {
+  static const bool ok = [] {
+    int file = os().open("/proc/self/exe", O_RDONLY | O_CLOEXEC, 0);
+    if (file < 0) return false;
+    void* p = os().mmap(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE, file, 0);
+    os().close(file);
+    if (MmapFailed(p)) return false;
+    bool via_dev = false;
+    int fd = uffd_open(&via_dev);
+    const auto a = reinterpret_cast<uint64_t>(p);
+    bool works = fd >= 0 && uffd_api(fd, UFFD_FEATURE_WP_ASYNC, nullptr, nullptr) == 0 &&
+                 uffd_register(fd, a, kPageSize, UFFDIO_REGISTER_MODE_WP, nullptr) == 0 &&
+                 uffd_writeprotect(fd, a, kPageSize, UFFDIO_WRITEPROTECT_MODE_WP) == 0;
+    if (fd >= 0) os().close(fd);
+    os().munmap(p, kPageSize);
+    PHEAP_LOG_DEBUG("kernel probe: async write-protect on a file's private mapping: {}", works);
+    return works;
+  }();
+  return ok;
+}
+
 const KernelFeatures& CachedKernelFeatures() {
   static const KernelFeatures k = [] {
     KernelFeatures f = ProbeKernel();

@@ -16,6 +16,12 @@ KernelFeatures ProbeKernel();
 // The probe of this process, taken on first use. Thread-safe.
 const KernelFeatures& CachedKernelFeatures();
 
+// Whether async write-protect registers on a private mapping of a regular
+// file (Linux 6.7+ allows it in WP-only mode for any memory), so that stored
+// pages can be mapped into the region instead of copied. Tried once per
+// process on a page of the running executable, on first use. Thread-safe.
+bool CachedWpAsyncOnFiles();
+
 // The mode to run: kAuto picks async-wp, then sync-wp, then mprotect. A
 // forced mode the kernel lacks is kUnsupported naming what is missing.
 Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested);

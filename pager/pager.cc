@@ -21,6 +21,7 @@
 #include "base/thread.h"
 #include "pager/pager_impl.h"
 #include "pager/safepoint.h"
+#include "pager/uffd.h"
 
 #if defined(__SANITIZE_THREAD__)
 extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
@@ -176,6 +177,7 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   // resident, and reading it needs the fault service.
   if (st.ok()) CopyCarried(buf, precopied);
   sp.Resume();
+  if (st.ok()) st = CheckTracking();  // lost before the cut: it may miss writes
   *pause_ns = NowNs() - t0;
   PHEAP_RETURN_IF_ERROR(st);
   if (precopied != 0 && buf->count() > precopied) return MergeInto(staging, precopied);
@@ -272,6 +274,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   const uint64_t t0 = NowNs();
   auto paused = sp.Pause();
   Status st = paused.ok() ? TakeIntoCarry() : paused.status();
+  if (st.ok()) st = CheckTracking();
   if (!st.ok()) {  // whatever was taken stays in carry_ for the next cut
     sp.Resume();
     ReturnDiscards(discards);
@@ -414,12 +417,34 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
     std::unique_lock lk(install_mu_);
     const Run below{r.first, r.first < image_.hwm ? std::min(r.end(), image_.hwm) - r.first : 0};
     discarded_->SetRun(below);  // before the zap: a refault then serves zeros
+    // A zapped page mapped from the store would read as the file's again:
+    // those become absent anonymous pages first, served on fault (zeros).
+    if (below.count != 0 && mapped_->NextSet(below.first, below.end()) < below.end())
+      PHEAP_RETURN_IF_ERROR(UnmapStored(below));
     int e = os().madvise(addr, len, MADV_DONTNEED);
     if (e < 0) return Status::FromErrno(fmt::format("madvise(DONTNEED) of [{:#x}, {:#x})", a, a + len), -e);
     installed_->ClearRun(below);
   }
   std::lock_guard lk(discard_mu_);
   pending_discards_.push_back(r);
+  return Status::Ok();
+}
+
+Status Pager::Impl::UnmapStored(Run r) {
+  const uint64_t a = region_.base() + (r.first << kPageShift), len = r.count << kPageShift;
+  void* m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  int e = MmapFailed(m) ? -MmapErrno(m)
+                        : uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
+  if (e < 0) {
+    untracked_.store(true, std::memory_order_release);
+    return Status::FromErrno(
+        fmt::format("discard of [{:#x}, {:#x}): replacing pages mapped from the store (the heap takes no more "
+                    "commits; reopen it)",
+                    a, a + len),
+        -e);
+  }
+  mapped_->ClearRun(r);
   return Status::Ok();
 }
 
@@ -435,6 +460,7 @@ PagerStats Pager::Impl::stats() const {
   if (faults_) {
     s.faults = faults_->faults();
     s.pages_fetched = faults_->pages_fetched();
+    s.pages_mapped = faults_->pages_mapped();
   }
   return s;
 }

@@ -48,6 +48,11 @@ struct PagerOptions {
   // pause only those written again meanwhile (async and sync WP; mprotect
   // always copies inside the pause). Shortens the pause for big dirty sets.
   bool precopy = true;
+  // Map runs of stored pages that lie back to back in the store's files
+  // instead of copying them (async write-protect on a kernel that allows it
+  // on a file's pages; see FaultService). Reopening a large image then
+  // costs page-cache faults, not copies.
+  bool map_stored = true;
 };
 
 // What the kernel offers, probed once per process (pager/kernel_probe.h).
@@ -70,6 +75,7 @@ struct PagerStats {
   uint64_t max_pause_ns = 0;
   uint64_t faults = 0;            // missing faults served
   uint64_t pages_fetched = 0;     // pages installed from the PageSource
+  uint64_t pages_mapped = 0;      // pages mapped from its files instead
   uint64_t paused_threads = 0;    // in the last commit
 };
 

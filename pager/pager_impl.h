@@ -57,6 +57,13 @@ class Pager::Impl {
   };
 
   Status OpenUffd(bool* absent);
+  // Discard's part for pages mapped from the store: [r) becomes absent
+  // anonymous memory registered as the rest. REQUIRES: install_mu_ exclusive.
+  Status UnmapStored(Run r);
+  // Commits are refused once a mapped run could not be write-protected.
+  Status CheckTracking() const;
+  // Sets up the fault service's mapping of stored runs where it can run.
+  void ConfigureMapping(FaultServiceConfig* fc);
   Status RegisterUffd();
   Status LoadEagerly();
   // Pauses the writers and copies the written pages into *staging (which
@@ -98,6 +105,9 @@ class Pager::Impl {
   std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
   std::unique_ptr<PageBitmap> installed_;  // over [0, hwm)
   std::unique_ptr<PageBitmap> discarded_;  // over [0, hwm)
+  std::unique_ptr<PageBitmap> mapped_;     // over [0, hwm): see FaultService
+  int map_pagemap_fd_ = -1;                // the fault service's, when it maps
+  std::atomic<bool> untracked_{false};     // a mapped run lost its tracking
   std::unique_ptr<DirtyTracker> tracker_;
   std::unique_ptr<FaultService> faults_;
   // Pages that belong in the next cut whatever the tracker says: filled by

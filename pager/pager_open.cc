@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -105,6 +106,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
   }
   installed_ = std::make_unique<PageBitmap>(image_.hwm);
   discarded_ = std::make_unique<PageBitmap>(image_.hwm);
+  mapped_ = std::make_unique<PageBitmap>(image_.hwm);
   carry_ = std::make_unique<PageBitmap>(region_.pages());
   staging_pool_ = std::make_unique<StagingPool>(region_.pages());
 
@@ -136,6 +138,8 @@ Status Pager::Impl::Start(TrackingMode mode) {
     fc.tracker = tracker_.get();
     fc.installed = installed_.get();
     fc.discarded = discarded_.get();
+    fc.mapped = mapped_.get();
+    ConfigureMapping(&fc);
     fc.install_mu = &install_mu_;
     fc.threads = std::max(1, options_.fault_threads);
     fc.prefetch_max = options_.prefetch_max;
@@ -149,6 +153,33 @@ Status Pager::Impl::Start(TrackingMode mode) {
                  region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
                  uffd_ >= 0 ? "served lazily by userfaultfd" : "loaded eagerly");
   return Status::Ok();
+}
+
+void Pager::Impl::ConfigureMapping(FaultServiceConfig* fc) {
+  fc->untracked = &untracked_;
+  if (!options_.map_stored || mode_ != TrackingMode::kAsyncWp || image_.hwm == 0 || !CachedWpAsyncOnFiles()) return;
+  int fd = os().open("/proc/self/pagemap", O_RDONLY, 0);
+  if (fd < 0) return;
+  map_pagemap_fd_ = fd;
+  // Each mapped run is a VMA (two more where it splits the region's): keep
+  // to an eighth of what the process may have, the rest is the program's.
+  uint64_t max_maps = 65530;
+  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+    unsigned long long v = 0;
+    if (std::fscanf(f, "%llu", &v) == 1 && v > 0) max_maps = v;
+    std::fclose(f);
+  }
+  fc->max_mapped_runs = max_maps / 8;
+  fc->pagemap_fd = fd;
+  fc->map_stored = true;
+}
+
+Status Pager::Impl::CheckTracking() const {
+  if (!untracked_.load(std::memory_order_acquire)) return Status::Ok();
+  return Status::IoError(
+      "commit refused: pages mapped from the heap's store could not be write-protected (see the log), so a "
+      "commit might miss writes; the last durable epoch is intact: reopen the heap to go on",
+      EIO);
 }
 
 void Pager::Impl::StartCommitter() {
@@ -165,6 +196,7 @@ Pager::Impl::~Impl() {
   if (committer_.joinable()) committer_.join();
   if (faults_) faults_->Stop();
   faults_.reset();
+  if (map_pagemap_fd_ >= 0) os().close(map_pagemap_fd_);
   tracker_.reset();
   if (uffd_ >= 0) os().close(uffd_);
   // region_ unmaps in its destructor.

@@ -24,6 +24,7 @@ namespace pheap {
 using namespace logfmt;
 
 LogFile::~LogFile() {
+  if (const uint8_t* v = view.load(); v != nullptr) os().munmap(const_cast<uint8_t*>(v), view_bytes);
   if (fd >= 0) os().close(fd);
   if (direct_fd >= 0) os().close(direct_fd);
 }
@@ -65,6 +66,7 @@ const std::string& PageStore::path() const { return impl_->path(); }
 Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   return impl_->ReadRun(first, count, out, present);
 }
+PageStore::StoredRun PageStore::LocateRun(Pgno first, uint64_t count) { return impl_->LocateRun(first, count); }
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
 Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
 Status PageStore::Sync() { return impl_->Sync(); }

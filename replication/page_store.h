@@ -88,6 +88,10 @@ class PageStore final : public PageSource, public EpochSink {
   const std::string& path() const;
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+  // Runs in a sealed log file (a compaction's, an install's, or an earlier
+  // session's epochs), never in the file this session appends to, whose
+  // blocks a later epoch may overwrite (padding, a failed epoch's record).
+  StoredRun LocateRun(Pgno first, uint64_t count) override;
   Status Persist(const SealedEpoch& e) override;
   bool PersistsFromRegion() const override { return true; }
   // Write puts the epoch's group into the page cache (pwritev, no sync);

@@ -3,6 +3,7 @@
 // verification). Not installed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -34,6 +35,12 @@ struct LogFile {
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
   bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
+  // LocateRun (store_map.cc): the file mapped shared and read-only, made
+  // on first use, to check pages where they lie before they are mapped.
+  std::mutex view_mu;
+  std::atomic<const uint8_t*> view{nullptr};
+  uint64_t view_bytes = 0;  // set before `view` is published
+  std::atomic<uint64_t> view_resident{0};  // bytes populated since the view was last zapped
 };
 
 // Where the newest durable version of one page lies.
@@ -56,6 +63,7 @@ class PageStore::Impl {
   ImageInfo image() const;
   const std::string& path() const { return path_; }
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
+  StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);
   Status Sync();
