@@ -123,6 +123,16 @@ int Os::writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) 
 }
 
 void* Os::mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer takes a file mapped over memory for a write by the
+  // mapping thread. The fault service maps stored pages so while the
+  // faulting thread waits in the kernel, which wakes it: a hand-over the
+  // tool cannot see, so it would report every later read as a race.
+  if (fd >= 0 && (flags & MAP_FIXED) != 0) {
+    long r = ::syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+    return reinterpret_cast<void*>(r == -1 ? -static_cast<intptr_t>(errno) : r);
+  }
+#endif
   void* p = ::mmap(addr, len, prot, flags, fd, off);
   return p == MAP_FAILED ? reinterpret_cast<void*>(static_cast<intptr_t>(-errno)) : p;
 }
