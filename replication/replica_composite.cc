@@ -62,6 +62,10 @@ Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64
   return Status::Ok();
 }
 
+PageSource::StoredRun ReplicatedPages::LocateRun(Pgno first, uint64_t count) {
+  return local_in_use() ? local_->LocateRun(first, count) : StoredRun{};
+}
+
 // Rewrites the local copies that fail their checksum with the replicas'
 // good ones in `data` (the store refuses a copy of another version).
 void ReplicatedPages::RepairLocal(Pgno first, uint32_t count, const uint8_t* data) {

@@ -67,6 +67,8 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   bool restoring() const { return restoring_.load(std::memory_order_acquire); }
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+  // The local store's runs while it holds the newest image; none before.
+  StoredRun LocateRun(Pgno first, uint64_t count) override;
   Status Persist(const SealedEpoch& e) override;
 
  private:

@@ -243,6 +243,37 @@ TEST_F(EngineReplicated, PeersAddedToALocalHeapTakeItsImage) {
   EXPECT_TRUE(Holds(*e, 15, kPages, 1));
 }
 
+// A replicated heap reopened on its own, current local store maps runs of
+// stored pages from it as a local heap does (the replicas' copies are
+// fetched only when the local store lags).
+TEST_F(EngineReplicated, ReopenedOnItsLocalStoreMapsStoredRuns) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-mapped", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, kPages, 1);
+    ASSERT_TRUE(CommitUntilDurable(*e));
+  }
+  {
+    auto e = Open("rep-mapped", Options(a));
+    ASSERT_TRUE(e);
+    ASSERT_TRUE(e->replicated()->local_in_use());
+    EXPECT_TRUE(Holds(*e, 0, kPages, 1));
+    const PagerStats st = e->pager().stats();
+    if (Pager::Probe().wp_async && st.mode == TrackingMode::kAsyncWp) {
+      EXPECT_GE(st.pages_mapped, kPages / 2) << "fetched " << st.pages_fetched;
+    }
+    Write(*e, 100, 110, 3);
+    ASSERT_TRUE(CommitUntilDurable(*e));
+  }
+  auto e = Open("rep-mapped", Options(b));  // from the replicas alone
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(Holds(*e, 0, 100, 1));
+  EXPECT_TRUE(Holds(*e, 100, 110, 3));
+  EXPECT_TRUE(Holds(*e, 110, kPages, 1));
+}
+
 TEST_F(EngineReplicated, NonLoopbackPeerWithoutKeysIsRefused) {
   EngineOptions o = Options(tmp_.path() + "/c");
   auto r = ResolveReplication({"tcp://192.0.2.1:7400"}, 1, 1);
