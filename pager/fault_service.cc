@@ -334,14 +334,9 @@ uint64_t FaultService::MapRun(Pgno first, const PageSource::StoredRun& run) {
                     MmapErrno(m));
     // A failed MAP_FIXED may have unmapped what was there: put back the
     // absent pages it was, served on fault as before.
-    m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-    int r = MmapFailed(m) ? MmapErrno(m)
-                          : -uffd_register(c_.uffd, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
-                                           nullptr);
-    if (r != 0)
+    if (int r = c_.region->MapAbsent(a, len, c_.uffd); r < 0)
       LoseTracking(fmt::format("pages {}..{} could not be mapped again after a failed mapping ({})", first, end,
-                               std::strerror(r)));
+                               std::strerror(-r)));
     return 0;
   }
   // From the protection on, a write is tracked. A page written in the

@@ -432,11 +432,7 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
 
 Status Pager::Impl::UnmapStored(Run r) {
   const uint64_t a = region_.base() + (r.first << kPageShift), len = r.count << kPageShift;
-  void* m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-  int e = MmapFailed(m) ? -MmapErrno(m)
-                        : uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
-  if (e < 0) {
+  if (int e = region_.MapAbsent(a, len, uffd_); e < 0) {
     untracked_.store(true, std::memory_order_release);
     return Status::FromErrno(
         fmt::format("discard of [{:#x}, {:#x}): replacing pages mapped from the store (the heap takes no more "

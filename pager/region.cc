@@ -6,6 +6,7 @@
 
 #include "base/os.h"
 #include "base/types.h"
+#include "pager/uffd.h"
 
 namespace pheap {
 
@@ -35,6 +36,13 @@ Result<Region> Region::Map(uint64_t base, uint64_t size) {
     return Status::FromErrno(fmt::format("mmap of heap region [{:#x}, {:#x})", base, base + size), err);
   }
   return Region(base, size);
+}
+
+int Region::MapAbsent(uint64_t addr, uint64_t len, int uffd) const {
+  void* m = os().mmap(reinterpret_cast<void*>(addr), len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  if (MmapFailed(m)) return -MmapErrno(m);
+  return uffd_register(uffd, addr, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
 }
 
 Region::~Region() {

@@ -29,6 +29,14 @@ class Region {
   uint64_t pages() const { return size_ >> 12; }
   bool contains(uint64_t addr) const { return addr - base_ < size_; }
 
+  // Puts absent anonymous memory in place of whatever is mapped at
+  // [addr, addr + len) (pages mapped from the store) and registers it on
+  // uffd for missing and write-protect faults, as the region is at open in
+  // async-wp mode. Returns 0 or -errno; on an error the range may be left
+  // unmapped or unregistered, so the caller stops trusting the tracking.
+  // REQUIRES: the range lies inside the region, page aligned.
+  int MapAbsent(uint64_t addr, uint64_t len, int uffd) const;
+
  private:
   Region(uint64_t base, uint64_t size) : base_(base), size_(size) {}
   uint64_t base_ = 0;
