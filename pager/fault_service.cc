@@ -207,18 +207,18 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
   const bool placed = c_.installed->Test(p) && !c_.discarded->Test(p);
   Run ahead{};
   Run r = placed ? Run{p, 1} : PlanRun(p, &ahead);
+  // Posted first, so the next window is checked and mapped (or copied) on
+  // the other core while this one is: the check reads every byte, and done
+  // one window after the other it bounds a sequential reopen to one core.
+  PostAhead(ahead);
   if (!placed && c_.map_stored && !c_.discarded->Test(p)) {
-    // Mapped, p's faulter is awake. Stored runs are mapped whole, so the
-    // read-ahead starts where the mapping ended; the rest of the window,
-    // if any, goes in as if read ahead.
+    // Mapped, p's faulter is awake; the rest of the window, if any, goes
+    // in as if read ahead.
     if (const uint64_t m = MapStored(p, r.count); m > 0) {
-      if (ahead.count != 0 && p + m < c_.hwm && !c_.installed->Test(p + m) && !c_.discarded->Test(p + m))
-        PostAhead(Run{p + m, RunEnd(p + m, ahead.count) - (p + m)});
       if (m < r.count) CopyAhead(Run{p + m, r.count - m}, buf);
       return;
     }
   }
-  PostAhead(ahead);
   if (!placed) r.count = RunEnd(p, r.count) - p;  // others may have placed pages of it since the plan
   Status st = c_.discarded->Test(p) ? Status::Ok() : c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr);
   if (!st.ok() && r.count > 1) {  // the fault needs one page, not the whole run
@@ -288,6 +288,11 @@ void FaultService::CopyRange(Pgno first, uint64_t count, const uint8_t* src, uin
 uint64_t FaultService::MapStored(Pgno first, uint64_t count) {
   uint64_t done = 0;
   while (done < count && mapped_runs_.load(std::memory_order_relaxed) < c_.max_mapped_runs) {
+    if (done > 0) {  // past pages the read-ahead placed meanwhile (not the first: that is the caller's)
+      const Run u = Unplaced(Run{first + done, count - done});
+      done = u.first - first;
+      if (u.count == 0) break;
+    }
     // A stored run is mapped whole, past the window if it goes on: a window
     // that ends inside it would leave a piece too short to map.
     const PageSource::StoredRun run =
@@ -304,15 +309,7 @@ uint64_t FaultService::MapStored(Pgno first, uint64_t count) {
         std::lock_guard wl(window_mu_);
         last_end_ = std::max(last_end_, first + done + n);
       }
-      // Present before the program gets there (a fault in a write-protected
-      // range maps one page, never its neighbours), and woken only then. Not
-      // under the exclusive lock: other threads' copies go on meanwhile.
-      // Discard, which replaces mapped pages, marks them discarded first.
-      std::shared_lock lk(*c_.install_mu);
-      const Run r{first + done, n};
-      if (c_.discarded->NextSet(r.first, r.end()) == r.end())
-        os().madvise(reinterpret_cast<void*>(Addr(r.first)), n << kPageShift, MADV_POPULATE_READ);
-      uffd_wake(c_.uffd, Addr(r.first), n << kPageShift);
+      uffd_wake(c_.uffd, Addr(first + done), n << kPageShift);
     }
     done += n;
     if (n < run.pages) break;
@@ -339,6 +336,10 @@ uint64_t FaultService::MapRun(Pgno first, const PageSource::StoredRun& run) {
                                std::strerror(-r)));
     return 0;
   }
+  // Populated before it is registered: in a range registered for
+  // write-protect the kernel turns fault-around off and every page would
+  // fault alone. A page the program writes meanwhile is caught below.
+  os().madvise(m, len, MADV_POPULATE_READ);
   // From the protection on, a write is tracked. A page written in the
   // instant before it is the writer's own copy, no longer the file's: it
   // is marked written again (all of them, if the check itself fails).
