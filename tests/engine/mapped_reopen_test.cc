@@ -176,21 +176,31 @@ TEST_F(MappedReopen, ConcurrentFirstWritesAreAllCommitted) {
 
 // The instant between a run's mmap and its write protection, made to
 // happen every time: right after the fault service maps a stored run, this
-// Os writes into the run as a thread of the program could. That write must
-// be committed like any other. (Atomic accesses: the kernel's wake of the
-// faulting thread is a hand-over ThreadSanitizer cannot see.)
+// Os writes into the run as a thread of the program could, once before the
+// run is populated (page 10: absent, so the write copies it from the file)
+// and once after (page 12: present, the file's page, copied on write).
+// Both writes must be committed like any other. (Atomic accesses: the
+// kernel's wake of the faulting thread is a hand-over ThreadSanitizer
+// cannot see.)
 class WriteInTheWindow : public Os {
  public:
   void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) override {
     void* p = Os::mmap(addr, len, prot, flags, fd, off);
-    if (fd >= 0 && (flags & MAP_FIXED) != 0 && !MmapFailed(p) && len > 11 * kPageSize && run_.load() == 0) {
-      __atomic_store_n(&static_cast<uint64_t*>(p)[10 * kWords + 7], kMark, __ATOMIC_RELAXED);  // page 10 of the run
+    if (fd >= 0 && (flags & MAP_FIXED) != 0 && !MmapFailed(p) && len > 13 * kPageSize && run_.load() == 0) {
+      __atomic_store_n(&static_cast<uint64_t*>(p)[10 * kWords + 7], kMark, __ATOMIC_RELAXED);
       run_.store(reinterpret_cast<uint64_t>(p));
     }
     return p;
   }
+  int madvise(void* addr, size_t len, int advice) override {
+    const int r = Os::madvise(addr, len, advice);
+    if (advice == MADV_POPULATE_READ && reinterpret_cast<uint64_t>(addr) == run_.load() && !populated_.exchange(true))
+      __atomic_store_n(&static_cast<uint64_t*>(addr)[12 * kWords + 7], kMark, __ATOMIC_RELAXED);
+    return r;
+  }
   static constexpr uint64_t kMark = 0xfeedface;
   std::atomic<uint64_t> run_{0};  // where the run written into was mapped
+  std::atomic<bool> populated_{false};
 };
 
 TEST_F(MappedReopen, AWriteBeforeTheRunIsProtectedIsCommitted) {
@@ -203,17 +213,22 @@ TEST_F(MappedReopen, AWriteBeforeTheRunIsProtectedIsCommitted) {
     ASSERT_TRUE(e);
     (void)*static_cast<volatile uint64_t*>(Page(*e, 0));  // maps the run of page 0
     ASSERT_NE(os.run_.load(), 0u) << "no stored run was mapped";
+    ASSERT_TRUE(os.populated_.load()) << "the mapped run was not populated where expected";
     written = (os.run_.load() - reinterpret_cast<uint64_t>(e->base())) / kPageSize + 10;
-    ASSERT_EQ(__atomic_load_n(&Page(*e, written)[7], __ATOMIC_RELAXED), WriteInTheWindow::kMark);
+    for (Pgno p : {written, written + 2})
+      ASSERT_EQ(__atomic_load_n(&Page(*e, p)[7], __ATOMIC_RELAXED), WriteInTheWindow::kMark) << "page " << p;
     auto r = e->Commit();
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(e->pager().stats().last_dirty_pages, 1u);
+    EXPECT_EQ(e->pager().stats().last_dirty_pages, 2u);
   }
   SetOsForTesting(nullptr);
   auto e = Open();
   ASSERT_TRUE(e);
-  EXPECT_EQ(Page(*e, written)[7], WriteInTheWindow::kMark);
-  EXPECT_EQ(Page(*e, written)[8], Word(written, 8, 0));
+  for (Pgno p : {written, written + 2}) {
+    EXPECT_EQ(Page(*e, p)[7], WriteInTheWindow::kMark) << "page " << p;
+    EXPECT_EQ(Page(*e, p)[8], Word(p, 8, 0)) << "page " << p;
+  }
+  EXPECT_EQ(Page(*e, written + 1)[7], Word(written + 1, 7, 0));
 }
 
 // A stored page whose bytes no longer match its checksum is never mapped:
