@@ -8,20 +8,22 @@
 // elsewhere. A run never extends past hwm, over a page already installed
 // (the `installed` bitmap), or over a discarded page.
 //
-// Read-ahead: a sequential fault also hands the window after its run to
+// Read-ahead: a sequential fault first hands the window after its run to
 // another fault thread, which installs it while this one installs the run
-// the program waits for; both copies proceed at once, and the program's
-// next fault usually finds its pages placed. A fault inside the run being
+// the program waits for; both proceed at once, on both cores, and the
+// program's next fault usually finds its pages placed. A fault inside the run being
 // read ahead waits for it rather than reading it again.
 //
 // Mapping (async write-protect only): where the source says a run lies back
 // to back in one of its files (PageSource::LocateRun), the run is mapped
 // there, private, instead of copied, so the program reads the page cache
 // with no copy and a write copies only the page it writes. The mapping is
-// registered for async write-protect and protected before the faulter
-// wakes; a page another thread wrote in the instant between the mmap and
-// the protection is found (it is no longer the file's) and left marked
-// written. Each mapping is a VMA, so their number is bounded.
+// populated, then registered for async write-protect and protected, before
+// the faulter wakes: populated first, since the kernel maps a file's pages
+// in batches (fault-around) only where no write-protect is registered. A
+// page another thread wrote between the mmap and the protection is found
+// (it is no longer the file's) and left marked written. Each mapping is a
+// VMA, so their number is bounded.
 //
 // A page the source cannot read correctly (kCorruption or any error) is
 // never filled with guessed data: the error is logged with the page, and
@@ -113,11 +115,12 @@ class FaultService {
   void CopyRange(Pgno first, uint64_t count, const uint8_t* src, uint64_t mode, Pgno fault);
   void FailPage(Pgno p, const Status& why);
   // Maps what it can of [first, first + count) from the source's files, a
-  // stored run at a time; returns how many pages from `first` it placed
-  // (perhaps more than count: the last run is mapped whole).
+  // stored run at a time, past pages the read-ahead placed meanwhile;
+  // returns how many pages from `first` are placed (perhaps more than
+  // count: the last run is mapped whole), 0 if `first` itself was not.
   uint64_t MapStored(Pgno first, uint64_t count);
-  // Maps one located run (or the part of it still unplaced) and protects
-  // it; returns the pages mapped, which the caller populates and wakes.
+  // Maps one located run (or the part of it still unplaced), populates and
+  // protects it; returns the pages mapped, whose faulters the caller wakes.
   // REQUIRES: install_mu held exclusively.
   uint64_t MapRun(Pgno first, const PageSource::StoredRun& run);
   // Marks written again the pages of [a, a + len) that are present but no
