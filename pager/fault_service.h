@@ -11,8 +11,8 @@
 // Read-ahead: a sequential fault first hands the window after its run to
 // another fault thread, which installs it while this one installs the run
 // the program waits for; both proceed at once, on both cores, and the
-// program's next fault usually finds its pages placed. A fault inside the run being
-// read ahead waits for it rather than reading it again.
+// program's next fault usually finds its pages placed. A fault inside the
+// run being read ahead waits for it rather than reading it again.
 //
 // Mapping (async write-protect only): where the source says a run lies back
 // to back in one of its files (PageSource::LocateRun), the run is mapped
