@@ -1,5 +1,6 @@
 #include "base/page_hash.h"
 
+#include <sys/platform/x86.h>
 #include <xxhash.h>
 
 #include "base/types.h"
@@ -10,10 +11,10 @@ uint64_t PageHashAvx2(const void* page);  // page_hash_avx2.cc, built with -mavx
 
 namespace {
 
-bool HasAvx2() {
-  __builtin_cpu_init();  // may run before libgcc's constructor (the preload library)
-  return __builtin_cpu_supports("avx2");
-}
+// glibc's loader has already read CPUID; asking it costs nothing. libgcc's
+// __builtin_cpu_supports would link in a constructor that runs CPUID again in
+// every process, and each CPUID traps to the hypervisor in a virtual machine.
+bool HasAvx2() { return CPU_FEATURE_ACTIVE(AVX2); }
 
 }  // namespace
 
