@@ -54,9 +54,14 @@ inline constexpr uint64_t kDefaultBase = uint64_t{0x7e80} << 32;
 inline constexpr uint64_t kDefaultSlotSize = uint64_t{16} << 30;
 inline constexpr uint64_t kDefaultSlots = 24;
 #else
-inline constexpr uint64_t kDefaultBase = uint64_t{0x2000} << 32;  // 32 TiB
+// The slots span [17 TiB, 81 TiB): above ASan's shadow, which ends just past
+// 16 TiB, and below 0x555555554000, where the kernel loads a position-
+// independent executable (and its brk) at a random offset of up to 16 TiB.
+// Slots inside that range would collide with some program now and then.
+inline constexpr uint64_t kDefaultBase = uint64_t{0x1100} << 32;  // 17 TiB
 inline constexpr uint64_t kDefaultSlotSize = uint64_t{64} << 30;  // 64 GiB
 inline constexpr uint64_t kDefaultSlots = 1024;                    // 64 TiB
+static_assert(kDefaultBase + kDefaultSlots * kDefaultSlotSize <= uint64_t{0x5555} << 32);
 #endif
 inline constexpr uint64_t kDefaultRegionSize = uint64_t{16} << 30; // 16 GiB
 
