@@ -52,6 +52,7 @@ using namespace pheap::bench;
 namespace {
 
 int g_runs = 5;
+int g_only_k = 0;  // shipping: every k (0) or this one
 constexpr size_t kFrame = pheap::wire::kPreferredPagesBytes;  // the PAGES frame the writer ships
 constexpr size_t kPage = 4096;
 
@@ -286,6 +287,7 @@ void Shipping(const std::string& dir, size_t mib, const char* where) {
   for (bool curve : {false, true}) {
     const std::string key_dir = curve ? keys : "";
     for (int k = 1; k <= 3; ++k) {
+      if (g_only_k != 0 && k != g_only_k) continue;
       const int w = k / 2 + 1;
       // Fresh peers for each row, their stores removed after it: tmpfs is memory.
       const std::string peer_dir = fmt::format("{}/peers-{}", dir, run);
@@ -502,6 +504,7 @@ int main(int argc, char** argv) {
   bool no_ship = false, no_latency = false, no_recovery = false;
   app.add_option("--runs", g_runs, "runs per figure (the median is reported)");
   app.add_option("--ship-mib", ship_mib, "size of the shipped commit");
+  app.add_option("--ship-k", g_only_k, "ship to this many replicas only (default: 1, 2 and 3)")->check(CLI::Range(1, 3));
   app.add_option("--heap-mib", heap_mib, "size of the recovered heap");
   app.add_flag("--no-ship", no_ship, "leave out the shipping figures");
   app.add_flag("--no-latency", no_latency, "leave out the commit latency figures");
