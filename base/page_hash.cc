@@ -1,7 +1,16 @@
 #include "base/page_hash.h"
 
-#include <sys/platform/x86.h>
 #include <xxhash.h>
+
+// Debian 12's glibc (2.36) declares the header's inline functions as
+// returning _Bool, which g++ accepts in C++ and clang++ does not.
+#if defined(__clang__)
+#define _Bool bool
+#include <sys/platform/x86.h>
+#undef _Bool
+#else
+#include <sys/platform/x86.h>
+#endif
 
 #include "base/types.h"
 
