@@ -159,16 +159,18 @@ class RawLinks {
   std::vector<zmq::socket_t> senders_;
 };
 
-// A file that takes whole frames at increasing offsets, written with
-// O_DIRECT as pheap's stores write large epochs (buffered where the file
-// system refuses O_DIRECT). Frames not aligned for O_DIRECT, such as a
-// received ZeroMQ message, go through an aligned copy.
+// A receiver's file: frames appended at increasing offsets, written with
+// O_DIRECT as pheap's stores write large epochs (where `direct` and the
+// file system allows it), else through the page cache. Frames not aligned
+// for O_DIRECT, such as a received ZeroMQ message, go through an aligned
+// copy. Removed when destroyed.
 class FrameFile {
  public:
-  explicit FrameFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
+  FrameFile(const std::string& path, bool direct) : path_(path) {
+    if (direct) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
+    direct_ = fd_ >= 0;
     if (fd_ < 0) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
-    bounce_ = static_cast<char*>(std::aligned_alloc(kPage, kFrame));
+    if (direct_) bounce_ = static_cast<char*>(std::aligned_alloc(kPage, kFrame));
   }
   ~FrameFile() {
     ::close(fd_);
@@ -178,7 +180,7 @@ class FrameFile {
   // REQUIRES: size <= kFrame.
   bool Append(const void* data, size_t size) {
     const void* from = data;
-    if (reinterpret_cast<uintptr_t>(data) % kPage != 0) {
+    if (direct_ && reinterpret_cast<uintptr_t>(data) % kPage != 0) {
       std::memcpy(bounce_, data, size);
       from = bounce_;
     }
@@ -187,10 +189,13 @@ class FrameFile {
     return ok;
   }
   bool Sync() { return ::fdatasync(fd_) == 0; }
+  // The next Append overwrites the file from its start.
+  void Rewind() { off_ = 0; }
 
  private:
   std::string path_;
   int fd_ = -1;
+  bool direct_ = false;
   char* bounce_ = nullptr;
   off_t off_ = 0;
 };
@@ -204,7 +209,7 @@ class FrameFile {
 double RawZmq(size_t bytes, bool curve, int k, int w, const std::string& store_dir = "") {
   RawLinks links(curve, k, [bytes, store_dir](zmq::socket_t& s) {
     std::unique_ptr<FrameFile> file;
-    if (!store_dir.empty()) file = std::make_unique<FrameFile>(fmt::format("{}/raw-{}", store_dir, gettid()));
+    if (!store_dir.empty()) file = std::make_unique<FrameFile>(fmt::format("{}/raw-{}", store_dir, gettid()), true);
     size_t got = 0;
     zmq::message_t id;
     bool ok = true;
@@ -225,7 +230,7 @@ double RawZmq(size_t bytes, bool curve, int k, int w, const std::string& store_d
   std::thread local;
   if (!store_dir.empty())
     local = std::thread([&] {
-      FrameFile file(store_dir + "/raw-local");
+      FrameFile file(store_dir + "/raw-local", true);
       for (size_t done = 0; done < bytes; done += kFrame) file.Append(frame, kFrame);
       file.Sync();
     });
@@ -340,25 +345,21 @@ std::vector<double> PheapCommitTimes(const std::string& dir, const Peers& peers,
 // fdatasync there is. Returns each round trip's time in microseconds.
 std::vector<double> RawRoundTripTimes(const std::string& dir, bool curve, size_t pages, int n) {
   RawLinks links(curve, 2, [dir](zmq::socket_t& s) {
-    const std::string path = fmt::format("{}/raw-{}", dir, gettid());
-    const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
+    FrameFile file(fmt::format("{}/raw-{}", dir, gettid()), false);
     for (bool stop = false; !stop;) {
       zmq::message_t id, m;
       (void)s.recv(id);
-      off_t off = 0;
+      file.Rewind();
       do {
         (void)s.recv(m);
         stop = m.size() == 0;
-        if (::pwrite(fd, m.data(), m.size(), off) != static_cast<ssize_t>(m.size())) stop = true;
-        off += static_cast<off_t>(m.size());
+        if (!file.Append(m.data(), m.size())) stop = true;
       } while (m.more());
       if (stop) break;
-      if (::fdatasync(fd) != 0) break;
+      if (!file.Sync()) break;
       s.send(id, zmq::send_flags::sndmore);
       s.send(zmq::str_buffer("ack"), zmq::send_flags::none);
     }
-    ::close(fd);
-    ::unlink(path.c_str());
   });
   std::vector<char> data(pages * kPage, 'x');
   std::vector<double> us;
