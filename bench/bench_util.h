@@ -1,13 +1,16 @@
 // Small helpers shared by the benchmarks: a monotonic clock, medians over
-// repeated runs, and a temporary directory that cleans up after itself.
+// repeated runs, a temporary directory that cleans up after itself, and a
+// file written the way a store writes (the baselines' stand-in for one).
 #pragma once
 
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -55,6 +58,54 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+// A file that receives frames appended at increasing offsets, written with
+// O_DIRECT as pheap's stores write large epochs (where `direct` and the
+// file system allow it), else through the page cache. Frames not aligned
+// for O_DIRECT, such as a received ZeroMQ message, go through an aligned
+// copy of at most `max_frame` bytes. Removed when destroyed, unless `keep`.
+class FrameFile {
+ public:
+  FrameFile(const std::string& path, bool direct, size_t max_frame, bool keep = false)
+      : path_(path), keep_(keep), max_frame_(max_frame) {
+    if (direct) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
+    direct_ = fd_ >= 0;
+    if (fd_ < 0) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
+    if (direct_) bounce_ = static_cast<char*>(std::aligned_alloc(kAlign, max_frame));
+  }
+  ~FrameFile() {
+    ::close(fd_);
+    if (!keep_) ::unlink(path_.c_str());
+    std::free(bounce_);
+  }
+  FrameFile(const FrameFile&) = delete;
+  FrameFile& operator=(const FrameFile&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  // REQUIRES: size <= max_frame, a multiple of 4096 with O_DIRECT.
+  bool Append(const void* data, size_t size) {
+    const void* from = data;
+    if (direct_ && reinterpret_cast<uintptr_t>(data) % kAlign != 0) {
+      std::memcpy(bounce_, data, size);
+      from = bounce_;
+    }
+    const bool ok = ::pwrite(fd_, from, size, off_) == static_cast<ssize_t>(size);
+    off_ += static_cast<off_t>(size);
+    return ok;
+  }
+  bool Sync() { return ::fdatasync(fd_) == 0; }
+  // The next Append overwrites the file from its start.
+  void Rewind() { off_ = 0; }
+
+ private:
+  static constexpr size_t kAlign = 4096;
+  std::string path_;
+  bool keep_;
+  size_t max_frame_;
+  int fd_ = -1;
+  bool direct_ = false;
+  char* bounce_ = nullptr;
+  off_t off_ = 0;
 };
 
 inline uint64_t Rand(uint64_t* s) {  // xorshift64*

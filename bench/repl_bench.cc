@@ -159,47 +159,6 @@ class RawLinks {
   std::vector<zmq::socket_t> senders_;
 };
 
-// A receiver's file: frames appended at increasing offsets, written with
-// O_DIRECT as pheap's stores write large epochs (where `direct` and the
-// file system allows it), else through the page cache. Frames not aligned
-// for O_DIRECT, such as a received ZeroMQ message, go through an aligned
-// copy. Removed when destroyed.
-class FrameFile {
- public:
-  FrameFile(const std::string& path, bool direct) : path_(path) {
-    if (direct) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
-    direct_ = fd_ >= 0;
-    if (fd_ < 0) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
-    if (direct_) bounce_ = static_cast<char*>(std::aligned_alloc(kPage, kFrame));
-  }
-  ~FrameFile() {
-    ::close(fd_);
-    ::unlink(path_.c_str());
-    std::free(bounce_);
-  }
-  // REQUIRES: size <= kFrame.
-  bool Append(const void* data, size_t size) {
-    const void* from = data;
-    if (direct_ && reinterpret_cast<uintptr_t>(data) % kPage != 0) {
-      std::memcpy(bounce_, data, size);
-      from = bounce_;
-    }
-    const bool ok = ::pwrite(fd_, from, size, off_) == static_cast<ssize_t>(size);
-    off_ += static_cast<off_t>(size);
-    return ok;
-  }
-  bool Sync() { return ::fdatasync(fd_) == 0; }
-  // The next Append overwrites the file from its start.
-  void Rewind() { off_ = 0; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  bool direct_ = false;
-  char* bounce_ = nullptr;
-  off_t off_ = 0;
-};
-
 // Raw ZeroMQ: `bytes` in kFrame frames to k receivers, done when w of them
 // have answered the last frame with an acknowledgement. With a `store_dir`,
 // the same bytes made as durable as a pheap commit makes them, still without
@@ -209,7 +168,7 @@ class FrameFile {
 double RawZmq(size_t bytes, bool curve, int k, int w, const std::string& store_dir = "") {
   RawLinks links(curve, k, [bytes, store_dir](zmq::socket_t& s) {
     std::unique_ptr<FrameFile> file;
-    if (!store_dir.empty()) file = std::make_unique<FrameFile>(fmt::format("{}/raw-{}", store_dir, gettid()), true);
+    if (!store_dir.empty()) file = std::make_unique<FrameFile>(fmt::format("{}/raw-{}", store_dir, gettid()), true, kFrame);
     size_t got = 0;
     zmq::message_t id;
     bool ok = true;
@@ -230,7 +189,7 @@ double RawZmq(size_t bytes, bool curve, int k, int w, const std::string& store_d
   std::thread local;
   if (!store_dir.empty())
     local = std::thread([&] {
-      FrameFile file(store_dir + "/raw-local", true);
+      FrameFile file(store_dir + "/raw-local", true, kFrame);
       for (size_t done = 0; done < bytes; done += kFrame) file.Append(frame, kFrame);
       file.Sync();
     });
@@ -345,7 +304,7 @@ std::vector<double> PheapCommitTimes(const std::string& dir, const Peers& peers,
 // fdatasync there is. Returns each round trip's time in microseconds.
 std::vector<double> RawRoundTripTimes(const std::string& dir, bool curve, size_t pages, int n) {
   RawLinks links(curve, 2, [dir](zmq::socket_t& s) {
-    FrameFile file(fmt::format("{}/raw-{}", dir, gettid()), false);
+    FrameFile file(fmt::format("{}/raw-{}", dir, gettid()), false, kFrame);
     for (bool stop = false; !stop;) {
       zmq::message_t id, m;
       (void)s.recv(id);
