@@ -2,6 +2,7 @@
 // The rules are in docs/store-format.md, "Recovery across files"; each step
 // below is one of them.
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <fmt/format.h>
 
@@ -85,6 +86,16 @@ void Recovery::Drop(uint64_t number, const char* why, bool unlink) {
   }
 }
 
+// True for a file of at most one block whose header is not whole: what a
+// machine's crash can leave of a log file begun at open (see Scan).
+bool UnfinishedNewFile(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size > static_cast<off_t>(kBlockSize)) return false;
+  auto h = std::make_unique<FileHeader>();
+  ssize_t r = ReadFull(fd, h.get(), kBlockSize, 0);
+  return r >= 0 && (static_cast<size_t>(r) < kBlockSize || h->magic != kFileMagic || !Intact(*h));
+}
+
 Status Recovery::Scan(HeapId heap_id, uint64_t* next_number) {
   std::vector<std::pair<uint64_t, std::string>> names;
   std::error_code ec;
@@ -99,10 +110,22 @@ Status Recovery::Scan(HeapId heap_id, uint64_t* next_number) {
     }
   }
   if (ec) return Status::FromErrno("listing heap store directory " + path_, ec.value());
-  any_files_ = !names.empty();
   for (const auto& [number, fpath] : names) {
     int fd = os().open(fpath.c_str(), O_RDONLY, 0);
     if (fd < 0) return Status::FromErrno("opening log file " + fpath, -fd);
+    if (UnfinishedNewFile(fd)) {
+      // A writer session begins its file at open and syncs it with its
+      // first epoch: a crash of the machine before that may leave the
+      // directory entry durable and the header not. No epoch can lie in a
+      // file of one block, so it held nothing.
+      os().close(fd);
+      if (writable_) {
+        PHEAP_LOG_INFO("heap store {}: removing {}, a log file begun but never written", path_, fpath);
+        os().unlink(fpath.c_str());
+      }
+      continue;
+    }
+    any_files_ = true;
     fds_[number] = fd;
     ScannedFile sf;
     PHEAP_RETURN_IF_ERROR(

@@ -5,6 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
+#include "replication/log_file.h"
 #include "replication/log_format.h"
 #include "store_test_util.h"
 
@@ -93,6 +96,45 @@ void EditHeader(const std::string& file, Edit edit) {
   logfmt::Seal(&h);
   ASSERT_EQ(::pwrite(fd, &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
   ::close(fd);
+}
+
+// A machine that crashed before a new heap's first commit may leave its log
+// file's directory entry on disk without the header (empty, or a block of
+// zeros). Such a file holds no epoch: the heap opens empty, or at the epoch
+// of the files before it, and the file is removed. A longer file with a
+// broken header may have held epochs and is still refused.
+TEST(StoreRecovery, LogFileBegunButNeverWrittenIsDropped) {
+  TempDir dir;
+  const std::string heap = dir.path() + "/torn";
+  for (uint64_t size : {uint64_t{0}, uint64_t{100}, uint64_t{4096}}) {
+    std::filesystem::create_directories(heap);
+    { std::ofstream(heap + "/log-00000001.pheap"); }
+    std::filesystem::resize_file(heap + "/log-00000001.pheap", size);
+    RecordingReporter rep;
+    auto store = OpenOrDie(dir.path(), "torn", Options(), &rep);
+    ASSERT_TRUE(store) << "size " << size;
+    EXPECT_EQ(store->image().epoch, 0u);
+    EXPECT_TRUE(rep.entries.empty()) << "size " << size << ": " << rep.entries.front().what;
+    EXPECT_EQ(LogFiles(heap).size(), 1u) << "only the new session's own file";
+    PersistRange(*store, 4, 1, 2);
+    store.reset();
+    // Behind a file with epochs, the same.
+    const std::string next = heap + "/" + LogFileName(9);
+    { std::ofstream(next.c_str()); }
+    std::filesystem::resize_file(next, size);
+    auto again = OpenOrDie(dir.path(), "torn");
+    ASSERT_TRUE(again);
+    EXPECT_TRUE(MatchesModel(*again, ModelAt(4, 2)));
+    EXPECT_FALSE(std::filesystem::exists(next));
+    again.reset();
+    std::filesystem::remove_all(heap);
+  }
+  std::filesystem::create_directories(heap);
+  { std::ofstream(heap + "/log-00000001.pheap"); }
+  std::filesystem::resize_file(heap + "/log-00000001.pheap", 8192);
+  auto r = PageStore::Open(dir.path(), "torn", Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kCorruption) << r.status().ToString();
 }
 
 TEST(StoreRecovery, NewerFormatVersionIsUnsupported) {
