@@ -1,10 +1,11 @@
 // durable_floor: the least that making a new heap durable costs on this
 // machine, without pheap: the baseline preload_bench sets beside a program
 // that ran on a persistent heap. For each BYTES argument (one per heap the
-// program's processes made), a new directory DIR/heap-N receives a new file,
-// BYTES of pages written to it in 1 MiB writes (O_DIRECT, as pheap's store
-// writes a large commit), one fdatasync; then the new directory and DIR are
-// fsynced, as a heap's first commit makes its store's entries durable.
+// program's processes made), a new directory DIR/heap-PID-N receives a new
+// file, BYTES of pages written to it in 1 MiB writes (O_DIRECT, as pheap's
+// store writes a large commit), one fdatasync; then the new directory and
+// DIR are fsynced, as a heap's first commit makes its store's entries
+// durable.
 // Prints the seconds all of it took. Files are kept: the caller removes DIR
 // (deleting files here would slow the next file creations it measures).
 //
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
   const uint64_t t0 = pheap::bench::NowNs();
   for (int i = 2; i < argc; ++i) {
     const size_t bytes = (std::strtoull(argv[i], nullptr, 10) + kPage - 1) / kPage * kPage;
-    const std::string heap = dir + "/heap-" + std::to_string(i - 1);
+    const std::string heap = dir + "/heap-" + std::to_string(::getpid()) + "-" + std::to_string(i - 1);
     if (::mkdir(heap.c_str(), 0755) != 0) {
       std::perror(heap.c_str());
       return 1;
