@@ -5,8 +5,6 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -15,7 +13,6 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 
 #include "base/log.h"
@@ -148,22 +145,11 @@ void UnregisterLock(int fd) {
 
 constexpr int kExitedHolderWaitMs = 200;
 
-// The pid of the process that took the flock on the directory open at `fd`,
-// from /proc/locks ("1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF",
-// the device in hex); 0 if not found.
+// The pid the holder wrote into the LOCK file `fd`, 0 if unreadable.
 long HolderPid(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return 0;
-  const std::string want =
-      fmt::format(" {:02x}:{:02x}:{} ", major(st.st_dev), minor(st.st_dev), static_cast<uint64_t>(st.st_ino));
-  std::ifstream locks("/proc/locks");
-  for (std::string line; std::getline(locks, line);) {
-    const size_t at = line.find(want);
-    if (at == std::string::npos || line.find("FLOCK") == std::string::npos) continue;
-    const size_t pid_at = line.rfind(' ', at - 1);
-    return pid_at == std::string::npos ? 0 : std::strtol(line.c_str() + pid_at + 1, nullptr, 10);
-  }
-  return 0;
+  char buf[32] = {};
+  ssize_t n = ReadFull(fd, buf, sizeof(buf) - 1, 0);
+  return n > 0 ? std::strtol(buf, nullptr, 10) : 0;
 }
 
 bool Exited(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
@@ -212,12 +198,10 @@ Status PageStore::Impl::MakeDirs() {
   return Status::Ok();
 }
 
-// The writer's lock is a flock on the heap's directory itself: a lock file
-// would be one more inode to create for every new heap (each preloaded
-// process makes one).
 Status PageStore::Impl::Lock() {
-  int fd = os().open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (fd < 0) return DirError("open", path_, -fd);
+  std::string lock_path = path_ + "/LOCK";
+  int fd = os().open(lock_path.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return DirError("create LOCK in", path_, -fd);
   lock_fd_ = fd;
   int r = os().flock(fd, LOCK_EX | LOCK_NB);
   // A holder that has exited may have left a child in the middle of fork,
@@ -230,11 +214,13 @@ Status PageStore::Impl::Lock() {
     if (r == -EWOULDBLOCK) holder = HolderPid(fd);  // another opener may have taken it meanwhile
   }
   if (r == -EWOULDBLOCK)
-    return Status::Busy(fmt::format("heap store {} is held by {}{}; stop that process or use another dir", path_,
-                                    holder > 0 ? fmt::format("pid {}", holder) : "another process",
-                                    Exited(holder) ? " (exited; a process it forked still holds it)" : ""));
-  if (r < 0) return Status::FromErrno("locking heap store directory " + path_, -r);
+    return Status::Busy(fmt::format("heap store {} is held by pid {}{}; stop that process or use another dir", path_,
+                                    holder, Exited(holder) ? " (exited; a process it forked still holds it)" : ""));
+  if (r < 0) return Status::FromErrno("locking " + lock_path, -r);
   RegisterLock(fd);
+  std::string pid = fmt::format("{}\n", ::getpid());
+  if (int w = os().ftruncate(fd, 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
+  if (int w = WriteFull(fd, pid.data(), pid.size(), 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
   return Status::Ok();
 }
 
