@@ -169,10 +169,6 @@ void CommitNow(bool final, const char* why) {
 void* CommitterMain(void*) {
   t_bypass = 1;
   Pager::ExemptCurrentThread();
-  // While the program starts, make the store's new log file and directory
-  // durable, so the program's exit waits only for its own pages' sync.
-  if (Status st = g_heap->engine().store().SyncOpened(); !st.ok())
-    PHEAP_LOG_DEBUG("preload: heap '{}': {}; the first commit syncs it", g_heap->name(), st.ToString());
   const timespec period{static_cast<time_t>(g_commit_ms / 1000), static_cast<long>(g_commit_ms % 1000) * 1000000};
   for (;;) {
     uint32_t w = g_wake.load(std::memory_order_acquire);

@@ -70,7 +70,6 @@ PageStore::StoredRun PageStore::LocateRun(Pgno first, uint64_t count) { return i
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
 Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
 Status PageStore::Sync() { return impl_->Sync(); }
-Status PageStore::SyncOpened() { return impl_->SyncOpened(/*header_synced=*/false); }
 Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallPages(part); }
 Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
 Status PageStore::Compact() { return impl_->Compact(); }
@@ -225,11 +224,6 @@ Status PageStore::Impl::Lock() {
 }
 
 Status PageStore::Impl::SyncDir() {
-  std::lock_guard l(dir_sync_mu_);
-  return SyncDirLocked();
-}
-
-Status PageStore::Impl::SyncDirLocked() {
   PHEAP_RETURN_IF_ERROR(SyncDirectory(path_));
   // Deepest first, each dropped once durable: a failure leaves the rest for
   // the next call.
@@ -263,7 +257,6 @@ Status PageStore::Impl::Open() {
   auto f = CreateLogFile(FileKind::kWriter, image_, /*defer=*/true);
   if (!f.ok()) return f.status();
   active_ = f->get();
-  opened_ = active_;
   std::unique_lock lock(mu_);
   files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
   return Status::Ok();
@@ -288,6 +281,7 @@ Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, c
     return Status::FromErrno("creating log file " + f->path, -r);
   }
   if (!defer) PHEAP_RETURN_IF_ERROR(SyncDir());
+  f->synced = !defer;
   f->end = kBlockSize;
   ++next_file_number_;
   return f;
@@ -460,13 +454,13 @@ Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const Se
 Status PageStore::Impl::Publish(const Group& g, const std::vector<Pgno>& pages, const std::vector<Run>& discarded,
                                 int r) {
   const Epoch epoch = g.im.epoch;
-  // A file made at open becomes durable with its first epoch, unless
-  // SyncOpened ran before: the datasync covered its header, and the
-  // directory entry follows.
+  // A file made at open becomes durable with its first epoch: the datasync
+  // covered its header, and the directory entry follows.
   Status dir;
-  if (r == 0) {
-    dir = SyncOpened(/*header_synced=*/true);
+  if (r == 0 && !active_->synced) {
+    dir = SyncDir();
     r = dir.ok() ? 0 : -dir.err();
+    if (r == 0) active_->synced = true;
   }
   if (r < 0) {
     // The write may have reached the page cache whole and only the sync
@@ -564,16 +558,6 @@ Status PageStore::Impl::Sync() {
   if (written_ == nullptr) return Status::Ok();
   std::unique_ptr<Group> g = std::move(written_);
   return Publish(*g, g->pages, g->discarded, os().fdatasync(active_->fd));
-}
-
-Status PageStore::Impl::SyncOpened(bool header_synced) {
-  std::lock_guard l(dir_sync_mu_);
-  if (opened_ == nullptr) return Status::Ok();
-  if (!header_synced)
-    if (int r = os().fdatasync(opened_->fd); r < 0) return Status::FromErrno("syncing log file " + opened_->path, -r);
-  PHEAP_RETURN_IF_ERROR(SyncDirLocked());
-  opened_ = nullptr;
-  return Status::Ok();
 }
 
 PageStoreStats PageStore::Impl::stats() const {

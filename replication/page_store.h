@@ -99,12 +99,6 @@ class PageStore final : public PageSource, public EpochSink {
   // epoch not durable, as a failed Persist does.
   Status Write(const SealedEpoch& e) override;
   Status Sync() override;
-  // Makes the log file this session began at open durable now, its header
-  // and directory entries, which otherwise wait for the first epoch's sync:
-  // for a caller with a thread to spare, so that a short-lived program's
-  // one commit syncs only its own pages. Idempotent; a failure leaves the
-  // work to the first epoch. Thread-safe, also beside Persist, Write, Sync.
-  Status SyncOpened();
 
   // Installing a whole image read from elsewhere into an empty store
   // (recovery from replicas into a new directory), while the heap runs.

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -33,6 +32,7 @@ struct LogFile {
   uint64_t end = 0;                            // bytes of intact log
   uint64_t padded_to = 0;                      // writer files: zeros durable up to here (see Persist)
   uint64_t live_pages = 0;                     // index slots holding a page here
+  bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
   bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
   // LocateRun (store_map.cc): the file mapped shared and read-only, made
@@ -67,9 +67,6 @@ class PageStore::Impl {
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);
   Status Sync();
-  // PageStore::SyncOpened; `header_synced`: the caller has just synced the
-  // file's data (Publish).
-  Status SyncOpened(bool header_synced);
   Status InstallPages(const SealedEpoch& part);  // store_install.cc
   Status InstallCommit(const ImageInfo& image);
   Status RepairPage(Pgno pgno, const uint8_t* data);  // store_repair.cc
@@ -92,7 +89,6 @@ class PageStore::Impl {
   // Syncs the heap's directory, and the parents of the directories this
   // store created (MakeDirs) until each has been synced once.
   Status SyncDir();
-  Status SyncDirLocked();  // REQUIRES: dir_sync_mu_
   Status CheckEpoch(const SealedEpoch& e) const;
   // Persist's steps (page_store.cc): lay out an epoch's group at the active
   // file's end, and, once written and synced with result r (0 or -errno),
@@ -126,13 +122,7 @@ class PageStore::Impl {
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
   std::unique_ptr<Group> written_;  // by Write, awaiting Sync
-  // Directory syncs may come from two threads (SyncOpened); this orders them.
-  std::mutex dir_sync_mu_;
-  std::vector<std::string> unsynced_parents_;  // of directories MakeDirs created, outermost first; under dir_sync_mu_
-  // The file begun at open while its header or directory entry may not be
-  // durable yet (CreateLogFile's defer); null once they are. Until then no
-  // epoch is published, so it is still the active file. Under dir_sync_mu_.
-  LogFile* opened_ = nullptr;
+  std::vector<std::string> unsynced_parents_;  // of directories MakeDirs created, outermost first
 
   // Readers (ReadRun, Verify, stats) take mu_ shared; Persist and Compact
   // take it exclusively only to publish what they have made durable.

@@ -295,38 +295,6 @@ TEST_F(StoreFault, FirstEpochSyncsTheDirectoriesItCreated) {
   EXPECT_EQ(os_.dirs_synced.size(), after_first);
 }
 
-// SyncOpened does that work ahead of the first epoch, once: the log file's
-// data (its header), then the directories. The first epoch then syncs no
-// directory, and a failed SyncOpened leaves what it did not finish to it.
-TEST_F(StoreFault, SyncOpenedTakesTheFirstEpochsDirectorySyncs) {
-  const std::string top = dir_.path() + "/a", heap = top + "/early";
-  auto store = OpenOrDie(top, "early");
-  ASSERT_TRUE(store);
-  os_.fail_fdatasync = 1;  // the log file's header
-  Status s = store->SyncOpened();
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.ToString().find("syncing log file " + heap + "/log-"), std::string::npos) << s.ToString();
-  EXPECT_TRUE(os_.dirs_synced.empty()) << "no directory entry is made durable before the file's header";
-  os_.fail_dir = dir_.path();
-  ASSERT_FALSE(store->SyncOpened().ok());
-  ASSERT_TRUE(store->SyncOpened().ok());
-  auto synced = [&](const std::string& d) {
-    return std::count(os_.dirs_synced.begin(), os_.dirs_synced.end(), d);
-  };
-  EXPECT_EQ(synced(heap), 2);         // the log file's entry, again after the failure
-  EXPECT_EQ(synced(top), 1);          // the heap directory's, done before the failure
-  EXPECT_EQ(synced(dir_.path()), 1);  // a's, after the failure
-  ASSERT_TRUE(store->SyncOpened().ok());
-  const size_t before = os_.dirs_synced.size();
-  auto d1 = GenerateEpoch(6, 1);
-  ASSERT_TRUE(store->Persist(d1.sealed).ok());
-  EXPECT_EQ(os_.dirs_synced.size(), before) << "the first epoch synced a directory again";
-  store.reset();
-  auto again = OpenOrDie(top, "early");
-  ASSERT_TRUE(again);
-  EXPECT_TRUE(MatchesModel(*again, ModelAt(6, 1)));
-}
-
 // Epochs of at least direct_write_bytes go through an O_DIRECT descriptor of
 // the log file, smaller ones through the page cache, and both, mixed in one
 // file, read back and reopen as the model says.
