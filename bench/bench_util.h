@@ -68,7 +68,7 @@ class TempDir {
 class FrameFile {
  public:
   FrameFile(const std::string& path, bool direct, size_t max_frame, bool keep = false)
-      : path_(path), keep_(keep), max_frame_(max_frame) {
+      : path_(path), keep_(keep) {
     if (direct) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
     direct_ = fd_ >= 0;
     if (fd_ < 0) fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
@@ -101,7 +101,6 @@ class FrameFile {
   static constexpr size_t kAlign = 4096;
   std::string path_;
   bool keep_;
-  size_t max_frame_;
   int fd_ = -1;
   bool direct_ = false;
   char* bounce_ = nullptr;

@@ -2,12 +2,12 @@
 // machine, without pheap: the baseline preload_bench sets beside a program
 // that ran on a persistent heap. For each BYTES argument (one per heap the
 // program's processes made), a new directory DIR/heap-PID-N receives a new
-// file, BYTES of pages written to it in 1 MiB writes (O_DIRECT, as pheap's
-// store writes a large commit), one fdatasync; then the new directory and
-// DIR are fsynced, as a heap's first commit makes its store's entries
-// durable.
-// Prints the seconds all of it took. Files are kept: the caller removes DIR
-// (deleting files here would slow the next file creations it measures).
+// file, BYTES of pages written to it in 1 MiB writes (with O_DIRECT from
+// 1 MiB up, as pheap's store writes a commit), one fdatasync; then the new
+// directory and DIR are fsynced, as a heap's first commit makes its store's
+// entries durable. Prints the seconds all of it took. Files are kept: the
+// caller removes DIR (deleting files here would slow the next file
+// creations it measures).
 //
 //   durable_floor DIR BYTES...
 #include <sys/stat.h>
@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <vector>
 
 #include "bench/bench_util.h"
 
