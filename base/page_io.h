@@ -1,6 +1,6 @@
 // The two interfaces between the pager and wherever pages live. The pager
 // (pager/) never knows whether pages come from the local store, from peer
-// replicas or from both; heap/ wires a PageStore (replication/page_store.h)
+// replicas or from both; heap/ wires a PageStore (store/page_store.h)
 // or a replica client to it.
 #pragma once
 

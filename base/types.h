@@ -18,7 +18,7 @@
 //   hwm       High-water mark: one past the highest pgno the durable image
 //             holds. Pages at or above hwm were never stored, so the kernel's
 //             own zero-fill serves them.
-//   log file  One append-only file of the page store (replication/): a file
+//   log file  One append-only file of the page store (store/): a file
 //             header, then page records grouped by epoch, each group closed by
 //             a commit record.
 //   heap id   XXH3-64 of the heap name: names a heap in every record and

@@ -14,7 +14,7 @@
 #include "base/config.h"
 #include "base/status.h"
 #include "pager/pager.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/placement.h"
 
 namespace pheap {

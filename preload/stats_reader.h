@@ -5,7 +5,7 @@
 
 #include "base/status.h"
 #include "preload/preload_stats.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 
 namespace pheap {
 

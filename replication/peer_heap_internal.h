@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/peer_heaps.h"
 #include "replication/term_store.h"
 

@@ -19,7 +19,7 @@
 
 #include "base/log.h"
 #include "base/page_hash.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/peer_heap_internal.h"
 #include "replication/term_store.h"
 

@@ -3,7 +3,7 @@
 // Handle, and sends back the reply it returns.
 //
 // For every heap in its directory the peer keeps (dir/<heap name>/):
-//   the page store (replication/page_store.h), opened at start or on first
+//   the page store (store/page_store.h), opened at start or on first
 //   use and kept open; created by the first COMMIT of epoch 1;
 //   TERM, the durable term promise (replication/term_store.h);
 //   in memory, the staged pages of the epoch being shipped.
@@ -29,7 +29,7 @@
 
 #include "base/status.h"
 #include "base/types.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/wire.h"
 
 namespace pheap {

@@ -8,7 +8,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
-#include "replication/log_file.h"
+#include "store/log_file.h"
 #include "replication/peer_heap_internal.h"
 
 namespace pheap {

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "base/log.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/replica_internal.h"
 #include "replication/wire.h"
 

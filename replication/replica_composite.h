@@ -37,7 +37,7 @@
 
 #include "base/page_io.h"
 #include "base/status.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/replica_client.h"
 
 namespace pheap {

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "preload/stats_reader.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 
 namespace pheap::tools {
 namespace {

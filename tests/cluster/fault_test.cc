@@ -17,7 +17,7 @@
 #include <functional>
 #include <iterator>
 
-#include "replication/log_format.h"
+#include "store/log_format.h"
 #include "replication/placement.h"
 #include "tests/cluster/cluster_fixture.h"
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "base/log.h"
-#include "replication/log_file.h"
+#include "store/log_file.h"
 
 using namespace pheap;
 

@@ -26,7 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "preload/stats_reader.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 
 extern char** environ;
 

@@ -10,7 +10,7 @@
 #include <mutex>
 
 #include "replica_test_util.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 #include "replication/replica_client.h"
 
 namespace pheap {

@@ -196,24 +196,6 @@ class ReplicaFixture : public ::testing::Test {
   std::vector<std::unique_ptr<testing::PeerProcess>> peers_;
 };
 
-// Flips one byte of the stored copy of page `pgno` as written by epoch `e`
-// in the log files under `dir`; false if no copy was found.
-inline bool DamageStoredPage(const std::string& dir, Pgno pgno, Epoch e) {
-  std::vector<uint8_t> page(kPageSize);
-  FillPage(page.data(), pgno, e);
-  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
-    if (f.path().extension() != ".pheap") continue;
-    std::ifstream in(f.path(), std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto at = std::search(bytes.begin(), bytes.end(), page.begin(), page.end());
-    if (at == bytes.end()) continue;
-    std::fstream out(f.path(), std::ios::binary | std::ios::in | std::ios::out);
-    out.seekp(at - bytes.begin() + 100);
-    const char flipped = static_cast<char>(at[100] ^ 0x5a);
-    out.write(&flipped, 1);
-    return true;
-  }
-  return false;
-}
+using pheaptest::DamageStoredPage;
 
 }  // namespace pheap::testing

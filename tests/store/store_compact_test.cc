@@ -1,6 +1,6 @@
 // Compaction: sealed log files shrink to their live pages, the image stays
 // the same before and after reopening, and a crash part way leaves it whole.
-#include "replication/log_file.h"
+#include "store/log_file.h"
 #include "store_test_util.h"
 
 namespace pheap::testing {

@@ -7,8 +7,8 @@
 
 #include <fstream>
 
-#include "replication/log_file.h"
-#include "replication/log_format.h"
+#include "store/log_file.h"
+#include "store/log_format.h"
 #include "store_test_util.h"
 
 namespace pheap::testing {

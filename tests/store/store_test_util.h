@@ -19,7 +19,7 @@
 
 #include "base/page_io.h"
 #include "base/types.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
 
 namespace pheap::testing {
 

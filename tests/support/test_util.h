@@ -7,8 +7,12 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
 #include <string>
 #include <system_error>
 
@@ -58,6 +62,27 @@ inline void FillPage(uint8_t* out, uint64_t pgno, uint64_t e) {
     s = Mix(s);
     std::memcpy(out + i, &s, 8);
   }
+}
+
+// Flips one byte of the stored copy of page `pgno` as epoch `e` wrote it
+// (FillPage's content) in the log files under `dir`; false if no copy was
+// found.
+inline bool DamageStoredPage(const std::string& dir, uint64_t pgno, uint64_t e) {
+  std::vector<uint8_t> page(4096);
+  FillPage(page.data(), pgno, e);
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (f.path().extension() != ".pheap") continue;
+    std::ifstream in(f.path(), std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto at = std::search(bytes.begin(), bytes.end(), page.begin(), page.end());
+    if (at == bytes.end()) continue;
+    std::fstream out(f.path(), std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(at - bytes.begin() + 100);
+    const char flipped = static_cast<char>(at[100] ^ 0x5a);
+    out.write(&flipped, 1);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace pheaptest

@@ -8,18 +8,22 @@
 #include <iterator>
 #include <map>
 
-#include "replica_test_util.h"
-#include "replication/page_store.h"
+#include "store/page_store.h"
+#include "tests/store/store_test_util.h"
 
 namespace pheap {
 namespace {
 
-using testing::DamageStoredPage;
+using pheaptest::DamageStoredPage;
 using testing::kBase;
 using testing::kSize;
 using testing::MakeEpoch;
-using testing::Oracle;
-using testing::Range;
+
+std::vector<Pgno> Range(Pgno first, Pgno end) {
+  std::vector<Pgno> v;
+  for (Pgno p = first; p < end; ++p) v.push_back(p);
+  return v;
+}
 
 // Every log file's bytes, by name.
 std::map<std::string, std::string> Snapshot(const std::string& dir) {
@@ -41,9 +45,9 @@ class StoreRepairTest : public ::testing::Test {
     auto s = PageStore::Open(tmp_.path(), "h", o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s.value());
-    e1_ = MakeEpoch(1, Range(0, 40), 64, {}, &oracle_);
+    e1_ = MakeEpoch(1, Range(0, 40), 64);
     ASSERT_TRUE(store_->Persist(e1_.sealed).ok());
-    e2_ = MakeEpoch(2, {5, 6, 50}, 64, {{30, 2}}, &oracle_);
+    e2_ = MakeEpoch(2, {5, 6, 50}, 64, {{30, 2}});
     ASSERT_TRUE(store_->Persist(e2_.sealed).ok());
   }
   // Page `p` as epoch `e` wrote it.
@@ -59,8 +63,7 @@ class StoreRepairTest : public ::testing::Test {
 
   testing::TempDir tmp_;
   std::unique_ptr<PageStore> store_;
-  Oracle oracle_;
-  testing::TestEpoch e1_, e2_;
+  testing::EpochData e1_, e2_;
 };
 
 TEST_F(StoreRepairTest, DamagedPageIsRewrittenByteForByte) {

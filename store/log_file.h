@@ -13,8 +13,8 @@
 
 #include "base/page_io.h"
 #include "base/status.h"
-#include "replication/log_format.h"
-#include "replication/page_store.h"
+#include "store/log_format.h"
+#include "store/page_store.h"
 
 namespace pheap {
 

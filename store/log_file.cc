@@ -1,4 +1,4 @@
-#include "replication/log_file.h"
+#include "store/log_file.h"
 
 #include <fcntl.h>
 

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "replication/log_file.h"
-#include "replication/log_format.h"
-#include "replication/page_store.h"
+#include "store/log_file.h"
+#include "store/log_format.h"
+#include "store/page_store.h"
 
 namespace pheap {
 

@@ -1,7 +1,7 @@
 // PageStore: the log-structured page store of one heap. The local store and
 // every peer run this same engine (a peer keeps one PageStore per heap).
 //
-// On disk (format in replication/log_format.h, described byte by byte in
+// On disk (format in store/log_format.h, described byte by byte in
 // docs/store-format.md): a directory per heap holding LOCK and log files
 // log-NNNNNNNN.pheap. A log file is a header, then per epoch a group of page
 // records closed by a commit record. Only a commit record makes an epoch

@@ -1,4 +1,4 @@
-#include "replication/page_store.h"
+#include "store/page_store.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,7 +17,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
-#include "replication/page_store_impl.h"
+#include "store/page_store_impl.h"
 
 namespace pheap {
 

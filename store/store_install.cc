@@ -12,7 +12,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
-#include "replication/page_store_impl.h"
+#include "store/page_store_impl.h"
 
 namespace pheap {
 
