@@ -23,6 +23,16 @@ struct ImageInfo {
   Pgno hwm = 0;        // pages at or above hwm were never stored
 };
 
+// The lineage order of images: an epoch is named by (term, epoch), and of
+// two images the one of the higher term is the newer, whatever the epoch
+// numbers say. One writer holds a term and writes its epochs in order, so
+// two images of one term and epoch are the same image, and an image of a
+// newer term began from every epoch durable when its term was claimed: an
+// older term's epoch that is not in it never became durable.
+inline bool NewerImage(const ImageInfo& a, const ImageInfo& b) {
+  return a.term != b.term ? a.term > b.term : a.epoch > b.epoch;
+}
+
 // One commit's pages, cut at a single instant: copied out of the region
 // (data), or, for a sink that says it can take them so, read in place from
 // the region while the program is held paused (region).

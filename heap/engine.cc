@@ -133,11 +133,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     PHEAP_RETURN_IF_ERROR(e->OpenReplicas(name, options, so));
     source = e->pages_.get();
     sink = e->pages_.get();
-    const ImageInfo newest = e->pages_->image();
-    if (newest.epoch > image.epoch) {
-      image = newest;
-      if (size > image.size) image.size = size;
-    }
+    image = e->pages_->image();
+    if (size > image.size) image.size = size;
+    // Every epoch this writer seals is of its own term.
+    image.term = e->client_->term();
   }
   auto pager = Pager::Open(image, source, sink, options.pager);
   if (!pager.ok()) return pager.status().Annotate(fmt::format("opening heap '{}'", name));
@@ -177,20 +176,27 @@ Status Engine::OpenReplicas(const std::string& name, const EngineOptions& option
   if (!client.ok()) return client.status().Annotate(fmt::format("opening heap '{}' on its replicas", name));
   client_ = std::move(*client);
 
-  // A local store behind the replicas cannot take their newer epochs one by
-  // one; it is set aside (never deleted: it holds committed data) and the
-  // image restored into an empty one.
-  const Epoch here = store_->image().epoch, there = client_->image().epoch;
-  if (here != 0 && here < there) {
+  // The heap's lineage is the newest image by (term, epoch) among the local
+  // store and the replicas that answered (NewerImage). A local store whose
+  // image is older is not in it, or only a prefix of it: it cannot take the
+  // replicas' epochs one by one, and its own later epochs (if any) never
+  // became durable, so it is set aside (never deleted, it is named in the
+  // log) and the image restored into an empty one. Installing it over the
+  // replicas instead would destroy epochs they acknowledged.
+  const ImageInfo here = store_->image(), there = client_->image();
+  if (here.epoch != 0 && NewerImage(there, here)) {
     const std::string path = store_->path();
-    const std::string aside = fmt::format("{}.stale-epoch-{}", path, here);
+    std::string aside = fmt::format("{}.stale-epoch-{}-term-{}", path, here.epoch, here.term);
+    for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n)
+      aside = fmt::format("{}.stale-epoch-{}-term-{}.{}", path, here.epoch, here.term, n);
     store_.reset();
     if (int r = os().rename(path.c_str(), aside.c_str()); r < 0)
       return Status::FromErrno(fmt::format("heap '{}': setting the stale local store {} aside as {}", name, path,
                                            aside),
                                -r);
-    PHEAP_LOG_WARN("heap '{}': the local store held epoch {}, its replicas epoch {}: set it aside as {}", name, here,
-                   there, aside);
+    PHEAP_LOG_WARN("heap '{}': the local store held epoch {} of term {}, not in the replicas' lineage (epoch {} of "
+                   "term {}): set it aside as {}",
+                   name, here.epoch, here.term, there.epoch, there.term, aside);
     auto fresh = PageStore::Open(options.dir, name, so);
     if (!fresh.ok()) return fresh.status().Annotate(fmt::format("opening heap '{}'", name));
     store_ = std::move(*fresh);

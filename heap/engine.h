@@ -52,9 +52,10 @@ class Engine {
   // a bad name, size 0 or beyond the address space, an unwritable dir, a
   // store held by another process, a newer store format, a taken range.
   // With peers, it also claims the heap's term from its replica set (a
-  // majority must answer) and opens the newest durable image of the local
-  // store and the replicas. A local store behind the replicas is set aside
-  // (renamed NAME.stale-epoch-N) and the image restored into an empty one.
+  // majority must answer) and opens the newest image, by (term, epoch), of
+  // the local store and the replicas (NewerImage). A local store older than
+  // the replicas' image is set aside (renamed NAME.stale-epoch-E-term-T) and
+  // the image restored into an empty one.
   static Result<std::unique_ptr<Engine>> Open(const std::string& name, const EngineOptions& options);
   ~Engine();  // uncommitted writes are lost; the caller commits first
   Engine(const Engine&) = delete;

@@ -171,9 +171,9 @@ Status ReplicaClient::Hello() {
   image_ = ImageInfo{heap_id_, 0, 0, 0, 0, 0};
   for (const auto& r : replicas_) {
     const wire::ManifestBody& m = r->manifest;
-    const bool newer = std::tie(m.image_term, m.epoch) > std::tie(image_.term, image_.epoch);
-    if (r->answered && (m.flags & wire::kManifestHeld) != 0 && (newer || image_.size == 0))
-      image_ = ImageInfo{heap_id_, m.epoch, m.image_term, m.base, m.size, m.hwm};
+    const ImageInfo theirs{heap_id_, m.epoch, m.image_term, m.base, m.size, m.hwm};
+    if (r->answered && (m.flags & wire::kManifestHeld) != 0 && (NewerImage(theirs, image_) || image_.size == 0))
+      image_ = theirs;
   }
   durable_.store(image_.epoch, std::memory_order_release);
   durable_term_.store(image_.term, std::memory_order_release);
@@ -233,7 +233,7 @@ Status ReplicaClient::Claim() {
 ImageInfo ReplicaClient::image() const { return image_; }
 
 void ReplicaClient::AdoptImage(const ImageInfo& local) {
-  if (!options_.claim || local.epoch <= image_.epoch) return;
+  if (!options_.claim || !NewerImage(local, image_)) return;
   image_ = local;
   image_.heap_id = heap_id_;
   durable_.store(image_.epoch, std::memory_order_release);

@@ -122,11 +122,12 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // successful Persist.
   ImageInfo image() const;
   // The writer's own local store holds `local`, a durable image newer than
-  // every replica's: its later epochs never reached a quorum (the writer
-  // died between its local fdatasync and the acknowledgements), or the
-  // replicas are new to the heap. No newer epoch is durable anywhere (a
-  // majority answered at Open), so `local` becomes this writer's image and
-  // every replica is installed from the image source before it counts.
+  // every replica's by (term, epoch) (NewerImage): its later epochs never
+  // reached a quorum (the writer died between its local fdatasync and the
+  // acknowledgements), or the replicas are new to the heap. No newer epoch
+  // is durable anywhere (a majority answered at Open), so `local` becomes
+  // this writer's image and every replica is installed from the image
+  // source before it counts.
   // REQUIRES: a writer (claim); called once after Open, before Persist.
   void AdoptImage(const ImageInfo& local);
   Term term() const { return term_; }  // claimed term; 0 for a reader

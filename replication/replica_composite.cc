@@ -11,19 +11,20 @@ namespace pheap {
 ReplicatedPages::ReplicatedPages(PageStore* local, ReplicaClient* remote)
     : local_(local), remote_(remote), durable_(remote->image()) {
   if (local_ == nullptr) return;
-  const Epoch here = local_->image().epoch;
-  const Epoch there = remote_->image().epoch;
-  local_current_ = here >= there;
+  const ImageInfo here_image = local_->image(), there_image = remote_->image();
+  const Epoch here = here_image.epoch, there = there_image.epoch;
+  // The engine set aside a local store the replicas' lineage passed.
+  local_current_ = here != 0 ? !NewerImage(there_image, here_image) : there == 0;
   if (local_current_) UseLocalAsImageSource();
   if (here == 0 && there > 0)
     PHEAP_LOG_INFO("local store of the heap is empty, its replicas hold epoch {}: the heap is durable on its "
                    "replicas alone until the local store has taken their image",
                    there);
-  else if (here < there)
+  else if (!local_current_)
     PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas epoch {}: the heap is durable on its "
                    "replicas alone until the local store has taken their image",
                    here, there);
-  else if (here > there) {
+  else if (NewerImage(here_image, there_image)) {
     PHEAP_LOG_WARN("local store of the heap holds epoch {}, its replicas only epoch {}: installing the local image on "
                    "them; commits are durable once W of them hold it",
                    here, there);

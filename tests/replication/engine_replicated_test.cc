@@ -153,7 +153,7 @@ TEST_F(EngineReplicated, StaleLocalStoreIsSetAside) {
   auto e = Open("rep-stale", Options(a));
   ASSERT_TRUE(e);
   EXPECT_EQ(e->durable_epoch(), 2u);
-  EXPECT_TRUE(std::filesystem::exists(a + "/rep-stale.stale-epoch-1")) << "the old store is kept, not deleted";
+  EXPECT_TRUE(std::filesystem::exists(a + "/rep-stale.stale-epoch-1-term-1")) << "the old store is kept, not deleted";
   EXPECT_TRUE(Holds(*e, 0, 10, 1));
   EXPECT_TRUE(Holds(*e, 10, 20, 2));
   EXPECT_TRUE(Holds(*e, 20, 50, 1));
@@ -216,6 +216,61 @@ TEST_F(EngineReplicated, LocalStoreAheadOfTheReplicasIsInstalledOnThem) {
   EXPECT_TRUE(Holds(*e, 20, 30, 1));
   EXPECT_TRUE(Holds(*e, 30, 40, 3));
   EXPECT_TRUE(Holds(*e, 40, 50, 1));
+}
+
+// Failback: writer A's last commit reached only its own disk (the peers
+// were down) and failed; A died. Writer B recovered elsewhere from the
+// replicas and committed the same epoch number in its own term. When A's
+// machine comes back, its local epoch is not in the heap's lineage: A opens
+// with B's acknowledged epoch, sets its own aside, and its next commit
+// extends B's; a new machine recovers B's epoch and A's new one.
+TEST_F(EngineReplicated, FailbackDoesNotResurrectAnUnacknowledgedEpoch) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b", c = tmp_.path() + "/c";
+  EngineOptions o = Options(a);
+  o.replica_timeout_ms = 1000;
+  {
+    auto e = Open("rep-failback", o);
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    for (auto& p : peers_) p.Signal(SIGKILL);
+    Write(*e, 10, 20, 2);
+    EXPECT_FALSE(e->Commit().ok()) << "a commit with every replica down";
+    EXPECT_EQ(e->store().image().epoch, 2u) << "the local store took epoch 2";
+  }
+  for (int i = 0; i < 3; ++i)
+    peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i)});
+  {
+    EngineOptions ob = Options(b);
+    ob.replica_timeout_ms = 1000;
+    auto e = Open("rep-failback", ob);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 1u);
+    EXPECT_TRUE(Holds(*e, 10, 20, 1));
+    Write(*e, 10, 20, 3);
+    ASSERT_TRUE(CommitUntilDurable(*e));
+    EXPECT_EQ(e->durable_epoch(), 2u) << "B's epoch has A's unacknowledged epoch's number";
+  }
+  {
+    auto e = Open("rep-failback", o);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 2u);
+    EXPECT_TRUE(Holds(*e, 10, 20, 3)) << "A's reopened heap must hold B's acknowledged epoch, not its own";
+    bool aside = false;
+    for (const auto& f : std::filesystem::directory_iterator(a))
+      aside |= f.path().filename().string().starts_with("rep-failback.stale-epoch-2-term-");
+    EXPECT_TRUE(aside) << "A's own epoch 2 is set aside, not deleted";
+    Write(*e, 30, 40, 4);
+    ASSERT_TRUE(CommitUntilDurable(*e));
+  }
+  auto e = Open("rep-failback", Options(c));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 3u);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 3));
+  EXPECT_TRUE(Holds(*e, 20, 30, 1));
+  EXPECT_TRUE(Holds(*e, 30, 40, 4));
 }
 
 // A heap that lived on its local store alone is given peers: they are
