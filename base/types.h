@@ -25,8 +25,10 @@
 //             message, and seeds its default base and its replica placement.
 //
 // Invariants:
-//   base % kPageSize == 0, size % kPageSize == 0, 0 < size <= kMaxRegionSize
-//   base + size <= kUserAddressLimit
+//   base % kPageSize == 0, size % kPageSize == 0
+//   kMinRegionSize <= size <= kMaxRegionSize
+//   kMinRegionBase <= base, base + size <= kUserAddressLimit
+//   term <= kMaxTerm, epoch <= kMaxEpoch (so term + 1 and epoch + 1 never wrap)
 //   pgno < size / kPageSize;  hwm <= size / kPageSize
 //   epochs of one heap are consecutive: durable epoch e implies e-1 durable.
 #pragma once
@@ -43,6 +45,20 @@ inline constexpr unsigned kPageShift = 12;
 // below the area where the kernel places ordinary mmaps and the stack.
 inline constexpr uint64_t kUserAddressLimit = uint64_t{1} << 47;
 inline constexpr uint64_t kMaxRegionSize = uint64_t{1} << 45;  // 32 TiB
+// Linux maps nothing below vm.mmap_min_addr (64 KiB by default), so no
+// region starts there; and no heap is smaller than 16 pages.
+inline constexpr uint64_t kMinRegionBase = uint64_t{64} << 10;
+inline constexpr uint64_t kMinRegionSize = uint64_t{64} << 10;
+
+// Terms and epochs only ever grow by one, so these are never reached in
+// practice (2^62 commits at a million a second take 146,000 years). A peer
+// refuses anything above them, so none it stores can overflow when the next
+// writer adds one; and it refuses a term more than kMaxTermStep above the one
+// it promised, so no single message can use the range up and leave a heap
+// whose terms no writer can exceed (docs/wire-protocol.md, "Limits").
+inline constexpr uint64_t kMaxTerm = (uint64_t{1} << 62) - 1;
+inline constexpr uint64_t kMaxEpoch = (uint64_t{1} << 62) - 1;
+inline constexpr uint64_t kMaxTermStep = uint64_t{1} << 32;
 
 // Default placement: heap id picks one of kDefaultSlots slots of
 // kDefaultSlotSize starting at kDefaultBase. A heap larger than a slot, or a

@@ -92,6 +92,14 @@ Status CheckRegion(const std::string& name, uint64_t base, uint64_t size) {
         name, base, size, 47));
   if (base % kPageSize != 0)
     return Status::InvalidArgument(fmt::format("heap '{}': base {:#x} is not page aligned", name, base));
+  // Peers refuse such regions too (base/types.h).
+  if (size < kMinRegionSize)
+    return Status::InvalidArgument(fmt::format("heap '{}': size {:#x} is below the smallest heap, {} KiB; give a larger size",
+                                               name, size, kMinRegionSize >> 10));
+  if (base < kMinRegionBase)
+    return Status::InvalidArgument(fmt::format("heap '{}': base {:#x} lies below {:#x}, where Linux maps nothing; "
+                                               "choose another base or drop the setting",
+                                               name, base, kMinRegionBase));
   return Status::Ok();
 }
 

@@ -76,6 +76,8 @@ class Staging {
   // against limits.max_bytes); the file goes in `dir`. An error says why
   // the room cannot be had.
   Status Reserve(uint64_t more, const StagingLimits& limits, const std::string& dir);
+  // The highest page staged. REQUIRES: size() > 0.
+  Pgno Last() const { return *std::max_element(pgnos_.begin(), pgnos_.end()); }
   // The staged pages as runs (for a kMissingPages reply).
   std::vector<Run> Runs() const {
     std::vector<Pgno> s = pgnos_;
@@ -117,9 +119,10 @@ struct HeapTable::Heap {
   HeapId id = 0;
   std::string dir;
 
-  std::mutex mu;  // guards store, failed, promise
+  std::mutex mu;  // guards store, failed, trouble, promise
   std::shared_ptr<PageStore> store;
   Status failed;        // why the heap cannot be served (store or TERM damaged)
+  Status trouble;       // the last write to its store or TERM that failed, until one succeeds
   TermPromise promise;  // copy of terms->promise() for the read threads
 
   // Write thread only.
@@ -128,6 +131,7 @@ struct HeapTable::Heap {
   std::atomic<uint64_t> staged_pages{0};
   Term install_term = 0;          // an install is in progress for this writer
   uint64_t install_pages = 0;     // page copies it has received
+  std::string logged_cause;       // of `trouble`, once logged ("" when healthy)
 
   std::shared_ptr<PageStore> Store() {
     std::lock_guard l(mu);
@@ -141,6 +145,10 @@ struct HeapTable::Heap {
     std::lock_guard l(mu);
     return promise.term;
   }
+  Status Trouble() {
+    std::lock_guard l(mu);
+    return trouble;
+  }
   ImageInfo Image() {
     auto s = Store();
     return s ? s->image() : ImageInfo{id, 0, 0, 0, 0, 0};
@@ -153,9 +161,15 @@ wire::ReplyTo To(const wire::Header& h);
 // A kError reply for `req` (h may be null: the heap is not known).
 Reply Err(const wire::Header& req, HeapTable::Heap* h, wire::ErrorCode code, uint64_t detail, std::string_view text,
           std::span<const Run> runs = {});
-// Refuses an older term; adopts (durably) a newer one a writer ships with.
-// REQUIRES: the write thread.
+// Refuses an older term, or one too far above the promise (kMaxTermStep);
+// adopts (durably) a newer one a writer ships with. REQUIRES: the write thread.
 std::optional<Reply> Fence(HeapTable::Heap* h, const wire::Header& req);
+// A write to h's store or TERM failed with `s`: STORE_ERROR carrying s's
+// errno. The heap reports it in STATUS until a write succeeds
+// (StoreRecovered), and the peer logs it at warn once per distinct cause, not
+// for every message a full disk refuses. REQUIRES: the write thread.
+Reply StoreFailed(const wire::Header& req, HeapTable::Heap* h, const Status& s);
+void StoreRecovered(HeapTable::Heap* h);
 // PAGES and COMMIT wait while the writer installs an image here; a newer
 // writer's epochs end the install (its unfinished file is dropped when the
 // store is next opened). REQUIRES: the write thread.

@@ -160,10 +160,52 @@ Reply Err(const wire::Header& req, Heap* h, ErrorCode code, uint64_t detail, std
           std::span<const Run> runs) {
   Term promised = h ? h->Promised() : 0;
   Epoch durable = h ? h->Image().epoch : 0;
-  if (code != ErrorCode::kUnknownHeap)
+  // A malformed field is a broken or hostile client: worth an operator's eye.
+  if (code == ErrorCode::kMalformed)
+    PHEAP_LOG_WARN("{} for heap {:016x} refused: {}: {}", wire::TypeName(req.type), req.heap_id,
+                   wire::ErrorCodeName(static_cast<uint16_t>(code)), text);
+  else if (code != ErrorCode::kUnknownHeap)
     PHEAP_LOG_DEBUG("{} for heap {:016x} refused: {}: {}", wire::TypeName(req.type), req.heap_id,
                     wire::ErrorCodeName(static_cast<uint16_t>(code)), text);
   return Reply{wire::EncodeError(To(req), promised, durable, code, detail, text, runs), nullptr};
+}
+
+// A term further above the promise than writers ever go: promised, it
+// would leave the heap no term for the next writer to claim.
+std::optional<Reply> TermLeap(Heap* h, const wire::Header& req) {
+  const Term promised = h->terms->promise().term;
+  if (req.term <= promised || req.term - promised <= kMaxTermStep) return std::nullopt;
+  return Err(req, h, ErrorCode::kMalformed, promised,
+             fmt::format("heap '{}': {} term {} is more than {} above the promised term {}; a writer claims the "
+                         "highest promised term + 1 (docs/wire-protocol.md, Limits)",
+                         h->name, wire::TypeName(req.type), req.term, kMaxTermStep, promised));
+}
+
+void NoteTrouble(const wire::Header& req, Heap* h, const Status& s) {
+  const std::string cause = fmt::format("{}/{}", static_cast<int>(s.code()), s.err());
+  {
+    std::lock_guard l(h->mu);
+    h->trouble = s;
+  }
+  if (cause == h->logged_cause) return;
+  PHEAP_LOG_WARN("heap '{}': a write to its store failed ({} refused; logged again only for another cause): {}",
+                 h->name, wire::TypeName(req.type), s.message());
+  h->logged_cause = cause;
+}
+
+Reply StoreFailed(const wire::Header& req, Heap* h, const Status& s) {
+  NoteTrouble(req, h, s);
+  return Err(req, h, ErrorCode::kStoreError, static_cast<uint64_t>(s.err()), s.message());
+}
+
+void StoreRecovered(Heap* h) {
+  if (h->logged_cause.empty()) return;
+  {
+    std::lock_guard l(h->mu);
+    h->trouble = Status::Ok();
+  }
+  h->logged_cause.clear();
+  PHEAP_LOG_WARN("heap '{}': its store works again", h->name);
 }
 
 // Refuses an older term; adopts (durably) a newer one a writer ships with.
@@ -172,9 +214,10 @@ std::optional<Reply> Fence(Heap* h, const wire::Header& req) {
   if (req.term < p.term)
     return Err(req, h, ErrorCode::kSuperseded, p.term,
                fmt::format("heap '{}': term {} is older than term {} promised here; a newer writer holds the heap", h->name, req.term, p.term));
+  if (auto r = TermLeap(h, req)) return r;
   if (req.term > p.term) {
     Status s = h->terms->Promise(TermPromise{req.term, {0, 0}});
-    if (!s.ok()) return Err(req, h, ErrorCode::kStoreError, 0, s.message());
+    if (!s.ok()) return StoreFailed(req, h, s);
     std::lock_guard l(h->mu);
     h->promise = h->terms->promise();
     PHEAP_LOG_INFO("heap '{}': adopted term {} from a {}", h->name, req.term, wire::TypeName(req.type));
@@ -337,10 +380,11 @@ Reply HeapTable::ClaimTerm(const wire::Message& m) {
   const bool same_writer = cur.claimant[0] == c.claimant[0] && cur.claimant[1] == c.claimant[1];
   const bool unclaimed = cur.claimant[0] == 0 && cur.claimant[1] == 0;  // adopted from pages, never granted
   const Term t = m.header.term;
+  if (auto r = TermLeap(h.get(), m.header)) return std::move(*r);
   const bool grant = t > cur.term || (t == cur.term && (same_writer || unclaimed));
   if (grant && !(t == cur.term && same_writer)) {
     Status s = h->terms->Promise(TermPromise{t, {c.claimant[0], c.claimant[1]}});
-    if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+    if (!s.ok()) return StoreFailed(m.header, h.get(), s);
     std::lock_guard l(h->mu);
     h->promise = h->terms->promise();
   }
@@ -377,9 +421,11 @@ Reply HeapTable::Pages(const wire::Message& m) {
   if ((st.size() + p.count) * kPageSize > staging_.max_bytes)
     return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
                fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, staging_.max_bytes));
-  if (Status room = st.Reserve(p.count, staging_, dir_); !room.ok())
+  if (Status room = st.Reserve(p.count, staging_, dir_); !room.ok()) {
+    if (room.code() == Status::Code::kIoError) NoteTrouble(m.header, h.get(), room);  // the disk, not the limit
     return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
                fmt::format("heap '{}': cannot stage epoch {}: {}", h->name, e, room.message()));
+  }
   for (uint32_t i = 0; i < p.count; ++i) st.Put(p.ref(i).pgno, p.page(i));
   h->staged_pages.store(st.size(), std::memory_order_relaxed);
   PHEAP_LOG_DEBUG("heap '{}': staged {} pages of epoch {} ({} in all)", h->name, p.count, e, st.size());
@@ -418,10 +464,21 @@ Reply HeapTable::Commit(const wire::Message& m) {
                fmt::format("heap '{}': epoch {} has {} of its {} pages staged here; resend the pages not in the listed runs",
                            h->name, e, staged, c.body.total_pages), runs);
   }
+  // Nothing of a commit that does not fit the heap is stored, not even a
+  // store for its region.
+  if (im.size != 0 && (c.body.base != im.base || c.body.size != im.size))
+    return Err(m.header, h.get(), ErrorCode::kMalformed, 0,
+               fmt::format("heap '{}': COMMIT region base {:#x} size {:#x} disagrees with the region recorded here, "
+                           "base {:#x} size {:#x}; a heap keeps its region",
+                           h->name, c.body.base, c.body.size, im.base, im.size));
+  if (staged != 0 && st.Last() >= c.body.hwm)
+    return Err(m.header, h.get(), ErrorCode::kMalformed, st.Last(),
+               fmt::format("heap '{}': COMMIT hwm {} of epoch {}, but page {} is staged for it; pages lie below hwm",
+                           h->name, c.body.hwm, e, st.Last()));
   auto store = h->Store();
   if (!store) {
     auto s = CreateStore(h.get(), c.body.base, c.body.size);
-    if (!s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.status().message());
+    if (!s.ok()) return StoreFailed(m.header, h.get(), s.status());
     store = std::move(s.value());
   }
   SealedEpoch se;
@@ -429,10 +486,9 @@ Reply HeapTable::Commit(const wire::Message& m) {
   se.discarded = c.discarded;
   if (staged != 0) st.Seal(&se);
   Status s = store->Persist(se);
-  if (!s.ok()) {
-    auto code = s.code() == Status::Code::kSuperseded ? ErrorCode::kSuperseded : ErrorCode::kStoreError;
-    return Err(m.header, h.get(), code, 0, s.message());
-  }
+  if (s.code() == Status::Code::kSuperseded) return Err(m.header, h.get(), ErrorCode::kSuperseded, 0, s.message());
+  if (!s.ok()) return StoreFailed(m.header, h.get(), s);
+  StoreRecovered(h.get());
   st.Clear();
   h->staged_pages.store(0, std::memory_order_relaxed);
   PHEAP_LOG_INFO("heap '{}': epoch {} durable ({} pages, term {}, hwm {})", h->name, e, se.pages.size(), m.header.term, c.body.hwm);
@@ -515,7 +571,14 @@ Reply HeapTable::StatusReply(const wire::Message& m, uint32_t clients) {
       e.status.live_pages = st.live_pages;
       e.status.flags |= wire::kHeapOpen;
     }
-    if (!h->Failed().ok()) e.status.flags |= wire::kHeapFailed;
+    Status why = h->Failed();
+    if (!why.ok()) {
+      e.status.flags |= wire::kHeapFailed;
+    } else if (why = h->Trouble(); !why.ok()) {
+      e.status.flags |= wire::kHeapTrouble;
+    }
+    e.status.error_errno = static_cast<uint32_t>(why.err());
+    e.error = why.message();
     entries.push_back(std::move(e));
   }
   return Reply{wire::EncodeStatusReply(To(m.header), clients, NowMs() - started_ms_, entries), nullptr};

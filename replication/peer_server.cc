@@ -242,7 +242,7 @@ bool PeerServer::Impl::ReceiveOne() {
     echo.type = raw.type;
     echo.request_id = job->frames.empty() || job->frames[0].size() < 16 ? 0 : raw.request_id;
     echo.heap_id = job->frames.empty() || job->frames[0].size() < 24 ? 0 : raw.heap_id;
-    PHEAP_LOG_INFO("refused a message: {}", what);
+    PHEAP_LOG_WARN("refused a message: {}", what);
     ReplyNow(std::move(job->route), Reply{wire::EncodeError({echo.request_id, echo.heap_id}, 0, 0, code, 0, what), nullptr});
     return true;
   };
@@ -380,6 +380,25 @@ int RunPeerDaemon(const PeerOptions& options) {
   return 0;
 }
 
+namespace {
+
+// A heap is failed when its store cannot be opened or its last write failed.
+const char* Health(const wire::HeapStatus& s) {
+  return (s.flags & (wire::kHeapFailed | wire::kHeapTrouble)) != 0 ? "failed" : "ok";
+}
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bool json) {
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "pheap peer status {}: {}\n", endpoint, s.ToString());
@@ -403,23 +422,26 @@ int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bo
     fmt::print("{{\"endpoint\":\"{}\",\"clients\":{},\"uptime_ms\":{},\"heaps\":[", endpoint, st->body.clients, st->body.uptime_ms);
     for (size_t i = 0; i < st->heaps.size(); ++i) {
       const auto& h = st->heaps[i];
-      // Heap names are [A-Za-z0-9._-]: nothing to escape.
+      // Heap names are [A-Za-z0-9._-]: nothing to escape; error texts may need it.
       fmt::print("{}{{\"name\":\"{}\",\"heap_id\":\"{:016x}\",\"epoch\":{},\"promised_term\":{},\"bytes_on_disk\":{},"
-                 "\"live_pages\":{},\"staged_pages\":{},\"open\":{},\"failed\":{}}}",
+                 "\"live_pages\":{},\"staged_pages\":{},\"open\":{},\"failed\":{},\"health\":\"{}\",\"errno\":{},"
+                 "\"error\":\"{}\"}}",
                  i ? "," : "", h.name, h.status.heap_id, h.status.epoch, h.status.promised_term, h.status.bytes_on_disk,
                  h.status.live_pages, h.status.staged_pages, (h.status.flags & wire::kHeapOpen) != 0,
-                 (h.status.flags & wire::kHeapFailed) != 0);
+                 (h.status.flags & wire::kHeapFailed) != 0, Health(h.status), h.status.error_errno, JsonEscape(h.error));
     }
     fmt::print("]}}\n");
     return 0;
   }
   fmt::print("peer {}: {} heaps, {} clients connected, up {} s\n", endpoint, st->heaps.size(), st->body.clients, st->body.uptime_ms / 1000);
   if (!st->heaps.empty())
-    fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {}\n", "heap", "epoch", "term", "bytes stored", "live pages", "staged", "state");
+    fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {:<8} {:<6}  {}\n", "heap", "epoch", "term", "bytes stored",
+               "live pages", "staged", "state", "health", "last error");
   for (const auto& h : st->heaps) {
     const char* state = (h.status.flags & wire::kHeapFailed) ? "FAILED" : (h.status.flags & wire::kHeapOpen) ? "open" : "no store";
-    fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {}\n", h.name, h.status.epoch, h.status.promised_term,
-               h.status.bytes_on_disk, h.status.live_pages, h.status.staged_pages, state);
+    fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {:<8} {:<6}  {}\n", h.name, h.status.epoch,
+               h.status.promised_term, h.status.bytes_on_disk, h.status.live_pages, h.status.staged_pages, state,
+               Health(h.status), h.error.empty() ? "-" : h.error);
   }
   return 0;
 }

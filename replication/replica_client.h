@@ -180,6 +180,7 @@ class ReplicaClient final : public PageSource, public EpochSink {
   void OnShipReply(const SealedEpoch& e, const Encoded& enc, std::vector<Round>& rounds, size_t i, const Received& m);
   void CatchUp(const Encoded& enc, Round& round, size_t i, Epoch from, Epoch to);
   void Settle(const SealedEpoch& e, const std::vector<Round>& rounds);
+  void NoteFailures(Epoch epoch, const std::vector<Round>& rounds);
   std::shared_ptr<const Retained> Retain(const SealedEpoch& e, Term prev_term);
   // Replica i holds an image this writer did not write: it counts no more
   // and is installed anew.

@@ -59,6 +59,7 @@ struct ReplicaClient::Replica {
   bool answered = false;          // answered HELLO at Open
   wire::ManifestBody manifest{};  // its answer
   ReplicaClock::time_point heard{};  // its last reply on `ship`
+  std::string failing;               // the cause of its last refusal, once logged ("" after an ack)
 
   // Zero-copy PAGES frames ZeroMQ still holds for `ship`: the release
   // callback runs on ZeroMQ's I/O thread.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 #include "base/log.h"
@@ -68,6 +69,7 @@ struct ReplicaClient::Round {
   bool rehello = false;          // HELLO resent (UNKNOWN_HEAP) since the last resend
   ReplicaClock::time_point sent{};
   std::string why;               // the last problem: the reason when kOut
+  Status refusal;                // kOut because the replica refused the epoch: its error
 };
 
 ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, Term prev_term, const std::vector<Pgno>& pages,
@@ -173,18 +175,28 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     NotifyInstalls(Retain(e, prev_term));
   }
   Settle(e, rounds);
+  NoteFailures(epoch, rounds);
   if (newer != 0)
     return Status::Superseded(fmt::format(
         "heap '{}': epoch {} refused: a replica promised term {} to a newer writer (this writer holds term {}); "
         "this writer must stop, reopen the heap to write again",
         name_, epoch, newer, term_));
   if (acks >= quorum) return Status::Ok();
+  // A replica's own failure (its errno: ENOSPC, EIO, ...) is the cause, not
+  // a timeout: the error carries it, naming the replica.
+  const auto refused = std::find_if(rounds.begin(), rounds.end(), [](const Round& r) { return !r.refusal.ok(); });
   std::string each;
   for (size_t i = 0; i < k; ++i) {
     const Round& rd = rounds[i];
+    if (refused != rounds.end() && &rd == &*refused) continue;
     const char* st = rd.state == Round::State::kDone ? "acknowledged" : rd.state == Round::State::kOut ? "refused" : "no commit acknowledgement";
-    each += fmt::format("{}{}: {}{}{}", i ? "; " : "", replicas_[i]->endpoint, st, rd.why.empty() ? "" : ": ", rd.why);
+    each += fmt::format("{}{}: {}{}{}", each.empty() ? "" : "; ", replicas_[i]->endpoint, st, rd.why.empty() ? "" : ": ", rd.why);
   }
+  if (refused != rounds.end())
+    return refused->refusal.Annotate(fmt::format(
+        "heap '{}': epoch {} acknowledged by {} of {} replicas, {} needed; it is not durable (retry the commit once "
+        "the replicas are back): {}{}replica {} refused it",
+        name_, epoch, acks, k, quorum, each, each.empty() ? "" : "; ", replicas_[refused - rounds.begin()]->endpoint));
   return Status::Timeout(fmt::format(
       "heap '{}': epoch {} acknowledged by {} of {} replicas within {} ms, {} needed; it is not durable "
       "(retry the commit once the replicas are back): {}",
@@ -255,8 +267,29 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
       [[fallthrough]];
     default:
       rd.state = Round::State::kOut;
-      rd.why = ErrorStatus(m).message();
+      rd.refusal = ErrorStatus(m);
+      rd.why = rd.refusal.message();
       return;
+  }
+}
+
+// A replica that refuses epochs (its disk is full, its store broke) while
+// the others make the quorum would go unnoticed: say so once per cause, and
+// once more when it acknowledges again.
+void ReplicaClient::NoteFailures(Epoch epoch, const std::vector<Round>& rounds) {
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    Replica& r = *replicas_[i];
+    const Round& rd = rounds[i];
+    if (rd.state == Round::State::kDone && !r.failing.empty()) {
+      PHEAP_LOG_WARN("heap '{}': replica {} acknowledges epochs again (epoch {})", name_, r.endpoint, epoch);
+      r.failing.clear();
+    }
+    if (rd.refusal.ok() || rd.refusal.code() == Status::Code::kSuperseded) continue;  // superseded: the writer stops
+    const std::string cause = fmt::format("{}/{}", static_cast<int>(rd.refusal.code()), rd.refusal.err());
+    if (cause == r.failing) continue;
+    r.failing = cause;
+    PHEAP_LOG_WARN("heap '{}': replica {} failed epoch {} ({}; logged again only for another cause): {}", name_,
+                   r.endpoint, epoch, std::strerror(rd.refusal.err()), rd.refusal.message());
   }
 }
 

@@ -116,9 +116,29 @@ Status Fail(ErrorCode* code, ErrorCode c, std::string what) {
   return Status::InvalidArgument(fmt::format("{}: {}", ErrorCodeName(static_cast<uint16_t>(c)), what));
 }
 
-bool ValidRegion(uint64_t base, uint64_t size) {
-  return base % kPageSize == 0 && size % kPageSize == 0 && size != 0 && size <= kMaxRegionSize &&
-         base <= kUserAddressLimit - size;
+// Why `what`'s region [base, base + size) with `hwm` cannot be a heap's
+// (the field it names first), or an empty string.
+std::string RegionProblem(const Header& h, uint64_t base, uint64_t size, uint64_t hwm) {
+  const char* what = TypeName(h.type);
+  if (base % kPageSize != 0 || size % kPageSize != 0)
+    return fmt::format("{} region base {:#x} size {:#x} is not page aligned", what, base, size);
+  if (size < kMinRegionSize || size > kMaxRegionSize)
+    return fmt::format("{} region size {:#x} is outside [{:#x}, {:#x}]: no heap has that size", what, size,
+                       kMinRegionSize, kMaxRegionSize);
+  if (base < kMinRegionBase || base > kUserAddressLimit - size)
+    return fmt::format("{} region base {:#x} size {:#x} lies outside the user address space [{:#x}, {:#x})", what,
+                       base, size, kMinRegionBase, kUserAddressLimit);
+  if (hwm > size / kPageSize)
+    return fmt::format("{} hwm {} lies beyond the region's {} pages", what, hwm, size / kPageSize);
+  return {};
+}
+
+// A request's terms and epochs: one at or above the limit could never be
+// exceeded, and its successor would wrap.
+Status CheckTermEpoch(const Header& h, std::string_view field, uint64_t v, uint64_t limit, ErrorCode* code) {
+  if (v <= limit) return Status::Ok();
+  return Fail(code, ErrorCode::kMalformed,
+              fmt::format("{} {} {} exceeds the limit {} (docs/wire-protocol.md, Limits)", TypeName(h.type), field, v, limit));
 }
 
 Status DecodeRuns(const uint8_t* p, uint32_t n, std::vector<Run>* out) {
@@ -221,8 +241,9 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       PHEAP_RETURN_IF_ERROR(exact(0));
       auto b = Load<InstallBeginBody>(p);
       if (h.epoch == 0 || h.term == 0) return Fail(code, ErrorCode::kMalformed, "INSTALL_BEGIN from epoch 0 or term 0");
-      if (!ValidRegion(b.base, b.size))
-        return Fail(code, ErrorCode::kMalformed, fmt::format("INSTALL_BEGIN region {:#x}+{:#x} is not a valid region", b.base, b.size));
+      PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "image_term", b.image_term, kMaxTerm, code));
+      if (std::string why = RegionProblem(h, b.base, b.size, 0); !why.empty())
+        return Fail(code, ErrorCode::kMalformed, why);
       out->body = b;
       return Status::Ok();
     }
@@ -244,8 +265,9 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       auto b = Load<InstallCommitBody>(p);
       if (h.epoch == 0 || h.term == 0 || b.image_term == 0)
         return Fail(code, ErrorCode::kMalformed, "INSTALL_COMMIT of epoch 0, term 0 or image term 0");
-      if (!ValidRegion(b.base, b.size) || b.hwm > b.size / kPageSize)
-        return Fail(code, ErrorCode::kMalformed, fmt::format("INSTALL_COMMIT region {:#x}+{:#x} with hwm {} is not valid", b.base, b.size, b.hwm));
+      PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "image_term", b.image_term, kMaxTerm, code));
+      if (std::string why = RegionProblem(h, b.base, b.size, b.hwm); !why.empty())
+        return Fail(code, ErrorCode::kMalformed, why);
       out->body = b;
       return Status::Ok();
     }
@@ -269,11 +291,12 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       const CommitBody& b = c.body;
       PHEAP_RETURN_IF_ERROR(exact(uint64_t{b.discarded_count} * sizeof(RunRef)));
       if (h.epoch == 0 || h.term == 0 || b.reserved != 0) return Fail(code, ErrorCode::kMalformed, "COMMIT of epoch 0 or term 0, or a nonzero reserved field");
-      if (!ValidRegion(b.base, b.size))
-        return Fail(code, ErrorCode::kMalformed, fmt::format("COMMIT region {:#x}+{:#x} is not a valid region", b.base, b.size));
+      PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "prev_term", b.prev_term, kMaxTerm, code));
+      if (std::string why = RegionProblem(h, b.base, b.size, b.hwm); !why.empty())
+        return Fail(code, ErrorCode::kMalformed, why);
       const uint64_t pages = b.size / kPageSize;
-      if (b.hwm > pages || b.total_pages > b.hwm)
-        return Fail(code, ErrorCode::kMalformed, fmt::format("COMMIT hwm {} / total pages {} beyond the region's {} pages", b.hwm, b.total_pages, pages));
+      if (b.total_pages > b.hwm)
+        return Fail(code, ErrorCode::kMalformed, fmt::format("COMMIT total_pages {} exceeds its hwm {}", b.total_pages, b.hwm));
       PHEAP_RETURN_IF_ERROR(DecodeRuns(p + l.fixed, b.discarded_count, &c.discarded));
       PHEAP_RETURN_IF_ERROR(CheckRuns(h, c.discarded, pages, code));
       out->body = std::move(c);
@@ -329,6 +352,10 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
           return Fail(code, ErrorCode::kMalformed, fmt::format("STATUS_REPLY heap entry {}: bad name length {}", i, e.status.name_length));
         e.name.assign(reinterpret_cast<const char*>(p + at), e.status.name_length);
         at += e.status.name_length;
+        if (e.status.error_length > kMaxErrorMessage || body.size() - at < e.status.error_length)
+          return Fail(code, ErrorCode::kMalformed, fmt::format("STATUS_REPLY heap entry {}: bad error length {}", i, e.status.error_length));
+        e.error.assign(reinterpret_cast<const char*>(p + at), e.status.error_length);
+        at += e.status.error_length;
         r.heaps.push_back(std::move(e));
       }
       if (at != body.size()) return Fail(code, ErrorCode::kLengthMismatch, "STATUS_REPLY has bytes after its last heap entry");
@@ -465,9 +492,12 @@ OutMessage EncodeStatusReply(ReplyTo to, uint32_t clients, uint64_t uptime_ms, s
   OutMessage m = WithBody(StatusReplyBody{static_cast<uint32_t>(heaps.size()), clients, uptime_ms});
   for (const HeapStatusEntry& e : heaps) {
     HeapStatus s = e.status;
+    const std::string_view error = std::string_view(e.error).substr(0, kMaxErrorMessage);
     s.name_length = static_cast<uint32_t>(e.name.size());
+    s.error_length = static_cast<uint32_t>(error.size());
     Append(&m.body, s);
     AppendBytes(&m.body, e.name.data(), e.name.size());
+    AppendBytes(&m.body, error.data(), error.size());
   }
   return Seal(std::move(m), Type::kStatusReply, to.request_id, to.heap_id, 0, 0);
 }
@@ -521,6 +551,10 @@ Status Decode(Frames frames, Message* out, ErrorCode* code) {
   for (size_t i = 1; i < frames.size(); ++i) total += frames[i].size();
   if (total != h.payload_bytes)
     return Fail(code, ErrorCode::kLengthMismatch, fmt::format("{} payload is {} bytes, its header says {}", TypeName(h.type), total, h.payload_bytes));
+  if (!kLayouts[h.type].reply) {
+    PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "term", h.term, kMaxTerm, code));
+    PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "epoch", h.epoch, kMaxEpoch, code));
+  }
   return DecodeBody(h, frames, out, code);
 }
 

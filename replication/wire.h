@@ -80,6 +80,7 @@ OutMessage EncodeStatus(uint64_t request_id);
 struct HeapStatusEntry {
   HeapStatus status{};
   std::string name;
+  std::string error;  // why the heap is failed or in trouble ("" when healthy)
 };
 OutMessage EncodeStatusReply(ReplyTo to, uint32_t clients, uint64_t uptime_ms,
                              std::span<const HeapStatusEntry> heaps);

@@ -28,7 +28,9 @@ inline constexpr uint32_t kMagic = 0x50574850;  // bytes "PHWP"
 // 2: COMMIT names the term of the epoch before it, INSTALL_BEGIN the term
 //    of the image it installs, FETCH_REPLY the term of the image it serves,
 //    and kDiverged refuses to extend an image another writer wrote.
-inline constexpr uint16_t kVersion = 2;
+// 3: HeapStatus reports the last failure of a heap's store (its errno and
+//    text); kStoreError's detail is the errno of the store's failure.
+inline constexpr uint16_t kVersion = 3;
 
 // Largest page data one kPages message carries, and the bound on any one
 // frame and on a whole message (ZMQ_MAXMSGSIZE is set to kMaxFrameBytes; a
@@ -190,7 +192,8 @@ struct FetchReplyBody {
 };
 static_assert(sizeof(FetchReplyBody) == 24);
 
-// kStatusReply body: then heap_count HeapStatus, each followed by its name.
+// kStatusReply body: then heap_count HeapStatus, each followed by its name
+// and then its error text.
 struct StatusReplyBody {
   uint32_t heap_count;
   uint32_t clients;            // connections open now
@@ -198,6 +201,7 @@ struct StatusReplyBody {
 };
 inline constexpr uint32_t kHeapOpen = 0x1;     // a store is open for it
 inline constexpr uint32_t kHeapFailed = 0x2;   // its store failed to open
+inline constexpr uint32_t kHeapTrouble = 0x4;  // the last write to its store failed
 struct HeapStatus {
   uint64_t heap_id;
   uint64_t epoch;
@@ -205,10 +209,12 @@ struct HeapStatus {
   uint64_t bytes_on_disk;
   uint64_t live_pages;
   uint64_t staged_pages;
-  uint32_t flags;              // kHeapOpen, kHeapFailed
-  uint32_t name_length;
+  uint32_t flags;              // kHeapOpen, kHeapFailed, kHeapTrouble
+  uint32_t name_length;        // <= kMaxHeapNameLength
+  uint32_t error_errno;        // kHeapFailed or kHeapTrouble: the failure's errno (0: none)
+  uint32_t error_length;       // <= kMaxErrorMessage: the failure's text
 };
-static_assert(sizeof(HeapStatus) == 56);
+static_assert(sizeof(HeapStatus) == 64);
 
 // kInstallBegin body. Header: epoch = the writer's durable epoch (the
 // install reaches at least this far), term = the writer's term. The peer
@@ -273,7 +279,7 @@ enum class ErrorCode : uint16_t {
   kCorruptPage = 14,    // a stored page fails its XXH3; detail: pgno
   kEpochMismatch = 15,  // fetch of an epoch not durable here; detail: durable epoch
   kStagingFull = 16,    // detail: the peer's staging limit in bytes
-  kStoreError = 17,     // the page store refused or failed (message says why)
+  kStoreError = 17,     // the page store refused or failed (message says why); detail: its errno
   kBusy = 18,           // the peer is stopping, or an install holds the heap
   kNoInstall = 19,      // install pages or commit with no install begun: send kInstallBegin
   kDiverged = 20,       // commit on an image another writer wrote; detail: its term

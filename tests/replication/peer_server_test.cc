@@ -592,6 +592,104 @@ TEST_F(PeerTest, MalformedAndOversizedMessagesAreAnsweredAndSurvived) {
   StopPeer();
 }
 
+// One message with a field out of bounds must not be stored, not even in
+// part: a term or epoch that leaves no successor would brick the heap for
+// every later writer, a region no heap can have would be created as its
+// store. Each is refused naming the field; a writer then claims a term and
+// commits as if nothing had happened.
+TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
+  StartPeer();
+  Client c(endpoint_, "hostile");
+  ASSERT_TRUE(c.Hello());
+  auto& ch = c.ch();
+  constexpr uint64_t kHuge = ~uint64_t{0};
+  auto refused = [&](const wire::OutMessage& m, const std::string& names) {
+    auto r = c.Call(m);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const auto* e = std::get_if<wire::Error>(&(*r)->msg.body);
+    ASSERT_NE(e, nullptr) << wire::TypeName(m.header.type) << " was accepted; it should name " << names;
+    EXPECT_EQ(e->code, ErrorCode::kMalformed) << e->message;
+    EXPECT_NE(e->message.find(names), std::string::npos) << "'" << e->message << "' does not name " << names;
+  };
+  std::vector<uint8_t> page(kPageSize);
+  FillPage(page.data(), 1, 1);
+  const std::vector<Pgno> one = {1};
+  auto commit = [&](Term t, Epoch e, wire::CommitBody b) { return wire::EncodeCommit(ch.NextRequestId(), c.id(), t, e, b, {}); };
+  const wire::CommitBody good{kBase, kSize, 8, 0, 0, 0, 0};
+
+  // Terms and epochs beyond the limit, or too far beyond the promise.
+  refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kHuge, kWriterB), "CLAIM_TERM term 18446744073709551615");
+  refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kMaxTerm, kWriterB), "CLAIM_TERM term 4611686018427387903");
+  refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kMaxTermStep + 1, kWriterB), "term 4294967297 is more than");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kHuge, 1, one, page.data()), "PAGES term");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kMaxTermStep + 1, 1, one, page.data()), "PAGES term 4294967297");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1, uint64_t{1} << 63, one, page.data()), "PAGES epoch");
+  refused(commit(1, kHuge, good), "COMMIT epoch");
+  wire::CommitBody b = good;
+  b.prev_term = kHuge;
+  refused(commit(1, 1, b), "COMMIT prev_term");
+  // Regions no heap can have.
+  b = good;
+  b.base = 0;
+  refused(commit(1, 1, b), "COMMIT region base 0x0");
+  b.base = kBase + 100;
+  refused(commit(1, 1, b), "not page aligned");
+  b = good;
+  b.size = kPageSize;
+  refused(commit(1, 1, b), "COMMIT region size 0x1000");
+  b = good;
+  b.base = kUserAddressLimit - kSize + kPageSize;
+  refused(commit(1, 1, b), "outside the user address space");
+  b = good;
+  b.hwm = kRegionPages + 1;
+  refused(commit(1, 1, b), "COMMIT hwm 257");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, uint64_t{1} << 63, {kBase, kSize, 1}), "INSTALL_BEGIN epoch");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {0, kPageSize, 1}), "INSTALL_BEGIN region");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kHuge}), "INSTALL_BEGIN image_term");
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 8, kHuge}), "INSTALL_COMMIT image_term");
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kRegionPages + 1, 1}), "INSTALL_COMMIT hwm");
+
+  // Nothing of them was stored: no promise, no store.
+  auto m = c.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->promised_term, 0u);
+  EXPECT_EQ(m->flags & wire::kManifestHeld, 0u);
+
+  // A writer claims term 1 and commits; what it sends out of bounds later is
+  // refused the same way, and its store keeps its region.
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
+  c.ShipEpoch(1, 1, {1, 2}, 8);
+  ASSERT_TRUE(Client::As<wire::PagesAckBody>(c.SendPages(1, 2, {3, 100})));
+  b = good;
+  b.base = kBase + kSize;
+  b.total_pages = 2;
+  b.prev_term = 1;
+  refused(commit(1, 2, b), "disagrees with the region recorded here");
+  b.base = kBase;
+  b.size = 2 * kSize;
+  refused(commit(1, 2, b), "disagrees with the region recorded here");
+  refused(commit(1, 2, {kBase, kSize, 50, 2, 0, 0, 1}), "page 100 is staged");
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(c.SendPages(1, 2, {kRegionPages + 5}), &detail), static_cast<int>(ErrorCode::kMalformed));
+  EXPECT_EQ(detail, kRegionPages + 5);
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1 + kMaxTermStep + 1, 2, one, page.data()), "more than");
+  auto ack = Client::As<wire::CommitAckBody>(c.Call(commit(1, 2, {kBase, kSize, 128, 2, 0, 0, 1})));
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->durable_epoch, 2u);
+  // The next writer takes over as usual.
+  Client next(endpoint_, "hostile");
+  m = next.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->promised_term, 1u);
+  EXPECT_EQ(m->epoch, 2u);
+  EXPECT_EQ(m->base, kBase);
+  EXPECT_EQ(m->size, kSize);
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(next.Claim(2, kWriterB))->granted, 1u);
+  next.set_prev_term(1);
+  next.ShipEpoch(2, 3, {4}, 128);
+  StopPeer();
+}
+
 TEST_F(PeerTest, CurveAllowListEnforced) {
   const std::string skeys = tmp_.path() + "/server", akeys = tmp_.path() + "/alice", mkeys = tmp_.path() + "/mallory";
   ASSERT_TRUE(GenerateKeyPair(skeys).ok());
