@@ -16,7 +16,7 @@ namespace pheap {
 const std::vector<std::string>& Engine::ConfigKeys() {
   static const std::vector<std::string> kKeys = [] {
     std::vector<std::string> k = {"dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
-                                  "staging_max", "salvage", "log_file_size", "direct_write", "keys", "replica_timeout_ms",
+                                  "staging_max", "staging_wait_ms", "salvage", "log_file_size", "direct_write", "keys", "replica_timeout_ms",
                                   "restore"};
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     return k;
@@ -52,6 +52,9 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto staging = config.GetSize("staging_max", o.pager.staging_max);
   if (!staging.ok()) return staging.status();
   o.pager.staging_max = *staging;
+  auto staging_wait = config.GetU64("staging_wait_ms", o.pager.staging_wait_ms);
+  if (!staging_wait.ok()) return staging_wait.status();
+  o.pager.staging_wait_ms = *staging_wait;
   auto salvage = config.GetBool("salvage", false);
   if (!salvage.ok()) return salvage.status();
   o.salvage = *salvage;

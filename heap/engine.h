@@ -42,8 +42,8 @@ class Engine {
   // The config keys the engine reads (see README "Configuration").
   static const std::vector<std::string>& ConfigKeys();
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
-  // staging_max, salvage, log_file_size, peers, replicas, quorum, keys,
-  // replica_timeout_ms, restore. Bad values are errors naming the key.
+  // staging_max, staging_wait_ms, salvage, log_file_size, peers, replicas,
+  // quorum, keys, replica_timeout_ms, restore. Bad values are errors naming the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.
   static uint64_t DefaultBase(const std::string& name);

@@ -214,9 +214,12 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   HoldingCommitLocks held;
   auto job = std::make_unique<Job>();
   std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
-  {  // bound the staging memory: wait for older cuts to become durable
+  {
     std::unique_lock lk(q_mu_);
-    q_cv_.wait(lk, [&] { return staged_bytes_ <= options_.staging_max || queue_.empty() || stopping_; });
+    if (Status st = WaitForStaging(lk); !st.ok()) {
+      job->done.set_value(st);
+      return fut;
+    }
   }
   std::lock_guard epoch_lk(epoch_mu_);
   std::lock_guard cut_lk(cut_mu_);
@@ -251,6 +254,31 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   }
   q_cv_.notify_all();
   return fut;
+}
+
+// Waiting frees staging only while older epochs become durable. A retry of
+// the oldest that fails (a full disk, a lost quorum) shows waiting longer
+// frees nothing: the commit fails with its error, and the retry counts only
+// if it started after this commit asked for it (space freed just before
+// the commit is then seen).
+Status Pager::Impl::WaitForStaging(std::unique_lock<std::mutex>& lk) {
+  auto room = [&] { return staged_bytes_ <= options_.staging_max || queue_.empty() || stopping_; };
+  if (room()) return Status::Ok();
+  const uint64_t asked = persists_started_;
+  retry_now_ = true;
+  q_cv_.notify_all();
+  auto failed_again = [&] { return !front_failure_.ok() && front_failure_at_ > asked; };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.staging_wait_ms);
+  q_cv_.wait_until(lk, deadline, [&] { return room() || failed_again(); });
+  if (room()) return Status::Ok();
+  const std::string held =
+      fmt::format("commit refused: epochs {} to {}, not yet durable, hold {} KiB of staging (staging_max {} KiB)",
+                  queue_.front()->epoch.image.epoch, queue_.back()->epoch.image.epoch, staged_bytes_ >> 10,
+                  options_.staging_max >> 10);
+  if (failed_again()) return front_failure_.Annotate(held);
+  return Status::Timeout(fmt::format("{}, and none became durable within {} ms (staging_wait_ms): the sink is slow "
+                                     "or stalled; commit again later",
+                                     held, options_.staging_wait_ms));
 }
 
 Result<Epoch> Pager::Impl::CommitInPlace() {
@@ -358,14 +386,20 @@ void Pager::Impl::QueueFailedInPlace(SealedEpoch e) {
 }
 
 void Pager::Impl::CommitterLoop() {
+  constexpr std::chrono::milliseconds kFirstRetryPause{200}, kMaxRetryPause{5000};
+  auto retry_pause = kFirstRetryPause;
   std::unique_lock lk(q_mu_);
   for (;;) {
     q_cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
     if (queue_.empty()) break;  // stopping, and every queued cut persisted
     Job* j = queue_.front().get();
+    const uint64_t attempt = ++persists_started_;
+    retry_now_ = false;
     lk.unlock();
     Status st = sink_->Persist(j->epoch);
     lk.lock();
+    front_failure_ = st;
+    front_failure_at_ = attempt;
     if (!st.ok()) {
       // The failed epoch may be durable on part of the sink already (some
       // replicas took it): its number must never name other contents. It
@@ -386,10 +420,15 @@ void Pager::Impl::CommitterLoop() {
         queue_.clear();
         break;
       }
+      // Retried at once for a commit (a new cut, or one waiting for
+      // staging), else after a pause that grows while the cause lasts.
+      q_cv_.notify_all();
       const size_t queued = queue_.size();
-      q_cv_.wait_for(lk, std::chrono::milliseconds(200), [&] { return stopping_ || queue_.size() != queued; });
+      q_cv_.wait_for(lk, retry_pause, [&] { return stopping_ || retry_now_ || queue_.size() != queued; });
+      retry_pause = std::min(retry_pause * 2, kMaxRetryPause);
       continue;
     }
+    retry_pause = kFirstRetryPause;
     std::unique_ptr<Job> d = std::move(queue_.front());
     queue_.pop_front();
     staged_bytes_ -= d->staging->bytes();

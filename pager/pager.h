@@ -43,7 +43,11 @@ struct PagerOptions {
   int fault_threads = 2;                    // >= 1
   uint64_t prefetch_max = uint64_t{4} << 20;
   // Bound on staging memory held by commits not yet durable (CommitAsync).
+  // A commit past it waits for older epochs to become durable; it fails at
+  // once, with their error, when the oldest fails again (a full disk), and
+  // after staging_wait_ms when they are only slow.
   uint64_t staging_max = uint64_t{256} << 20;
+  uint64_t staging_wait_ms = 30000;
   // Copy the written pages once before pausing, then re-copy inside the
   // pause only those written again meanwhile (async and sync WP; mprotect
   // always copies inside the pause). Shortens the pause for big dirty sets.
@@ -108,6 +112,11 @@ class Pager {
   Result<Epoch> Commit();
   // Takes the cut now and persists it on the pager's commit thread; the
   // future resolves when the epoch is durable. Epochs complete in order.
+  // A failed epoch stays queued and is persisted again, unchanged, before
+  // later ones: at each commit and in the background. While earlier epochs
+  // hold more than staging_max, the future is ready at once with the error
+  // of the oldest one's retry, or with kTimeout after staging_wait_ms (see
+  // PagerOptions); no cut is taken then, so its pages go into the next.
   std::shared_future<Result<Epoch>> CommitAsync();
   // Commit() without the staging copy: the program's threads stay paused
   // while the sink's Write reads the written pages from the region itself

@@ -100,7 +100,9 @@ class Pager::Impl {
   // takes its number (the sink, a local store, never made it durable).
   // REQUIRES: epoch_mu_, not cut_mu_.
   void CarryUnsynced(const SealedEpoch& e);
-  // Persist failed: the pages and discards of `j` go back to be retried.
+  // Waits until the cuts not yet durable hold at most staging_max; see
+  // PagerOptions for when it fails instead. REQUIRES: lk holds q_mu_.
+  Status WaitForStaging(std::unique_lock<std::mutex>& lk);
 
   std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
   std::unique_ptr<PageBitmap> installed_;  // over [0, hwm)
@@ -131,6 +133,10 @@ class Pager::Impl {
   Epoch next_epoch_ = 1;
   uint64_t staged_bytes_ = 0;  // in cuts not yet durable
   bool stopping_ = false;
+  uint64_t persists_started_ = 0;  // by the committer
+  Status front_failure_;           // of queue_.front()'s last Persist
+  uint64_t front_failure_at_ = 0;  // the persists_started_ of that Persist
+  bool retry_now_ = false;         // a commit waits for a retry of the front
   std::thread committer_;   // started under cut_mu_; joined at close
 
   std::atomic<Epoch> durable_{0};

@@ -60,7 +60,13 @@ void* pheap_root(PHEAP_HANDLE* h, const char* name);
 int pheap_set_root(PHEAP_HANDLE* h, const char* name, void* p);
 
 /* Takes a point-in-time image of the heap and returns its epoch once it is
- * durable, or -1. Other threads may keep running; they are paused briefly. */
+ * durable, or -1. Other threads may keep running; they are paused briefly.
+ * A failed commit's image stays queued and is written again before later
+ * ones, so a later successful commit makes it durable too. Errors: errno as
+ * the store or replicas reported it (ENOSPC, EIO, EROFS; ETIMEDOUT without
+ * a quorum). While failed or slow commits hold more than staging_max bytes,
+ * a commit fails at once with the failure's errno when a retry of the oldest
+ * fails again, or with ETIMEDOUT after staging_wait_ms. */
 int64_t pheap_commit(PHEAP_HANDLE* h);
 /* The last durable epoch (0 for a heap never committed). */
 int64_t pheap_epoch(PHEAP_HANDLE* h);
@@ -87,7 +93,8 @@ void* pheap_root_typed(PHEAP_HANDLE* h, const char* name, const char* type);
 int pheap_set_root_typed(PHEAP_HANDLE* h, const char* name, void* p, const char* type);
 
 /* Takes the point-in-time cut now and returns its epoch at once; the epoch
- * becomes durable in the background. -1 on failure. */
+ * becomes durable in the background. -1 on failure, with pheap_commit's
+ * errors (no cut is taken then). */
 int64_t pheap_commit_async(PHEAP_HANDLE* h);
 /* Waits until epoch e is durable: returns e, or -1 if it cannot become
  * durable (the error says why). */

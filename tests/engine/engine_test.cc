@@ -118,6 +118,20 @@ TEST_F(EngineTest, UnknownConfigKeyAndBadTrackingModeAreRefused) {
   EXPECT_TRUE(Mentions(o.status(), "tracking")) << o.status().ToString();
 }
 
+TEST_F(EngineTest, StagingKeysReachThePager) {
+  auto cfg = Config::Parse("staging_max=2M;staging_wait_ms=250", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  auto o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->pager.staging_max, uint64_t{2} << 20);
+  EXPECT_EQ(o->pager.staging_wait_ms, 250u);
+  cfg = Config::Parse("staging_wait_ms=soon", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok());
+  o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_FALSE(o.ok());
+  EXPECT_TRUE(Mentions(o.status(), "staging_wait_ms")) << o.status().ToString();
+}
+
 TEST_F(EngineTest, SecondWriterInAnotherProcessGetsThePid) {
   auto e = Engine::Open("held", options_);
   ASSERT_TRUE(e.ok()) << e.status().ToString();

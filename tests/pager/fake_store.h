@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -39,6 +40,12 @@ class FakeStore : public PageSource, public EpochSink {
   }
   void Corrupt(Pgno p) { std::lock_guard lk(mu_); corrupt_.insert(p); }
   void FailPersists(int n) { std::lock_guard lk(mu_); fail_persists_ = n; }
+  // A slow sink: Persist waits (without the store's lock) until released.
+  void HoldPersists() { std::lock_guard lk(hold_mu_); held_ = true; }
+  void ReleasePersists() {
+    { std::lock_guard lk(hold_mu_); held_ = false; }
+    hold_cv_.notify_all();
+  }
   // Fail the next n Syncs (of epochs Write took from the region).
   void FailSyncs(int n) { std::lock_guard lk(mu_); fail_syncs_ = n; }
   // Whether Persist takes epochs read in place from the region.
@@ -85,6 +92,10 @@ class FakeStore : public PageSource, public EpochSink {
   }
 
   Status Persist(const SealedEpoch& e) override {
+    {
+      std::unique_lock lk(hold_mu_);
+      hold_cv_.wait(lk, [&] { return !held_; });
+    }
     // Read the pages before taking the lock: read from the region, a page
     // may fault, and the fault is served through ReadRun.
     std::vector<Page> data(e.pages.size());
@@ -168,6 +179,9 @@ class FakeStore : public PageSource, public EpochSink {
   };
   std::unique_ptr<Written> written_;
   int fail_syncs_ = 0;
+  std::mutex hold_mu_;
+  std::condition_variable hold_cv_;
+  bool held_ = false;
   mutable std::mutex mu_;
   ImageInfo image_;
   std::map<Pgno, Page> pages_;

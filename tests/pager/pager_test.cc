@@ -1,7 +1,8 @@
 // The pager in every tracking mode this kernel supports: faults serve the
 // stored image, commits capture exactly the written pages (first writes
 // below and above hwm included), read(2) into a non-resident page, discard,
-// a failed epoch is persisted again unchanged, async commits complete in order, the
+// a failed epoch is persisted again unchanged, async commits complete in order,
+// a commit past staging_max returns (failed epochs' error, or a timeout), the
 // prefetch window grows, a corrupt page is never served.
 #include <pthread.h>
 #include <signal.h>
@@ -9,7 +10,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <functional>
+#include <future>
 
 #include <gtest/gtest.h>
 
@@ -381,6 +385,82 @@ TEST_P(PagerTest, AsyncCommitsCompleteInOrder) {
   }
   EXPECT_EQ(store_.image().epoch, 5u);
   for (Pgno p = 0; p < 5; ++p) EXPECT_EQ(store_.Read(p)[0], p + 1);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+// Runs one commit on another thread and waits for it at most `bound`: a
+// commit that never returns fails the test instead of hanging it. `unstick`
+// then lets the sink finish, so the thread can be joined.
+Result<Epoch> CommitWithin(Pager& pager, std::chrono::seconds bound, const std::function<void()>& unstick) {
+  auto call = std::async(std::launch::async, [&] { return pager.CommitAsync().get(); });
+  if (call.wait_for(bound) != std::future_status::ready) {
+    ADD_FAILURE() << "the commit did not return within " << bound.count() << " s";
+    unstick();
+  }
+  return call.get();
+}
+
+// A full disk: epochs fail and stay queued, past staging_max. A commit then
+// fails at once with their error instead of waiting for room that never
+// comes; once the sink works again the next commit persists every page.
+TEST_P(PagerTest, CommitPastStagingMaxFailsWithTheOldestEpochsError) {
+  PHEAP_SKIP_IF_TSAN();
+  PagerOptions o;
+  o.staging_max = 2 * kPageSize;
+  o.staging_wait_ms = 600000;  // not what ends the wait
+  auto pager = Open(o);
+  ASSERT_NE(pager, nullptr);
+  store_.FailPersists(1000000);
+  for (Pgno p = 0; p < 4; ++p) Page(*pager, p)[0] = static_cast<uint8_t>(p + 1);
+  auto e = pager->Commit();
+  ASSERT_FALSE(e.ok());
+  for (int i = 0; i < 3; ++i) {
+    Page(*pager, 10)[0] = static_cast<uint8_t>(100 + i);
+    e = CommitWithin(*pager, std::chrono::seconds(20), [&] { store_.FailPersists(0); });
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(e.status().err(), EIO);
+    EXPECT_NE(e.status().message().find("commit refused: epochs 1 to 1"), std::string::npos) << e.status().ToString();
+    EXPECT_NE(e.status().message().find("injected Persist failure"), std::string::npos) << e.status().ToString();
+  }
+  store_.FailPersists(0);
+  e = CommitWithin(*pager, std::chrono::seconds(20), [] {});
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 2u);
+  EXPECT_EQ(pager->durable_epoch(), 2u);
+  for (Pgno p = 0; p < 4; ++p) EXPECT_EQ(store_.Read(p)[0], p + 1);
+  EXPECT_EQ(store_.Read(10)[0], 102);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+// A slow sink, not a failing one: a commit past staging_max waits at most
+// staging_wait_ms and says so; the held epochs complete afterwards.
+TEST_P(PagerTest, CommitPastStagingMaxWaitsForSlowEpochsWithinABound) {
+  PHEAP_SKIP_IF_TSAN();
+  PagerOptions o;
+  o.staging_max = 2 * kPageSize;
+  o.staging_wait_ms = 300;
+  auto pager = Open(o);
+  ASSERT_NE(pager, nullptr);
+  store_.HoldPersists();
+  for (Pgno p = 0; p < 4; ++p) Page(*pager, p)[0] = static_cast<uint8_t>(p + 1);
+  auto first = pager->CommitAsync();
+  Page(*pager, 10)[0] = 100;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto e = CommitWithin(*pager, std::chrono::seconds(20), [&] { store_.ReleasePersists(); });
+  ASSERT_FALSE(e.ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(300));
+  EXPECT_EQ(e.status().code(), Status::Code::kTimeout);
+  EXPECT_EQ(e.status().err(), ETIMEDOUT);
+  EXPECT_NE(e.status().message().find("staging_wait_ms"), std::string::npos) << e.status().ToString();
+  store_.ReleasePersists();
+  auto r = first.get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, 1u);
+  e = CommitWithin(*pager, std::chrono::seconds(20), [] {});
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(*e, 2u);
+  EXPECT_EQ(store_.Read(3)[0], 4);
+  EXPECT_EQ(store_.Read(10)[0], 100);
   EXPECT_EQ(store_.contract_error(), "");
 }
 
