@@ -28,6 +28,8 @@ class [[nodiscard]] Status {
   Status() = default;
   static Status Ok() { return Status(); }
   static Status InvalidArgument(std::string m) { return {Code::kInvalidArgument, EINVAL, std::move(m)}; }
+  // With a more precise errno than EINVAL (e.g. ENAMETOOLONG).
+  static Status InvalidArgument(std::string m, int err) { return {Code::kInvalidArgument, err, std::move(m)}; }
   static Status NotFound(std::string m) { return {Code::kNotFound, ENOENT, std::move(m)}; }
   static Status Corruption(std::string m) { return {Code::kCorruption, EIO, std::move(m)}; }
   static Status IoError(std::string m, int err) { return {Code::kIoError, err, std::move(m)}; }

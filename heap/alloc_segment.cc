@@ -4,6 +4,8 @@
 #include <bit>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "base/log.h"
 #include "heap/alloc_internal.h"
 #include "heap/allocator.h"
@@ -169,8 +171,8 @@ void* Allocator::AllocHuge(size_t n, size_t align, bool* zeroed) {
     }
   }
   if (run < k) {
-    PHEAP_LOG_WARN("allocator: no run of {} free segments for {} bytes in the arena at {}", k, n,
-                   static_cast<void*>(hdr_));
+    PHEAP_LOG_WARN("allocator: no run of {} free segments for {} bytes{} in the arena at {}", k, n,
+                   align > kSlotSize ? fmt::format(" aligned to {}", align) : "", static_cast<void*>(hdr_));
     return nullptr;
   }
   for (uint64_t j = first; j < first + k && j < hwm; ++j) SetBit(free_map_, j, false);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <new>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -44,10 +45,13 @@ bool CheckHandle(handle* h) {
 
 // The error paths of Allocated and Foreign, kept out of line so that the
 // checks on every malloc and free stay a compare and a branch.
-[[gnu::noinline, gnu::cold]] void* NoRoom(PersistentHeap* h, size_t n) {
-  SetError(Status::IoError(fmt::format("heap '{}' has no room for {} bytes (region {} MiB): "
-                                       "reopen it with a larger size=",
-                                       h->name(), n, h->size() >> 20),
+// `align`: 0 when the caller asked for none.
+[[gnu::noinline, gnu::cold]] void* NoRoom(PersistentHeap* h, size_t n, size_t align) {
+  const std::string what = align == 0 ? fmt::format("{} bytes", n) : fmt::format("{} bytes aligned to {}", n, align);
+  SetError(Status::IoError(fmt::format("heap '{}' has no room for {} (region {} MiB): "
+                                       "reopen it with a larger size={}",
+                                       h->name(), what, h->size() >> 20,
+                                       align > h->size() ? ", or ask for a smaller alignment" : ""),
                            ENOMEM));
   return nullptr;
 }
@@ -59,7 +63,9 @@ bool CheckHandle(handle* h) {
   return true;
 }
 
-inline void* Allocated(PersistentHeap* h, void* p, size_t n) { return p != nullptr ? p : NoRoom(h, n); }
+inline void* Allocated(PersistentHeap* h, void* p, size_t n, size_t align = 0) {
+  return p != nullptr ? p : NoRoom(h, n, align);
+}
 
 // A pointer handed to free/realloc/usable_size that this heap never gave.
 inline bool Foreign(PersistentHeap* h, const void* p, const char* fn) {
@@ -145,7 +151,7 @@ void* pheap_aligned_alloc(pheap::handle* h, size_t align, size_t n) {
     pheap::SetError(EINVAL, "pheap_aligned_alloc: the alignment is not a power of two");
     return nullptr;
   }
-  return pheap::Allocated(Impl(h), Impl(h)->allocator().AlignedAlloc(align, n), n);
+  return pheap::Allocated(Impl(h), Impl(h)->allocator().AlignedAlloc(align, n), n, align);
 }
 
 void pheap_free(pheap::handle* h, void* p) {

@@ -101,7 +101,8 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
 
 Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
   if (p != nullptr && !Contains(p))
-    return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x})",
+    return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x}): store a "
+                                               "pointer from this heap's allocation, or NULL to clear the root",
                                                root, p, name(), reinterpret_cast<uintptr_t>(base()), size()));
   return roots_->Set(root, p, type);
 }

@@ -1,11 +1,26 @@
 #include "heap/roots.h"
 
+#include <fmt/format.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
 
 namespace pheap {
+namespace {
+
+// `what` is "root name" or "root type"; a name has at least one byte.
+Status CheckName(const char* what, const std::string& s, size_t max, bool may_be_empty) {
+  if (s.empty() && !may_be_empty) return Status::InvalidArgument(fmt::format("{} is empty: give 1..{} bytes", what, max));
+  if (s.size() > max)
+    return Status::InvalidArgument(
+        fmt::format("{} '{:.32}...' is {} bytes, longer than {}: use a shorter one", what, s, s.size(), max),
+        ENAMETOOLONG);
+  if (s.find('\0') != std::string::npos) return Status::InvalidArgument(fmt::format("{} holds a NUL byte", what));
+  return Status::Ok();
+}
+
+}  // namespace
 
 int Roots::Find(const std::string& name, uint64_t hash) const {
   int best = -1;
@@ -22,6 +37,7 @@ int Roots::Find(const std::string& name, uint64_t hash) const {
 }
 
 Result<void*> Roots::Get(const std::string& name, const std::string& type) const {
+  PHEAP_RETURN_IF_ERROR(CheckName("root name", name, kRootNameMax, false));
   HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);
   int i = Find(name, XXH3_64bits(name.data(), name.size()));
@@ -34,12 +50,8 @@ Result<void*> Roots::Get(const std::string& name, const std::string& type) const
 }
 
 Status Roots::Set(const std::string& name, void* p, const std::string& type) {
-  if (name.empty() || name.size() > kRootNameMax || name.find('\0') != std::string::npos)
-    return Status::InvalidArgument("root name '" + name + "' must be 1.." +
-                                   std::to_string(kRootNameMax) + " bytes without NUL");
-  if (type.size() > kRootTypeMax)
-    return Status::InvalidArgument("root type of '" + name + "' is longer than " +
-                                   std::to_string(kRootTypeMax) + " bytes");
+  PHEAP_RETURN_IF_ERROR(CheckName("root name", name, kRootNameMax, false));
+  PHEAP_RETURN_IF_ERROR(CheckName("root type", type, kRootTypeMax, true));
   HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);
   uint64_t hash = XXH3_64bits(name.data(), name.size());

@@ -49,13 +49,18 @@ void* pheap_malloc(PHEAP_HANDLE* h, size_t n);
 void* pheap_calloc(PHEAP_HANDLE* h, size_t count, size_t n);
 void* pheap_realloc(PHEAP_HANDLE* h, void* p, size_t n);
 void* pheap_aligned_alloc(PHEAP_HANDLE* h, size_t align, size_t n); /* align: power of two */
+/* Errors of these: ENOMEM when the heap has no room (the error names the
+ * size, the alignment and the heap's region); EINVAL for an alignment that
+ * is not a power of two, or a pointer from elsewhere. */
 void pheap_free(PHEAP_HANDLE* h, void* p);
 size_t pheap_usable_size(PHEAP_HANDLE* h, const void* p);
 
 /* Named roots: how a later process finds its data. pheap_root returns the
- * pointer stored under `name`, or NULL if unset. pheap_set_root stores p
- * (which must point into h, or be NULL to clear) under `name` (1..127 bytes);
- * it takes effect in the durable image at the next commit. 0 or -1. */
+ * pointer stored under `name`, or NULL if unset (errno ENOENT). pheap_set_root
+ * stores p (which must point into h, or be NULL to clear) under `name` (1..127
+ * bytes); it takes effect in the durable image at the next commit. 0 or -1.
+ * Errors of both: EINVAL for a NULL or empty name or a pointer outside h,
+ * ENAMETOOLONG for a name over 127 bytes. */
 void* pheap_root(PHEAP_HANDLE* h, const char* name);
 int pheap_set_root(PHEAP_HANDLE* h, const char* name, void* p);
 

@@ -159,6 +159,65 @@ TEST(CApi, ErrorsSetErrnoAndSayWhy) {
   pheap_close(h);
 }
 
+TEST(CApi, RootErrorsSetErrnoAndNameTheProblem) {
+  TempDir dir;
+  pheap* h = pheap_open("roots", dir.config("", "16M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  void* p = pheap_malloc(h, 8);
+  errno = 0;
+  EXPECT_EQ(pheap_set_root(h, "", p), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_TRUE(Says("root name is empty")) << pheap_last_error();
+  const std::string longest(127, 'n'), too_long(128, 'n');
+  EXPECT_EQ(pheap_set_root(h, longest.c_str(), p), 0) << pheap_last_error();
+  EXPECT_EQ(pheap_root(h, longest.c_str()), p);
+  errno = 0;
+  EXPECT_EQ(pheap_set_root(h, too_long.c_str(), p), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  EXPECT_TRUE(Says("is 128 bytes, longer than 127")) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_root(h, too_long.c_str()), nullptr);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  errno = 0;
+  EXPECT_EQ(pheap_set_root_typed(h, "t", p, too_long.c_str()), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  EXPECT_TRUE(Says("root type")) << pheap_last_error();
+  int outside = 0;
+  errno = 0;
+  EXPECT_EQ(pheap_set_root(h, "r", &outside), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_TRUE(Says("is not inside heap 'roots'")) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_set_root(h, nullptr, p), -1);
+  EXPECT_EQ(errno, EINVAL);
+  pheap_close(h);
+}
+
+TEST(CApi, NoRoomNamesTheSizeAndTheAlignmentAsked) {
+  TempDir dir;
+  pheap* h = pheap_open("noroom", dir.config("", "16M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_aligned_alloc(h, size_t{1} << 40, 64), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(Says("no room for 64 bytes aligned to 1099511627776 (region 16 MiB)")) << pheap_last_error();
+  EXPECT_TRUE(Says("smaller alignment")) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_aligned_alloc(h, 64, size_t{1} << 40), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(Says("no room for 1099511627776 bytes aligned to 64 (region 16 MiB)")) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_calloc(h, size_t{1} << 20, size_t{1} << 10), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(Says("no room for 1073741824 bytes (region 16 MiB)")) << pheap_last_error();
+  void* p = pheap_malloc(h, 8);
+  errno = 0;
+  EXPECT_EQ(pheap_realloc(h, p, size_t{1} << 40), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(Says("no room for 1099511627776 bytes (region 16 MiB)")) << pheap_last_error();
+  pheap_close(h);
+}
+
 TEST(CApi, CommitAsyncThenWait) {
   TempDir dir;
   pheap* h = pheap_open("async", dir.config().c_str());
