@@ -10,9 +10,12 @@
 //
 //   while an image is installed (kInstallBegin .. kInstallCommit), the term
 //   of the writer installing it.
-// A store the writer cannot catch up is set aside, never deleted: its
-// directory is renamed dir/<heap name>.stale-epoch-N (the promise is carried
-// into the fresh directory first), and such directories are not served.
+// A store the writer cannot catch up is installed anew: the writer's image
+// goes into an install file beside the store's files, which keep serving the
+// image held here until the install's closing record is durable; that
+// record supersedes them, and they are removed. Directories named
+// <heap name>.stale-epoch-N, which earlier versions set aside, are not
+// served; their promise is honoured.
 //
 // Thread safety: kHello, kFetch and kStatus may be handled by any number of
 // threads at once; kClaimTerm, kPages, kCommit, the install messages and
@@ -91,8 +94,6 @@ class HeapTable {
   Reply InstallPages(const wire::Message& m);
   Reply InstallCommit(const wire::Message& m);
   Reply Repair(const wire::Message& m);
-  // Renames h's directory aside and opens a fresh one holding its promise.
-  Status SetAside(Heap* h);
   Result<std::shared_ptr<class PageStore>> CreateStore(Heap* h, uint64_t base, uint64_t size);
   Reply StatusReply(const wire::Message& m, uint32_t clients);
 

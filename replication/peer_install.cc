@@ -21,6 +21,7 @@ std::optional<Reply> peer_internal::InstallHolds(Heap* h, const wire::Header& re
   if (h->install_term == 0) return std::nullopt;
   if (req.term > h->install_term) {
     PHEAP_LOG_INFO("heap '{}': the install of term {} ends: a writer of term {} ships epochs", h->name, h->install_term, req.term);
+    if (auto store = h->Store()) store->AbandonInstall();
     h->install_term = 0;
     return std::nullopt;
   }
@@ -41,25 +42,6 @@ Result<std::shared_ptr<PageStore>> HeapTable::CreateStore(Heap* h, uint64_t base
   return store;
 }
 
-Status HeapTable::SetAside(Heap* h) {
-  std::shared_ptr<PageStore> old;
-  {
-    std::lock_guard l(h->mu);
-    old.swap(h->store);
-  }
-  const Epoch e = old ? old->image().epoch : 0;
-  old.reset();  // a fetch in hand may still read it, from its new place
-  std::string aside = fmt::format("{}{}{}", h->dir, kStaleMark, e);
-  for (int n = 2; std::filesystem::exists(aside); ++n) aside = fmt::format("{}{}{}.{}", h->dir, kStaleMark, e, n);
-  if (int r = os().rename(h->dir.c_str(), aside.c_str()); r < 0)
-    return Status::FromErrno(fmt::format("setting the store of heap '{}' aside as {}", h->name, aside), -r);
-  // The promise goes into the fresh directory before anything else does.
-  PHEAP_RETURN_IF_ERROR(h->terms->Promise(h->terms->promise()));
-  PHEAP_RETURN_IF_ERROR(SyncDirectory(dir_));
-  PHEAP_LOG_WARN("heap '{}': its store at epoch {} cannot be caught up; set aside as {} (not deleted)", h->name, e, aside);
-  return Status::Ok();
-}
-
 Reply HeapTable::InstallBegin(const wire::Message& m) {
   Reply err;
   auto h = FindWritable(m, &err);
@@ -77,12 +59,14 @@ Reply HeapTable::InstallBegin(const wire::Message& m) {
                fmt::format("heap '{}': holds epoch {}, not behind epoch {}: nothing to install", h->name, im.epoch, m.header.epoch));
   h->staging.Clear();
   h->staged_pages.store(0, std::memory_order_relaxed);
-  // A store holding epochs, or another writer's unfinished install, goes aside;
-  // the same writer's unfinished install is continued (each part it sends
-  // labels every page of its run, so older parts are overridden).
-  const bool continue_own = h->install_term == t && im.epoch == 0;
-  if (!continue_own && (im.epoch > 0 || h->install_term != 0)) {
-    if (Status s = SetAside(h.get()); !s.ok()) return Err(m.header, h.get(), ErrorCode::kStoreError, 0, s.message());
+  // The image goes into an install file beside the store's own files, which
+  // keep serving the image held here until INSTALL_COMMIT's record is
+  // durable (PageStore::InstallPages). Another writer's unfinished install
+  // is dropped; the same writer's is continued (each part it sends labels
+  // every page of its run, so older parts are overridden).
+  const bool continue_own = h->install_term == t;
+  if (!continue_own && h->install_term != 0) {
+    if (auto store = h->Store()) store->AbandonInstall();
   }
   if (!h->Store()) {
     auto s = CreateStore(h.get(), b.base, b.size);

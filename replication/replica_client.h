@@ -25,9 +25,10 @@
 // then the epochs committed meanwhile (retained while it lacks them), then
 // INSTALL_COMMIT at a durable epoch those cover. A replica is found behind
 // when a writer opens (its manifest is older than the durable image) or
-// when an epoch shipped to it meets EPOCH_GAP. The peer sets aside a store
-// it held (never deleting it) and a crash of either side leaves the replica
-// empty, not torn; the install starts again. While installed a replica does
+// when an epoch shipped to it meets EPOCH_GAP. The peer builds the image
+// beside the one it holds and keeps serving that until the install's
+// closing record is durable, so a crash of either side leaves the replica
+// as it was, never empty or torn; the install starts again. While installed a replica does
 // not count toward the quorum; afterwards it is caught up from the retained
 // epochs and counts again.
 //

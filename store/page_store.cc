@@ -72,6 +72,7 @@ Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
 Status PageStore::Sync() { return impl_->Sync(); }
 Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallPages(part); }
 Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
+void PageStore::AbandonInstall() { impl_->AbandonInstall(); }
 Status PageStore::Compact() { return impl_->Compact(); }
 Status PageStore::Verify(CorruptionReporter* reporter) { return impl_->Verify(reporter); }
 PageStoreStats PageStore::stats() const { return impl_->stats(); }
@@ -530,6 +531,7 @@ int PageStore::Impl::WriteGroup(const Group& g, bool sync) {
 
 Status PageStore::Impl::Persist(const SealedEpoch& e) {
   if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
+  if (install_ != nullptr) return Status::InvalidArgument(InstallInProgress(e.image.epoch));
   auto g = LayOut(e);
   if (!g.ok()) return g.status();
   // Nothing below `start` changes; a failed write leaves `end` where it was,
@@ -542,8 +544,14 @@ std::string PageStore::Impl::NotSynced(Epoch epoch) const {
                      written_->im.epoch, epoch);
 }
 
+std::string PageStore::Impl::InstallInProgress(Epoch epoch) const {
+  return fmt::format("heap store {}: an image is being installed; epoch {} waits for InstallCommit or AbandonInstall",
+                     path_, epoch);
+}
+
 Status PageStore::Impl::Write(const SealedEpoch& e) {
   if (written_ != nullptr) return Status::InvalidArgument(NotSynced(e.image.epoch));
+  if (install_ != nullptr) return Status::InvalidArgument(InstallInProgress(e.image.epoch));
   auto g = LayOut(e);
   if (!g.ok()) return g.status();
   int r = WriteGroup(**g, /*sync=*/false);

@@ -100,17 +100,21 @@ class PageStore final : public PageSource, public EpochSink {
   Status Write(const SealedEpoch& e) override;
   Status Sync() override;
 
-  // Installing a whole image read from elsewhere into an empty store
-  // (recovery from replicas into a new directory), while the heap runs.
-  // InstallPages appends part.pages, labelled part.image.epoch (the epoch
-  // they were read at), and part.discarded, to an install file; none of it
-  // is visible until InstallCommit makes `image` the durable image, each
-  // page at its newest label (a later part wins a tie). A crash before
-  // InstallCommit leaves the store as it was, empty.
-  // REQUIRES: image().epoch == 0; every label <= the installed image's
-  // epoch; one caller at a time, and not concurrently with Persist.
+  // Installing a whole image read from elsewhere (recovery from replicas
+  // into a new directory, or a replica brought to a writer's image) while
+  // the store serves the image it has. InstallPages appends part.pages,
+  // labelled part.image.epoch (the epoch they were read at), and
+  // part.discarded, to an install file; none of it is visible until
+  // InstallCommit makes `image` the durable image, each page at its newest
+  // label (a later part wins a tie), and removes every earlier log file. A
+  // crash before InstallCommit's fdatasync leaves the store as it was, empty
+  // or holding its previous image; after it, holding `image`. Persist and
+  // Write are refused while an install is open; AbandonInstall drops it.
+  // REQUIRES: every label <= the installed image's epoch; one caller at a
+  // time, and not concurrently with Persist.
   Status InstallPages(const SealedEpoch& part);
   Status InstallCommit(const ImageInfo& image);
+  void AbandonInstall();
 
   // Rewrites the stored bytes of page `pgno`'s newest version with `data`
   // (4096 bytes), in place, and fdatasyncs: for a copy found damaged, with

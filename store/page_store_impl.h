@@ -69,6 +69,7 @@ class PageStore::Impl {
   Status Sync();
   Status InstallPages(const SealedEpoch& part);  // store_install.cc
   Status InstallCommit(const ImageInfo& image);
+  void AbandonInstall();
   Status RepairPage(Pgno pgno, const uint8_t* data);  // store_repair.cc
   Status Compact();
   Status Verify(CorruptionReporter* reporter);
@@ -101,6 +102,7 @@ class PageStore::Impl {
   // 0 or -errno.
   int WriteGroup(const Group& g, bool sync);
   std::string NotSynced(Epoch epoch) const;
+  std::string InstallInProgress(Epoch epoch) const;
   // Sets slot `pgno` if `epoch` is newer than what it holds. REQUIRES: mu_ held
   // exclusively (or no reader yet).
   void Apply(Pgno pgno, const Slot& s);

@@ -99,6 +99,8 @@ Status PageStore::Impl::Compact() {
   if (options_.read_only)
     return Status::InvalidArgument(
         fmt::format("heap store {} is open read-only: open it for writing to compact", path_));
+  // An install replaces every file when it closes; nothing to gain before.
+  if (install_ != nullptr) return Status::Ok();
   std::vector<uint32_t> sources = CompactionSources();
   if (sources.empty()) return Status::Ok();
   ImageInfo im = image();

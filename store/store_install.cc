@@ -1,11 +1,14 @@
-// Installing a whole image into an empty store: one install file, written
-// part by part as pages arrive, closed by one commit record.
+// Installing a whole image into a store: one install file, written part
+// by part as pages arrive, closed by one commit record.
 //
 // The parts form a single group (no commit record between them), so a
 // crash before the closing record leaves an unfinished install, which the
-// next open removes (store_recover.cc). After the closing record the file
-// begins the epoch chain at the installed image, and a new writer file
-// continues from it.
+// next open removes (store_recover.cc): the store is as it was, empty or
+// holding its previous image, which it serves meanwhile. The closing
+// record's fdatasync is the one instant the image changes: from then on the
+// install file begins the epoch chain at the installed image, every file
+// before it is superseded (recovery drops any a crash left behind), and a
+// new writer file continues from it.
 #include <fmt/format.h>
 
 #include <mutex>
@@ -21,17 +24,14 @@ using namespace logfmt;
 Status PageStore::Impl::InstallPages(const SealedEpoch& part) {
   if (options_.read_only)
     return Status::InvalidArgument(fmt::format("heap store {} is open read-only: open it for writing", path_));
-  if (image_.epoch != 0)
-    return Status::InvalidArgument(
-        fmt::format("heap store {} holds epoch {}: an image is installed only into an empty store", path_,
-                    image_.epoch));
+  if (written_ != nullptr) return Status::InvalidArgument(NotSynced(image_.epoch + 1));
   if (!part.pages.empty() && part.data == nullptr)
     return Status::InvalidArgument(fmt::format("heap store {}: install part lists pages but no data", path_));
   if (install_ == nullptr) {
-    // The install file begins from the empty image; its size bound is the
-    // largest region a commit may describe.
-    ImageInfo from = image_;
-    from.size = kMaxRegionSize;
+    // The install file begins from the empty image, whatever the store
+    // holds now (recovery starts the chain over at a finished install); its
+    // size bound is the largest region a commit may describe.
+    const ImageInfo from{heap_id_, 0, 0, image_.base, kMaxRegionSize, 0};
     auto f = CreateLogFile(FileKind::kInstall, from);
     if (!f.ok()) return f.status().Annotate("installing an image");
     install_ = std::move(*f);
@@ -89,10 +89,15 @@ Status PageStore::Impl::InstallCommit(const ImageInfo& image) {
   install_->end += kBlockSize;
   install_->last_epoch = im.epoch;
 
-  // Writer sessions continue from the installed image in a new file.
+  // Writer sessions continue from the installed image in a new file. The
+  // image is durable already: a failure here leaves the store serving the
+  // image it had until it is opened again.
   auto f = CreateLogFile(FileKind::kWriter, im);
   if (!f.ok()) return f.status().Annotate("continuing after an installed image");
+  std::vector<std::unique_ptr<LogFile>> replaced;
   std::unique_lock lock(mu_);
+  for (auto& [number, file] : files_) replaced.push_back(std::move(file));
+  files_.clear();
   install_index_.resize(im.hwm);
   uint64_t live = 0;
   for (const Slot& s : install_index_) live += s.state == Slot::kPage;
@@ -103,8 +108,19 @@ Status PageStore::Impl::InstallCommit(const ImageInfo& image) {
   active_ = f->get();
   files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
   image_ = im;
-  PHEAP_LOG_INFO("heap store {}: installed the image of epoch {} ({} pages)", path_, im.epoch, live);
-  return Status::Ok();
+  lock.unlock();
+  for (const auto& old : replaced) Remove(old->path, "replaced by an installed image");
+  PHEAP_LOG_INFO("heap store {}: installed the image of epoch {} of term {} ({} pages)", path_, im.epoch, im.term,
+                 live);
+  return replaced.empty() ? Status::Ok() : SyncDir();
+}
+
+void PageStore::Impl::AbandonInstall() {
+  if (install_ == nullptr) return;
+  Remove(install_->path, "install abandoned");
+  install_.reset();
+  install_index_.clear();
+  install_pages_ = install_trims_ = 0;
 }
 
 }  // namespace pheap

@@ -140,12 +140,14 @@ Status Recovery::Scan(HeapId heap_id, uint64_t* next_number) {
 }
 
 // Damage inside a file's durable log is fatal unless a later writer session
-// already began from the intact part (a salvage done before).
+// already began from the intact part (a salvage done before), or a finished
+// install replaced it.
 Status Recovery::CheckDamage() {
   for (const auto& [number, sf] : scanned_) {
     if (sf.damage.empty()) continue;
     bool settled = std::any_of(scanned_.upper_bound(number), scanned_.end(), [&](const auto& later) {
-      return later.second.info.kind == FileKind::kWriter && later.second.info.base_image.epoch <= sf.last_epoch();
+      return (later.second.info.kind == FileKind::kWriter && later.second.info.base_image.epoch <= sf.last_epoch()) ||
+             (later.second.info.kind == FileKind::kInstall && later.second.closed);
     });
     if (settled) continue;
     if (!options_.salvage)
@@ -162,10 +164,19 @@ Status Recovery::CheckDamage() {
 // replaces its sources, which a crash may have left behind. Builds the chain
 // of writer and install files.
 void Recovery::SettleCompactions() {
+  // A finished install holds a whole image: the chain starts over there, and
+  // the files before it (which a crash after its closing record may have
+  // left) are superseded.
+  uint64_t installed_at = 0;
+  for (const auto& [number, sf] : scanned_)
+    if (sf.info.kind == FileKind::kInstall && sf.closed) installed_at = number;
   for (auto it = scanned_.begin(); it != scanned_.end();) {
     const auto& [number, sf] = *it++;
+    if (number < installed_at) {
+      Drop(number, "replaced by an installed image", true);
+      continue;
+    }
     if (sf.info.kind == FileKind::kInstall) {
-      // A finished install holds a whole image: the chain starts over there.
       if (!sf.closed) Drop(number, "install of an image that did not finish", true);
       continue;
     }

@@ -259,8 +259,7 @@ TEST_F(PeerTest, TermFencingSurvivesRestart) {
 
 // A writer of a newer term whose image lacks an epoch an older writer left
 // on this replica (it never became durable) must not build on it: the
-// replica says it diverged, and installing the newer image sets the old
-// store aside.
+// replica says it diverged, and installing the newer image replaces it.
 TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
   StartPeer();
   Client a(endpoint_, "fork"), b(endpoint_, "fork");
@@ -293,10 +292,9 @@ TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
   EXPECT_EQ(m->epoch, 2u);
   EXPECT_EQ(m->image_term, 2u);
   b.ShipEpoch(2, 3, {3}, 8);
-  bool aside = false;
   for (const auto& f : std::filesystem::directory_iterator(dir_))
-    aside |= f.path().filename().string().find("stale-epoch-2") != std::string::npos;
-  EXPECT_TRUE(aside) << "the diverged store was not set aside under " << dir_;
+    EXPECT_EQ(f.path().filename().string().find("stale-epoch"), std::string::npos)
+        << "the installed image replaces the diverged store's files; nothing is set aside: " << f.path();
   // And a replica that holds exactly the writer's image is not installed over.
   EXPECT_EQ(Client::ErrCode(b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 3, {kBase, kSize, 2}))),
             static_cast<int>(ErrorCode::kEpochMismatch));
@@ -499,6 +497,84 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   // A replica not behind is not installed over.
   EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 7, {kBase, kSize, 2}))),
             static_cast<int>(ErrorCode::kEpochMismatch));
+}
+
+// An install never takes away the image a replica holds before the new one
+// is durable: while it runs, and after the installer or the peer dies
+// mid-way, the replica serves its last durable image (HELLO and FETCH),
+// also after a restart. Only the install's closing record switches it.
+TEST_F(PeerTest, InterruptedInstallKeepsTheReplicasImage) {
+  StartPeer();
+  {
+    Client a(endpoint_, "keep");
+    ASSERT_TRUE(a.Hello());
+    ASSERT_EQ(Client::As<wire::TermReplyBody>(a.Claim(1, kWriterA))->granted, 1u);
+    a.ShipEpoch(1, 1, Range(0, 40), 64);
+    a.ShipEpoch(1, 2, {5, 6, 7}, 64);
+  }
+  auto expect_old = [&](const char* when) {
+    Client r(endpoint_, "keep");
+    auto m = r.Hello();
+    ASSERT_TRUE(m) << when;
+    EXPECT_EQ(m->epoch, 2u) << when;
+    EXPECT_EQ(m->image_term, 1u) << when;
+    auto got = r.Call(wire::EncodeFetch(r.ch().NextRequestId(), r.id(), 2, 0, 8));
+    auto fr = Client::As<wire::FetchReply>(got);
+    ASSERT_TRUE(fr) << when;
+    ASSERT_EQ(fr->present_count, 8u) << when;
+    std::vector<uint8_t> want(kPageSize);
+    FillPage(want.data(), 6, 2);
+    EXPECT_EQ(0, std::memcmp(fr->data + 6 * kPageSize, want.data(), kPageSize)) << when << ": page 6";
+  };
+  // Another writer (term 2) begins installing its image of epoch 3 and sends
+  // part of it; then it dies.
+  std::vector<uint8_t> data(2 * kPageSize);
+  const std::vector<Pgno> pgnos = {6, 9};
+  for (size_t i = 0; i < 2; ++i) FillPage(data.data() + i * kPageSize, pgnos[i], 3);
+  {
+    Client b(endpoint_, "keep");
+    ASSERT_TRUE(b.Hello());
+    ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB))->granted, 1u);
+    auto& ch = b.ch();
+    ASSERT_TRUE(Client::As<wire::InstallAckBody>(
+        b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 3, {kBase, kSize, 2}))));
+    ASSERT_TRUE(Client::As<wire::InstallAckBody>(
+        b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 2, 3, pgnos, data.data(), {}))));
+    expect_old("while an install runs");
+  }
+  expect_old("after the installer died");
+  ASSERT_TRUE(WIFSIGNALED(peer_->Signal(SIGKILL)));
+  StartPeer();
+  expect_old("after the peer was killed mid-install and restarted");
+
+  // The installer comes back, installs the whole image and closes it: from
+  // then on, and across a restart, the replica holds it.
+  Client b(endpoint_, "keep");
+  ASSERT_TRUE(b.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);
+  auto& ch = b.ch();
+  ASSERT_TRUE(Client::As<wire::InstallAckBody>(
+      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 3, 3, {kBase, kSize, 2}))));
+  ASSERT_TRUE(Client::As<wire::InstallAckBody>(
+      b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 3, 3, pgnos, data.data(), {}))));
+  ASSERT_TRUE(Client::As<wire::InstallAckBody>(
+      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 3, 3, {kBase, kSize, 16, 2}))));
+  StopPeer();
+  StartPeer();
+  Client r(endpoint_, "keep");
+  auto m = r.Hello();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 3u);
+  EXPECT_EQ(m->image_term, 2u);
+  auto got = r.Call(wire::EncodeFetch(r.ch().NextRequestId(), r.id(), 3, 0, 16));
+  auto fr = Client::As<wire::FetchReply>(got);
+  ASSERT_TRUE(fr);
+  EXPECT_EQ(fr->present_count, 2u) << "only the installed image's pages";
+  EXPECT_TRUE(fr->present(6) && fr->present(9));
+  EXPECT_EQ(0, std::memcmp(fr->data, data.data(), 2 * kPageSize));
+  for (const auto& f : std::filesystem::directory_iterator(dir_))
+    EXPECT_EQ(f.path().filename().string().find("stale-epoch"), std::string::npos) << f.path();
+  StopPeer();
 }
 
 TEST_F(PeerTest, StoredPageDamageIsNamedOnFetch) {

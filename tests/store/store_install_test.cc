@@ -1,5 +1,5 @@
-// Installing a whole image into an empty store (recovery from replicas into
-// a new directory): parts arrive with the epoch they were read at, epochs
+// Installing a whole image into a store (recovery from replicas into a new
+// directory, or a replica brought to a writer's image): parts arrive with the epoch they were read at, epochs
 // committed meanwhile arrive as parts too, and only the closing record makes
 // the image visible.
 #include "tests/store/store_test_util.h"
@@ -93,16 +93,67 @@ TEST(StoreInstall, UnfinishedInstallLeavesTheStoreEmpty) {
   EXPECT_TRUE(MatchesModel(*store, at9));
 }
 
-TEST(StoreInstall, RefusedIntoAStoreThatHoldsEpochs) {
+// Installing over a store that holds an image (a replica brought to a
+// writer's image): the store serves its own image until the closing record,
+// a crash before that leaves it, and after it the installed image replaces
+// every earlier file, also the ones a crash left behind.
+TEST(StoreInstall, OverAnImageKeepsItUntilTheClosingRecord) {
   TempDir dir;
-  auto store = OpenOrDie(dir.path(), "r", Options());
+  constexpr uint64_t kOther = 505;  // the installing writer's workload
+  const Model old = ModelAt(kSeed, 12);
+  const Model at9 = ModelAt(kOther, 9);
+  auto parts = ImageParts(at9, 9, 4);
+  auto fill = [&](const std::string& name) {
+    auto store = OpenOrDie(dir.path(), name, Options());
+    for (Epoch e = 1; e <= 12; ++e) EXPECT_TRUE(store->Persist(GenerateEpoch(kSeed, e).sealed).ok());
+    return store;
+  };
+  {
+    auto store = fill("a");
+    ASSERT_TRUE(store);
+    for (size_t i = 0; i + 1 < parts.size(); ++i) ASSERT_TRUE(store->InstallPages(parts[i].sealed).ok());
+    EXPECT_TRUE(MatchesModel(*store, old)) << "the store serves its image while an install runs";
+    Status s = store->Persist(GenerateEpoch(kSeed, 13).sealed);
+    EXPECT_EQ(s.code(), Status::Code::kInvalidArgument) << "no epoch goes in while an install is open";
+  }  // closed without the closing record, as a crash would leave it
+  {
+    auto store = OpenOrDie(dir.path(), "a", Options());
+    ASSERT_TRUE(store);
+    EXPECT_TRUE(MatchesModel(*store, old)) << "an unfinished install leaves the image as it was";
+    // An abandoned install lets epochs go on.
+    ASSERT_TRUE(store->InstallPages(parts[0].sealed).ok());
+    store->AbandonInstall();
+    auto d13 = GenerateEpoch(kSeed, 13);
+    ASSERT_TRUE(store->Persist(d13.sealed).ok());
+    Model m = old;
+    m.Apply(d13.sealed);
+    EXPECT_TRUE(MatchesModel(*store, m));
+  }
+
+  // A finished install replaces the image, of a newer term and an older
+  // epoch number, and its files.
+  auto store = fill("b");
   ASSERT_TRUE(store);
-  auto d1 = GenerateEpoch(kSeed, 1);
-  ASSERT_TRUE(store->Persist(d1.sealed).ok());
-  auto part = GenerateEpoch(kSeed, 5);
-  Status s = store->InstallPages(part.sealed);
-  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
-  EXPECT_NE(s.message().find("empty store"), std::string::npos) << s.ToString();
+  const std::string path = store->path();
+  const std::string saved = dir.path() + "/saved";
+  std::filesystem::create_directory(saved);
+  for (const auto& f : LogFiles(path)) std::filesystem::copy(f, saved);
+  for (auto& p : parts) ASSERT_TRUE(store->InstallPages(p.sealed).ok());
+  Status s = store->InstallCommit(ImageInfo{0, 9, 2, kBase, kSize, at9.hwm});
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(MatchesModel(*store, at9));
+  EXPECT_EQ(store->image().term, 2u);
+  auto name = [](const std::string& f) { return std::filesystem::path(f).filename().string(); };
+  for (const auto& f : LogFiles(saved))
+    EXPECT_FALSE(std::filesystem::exists(path + "/" + name(f))) << f << " was replaced and must be gone";
+  store.reset();
+  // A crash after the closing record, before the old files were removed.
+  for (const auto& f : LogFiles(saved)) std::filesystem::copy(f, path);
+  store = OpenOrDie(dir.path(), "b", Options());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, at9));
+  for (const auto& f : LogFiles(saved)) EXPECT_FALSE(std::filesystem::exists(path + "/" + name(f))) << f;
+  EXPECT_TRUE(store->Verify(nullptr).ok());
 }
 
 TEST(StoreInstall, CommitOlderThanAPartIsRefused) {
