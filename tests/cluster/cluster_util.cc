@@ -39,10 +39,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Forks and execs argv (looked up in PATH) with stdin/stdout/stderr as
-// given (-1: inherited), inside the network namespace of process
-// `netns_of` if one is given; the child dies with the test process.
-pid_t Spawn(const std::vector<std::string>& argv, int in, int out, int err, pid_t netns_of = -1) {
+}  // namespace
+
+pid_t Spawn(const std::vector<std::string>& argv, int in, int out, int err, pid_t netns_of) {
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;
@@ -62,6 +61,8 @@ pid_t Spawn(const std::vector<std::string>& argv, int in, int out, int err, pid_
   execvp(c[0], c.data());
   _exit(127);
 }
+
+namespace {
 
 // Reads `fd` to its end into *text; false if `deadline` passes first.
 bool ReadToEnd(int fd, Clock::time_point deadline, std::string* text) {
@@ -199,7 +200,9 @@ Peer::~Peer() { Reap(&pid_, SIGKILL); }
 bool Peer::Launch() {
   std::vector<std::string> argv = {programs().test_peer, "--listen", endpoint_, "--dir", dir_};
   if (!keys_.empty()) argv.insert(argv.end(), {"--keys", keys_});
-  pid_ = Spawn(argv, -1, -1, -1, ns_ != nullptr ? ns_->holder() : -1);
+  const int err = log_.empty() ? -1 : open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = Spawn(argv, -1, -1, err, ns_ != nullptr ? ns_->holder() : -1);
+  if (err >= 0) close(err);
   const auto deadline = Clock::now() + 10s;
   while (Clock::now() < deadline) {
     int status = 0;
@@ -236,9 +239,21 @@ bool Peer::Start() {
 }
 
 void Peer::Kill() { Reap(&pid_, SIGKILL); }
+
+bool Peer::Exited(int* status) {
+  if (pid_ <= 0 || waitpid(pid_, status, WNOHANG) != pid_) return false;
+  pid_ = -1;
+  return true;
+}
+
 void Peer::Terminate() { Reap(&pid_, SIGTERM); }
-void Peer::Pause() { kill(pid_, SIGSTOP); }
-void Peer::Resume() { kill(pid_, SIGCONT); }
+// Not when stopped: kill(-1, ...) would signal every process.
+void Peer::Pause() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+void Peer::Resume() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
+}
 
 void Peer::Wipe() {
   std::error_code ec;

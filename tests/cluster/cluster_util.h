@@ -23,6 +23,12 @@ struct Programs {
 };
 Programs& programs();
 
+// Forks and execs argv (looked up in PATH) with stdin/stdout/stderr as
+// given (-1: inherited), inside the network namespace of process
+// `netns_of` if one is given; the child dies with the calling process
+// (PR_SET_PDEATHSIG). Returns its pid, or -1.
+pid_t Spawn(const std::vector<std::string>& argv, int in, int out, int err, pid_t netns_of = -1);
+
 // Runs argv[0] (looked up in PATH) to completion; its exit status (-1 if it
 // could not run) with stdout and stderr in *output.
 int RunCommand(const std::vector<std::string>& argv, std::string* output = nullptr);
@@ -71,6 +77,11 @@ class Peer {
   void Resume();               // SIGCONT
   void Wipe();                 // deletes its directory; REQUIRES: not running
   bool running() const { return pid_ > 0; }
+  // True (with its wait status in *status) if the daemon ended without
+  // being told to; it is reaped and no longer running.
+  bool Exited(int* status);
+  // Later starts append the daemon's stderr to `path` (default: inherited).
+  void set_log(std::string path) { log_ = std::move(path); }
 
   const std::string& endpoint() const { return endpoint_; }
   const std::string& dir() const { return dir_; }
@@ -84,6 +95,7 @@ class Peer {
   std::string dir_;
   const NetNs* ns_;
   std::string keys_;
+  std::string log_;
   std::string endpoint_;
   pid_t pid_ = -1;
 };
