@@ -69,7 +69,9 @@ struct Options {
   int seconds = 30;
   int total_seconds = 0;
   int peers = 3, writers = 1, replicas = 3, quorum = 2;
-  int period_ms = 50;
+  int period_ms = 0;  // between a writer's commits; 0: drawn per writer from 20 ms to 1 s
+  bool verbose = false;  // prints what happened in every run, not only a failed one
+  bool private_mounts = false;  // in a mount namespace of its own: tmpfs disks can be mounted
   std::set<std::string> faults{std::begin(kKinds), std::end(kKinds)};
 };
 
@@ -137,6 +139,24 @@ std::vector<Event> MakeSchedule(const Options& o, uint64_t seed) {
     } else if (kind == "wipe") {
       add(t, "wipe" + what);
       free_at = t + (on_peer ? kWipeWindowMs : 1000);
+    } else if (kind == "failback" && busy(peer_free) == 0 && rng() % 2 == 0) {
+      // The move while too many peers are stopped for a quorum: the
+      // writer's last commit reaches its own disk only, the next writer
+      // opens from the peers once they are back, and then the old
+      // directory is opened again.
+      const int stalled = o.peers - o.quorum + 1;
+      std::vector<int> order(o.peers);
+      for (int i = 0; i < o.peers; ++i) order[i] = i;
+      std::shuffle(order.begin(), order.end(), rng);
+      for (int i = 0; i < stalled; ++i) {
+        s.push_back({t, kind, "stop-peer", true, order[i], 0, false});
+        s.push_back({t + 3500, kind, "cont-peer", true, order[i], 0, false});
+        peer_free[order[i]] = t + 3700;
+      }
+      add(t + 1500, "move-writer", 0);
+      add(t + 3500 + pick(300, 5000), "failback-writer");
+      s[s.size() - 2].inject = true;
+      free_at = s.back().at_ms;
     } else if (kind == "failback") {
       add(t, "move-writer", static_cast<int>(rng() % 2));
       add(heal + pick(0, 4000), "failback-writer");
@@ -330,7 +350,7 @@ bool Run::Setup() {
   // so a ballast file fills exactly that disk.
   auto mount_at = [&](const std::string& dir) {
     fs::create_directories(dir);
-    return o_.faults.count("diskfull") && mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=96m") == 0;
+    return o_.faults.count("diskfull") && o_.private_mounts && mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=96m") == 0;
   };
   if (o_.faults.count("netcut")) {
     keys_ = tmp_.path() + "/keys";
@@ -387,16 +407,20 @@ Proc* Run::StartWriter(int slot, bool check, const std::string& dir) {
   p->err_path = tmp_.path() + "/logs/writer-tag" + std::to_string(p->tag) + ".log";
   p->head_at_start = oracle_.head();
   p->since = Clock::now();
+  // Slow writers too: a failback soon after a takeover then meets a new
+  // writer that has committed only an epoch or two.
+  static constexpr int kPeriods[] = {20, 50, 50, 200, 1000};
+  const int period = o_.period_ms > 0 ? o_.period_ms : kPeriods[pheaptest::Mix(seed_ * 1000003 + p->tag) % 5];
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return nullptr;
   const int err = open(p->err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   p->pid = Spawn({o_.writer, check ? "check" : "run", kHeap, Config(dir), std::to_string(p->tag),
-                  std::to_string(o_.period_ms)},
+                  std::to_string(period)},
                  -1, out[1], err);
   close(out[1]);
   close(err);
   p->fd = out[0];
-  Note("tag " + std::to_string(p->tag) + (check ? " checks" : " writes") + " on " +
+  Note("tag " + std::to_string(p->tag) + (check ? " checks" : " writes every " + std::to_string(period) + " ms") + " on " +
        std::filesystem::path(dir).filename().string() + (slot >= 0 ? " (writer" + std::to_string(slot) + ")" : ""));
   procs_.push_back(std::move(p));
   if (slot >= 0) slots_[slot].proc = procs_.back().get();
@@ -722,6 +746,7 @@ bool Run::Go() {
     std::printf("---- what happened:\n%s---- logs kept in %s-logs; replay: --seed %" PRIu64 "\n", log_.c_str(),
                 tmp_.path().c_str(), seed_);
   } else {
+    if (o_.verbose) std::printf("%s", log_.c_str());
     std::printf("seed %" PRIu64 ": ok, %" PRIu64 " acknowledged commits\n", seed_, oracle_.acks());
   }
   std::fflush(stdout);
@@ -754,6 +779,10 @@ bool ParseArgs(int argc, char** argv, Options* o) {
   o->writer = argv[2];
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--verbose") {
+      o->verbose = true;
+      continue;
+    }
     if (i + 1 >= argc) return false;
     const std::string v = argv[++i];
     if (a == "--seed") o->seed = std::strtoull(v.c_str(), nullptr, 0);
@@ -789,16 +818,23 @@ int Main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &o)) {
     std::fprintf(stderr,
                  "usage: %s TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S] "
-                 "[--total-seconds T] [--peers N] [--writers 1|2] [--replicas K] [--quorum W] [--period-ms MS] "
+                 "[--total-seconds T] [--verbose] [--peers N] [--writers 1|2] [--replicas K] [--quorum W] [--period-ms MS] "
                  "[--faults kill,stop,restart,wipe,failback,diskfull,netcut]\n",
                  argv[0]);
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+#if defined(__SANITIZE_THREAD__)
+  // As in cluster_fixture.h: ThreadSanitizer's thread blocks the writer's
+  // commit safepoint signal, so every commit would hang.
+  std::printf("skipped under ThreadSanitizer: its background thread blocks the writer's commit safepoint signal\n");
+  return 77;
+#endif
   programs() = Programs{o.test_peer, o.writer};
   // A mount namespace of our own: the tmpfs disks vanish with the driver,
   // however it ends. Children die with it (PR_SET_PDEATHSIG in Spawn).
-  if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+  o.private_mounts = unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
+  if (!o.private_mounts)
     std::printf("no mount namespace (%s): the diskfull fault is skipped\n", std::strerror(errno));
   signal(SIGPIPE, SIG_IGN);
   Totals totals;
