@@ -75,6 +75,20 @@ struct Options {
   std::set<std::string> faults{std::begin(kKinds), std::end(kKinds)};
 };
 
+// ---- The watchdog ----
+
+// What the driver is doing, for the watchdog: if a run outlives its
+// budget, some call blocked; it says where and which seed, and ends the
+// driver (the children die with it).
+char g_step[512];
+
+void Watchdog(int) {
+  static const char kHead[] = "\nVIOLATION driver-stuck: the run outlived its time budget; last step: ";
+  if (write(2, kHead, sizeof(kHead) - 1) < 0 || write(2, g_step, strnlen(g_step, sizeof(g_step))) < 0) _exit(1);
+  if (write(2, "\n", 1) < 0) _exit(1);
+  _exit(1);
+}
+
 // ---- The schedule ----
 
 struct Event {
@@ -325,6 +339,8 @@ void Run::Note(const std::string& what) {
   char t[32];
   std::snprintf(t, sizeof(t), "%7.3fs ", Now());
   log_ += t + what + "\n";
+  std::snprintf(g_step, sizeof(g_step), "seed %" PRIu64 " at %s%s", seed_, t, what.c_str());
+  if (o_.verbose) std::printf("%s%s\n", t, what.c_str());
 }
 
 void Run::Violation(const std::string& kind, const std::string& what) {
@@ -665,6 +681,9 @@ void Run::Apply(const Event& e) {
 bool Run::Go() {
   schedule_ = MakeSchedule(o_, seed_);
   start_ = Clock::now();
+  const int64_t length_ms = schedule_.empty() ? 0 : schedule_.back().at_ms;
+  alarm(static_cast<unsigned>(length_ms / 1000 + 300));  // the schedule, the end's waits, and room
+  Note("setup");
   std::printf("seed %" PRIu64 ": %zu scheduled events, %d peers, %d writers, replicas %d, quorum %d\n", seed_,
               schedule_.size(), o_.peers, o_.writers, o_.replicas, o_.quorum);
   std::fflush(stdout);
@@ -739,6 +758,7 @@ bool Run::Go() {
                                   "/logs/peer" + std::to_string(i) + ".log)");
   }
   totals_->seeds++;
+  alarm(0);
   if (failed_) {
     std::printf("---- seed %" PRIu64 " FAILED; the schedule:\n", seed_);
     for (const Event& e : schedule_)
@@ -746,7 +766,6 @@ bool Run::Go() {
     std::printf("---- what happened:\n%s---- logs kept in %s-logs; replay: --seed %" PRIu64 "\n", log_.c_str(),
                 tmp_.path().c_str(), seed_);
   } else {
-    if (o_.verbose) std::printf("%s", log_.c_str());
     std::printf("seed %" PRIu64 ": ok, %" PRIu64 " acknowledged commits\n", seed_, oracle_.acks());
   }
   std::fflush(stdout);
@@ -837,6 +856,7 @@ int Main(int argc, char** argv) {
   if (!o.private_mounts)
     std::printf("no mount namespace (%s): the diskfull fault is skipped\n", std::strerror(errno));
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGALRM, Watchdog);
   Totals totals;
   const auto start = Clock::now();
   for (int r = 0; o.runs == 0 || r < o.runs; ++r) {
