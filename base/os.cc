@@ -5,10 +5,12 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -26,7 +28,14 @@ struct ThreadRing {
   int init_err = 0;
   ThreadRing() {
     int r = io_uring_queue_init(64, &ring, 0);
-    if (r < 0) init_err = r; else ready = true;
+    if (r < 0) {
+      init_err = r;
+      return;
+    }
+    // The ring's memory is mapped already; only the number it is entered by
+    // moves.
+    ring.ring_fd = ring.enter_ring_fd = HighFd(ring.ring_fd);
+    ready = true;
   }
   ~ThreadRing() { if (ready) io_uring_queue_exit(&ring); }
   ThreadRing(const ThreadRing&) = delete;
@@ -52,7 +61,21 @@ Os* g_os = &g_real_os;
 
 }  // namespace
 
-int Os::open(const char* path, int flags, mode_t mode) { return Ret(::open(path, flags | O_CLOEXEC, mode)); }
+int HighFd(int fd) {
+  static const int floor = [] {
+    rlimit rl{};
+    rlim_t soft = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+    return static_cast<int>(std::clamp<rlim_t>(soft / 2, 3, 1024));
+  }();
+  if (fd < 0 || fd >= floor) return fd;
+  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (moved < 0 && fd <= 2) moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (moved < 0) return fd;
+  ::close(fd);
+  return moved;
+}
+
+int Os::open(const char* path, int flags, mode_t mode) { return HighFd(Ret(::open(path, flags | O_CLOEXEC, mode))); }
 int Os::close(int fd) { return Ret(::close(fd)); }
 ssize_t Os::pread(int fd, void* buf, size_t n, off_t off) { return RetS(::pread(fd, buf, n, off)); }
 ssize_t Os::pwrite(int fd, const void* buf, size_t n, off_t off) { return RetS(::pwrite(fd, buf, n, off)); }
@@ -142,7 +165,7 @@ int Os::madvise(void* addr, size_t len, int advice) { return Ret(::madvise(addr,
 int Os::ioctl(int fd, unsigned long req, void* arg) { return Ret(::ioctl(fd, req, arg)); }
 int Os::userfaultfd(int flags) {
 #ifdef SYS_userfaultfd
-  return Ret(::syscall(SYS_userfaultfd, flags));
+  return HighFd(Ret(::syscall(SYS_userfaultfd, flags)));
 #else
   (void)flags;
   return -ENOSYS;

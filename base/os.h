@@ -53,6 +53,17 @@ Os& os();
 // the real one. The caller keeps ownership.
 void SetOsForTesting(Os* o);
 
+// Moves a descriptor pheap opened above a floor (half the soft
+// RLIMIT_NOFILE, at most 1024, at least 3) and returns its new number; a
+// negative `fd` (an error) is returned as is. A program started with stdin,
+// stdout or stderr closed would otherwise find pheap's files at 0-2 and
+// write its output into them; low numbers are also where programs look for
+// descriptors of their own. Os::open and Os::userfaultfd return descriptors
+// placed so; others pheap makes (eventfd, io_uring, ioctls that return one)
+// pass through here. If no number at the floor is free it keeps `fd` where
+// it is, unless that is 0-2.
+int HighFd(int fd);
+
 // mmap's error convention folded into ours: true if `p` is an error.
 inline bool MmapFailed(void* p) {
   return reinterpret_cast<uintptr_t>(p) >= static_cast<uintptr_t>(-4095);

@@ -25,9 +25,9 @@ constexpr size_t kBufBytes = size_t{PageSource::kMaxReadRun} * kPageSize;
 }  // namespace
 
 Status FaultService::Start() {
-  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  stop_fd_ = HighFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (stop_fd_ < 0) return Status::FromErrno("eventfd for the fault service", errno);
-  ahead_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ahead_fd_ = HighFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (ahead_fd_ < 0) {
     const int err = errno;
     close(stop_fd_);

@@ -19,7 +19,7 @@ int uffd_open(bool* via_dev) {
   os().close(dev);
   if (r < 0) return r;
   *via_dev = true;
-  return r;
+  return HighFd(r);
 }
 
 int uffd_api(int fd, uint64_t want, uint64_t* features, uint64_t* ioctls) {

@@ -21,6 +21,7 @@
 //   preload_worker exit-while-libc-busy  set a root, exit while threads keep
 //                                   glibc's arenas locked (realloc, fork)
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pheap/pheap.h>
 #include <pthread.h>
@@ -176,6 +177,26 @@ int Sleep() {
   std::printf("ready\n");
   std::fflush(stdout);
   for (;;) pause();
+}
+
+// Started with stdin, stdout and stderr closed, as daemons are: those
+// numbers stay closed (pheap's own descriptors are elsewhere), so what the
+// program writes to them fails instead of landing in pheap's files. Reports
+// into `report`.
+int StdioClosed(const char* report) {
+  if (int r = SetRoot("set with stdio closed"); r != 0) return r;
+  static const char kText[] = "text written to the closed stdout and stderr\n";
+  const bool wrote = write(1, kText, sizeof(kText) - 1) > 0 || write(2, kText, sizeof(kText) - 1) > 0;
+  char in = 0;
+  const bool read_in = read(0, &in, 1) >= 0;
+  // Opened after the writes: the lowest free number, 0 if stdin stayed closed.
+  int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return 30;
+  char line[128];
+  int n = std::snprintf(line, sizeof(line), "report fd %d, wrote %d, read %d\n", fd, wrote, read_in);
+  if (write(fd, line, static_cast<size_t>(n)) != n) return 31;
+  close(fd);
+  return 0;
 }
 
 int UnderscoreExit() {
@@ -413,6 +434,7 @@ int main(int argc, char** argv) {
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
+  if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();
   if (mode == "exit-in-commit") return ExitInCommit();
   if (mode == "signal-while-blocked") return SignalWhileBlocked();

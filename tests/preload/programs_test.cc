@@ -70,8 +70,9 @@ constexpr int kRunLimitMs = 60000;
 // exits, when its VmHWM is read: wait4's ru_maxrss also counts the copy of
 // this test process that the child was before exec, which for a small
 // program is most of the figure.
+// With `closed_stdio` it starts with descriptors 0-2 closed.
 Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::string>& extra, const std::string& in = "",
-            int term_after_ready = 0, bool measure_hwm = false) {
+            int term_after_ready = 0, bool measure_hwm = false, bool closed_stdio = false) {
   const fs::path out = g_tmp / "stdout", err = g_tmp / "stderr";
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e)
@@ -91,6 +92,9 @@ Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::
     dup2(i, 0);
     dup2(o, 1);
     dup2(e, 2);
+    if (closed_stdio) {
+      for (int fd : {0, 1, 2, i, o, e}) close(fd);
+    }
     if (measure_hwm && ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) _exit(126);
     execvpe(cargv[0], cargv.data(), cenv.data());
     _exit(127);
@@ -339,6 +343,30 @@ TEST(Worker, SigtermCommitsFirst) {
   EXPECT_EQ(WTERMSIG(pre.status), SIGTERM);
   Outcome read = RunProgram({g_paths.worker, "read", "sigterm", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
   EXPECT_EQ(read.out, "root: set before SIGTERM\n") << read.err;
+}
+
+// A program started with stdin, stdout and stderr closed finds them still
+// closed: pheap's descriptors (userfaultfd, LOCK, log files) are elsewhere,
+// so the program's writes to 1 and 2 fail instead of landing in the log,
+// and the heap is committed and intact.
+TEST(Worker, ClosedStdioStaysClosedAndTheLogIntact) {
+  const std::string report = (g_tmp / "stdio-report").string();
+  Outcome pre = RunProgram({g_paths.worker, "stdio-closed", report}, PreloadEnv("stdio-closed", "0"), "", 0, false,
+                           /*closed_stdio=*/true);
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  std::ifstream f(report);
+  std::string line;
+  std::getline(f, line);
+  EXPECT_EQ(line, "report fd 0, wrote 0, read 0");
+  ExpectCommitted("stdio-closed", "preload_worker");
+  pheap::PageStoreOptions o;
+  o.read_only = true;
+  o.create_if_missing = false;
+  auto store = pheap::PageStore::Open((g_tmp / "store").string(), "stdio-closed", o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE((*store)->Verify(nullptr).ok());
+  Outcome read = RunProgram({g_paths.worker, "read", "stdio-closed", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set with stdio closed\n") << read.err;
 }
 
 // _exit skips atexit handlers (dash ends that way); the heap is still
