@@ -144,7 +144,7 @@ Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested)
                         : !k.wp_async  ? std::string("UFFD_FEATURE_WP_ASYNC (Linux 6.7+)")
                                        : std::string("PAGEMAP_SCAN on /proc/self/pagemap (Linux 6.7+)");
   return Status::Unsupported(std::string("tracking mode '") + TrackingModeName(requested) +
-                             "' needs " + lacking + ", which this kernel lacks; use mode=auto");
+                             "' needs " + lacking + ", which this kernel lacks; use tracking=auto");
 }
 
 }  // namespace pheap
