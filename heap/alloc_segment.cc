@@ -46,7 +46,9 @@ Segment* Allocator::NewSegment() {
     }
   }
   if (idx >= seg_capacity_) {
-    PHEAP_LOG_WARN("allocator: arena at {} is full ({} segments)",
+    // The caller reports it (the C API's error, the preload library's
+    // one-time warning); a program retrying would otherwise flood the log.
+    PHEAP_LOG_INFO("allocator: arena at {} is full ({} segments)",
                    static_cast<void*>(hdr_), seg_capacity_);
     return nullptr;
   }
@@ -171,7 +173,7 @@ void* Allocator::AllocHuge(size_t n, size_t align, bool* zeroed) {
     }
   }
   if (run < k) {
-    PHEAP_LOG_WARN("allocator: no run of {} free segments for {} bytes{} in the arena at {}", k, n,
+    PHEAP_LOG_INFO("allocator: no run of {} free segments for {} bytes{} in the arena at {}", k, n,
                    align > kSlotSize ? fmt::format(" aligned to {}", align) : "", static_cast<void*>(hdr_));
     return nullptr;
   }

@@ -49,7 +49,8 @@ class Bypass {
   Bypass& operator=(const Bypass&) = delete;
 };
 
-// The heap ran out of room for n bytes: glibc serves the block (warned once).
+// The heap ran out of room for n bytes: glibc serves the block (warned
+// once, and not for a block larger than the region, which never fit).
 void WarnRegionFull(size_t n);
 
 // The final commit, once, and only in the process that opened the heap:

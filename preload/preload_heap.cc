@@ -59,6 +59,9 @@ std::atomic<uintptr_t> g_region_size{0};
 constinit thread_local int t_bypass __attribute__((tls_model("initial-exec"))) = 0;
 
 void WarnRegionFull(size_t n) {
+  // A block larger than the whole region never fit: glibc serves it (or
+  // fails it with ENOMEM) and the warning stays for a heap that fills up.
+  if (n >= g_region_size.load(std::memory_order_relaxed)) return;
   static std::atomic<bool> warned{false};
   if (warned.exchange(true)) return;
   Bypass b;

@@ -199,6 +199,22 @@ int StdioClosed(const char* report) {
   return 0;
 }
 
+// A request no heap or machine can serve fails with ENOMEM, silently; then
+// blocks past a small heap's end come from glibc. Prints what it saw.
+int Overfill() {
+  errno = 0;
+  void* absurd = std::malloc(size_t{842105263157894744});
+  std::printf("absurd null %d enomem %d\n", absurd == nullptr, errno == ENOMEM);
+  int outside = 0;
+  for (int i = 0; i < 4096 && outside < 3; ++i) {
+    void* p = std::malloc(size_t{1} << 20);
+    if (p == nullptr) return 40;
+    if (pheap_of(p) == nullptr) ++outside;
+  }
+  std::printf("blocks outside the heap %d\n", outside);
+  return 0;
+}
+
 int UnderscoreExit() {
   if (int r = SetRoot("set before _exit"); r != 0) return r;
   _exit(0);
@@ -434,6 +450,7 @@ int main(int argc, char** argv) {
   if (mode == "forkexec" && argc > 2) return ForkExec(argv + 2);
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
+  if (mode == "overfill") return Overfill();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();
   if (mode == "exit-in-commit") return ExitInCommit();

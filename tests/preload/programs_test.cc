@@ -369,6 +369,25 @@ TEST(Worker, ClosedStdioStaysClosedAndTheLogIntact) {
   EXPECT_EQ(read.out, "root: set with stdio closed\n") << read.err;
 }
 
+// A heap that fills up says so once; a request larger than any heap fails
+// with ENOMEM as glibc's does, without using up that warning; the
+// allocator's own reasons stay out of the default log.
+TEST(Worker, FullHeapWarnsOnceAndAbsurdRequestsFailQuietly) {
+  std::vector<std::string> env = PreloadEnv("overfill", "0");
+  env.push_back("PHEAP_SIZE=64M");
+  Outcome pre = RunProgram({g_paths.worker, "overfill"}, env);
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, "absurd null 1 enomem 1\nblocks outside the heap 3\n");
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = pre.err.find(what); at != std::string::npos; at = pre.err.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("the heap is full"), 1u) << pre.err;
+  EXPECT_EQ(count("arena"), 0u) << pre.err;
+  EXPECT_EQ(count("no run of"), 0u) << pre.err;
+}
+
 // _exit skips atexit handlers (dash ends that way); the heap is still
 // committed, with no periodic commit to fall back on.
 TEST(Worker, UnderscoreExitCommitsFirst) {
