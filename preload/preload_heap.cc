@@ -193,7 +193,16 @@ void* CommitterMain(void*) {
 
 void OnSigterm(int) {
   const int saved = errno;
-  Wake(kWakeTerm);
+  if (getpid() != g_owner) {
+    // A child of fork that the signal reached before ForkChild reset the
+    // handler: it has no heap to commit and no committer to wake, so it
+    // takes the default action the program left in place. SIGTERM is
+    // blocked in its own handler, so the raise lands once this returns.
+    signal(SIGTERM, SIG_DFL);
+    raise(SIGTERM);
+  } else {
+    Wake(kWakeTerm);
+  }
   errno = saved;
 }
 

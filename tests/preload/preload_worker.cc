@@ -215,6 +215,33 @@ int Overfill() {
   return 0;
 }
 
+// Children SIGTERMed at once after fork, as multiprocessing's terminate()
+// does: each must die of it. Prints how many did.
+int ForkTerm() {
+  int died = 0;
+  for (int i = 0; i < 20; ++i) {
+    pid_t pid = fork();
+    if (pid < 0) return 50;
+    if (pid == 0) {
+      for (;;) pause();
+    }
+    kill(pid, SIGTERM);
+    int status = 0;
+    for (int ms = 0; ms < 5000; ++ms) {
+      if (waitpid(pid, &status, WNOHANG) == pid) break;
+      usleep(1000);
+    }
+    if (waitpid(pid, &status, WNOHANG) == 0) {  // still there
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      continue;
+    }
+    died += WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+  }
+  std::printf("children killed by SIGTERM %d\n", died);
+  return 0;
+}
+
 int UnderscoreExit() {
   if (int r = SetRoot("set before _exit"); r != 0) return r;
   _exit(0);
@@ -451,6 +478,7 @@ int main(int argc, char** argv) {
   if (mode == "sleep") return Sleep();
   if (mode == "underscore-exit") return UnderscoreExit();
   if (mode == "overfill") return Overfill();
+  if (mode == "fork-term") return ForkTerm();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();
   if (mode == "exit-in-commit") return ExitInCommit();

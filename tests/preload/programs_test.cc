@@ -369,6 +369,10 @@ TEST(Worker, ClosedStdioStaysClosedAndTheLogIntact) {
   EXPECT_EQ(read.out, "root: set with stdio closed\n") << read.err;
 }
 
+// A child SIGTERMed right after fork dies of it, as it does natively: the
+// signal may reach it before the fork handler resets SIGTERM's handler.
+TEST(Worker, SigtermRightAfterForkKillsTheChild) { ExpectWorkerAsNative("fork-term", "0"); }
+
 // A heap that fills up says so once; a request larger than any heap fails
 // with ENOMEM as glibc's does, without using up that warning; the
 // allocator's own reasons stay out of the default log.
