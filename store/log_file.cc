@@ -310,6 +310,23 @@ FileHeader MakeFileHeader(const std::string& name, const LogFileInfo& info) {
   return h;
 }
 
+TailRecord MakeTailRecord(uint64_t file_number, const ImageInfo& image, uint64_t end) {
+  TailRecord t{};
+  t.magic = kTailMagic;
+  t.version = kFormatVersion;
+  t.heap_id = image.heap_id;
+  t.file_number = file_number;
+  t.epoch = image.epoch;
+  t.term = image.term;
+  t.end = end;
+  t.checksum = XXH3_64bits(&t, offsetof(TailRecord, checksum));
+  return t;
+}
+
+bool TailRecordIntact(const TailRecord& t) {
+  return t.magic == kTailMagic && t.checksum == XXH3_64bits(&t, offsetof(TailRecord, checksum));
+}
+
 // ---- GroupWriter ----
 
 void GroupWriter::Push(const void* p, size_t n) {

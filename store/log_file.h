@@ -18,6 +18,10 @@
 
 namespace pheap {
 
+// The file beside the log files that records where the log reached
+// (logfmt::TailRecord).
+inline constexpr const char* kTailFileName = "TAIL";
+
 // "log-00000042.pheap" <-> 42.
 std::string LogFileName(uint64_t number);
 std::optional<uint64_t> ParseLogFileName(const std::string& name);
@@ -134,5 +138,11 @@ logfmt::CommitBlock MakeCommitBlock(logfmt::CommitKind kind, const ImageInfo& im
 
 // The header block of a new log file.
 logfmt::FileHeader MakeFileHeader(const std::string& name, const LogFileInfo& info);
+
+// A sealed TAIL record: log file `file_number` held `image` (durable), its
+// intact log ending at `end`.
+logfmt::TailRecord MakeTailRecord(uint64_t file_number, const ImageInfo& image, uint64_t end);
+// True if `t` is whole: its magic and checksum agree.
+bool TailRecordIntact(const logfmt::TailRecord& t);
 
 }  // namespace pheap

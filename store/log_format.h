@@ -34,6 +34,7 @@ inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kFileMagic = 0x474f4c5041454850ull;    // "PHEAPLOG"
 inline constexpr uint64_t kEntryMagic = 0x5952544e45485000ull;   // "\0PHENTRY"
 inline constexpr uint64_t kCommitMagic = 0x54494d4d4f434850ull;  // "PHCOMMIT"
+inline constexpr uint64_t kTailMagic = 0x4c494154474f4c50ull;    // "PLOGTAIL"
 
 enum class FileKind : uint32_t {
   kWriter = 1,      // appended by a writer session, epoch after epoch
@@ -128,6 +129,24 @@ struct CommitBlock {
   uint8_t reserved[kBlockSize - 88 - 8];
   uint64_t checksum;       // XXH3_64bits of bytes [0, 4088)
 };
+
+// The TAIL file beside the log files: where the log reached when last
+// recorded, so that an open notices when the newest log file lost its tail
+// or vanished (a loss the files left behind cannot show). Rewritten in
+// place, unsynced, after each durable epoch: it never claims more than the
+// log held, and a crash may only leave it behind the log.
+struct TailRecord {
+  uint64_t magic;        // kTailMagic
+  uint32_t version;      // kFormatVersion of the writer
+  uint32_t reserved0;
+  uint64_t heap_id;
+  uint64_t file_number;  // the log file holding `epoch`
+  uint64_t epoch;        // a durable epoch
+  uint64_t term;         //   and its term
+  uint64_t end;          // where that file's intact log ended then
+  uint64_t checksum;     // XXH3_64bits of bytes [0, 56)
+};
+static_assert(sizeof(TailRecord) == 64 && offsetof(TailRecord, checksum) == 56);
 
 static_assert(sizeof(FileHeader) == kBlockSize);
 static_assert(sizeof(EntryBlock) == kBlockSize);

@@ -158,6 +158,7 @@ bool Exited(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 
 
 PageStore::Impl::~Impl() {
   files_.clear();
+  if (tail_fd_ >= 0) os().close(tail_fd_);
   if (lock_fd_ < 0) return;
   UnregisterLock(lock_fd_);
   os().close(lock_fd_);
@@ -235,6 +236,31 @@ Status PageStore::Impl::SyncDir() {
   return Status::Ok();
 }
 
+void PageStore::Impl::RecordTail(uint64_t file, const ImageInfo& im, uint64_t end, bool sync) {
+  const std::string p = path_ + "/" + kTailFileName;
+  if (tail_fd_ < 0) {
+    if (tail_warned_) return;
+    int fd = os().open(p.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0) {
+      tail_warned_ = true;
+      PHEAP_LOG_WARN("heap store {}: cannot open {}: {}; a loss of the newest log file's epochs may go unnoticed",
+                     path_, p, std::strerror(-fd));
+      return;
+    }
+    tail_fd_ = fd;
+  }
+  ImageInfo labeled = im;
+  labeled.heap_id = heap_id_;
+  const TailRecord t = MakeTailRecord(file, labeled, end);
+  int r = WriteFull(tail_fd_, &t, sizeof(t), 0);
+  if (r == 0 && sync) r = os().fsync(tail_fd_);
+  if (r < 0 && !tail_warned_) {
+    tail_warned_ = true;
+    PHEAP_LOG_WARN("heap store {}: cannot write {}: {}; a loss of the newest log file's epochs may go unnoticed",
+                   path_, p, std::strerror(-r));
+  }
+}
+
 void PageStore::Impl::Remove(const std::string& file, const char* why) {
   PHEAP_LOG_INFO("heap store {}: removing {} ({})", path_, file, why);
   int r = os().unlink(file.c_str());
@@ -253,6 +279,10 @@ Status PageStore::Impl::Open() {
   if (!options_.read_only) PHEAP_RETURN_IF_ERROR(Lock());
   PHEAP_RETURN_IF_ERROR(Recover());
   if (options_.read_only) return Status::Ok();
+  // TAIL starts from what the log holds: behind it when an earlier session's
+  // last record was lost, ahead of it after a salvage, which must then be
+  // durable lest the next open report the same loss again.
+  RecordTail(recovered_tail_.file_number, image_, recovered_tail_.end, /*sync=*/tail_ahead_);
   // Its syncs wait for the first commit: a process that opens its heap
   // and exits soon pays for them once, with its only epoch.
   auto f = CreateLogFile(FileKind::kWriter, image_, /*defer=*/true);
@@ -496,6 +526,11 @@ Status PageStore::Impl::Publish(const Group& g, const std::vector<Pgno>& pages, 
   active_->padded_to = std::max(g.padded_to, g.w.end());
   active_->last_epoch = epoch;
   image_ = g.im;
+  lock.unlock();
+  // Written after the epoch is durable, so TAIL never claims more than the
+  // log holds; left to writeback, so a crash of the machine may leave it
+  // behind, never ahead.
+  RecordTail(file, g.im, g.w.end());
   return Status::Ok();
 }
 

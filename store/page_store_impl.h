@@ -109,6 +109,11 @@ class PageStore::Impl {
   void ApplyTrim(const logfmt::TrimEntry& t, uint32_t file);
   std::string PageError(Pgno pgno, const Slot& s, uint64_t got) const;
   void Remove(const std::string& file, const char* why);
+  // Records in TAIL (TailRecord) that log file `file` holds the durable
+  // image `im`, its log ending at `end`. Unsynced unless `sync` (needed only
+  // when TAIL moves back, after a salvage). A failure is logged, never
+  // returned: TAIL guards the log, it holds no data.
+  void RecordTail(uint64_t file, const ImageInfo& im, uint64_t end, bool sync = false);
 
   // compaction steps (store_compact.cc)
   std::vector<uint32_t> CompactionSources() const;
@@ -120,6 +125,12 @@ class PageStore::Impl {
   const PageStoreOptions options_;
   CorruptionReporter* const reporter_;
   int lock_fd_ = -1;
+  int tail_fd_ = -1;           // TAIL, open in writer sessions
+  bool tail_warned_ = false;   // a failure to write TAIL was logged
+  // Set by Recover: what TAIL should say of the recovered log, and whether
+  // TAIL said more (a salvage fell back below it).
+  logfmt::TailRecord recovered_tail_{};
+  bool tail_ahead_ = false;
   uint64_t next_file_number_ = 1;
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only

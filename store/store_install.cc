@@ -109,6 +109,7 @@ Status PageStore::Impl::InstallCommit(const ImageInfo& image) {
   files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
   image_ = im;
   lock.unlock();
+  RecordTail(active_->info.number, im, active_->end);
   for (const auto& old : replaced) Remove(old->path, "replaced by an installed image");
   PHEAP_LOG_INFO("heap store {}: installed the image of epoch {} of term {} ({} pages)", path_, im.epoch, im.term,
                  live);

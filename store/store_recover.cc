@@ -7,8 +7,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "base/log.h"
 #include "base/os.h"
@@ -40,13 +42,20 @@ class Recovery {
   Recovery(const Recovery&) = delete;
   Recovery& operator=(const Recovery&) = delete;
 
+  void ReadTail(HeapId heap_id);
   Status Scan(HeapId heap_id, uint64_t* next_number);
   Status CheckDamage();
   void SettleCompactions();
   Status WalkChain();
   void ComputeCeilings();
   Status ChooseImage(bool* found, ImageInfo* image);
+  Status CheckTail(Epoch recovered);
   bool any_files() const { return any_files_; }
+  bool tail_ahead() const { return tail_ahead_; }
+  // The chain's last link: the file holding the image, and where its log ends
+  // (0 if it was compacted).
+  uint64_t reached_file() const { return reached_file_; }
+  uint64_t reached_end() const { return reached_end_; }
 
   std::map<uint64_t, ScannedFile>& scanned() { return scanned_; }
   Epoch ceiling(uint64_t number) const { return ceiling_.at(number); }
@@ -71,6 +80,11 @@ class Recovery {
   std::map<uint64_t, int> fds_;
   std::map<uint64_t, ChainLink> chain_;
   Epoch reached_ = 0;
+  uint64_t reached_file_ = 0, reached_end_ = 0;
+  std::string reached_where_ = "the start of the log";
+  std::optional<TailRecord> tail_;  // TAIL, if whole
+  bool tail_ahead_ = false;         // TAIL named an epoch the log no longer reaches
+  bool loss_reported_ = false;      // a salvage already reported lost epochs
   uint64_t gap_at_ = UINT64_MAX;  // salvage: writer files from here on are set aside
   std::map<uint64_t, Epoch> ceiling_;
 };
@@ -156,6 +170,7 @@ Status Recovery::CheckDamage() {
                       "(later epochs are lost)",
                       path_, sf.damage, sf.last_epoch()));
     PHEAP_LOG_WARN("heap store {}: salvage: {}", path_, sf.damage);
+    loss_reported_ = true;
   }
   return Status::Ok();
 }
@@ -199,17 +214,19 @@ void Recovery::SettleCompactions() {
 // Each writer file continues from its base epoch, which the files before it
 // must have reached.
 Status Recovery::WalkChain() {
-  std::string reached_where = "the start of the log";
   for (const auto& [number, link] : chain_) {
     if (link.base <= reached_) {
       reached_ = link.last;
-      reached_where = link.where;
+      reached_where_ = link.where;
+      reached_file_ = number;
+      auto present = scanned_.find(number);
+      reached_end_ = present != scanned_.end() ? present->second.end : 0;
       continue;
     }
     std::string what = fmt::format(
         "log file {} begins from epoch {}, but the log before it ends at epoch {} ({}): a log file was "
         "truncated or lost; the last intact epoch is {}",
-        LogFileName(number), link.base, reached_, reached_where, reached_);
+        LogFileName(number), link.base, reached_, reached_where_, reached_);
     Report(path_ + "/" + LogFileName(number), 0, what);
     if (!options_.salvage)
       return Status::Corruption(
@@ -217,6 +234,7 @@ Status Recovery::WalkChain() {
                       "(later epochs are lost)",
                       path_, what, reached_));
     PHEAP_LOG_WARN("heap store {}: {}; salvage: falling back to epoch {}", path_, what, reached_);
+    loss_reported_ = true;
     gap_at_ = number;
     break;
   }
@@ -265,7 +283,58 @@ Status Recovery::ChooseImage(bool* found, ImageInfo* best) {
     return Status::Corruption(fmt::format("heap store {}: {}: open with salvage to fall back", path_, what));
   PHEAP_LOG_WARN("heap store {}: {}; salvage: falling back to epoch {}", path_, what, best->epoch);
   Report(path_, 0, what);
+  loss_reported_ = true;
   for (auto& [number, limit] : ceiling_) limit = std::min(limit, best->epoch);
+  return Status::Ok();
+}
+
+// Read before the log files, so that a writer committing meanwhile can only
+// leave TAIL behind what the scan finds. A TAIL that is not whole (torn by a
+// crash) or not ours checks nothing.
+void Recovery::ReadTail(HeapId heap_id) {
+  const std::string p = path_ + "/" + kTailFileName;
+  int fd = os().open(p.c_str(), O_RDONLY, 0);
+  if (fd < 0) {
+    if (fd != -ENOENT) PHEAP_LOG_WARN("heap store {}: cannot open {}: {}; not checked", path_, p, std::strerror(-fd));
+    return;
+  }
+  TailRecord t{};
+  ssize_t r = ReadFull(fd, &t, sizeof(t), 0);
+  os().close(fd);
+  if (r != static_cast<ssize_t>(sizeof(t)) || !TailRecordIntact(t) || t.heap_id != heap_id) {
+    PHEAP_LOG_WARN("heap store {}: {} is not whole or names another heap; not checked (a writable open rewrites it)", path_, p);
+    return;
+  }
+  if (t.version > kFormatVersion) {
+    PHEAP_LOG_WARN("heap store {}: {} was written by format version {}; not checked", path_, p, t.version);
+    return;
+  }
+  tail_ = t;
+}
+
+// The chain shows a file that lost epochs only through the file after it,
+// so the newest file could be cut at a group boundary or deleted unseen:
+// TAIL, written after each durable epoch, says where the log had reached.
+// A closed install numbered after the file TAIL names supersedes it.
+Status Recovery::CheckTail(Epoch recovered) {
+  if (!tail_ || recovered >= tail_->epoch) return Status::Ok();
+  for (const auto& [number, sf] : scanned_)
+    if (sf.info.kind == FileKind::kInstall && sf.closed && number > tail_->file_number) return Status::Ok();
+  tail_ahead_ = true;
+  if (loss_reported_) return Status::Ok();
+  std::string what = fmt::format(
+      "{} records that log file {} held epoch {} (its log reaching offset {}), but the log ends at epoch {} ({}): "
+      "the newest log file was truncated or deleted; {} lost",
+      kTailFileName, LogFileName(tail_->file_number), tail_->epoch, tail_->end, recovered, reached_where_,
+      tail_->epoch == recovered + 1 ? fmt::format("epoch {} is", tail_->epoch)
+                                    : fmt::format("epochs {} to {} are", recovered + 1, tail_->epoch));
+  Report(path_ + "/" + LogFileName(tail_->file_number), tail_->end, what);
+  if (!options_.salvage)
+    return Status::Corruption(
+        fmt::format("heap store {}: {}. Restore the missing log, or open with salvage to continue from epoch {} "
+                    "(later epochs are lost)",
+                    path_, what, recovered));
+  PHEAP_LOG_WARN("heap store {}: {}; salvage: continuing from epoch {}", path_, what, recovered);
   return Status::Ok();
 }
 
@@ -273,6 +342,7 @@ Status Recovery::ChooseImage(bool* found, ImageInfo* best) {
 
 Status PageStore::Impl::Recover() {
   Recovery rec(path_, options_, reporter_);
+  rec.ReadTail(heap_id_);
   PHEAP_RETURN_IF_ERROR(rec.Scan(heap_id_, &next_file_number_));
   PHEAP_RETURN_IF_ERROR(rec.CheckDamage());
   rec.SettleCompactions();
@@ -281,6 +351,7 @@ Status PageStore::Impl::Recover() {
   bool found = false;
   ImageInfo im;
   PHEAP_RETURN_IF_ERROR(rec.ChooseImage(&found, &im));
+  PHEAP_RETURN_IF_ERROR(rec.CheckTail(found ? im.epoch : 0));
   if (!found) {
     if (!rec.any_files() && (options_.read_only || !options_.create_if_missing))
       return Status::NotFound(
@@ -300,6 +371,8 @@ Status PageStore::Impl::Recover() {
   }
   im.heap_id = heap_id_;
   image_ = im;
+  recovered_tail_ = MakeTailRecord(rec.reached_file(), im, rec.reached_end());
+  tail_ahead_ = rec.tail_ahead();
 
   index_.assign(image_.hwm, Slot{});
   for (auto& [number, sf] : rec.scanned()) {

@@ -4,6 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
+
+#include "store/log_file.h"
 #include "store_test_util.h"
 
 namespace pheap::testing {
@@ -17,6 +21,7 @@ constexpr Epoch kEpochs = 6;
 struct Written {
   std::string file;
   uint64_t last_start = 0, last_end = 0;
+  std::string tail_before;  // TAIL as it was before the last epoch
 };
 
 // The last epoch: 20 pages (in one entry block) and a discard.
@@ -41,6 +46,8 @@ Written WriteStore(const std::string& dir, const std::string& name) {
   w.file = LogFiles(store->path()).back();
   w.last_start = LogEnd(*store);
   EXPECT_GT(std::filesystem::file_size(w.file), w.last_start) << "small epochs write zeros ahead of the next";
+  std::ifstream tail(store->path() + "/" + kTailFileName, std::ios::binary);
+  w.tail_before.assign(std::istreambuf_iterator<char>(tail), std::istreambuf_iterator<char>());
   auto last = LastEpoch();
   EXPECT_TRUE(store->Persist(last.sealed).ok());
   w.last_end = LogEnd(*store);
@@ -48,6 +55,13 @@ Written WriteStore(const std::string& dir, const std::string& name) {
 }
 
 Model ModelBefore() { return ModelAt(kSeed, kEpochs - 1); }
+
+// A write of the last epoch that tore never finished, so no TAIL recorded
+// it: TAIL is put back as it was before (in the heap's directory `heap`).
+void UnrecordLastEpoch(const Written& w, const std::string& heap) {
+  ASSERT_FALSE(w.tail_before.empty());
+  std::ofstream(heap + "/" + kTailFileName, std::ios::binary | std::ios::trunc) << w.tail_before;
+}
 
 void FlipByte(const std::string& file, uint64_t offset) {
   int fd = ::open(file.c_str(), O_RDWR);
@@ -74,6 +88,7 @@ TEST(StoreTornTail, EveryTruncationPointOfTheLastEpoch) {
     TempDir copy;
     std::filesystem::copy(src.path(), copy.path(), std::filesystem::copy_options::recursive);
     std::string file = copy.path() + "/torn/" + std::filesystem::path(w.file).filename().string();
+    UnrecordLastEpoch(w, copy.path() + "/torn");
     if (zeros) {
       int fd = ::open(file.c_str(), O_WRONLY);
       ASSERT_GE(fd, 0);
@@ -132,6 +147,7 @@ TEST(StoreTornTail, DamagedCommitRecordHidesItsEpoch) {
   TempDir dir;
   Written w = WriteStore(dir.path(), "commit");
   FlipByte(w.file, w.last_end - 4096 + 40);  // inside the commit record's fields
+  UnrecordLastEpoch(w, dir.path() + "/commit");
   RecordingReporter rep;
   auto store = OpenOrDie(dir.path(), "commit", Options(), &rep);
   ASSERT_TRUE(store);
@@ -145,6 +161,7 @@ TEST(StoreTornTail, MissingCommitRecordHidesItsEpoch) {
   TempDir dir;
   Written w = WriteStore(dir.path(), "nocommit");
   std::filesystem::resize_file(w.file, w.last_end - 4096);
+  UnrecordLastEpoch(w, dir.path() + "/nocommit");
   auto store = OpenOrDie(dir.path(), "nocommit");
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, ModelBefore()));
