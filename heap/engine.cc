@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "base/log.h"
 #include "base/os.h"
 #include "replication/curve_auth.h"
@@ -122,6 +124,20 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
   so.base = base;
   so.size = size != 0 ? size : kDefaultRegionSize;
   auto store = PageStore::Open(options.dir, name, so);
+  if (!store.ok() && store.status().code() == Status::Code::kCorruption && !options.replication.peers.empty() &&
+      !options.salvage) {
+    // Every acknowledged epoch is on the replicas: the damaged local store
+    // is set aside (never deleted) and the heap restored from them.
+    const std::string path = options.dir + "/" + name;
+    std::string aside = path + ".damaged";
+    for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n) aside = fmt::format("{}.damaged.{}", path, n);
+    if (int r = os().rename(path.c_str(), aside.c_str()); r < 0)
+      return store.status().Annotate(fmt::format("opening heap '{}' (setting it aside as {} failed: {})", name, aside,
+                                                 std::strerror(-r)));
+    PHEAP_LOG_WARN("heap '{}': {}; set the local store aside as {} and restoring the heap from its replicas", name,
+                   store.status().message(), aside);
+    store = PageStore::Open(options.dir, name, so);
+  }
   if (!store.ok()) return store.status().Annotate(fmt::format("opening heap '{}'", name));
 
   // A heap keeps the region it was created with, so its pointers stay valid.

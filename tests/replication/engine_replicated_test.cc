@@ -273,6 +273,32 @@ TEST_F(EngineReplicated, FailbackDoesNotResurrectAnUnacknowledgedEpoch) {
   EXPECT_TRUE(Holds(*e, 30, 40, 4));
 }
 
+// The local store lost its newest log file (the store reports the rollback
+// at open): the replicas hold every acknowledged epoch, so the damaged
+// store is set aside and the heap comes back from them.
+TEST_F(EngineReplicated, LocalStoreThatLostEpochsIsRestoredFromTheReplicas) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a";
+  {
+    auto e = Open("rep-lost", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    Write(*e, 10, 20, 2);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  for (const auto& f : std::filesystem::directory_iterator(a + "/rep-lost"))
+    if (f.path().extension() == ".pheap") std::filesystem::remove(f.path());
+  auto e = Open("rep-lost", Options(a));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 2u);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+  EXPECT_TRUE(std::filesystem::exists(a + "/rep-lost.damaged")) << "the damaged store is kept, not deleted";
+  Write(*e, 30, 40, 3);
+  ASSERT_TRUE(CommitUntilDurable(*e));
+}
+
 // A heap that lived on its local store alone is given peers: they are
 // installed from the local store, and then hold the heap.
 TEST_F(EngineReplicated, PeersAddedToALocalHeapTakeItsImage) {
