@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdlib>
 
+#include <unistd.h>
+
 namespace pheap {
 namespace {
 
@@ -96,12 +98,29 @@ Result<uint64_t> Config::GetSize(const std::string& key, uint64_t dflt) const {
   return static_cast<uint64_t>(n) << shift;
 }
 
+Result<bool> ParseBool(const std::string& name, const std::string& v) {
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v == "0" || v == "false" || v == "no" || v == "off") return false;
+  return Status::InvalidArgument(name + "='" + v + "' is not a boolean (use 1 or 0)");
+}
+
 Result<bool> Config::GetBool(const std::string& key, bool dflt) const {
   auto v = Get(key);
   if (!v) return dflt;
-  if (*v == "1" || *v == "true" || *v == "yes" || *v == "on") return true;
-  if (*v == "0" || *v == "false" || *v == "no" || *v == "off") return false;
-  return Status::InvalidArgument("config " + key + "='" + *v + "' is not a boolean (use 1 or 0)");
+  return ParseBool("config " + key, *v);
+}
+
+std::vector<std::string> UnknownEnvironment(const std::vector<std::string>& known,
+                                            const std::vector<std::string>& other) {
+  std::vector<std::string> unknown;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string var(*e);
+    var = var.substr(0, var.find('='));
+    if (!var.starts_with("PHEAP_")) continue;
+    const bool is_key = std::any_of(known.begin(), known.end(), [&](const std::string& k) { return EnvName(k) == var; });
+    if (!is_key && std::find(other.begin(), other.end(), var) == other.end()) unknown.push_back(var);
+  }
+  return unknown;
 }
 
 std::vector<std::string> SplitList(const std::string& s) {

@@ -32,6 +32,16 @@ class Config {
   std::map<std::string, std::string> values_;
 };
 
+// The one reading of a boolean setting: 1, true, yes, on / 0, false, no,
+// off. `name` names the setting in the error (a key, or PHEAP_<KEY>).
+Result<bool> ParseBool(const std::string& name, const std::string& value);
+
+// The PHEAP_* variables of the environment that name none of `known` (keys
+// as in the config string) nor any of `other` (full variable names read
+// elsewhere, e.g. PHEAP_LOG): each is most likely a misspelt key.
+std::vector<std::string> UnknownEnvironment(const std::vector<std::string>& known,
+                                            const std::vector<std::string>& other);
+
 // Splits "a,b,c" into its non-empty parts.
 std::vector<std::string> SplitList(const std::string& s);
 

@@ -2,12 +2,16 @@
 // periodically and at the end, and keep fork and pheap's own threads right.
 //
 //   - Open (constructor): heap PHEAP_NAME, else "<program>-<pid>"; every
-//     other setting from PHEAP_* (PersistentHeap::OptionsFromConfig). If
-//     PHEAP_NAME is held by another process (a program exec'd by the one
-//     that holds it inherits the environment), the heap is
-//     "<PHEAP_NAME>-<program>-<pid>". If the heap cannot be opened the
-//     program still runs, on glibc's malloc, after a one-line message naming
-//     the cause; PHEAP_REQUIRE=1 makes that an exit with status 70 instead.
+//     other setting from PHEAP_* (PersistentHeap::OptionsFromConfig). Only
+//     the program started with the library persists: the first process to
+//     open a heap records its pid in PHEAP_RUN_PID (`pheap run` sets it
+//     before it execs), and processes that program starts, which inherit
+//     the environment, run on glibc's malloc, unless PHEAP_CHILDREN is on:
+//     then each persists on heap "<PHEAP_NAME>-<program>-<pid>". An explicit
+//     PHEAP_NAME held by another process is an error, never a new name. If
+//     the heap cannot be opened the program still runs, on glibc's malloc,
+//     after a one-line message naming the cause; PHEAP_REQUIRE=1 makes that
+//     an exit with status 70 instead.
 //   - Commits: a committer thread commits every PHEAP_COMMIT_MS (default
 //     1000; 0 leaves only the final commit), measuring each cut's pause.
 //     exit() and return from main commit a final epoch (atexit), and so
@@ -32,6 +36,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +44,7 @@
 #include <mutex>
 #include <string>
 
+#include "base/config.h"
 #include "base/log.h"
 #include "base/thread.h"
 #include "heap/persistent_heap.h"
@@ -296,8 +302,44 @@ std::string ProgramAndPid() {
   return Sanitized(program_invocation_short_name) + "-" + std::to_string(getpid());
 }
 
+// PHEAP_<name> as a boolean (false when unset).
+Result<bool> EnvBool(const char* name) {
+  const char* v = getenv(name);
+  return v == nullptr ? false : ParseBool(name, v);
+}
+
+// The variables the library reads besides the heap's config keys.
+const std::vector<std::string>& PreloadVariables() {
+  static const std::vector<std::string> kVars = {"PHEAP_NAME", "PHEAP_PRECOPY", "PHEAP_REQUIRE", "PHEAP_CHILDREN",
+                                                 "PHEAP_RUN_PID", "PHEAP_LOG", "PHEAP_PRELOAD_LIB"};
+  return kVars;
+}
+
+// Whether this process is the program started with the library (or one
+// of its children with PHEAP_CHILDREN on); records it for the children.
+Result<bool> ThisProcessPersists() {
+  auto children = EnvBool("PHEAP_CHILDREN");
+  if (!children.ok()) return children.status();
+  const char* run_pid = getenv("PHEAP_RUN_PID");
+  if (run_pid == nullptr || *run_pid == '\0') {
+    setenv("PHEAP_RUN_PID", std::to_string(getpid()).c_str(), 1);
+    return true;
+  }
+  return *children || std::strtol(run_pid, nullptr, 10) == getpid();
+}
+
 // The heap of this process, or an error.
 Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
+  for (const std::string& var : UnknownEnvironment(PersistentHeap::ConfigKeys(), PreloadVariables())) {
+    std::string known;
+    for (const auto& k : PersistentHeap::ConfigKeys()) known += " PHEAP_" + [&] {
+      std::string u = k;
+      for (char& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      return u;
+    }();
+    for (const auto& v : PreloadVariables()) known += " " + v;
+    PHEAP_LOG_WARN("preload: {} is not a pheap setting and is ignored; the settings are:{}", var, known);
+  }
   auto options = PersistentHeap::OptionsFromConfig(nullptr);
   if (!options.ok()) return options.status();
   if (getenv("PHEAP_COMMIT_MS") != nullptr) g_commit_ms = options->commit_ms;
@@ -309,18 +351,18 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   // PHEAP_PRECOPY=1 trades that memory for shorter pauses: periodic commits
   // then copy, with a precopy, and write after the program resumes.
   if (getenv("PHEAP_STAGING_MAX") == nullptr) options->engine.pager.staging_max = kStagingKeep;
-  const char* precopy = getenv("PHEAP_PRECOPY");
-  g_copy_cuts = precopy != nullptr && std::strcmp(precopy, "1") == 0;
+  auto precopy = EnvBool("PHEAP_PRECOPY");
+  if (!precopy.ok()) return precopy.status();
+  g_copy_cuts = *precopy;
   options->engine.pager.precopy = g_copy_cuts;
   const char* named = getenv("PHEAP_NAME");
-  std::string name = named != nullptr && *named != '\0' ? named : ProgramAndPid();
-  auto h = PersistentHeap::Open(name, *options);
-  if (!h.ok() && h.status().code() == Status::Code::kBusy && named != nullptr) {
+  const bool explicit_name = named != nullptr && *named != '\0';
+  std::string name = explicit_name ? named : ProgramAndPid();
+  // A child persisting beside the program (PHEAP_CHILDREN) takes a name of
+  // its own, derived from the program's.
+  if (explicit_name && std::strtol(getenv("PHEAP_RUN_PID"), nullptr, 10) != getpid())
     name = Sanitized(name) + "-" + ProgramAndPid();
-    PHEAP_LOG_INFO("preload: heap '{}' is held by another process; this one uses heap '{}'", named, name);
-    h = PersistentHeap::Open(name, *options);
-  }
-  return h;
+  return PersistentHeap::Open(name, *options);
 }
 
 // Runs the allocator's calls into the engine as pheap code. They come under
@@ -397,10 +439,18 @@ __attribute__((constructor)) void PreloadInit() {
   // program calls (pheap_commit): each is exempt from the cut, so none may
   // allocate from the heap, whatever thread created it.
   Pager::OnExempt([] { t_bypass = 1; });
-  auto h = OpenHeap();
+  auto persists = ThisProcessPersists();
+  if (persists.ok() && !*persists) {
+    PHEAP_LOG_DEBUG("preload: {} was started by the program that persists (PHEAP_RUN_PID): it runs on glibc's "
+                    "malloc (PHEAP_CHILDREN=1 persists it too)",
+                    program_invocation_short_name);
+    LibcFaultsAround(true);
+    return;
+  }
+  auto h = persists.ok() ? OpenHeap() : Result<std::unique_ptr<PersistentHeap>>(persists.status());
   if (!h.ok()) {
-    const char* require = getenv("PHEAP_REQUIRE");
-    bool fatal = require != nullptr && std::strcmp(require, "1") == 0;
+    auto require = EnvBool("PHEAP_REQUIRE");
+    bool fatal = !require.ok() || *require;
     dprintf(2,
             "pheap preload: %s: no persistent heap: %s. Check PHEAP_DIR, PHEAP_NAME and PHEAP_SIZE, and that "
             "userfaultfd is allowed (sysctl vm.unprivileged_userfaultfd=1); %s\n",

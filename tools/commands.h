@@ -16,6 +16,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
 struct RunOptions {
   std::string name, dir, peers;
   long commit_ms = -1;  // < 0: the library's default
+  bool children = false;  // the processes the program starts persist too
   std::vector<std::string> command;
 };
 int RunPreloaded(const RunOptions& options);

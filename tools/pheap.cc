@@ -57,7 +57,11 @@ int main(int argc, char** argv) {
   run->add_option("--name", run_opts.name, "heap name (default: PROGRAM-PID)");
   run->add_option("--dir", run_opts.dir, "store directory (default: $PHEAP_DIR, else ./.pheap)");
   run->add_option("--peers", run_opts.peers, "comma-separated peer endpoints");
-  run->add_option("--commit-ms", run_opts.commit_ms, "commit period in ms (default 1000; 0: only at exit)");
+  run->add_option("--commit-ms", run_opts.commit_ms, "commit period in ms (default 1000; 0: only at exit)")
+      ->check(CLI::NonNegativeNumber);
+  run->add_flag("--children", run_opts.children,
+                "the processes the program starts persist too, each on a heap of its own (default: they run on "
+                "glibc's malloc)");
   run->add_option("command", run_opts.command, "-- PROGRAM ARGS...")->required();
 
   CLI11_PARSE(app, argc, argv);

@@ -62,6 +62,10 @@ int RunPreloaded(const RunOptions& o) {
     SetEnv("PHEAP_DIR", ec ? o.dir : dir.string());
   }
   SetEnv("PHEAP_PEERS", o.peers);
+  // The program keeps this pid through exec: it persists, and the
+  // processes it starts run on glibc unless PHEAP_CHILDREN is on.
+  SetEnv("PHEAP_RUN_PID", std::to_string(getpid()));
+  if (o.children) SetEnv("PHEAP_CHILDREN", "1");
   if (o.commit_ms >= 0) SetEnv("PHEAP_COMMIT_MS", std::to_string(o.commit_ms));
   const char* old = std::getenv("LD_PRELOAD");
   SetEnv("LD_PRELOAD", old != nullptr && *old != '\0' ? lib + ":" + old : lib);

@@ -329,12 +329,80 @@ TEST(Worker, ForkExec) {
   EXPECT_EQ(pre.status, 0) << pre.err;
   EXPECT_EQ(pre.out, native.out);
   ExpectCommitted("forkexec", "preload_worker");
-  // The child inherited PHEAP_NAME while the parent held it: it ran on a
-  // heap of its own.
-  bool child_heap = false;
+  // The child the program started ran on glibc: no heap of its own.
+  auto child_heaps = [] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(g_tmp / "store"))
+      n += e.path().filename().string().rfind("forkexec-sort-", 0) == 0;
+    return n;
+  };
+  EXPECT_EQ(child_heaps(), 0);
+  // With PHEAP_CHILDREN on it inherited PHEAP_NAME while the parent held
+  // it, and persisted on a heap of its own, named after it.
+  auto env = PreloadEnv("forkexec");
+  env.push_back("PHEAP_CHILDREN=yes");
+  pre = RunProgram({g_paths.worker, "forkexec", "sort", "-n", "nums"}, env);
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out);
+  EXPECT_EQ(child_heaps(), 1);
+}
+
+// Only the program persists: a shell script that starts 20 short children
+// leaves one heap, the shell's.
+TEST(PheapRun, ChildrenRunOnGlibcUnlessAsked) {
+  const std::string script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done; echo done";
+  for (bool children : {false, true}) {
+    SCOPED_TRACE(children ? "--children" : "default");
+    fs::remove_all(g_tmp / "kids");
+    std::vector<std::string> argv = {g_paths.pheap, "run", "--dir", "kids", "--commit-ms", "0"};
+    if (children) argv.push_back("--children");
+    for (const char* a : {"--", "sh", "-c"}) argv.push_back(a);
+    argv.push_back(script);
+    Outcome r = RunProgram(argv, {"PHEAP_LOG=warn"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "done\n");
+    EXPECT_EQ(r.err, "");
+    int heaps = 0;
+    for (const auto& e : fs::directory_iterator(g_tmp / "kids")) heaps += e.is_directory();
+    EXPECT_EQ(heaps, children ? 21 : 1);
+  }
+}
+
+// An explicit name is never changed: held by another process, it is an
+// error naming the holder; only a default name is per process.
+TEST(PheapRun, AnExplicitNameThatIsHeldIsAnError) {
+  pheap::PageStoreOptions o;
+  o.base = uint64_t{0x5000} << 32;
+  o.size = uint64_t{64} << 20;
+  auto holder = pheap::PageStore::Open((g_tmp / "store").string(), "held", o);  // holds the heap's lock
+  ASSERT_TRUE(holder.ok()) << holder.status().ToString();
+  Outcome r = RunProgram({"sort", "-n", "nums"}, PreloadEnv("held", "0"));
+  EXPECT_EQ(r.status >> 8, 70) << r.err;
+  EXPECT_NE(r.err.find("held"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(std::to_string(getpid())), std::string::npos) << "names the holder: " << r.err;
   for (const auto& e : fs::directory_iterator(g_tmp / "store"))
-    child_heap |= e.path().filename().string().rfind("forkexec-sort-", 0) == 0;
-  EXPECT_TRUE(child_heap);
+    EXPECT_EQ(e.path().filename().string().rfind("held-", 0), std::string::npos) << "renamed to " << e.path();
+}
+
+// Settings are read by one parser: a misspelt PHEAP_ variable is named with
+// the known ones, booleans take the config's spellings, and `pheap run`
+// refuses a negative period.
+TEST(PheapRun, SettingsAreCheckedAsTheConfigIs) {
+  auto env = PreloadEnv("settings", "0");
+  env.push_back("PHEAP_SISE=1G");
+  env.push_back("PHEAP_PRECOPY=yes");
+  Outcome r = RunProgram({"sort", "-n", "nums"}, env);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("PHEAP_SISE is not a pheap setting"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("PHEAP_SIZE"), std::string::npos) << r.err;
+  env = PreloadEnv("settings2", "0");
+  env.push_back("PHEAP_PRECOPY=maybe");
+  r = RunProgram({"sort", "-n", "nums"}, env);
+  EXPECT_EQ(r.status >> 8, 70) << r.err;
+  EXPECT_NE(r.err.find("PHEAP_PRECOPY='maybe' is not a boolean"), std::string::npos) << r.err;
+  r = RunProgram({g_paths.pheap, "run", "--commit-ms=-1", "--", "true"}, {});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("commit-ms"), std::string::npos) << r.err;
 }
 
 TEST(Worker, SigtermCommitsFirst) {
