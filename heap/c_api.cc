@@ -237,6 +237,12 @@ int64_t pheap_epoch(pheap::handle* h) {
 
 const char* pheap_last_error(void) { return pheap::t_last_error; }
 
+int pheap_holds_code(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  Impl(h)->MarkHoldsCode();
+  return 0;
+}
+
 int pheap_exec_stable(char** argv) {
   if (argv == nullptr || argv[0] == nullptr) {
     pheap::SetError(EINVAL, "pheap_exec_stable: argv is empty");

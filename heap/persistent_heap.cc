@@ -91,7 +91,8 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
                                            "this one reads {}): upgrade pheap",
                                            name(), sb_->h.version, kSuperblockVersion));
   }
-  PHEAP_RETURN_IF_ERROR(CheckCodeIdentity(name(), sb_->h.code, options.code_check));
+  if (sb_->h.holds_code.load(std::memory_order_relaxed) != 0)
+    PHEAP_RETURN_IF_ERROR(CheckCodeIdentity(name(), sb_->h.code, options.code_check));
   sb_->h.code = CurrentCodeIdentity();
   sb_->h.region_size = size();
   sb_->h.opens++;

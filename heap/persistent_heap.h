@@ -60,6 +60,9 @@ class PersistentHeap final : private ArenaHooks {
 
   Result<void*> Root(const std::string& name, const std::string& type) const { return roots_->Get(name, type); }
   Status SetRoot(const std::string& name, void* p, const std::string& type);
+  // Marks the heap as one that may hold code pointers: from then on its
+  // opens check the code identity (code_check). Never cleared.
+  void MarkHoldsCode() { sb_->h.holds_code.store(1, std::memory_order_relaxed); }
   template <typename F>
   void ForEachRoot(F f) const { roots_->ForEach(f); }
 

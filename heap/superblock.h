@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "base/types.h"
@@ -55,6 +56,12 @@ struct SuperblockHeader {
   std::atomic<uint64_t> next_root_seq;
   uint64_t opens;              // processes that opened the heap for writing
   CodeIdentity code;
+  // Non-zero once the heap may hold code pointers: the C++ API constructed
+  // a polymorphic type, or the program declared it (pheap_holds_code).
+  // Only such a heap has its code identity checked at open. Heaps written
+  // before this field read it as 0 (the header's padding was zero).
+  std::atomic<uint32_t> holds_code;
+  uint32_t reserved;
 };
 
 inline constexpr size_t kRootCapacity =
@@ -65,6 +72,7 @@ struct Superblock {
   alignas(64) RootSlot roots[kRootCapacity];
 };
 static_assert(sizeof(Superblock) <= kSuperblockSize);
+static_assert(offsetof(Superblock, roots) == 384, "the roots stay where heaps of format version 1 hold them");
 static_assert(sizeof(RootSlot) == 280);
 
 }  // namespace pheap

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <type_traits>
 
 namespace pheap {
 
@@ -44,6 +45,7 @@ class allocator {
     std::size_t align = alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T);
     void* p = pheap_aligned_alloc(h, align, n * sizeof(T));
     if (p == nullptr) throw std::bad_alloc();
+    if constexpr (std::is_polymorphic_v<T>) pheap_holds_code(h);  // its vtable pointers are code
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t) noexcept {

@@ -23,6 +23,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 
@@ -98,6 +99,7 @@ class Heap {
   T* make(Args&&... args) {
     void* p = pheap_aligned_alloc(h_, alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T), sizeof(T));
     if (p == nullptr) throw std::bad_alloc();
+    if constexpr (std::is_polymorphic_v<T>) pheap_holds_code(h_);  // its vtable pointer is code
     try {
       return ::new (p) T(std::forward<Args>(args)...);
     } catch (...) {

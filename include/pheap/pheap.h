@@ -113,6 +113,15 @@ int64_t pheap_wait(PHEAP_HANDLE* h, int64_t e);
  * if it could not re-execute. argv as given to main. */
 int pheap_exec_stable(char** argv);
 
+/* Declares that heap h holds, or may hold, code pointers (function pointers,
+ * objects with virtual functions). From then on every open of the heap
+ * compares the program's build and load address with its writer's, per the
+ * code_check setting; a heap never declared so is not checked, since its
+ * contents stay valid in any build. The C++ interface declares it itself
+ * when it constructs a polymorphic type. Never undone. 0, or -1 for a bad
+ * handle. */
+int pheap_holds_code(PHEAP_HANDLE* h);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,6 +58,20 @@ TEST(CodePointers, AnotherBuildIsRefused) {
   EXPECT_NE(out.find("another build"), std::string::npos) << out;
 }
 
+// A heap that holds no code pointers opens in any build at any address,
+// without a word; declared through the C interface, it is checked.
+TEST(CodePointers, OnlyHeapsThatHoldThemAreChecked) {
+  pheaptest::TempDir dir;
+  std::string out;
+  ASSERT_EQ(RunWorker(g_worker, "plain", dir.path(), &out), 0) << out;
+  EXPECT_EQ(RunWorker(g_other, "open", dir.path(), &out), 4) << "opens, and finds no shape: " << out;
+  EXPECT_EQ(out.find("code pointers"), std::string::npos) << out;
+  pheaptest::TempDir declared;
+  ASSERT_EQ(RunWorker(g_worker, "declared", declared.path(), &out), 0) << out;
+  EXPECT_EQ(RunWorker(g_other, "open", declared.path(), &out), 10) << out;
+  EXPECT_NE(out.find("another build"), std::string::npos) << out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -5,6 +5,9 @@
 //                                    they answer as stored
 //   code_pointer_worker open DIR     no re-exec; opens with code_check=error
 //                                    and prints the error: exit 10 if refused
+//   code_pointer_worker plain DIR    no re-exec; a heap of plain data only
+//   code_pointer_worker declared DIR no re-exec; plain data, and the C
+//                                    interface declares code pointers
 // Built twice (OTHER_BUILD changes the code, hence the build id).
 #include <pheap/heap.hpp>
 
@@ -40,8 +43,15 @@ int main(int argc, char** argv) {
   if (argc != 3) return 2;
   std::string mode = argv[1], cfg = std::string("dir=") + argv[2] + ";size=64M;code_check=error";
   try {
-    if (mode != "open") pheap::exec_with_stable_addresses(argv);
+    const bool stable = mode == "create" || mode == "use";
+    if (stable) pheap::exec_with_stable_addresses(argv);
     pheap::Heap heap("code", cfg);
+    if (mode == "plain" || mode == "declared") {
+      heap.set_root("n", heap.make<long>(42));
+      if (mode == "declared" && pheap_holds_code(heap.c_handle()) != 0) return 6;
+      heap.commit();
+      return 0;
+    }
     if (mode == "create") {
       heap.set_root<Shape>("shape", heap.make<Square>(7));
       heap.set_root("callback", heap.make<Callback>(Callback{&Triple}));
