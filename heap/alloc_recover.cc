@@ -107,12 +107,26 @@ Status Allocator::Attach(void* arena_base, size_t arena_size, ArenaHooks* hooks,
         "allocator: arena at {:#x} holds magic {:#x} version {}, not an allocator header "
         "version {}; it belongs to something else or is damaged", base, hdr->magic,
         hdr->version, kArenaVersion));
+  } else if (hdr->arena_base == base && arena_size > hdr->arena_size && hdr->segs_base == l.segs_base &&
+             hdr->seg_info_offset == l.seg_info_offset) {
+    // A larger region: segments keep their places and seg_info its start,
+    // so the arena grows in place. The maps after seg_info are derived
+    // (Recover rebuilds them); the seg_info entries of the new segments
+    // take bytes the old maps held and must read as free.
+    auto* info = reinterpret_cast<uint8_t*>(hdr) + l.seg_info_offset;
+    memset(info + hdr->seg_capacity * sizeof(uint32_t), 0, (l.seg_capacity - hdr->seg_capacity) * sizeof(uint32_t));
+    PHEAP_LOG_INFO("allocator: arena at {:#x} grows from {:#x} to {:#x} bytes ({} to {} segments)", base,
+                   hdr->arena_size, arena_size, hdr->seg_capacity, l.seg_capacity);
+    hdr->arena_size = arena_size;
+    hdr->seg_capacity = l.seg_capacity;
+    hdr->free_map_offset = l.free_map_offset;
+    hdr->space_map_offset = l.space_map_offset;
   } else if (hdr->arena_base != base || hdr->arena_size != arena_size ||
              hdr->segs_base != l.segs_base || hdr->seg_capacity != l.seg_capacity) {
     return Status::Corruption(fmt::format(
-        "allocator: arena header at {:#x} was formatted for {:#x}+{:#x}, not {:#x}+{:#x}; "
-        "attach with the range it was created with", base, hdr->arena_base, hdr->arena_size,
-        base, arena_size));
+        "allocator: arena header at {:#x} was formatted for {:#x}+{:#x}, not {:#x}+{:#x}; an arena grows "
+        "(to a size whose segment table still fits before its first segment) but never shrinks or moves",
+        base, hdr->arena_base, hdr->arena_size, base, arena_size));
   }
   if (int rc = pthread_key_create(&key_, &Allocator::ThreadExit); rc != 0) {
     return Status::FromErrno("allocator: pthread_key_create", rc);

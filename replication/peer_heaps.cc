@@ -413,9 +413,13 @@ Reply HeapTable::Pages(const wire::Message& m) {
                fmt::format("heap '{}': pages of epoch {} but the durable epoch here is {}; ship epoch {} first", h->name, e, im.epoch, im.epoch + 1));
   Pgno bad = 0;
   if (Status s = wire::VerifyPages(p, &bad); !s.ok()) return Err(m.header, h.get(), ErrorCode::kPageChecksum, bad, s.message());
-  if (im.size != 0 && p.ref(p.count - 1).pgno >= im.size / kPageSize)
+  // The region may grow with this epoch (its COMMIT names the size, and
+  // bounds the staged pages by its hwm): here pages are bounded only by the
+  // largest region.
+  if (p.ref(p.count - 1).pgno >= kMaxRegionSize / kPageSize)
     return Err(m.header, h.get(), ErrorCode::kMalformed, p.ref(p.count - 1).pgno,
-               fmt::format("heap '{}': page {} lies outside the region of {} pages", h->name, p.ref(p.count - 1).pgno, im.size / kPageSize));
+               fmt::format("heap '{}': page {} lies outside the largest region of {} pages", h->name,
+                           p.ref(p.count - 1).pgno, kMaxRegionSize / kPageSize));
   Staging& st = h->staging;
   st.Begin(e, m.header.term);
   if ((st.size() + p.count) * kPageSize > staging_.max_bytes)
@@ -466,10 +470,10 @@ Reply HeapTable::Commit(const wire::Message& m) {
   }
   // Nothing of a commit that does not fit the heap is stored, not even a
   // store for its region.
-  if (im.size != 0 && (c.body.base != im.base || c.body.size != im.size))
+  if (im.size != 0 && (c.body.base != im.base || c.body.size < im.size))
     return Err(m.header, h.get(), ErrorCode::kMalformed, 0,
                fmt::format("heap '{}': COMMIT region base {:#x} size {:#x} disagrees with the region recorded here, "
-                           "base {:#x} size {:#x}; a heap keeps its region",
+                           "base {:#x} size {:#x}; a heap keeps its base and grows, never shrinks",
                            h->name, c.body.base, c.body.size, im.base, im.size));
   if (staged != 0 && st.Last() >= c.body.hwm)
     return Err(m.header, h.get(), ErrorCode::kMalformed, st.Last(),

@@ -104,7 +104,10 @@ class Scanner {
     const ImageInfo& base = out_->info.base_image;
     compaction_ = out_->info.kind == FileKind::kCompaction;
     install_ = out_->info.kind == FileKind::kInstall;
-    pages_limit_ = base.size / kPageSize;
+    // A region may grow within a file (a later epoch's commit records the
+    // larger size): entries are bounded by the largest region here, and
+    // each group by its own commit record (TakeCommit).
+    pages_limit_ = std::max<uint64_t>(base.size, kMaxRegionSize) / kPageSize;
     uint64_t off = kBlockSize;
     out_->end = off;
     Reset(off);
@@ -193,6 +196,13 @@ class Scanner {
       return fmt::format("commit record of epoch {} does not match the blocks before it", c.epoch);
     if (c.hwm > c.size / kPageSize)
       return fmt::format("commit record of epoch {} has hwm {} beyond the region", c.epoch, c.hwm);
+    for (const auto& p : pending_.pages)
+      if (p.pgno >= c.size / kPageSize)
+        return fmt::format("page {} of epoch {} lies outside its region of {} pages", p.pgno, c.epoch,
+                           c.size / kPageSize);
+    for (const auto& t : pending_.trims)
+      if (t.first > c.size / kPageSize || t.count > c.size / kPageSize - t.first)
+        return fmt::format("trim of {}+{} in epoch {} lies outside its region", t.first, t.count, c.epoch);
     pending_.kind = want;
     pending_.image = ImageInfo{out_->info.base_image.heap_id, c.epoch, c.term, c.base, c.size, c.hwm};
     out_->groups.push_back(std::move(pending_));

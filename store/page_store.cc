@@ -392,7 +392,8 @@ Status PageStore::Impl::CheckEpoch(const SealedEpoch& e) const {
     return Status::Superseded(fmt::format(
         "heap store {}: epoch {} comes from term {}, but term {} wrote this store; the writer was superseded", path_,
         im.epoch, im.term, image_.term));
-  if (im.base != image_.base || im.size != image_.size)
+  // A region grows (its pages keep their places), never shrinks or moves.
+  if (im.base != image_.base || im.size < image_.size)
     return Status::InvalidArgument(
         fmt::format("heap store {}: epoch {} is for region {:#x}+{:#x}, the store holds region {:#x}+{:#x}", path_,
                     im.epoch, im.base, im.size, image_.base, image_.size));

@@ -112,6 +112,60 @@ TEST(CApi, UncommittedChangesDieWithTheProcess) {
   pheap_close(h);
 }
 
+// A larger size grows the heap in place: its objects stay where they are,
+// and blocks that only fit the larger region come from it. A crash during
+// the first commit after growing (here: before any) leaves the heap as it
+// was, and it grows again on the next open. A smaller size never shrinks it.
+TEST(CApi, ALargerSizeGrowsTheHeap) {
+  TempDir dir;
+  const std::string small = dir.config("", "64M"), large = dir.config("", "192M");
+  pheap* h = pheap_open("grow", small.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* v = static_cast<uint64_t*>(pheap_malloc(h, 8));
+  *v = 7;
+  ASSERT_EQ(pheap_set_root(h, "v", v), 0);
+  EXPECT_EQ(pheap_malloc(h, size_t{96} << 20), nullptr) << "96 MiB do not fit 64 MiB";
+  ASSERT_GE(pheap_commit(h), 1) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0);
+
+  pid_t child = fork();
+  if (child == 0) {  // grows, writes, and dies before its first commit
+    pheap* g = pheap_open("grow", large.c_str());
+    if (g == nullptr) _exit(1);
+    void* big = pheap_malloc(g, size_t{96} << 20);
+    if (big == nullptr) _exit(2);
+    std::memset(big, 1, size_t{96} << 20);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  h = pheap_open("grow", dir.config("", "").c_str());  // the recorded size: still 64 MiB
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_EQ(*static_cast<uint64_t*>(pheap_root(h, "v")), 7u);
+  EXPECT_EQ(pheap_malloc(h, size_t{96} << 20), nullptr) << "the growth was never committed";
+  ASSERT_EQ(pheap_close(h), 0);
+
+  h = pheap_open("grow", large.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* big = static_cast<uint8_t*>(pheap_malloc(h, size_t{96} << 20));
+  ASSERT_NE(big, nullptr) << pheap_last_error();
+  std::memset(big, 0x3c, size_t{96} << 20);
+  ASSERT_EQ(pheap_set_root(h, "big", big), 0);
+  ASSERT_GE(pheap_commit(h), 2) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0);
+
+  h = pheap_open("grow", small.c_str());  // smaller: keeps 192M
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_EQ(*static_cast<uint64_t*>(pheap_root(h, "v")), 7u);
+  auto* again = static_cast<uint8_t*>(pheap_root(h, "big"));
+  ASSERT_EQ(again, big);
+  EXPECT_EQ(again[0], 0x3c);
+  EXPECT_EQ(again[(size_t{96} << 20) - 1], 0x3c);
+  EXPECT_NE(pheap_malloc(h, size_t{64} << 20), nullptr) << "the grown region still has room";
+  ASSERT_EQ(pheap_close(h), 0);
+}
+
 TEST(CApi, ConfigComesFromTheEnvironmentAndTheStringWins) {
   TempDir env_dir, str_dir;
   setenv("PHEAP_DIR", env_dir.path().c_str(), 1);

@@ -299,6 +299,37 @@ TEST_F(EngineReplicated, LocalStoreThatLostEpochsIsRestoredFromTheReplicas) {
   ASSERT_TRUE(CommitUntilDurable(*e));
 }
 
+// A replicated heap grows: the replicas take the larger region's epochs,
+// and a new machine recovers the heap at its grown size.
+TEST_F(EngineReplicated, GrowsWithItsReplicas) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-grow", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  constexpr Pgno kFar = (uint64_t{100} << 20) / kPageSize;  // past the first 64 MiB
+  {
+    EngineOptions o = Options(a);
+    o.size = uint64_t{128} << 20;
+    auto e = Open("rep-grow", o);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->size(), o.size);
+    Write(*e, kFar, kFar + 10, 2);
+    auto c = e->Commit();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+  }
+  EngineOptions o = Options(b);
+  o.size = 0;  // the recorded size
+  auto e = Open("rep-grow", o);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->size(), uint64_t{128} << 20);
+  EXPECT_TRUE(Holds(*e, 0, 50, 1));
+  EXPECT_TRUE(Holds(*e, kFar, kFar + 10, 2));
+}
+
 // A heap that lived on its local store alone is given peers: they are
 // installed from the local store, and then hold the heap.
 TEST_F(EngineReplicated, PeersAddedToALocalHeapTakeItsImage) {

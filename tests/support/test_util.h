@@ -41,7 +41,7 @@ class TempDir {
   const std::string& path() const { return path_; }
   // A heap config for this directory: "dir=PATH;size=SIZE" plus `extra`.
   std::string config(const std::string& extra = "", const std::string& size = "256M") const {
-    return "dir=" + path_ + ";size=" + size + (extra.empty() ? "" : ";" + extra);
+    return "dir=" + path_ + (size.empty() ? "" : ";size=" + size) + (extra.empty() ? "" : ";" + extra);
   }
 
  private:
