@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -74,6 +75,7 @@ Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallP
 Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
 void PageStore::AbandonInstall() { impl_->AbandonInstall(); }
 Status PageStore::Compact() { return impl_->Compact(); }
+bool PageStore::CompactionDue() const { return impl_->CompactionDue(); }
 Status PageStore::Verify(CorruptionReporter* reporter) { return impl_->Verify(reporter); }
 PageStoreStats PageStore::stats() const { return impl_->stats(); }
 
@@ -157,6 +159,7 @@ bool Exited(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 
 }  // namespace
 
 PageStore::Impl::~Impl() {
+  CloseActive();
   files_.clear();
   if (tail_fd_ >= 0) os().close(tail_fd_);
   if (lock_fd_ < 0) return;
@@ -226,6 +229,7 @@ Status PageStore::Impl::Lock() {
 }
 
 Status PageStore::Impl::SyncDir() {
+  std::lock_guard l(dir_mu_);
   PHEAP_RETURN_IF_ERROR(SyncDirectory(path_));
   // Deepest first, each dropped once durable: a failure leaves the rest for
   // the next call.
@@ -261,6 +265,22 @@ void PageStore::Impl::RecordTail(uint64_t file, const ImageInfo& im, uint64_t en
   }
 }
 
+void PageStore::Impl::CloseActive() {
+  if (active_ == nullptr || install_ != nullptr) return;
+  // A file with no epoch holds nothing another file does not (its base
+  // image is the newest image, which some other file records), unless it
+  // is the store's only file (it records a new heap's region) or a salvage
+  // began it (it marks the epochs after its base as given up).
+  if (active_->last_epoch == active_->info.base_image.epoch) {
+    if (files_.size() > 1 && !options_.salvage) Remove(active_->path, "session wrote no epoch");
+    return;
+  }
+  // Zeros past the log; a crash before the truncation is durable leaves
+  // them, which readers pass over.
+  if (active_->padded_to > active_->end && os().ftruncate(active_->fd, static_cast<off_t>(active_->end)) == 0)
+    active_->padded_to = active_->end;
+}
+
 void PageStore::Impl::Remove(const std::string& file, const char* why) {
   PHEAP_LOG_INFO("heap store {}: removing {} ({})", path_, file, why);
   int r = os().unlink(file.c_str());
@@ -278,6 +298,10 @@ Status PageStore::Impl::Open() {
   }
   if (!options_.read_only) PHEAP_RETURN_IF_ERROR(Lock());
   PHEAP_RETURN_IF_ERROR(Recover());
+  for (auto& [n, f] : files_) {
+    struct stat st {};
+    if (::fstat(f->fd, &st) == 0) f->size_at_open = static_cast<uint64_t>(st.st_size);
+  }
   if (options_.read_only) return Status::Ok();
   // TAIL starts from what the log holds: behind it when an earlier session's
   // last record was lost, ahead of it after a salvage, which must then be
@@ -295,7 +319,11 @@ Status PageStore::Impl::Open() {
 
 Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, const ImageInfo& base, bool defer) {
   auto f = std::make_unique<LogFile>();
-  f->info = LogFileInfo{next_file_number_, kind, base};
+  {
+    // A number that fails to become a file is skipped: gaps are harmless.
+    std::lock_guard l(number_mu_);
+    f->info = LogFileInfo{next_file_number_++, kind, base};
+  }
   f->info.base_image.heap_id = heap_id_;
   f->last_epoch = base.epoch;
   f->path = path_ + "/" + LogFileName(f->info.number);
@@ -314,7 +342,6 @@ Result<std::unique_ptr<LogFile>> PageStore::Impl::CreateLogFile(FileKind kind, c
   if (!defer) PHEAP_RETURN_IF_ERROR(SyncDir());
   f->synced = !defer;
   f->end = kBlockSize;
-  ++next_file_number_;
   return f;
 }
 
@@ -611,6 +638,7 @@ PageStoreStats PageStore::Impl::stats() const {
   st.log_files = files_.size();
   for (const auto& [n, f] : files_) {
     st.bytes_on_disk += f->end;
+    st.file_bytes += f->footprint();
     st.live_pages += f->live_pages;
   }
   st.compactions = compactions_;

@@ -9,8 +9,9 @@
 // is ignored, never trusted. Each writer session appends to a new log file.
 //
 // Thread safety: ReadRun may be called from any number of threads at once,
-// also while Persist or Compact runs. Persist and Compact are called by one
-// thread at a time.
+// also while Persist or Compact runs. Persist (and Write, Sync) are called
+// by one thread at a time, Compact by one thread at a time, and the two may
+// run at once (see Compact).
 #pragma once
 
 #include <cstdint>
@@ -51,7 +52,8 @@ struct PageStoreOptions {
 struct PageStoreStats {
   Epoch epoch = 0;            // last durable epoch
   uint64_t log_files = 0;
-  uint64_t bytes_on_disk = 0; // all log files
+  uint64_t bytes_on_disk = 0; // all log files' intact logs
+  uint64_t file_bytes = 0;    // all log files' sizes, with the zeros padding them
   uint64_t live_pages = 0;    // pages with stored data in the durable image
   uint64_t compactions = 0;
 };
@@ -128,7 +130,17 @@ class PageStore final : public PageSource, public EpochSink {
   // Rewrites the live pages of sealed log files whose live fraction is below
   // options.compact_live_ratio into a new log file, syncs it, then deletes
   // them. A crash at any instant leaves the newest durable image whole.
+  // May run on another thread beside ReadRun, Persist, Write and Sync (it
+  // holds mu_ exclusively only to publish; a page rewritten meanwhile keeps
+  // its newer version); one Compact at a time. While an install is open it
+  // returns at once, and an install step waits for a Compact to finish.
   Status Compact();
+  // Whether Compact is worth running: the sealed log files take more than
+  // the live image / options.compact_live_ratio (the active file, up to a
+  // log file, is allowed besides), and those below the ratio hold at least
+  // kCompactMinGain bytes that are not live. Cheap: walks the file list.
+  bool CompactionDue() const;
+  static constexpr uint64_t kCompactMinGain = uint64_t{64} << 10;
   // Reads every live page and checks its checksum; reports each bad one.
   // Returns kCorruption if any was bad.
   Status Verify(CorruptionReporter* reporter);

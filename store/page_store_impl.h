@@ -3,10 +3,12 @@
 // verification). Not installed.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -31,6 +33,10 @@ struct LogFile {
   std::vector<logfmt::SourceEntry> sources;    // compaction files: what they replaced
   uint64_t end = 0;                            // bytes of intact log
   uint64_t padded_to = 0;                      // writer files: zeros durable up to here (see Persist)
+  uint64_t size_at_open = 0;                   // files found at open: their size then (padding included)
+  // Damaged before later epochs (salvage passed it over): the writer files
+  // after it that began from its intact part are what lets it be opened.
+  bool damaged = false;
   uint64_t live_pages = 0;                     // index slots holding a page here
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
@@ -41,6 +47,9 @@ struct LogFile {
   std::atomic<const uint8_t*> view{nullptr};
   uint64_t view_bytes = 0;  // set before `view` is published
   std::atomic<uint64_t> view_resident{0};  // bytes populated since the view was last zapped
+
+  // Bytes the file takes on disk: its log, and the zeros padding it.
+  uint64_t footprint() const { return std::max({end, padded_to, size_at_open}); }
 };
 
 // Where the newest durable version of one page lies.
@@ -72,10 +81,15 @@ class PageStore::Impl {
   void AbandonInstall();
   Status RepairPage(Pgno pgno, const uint8_t* data);  // store_repair.cc
   Status Compact();
+  bool CompactionDue() const;
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
 
  private:
+  Status AppendInstall(const SealedEpoch& part);  // InstallPages with install_mu_ held
+  // Gives back what a session's file holds beyond its log: the padding
+  // zeros, or the whole file if no epoch went into it.
+  void CloseActive();
   Status MakeDirs();
   Status Lock();
   Status Recover();
@@ -116,6 +130,8 @@ class PageStore::Impl {
   void RecordTail(uint64_t file, const ImageInfo& im, uint64_t end, bool sync = false);
 
   // compaction steps (store_compact.cc)
+  // REQUIRES: mu_ held (shared is enough).
+  std::vector<uint32_t> CompactionSourcesLocked() const;
   std::vector<uint32_t> CompactionSources() const;
   Status CopyLive(const std::vector<uint32_t>& sources, LogFile* to, GroupWriter* w,
                   std::vector<std::pair<Pgno, uint64_t>>* moved);
@@ -131,7 +147,14 @@ class PageStore::Impl {
   // TAIL said more (a salvage fell back below it).
   logfmt::TailRecord recovered_tail_{};
   bool tail_ahead_ = false;
-  uint64_t next_file_number_ = 1;
+  // Compact runs beside Persist and Write (on another thread), so what both
+  // use has its own small lock: the file numbers, the directory syncs.
+  std::mutex number_mu_;
+  uint64_t next_file_number_ = 1;  // guarded by number_mu_ after Open
+  std::mutex dir_mu_;              // guards unsynced_parents_
+  // Held through a whole Compact and through each install step: a
+  // compaction never runs while an install is open or changes files_.
+  std::mutex install_mu_;
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
   std::unique_ptr<Group> written_;  // by Write, awaiting Sync

@@ -35,15 +35,51 @@ struct LivePage {
 
 }  // namespace
 
-std::vector<uint32_t> PageStore::Impl::CompactionSources() const {
-  std::shared_lock lock(mu_);
+// Sealed files below the live ratio, their padding counted: among them the
+// files of sessions that wrote no epoch, and compactions' files emptied
+// since.
+// A damaged file that stays keeps the writer files after it that began
+// from its intact part: recovery accepts its damage only while one follows.
+std::vector<uint32_t> PageStore::Impl::CompactionSourcesLocked() const {
   std::vector<uint32_t> out;
+  std::vector<const LogFile*> kept_damaged;
   for (const auto& [number, f] : files_) {
     if (f.get() == active_) continue;
     double live = static_cast<double>(f->live_pages * kPageSize);
-    if (live < options_.compact_live_ratio * static_cast<double>(f->end)) out.push_back(number);
+    if (live < options_.compact_live_ratio * static_cast<double>(f->footprint()))
+      out.push_back(number);
+    else if (f->damaged)
+      kept_damaged.push_back(f.get());
   }
+  std::erase_if(out, [&](uint32_t n) {
+    const LogFile& w = *files_.at(n);
+    return w.info.kind == FileKind::kWriter && std::any_of(kept_damaged.begin(), kept_damaged.end(), [&](const LogFile* d) {
+             return d->info.number < n && w.info.base_image.epoch <= d->last_epoch;
+           });
+  });
   return out;
+}
+
+std::vector<uint32_t> PageStore::Impl::CompactionSources() const {
+  std::shared_lock lock(mu_);
+  return CompactionSourcesLocked();
+}
+
+bool PageStore::Impl::CompactionDue() const {
+  if (options_.read_only) return false;
+  std::shared_lock lock(mu_);
+  uint64_t sealed = 0, live = 0;
+  for (const auto& [number, f] : files_) {
+    live += f->live_pages * kPageSize;
+    if (f.get() != active_) sealed += f->footprint();
+  }
+  if (static_cast<double>(sealed) <= static_cast<double>(live) / options_.compact_live_ratio) return false;
+  uint64_t gain = 0;
+  for (uint32_t n : CompactionSourcesLocked()) {
+    const LogFile& f = *files_.at(n);
+    gain += f.footprint() - std::min(f.footprint(), f.live_pages * kPageSize);
+  }
+  return gain >= kCompactMinGain;
 }
 
 // Copies the live pages of `sources` into `w`, a batch at a time, and writes
@@ -99,6 +135,7 @@ Status PageStore::Impl::Compact() {
   if (options_.read_only)
     return Status::InvalidArgument(
         fmt::format("heap store {} is open read-only: open it for writing to compact", path_));
+  std::lock_guard step(install_mu_);
   // An install replaces every file when it closes; nothing to gain before.
   if (install_ != nullptr) return Status::Ok();
   std::vector<uint32_t> sources = CompactionSources();
@@ -144,13 +181,19 @@ Status PageStore::Impl::Compact() {
   std::vector<std::unique_ptr<LogFile>> gone;
   {
     std::unique_lock lock(mu_);
+    // A page an epoch rewrote or trimmed since CopyLive now lies in the
+    // active file (sources are sealed): its copy here is dead, and older
+    // than the version recovery will find.
+    uint64_t live = 0;
     for (const auto& [pgno, offset] : moved) {
       Slot& cur = index_[pgno];
+      if (cur.state != Slot::kPage || !std::binary_search(sources.begin(), sources.end(), cur.file)) continue;
       --files_.at(cur.file)->live_pages;
       cur.file = number;
       cur.offset = offset;
+      ++live;
     }
-    to->live_pages = moved.size();
+    to->live_pages = live;
     for (Slot& cur : index_)
       if (cur.state == Slot::kTrim && std::binary_search(sources.begin(), sources.end(), cur.file)) cur.file = number;
     for (uint32_t n : sources) {

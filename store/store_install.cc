@@ -22,6 +22,11 @@ namespace pheap {
 using namespace logfmt;
 
 Status PageStore::Impl::InstallPages(const SealedEpoch& part) {
+  std::lock_guard step(install_mu_);
+  return AppendInstall(part);
+}
+
+Status PageStore::Impl::AppendInstall(const SealedEpoch& part) {
   if (options_.read_only)
     return Status::InvalidArgument(fmt::format("heap store {} is open read-only: open it for writing", path_));
   if (written_ != nullptr) return Status::InvalidArgument(NotSynced(image_.epoch + 1));
@@ -69,7 +74,8 @@ Status PageStore::Impl::InstallPages(const SealedEpoch& part) {
 }
 
 Status PageStore::Impl::InstallCommit(const ImageInfo& image) {
-  if (install_ == nullptr) PHEAP_RETURN_IF_ERROR(InstallPages(SealedEpoch{image, {}, nullptr, {}}));
+  std::lock_guard step(install_mu_);
+  if (install_ == nullptr) PHEAP_RETURN_IF_ERROR(AppendInstall(SealedEpoch{image, {}, nullptr, {}}));
   if (image.epoch == 0 || image.hwm > image.size / kPageSize)
     return Status::InvalidArgument(
         fmt::format("heap store {}: cannot install image of epoch {} with hwm {} in {:#x} bytes", path_, image.epoch,
@@ -117,6 +123,7 @@ Status PageStore::Impl::InstallCommit(const ImageInfo& image) {
 }
 
 void PageStore::Impl::AbandonInstall() {
+  std::lock_guard step(install_mu_);
   if (install_ == nullptr) return;
   Remove(install_->path, "install abandoned");
   install_.reset();

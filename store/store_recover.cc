@@ -391,6 +391,7 @@ Status PageStore::Impl::Recover() {
     lf->info = sf.info;
     lf->last_epoch = sf.last_epoch();
     lf->end = sf.end;
+    lf->damaged = !sf.damage.empty();
     if (sf.closed) lf->sources = sf.groups.back().sources;
     files_.emplace(file, std::move(lf));
   }

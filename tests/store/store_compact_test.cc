@@ -1,5 +1,12 @@
 // Compaction: sealed log files shrink to their live pages, the image stays
 // the same before and after reopening, and a crash part way leaves it whole.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "base/os.h"
 #include "store/log_file.h"
 #include "store_test_util.h"
 
@@ -147,6 +154,180 @@ TEST(StoreCompact, CrashDuringCompactionLeavesTheImageWhole) {
     ASSERT_TRUE(store);
     EXPECT_TRUE(MatchesModel(*store, m, 64));
   }
+}
+
+// Runs `hook` once, inside the first fsync of a file longer than a header:
+// Compact's sync of its new file, after it copied the live pages and before
+// it publishes them.
+class HookedOs : public Os {
+ public:
+  std::function<void()> hook;
+  int fsync(int fd) override {
+    struct stat st {};
+    if (hook && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > static_cast<off_t>(kPageSize))
+      std::exchange(hook, nullptr)();
+    return Os::fsync(fd);
+  }
+};
+
+uint64_t FileBytes(const std::string& path) {
+  uint64_t n = 0;
+  for (const auto& f : LogFiles(path)) n += std::filesystem::file_size(f);
+  return n;
+}
+
+// Compact may run beside Persist: an epoch that rewrites or discards pages
+// while they are being copied keeps its versions, in memory and on reopen.
+TEST(StoreCompact, EpochsDuringCompactionKeepTheirVersions) {
+  TempDir dir;
+  Model m = WriteOverwrites(dir.path(), "race", 3, 40);
+  auto store = OpenOrDie(dir.path(), "race", SmallFiles());
+  ASSERT_TRUE(store);
+  HookedOs hooked;
+  SetOsForTesting(&hooked);
+  // Rewrites every page the compaction copies, but 3 and 4, which it discards.
+  std::vector<Pgno> pages;
+  for (Pgno p = 0; p < 16; ++p)
+    if (p != 3 && p != 4) pages.push_back(p);
+  EpochData mid = MakeEpoch(m.epoch + 1, pages, 16, {{3, 2}});
+  hooked.hook = [&] {
+    EXPECT_TRUE(store->Persist(mid.sealed).ok());
+    m.Apply(mid.sealed);
+  };
+  Status s = store->Compact();
+  SetOsForTesting(nullptr);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(hooked.hook, nullptr) << "the epoch ran inside the compaction";
+  EXPECT_EQ(store->stats().compactions, 1u);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  EXPECT_TRUE(store->Verify(nullptr).ok());
+  store.reset();
+  store = OpenOrDie(dir.path(), "race", SmallFiles());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+}
+
+// Epochs on one thread, compactions on another, as a heap runs them.
+TEST(StoreCompact, ConcurrentCompactionsAndEpochs) {
+  TempDir dir;
+  PageStoreOptions o = SmallFiles();
+  auto store = OpenOrDie(dir.path(), "both", o);
+  ASSERT_TRUE(store);
+  std::atomic<bool> done{false};
+  std::thread compactor([&] {
+    while (!done.load()) {
+      if (Status s = store->Compact(); !s.ok()) {
+        ADD_FAILURE() << s.ToString();
+        return;
+      }
+      std::this_thread::yield();
+    }
+  });
+  Model m;
+  for (Epoch e = 1; e <= 400; ++e) {
+    auto d = GenerateEpoch(kSeed, e, 16);
+    ASSERT_TRUE(store->Persist(d.sealed).ok());
+    m.Apply(d.sealed);
+  }
+  done = true;
+  compactor.join();
+  EXPECT_GT(store->stats().compactions, 0u);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  store.reset();
+  store = OpenOrDie(dir.path(), "both", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  EXPECT_TRUE(store->Verify(nullptr).ok());
+}
+
+// A session gives back its padding when it closes, and leaves no file if it
+// wrote no epoch: reopening a heap again and again does not grow it.
+TEST(StoreCompact, SessionsLeaveOnlyTheirLog) {
+  TempDir dir;
+  Model m;
+  const std::string path = dir.path() + "/open";
+  for (int session = 0; session < 8; ++session) {
+    auto store = OpenOrDie(dir.path(), "open", Options());
+    ASSERT_TRUE(store);
+    for (int i = 0; i < 3; ++i) {
+      auto d = MakeEpoch(m.epoch + 1, {1}, 4);
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+  }
+  // Each session's file: a header and three epochs of a page, its entries
+  // and its commit record.
+  EXPECT_EQ(FileBytes(path), 8 * (1 + 3 * 3) * kPageSize);
+  for (int session = 0; session < 4; ++session) ASSERT_TRUE(OpenOrDie(dir.path(), "open", Options()));
+  EXPECT_EQ(LogFiles(path).size(), 8u) << "sessions without an epoch leave no file";
+  auto store = OpenOrDie(dir.path(), "open", Options());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 4));
+  EXPECT_TRUE(store->CompactionDue());
+  ASSERT_TRUE(store->Compact().ok());
+  EXPECT_FALSE(store->CompactionDue());
+  EXPECT_EQ(LogFiles(path).size(), 2u) << "one compaction file and this session's";
+  EXPECT_TRUE(MatchesModel(*store, m, 4));
+}
+
+// A new heap's only file records its region, epoch 0 or not.
+TEST(StoreCompact, NewHeapKeepsItsOnlyFile) {
+  TempDir dir;
+  ASSERT_TRUE(OpenOrDie(dir.path(), "new", Options()));
+  PageStoreOptions o = Options();
+  o.create_if_missing = false;
+  o.base = o.size = 0;
+  auto store = OpenOrDie(dir.path(), "new", o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->image().base, kBase);
+  EXPECT_EQ(store->image().size, kSize);
+}
+
+// After a salvage passed over damage in a file that stays (its intact part
+// mostly live), the writer file the salvage began is what lets later opens
+// accept the damage: compaction keeps it, however empty.
+TEST(StoreCompact, KeepsTheFileThatSettlesDamage) {
+  TempDir dir;
+  Model m;
+  std::vector<Pgno> dense;
+  for (Pgno p = 0; p < 32; ++p) dense.push_back(p);
+  std::vector<EpochData> ds;
+  ds.push_back(MakeEpoch(1, dense, 64));
+  ds.push_back(MakeEpoch(2, {40}, 64));
+  ds.push_back(MakeEpoch(3, {41}, 64));
+  {
+    auto store = OpenOrDie(dir.path(), "s", Options());
+    ASSERT_TRUE(store);
+    for (auto& d : ds) ASSERT_TRUE(store->Persist(d.sealed).ok());
+  }
+  m.Apply(ds[0].sealed);
+  // Epoch 2's entry block follows epoch 1's entry block, pages and commit.
+  const std::string first = LogFiles(dir.path() + "/s").front();
+  {
+    std::fstream f(first, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp((1 + 1 + 32 + 1) * kPageSize + 30);
+    f.put('\x5a');
+  }
+  PageStoreOptions salvage = Options();
+  salvage.salvage = true;
+  ASSERT_TRUE(OpenOrDie(dir.path(), "s", salvage));
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 16 * 1024;
+  {
+    auto store = OpenOrDie(dir.path(), "s", o);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(MatchesModel(*store, m, 64));
+    for (Epoch e = 2; e <= 20; ++e) {
+      auto d = MakeEpoch(e, {50}, 64);
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+    ASSERT_TRUE(store->Compact().ok());
+    EXPECT_EQ(store->stats().compactions, 1u);
+  }
+  auto store = OpenOrDie(dir.path(), "s", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
 }
 
 }  // namespace
