@@ -3,6 +3,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 #include <cstring>
@@ -12,14 +14,15 @@
 #include "replication/curve_auth.h"
 #include "replication/replica_client.h"
 #include "replication/replica_composite.h"
+#include "store/compactor.h"
 
 namespace pheap {
 
 const std::vector<std::string>& Engine::ConfigKeys() {
   static const std::vector<std::string> kKeys = [] {
     std::vector<std::string> k = {"dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
-                                  "staging_max", "staging_wait_ms", "salvage", "log_file_size", "direct_write", "keys", "replica_timeout_ms",
-                                  "restore"};
+                                  "staging_max", "staging_wait_ms", "salvage", "log_file_size", "direct_write", "compact",
+                                  "compact_ratio", "keys", "replica_timeout_ms", "restore"};
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     return k;
   }();
@@ -66,6 +69,17 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto direct = config.GetSize("direct_write", o.store.direct_write_bytes);
   if (!direct.ok()) return direct.status();
   o.store.direct_write_bytes = *direct;
+  auto compact = config.GetBool("compact", o.compact);
+  if (!compact.ok()) return compact.status();
+  o.compact = *compact;
+  if (auto r = config.Get("compact_ratio")) {
+    char* end = nullptr;
+    const double ratio = std::strtod(r->c_str(), &end);
+    if (r->empty() || *end != '\0' || !(ratio >= 1.25 && ratio <= 100))
+      return Status::InvalidArgument("config compact_ratio='" + *r +
+                                     "' is not a number from 1.25 to 100 (log files per byte of live image, e.g. 2)");
+    o.store.compact_live_ratio = 1 / ratio;
+  }
   auto replication = ReplicationFromConfig(config);
   if (!replication.ok()) return replication.status();
   o.replication = std::move(*replication);
@@ -123,6 +137,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
   so.salvage = options.salvage;
   so.base = base;
   so.size = size != 0 ? size : kDefaultRegionSize;
+  auto wakeup = std::make_shared<Compactor::Wakeup>();
+  if (options.compact) so.on_log_file_sealed = Compactor::Wakeup::Hook(wakeup);
   auto store = PageStore::Open(options.dir, name, so);
   if (!store.ok() && store.status().code() == Status::Code::kCorruption && !options.replication.peers.empty() &&
       !options.salvage) {
@@ -177,6 +193,11 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
                    done * kPageSize >> 20, total * kPageSize >> 20, done == total ? "\n" : "");
     });
     PHEAP_LOG_INFO("heap '{}': restoring the local store from the replicas in the background", name);
+  }
+  if (options.compact) {
+    // Not owned: the compactor goes before the store (~Engine).
+    std::shared_ptr<PageStore> own(std::shared_ptr<void>(), e->store_.get());
+    e->compactor_ = std::make_unique<Compactor>([own] { return std::vector{own}; }, wakeup);
   }
   PHEAP_LOG_INFO("heap '{}' open at {:#x} size {:#x}, epoch {}, tracking {}", name, image.base,
                  image.size, image.epoch, TrackingModeName(e->pager_->mode()));
@@ -233,6 +254,7 @@ Status Engine::OpenReplicas(const std::string& name, const EngineOptions& option
 }
 
 Engine::~Engine() {
+  compactor_.reset();
   pager_.reset();
   pages_.reset();
   client_.reset();

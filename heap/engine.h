@@ -19,6 +19,7 @@
 
 namespace pheap {
 
+class Compactor;
 class ReplicaClient;
 class ReplicatedPages;
 
@@ -35,6 +36,10 @@ struct EngineOptions {
   uint64_t replica_timeout_ms = 5000;  // a commit or open without a quorum fails after this
   bool restore = true;           // an empty dir takes the replicas' image in the background
   bool restore_progress = true;  // show the restore's progress on stderr when it is a terminal
+  // Compact the store in the background (store/compactor.h), when its log
+  // files pass 1/store.compact_live_ratio times the live image plus one
+  // log file.
+  bool compact = true;
 };
 
 class Engine {
@@ -42,8 +47,9 @@ class Engine {
   // The config keys the engine reads (see README "Configuration").
   static const std::vector<std::string>& ConfigKeys();
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
-  // staging_max, staging_wait_ms, salvage, log_file_size, peers, replicas,
-  // quorum, keys, replica_timeout_ms, restore. Bad values are errors naming the key.
+  // staging_max, staging_wait_ms, salvage, log_file_size, direct_write,
+  // compact, compact_ratio, peers, replicas, quorum, keys,
+  // replica_timeout_ms, restore. Bad values are errors naming the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.
   static uint64_t DefaultBase(const std::string& name);
@@ -88,6 +94,8 @@ class Engine {
   std::unique_ptr<ReplicaClient> client_;
   std::unique_ptr<ReplicatedPages> pages_;
   std::unique_ptr<Pager> pager_;
+  // Last made, first gone: it compacts store_ from its own thread.
+  std::unique_ptr<Compactor> compactor_;
 };
 
 }  // namespace pheap

@@ -472,6 +472,8 @@ Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const Se
     }
     active_ = f->get();
     files_.emplace(static_cast<uint32_t>(active_->info.number), std::move(f.value()));
+    lock.unlock();
+    if (options_.on_log_file_sealed) options_.on_log_file_sealed();
   }
   const Epoch epoch = e.image.epoch;
   auto g = std::make_unique<Group>(active_->end, epoch);

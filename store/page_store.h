@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -47,6 +48,9 @@ struct PageStoreOptions {
   // through O_DIRECT, since the page cache's copy of the data is skipped,
   // and the image is not cached twice. 0: never.
   uint64_t direct_write_bytes = uint64_t{1} << 20;
+  // Called on the persisting thread each time a log file is sealed and the
+  // next begun (a background compactor's cue); must return at once.
+  std::function<void()> on_log_file_sealed;
 };
 
 struct PageStoreStats {
