@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "base/page_hash.h"
+#include "store/compactor.h"
 #include "store/page_store.h"
 #include "replication/peer_heap_internal.h"
 #include "replication/term_store.h"
@@ -257,8 +258,11 @@ HeapTable::HeapTable(std::string dir, const StagingLimits& staging, const PageSt
 HeapTable::~HeapTable() { Close(); }
 
 Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const StagingLimits& staging,
-                                                   const PageStoreOptions& store) {
-  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging, store));
+                                                   const PageStoreOptions& store, bool compact) {
+  PageStoreOptions so = store;
+  auto wakeup = std::make_shared<Compactor::Wakeup>();
+  if (compact) so.on_log_file_sealed = Compactor::Wakeup::Hook(wakeup);
+  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging, so));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
@@ -269,10 +273,24 @@ Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const
     t->Register(name);
   }
   if (ec) return Status::FromErrno("listing peer directory " + dir, ec.value());
+  if (compact) {
+    HeapTable* table = t.get();  // the compactor stops in Close, before the table goes
+    t->compactor_ = std::make_unique<Compactor>([table] {
+      std::vector<std::shared_ptr<Heap>> heaps;
+      {
+        std::lock_guard l(table->mu_);
+        for (const auto& [id, h] : table->heaps_) heaps.push_back(h);
+      }
+      std::vector<std::shared_ptr<PageStore>> stores;
+      for (const auto& h : heaps) stores.push_back(h->Store());
+      return stores;
+    }, wakeup);
+  }
   return t;
 }
 
 void HeapTable::Close() {
+  compactor_.reset();
   std::map<HeapId, std::shared_ptr<Heap>> heaps;
   {
     std::lock_guard l(mu_);

@@ -37,6 +37,8 @@
 
 namespace pheap {
 
+class Compactor;
+
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
 };
@@ -63,9 +65,11 @@ class HeapTable {
   // files) and opens its store. A store that fails to open is logged and its
   // requests answered with kStoreError; the others are served.
   // `store` holds the settings every heap's store takes (its region and
-  // create_if_missing are set per heap).
+  // create_if_missing are set per heap). With `compact`, a thread compacts
+  // every heap's store in the background (store/compactor.h) beside the
+  // write thread; a store with an install open is left alone until it ends.
   static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const StagingLimits& staging,
-                                                 const PageStoreOptions& store = {});
+                                                 const PageStoreOptions& store = {}, bool compact = true);
   ~HeapTable();
   HeapTable(const HeapTable&) = delete;
   HeapTable& operator=(const HeapTable&) = delete;
@@ -74,7 +78,7 @@ class HeapTable {
   // REQUIRES: wire::IsRequest(m.type).
   Reply Handle(const wire::Message& m, uint32_t clients);
 
-  // Closes every store (after the last Handle).
+  // Stops compacting and closes every store (after the last Handle).
   void Close();
 
   struct Heap;
@@ -103,6 +107,7 @@ class HeapTable {
   const uint64_t started_ms_;
   std::mutex mu_;  // guards heaps_
   std::map<HeapId, std::shared_ptr<Heap>> heaps_;
+  std::unique_ptr<Compactor> compactor_;  // null with compaction off
 };
 
 }  // namespace pheap

@@ -131,7 +131,7 @@ Status PeerServer::Impl::Start() {
     PHEAP_LOG_WARN("peer on {}: no CURVE keys, traffic is unencrypted and unauthenticated{}", opt_.endpoint,
                    loopback ? " (loopback only)" : " (--insecure)");
 
-  auto table = HeapTable::Open(opt_.dir, opt_.staging, opt_.store);
+  auto table = HeapTable::Open(opt_.dir, opt_.staging, opt_.store, opt_.compact);
   if (!table.ok()) return table.status();
   table_ = std::move(table.value());
 

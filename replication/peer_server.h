@@ -32,6 +32,7 @@ struct PeerOptions {
   int read_threads = 2;
   StagingLimits staging;    // per heap, pages awaiting COMMIT (peer_heaps.h)
   PageStoreOptions store;   // every heap's store (peer_heaps.h: HeapTable::Open)
+  bool compact = true;      // compact the stores in the background
   int heartbeat_ms = 1000;
   int heartbeat_timeout_ms = 5000;
 };

@@ -38,6 +38,13 @@ int main(int argc, char** argv) {
                    "an epoch of at least this size is written with O_DIRECT, past the page cache (0: never)")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
+  peer->add_option("--compact", peer_opts.compact, "on|off: compact every heap's store in the background")
+      ->capture_default_str();
+  double peer_compact_ratio = 2;
+  peer->add_option("--compact-ratio", peer_compact_ratio,
+                   "compact when a store's log files pass this many times its live image, plus one log file")
+      ->check(CLI::Range(1.25, 100.0))
+      ->capture_default_str();
   peer->add_option("--staging-limit", peer_opts.staging.max_bytes, "per heap: the largest epoch accepted")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
@@ -74,6 +81,7 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "pheap peer: --listen and --dir are required\n");
       return 2;
     }
+    peer_opts.store.compact_live_ratio = 1 / peer_compact_ratio;
     return pheap::RunPeerDaemon(peer_opts);
   }
   if (*keygen) {

@@ -217,6 +217,53 @@ TEST_F(PeerTest, WriterConversationEndToEndAndRestart) {
   StopPeer();
 }
 
+// The log files' sizes; one the compactor removes meanwhile counts 0.
+uint64_t FileBytes(const std::string& path) {
+  uint64_t n = 0;
+  for (const auto& de : std::filesystem::directory_iterator(path)) {
+    std::error_code ec;
+    uint64_t size = de.path().extension() == ".pheap" ? std::filesystem::file_size(de.path(), ec) : 0;
+    if (!ec) n += size;
+  }
+  return n;
+}
+
+// A peer that receives many small epochs compacts its store in the
+// background: it stays near twice the live image plus one log file, and
+// serves the same image before and after a restart.
+TEST_F(PeerTest, ManySmallEpochsAreCompacted) {
+  constexpr uint64_t kLogFile = 128 << 10, kLive = 32;
+  // As in tests/engine/compaction_test.cc: the active file's padding, the
+  // garbage left below kCompactMinGain, a compaction file's own blocks.
+  constexpr uint64_t kSlack = (256 << 10) + PageStore::kCompactMinGain + 8 * kPageSize;
+  StartPeer({"--log-file-size", std::to_string(kLogFile)});
+  Client c(endpoint_, "small");
+  ASSERT_TRUE(c.Hello());
+  ASSERT_TRUE(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA)));
+  c.ShipEpoch(1, 1, Range(0, kLive), kLive);
+  const std::string path = dir_ + "/small";
+  const uint64_t bound = 2 * kLive * kPageSize + kLogFile + kSlack;
+  constexpr Epoch kEvery = 25;
+  for (Epoch e = 2; e <= 800; ++e) {
+    c.ShipEpoch(1, e, {(e * 7) % kLive}, kLive);
+    if (e % kEvery != 0) continue;
+    // Since the last checkpoint: at most its epochs (a page, its entries
+    // and commit record each) and a file's padding more.
+    EXPECT_LE(FileBytes(path), bound + kEvery * 3 * kPageSize + (256 << 10)) << "epoch " << e;
+    // And the compactor catches up.
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (FileBytes(path) > bound && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    ASSERT_LE(FileBytes(path), bound) << "epoch " << e;
+  }
+  c.FetchAndVerify(0, kLive, 800);
+  StopPeer();
+  StartPeer({"--no-compact"});
+  c.FetchAndVerify(0, kLive, 800);
+  c.ShipEpoch(1, 801, {3}, kLive);
+  c.FetchAndVerify(0, kLive, 801);
+  StopPeer();
+}
+
 TEST_F(PeerTest, TermFencingSurvivesRestart) {
   StartPeer();
   Client a(endpoint_, "h");

@@ -1,6 +1,7 @@
 // The peer daemon as its own process, for the tests:
 //   test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]
 //             [--staging-memory BYTES] [--staging-limit BYTES]
+//             [--log-file-size BYTES] [--no-compact]
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,9 +20,11 @@ int main(int argc, char** argv) {
     else if (a == "--insecure") o.insecure = true;
     else if (a == "--staging-memory") o.staging.memory_bytes = std::stoull(next());
     else if (a == "--staging-limit") o.staging.max_bytes = std::stoull(next());
+    else if (a == "--log-file-size") o.store.log_file_bytes = std::stoull(next());
+    else if (a == "--no-compact") o.compact = false;
     else {
       std::fprintf(stderr, "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure] "
-                           "[--staging-memory BYTES] [--staging-limit BYTES]\n");
+                           "[--staging-memory BYTES] [--staging-limit BYTES] [--log-file-size BYTES] [--no-compact]\n");
       return 2;
     }
   }
