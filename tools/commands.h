@@ -10,6 +10,9 @@ namespace pheap::tools {
 int RunDemo(const std::string& dir, bool keep);
 // Prints what the store of heap `name` under `dir` holds.
 int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify);
+// Compacts the store of heap `name` under `dir` now; 1 (with the reason on
+// stderr) if it is held by a running process or cannot be compacted.
+int RunCompact(const std::string& dir, const std::string& name);
 
 // `pheap run`: executes `command` under libpheap_preload.so; returns only
 // if it could not (126, or 127 when the program is not found).

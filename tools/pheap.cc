@@ -1,4 +1,4 @@
-// The `pheap` command: demo, inspect, peer, keygen, run.
+// The `pheap` command: demo, inspect, compact, peer, keygen, run.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -23,6 +23,10 @@ int main(int argc, char** argv) {
   inspect->add_option("--dir", dir, "store directory")->capture_default_str();
   inspect->add_flag("--json", json, "print JSON");
   inspect->add_flag("--verify", verify, "read every live page and check its checksum");
+
+  auto* compact = app.add_subcommand("compact", "compact a heap's store now (a heap in use compacts itself)");
+  compact->add_option("name", name, "heap name")->required();
+  compact->add_option("--dir", dir, "store directory")->capture_default_str();
 
   pheap::PeerOptions peer_opts;
   auto* peer = app.add_subcommand("peer", "run a peer: the page store for any number of heaps");
@@ -75,6 +79,7 @@ int main(int argc, char** argv) {
   if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
+  if (*compact) return pheap::tools::RunCompact(dir, name);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);
   if (*peer) {
     if (peer_opts.endpoint.empty() || peer_opts.dir.empty()) {
