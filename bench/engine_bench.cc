@@ -4,6 +4,9 @@
 //   durable commit  pheap Commit() vs msync(MS_SYNC) of a MAP_SHARED file
 //   cold reopen     1 GiB image touched sequentially / randomly vs the same
 //                   data through a mapped file in the page cache
+//   compaction      space on disk per live byte and commit latency over a
+//                   long run of one-page commits, background compaction on
+//                   vs off
 // Every figure is the median of --runs runs. Output is Markdown.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -12,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -32,7 +36,8 @@ int g_runs = 5;
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 std::unique_ptr<Engine> OpenOrDie(const std::string& dir, const std::string& name, uint64_t size,
-                                  TrackingMode mode = TrackingMode::kAuto, bool map_stored = true) {
+                                  TrackingMode mode = TrackingMode::kAuto, bool map_stored = true,
+                                  const std::function<void(EngineOptions*)>& adjust = nullptr) {
   // PHEAP_* variables apply (e.g. PHEAP_DIRECT_WRITE=0), the ones set here win.
   auto config = Config::Parse(nullptr, Engine::ConfigKeys());
   auto opts = config.ok() ? Engine::OptionsFromConfig(*config) : Result<EngineOptions>(config.status());
@@ -45,6 +50,7 @@ std::unique_ptr<Engine> OpenOrDie(const std::string& dir, const std::string& nam
   o.size = size;
   o.pager.mode = mode;
   o.pager.map_stored = map_stored;
+  if (adjust) adjust(&o);
   auto e = Engine::Open(name, o);
   if (!e.ok()) {
     fmt::print(stderr, "bench: {}\n", e.status().ToString());
@@ -284,6 +290,62 @@ void ColdReopen() {
              Median(open_ms), Median(first_access_us), pages, mapped_pages.at(0), copied_pages.at(0));
 }
 
+uint64_t LogFileBytes(const std::string& path) {
+  uint64_t n = 0;
+  for (const auto& de : std::filesystem::directory_iterator(path)) {
+    std::error_code ec;
+    uint64_t size = de.path().extension() == ".pheap" ? std::filesystem::file_size(de.path(), ec) : 0;
+    if (!ec) n += size;
+  }
+  return n;
+}
+
+void Compaction() {
+  constexpr uint64_t kLive = 2048, kCommits = 5000, kLogFile = uint64_t{4} << 20;  // 8 MiB live
+  fmt::print("## Compaction ({} one-page commits over a {} MiB live image, log_file_size {} MiB, median of {})\n\n",
+             kCommits, kLive * kPageSize >> 20, kLogFile >> 20, g_runs);
+  struct Figures {
+    std::vector<double> p50, p99, final_amp, max_amp;
+  };
+  Figures on, off;
+  for (int r = 0; r < g_runs; ++r) {
+    for (bool compact : {false, true}) {
+      TempDir dir;
+      auto e = OpenOrDie(dir.path(), "compaction", kGiB, TrackingMode::kAuto, true, [&](EngineOptions* o) {
+        o->compact = compact;
+        o->store.log_file_bytes = kLogFile;
+      });
+      auto* base = static_cast<uint8_t*>(e->base());
+      for (uint64_t p = 0; p < kLive; ++p) base[p * kPageSize] = 1;
+      CommitOrDie(*e);
+      const std::string path = dir.path() + "/compaction";
+      std::vector<double> lat;
+      double max_amp = 0;
+      uint64_t seed = 42 + r;
+      for (uint64_t i = 0; i < kCommits; ++i) {
+        *reinterpret_cast<uint64_t*>(base + Rand(&seed) % kLive * kPageSize) = i;
+        uint64_t t0 = NowNs();
+        CommitOrDie(*e);
+        lat.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+        if (i % 100 == 0)
+          max_amp = std::max(max_amp, static_cast<double>(LogFileBytes(path)) / static_cast<double>(kLive * kPageSize));
+      }
+      Figures& f = compact ? on : off;
+      f.p50.push_back(Percentile(lat, 0.5));
+      f.p99.push_back(Percentile(lat, 0.99));
+      f.final_amp.push_back(static_cast<double>(LogFileBytes(path)) / static_cast<double>(kLive * kPageSize));
+      f.max_amp.push_back(max_amp);
+    }
+  }
+  fmt::print("| compaction | commit p50 us | p99 us | p50 vs off | p99 vs off | bytes on disk / live, at the end | at most |\n");
+  fmt::print("|---|---|---|---|---|---|---|\n");
+  for (auto [name, f] : {std::pair<const char*, Figures*>{"off (baseline)", &off}, {"on", &on}})
+    fmt::print("| {} | {:.0f} | {:.0f} | {:.2f}x | {:.2f}x | {:.2f} | {:.2f} |\n", name, Median(f->p50), Median(f->p99),
+               Median(f->p50) / Median(off.p50), Median(f->p99) / Median(off.p99), Median(f->final_amp),
+               Median(f->max_amp));
+  fmt::print("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -291,7 +353,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   bool big = true;
   app.add_option("--runs", g_runs, "runs per figure (median reported)")->capture_default_str();
-  app.add_option("--only", only, "first-write, commit, reopen");
+  app.add_option("--only", only, "first-write, commit, reopen, compaction");
   app.add_flag("!--no-8g", big, "skip the 8 GiB region");
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const char* s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
@@ -299,5 +361,6 @@ int main(int argc, char** argv) {
   if (want("first-write")) FirstWrite();
   if (want("commit")) Commits(big);
   if (want("reopen")) ColdReopen();
+  if (want("compaction")) Compaction();
   return 0;
 }
