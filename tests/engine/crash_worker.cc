@@ -1,7 +1,8 @@
 // The process the engine crash test kills. It opens the heap, reports the
 // epoch it found, then applies the model's epochs one after another and
 // commits each, reporting every durable epoch on the ack pipe, while writer
-// threads keep bumping their pair counters (A, then B) without pausing.
+// threads keep bumping their pair counters (A, then B) without pausing,
+// and the store compacts in the background.
 //
 // usage: crash_worker DIR NAME MODE SEED ACK_FD
 #include <unistd.h>
@@ -40,6 +41,10 @@ int main(int argc, char** argv) {
   EngineOptions o;
   o.dir = argv[1];
   o.size = uint64_t{64} << 20;
+  // Small log files: the store rolls over every few epochs and, once they
+  // pass twice the live image (about 2 MiB), compacts in the background
+  // beside the commits the kills interrupt.
+  o.store.log_file_bytes = 256 << 10;
   if (!ParseTrackingMode(argv[3], &o.pager.mode)) return 2;
   uint64_t seed = strtoull(argv[4], nullptr, 0);
   int ack = atoi(argv[5]);
