@@ -2,7 +2,13 @@
 // simulation and Jepsen. Peers (test_peer) and writers (nemesis_writer) run
 // as real processes; a schedule drawn from a seed kills, stops, restarts,
 // wipes, fills the disks of and cuts off peers and writers, moves a writer
-// to a new directory and back (failback), while the writers commit. Every
+// to a new directory and back (failback), while the writers commit. Two
+// compound faults own the whole cluster for a few seconds: failback-down
+// (every peer killed while a writer commits, that writer killed, the peers
+// back, another writer takes over and commits, then the first writer's
+// directory is opened again) and install-kill (the same start, then the
+// writer reopens its directory, one epoch ahead of every replica, is killed
+// while it installs that image on them, and its directory is lost). Every
 // commit stamps the heap with (counter, tag); the driver logs each attempt
 // and acknowledgement (the oracle) and checks every recovered image:
 //   lost-ack     a recovered image older than an acknowledged commit
@@ -16,7 +22,8 @@
 //
 //   nemesis TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S]
 //           [--peers 3..5] [--writers 1..2] [--replicas K] [--quorum W]
-//           [--faults kill,stop,restart,wipe,failback,diskfull,netcut] [--total-seconds T]
+//           [--faults kill,stop,restart,wipe,failback,diskfull,netcut,failback-down,install-kill]
+//           [--total-seconds T]
 //
 // For hours (as root, for tmpfs and network namespaces), from the build
 // directory:
@@ -37,6 +44,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -59,7 +67,9 @@ constexpr auto kCommitTimeout = 30s;  // a commit or an open must return within 
 constexpr auto kQuiet = 5s;           // commits with every fault healed, at the end
 constexpr int64_t kWipeWindowMs = 15000;  // after a peer restarts empty: no other fault
 
-const char* const kKinds[] = {"kill", "stop", "restart", "wipe", "failback", "diskfull", "netcut"};
+const char* const kKinds[] = {"kill",     "stop",     "restart",       "wipe",
+                              "failback", "diskfull", "netcut",        "failback-down",
+                              "install-kill"};
 
 struct Options {
   std::string test_peer, writer;
@@ -123,6 +133,54 @@ std::vector<Event> MakeSchedule(const Options& o, uint64_t seed) {
   while (o.events > 0 ? injected < o.events : t < o.seconds * 1000LL) {
     t += pick(300, 2000);
     const std::string kind = kinds[rng() % kinds.size()];
+    if (kind == "failback-down" || kind == "install-kill") {
+      // Compound: it waits until every earlier fault has healed, and owns
+      // the whole cluster until it ends.
+      t = std::max({t, *std::max_element(peer_free.begin(), peer_free.end()),
+                    *std::max_element(writer_free.begin(), writer_free.end())});
+      const int w = static_cast<int>(rng() % static_cast<uint64_t>(o.writers));
+      bool first = true;
+      auto at = [&](int64_t dt, const std::string& action, bool peer, int target, int arg = 0) {
+        s.push_back({t + dt, kind, action, peer, target, arg, first});
+        first = false;
+      };
+      // Every peer dies (SIGKILL: the writer's frames in flight die with
+      // it, unlike a SIGSTOP's), the other writers are held down, and
+      // writer w's next commit reaches its own disk only and fails.
+      for (int j = 0; j < o.writers; ++j)
+        if (j != w) at(0, "kill-writer", false, j);
+      for (int i = 0; i < o.peers; ++i) at(0, "kill-peer", true, i);
+      at(100, "kill-writer-after-fail", false, w);
+      for (int i = 0; i < o.peers; ++i) at(200, "start-peer", true, i);
+      int64_t end;
+      if (kind == "failback-down") {
+        // Another writer opens from the peers and commits the epoch
+        // number w's failed commit took; then w's old directory is
+        // opened again: it must take the peers' lineage, not its own.
+        at(700, "move-writer", false, w);
+        at(800, "await-ack-writer", false, w);
+        at(900, "failback-writer", false, w);
+        end = 1000;
+      } else {
+        // w reopens its own directory, one epoch ahead of every replica,
+        // and installs it on them in the background; it dies part way (a
+        // drawn time after its open returned: the installs take some
+        // 100-200 ms here), its directory is lost, and the heap is
+        // recovered from the peers alone: they must still hold every
+        // acknowledged commit.
+        at(700, "start-writer", false, w);
+        at(710, "kill-writer-after-open", false, w, static_cast<int>(pick(0, 150)));
+        at(800, "wipe-writer", false, w);
+        end = 900;
+      }
+      for (int j = 0; j < o.writers; ++j)
+        if (j != w) at(end, "start-writer", false, j);
+      t += end + 1000;
+      std::fill(peer_free.begin(), peer_free.end(), t);
+      std::fill(writer_free.begin(), writer_free.end(), t);
+      ++injected;
+      continue;
+    }
     const bool on_peer = kind == "netcut" ? true : kind == "failback" ? false : rng() % 3 != 0;
     auto busy = [&](const std::vector<int64_t>& v) {
       return static_cast<int>(std::count_if(v.begin(), v.end(), [&](int64_t f) { return f > t; }));
@@ -274,6 +332,8 @@ struct Proc {
   std::optional<Mark> head_at_start;  // the acknowledged history when it began to open
   Clock::time_point since;            // when the open or the pending commit began
   int64_t pending = -1;               // the attempt awaiting its answer
+  int acks = 0, fails = 0;            // its commits' answers so far
+  bool forked = false;                // reported a forked history (once is enough)
 };
 
 struct Slot {
@@ -313,6 +373,9 @@ class Run {
   void OnLine(Proc* p, const std::string& line);
   void CheckPeers();
   void Reap();
+  // Pumps until done() or `bound` passes; the schedule's later events move
+  // by the time it waited, so the spacing drawn from the seed holds.
+  void Await(const std::function<bool()>& done, std::chrono::milliseconds bound);
   std::string Config(const std::string& dir) const;
   static bool Fill(const std::string& mount);
   static void Drain(const std::string& mount);
@@ -331,6 +394,7 @@ class Run {
   uint64_t next_tag_ = 1;
   int dirs_ = 0;
   Clock::time_point start_;
+  Clock::duration shift_{};  // how far Await moved the schedule
   bool failed_ = false;
   std::string log_;  // what happened, for a failure's report
 };
@@ -484,11 +548,16 @@ void Run::OnLine(Proc* p, const std::string& line) {
     in >> c;
     p->pending = -1;
     if (word == "fail") {
+      ++p->fails;
       ++totals_->fails;
       return;
     }
+    ++p->acks;
     ++totals_->acks;
-    if (std::string why = oracle_.Ack({c, p->tag}); !why.empty()) Violation("resurrected", who + ": " + why);
+    if (std::string why = oracle_.Ack({c, p->tag}); !why.empty() && !p->forked) {
+      p->forked = true;  // its later acknowledgements extend the same fork
+      Violation("resurrected", who + ": " + why);
+    }
   } else if (word == "error") {
     Note(who + " " + line);
   }
@@ -571,6 +640,20 @@ void Run::Reap() {
   }
 }
 
+void Run::Await(const std::function<bool()>& done, std::chrono::milliseconds bound) {
+  const auto begin = Clock::now();
+  while (!done() && Clock::now() - begin < bound) {
+    Pump(50ms);
+    CheckPeers();
+    Reap();
+  }
+  const auto waited = Clock::now() - begin;
+  shift_ += waited;
+  // The watchdog's budget grows by as much.
+  const unsigned left = alarm(0);
+  alarm(left + static_cast<unsigned>(std::chrono::ceil<std::chrono::seconds>(waited).count()));
+}
+
 bool Run::Fill(const std::string& mount) {
   const int fd = open((mount + "/ballast").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return false;
@@ -627,6 +710,34 @@ void Run::Apply(const Event& e) {
   if (a == "kill-writer") {
     KillProc(s.proc);
     s.held = true;
+  } else if (a == "kill-writer-after-fail") {
+    // Its next commit fails (the peers are down), or 10 s pass; then it
+    // dies and stays down.
+    Proc* p = s.proc;
+    if (p != nullptr) {
+      const int fails = p->fails;
+      Await([&] { return p->pid <= 0 || p->fails > fails; }, 10s);
+      Note("tag " + std::to_string(p->tag) + (p->fails > fails ? " failed a commit" : " failed no commit"));
+    }
+    KillProc(s.proc);
+    s.held = true;
+  } else if (a == "kill-writer-after-open") {
+    // Its open returns (or 10 s pass), arg ms more; then it dies and stays
+    // down.
+    Proc* p = s.proc;
+    if (p != nullptr) {
+      Await([&] { return p->pid <= 0 || p->opened; }, 10s);
+      Await([] { return false; }, std::chrono::milliseconds(e.arg));
+    }
+    KillProc(s.proc);
+    s.held = true;
+  } else if (a == "await-ack-writer") {
+    // Until the slot's writer has a commit acknowledged, or 20 s pass.
+    Proc* p = s.proc;
+    if (p != nullptr) {
+      Await([&] { return p->pid <= 0 || p->acks > 0; }, 20s);
+      Note("tag " + std::to_string(p->tag) + " has " + std::to_string(p->acks) + " acknowledged commits");
+    }
   } else if (a == "start-writer") {
     s.held = false;
     if (e.arg == 1) {  // on a new directory: the heap comes from the peers
@@ -651,6 +762,7 @@ void Run::Apply(const Event& e) {
       std::error_code ec;
       std::filesystem::remove_all(s.dir, ec);
     }
+    s.held = false;
     StartWriter(e.target, false, s.dir);
   } else if (a == "move-writer") {
     // The writer moves to a new directory (its machine is replaced); the
@@ -658,6 +770,7 @@ void Run::Apply(const Event& e) {
     // old one must be fenced.
     if (e.arg == 0) KillProc(s.proc);
     s.proc = nullptr;
+    s.held = false;
     s.old_dirs.push_back(s.dir);
     s.dir = s.mount + "/d" + std::to_string(dirs_++);
     StartWriter(e.target, false, s.dir);
@@ -669,6 +782,7 @@ void Run::Apply(const Event& e) {
     if (!s.old_dirs.empty()) {
       std::swap(s.dir, s.old_dirs.back());
     }
+    s.held = false;
     StartWriter(e.target, false, s.dir);
   } else if (a == "fill-writer" && tmpfs_) {
     s.filled = Fill(s.mount);
@@ -695,7 +809,7 @@ bool Run::Go() {
   for (int j = 0; j < o_.writers; ++j) StartWriter(j, false, slots_[j].dir);
   for (const Event& e : schedule_) {
     for (;;) {
-      const auto due = start_ + std::chrono::milliseconds(e.at_ms);
+      const auto due = start_ + shift_ + std::chrono::milliseconds(e.at_ms);
       const auto now = Clock::now();
       if (now >= due) break;
       Pump(std::min(std::chrono::duration_cast<std::chrono::milliseconds>(due - now), std::chrono::milliseconds(100)));
@@ -838,7 +952,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: %s TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S] "
                  "[--total-seconds T] [--verbose] [--peers N] [--writers 1|2] [--replicas K] [--quorum W] [--period-ms MS] "
-                 "[--faults kill,stop,restart,wipe,failback,diskfull,netcut]\n",
+                 "[--faults kill,stop,restart,wipe,failback,diskfull,netcut,failback-down,install-kill]\n",
                  argv[0]);
     return 2;
   }
