@@ -625,6 +625,10 @@ void Run::Reap() {
       p->pid = -1;
       p->ended = true;
       if (!p->check) Note("tag " + std::to_string(p->tag) + " ended by itself (status " + std::to_string(status) + ")");
+      // 127: Spawn's exec failed (or the loader did): no writer runs at
+      // all, and a run would check nothing.
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        Violation("setup", "tag " + std::to_string(p->tag) + " did not run " + o_.writer + " (its log: " + p->err_path + ")");
       if (p->slot >= 0 && slots_[p->slot].proc == p.get()) {
         slots_[p->slot].proc = nullptr;
         slots_[p->slot].restart_at = now + 1s;
