@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -493,6 +494,10 @@ Proc* Run::StartWriter(int slot, bool check, const std::string& dir) {
   const int period = o_.period_ms > 0 ? o_.period_ms : kPeriods[pheaptest::Mix(seed_ * 1000003 + p->tag) % 5];
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return nullptr;
+  // The driver's end only: Pump nests (OnLine pumps), so an outer Pump may
+  // come to a pipe whose lines an inner one already read; a blocking read
+  // would then wait for that writer's next line, forever if it is stopped.
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
   const int err = open(p->err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   p->pid = Spawn({o_.writer, check ? "check" : "run", kHeap, Config(dir), std::to_string(p->tag),
                   std::to_string(period)},
@@ -529,6 +534,10 @@ void Run::OnLine(Proc* p, const std::string& line) {
     ++totals_->recoveries;
     Note(who + " opened " + m.str() + " epoch " + std::to_string(epoch) + " on " +
          std::filesystem::path(p->dir).filename().string());
+    // Its incarnation first: the Pump below may read this writer's own
+    // next attempt, which must extend this base, not be overwritten by it.
+    // (The checks below look at m, whose tag is another writer's.)
+    oracle_.Opened(p->tag, m);
     Pump(0ms);  // every attempt written before this image was read
     if (word == "torn") Violation("torn", who + ": " + line);
     else if (!oracle_.Written(m)) Violation("phantom", who + " recovered " + m.str() + ", which no attempt wrote");
@@ -538,7 +547,6 @@ void Run::OnLine(Proc* p, const std::string& line) {
                 who + " recovered " + m.str() + " on " + std::filesystem::path(p->dir).filename().string() +
                     ", which lacks " + h.str() + " acknowledged before the open began");
     }
-    oracle_.Opened(p->tag, m);
   } else if (word == "attempt") {
     in >> p->pending;
     p->since = Clock::now();
@@ -576,7 +584,9 @@ void Run::Pump(std::chrono::milliseconds wait) {
       if (fds[i].revents == 0) continue;
       Proc* p = who[i];
       char buf[4096];
+      if (p->fd != fds[i].fd) continue;  // an inner Pump closed it
       const ssize_t n = read(p->fd, buf, sizeof(buf));
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;  // an inner Pump read it
       if (n <= 0) {
         close(p->fd);
         p->fd = -1;
