@@ -158,7 +158,9 @@ Status PageStore::Impl::Compact() {
     std::shared_lock lock(mu_);
     for (uint32_t n : sources) {
       const LogFile& f = *files_.at(n);
-      if (f.info.kind == FileKind::kWriter)
+      // A writer or install file is a link of the chain; a compaction file
+      // stands for the links it replaced.
+      if (f.info.kind == FileKind::kWriter || f.info.kind == FileKind::kInstall)
         replaced.push_back({n, f.info.base_image.epoch, f.last_epoch});
       else
         replaced.insert(replaced.end(), f.sources.begin(), f.sources.end());

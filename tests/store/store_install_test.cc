@@ -156,6 +156,37 @@ TEST(StoreInstall, OverAnImageKeepsItUntilTheClosingRecord) {
   EXPECT_TRUE(store->Verify(nullptr).ok());
 }
 
+// An install file whose pages later epochs superseded is compacted away
+// like a writer file: the compaction stands for its link of the chain, and
+// the store reopens at its newest epoch.
+TEST(StoreInstall, CompactedInstallFileKeepsTheChain) {
+  TempDir dir;
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 << 10;  // a new file every few epochs
+  const Model at9 = ModelAt(kSeed, 9);
+  Model m = at9;
+  {
+    auto store = OpenOrDie(dir.path(), "c", o);
+    ASSERT_TRUE(store);
+    for (auto& p : ImageParts(at9, 9, 4)) ASSERT_TRUE(store->InstallPages(p.sealed).ok());
+    ASSERT_TRUE(store->InstallCommit(ImageInfo{0, 9, 1, kBase, kSize, at9.hwm}).ok());
+    for (Epoch e = 10; e <= 40; ++e) {  // rewrite every page, so the install file holds none live
+      std::vector<Pgno> all;
+      for (Pgno p = 0; p < 64; ++p) all.push_back(p);
+      auto d = MakeEpoch(e, all, 64);
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+    }
+    const uint64_t before = store->stats().compactions;
+    ASSERT_TRUE(store->Compact().ok());
+    EXPECT_GT(store->stats().compactions, before) << "the install file was a source";
+    EXPECT_TRUE(MatchesModel(*store, m));
+  }
+  auto store = OpenOrDie(dir.path(), "c", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m));
+}
+
 TEST(StoreInstall, CommitOlderThanAPartIsRefused) {
   TempDir dir;
   auto store = OpenOrDie(dir.path(), "o", Options());
