@@ -69,6 +69,13 @@ class ReplicaFixture : public ::testing::Test {
       peers_.push_back(std::make_unique<testing::PeerProcess>());
       StartPeer(i);
     }
+    // Every peer answers before a test begins: on a loaded machine one that
+    // starts late misses the client's HELLO and the first epochs, which the
+    // checks of every replica's epoch would then see.
+    for (const auto& ep : endpoints_) {
+      const auto until = std::chrono::steady_clock::now() + 20s;
+      while (DurableAt(ep) < 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    }
   }
   void StartPeer(int i) {
     peers_[i] = std::make_unique<testing::PeerProcess>();
