@@ -64,6 +64,18 @@ inline void FillPage(uint8_t* out, uint64_t pgno, uint64_t e) {
   }
 }
 
+// The bytes of the log files in a store's directory; a file removed
+// meanwhile (by a compaction) counts 0.
+inline uint64_t LogFileBytes(const std::string& dir) {
+  uint64_t n = 0;
+  for (const auto& de : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    uint64_t size = de.path().extension() == ".pheap" ? std::filesystem::file_size(de.path(), ec) : 0;
+    if (!ec) n += size;
+  }
+  return n;
+}
+
 // Flips one byte of the stored copy of page `pgno` as epoch `e` wrote it
 // (FillPage's content) in the log files under `dir`; false if no copy was
 // found.
