@@ -16,13 +16,13 @@ std::string Trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
+}  // namespace
+
 std::string EnvName(const std::string& key) {
   std::string n = "PHEAP_";
   for (char c : key) n += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return n;
 }
-
-}  // namespace
 
 Result<Config> Config::Parse(const char* text, const std::vector<std::string>& known) {
   Config c;

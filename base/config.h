@@ -32,6 +32,9 @@ class Config {
   std::map<std::string, std::string> values_;
 };
 
+// The environment variable of config key `key`: PHEAP_<KEY>.
+std::string EnvName(const std::string& key);
+
 // The one reading of a boolean setting: 1, true, yes, on / 0, false, no,
 // off. `name` names the setting in the error (a key, or PHEAP_<KEY>).
 Result<bool> ParseBool(const std::string& name, const std::string& value);

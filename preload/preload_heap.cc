@@ -36,7 +36,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -332,11 +331,7 @@ Result<bool> ThisProcessPersists() {
 Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   for (const std::string& var : UnknownEnvironment(PersistentHeap::ConfigKeys(), PreloadVariables())) {
     std::string known;
-    for (const auto& k : PersistentHeap::ConfigKeys()) known += " PHEAP_" + [&] {
-      std::string u = k;
-      for (char& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      return u;
-    }();
+    for (const auto& k : PersistentHeap::ConfigKeys()) known += " " + EnvName(k);
     for (const auto& v : PreloadVariables()) known += " " + v;
     PHEAP_LOG_WARN("preload: {} is not a pheap setting and is ignored; the settings are:{}", var, known);
   }
