@@ -331,8 +331,8 @@ Result<bool> ThisProcessPersists() {
 Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   for (const std::string& var : UnknownEnvironment(PersistentHeap::ConfigKeys(), PreloadVariables())) {
     std::string known;
-    for (const auto& k : PersistentHeap::ConfigKeys()) known += " " + EnvName(k);
-    for (const auto& v : PreloadVariables()) known += " " + v;
+    for (const auto& k : PersistentHeap::ConfigKeys()) known.append(" ").append(EnvName(k));
+    for (const auto& v : PreloadVariables()) known.append(" ").append(v);
     PHEAP_LOG_WARN("preload: {} is not a pheap setting and is ignored; the settings are:{}", var, known);
   }
   auto options = PersistentHeap::OptionsFromConfig(nullptr);
