@@ -47,6 +47,8 @@ class [[nodiscard]] Status {
   int err() const { return ok() ? 0 : state_->err; }
   const std::string& message() const;
   std::string ToString() const;
+  // The code as a stable lower-case word ("not_found"), for JSON output.
+  const char* CodeName() const;
   // Prefixes context: "opening heap 'x': " + message.
   Status Annotate(const std::string& context) const;
 

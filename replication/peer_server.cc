@@ -401,7 +401,12 @@ std::string JsonEscape(std::string_view s) {
 
 int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bool json) {
   auto fail = [&](const Status& s) {
-    fmt::print(stderr, "pheap peer status {}: {}\n", endpoint, s.ToString());
+    if (!json) {
+      fmt::print(stderr, "pheap peer status {}: {}\n", endpoint, s.ToString());
+      return 1;
+    }
+    fmt::print("{{\"endpoint\":\"{}\",\"error\":{{\"code\":\"{}\",\"errno\":{},\"message\":\"{}\"}}}}\n",
+               JsonEscape(endpoint), s.CodeName(), s.err(), JsonEscape(s.ToString()));
     return 1;
   };
   std::optional<CurveClientKeys> keys;

@@ -69,7 +69,8 @@ int RunPeerDaemon(const PeerOptions& options);
 // `pheap peer status ENDPOINT`: asks the peer for its heaps, epochs, bytes
 // stored and clients connected, and prints them (a table, or JSON).
 // keys_dir: as for a client (curve_auth.h); empty for no encryption.
-// Returns 0, or 1 when the peer cannot be reached (said on stderr).
+// Returns 0, or 1 when the peer cannot be reached (said on stderr, or with
+// json as {"endpoint", "error": {"code", "errno", "message"}} on stdout).
 int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bool json);
 
 }  // namespace pheap

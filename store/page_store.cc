@@ -6,12 +6,14 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -58,6 +60,47 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, const
   Status s = impl->Open();
   if (!s.ok()) return s;
   return std::unique_ptr<PageStore>(new PageStore(std::move(impl)));
+}
+
+long PageStore::Holder(const std::string& dir, const std::string& name) {
+  if (!ValidateHeapName(name).ok()) return 0;
+  struct stat st;
+  if (::stat((dir + "/" + name + "/LOCK").c_str(), &st) != 0) return 0;
+  // "1: FLOCK  ADVISORY  WRITE 4242 00:2d:1234 0 EOF"; a waiter's line has "->".
+  const std::string file = fmt::format("{:02x}:{:02x}:{}", major(st.st_dev), minor(st.st_dev), st.st_ino);
+  FILE* locks = std::fopen("/proc/locks", "re");
+  if (locks == nullptr) return 0;
+  long holder = 0;
+  char line[256];
+  while (holder == 0 && std::fgets(line, sizeof(line), locks) != nullptr) {
+    char kind[16], mode[16], access[16], id[64];
+    long pid;
+    if (std::strstr(line, "->") == nullptr &&
+        std::sscanf(line, "%*d: %15s %15s %15s %ld %63s", kind, mode, access, &pid, id) == 5 &&
+        std::strcmp(kind, "FLOCK") == 0 && file == id)
+      holder = pid;
+  }
+  std::fclose(locks);
+  return holder;
+}
+
+Status PageStore::Remove(const std::string& dir, const std::string& name) {
+  PHEAP_RETURN_IF_ERROR(ValidateHeapName(name));
+  Impl impl(dir, name, PageStoreOptions{}, nullptr);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(impl.path(), ec))
+    return Status::NotFound(fmt::format("no heap store at {}: check the dir and the heap name", impl.path()));
+  PHEAP_RETURN_IF_ERROR(impl.Lock());
+  const std::string parent = impl.path().substr(0, impl.path().size() - name.size() - 1);
+  const std::string aside = fmt::format("{}/.{}.removed-{}", parent, name, ::getpid());
+  if (::rename(impl.path().c_str(), aside.c_str()) != 0)
+    return Status::FromErrno(fmt::format("renaming {} to {}", impl.path(), aside), errno);
+  PHEAP_RETURN_IF_ERROR(SyncDirectory(parent));
+  std::filesystem::remove_all(aside, ec);
+  if (ec)
+    return Status::IoError(fmt::format("removing {}: {} (the heap is gone; remove it by hand)", aside, ec.message()),
+                           ec.value());
+  return Status::Ok();
 }
 
 PageStore::PageStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -292,8 +335,7 @@ Status PageStore::Impl::Open() {
   std::error_code ec;
   if (!std::filesystem::is_directory(path_, ec)) {
     if (options_.read_only || !options_.create_if_missing)
-      return Status::NotFound(
-          fmt::format("no heap store at {}: check the dir and heap name, or open with create_if_missing", path_));
+      return Status::NotFound(fmt::format("no heap store at {}: check the dir and the heap name", path_));
     return DirError("use", path_, ENOTDIR);
   }
   if (!options_.read_only) PHEAP_RETURN_IF_ERROR(Lock());

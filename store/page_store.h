@@ -84,6 +84,16 @@ class PageStore final : public PageSource, public EpochSink {
   static Result<std::unique_ptr<PageStore>> Open(const std::string& dir, const std::string& name,
                                                  const PageStoreOptions& options,
                                                  CorruptionReporter* reporter = nullptr);
+  // The pid of the process holding the store of heap `name` under `dir`
+  // open for writing, 0 if none. Reads /proc/locks: it never takes the lock,
+  // so it cannot make a writer's open fail.
+  static long Holder(const std::string& dir, const std::string& name);
+  // Removes the store of heap `name` under `dir`: takes its lock (Busy,
+  // naming the holder, if a process has it open), renames the directory
+  // aside in one step, then deletes it. A crash part way leaves either the
+  // whole store or a `.NAME.removed-PID` directory, never a damaged heap.
+  static Status Remove(const std::string& dir, const std::string& name);
+
   ~PageStore() override;
   PageStore(const PageStore&) = delete;
   PageStore& operator=(const PageStore&) = delete;

@@ -84,6 +84,8 @@ class PageStore::Impl {
   bool CompactionDue() const;
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
+  // Takes the store's LOCK for writing (Busy, naming the holder, if taken).
+  Status Lock();
 
  private:
   Status AppendInstall(const SealedEpoch& part);  // InstallPages with install_mu_ held
@@ -91,7 +93,6 @@ class PageStore::Impl {
   // zeros, or the whole file if no epoch went into it.
   void CloseActive();
   Status MakeDirs();
-  Status Lock();
   Status Recover();
   // Creates the next log file through a temporary name, its header synced
   // before the rename and the directory after, so it always has a whole

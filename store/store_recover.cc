@@ -354,8 +354,7 @@ Status PageStore::Impl::Recover() {
   PHEAP_RETURN_IF_ERROR(rec.CheckTail(found ? im.epoch : 0));
   if (!found) {
     if (!rec.any_files() && (options_.read_only || !options_.create_if_missing))
-      return Status::NotFound(
-          fmt::format("no heap store at {}: check the dir and heap name, or open with create_if_missing", path_));
+      return Status::NotFound(fmt::format("no heap store at {}: check the dir and the heap name", path_));
     if (rec.any_files() && !options_.salvage)
       return Status::Corruption(
           fmt::format("heap store {} holds log files but none is readable: restore it, or open with salvage "

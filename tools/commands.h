@@ -4,12 +4,25 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
+
 namespace pheap::tools {
+
+// Says why `command` failed: on stderr, or with `json` as
+// {"error": {"code", "errno", "message"}} on stdout, so a script reading
+// the JSON output always gets JSON. Returns `exit_status`.
+int Fail(const std::string& command, const Status& s, bool json, int exit_status = 1);
 
 // Shows persistence and recovery; 0 when every check held.
 int RunDemo(const std::string& dir, bool keep);
 // Prints what the store of heap `name` under `dir` holds.
 int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify);
+// Lists the heaps under `dir`: epoch, term, region size, live and stored
+// bytes, holder; stores set aside by recovery are marked as such.
+int RunList(const std::string& dir, bool json);
+// Removes the store of heap `name` under `dir`; refused while a process
+// holds it open.
+int RunRemove(const std::string& dir, const std::string& name, bool json);
 // Compacts the store of heap `name` under `dir` now; 1 (with the reason on
 // stderr) if it is held by a running process or cannot be compacted.
 int RunCompact(const std::string& dir, const std::string& name);

@@ -30,10 +30,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   o.create_if_missing = false;
   PrintingReporter reporter;
   auto store = PageStore::Open(dir, name, o, &reporter);
-  if (!store.ok()) {
-    fmt::print(stderr, "pheap inspect: {}\n", store.status().ToString());
-    return 1;
-  }
+  if (!store.ok()) return Fail("inspect", store.status(), json);
   ImageInfo im = (*store)->image();
   PageStoreStats st = (*store)->stats();
   Status verified = verify ? (*store)->Verify(&reporter) : Status::Ok();

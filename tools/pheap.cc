@@ -1,4 +1,4 @@
-// The `pheap` command: demo, inspect, compact, peer, keygen, run.
+// The `pheap` command: demo, ls, inspect, compact, rm, peer, keygen, run.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -9,6 +9,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"pheap: a persistent, replicated virtual-memory heap"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("pheap ") + PHEAP_VERSION);
 
   std::string demo_dir;
   bool keep = false;
@@ -23,6 +24,16 @@ int main(int argc, char** argv) {
   inspect->add_option("--dir", dir, "store directory")->capture_default_str();
   inspect->add_flag("--json", json, "print JSON");
   inspect->add_flag("--verify", verify, "read every live page and check its checksum");
+
+  auto* ls =
+      app.add_subcommand("ls", "list the heaps of a directory: epoch, term, size, live and stored bytes, holder");
+  ls->add_option("--dir", dir, "store directory (a peer's --dir works too)")->capture_default_str();
+  ls->add_flag("--json", json, "print JSON");
+
+  auto* rm = app.add_subcommand("rm", "remove a heap's local store (refused while a process holds it)");
+  rm->add_option("name", name, "heap name")->required();
+  rm->add_option("--dir", dir, "store directory")->capture_default_str();
+  rm->add_flag("--json", json, "print JSON");
 
   auto* compact = app.add_subcommand("compact", "compact a heap's store now (a heap in use compacts itself)");
   compact->add_option("name", name, "heap name")->required();
@@ -79,6 +90,8 @@ int main(int argc, char** argv) {
   if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
+  if (*ls) return pheap::tools::RunList(dir, json);
+  if (*rm) return pheap::tools::RunRemove(dir, name, json);
   if (*compact) return pheap::tools::RunCompact(dir, name);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);
   if (*peer) {

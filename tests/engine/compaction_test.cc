@@ -128,13 +128,7 @@ TEST_F(EngineCompaction, OffLeavesTheLogAlone) {
 // Runs `pheap compact NAME --dir DIR`; its exit code, and what it printed
 // (stdout and stderr) in *out.
 int PheapCompact(const std::string& dir, const std::string& name, std::string* out) {
-  std::string cmd = g_pheap + " compact " + name + " --dir " + dir + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  std::array<char, 512> buf;
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return pheaptest::RunCommand(g_pheap + " compact " + name + " --dir " + dir + " 2>&1", out);
 }
 
 TEST_F(EngineCompaction, PheapCompactShrinksAClosedHeapAndRefusesAnOpenOne) {

@@ -5,16 +5,19 @@
 #pragma once
 
 #include <stdlib.h>
+#include <sys/wait.h>
 
-#include <cstdint>
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <vector>
 #include <string>
 #include <system_error>
+#include <vector>
 
 // Skips the calling test under ThreadSanitizer, saying why; a no-op in the
 // other builds. (A macro: GTEST_SKIP returns from the test body.)
@@ -47,6 +50,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Runs `cmd` with /bin/sh; its exit status (-1 if it did not exit), and
+// in *out what it printed on stdout (add 2>&1 to the command for stderr).
+inline int RunCommand(const std::string& cmd, std::string* out) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::array<char, 512> buf;
+  while (std::fgets(buf.data(), buf.size(), p) != nullptr) *out += buf.data();
+  int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
 
 inline uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
   x += 0x9e3779b97f4a7c15ull;

@@ -1,0 +1,155 @@
+// The `pheap` command's heap management: ls, rm, --version, and errors that
+// stay JSON in --json mode. argv[1] is the pheap command.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "pheap/pheap.h"
+#include "tests/support/test_util.h"
+
+namespace {
+
+std::string g_pheap;
+
+class PheapCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (g_pheap.empty()) GTEST_SKIP() << "give the pheap command's path as the first argument";
+    char tmpl[] = "/tmp/pheap-cli-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // A heap NAME with `commits` commits of a counter root; left open if `keep`.
+  pheap* MakeHeap(const std::string& name, int commits, bool keep = false) {
+    pheap* h = pheap_open(name.c_str(), ("dir=" + dir_ + ";size=64M").c_str());
+    EXPECT_NE(h, nullptr) << pheap_last_error();
+    if (h == nullptr) return nullptr;
+    auto* count = static_cast<uint64_t*>(pheap_calloc(h, 1, sizeof(uint64_t)));
+    EXPECT_EQ(pheap_set_root(h, "count", count), 0);
+    for (int i = 0; i < commits; ++i) {
+      ++*count;
+      EXPECT_GT(pheap_commit(h), 0) << pheap_last_error();
+    }
+    if (keep) return h;
+    pheap_close(h);
+    return nullptr;
+  }
+
+  // Runs `pheap ARGS`; its exit status; stdout in *out, stderr in *err.
+  int Pheap(const std::string& args, std::string* out, std::string* err = nullptr) {
+    const std::string err_file = dir_ + "/.stderr";
+    int rc = pheaptest::RunCommand(g_pheap + " " + args + " 2>" + err_file, out);
+    std::string e;
+    pheaptest::RunCommand("cat " + err_file, &e);
+    std::filesystem::remove(err_file);
+    if (err != nullptr) *err = e;
+    return rc;
+  }
+
+  nlohmann::json Listed(const std::string& name) {
+    std::string out;
+    EXPECT_EQ(Pheap("ls --json --dir " + dir_, &out), 0);
+    const nlohmann::json listing = nlohmann::json::parse(out);
+    for (const auto& h : listing["heaps"])
+      if (h["name"] == name) return h;
+    return nullptr;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(PheapCli, VersionNamesTheRelease) {
+  std::string out;
+  ASSERT_EQ(Pheap("--version", &out), 0);
+  EXPECT_EQ(out, std::string("pheap ") + PHEAP_VERSION + "\n");
+}
+
+TEST_F(PheapCli, LsShowsEachHeapsEpochSizeAndHolder) {
+  MakeHeap("first", 3);
+  pheap* held = MakeHeap("second", 1, /*keep=*/true);
+  ASSERT_NE(held, nullptr);
+  std::filesystem::copy(dir_ + "/first", dir_ + "/first.stale-epoch-2-term-0",  // as recovery leaves one
+                        std::filesystem::copy_options::recursive);
+
+  nlohmann::json first = Listed("first"), second = Listed("second");
+  ASSERT_FALSE(first.is_null());
+  ASSERT_FALSE(second.is_null());
+  EXPECT_GE(first["epoch"].get<uint64_t>(), 3u);
+  EXPECT_EQ(first["size"].get<uint64_t>(), 64u << 20);
+  EXPECT_GT(first["live_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(first["holder_pid"].get<long>(), 0);
+  EXPECT_FALSE(first["set_aside"].get<bool>());
+  EXPECT_EQ(second["holder_pid"].get<long>(), ::getpid());
+  EXPECT_TRUE(Listed("first.stale-epoch-2-term-0")["set_aside"].get<bool>());
+
+  std::string text;
+  ASSERT_EQ(Pheap("ls --dir " + dir_, &text), 0);
+  EXPECT_NE(text.find("pid " + std::to_string(::getpid())), std::string::npos) << text;
+  EXPECT_NE(text.find("set aside"), std::string::npos) << text;
+  pheap_close(held);
+}
+
+TEST_F(PheapCli, RmRefusesAHeldHeapAndRemovesAClosedOne) {
+  pheap* held = MakeHeap("victim", 2, /*keep=*/true);
+  ASSERT_NE(held, nullptr);
+  std::string out, err;
+  EXPECT_EQ(Pheap("rm victim --dir " + dir_, &out, &err), 1);
+  EXPECT_NE(err.find("held by pid " + std::to_string(::getpid())), std::string::npos) << err;
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/victim"));
+  pheap_close(held);
+
+  out.clear();
+  ASSERT_EQ(Pheap("rm victim --dir " + dir_, &out, &err), 0) << err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/victim"));
+  EXPECT_TRUE(Listed("victim").is_null());
+  // Nothing of it is left beside the other heaps either.
+  for (const auto& e : std::filesystem::directory_iterator(dir_))
+    EXPECT_EQ(e.path().filename().string().find("victim"), std::string::npos) << e.path();
+  // A new heap of that name starts empty.
+  pheap* again = pheap_open("victim", ("dir=" + dir_ + ";size=64M").c_str());
+  ASSERT_NE(again, nullptr) << pheap_last_error();
+  EXPECT_EQ(pheap_root(again, "count"), nullptr);
+  pheap_close(again);
+}
+
+TEST_F(PheapCli, ErrorsStayJsonInJsonModeAndNameNoInternalOption) {
+  pheap* held = MakeHeap("held", 1, /*keep=*/true);
+  struct Case {
+    std::string args, code;
+  } cases[] = {
+      {"inspect missing --json --dir " + dir_, "not_found"},
+      {"rm missing --json --dir " + dir_, "not_found"},
+      {"rm held --json --dir " + dir_, "busy"},
+      {"ls --json --dir " + dir_ + "/nowhere", "not_found"},
+  };
+  for (const Case& c : cases) {
+    std::string out, err;
+    EXPECT_EQ(Pheap(c.args, &out, &err), 1) << c.args;
+    nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(j.is_discarded()) << c.args << ": not JSON: " << out;
+    EXPECT_EQ(j["error"]["code"], c.code) << c.args;
+    const std::string message = j["error"]["message"].get<std::string>();
+    EXPECT_FALSE(message.empty());
+    EXPECT_EQ(message.find("create_if_missing"), std::string::npos) << message;
+    EXPECT_EQ(err, "") << c.args;
+  }
+  std::string out, err;
+  EXPECT_EQ(Pheap("inspect missing --dir " + dir_, &out, &err), 1);
+  EXPECT_NE(err.find("check the dir and the heap name"), std::string::npos) << err;
+  pheap_close(held);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc > 1) g_pheap = argv[1];
+  return RUN_ALL_TESTS();
+}

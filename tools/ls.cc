@@ -1,0 +1,102 @@
+// `pheap ls` and `pheap rm`: the heaps of a directory, and removing one.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "store/page_store.h"
+#include "tools/commands.h"
+
+namespace pheap::tools {
+namespace {
+
+// Recovery renames a store it must not use to NAME.stale-epoch-E-term-T or
+// NAME.damaged[.N] (docs/design.md); a removal in progress is .NAME.removed-PID.
+bool SetAside(const std::string& name) {
+  return name.find(".stale-epoch-") != std::string::npos || name.find(".damaged") != std::string::npos;
+}
+
+// 40K, 12.5M, 3.2G: a size a person reads at a glance.
+std::string Size(uint64_t bytes) {
+  if (bytes < (uint64_t{1} << 20)) return fmt::format("{}K", (bytes + 1023) >> 10);
+  if (bytes < (uint64_t{1} << 30)) return fmt::format("{:.1f}M", bytes / 1048576.0);
+  return fmt::format("{:.1f}G", bytes / 1073741824.0);
+}
+
+}  // namespace
+
+int Fail(const std::string& command, const Status& s, bool json, int exit_status) {
+  if (json) {
+    nlohmann::json j = {{"error", {{"code", s.CodeName()}, {"errno", s.err()}, {"message", s.ToString()}}}};
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print(stderr, "pheap {}: {}\n", command, s.ToString());
+  }
+  return exit_status;
+}
+
+int RunList(const std::string& dir, bool json) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return Fail("ls", Status::NotFound(fmt::format("no directory {}: give the store directory with --dir", dir)), json);
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory(ec) && name[0] != '.' && PageStore::ValidateHeapName(name).ok()) names.push_back(name);
+  }
+  if (ec) return Fail("ls", Status::FromErrno(fmt::format("listing {}", dir), ec.value()), json);
+  std::sort(names.begin(), names.end());
+
+  nlohmann::json heaps = nlohmann::json::array();
+  if (!json)
+    fmt::print("{:<24} {:>8} {:>6} {:>10} {:>10} {:>10}  {}\n", "NAME", "EPOCH", "TERM", "SIZE", "LIVE", "ON DISK",
+               "HOLDER");
+  for (const std::string& name : names) {
+    PageStoreOptions o;
+    o.read_only = true;
+    o.create_if_missing = false;
+    auto store = PageStore::Open(dir, name, o);
+    const long holder = PageStore::Holder(dir, name);
+    const bool aside = SetAside(name);
+    if (!store.ok()) {
+      if (json) {
+        heaps.push_back({{"name", name}, {"set_aside", aside}, {"error", store.status().ToString()}});
+        continue;
+      }
+      fmt::print("{:<24} unreadable{}: {}\n", name, aside ? " (set aside by recovery)" : "", store.status().ToString());
+      continue;
+    }
+    const ImageInfo im = (*store)->image();
+    const PageStoreStats st = (*store)->stats();
+    if (json) {
+      heaps.push_back({{"name", name},
+                       {"set_aside", aside},
+                       {"epoch", im.epoch},
+                       {"term", im.term},
+                       {"base", fmt::format("{:#x}", im.base)},
+                       {"size", im.size},
+                       {"live_bytes", st.live_pages * kPageSize},
+                       {"bytes_on_disk", st.bytes_on_disk},
+                       {"holder_pid", holder}});
+      continue;
+    }
+    fmt::print("{:<24} {:>8} {:>6} {:>10} {:>10} {:>10}  {}{}\n", name, im.epoch, im.term, Size(im.size),
+               Size(st.live_pages * kPageSize), Size(st.bytes_on_disk),
+               holder > 0 ? fmt::format("pid {}", holder) : "-", aside ? "  (set aside by recovery)" : "");
+  }
+  if (json) fmt::print("{}\n", nlohmann::json{{"dir", dir}, {"heaps", heaps}}.dump(2));
+  return 0;
+}
+
+int RunRemove(const std::string& dir, const std::string& name, bool json) {
+  if (Status s = PageStore::Remove(dir, name); !s.ok()) return Fail("rm", s, json);
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"removed", name}, {"dir", dir}}.dump(2));
+    return 0;
+  }
+  fmt::print("heap '{}' removed from {}\n", name, dir);
+  return 0;
+}
+
+}  // namespace pheap::tools
