@@ -236,6 +236,12 @@ void ReplicaClient::AdoptImage(const ImageInfo& local) {
   if (!options_.claim || !NewerImage(local, image_)) return;
   image_ = local;
   image_.heap_id = heap_id_;
+  // A store that lived without peers wrote its epochs in no term (0). Term
+  // 0 names no image on the replicas: two such stores of one heap may each
+  // hold a different epoch E of term 0. The image becomes this writer's,
+  // which claimed its term from a majority, so (term_, E) names it alone;
+  // the install closes under that name even if no epoch follows.
+  if (image_.term == 0) image_.term = term_;
   durable_.store(image_.epoch, std::memory_order_release);
   durable_term_.store(image_.term, std::memory_order_release);
   attempting_.store(image_.epoch, std::memory_order_release);

@@ -128,7 +128,8 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // acknowledgements), or the replicas are new to the heap. No newer epoch
   // is durable anywhere (a majority answered at Open), so `local` becomes
   // this writer's image and every replica is installed from the image
-  // source before it counts.
+  // source before it counts. An image of term 0 (a store that lived
+  // without peers) is taken as one of this writer's term.
   // REQUIRES: a writer (claim); called once after Open, before Persist.
   void AdoptImage(const ImageInfo& local);
   Term term() const { return term_; }  // claimed term; 0 for a reader

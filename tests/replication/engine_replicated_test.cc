@@ -6,7 +6,9 @@
 
 #include "heap/engine.h"
 #include "peer_test_util.h"
+#include "replication/peer_channel.h"
 #include "replication/replica_composite.h"
+#include "replication/wire.h"
 
 namespace pheap::testing {
 namespace {
@@ -61,6 +63,18 @@ class EngineReplicated : public ::testing::Test {
   static bool WaitRestored(Engine& e) {
     for (int i = 0; i < 400 && e.replicated()->restoring(); ++i) std::this_thread::sleep_for(25ms);
     return !e.replicated()->restoring() && e.replicated()->local_in_use();
+  }
+
+  // The manifest `endpoint` answers HELLO with, asked apart from any engine.
+  static bool Manifest(const std::string& endpoint, wire::ManifestBody* out) {
+    zmq::context_t ctx;
+    auto ch = PeerChannel::Connect(ctx, endpoint, nullptr);
+    if (!ch.ok()) return false;
+    auto r = (*ch)->Call(wire::EncodeHello((*ch)->NextRequestId(), "rep-read"), 2s);
+    if (!r.ok()) return false;
+    const auto* m = std::get_if<wire::ManifestBody>(&(*r)->msg.body);
+    if (m != nullptr) *out = *m;
+    return m != nullptr;
   }
 
   TempDir tmp_;
@@ -353,6 +367,47 @@ TEST_F(EngineReplicated, PeersAddedToALocalHeapTakeItsImage) {
   EXPECT_TRUE(Holds(*e, 0, 5, 1));
   EXPECT_TRUE(Holds(*e, 5, 15, 2));
   EXPECT_TRUE(Holds(*e, 15, kPages, 1));
+}
+
+// A heap that lived on its local store alone (its epochs of term 0, no
+// term having been claimed) is opened with peers by a program that only
+// reads it. The install of the local image must close without a commit to
+// carry it: each replica ends up holding the image under the term of the
+// writer that installed it, never under term 0, which no wire message may
+// name as an image's term.
+TEST_F(EngineReplicated, LocalHeapOpenedWithPeersAndOnlyReadIsInstalled) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-read", Options(a, /*with_peers=*/false));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    Write(*e, 10, 20, 2);
+    ASSERT_TRUE(e->Commit().ok());
+    ASSERT_EQ(e->store().image().term, 0u) << "a heap without peers claims no term";
+  }
+  {
+    auto e = Open("rep-read", Options(a));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->durable_epoch(), 2u);
+    EXPECT_TRUE(Holds(*e, 0, 10, 1));
+    EXPECT_TRUE(Holds(*e, 10, 20, 2));
+    for (const auto& ep : endpoints_) {
+      wire::ManifestBody m{};
+      const auto until = std::chrono::steady_clock::now() + 10s;
+      while ((!Manifest(ep, &m) || m.epoch != 2) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(50ms);
+      EXPECT_EQ(m.epoch, 2u) << ep << " never took the local image";
+      EXPECT_NE(m.image_term, 0u) << ep << " holds an image of term 0";
+    }
+  }
+  auto e = Open("rep-read", Options(b));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 2u);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+  EXPECT_TRUE(Holds(*e, 20, 50, 1));
 }
 
 // A replicated heap reopened on its own, current local store maps runs of
