@@ -241,6 +241,11 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       PHEAP_RETURN_IF_ERROR(exact(0));
       auto b = Load<InstallBeginBody>(p);
       if (h.epoch == 0 || h.term == 0) return Fail(code, ErrorCode::kMalformed, "INSTALL_BEGIN from epoch 0 or term 0");
+      if (b.image_term == 0)
+        return Fail(
+            code, ErrorCode::kMalformed,
+            fmt::format("INSTALL_BEGIN from epoch {} with image_term 0: an image is named by the term that wrote it",
+                        h.epoch));
       PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "image_term", b.image_term, kMaxTerm, code));
       if (std::string why = RegionProblem(h, b.base, b.size, 0); !why.empty())
         return Fail(code, ErrorCode::kMalformed, why);
@@ -263,8 +268,14 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
     case Type::kInstallCommit: {
       PHEAP_RETURN_IF_ERROR(exact(0));
       auto b = Load<InstallCommitBody>(p);
-      if (h.epoch == 0 || h.term == 0 || b.image_term == 0)
-        return Fail(code, ErrorCode::kMalformed, "INSTALL_COMMIT of epoch 0, term 0 or image term 0");
+      if (h.epoch == 0 || h.term == 0)
+        return Fail(code, ErrorCode::kMalformed,
+                    fmt::format("INSTALL_COMMIT of epoch {} in term {}: neither may be 0", h.epoch, h.term));
+      if (b.image_term == 0)
+        return Fail(
+            code, ErrorCode::kMalformed,
+            fmt::format("INSTALL_COMMIT of epoch {} with image_term 0: an image is named by the term that wrote it",
+                        h.epoch));
       PHEAP_RETURN_IF_ERROR(CheckTermEpoch(h, "image_term", b.image_term, kMaxTerm, code));
       if (std::string why = RegionProblem(h, b.base, b.size, b.hwm); !why.empty())
         return Fail(code, ErrorCode::kMalformed, why);

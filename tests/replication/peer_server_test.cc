@@ -762,6 +762,10 @@ TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
   refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, uint64_t{1} << 63, {kBase, kSize, 1}), "INSTALL_BEGIN epoch");
   refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {0, kPageSize, 1}), "INSTALL_BEGIN region");
   refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kHuge}), "INSTALL_BEGIN image_term");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 0}),
+          "INSTALL_BEGIN from epoch 1 with image_term 0");
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 8, 0}),
+          "INSTALL_COMMIT of epoch 1 with image_term 0");
   refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 8, kHuge}), "INSTALL_COMMIT image_term");
   refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kRegionPages + 1, 1}), "INSTALL_COMMIT hwm");
 
