@@ -57,6 +57,16 @@ class PersistentHeap final : private ArenaHooks {
 
   Allocator& allocator() { return alloc_; }
   Engine& engine() { return *engine_; }
+  // The pager's counters (the last commit's pause and dirty set among them).
+  PagerStats pager_stats() const { return engine_->pager().stats(); }
+  // Makes every stored page resident, as fork() needs (Pager::PopulateAll,
+  // with its cost and REQUIRES).
+  void PopulateAll() { engine_->pager().PopulateAll(); }
+  // A pheap-internal thread: never paused by commits, never writes the
+  // region (Pager::ExemptCurrentThread). `hook` runs first in every such
+  // thread from now on, the pager's own included (Pager::OnExempt).
+  static void ExemptCurrentThread() { Pager::ExemptCurrentThread(); }
+  static void OnInternalThread(void (*hook)()) { Pager::OnExempt(hook); }
 
   Result<void*> Root(const std::string& name, const std::string& type) const { return roots_->Get(name, type); }
   Status SetRoot(const std::string& name, void* p, const std::string& type);

@@ -125,7 +125,7 @@ uint64_t Percentile(double p) {
 // REQUIRES: g_commit_mu held.
 void WriteStats() {
   if (g_stats == nullptr) return;
-  PagerStats ps = g_heap->engine().pager().stats();
+  PagerStats ps = g_heap->pager_stats();
   g_stats->pid = static_cast<uint32_t>(getpid());
   g_stats->commits = g_npauses;
   g_stats->commit_ms = g_commit_ms;
@@ -156,7 +156,7 @@ void CommitNow(bool final, const char* why) {
   // back to the OS instead of staying in the program's RSS.
   Libc().malloc_trim(0);
   if (r.ok()) {
-    const PagerStats st = g_heap->engine().pager().stats();
+    const PagerStats st = g_heap->pager_stats();
     const uint64_t pause = st.last_pause_ns;
     PHEAP_LOG_DEBUG("preload: heap '{}': {} commit, epoch {}: {} dirty pages, pause {} us", g_heap->name(), why,
                     st.durable_epoch, st.last_dirty_pages, pause / 1000);
@@ -176,7 +176,7 @@ void CommitNow(bool final, const char* why) {
 // Commits every g_commit_ms (0: only the final commit).
 void* CommitterMain(void*) {
   t_bypass = 1;
-  Pager::ExemptCurrentThread();
+  PersistentHeap::ExemptCurrentThread();
   const timespec period{static_cast<time_t>(g_commit_ms / 1000), static_cast<long>(g_commit_ms % 1000) * 1000000};
   for (;;) {
     uint32_t w = g_wake.load(std::memory_order_acquire);
@@ -264,7 +264,7 @@ void ForkPrepare() {
   if (g_heap == nullptr) return;
   if (!g_child) {
     Bypass b;
-    g_heap->engine().pager().PopulateAll();
+    g_heap->PopulateAll();
   }
   g_heap->allocator().ForkPrepare();
   // glibc's fork() takes every malloc arena lock after the prepare handlers
@@ -433,7 +433,7 @@ __attribute__((constructor)) void PreloadInit() {
   // pheap's threads start where they are needed, also inside a commit the
   // program calls (pheap_commit): each is exempt from the cut, so none may
   // allocate from the heap, whatever thread created it.
-  Pager::OnExempt([] { t_bypass = 1; });
+  PersistentHeap::OnInternalThread([] { t_bypass = 1; });
   auto persists = ThisProcessPersists();
   if (persists.ok() && !*persists) {
     PHEAP_LOG_DEBUG("preload: {} was started by the program that persists (PHEAP_RUN_PID): it runs on glibc's "
