@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "heap/default_heap.h"
 #include "heap/persistent_heap.h"
 
 
@@ -77,7 +78,6 @@ std::atomic<handle*> g_default{nullptr};
 
 }  // namespace
 
-// Used by the preload library to publish its heap.
 void SetDefaultHeap(PersistentHeap* h) { g_default.store(Handle(h), std::memory_order_release); }
 
 }  // namespace pheap

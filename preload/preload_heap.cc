@@ -46,15 +46,12 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/thread.h"
+#include "heap/default_heap.h"
 #include "heap/persistent_heap.h"
 #include "pager/fault_around.h"
 #include "preload/libc_syms.h"
 #include "preload/preload.h"
 #include "preload/preload_stats.h"
-
-namespace pheap {
-void SetDefaultHeap(PersistentHeap* h);  // heap/c_api.cc
-}
 
 namespace pheap::preload {
 
