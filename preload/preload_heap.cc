@@ -48,10 +48,10 @@
 #include "base/thread.h"
 #include "heap/default_heap.h"
 #include "heap/persistent_heap.h"
+#include "heap/preload_stats.h"
 #include "pager/fault_around.h"
 #include "preload/libc_syms.h"
 #include "preload/preload.h"
-#include "preload/preload_stats.h"
 
 namespace pheap::preload {
 

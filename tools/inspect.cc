@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "preload/stats_reader.h"
+#include "heap/preload_stats.h"
 #include "store/page_store.h"
 
 namespace pheap::tools {

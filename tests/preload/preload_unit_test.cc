@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "heap/persistent_heap.h"
+#include "heap/preload_stats.h"
 #include "preload/libc_syms.h"
-#include "preload/stats_reader.h"
 
 namespace {
 

@@ -25,7 +25,7 @@
 
 #include <gtest/gtest.h>
 
-#include "preload/stats_reader.h"
+#include "heap/preload_stats.h"
 #include "store/page_store.h"
 
 extern char** environ;

@@ -3,9 +3,14 @@
 // `pheap inspect` prints them. Written before each commit, so the record in
 // epoch E describes the commits before E. Plain integers only: the record
 // is read back from the store by a process that runs none of this code.
+// The format lives in heap/, below both its writer (preload/) and its
+// reader (tools/), which depend on heap/ and not on each other.
 #pragma once
 
 #include <cstdint>
+
+#include "base/status.h"
+#include "store/page_store.h"
 
 namespace pheap {
 
@@ -27,5 +32,11 @@ struct PreloadStats {
   char program[64];         // NUL-terminated, truncated
 };
 static_assert(sizeof(PreloadStats) == 136);
+
+// The record as of the store's durable image (heap/stored_image.h). NotFound
+// if the heap has no such root (it never ran under the preload library);
+// Corruption if the root points outside the region or at bytes that are
+// not a record.
+Result<PreloadStats> ReadPreloadStats(PageStore& store);
 
 }  // namespace pheap

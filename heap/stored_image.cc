@@ -1,0 +1,69 @@
+#include "heap/stored_image.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "heap/superblock.h"
+
+namespace pheap {
+namespace {
+
+using Pages = std::unique_ptr<uint8_t, void (*)(void*)>;
+
+// `pages` pages from `first`, 4 KiB aligned (a page the store never held
+// reads as zeros).
+Result<Pages> ReadPages(PageStore& store, Pgno first, uint32_t pages) {
+  Pages buf(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)), std::free);
+  if (buf == nullptr) return Status::IoError("out of memory reading the heap's image", ENOMEM);
+  std::memset(buf.get(), 0, pages * kPageSize);
+  PHEAP_RETURN_IF_ERROR(store.ReadRun(first, pages, buf.get(), nullptr));
+  return buf;
+}
+
+}  // namespace
+
+StoredImage::StoredImage(PageStore* store, Pages sb) : store_(store), image_(store->image()), sb_(std::move(sb)) {}
+
+StoredImage::~StoredImage() = default;
+
+Result<std::unique_ptr<StoredImage>> StoredImage::Open(PageStore& store) {
+  const ImageInfo im = store.image();
+  if (im.epoch == 0 || im.hwm == 0) return Status::NotFound("the heap has no durable epoch");
+  auto sb = ReadPages(store, 0, static_cast<uint32_t>(kSuperblockSize / kPageSize));
+  if (!sb.ok()) return sb.status();
+  if (reinterpret_cast<const pheap::Superblock*>(sb->get())->h.magic != kSuperblockMagic)
+    return Status::Corruption("page 0 holds no pheap superblock");
+  return std::unique_ptr<StoredImage>(new StoredImage(&store, std::move(*sb)));
+}
+
+Result<uint64_t> StoredImage::Root(const std::string& name) const {
+  const auto* sb = reinterpret_cast<const pheap::Superblock*>(sb_.get());
+  // As Roots::Get: of the published slots with this name, the highest seq.
+  uint64_t best_seq = 0, ptr = 0;
+  for (const RootSlot& r : sb->roots) {
+    uint64_t seq = r.seq.load(std::memory_order_relaxed);
+    if (seq > best_seq && std::strncmp(r.name, name.c_str(), sizeof(r.name)) == 0) {
+      best_seq = seq;
+      ptr = r.ptr.load(std::memory_order_relaxed);
+    }
+  }
+  if (best_seq == 0 || ptr == 0) return Status::NotFound(fmt::format("no root '{}'", name));
+  return ptr;
+}
+
+Status StoredImage::Read(uint64_t addr, void* out, size_t len) const {
+  if (addr < image_.base || len > image_.size || addr - image_.base > image_.size - len)
+    return Status::Corruption(fmt::format("[{:#x}, +{}) lies outside the region", addr, len));
+  if (len == 0) return Status::Ok();
+  const uint64_t off = addr - image_.base;
+  const Pgno first = off / kPageSize;
+  const auto pages = static_cast<uint32_t>((off + len - 1) / kPageSize - first + 1);
+  auto buf = ReadPages(*store_, first, pages);
+  if (!buf.ok()) return buf.status();
+  std::memcpy(out, buf->get() + off % kPageSize, len);
+  return Status::Ok();
+}
+
+}  // namespace pheap
