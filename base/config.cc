@@ -24,12 +24,16 @@ std::string EnvName(const std::string& key) {
   return n;
 }
 
-Result<Config> Config::Parse(const char* text, const std::vector<std::string>& known) {
+Result<Config> Config::Parse(const char* text, const std::vector<std::string>& known, const ConfigDefaults& defaults) {
   Config c;
+  c.values_ = defaults;
   // Environment values are validated like string values, so a typo in
   // PHEAP_SIZE fails as loudly as one in the config string.
   for (const auto& k : known) {
-    if (const char* v = std::getenv(EnvName(k).c_str())) c.values_[k] = v;
+    if (const char* v = std::getenv(EnvName(k).c_str())) {
+      c.values_[k] = v;
+      c.from_env_.insert(k);
+    }
   }
   if (text == nullptr) return c;
   std::string s(text);
@@ -51,8 +55,13 @@ Result<Config> Config::Parse(const char* text, const std::vector<std::string>& k
       return Status::InvalidArgument("unknown config key '" + key + "' (known: " + list + ")");
     }
     c.values_[key] = Trim(item.substr(eq + 1));
+    c.from_env_.erase(key);
   }
   return c;
+}
+
+std::string Config::SettingName(const std::string& key) const {
+  return from_env_.count(key) != 0 ? EnvName(key) : "config " + key;
 }
 
 std::optional<std::string> Config::Get(const std::string& key) const {
@@ -73,7 +82,7 @@ Result<uint64_t> Config::GetU64(const std::string& key, uint64_t dflt) const {
   errno = 0;
   unsigned long long n = std::strtoull(v->c_str(), &end, 0);
   if (v->empty() || *end != '\0' || errno != 0 || (*v)[0] == '-')
-    return Status::InvalidArgument("config " + key + "='" + *v + "' is not a non-negative integer");
+    return Status::InvalidArgument(SettingName(key) + "='" + *v + "' is not a non-negative integer");
   return static_cast<uint64_t>(n);
 }
 
@@ -84,7 +93,7 @@ Result<uint64_t> Config::GetSize(const std::string& key, uint64_t dflt) const {
   errno = 0;
   unsigned long long n = std::strtoull(v->c_str(), &end, 0);
   if (v->empty() || end == v->c_str() || errno != 0 || (*v)[0] == '-')
-    return Status::InvalidArgument("config " + key + "='" + *v + "' is not a size (e.g. 4096, 64M, 8G)");
+    return Status::InvalidArgument(SettingName(key) + "='" + *v + "' is not a size (e.g. 4096, 64M, 8G)");
   unsigned shift = 0;
   std::string suffix(end);
   if (suffix == "K" || suffix == "k" || suffix == "KiB") shift = 10;
@@ -92,9 +101,9 @@ Result<uint64_t> Config::GetSize(const std::string& key, uint64_t dflt) const {
   else if (suffix == "G" || suffix == "g" || suffix == "GiB") shift = 30;
   else if (suffix == "T" || suffix == "t" || suffix == "TiB") shift = 40;
   else if (!suffix.empty())
-    return Status::InvalidArgument("config " + key + "='" + *v + "' has an unknown suffix (use K, M, G or T)");
+    return Status::InvalidArgument(SettingName(key) + "='" + *v + "' has an unknown suffix (use K, M, G or T)");
   if (shift > 0 && n > (~0ull >> shift))
-    return Status::InvalidArgument("config " + key + "='" + *v + "' is larger than 64 bits");
+    return Status::InvalidArgument(SettingName(key) + "='" + *v + "' is larger than 64 bits");
   return static_cast<uint64_t>(n) << shift;
 }
 
@@ -107,7 +116,7 @@ Result<bool> ParseBool(const std::string& name, const std::string& v) {
 Result<bool> Config::GetBool(const std::string& key, bool dflt) const {
   auto v = Get(key);
   if (!v) return dflt;
-  return ParseBool("config " + key, *v);
+  return ParseBool(SettingName(key), *v);
 }
 
 std::vector<std::string> UnknownEnvironment(const std::vector<std::string>& known,

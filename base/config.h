@@ -1,11 +1,14 @@
 // Configuration as "key=value;key=value", each key also read from the
 // environment as PHEAP_<KEY> (upper case). The string wins over the
-// environment. A list value (peers) is comma-separated.
+// environment, which wins over the defaults a caller passes in (the preload
+// library's, which differ from a program's). A list value (peers) is
+// comma-separated. This is the only reader of PHEAP_* settings.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,11 +16,16 @@
 
 namespace pheap {
 
+// Values by key, used where neither the string nor the environment sets one.
+using ConfigDefaults = std::map<std::string, std::string>;
+
 class Config {
  public:
   // Parses `text` (may be null or empty). Every key must be one of `known`;
   // an unknown key, an empty key or a pair without '=' is an error naming it.
-  static Result<Config> Parse(const char* text, const std::vector<std::string>& known);
+  // REQUIRES: every key of `defaults` is one of `known`.
+  static Result<Config> Parse(const char* text, const std::vector<std::string>& known,
+                              const ConfigDefaults& defaults = {});
 
   // The value of `key` from the string, else from PHEAP_<KEY>, else nothing.
   std::optional<std::string> Get(const std::string& key) const;
@@ -26,10 +34,17 @@ class Config {
   Result<uint64_t> GetSize(const std::string& key, uint64_t dflt) const;
   Result<uint64_t> GetU64(const std::string& key, uint64_t dflt) const;
   Result<bool> GetBool(const std::string& key, bool dflt) const;
-  void Set(const std::string& key, const std::string& value) { values_[key] = value; }
+  void Set(const std::string& key, const std::string& value) {
+    values_[key] = value;
+    from_env_.erase(key);
+  }
 
  private:
+  // How an error names the setting: as the user wrote it.
+  std::string SettingName(const std::string& key) const;
+
   std::map<std::string, std::string> values_;
+  std::set<std::string> from_env_;  // keys whose value is PHEAP_<KEY>'s
 };
 
 // The environment variable of config key `key`: PHEAP_<KEY>.

@@ -34,8 +34,8 @@ const std::vector<std::string>& PersistentHeap::ConfigKeys() {
   return keys;
 }
 
-Result<HeapOptions> PersistentHeap::OptionsFromConfig(const char* config) {
-  auto c = Config::Parse(config, ConfigKeys());
+Result<HeapOptions> PersistentHeap::OptionsFromConfig(const char* config, const ConfigDefaults& defaults) {
+  auto c = Config::Parse(config, ConfigKeys(), defaults);
   if (!c.ok()) return c.status();
   HeapOptions o;
   auto engine = Engine::OptionsFromConfig(*c);

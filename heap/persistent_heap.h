@@ -38,8 +38,9 @@ class PersistentHeap final : private ArenaHooks {
  public:
   // Every key a heap's config may hold.
   static const std::vector<std::string>& ConfigKeys();
-  // Parses `config` (NULL or "k=v;...") together with PHEAP_* variables.
-  static Result<HeapOptions> OptionsFromConfig(const char* config);
+  // Parses `config` (NULL or "k=v;...") together with PHEAP_* variables,
+  // over `defaults` (keys of ConfigKeys()) where neither sets a key.
+  static Result<HeapOptions> OptionsFromConfig(const char* config, const ConfigDefaults& defaults = {});
 
   static Result<std::unique_ptr<PersistentHeap>> Open(const std::string& name, const HeapOptions& options);
   ~PersistentHeap() override;  // closes without a final commit if Close was not called

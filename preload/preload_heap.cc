@@ -79,10 +79,11 @@ void LibcFaultsAround(bool on);
 constexpr uint32_t kWakeNone = 0, kWakeStop = 1, kWakeTerm = 2;
 constexpr size_t kMaxPauseSamples = 1 << 16;
 constexpr uint64_t kStagingKeep = uint64_t{8} << 20;
+constexpr uint64_t kCommitMs = 1000;  // the default period of commits
 
 PersistentHeap* g_heap = nullptr;
 PreloadStats* g_stats = nullptr;  // inside the region
-uint64_t g_commit_ms = 1000;
+uint64_t g_commit_ms = kCommitMs;
 bool g_child = false;             // this process is a fork child: never commit
 bool g_copy_cuts = false;         // periodic commits copy the cut (PHEAP_PRECOPY=1)
 pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
@@ -298,30 +299,40 @@ std::string ProgramAndPid() {
   return Sanitized(program_invocation_short_name) + "-" + std::to_string(getpid());
 }
 
-// PHEAP_<name> as a boolean (false when unset).
-Result<bool> EnvBool(const char* name) {
-  const char* v = getenv(name);
-  return v == nullptr ? false : ParseBool(name, v);
+// The library's own settings, read like the heap's keys (PHEAP_<KEY>, see
+// the header comment); the heap's keys are PersistentHeap::ConfigKeys().
+const std::vector<std::string>& PreloadKeys() {
+  static const std::vector<std::string> kKeys = {"name", "precopy", "require", "children", "run_pid"};
+  return kKeys;
 }
+
+// The library's settings as the environment holds them now.
+Result<Config> PreloadConfig() { return Config::Parse(nullptr, PreloadKeys()); }
 
 // The variables the library reads besides the heap's config keys.
 const std::vector<std::string>& PreloadVariables() {
-  static const std::vector<std::string> kVars = {"PHEAP_NAME", "PHEAP_PRECOPY", "PHEAP_REQUIRE", "PHEAP_CHILDREN",
-                                                 "PHEAP_RUN_PID", "PHEAP_LOG", "PHEAP_PRELOAD_LIB"};
+  static const std::vector<std::string> kVars = [] {
+    std::vector<std::string> v;
+    for (const auto& k : PreloadKeys()) v.push_back(EnvName(k));
+    for (const char* other : {"PHEAP_LOG", "PHEAP_PRELOAD_LIB"}) v.emplace_back(other);
+    return v;
+  }();
   return kVars;
 }
 
 // Whether this process is the program started with the library (or one
 // of its children with PHEAP_CHILDREN on); records it for the children.
 Result<bool> ThisProcessPersists() {
-  auto children = EnvBool("PHEAP_CHILDREN");
+  auto c = PreloadConfig();
+  if (!c.ok()) return c.status();
+  auto children = c->GetBool("children", false);
   if (!children.ok()) return children.status();
-  const char* run_pid = getenv("PHEAP_RUN_PID");
-  if (run_pid == nullptr || *run_pid == '\0') {
-    setenv("PHEAP_RUN_PID", std::to_string(getpid()).c_str(), 1);
+  const std::string run_pid = c->GetOr("run_pid", "");
+  if (run_pid.empty()) {
+    setenv(EnvName("run_pid").c_str(), std::to_string(getpid()).c_str(), 1);
     return true;
   }
-  return *children || std::strtol(run_pid, nullptr, 10) == getpid();
+  return *children || std::strtol(run_pid.c_str(), nullptr, 10) == getpid();
 }
 
 // The heap of this process, or an error.
@@ -332,27 +343,30 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
     for (const auto& v : PreloadVariables()) known.append(" ").append(v);
     PHEAP_LOG_WARN("preload: {} is not a pheap setting and is ignored; the settings are:{}", var, known);
   }
-  auto options = PersistentHeap::OptionsFromConfig(nullptr);
-  if (!options.ok()) return options.status();
-  if (getenv("PHEAP_COMMIT_MS") != nullptr) g_commit_ms = options->commit_ms;
-  options->commit_ms = 0;  // the committer here measures each commit instead
   // Memory: a program's peak RSS is what it is measured by. Commits write
   // from the region (CommitNow); where they must copy (a replicated heap),
   // keep no staging buffer between commits beyond a few MiB, and copy each
   // cut once (a precopy holds two copies of the dirty set at its peak).
   // PHEAP_PRECOPY=1 trades that memory for shorter pauses: periodic commits
   // then copy, with a precopy, and write after the program resumes.
-  if (getenv("PHEAP_STAGING_MAX") == nullptr) options->engine.pager.staging_max = kStagingKeep;
-  auto precopy = EnvBool("PHEAP_PRECOPY");
+  // Unlike a program's heap, this one commits every second by default.
+  const ConfigDefaults defaults = {{"commit_ms", std::to_string(kCommitMs)},
+                                   {"staging_max", std::to_string(kStagingKeep)}};
+  auto options = PersistentHeap::OptionsFromConfig(nullptr, defaults);
+  if (!options.ok()) return options.status();
+  g_commit_ms = options->commit_ms;
+  options->commit_ms = 0;    // the committer here measures each commit instead
+  auto c = PreloadConfig();  // after ThisProcessPersists recorded run_pid
+  if (!c.ok()) return c.status();
+  auto precopy = c->GetBool("precopy", false);
   if (!precopy.ok()) return precopy.status();
   g_copy_cuts = *precopy;
   options->engine.pager.precopy = g_copy_cuts;
-  const char* named = getenv("PHEAP_NAME");
-  const bool explicit_name = named != nullptr && *named != '\0';
-  std::string name = explicit_name ? named : ProgramAndPid();
+  const std::string named = c->GetOr("name", "");
+  std::string name = named.empty() ? ProgramAndPid() : named;
   // A child persisting beside the program (PHEAP_CHILDREN) takes a name of
   // its own, derived from the program's.
-  if (explicit_name && std::strtol(getenv("PHEAP_RUN_PID"), nullptr, 10) != getpid())
+  if (!named.empty() && std::strtol(c->GetOr("run_pid", "").c_str(), nullptr, 10) != getpid())
     name = Sanitized(name) + "-" + ProgramAndPid();
   return PersistentHeap::Open(name, *options);
 }
@@ -441,7 +455,8 @@ __attribute__((constructor)) void PreloadInit() {
   }
   auto h = persists.ok() ? OpenHeap() : Result<std::unique_ptr<PersistentHeap>>(persists.status());
   if (!h.ok()) {
-    auto require = EnvBool("PHEAP_REQUIRE");
+    auto c = PreloadConfig();
+    auto require = c.ok() ? c->GetBool("require", false) : Result<bool>(c.status());
     bool fatal = !require.ok() || *require;
     dprintf(2,
             "pheap preload: %s: no persistent heap: %s. Check PHEAP_DIR, PHEAP_NAME and PHEAP_SIZE, and that "

@@ -38,6 +38,25 @@ TEST(Config, StringWinsOverEnvironment) {
   EXPECT_EQ(c->GetSize("size", 0).value(), uint64_t{2} << 30);
 }
 
+TEST(Config, DefaultsApplyWhereNothingElseSetsAKey) {
+  setenv("PHEAP_SIZE", "2G", 1);
+  auto c = Config::Parse("dir=/from/string", kKeys, {{"dir", "/default"}, {"size", "1M"}, {"check", "1"}});
+  unsetenv("PHEAP_SIZE");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->GetOr("dir", ""), "/from/string");
+  EXPECT_EQ(c->GetSize("size", 0).value(), uint64_t{2} << 30);
+  EXPECT_TRUE(c->GetBool("check", false).value());
+}
+
+TEST(Config, AnErrorNamesTheSettingAsWritten) {
+  setenv("PHEAP_CHECK", "maybe", 1);
+  auto c = Config::Parse("size=12Q", kKeys);
+  unsetenv("PHEAP_CHECK");
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->GetBool("check", false).status().message().find("PHEAP_CHECK='maybe'"), std::string::npos);
+  EXPECT_NE(c->GetSize("size", 0).status().message().find("config size='12Q'"), std::string::npos);
+}
+
 TEST(Config, BadValuesAreErrors) {
   auto c = Config::Parse("size=12Q;check=maybe", kKeys);
   ASSERT_TRUE(c.ok());
