@@ -8,21 +8,10 @@
 #include "base/thread.h"
 
 namespace pheap {
+constinit OpenHeapSlot g_open_heaps[kMaxOpenHeaps];
+
 namespace {
-
-// The open heaps of this process, found by address without a lock: a heap
-// publishes its slot after it is fully open and clears it before closing.
-// (A lookup racing with a close may see the slot just emptied: it answers
-// null, as it would a moment later.)
-struct RegistrySlot {
-  std::atomic<uintptr_t> base{0};
-  std::atomic<uint64_t> size{0};
-  std::atomic<PersistentHeap*> heap{nullptr};
-};
-constexpr int kMaxOpenHeaps = 64;
-RegistrySlot g_registry[kMaxOpenHeaps];
-std::mutex g_registry_mu;  // writers only; lookups take no lock
-
+std::mutex g_registry_mu;  // writers of g_open_heaps only; lookups take no lock
 }  // namespace
 
 const std::vector<std::string>& PersistentHeap::ConfigKeys() {
@@ -207,36 +196,56 @@ PersistentHeap::~PersistentHeap() {
   if (alloc_.attached()) alloc_.Detach();
 }
 
-void PersistentHeap::Register() {
-  std::lock_guard<std::mutex> l(g_registry_mu);
-  for (RegistrySlot& s : g_registry) {
-    if (s.heap.load(std::memory_order_relaxed) != nullptr) continue;
-    s.base.store(reinterpret_cast<uintptr_t>(base()), std::memory_order_relaxed);
-    s.size.store(size(), std::memory_order_relaxed);
-    s.heap.store(this, std::memory_order_release);
-    return;
-  }
-  PHEAP_LOG_WARN("more than {} heaps open: pheap_of() will not find heap '{}'", kMaxOpenHeaps, name());
+namespace {
+
+// REQUIRES: g_registry_mu held; s is empty.
+void Publish(OpenHeapSlot& s, PersistentHeap* h) {
+  s.base.store(reinterpret_cast<uintptr_t>(h->base()), std::memory_order_relaxed);
+  s.size.store(h->size(), std::memory_order_relaxed);
+  s.heap.store(h, std::memory_order_release);
 }
 
-void PersistentHeap::Unregister() {
+}  // namespace
+
+void PersistentHeap::Register() {
   std::lock_guard<std::mutex> l(g_registry_mu);
-  for (RegistrySlot& s : g_registry) {
+  for (int i = 1; i < kMaxOpenHeaps; ++i) {
+    if (g_open_heaps[i].heap.load(std::memory_order_relaxed) != nullptr) continue;
+    Publish(g_open_heaps[i], this);
+    return;
+  }
+  PHEAP_LOG_WARN("more than {} heaps open: pheap_of() will not find heap '{}'", kMaxOpenHeaps - 1, name());
+}
+
+Status PersistentHeap::ServeProcessMalloc() {
+  std::lock_guard<std::mutex> l(g_registry_mu);
+  OpenHeapSlot& s0 = g_open_heaps[0];
+  if (s0.heap.load(std::memory_order_relaxed) != nullptr)
+    return Status::InvalidArgument(fmt::format("heap '{}': the process already serves malloc from heap '{}'", name(),
+                                               s0.heap.load(std::memory_order_relaxed)->name()));
+  // Slot 0 first, then the old slot cleared: a lookup meanwhile finds this
+  // heap in one or the other.
+  Publish(s0, this);
+  s0.alloc.store(&alloc_, std::memory_order_release);
+  for (int i = 1; i < kMaxOpenHeaps; ++i) {
+    OpenHeapSlot& s = g_open_heaps[i];
     if (s.heap.load(std::memory_order_relaxed) != this) continue;
     s.heap.store(nullptr, std::memory_order_release);
     s.size.store(0, std::memory_order_relaxed);
     s.base.store(0, std::memory_order_relaxed);
   }
+  return Status::Ok();
 }
 
-PersistentHeap* PersistentHeap::Containing(const void* p) {
-  auto a = reinterpret_cast<uintptr_t>(p);
-  for (RegistrySlot& s : g_registry) {
-    PersistentHeap* h = s.heap.load(std::memory_order_acquire);
-    if (h != nullptr && a - s.base.load(std::memory_order_relaxed) < s.size.load(std::memory_order_relaxed))
-      return h;
+void PersistentHeap::Unregister() {
+  std::lock_guard<std::mutex> l(g_registry_mu);
+  for (OpenHeapSlot& s : g_open_heaps) {
+    if (s.heap.load(std::memory_order_relaxed) != this) continue;
+    s.alloc.store(nullptr, std::memory_order_release);
+    s.heap.store(nullptr, std::memory_order_release);
+    s.size.store(0, std::memory_order_relaxed);
+    s.base.store(0, std::memory_order_relaxed);
   }
-  return nullptr;
 }
 
 }  // namespace pheap

@@ -23,6 +23,7 @@
 #include "heap/allocator.h"
 #include "heap/code_identity.h"
 #include "heap/engine.h"
+#include "heap/heap_registry.h"
 #include "heap/roots.h"
 
 namespace pheap {
@@ -87,8 +88,13 @@ class PersistentHeap final : private ArenaHooks {
   Result<Epoch> Wait(Epoch e);
   Epoch durable_epoch() const { return engine_->durable_epoch(); }
 
-  // The open heap whose region holds p, or null (lock-free).
-  static PersistentHeap* Containing(const void* p);
+  // The open heap whose region holds p, or null (lock-free; heap_registry.h).
+  static PersistentHeap* Containing(const void* p) { return HeapContaining(p); }
+  // Makes this the process heap, the one whose allocator serves the
+  // program's malloc (heap_registry.h: InProcessHeap, ProcessHeapAllocator).
+  // Call once the allocator is ready for every thread; the heap must then
+  // stay open for the life of the process. Errors: another heap serves.
+  Status ServeProcessMalloc();
 
  private:
   PersistentHeap() = default;

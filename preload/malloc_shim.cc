@@ -44,7 +44,7 @@ void* AlignedMalloc(size_t align, size_t n) {
 
 void Free(void* p) {
   if (InRegion(p)) {
-    g_alloc.load(std::memory_order_relaxed)->Free(p);
+    HeapAllocator()->Free(p);
   } else if (p != nullptr) {
     InLibc(&LibcAllocator::free, p);
   }
@@ -65,7 +65,7 @@ void* Calloc(size_t count, size_t n) {
 void* Realloc(void* p, size_t n) {
   if (p == nullptr) return Malloc(n);
   if (!InRegion(p)) return InLibc(&LibcAllocator::realloc, p, n);  // glibc's block stays glibc's
-  Allocator* a = g_alloc.load(std::memory_order_relaxed);
+  Allocator* a = HeapAllocator();
   if (n == 0) {
     a->Free(p);
     return nullptr;
@@ -80,7 +80,7 @@ void* Realloc(void* p, size_t n) {
 }
 
 size_t UsableSize(void* p) {
-  if (InRegion(p)) return g_alloc.load(std::memory_order_relaxed)->UsableSize(p);
+  if (InRegion(p)) return HeapAllocator()->UsableSize(p);
   return p == nullptr ? 0 : Libc().malloc_usable_size(p);
 }
 
@@ -146,13 +146,13 @@ void* __libc_pvalloc(size_t n) { return pvalloc(n); }
 int mallopt(int param, int value) { return pp::InLibc(&pp::LibcAllocator::mallopt, param, value); }
 
 int malloc_trim(size_t pad) {
-  if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) a->Collect();
+  if (pheap::Allocator* a = pheap::ProcessHeapAllocator()) a->Collect();
   return pp::InLibc(&pp::LibcAllocator::malloc_trim, pad);
 }
 
 struct mallinfo2 mallinfo2(void) {
   struct mallinfo2 m = pp::InLibc(&pp::LibcAllocator::mallinfo2);
-  if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
+  if (pheap::Allocator* a = pheap::ProcessHeapAllocator()) {
     pheap::AllocatorStats s = a->Stats();
     m.arena += s.bytes_reserved;
     m.uordblks += s.bytes_live;
@@ -180,7 +180,7 @@ struct mallinfo mallinfo(void) {
 
 void malloc_stats(void) {
   pp::InLibc(&pp::LibcAllocator::malloc_stats);
-  if (pheap::Allocator* a = pp::g_alloc.load(std::memory_order_acquire)) {
+  if (pheap::Allocator* a = pheap::ProcessHeapAllocator()) {
     pheap::AllocatorStats s = a->Stats();
     dprintf(2, "pheap heap: in use bytes = %llu, reserved bytes = %llu, segments = %llu\n",
             static_cast<unsigned long long>(s.bytes_live), static_cast<unsigned long long>(s.bytes_reserved),

@@ -17,26 +17,24 @@
 #include <cstdint>
 
 #include "heap/allocator.h"
+#include "heap/heap_registry.h"
 
 namespace pheap::preload {
-
-// Published (release) once the heap is open; never cleared, so pointers
-// into the region stay valid until the process ends.
-extern std::atomic<Allocator*> g_alloc;
-extern std::atomic<uintptr_t> g_region_base;
-extern std::atomic<uintptr_t> g_region_size;
 
 // > 0 while the thread runs pheap code; 1 for good on pheap's threads.
 extern constinit thread_local int t_bypass;
 
-inline bool InRegion(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) - g_region_base.load(std::memory_order_relaxed) <
-         g_region_size.load(std::memory_order_relaxed);
-}
+// The heap's region and allocator are heap/heap_registry.h's process heap,
+// published (release) once the heap is open and never withdrawn, so
+// pointers into the region stay valid until the process ends.
+inline bool InRegion(const void* p) { return InProcessHeap(p); }
+
+// The allocator of a block InRegion found (or null before the heap opens).
+inline Allocator* HeapAllocator() { return ProcessHeapAllocator(std::memory_order_relaxed); }
 
 // The allocator for a new block, or null for glibc.
 inline Allocator* Route() {
-  Allocator* a = g_alloc.load(std::memory_order_acquire);
+  Allocator* a = ProcessHeapAllocator(std::memory_order_acquire);
   return __builtin_expect(a != nullptr && t_bypass == 0, 1) ? a : nullptr;
 }
 

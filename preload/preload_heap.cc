@@ -55,15 +55,12 @@
 
 namespace pheap::preload {
 
-std::atomic<Allocator*> g_alloc{nullptr};
-std::atomic<uintptr_t> g_region_base{0};
-std::atomic<uintptr_t> g_region_size{0};
 constinit thread_local int t_bypass __attribute__((tls_model("initial-exec"))) = 0;
 
 void WarnRegionFull(size_t n) {
   // A block larger than the whole region never fit: glibc serves it (or
   // fails it with ENOMEM) and the warning stays for a heap that fills up.
-  if (n >= g_region_size.load(std::memory_order_relaxed)) return;
+  if (n >= ProcessHeapSize()) return;
   static std::atomic<bool> warned{false};
   if (warned.exchange(true)) return;
   Bypass b;
@@ -479,9 +476,7 @@ __attribute__((constructor)) void PreloadInit() {
   Libc().mallopt(M_ARENA_MAX, 1);
   g_heap->allocator().set_hooks(new HooksAsPheapCode(g_heap->allocator().hooks()));  // never freed, as g_heap
   AttachStats(g_heap);
-  g_region_base.store(reinterpret_cast<uintptr_t>(g_heap->base()), std::memory_order_relaxed);
-  g_region_size.store(g_heap->size(), std::memory_order_relaxed);
-  g_alloc.store(&g_heap->allocator(), std::memory_order_release);
+  if (Status st = g_heap->ServeProcessMalloc(); !st.ok()) PHEAP_LOG_WARN("preload: {}", st.ToString());
   SetDefaultHeap(g_heap);
   pthread_atfork(ForkPrepare, ForkParent, ForkChild);
   atexit(AtExit);
