@@ -60,7 +60,14 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
   if (!s.ok()) return s.Annotate(fmt::format("heap '{}'", name));
   h->Register();
-  if (options.commit_ms > 0) h->committer_ = StartThread([p = h.get(), ms = options.commit_ms] { p->BackgroundCommits(ms); });
+  if (options.commit_ms > 0) {
+    h->committer_ = std::make_unique<CommitLoop>(options.commit_ms, [p = h.get()] {
+      auto r = p->Commit();
+      if (!r.ok()) PHEAP_LOG_WARN("heap '{}': background commit failed: {}", p->name(), r.status().ToString());
+    });
+    if (!h->committer_->Start())
+      PHEAP_LOG_WARN("heap '{}': no thread for background commits; only explicit commits persist", name);
+  }
   return h;
 }
 
@@ -157,24 +164,8 @@ Result<Epoch> PersistentHeap::Wait(Epoch e) {
   return r;
 }
 
-void PersistentHeap::BackgroundCommits(uint64_t period_ms) {
-  Pager::ExemptCurrentThread();
-  std::unique_lock<std::mutex> l(stop_mu_);
-  while (!stop_cv_.wait_for(l, std::chrono::milliseconds(period_ms), [this] { return stop_; })) {
-    l.unlock();
-    auto r = Commit();
-    if (!r.ok()) PHEAP_LOG_WARN("heap '{}': background commit failed: {}", name(), r.status().ToString());
-    l.lock();
-  }
-}
-
 void PersistentHeap::StopBackgroundCommits() {
-  {
-    std::lock_guard<std::mutex> l(stop_mu_);
-    stop_ = true;
-  }
-  stop_cv_.notify_all();
-  if (committer_.joinable()) committer_.join();
+  if (committer_ != nullptr) committer_->Stop();
 }
 
 Status PersistentHeap::Close() {

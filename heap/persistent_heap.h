@@ -8,20 +8,19 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/config.h"
 #include "base/status.h"
 #include "heap/allocator.h"
 #include "heap/code_identity.h"
+#include "heap/commit_loop.h"
 #include "heap/engine.h"
 #include "heap/heap_registry.h"
 #include "heap/roots.h"
@@ -100,7 +99,6 @@ class PersistentHeap final : private ArenaHooks {
   PersistentHeap() = default;
   Status Discard(void* addr, size_t len) override { return engine_->Discard(addr, len); }
   Status FormatOrCheckSuperblock(const HeapOptions& options);
-  void BackgroundCommits(uint64_t period_ms);
   void StopBackgroundCommits();  // idempotent
   void Register();
   void Unregister();
@@ -117,10 +115,7 @@ class PersistentHeap final : private ArenaHooks {
   std::mutex commit_mu_;
   std::map<Epoch, std::shared_future<Result<Epoch>>> pending_;
 
-  std::thread committer_;
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stop_ = false;
+  std::unique_ptr<CommitLoop> committer_;  // commit_ms > 0
 };
 
 }  // namespace pheap

@@ -26,7 +26,6 @@
 //     pheap_default() is NULL there.
 //   - pthread_create: a thread created from pheap code is one of pheap's
 //     own (fault service, committers, ZeroMQ): it allocates from glibc.
-#include <linux/futex.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,13 +38,13 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <mutex>
 #include <string>
 
 #include "base/config.h"
 #include "base/log.h"
 #include "base/thread.h"
+#include "heap/commit_loop.h"
 #include "heap/default_heap.h"
 #include "heap/persistent_heap.h"
 #include "heap/preload_stats.h"
@@ -73,7 +72,6 @@ namespace {
 
 void LibcFaultsAround(bool on);
 
-constexpr uint32_t kWakeNone = 0, kWakeStop = 1, kWakeTerm = 2;
 constexpr size_t kMaxPauseSamples = 1 << 16;
 constexpr uint64_t kStagingKeep = uint64_t{8} << 20;
 constexpr uint64_t kCommitMs = 1000;  // the default period of commits
@@ -86,25 +84,15 @@ bool g_copy_cuts = false;         // periodic commits copy the cut (PHEAP_PRECOP
 pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
 bool g_term_handler = false;      // ours is SIGTERM's handler
 constinit thread_local bool t_exiting __attribute__((tls_model("initial-exec"))) = false;  // in AtExit
-pthread_t g_committer;
-bool g_committer_started = false;  // and not yet joined; under g_stop_mu after start
-std::mutex g_stop_mu;
-std::atomic<uint32_t> g_wake{kWakeNone};
+// Commits every g_commit_ms (0: only the final commit), and the final one on
+// SIGTERM. Never freed, as g_heap.
+CommitLoop* g_committer = nullptr;
 
 std::mutex g_commit_mu;           // one commit and stats update at a time
 bool g_final_done = false;
 uint64_t g_pauses[kMaxPauseSamples];  // ring of measured pauses, ns
 uint64_t g_npauses = 0;
 uint64_t g_max_pause = 0;
-
-long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
-  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
-}
-
-void Wake(uint32_t why) {
-  g_wake.store(why, std::memory_order_release);
-  Futex(&g_wake, FUTEX_WAKE_PRIVATE, 1, nullptr);
-}
 
 // p-th percentile (0..100) of the samples, by nth_element on a copy.
 uint64_t Percentile(double p) {
@@ -168,27 +156,19 @@ void CommitNow(bool final, const char* why) {
                  Percentile(99) / 1000, g_max_pause / 1000);
 }
 
-// Commits every g_commit_ms (0: only the final commit).
-void* CommitterMain(void*) {
-  t_bypass = 1;
-  PersistentHeap::ExemptCurrentThread();
-  const timespec period{static_cast<time_t>(g_commit_ms / 1000), static_cast<long>(g_commit_ms % 1000) * 1000000};
-  for (;;) {
-    uint32_t w = g_wake.load(std::memory_order_acquire);
-    if (w == kWakeStop) return nullptr;
-    if (w == kWakeTerm) {
-      CommitNow(true, "SIGTERM");
-      signal(SIGTERM, SIG_DFL);
-      kill(getpid(), SIGTERM);
-      return nullptr;
-    }
-    long r = Futex(&g_wake, FUTEX_WAIT_PRIVATE, kWakeNone, g_commit_ms > 0 ? &period : nullptr);
-    if (r < 0 && errno == ETIMEDOUT) {
-      LibcFaultsAround(false);
-      CommitNow(false, "periodic");
-      LibcFaultsAround(true);
-    }
-  }
+// The committer's tick (heap/commit_loop.h).
+void PeriodicCommit() {
+  LibcFaultsAround(false);
+  CommitNow(false, "periodic");
+  LibcFaultsAround(true);
+}
+
+// On the committer's thread after OnSigterm woke it: the final commit, then
+// the default action the program left in place.
+void CommitAndTerminate() {
+  CommitNow(true, "SIGTERM");
+  signal(SIGTERM, SIG_DFL);
+  kill(getpid(), SIGTERM);
 }
 
 void OnSigterm(int) {
@@ -201,7 +181,7 @@ void OnSigterm(int) {
     signal(SIGTERM, SIG_DFL);
     raise(SIGTERM);
   } else {
-    Wake(kWakeTerm);
+    g_committer->WakeFromSignal();
   }
   errno = saved;
 }
@@ -240,14 +220,7 @@ void AtExit() {
   }
   t_exiting = true;
   Bypass b;
-  {
-    std::lock_guard<std::mutex> l(g_stop_mu);  // joined once, whoever exits first
-    if (g_committer_started && g_wake.load() != kWakeTerm) {
-      Wake(kWakeStop);
-      pthread_join(g_committer, nullptr);
-      g_committer_started = false;
-    }
-  }
+  if (g_committer != nullptr) g_committer->Stop();  // joined once, whoever exits first
   LibcFaultsAround(false);
   CommitNow(true, "exit");
   LibcFaultsAround(true);
@@ -278,7 +251,7 @@ void ForkChild() {
   SafepointForkChild();
   g_heap->allocator().ForkRelease();
   g_child = true;
-  g_committer_started = false;  // not in this process
+  if (g_committer != nullptr) g_committer->ForgetAfterFork();  // not in this process
   SetDefaultHeap(nullptr);
   if (g_term_handler) signal(SIGTERM, SIG_DFL);
 }
@@ -480,11 +453,10 @@ __attribute__((constructor)) void PreloadInit() {
   SetDefaultHeap(g_heap);
   pthread_atfork(ForkPrepare, ForkParent, ForkChild);
   atexit(AtExit);
-  {
-    AsyncSignalsBlocked blocked;  // for the committer (base/thread.h)
-    g_committer_started = Libc().pthread_create(&g_committer, nullptr, CommitterMain, nullptr) == 0;
-  }
-  if (g_committer_started) InstallSigterm();
+  // The committer's thread is pheap's own from its first instruction: the
+  // C library's pthread_create, not the one this library interposes.
+  g_committer = new CommitLoop(g_commit_ms, PeriodicCommit, CommitAndTerminate);
+  if (g_committer->Start(Libc().pthread_create)) InstallSigterm();
   PHEAP_LOG_INFO("preload: {} runs on heap '{}' at {}, committing every {} ms", program_invocation_short_name,
                  g_heap->name(), g_heap->base(), g_commit_ms);
   LibcFaultsAround(true);

@@ -184,6 +184,17 @@ TEST(CApi, ConfigComesFromTheEnvironmentAndTheStringWins) {
   EXPECT_FALSE(std::filesystem::exists(env_dir.path() + "/strheap"));
 }
 
+TEST(CApi, CommitMsCommitsInTheBackgroundUntilClose) {
+  TempDir dir;
+  std::string cfg = dir.config() + ";commit_ms=20";
+  pheap* h = pheap_open("background", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_NE(pheap_malloc(h, 64), nullptr);
+  for (int i = 0; i < 500 && pheap_epoch(h) < 2; ++i) usleep(10000);
+  EXPECT_GE(pheap_epoch(h), 2) << "no background commit within 5 s";
+  ASSERT_EQ(pheap_close(h), 0);  // stops the committer
+}
+
 TEST(CApi, ErrorsSetErrnoAndSayWhy) {
   TempDir dir;
   errno = 0;
