@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 
@@ -37,7 +39,11 @@ struct ThreadRing {
     ring.ring_fd = ring.enter_ring_fd = HighFd(ring.ring_fd);
     ready = true;
   }
-  ~ThreadRing() { if (ready) io_uring_queue_exit(&ring); }
+  ~ThreadRing() {
+    if (!ready) return;
+    ReleaseOwnFd(ring.ring_fd);  // liburing closes it
+    io_uring_queue_exit(&ring);
+  }
   ThreadRing(const ThreadRing&) = delete;
   ThreadRing& operator=(const ThreadRing&) = delete;
 };
@@ -61,22 +67,55 @@ Os* g_os = &g_real_os;
 
 }  // namespace
 
+std::atomic<uint64_t> g_own_fds[kMaxOwnFd / 64];
+
+bool IsOwnFd(int fd) {
+  return fd >= 0 && fd < kMaxOwnFd &&
+         (g_own_fds[fd / 64].load(std::memory_order_relaxed) & (uint64_t{1} << (fd % 64))) != 0;
+}
+
+int NextOwnFd(int fd) {
+  for (int at = std::max(fd, 0); at < kMaxOwnFd; at = (at / 64 + 1) * 64) {
+    const uint64_t bits = g_own_fds[at / 64].load(std::memory_order_relaxed) >> (at % 64);
+    if (bits != 0) return at + std::countr_zero(bits);
+  }
+  return -1;
+}
+
+void ReleaseOwnFd(int fd) {
+  if (fd >= 0 && fd < kMaxOwnFd) g_own_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+}
+
+int CloseOwnFd(int fd) {
+  ReleaseOwnFd(fd);
+  return Ret(::close(fd));
+}
+
+void ForgetOwnFds() {
+  for (auto& word : g_own_fds) word.store(0, std::memory_order_relaxed);
+}
+
 int HighFd(int fd) {
   static const int floor = [] {
     rlimit rl{};
     rlim_t soft = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
     return static_cast<int>(std::clamp<rlim_t>(soft / 2, 3, 1024));
   }();
-  if (fd < 0 || fd >= floor) return fd;
-  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
-  if (moved < 0 && fd <= 2) moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (moved < 0) return fd;
-  ::close(fd);
-  return moved;
+  if (fd < 0) return fd;
+  if (fd < floor) {
+    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
+    if (moved < 0 && fd <= 2) moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (moved >= 0) {
+      ::close(fd);
+      fd = moved;
+    }
+  }
+  if (fd < kMaxOwnFd) g_own_fds[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
+  return fd;
 }
 
 int Os::open(const char* path, int flags, mode_t mode) { return HighFd(Ret(::open(path, flags | O_CLOEXEC, mode))); }
-int Os::close(int fd) { return Ret(::close(fd)); }
+int Os::close(int fd) { return CloseOwnFd(fd); }
 ssize_t Os::pread(int fd, void* buf, size_t n, off_t off) { return RetS(::pread(fd, buf, n, off)); }
 ssize_t Os::pwrite(int fd, const void* buf, size_t n, off_t off) { return RetS(::pwrite(fd, buf, n, off)); }
 ssize_t Os::pwritev(int fd, const struct iovec* iov, int iovcnt, off_t off) {

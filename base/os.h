@@ -61,8 +61,25 @@ void SetOsForTesting(Os* o);
 // descriptors of their own. Os::open and Os::userfaultfd return descriptors
 // placed so; others pheap makes (eventfd, io_uring, ioctls that return one)
 // pass through here. If no number at the floor is free it keeps `fd` where
-// it is, unless that is 0-2.
+// it is, unless that is 0-2. The result is one of pheap's own descriptors
+// (below).
 int HighFd(int fd);
+
+// pheap's own descriptors: those HighFd returned, below kMaxOwnFd. The
+// preload library refuses a program's close, close_range and closefrom of
+// them as if they were not open (EBADF), so a daemon's close-every-fd loop
+// cannot stop persistence. So pheap closes its own with CloseOwnFd (Os::close
+// does), or releases them first when a library closes them (io_uring).
+// Lock-free; any thread.
+inline constexpr int kMaxOwnFd = 1 << 16;
+bool IsOwnFd(int fd);
+// The lowest own descriptor >= fd, or -1.
+int NextOwnFd(int fd);
+void ReleaseOwnFd(int fd);
+int CloseOwnFd(int fd);  // ReleaseOwnFd, then close(2); 0 or -errno
+// In a fork child that runs without persistence: its copies are the
+// program's to close.
+void ForgetOwnFds();
 
 // mmap's error convention folded into ours: true if `p` is an error.
 inline bool MmapFailed(void* p) {

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "base/os.h"
 #include "base/types.h"
 #include "pager/uffd.h"
 
@@ -46,13 +47,13 @@ Result<std::unique_ptr<FaultAroundOff>> FaultAroundOff::Open() {
   int fd = uffd_open(&via_dev);
   if (fd < 0) return Status::Unsupported(fmt::format("no userfaultfd ({})", std::strerror(-fd)));
   if (int r = uffd_api(fd, UFFD_FEATURE_WP_ASYNC, nullptr, nullptr); r < 0) {
-    close(fd);
+    CloseOwnFd(fd);
     return Status::Unsupported(fmt::format("no asynchronous userfaultfd write-protect (UFFDIO_API: errno {})", -r));
   }
   return std::unique_ptr<FaultAroundOff>(new FaultAroundOff(fd));
 }
 
-FaultAroundOff::~FaultAroundOff() { close(fd_); }
+FaultAroundOff::~FaultAroundOff() { CloseOwnFd(fd_); }
 
 Status FaultAroundOff::Add(MappedRange r) {
   if (int e = uffd_register(fd_, r.start, r.len, UFFDIO_REGISTER_MODE_WP, nullptr); e < 0)

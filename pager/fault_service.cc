@@ -30,7 +30,7 @@ Status FaultService::Start() {
   ahead_fd_ = HighFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (ahead_fd_ < 0) {
     const int err = errno;
-    close(stop_fd_);
+    CloseOwnFd(stop_fd_);
     stop_fd_ = -1;
     return Status::FromErrno("eventfd for the fault service's read-ahead", err);
   }
@@ -46,9 +46,9 @@ void FaultService::Stop() {
   if (write(stop_fd_, &one, sizeof(one)) != sizeof(one)) PHEAP_LOG_ERROR("fault service: stop signal failed");
   for (auto& t : threads_) t.join();
   threads_.clear();
-  close(stop_fd_);
+  CloseOwnFd(stop_fd_);
   stop_fd_ = -1;
-  close(ahead_fd_);
+  CloseOwnFd(ahead_fd_);
   ahead_fd_ = -1;
 }
 

@@ -43,6 +43,7 @@
 
 #include "base/config.h"
 #include "base/log.h"
+#include "base/os.h"
 #include "base/thread.h"
 #include "heap/commit_loop.h"
 #include "heap/default_heap.h"
@@ -251,6 +252,7 @@ void ForkChild() {
   SafepointForkChild();
   g_heap->allocator().ForkRelease();
   g_child = true;
+  ForgetOwnFds();                                              // the child's copies are its own to close
   if (g_committer != nullptr) g_committer->ForgetAfterFork();  // not in this process
   SetDefaultHeap(nullptr);
   if (g_term_handler) signal(SIGTERM, SIG_DFL);

@@ -199,6 +199,36 @@ int StdioClosed(const char* report) {
   return 0;
 }
 
+// Closes every descriptor above 2 three ways, as daemons and process
+// libraries do (a close loop, closefrom, close_range), then keeps writing
+// the heap across periodic commits and opens a file, which gets number 3.
+// Reports "closed N, report fd F" into `report`: N numbers closed without
+// EBADF (as many as natively: none of pheap's), F the report's number.
+int CloseAll(const char* report) {
+  int closed = 0;
+  const int limit = static_cast<int>(sysconf(_SC_OPEN_MAX));
+  for (int fd = 3; fd < limit; ++fd) closed += close(fd) == 0;
+  closefrom(3);
+  if (close_range(3, ~0U, 0) != 0) return 20;
+  std::vector<char*> blocks;
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 64; ++i) {
+      blocks.push_back(static_cast<char*>(std::malloc(4096)));
+      std::memset(blocks.back(), round + 1, 4096);
+    }
+    usleep(20 * 1000);  // periodic commits run in between
+  }
+  if (pheap_default() != nullptr)  // natively there is no heap: the report alone counts
+    if (int r = SetRoot("set after closing every descriptor"); r != 0) return r;
+  int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return 30;
+  char line[128];
+  int n = std::snprintf(line, sizeof(line), "closed %d, report fd %d\n", closed, fd);
+  if (write(fd, line, static_cast<size_t>(n)) != n) return 31;
+  close(fd);
+  return 0;
+}
+
 // A request no heap or machine can serve fails with ENOMEM, silently; then
 // blocks past a small heap's end come from glibc. Prints what it saw.
 int Overfill() {
@@ -480,6 +510,7 @@ int main(int argc, char** argv) {
   if (mode == "overfill") return Overfill();
   if (mode == "fork-term") return ForkTerm();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
+  if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();
   if (mode == "exit-in-commit") return ExitInCommit();
   if (mode == "signal-while-blocked") return SignalWhileBlocked();

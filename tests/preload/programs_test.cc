@@ -437,6 +437,37 @@ TEST(Worker, ClosedStdioStaysClosedAndTheLogIntact) {
   EXPECT_EQ(read.out, "root: set with stdio closed\n") << read.err;
 }
 
+// A program that closes every descriptor above 2 (a loop, closefrom,
+// close_range) closes none of pheap's: they look closed to it (EBADF), the
+// commits after it go on, and the file it opens next is number 3.
+TEST(Worker, ClosingEveryDescriptorLeavesPheapsOpen) {
+  auto report_of = [](const std::string& path) {
+    std::ifstream f(path);
+    std::string line;
+    std::getline(f, line);
+    return line;
+  };
+  const std::string native_report = (g_tmp / "close-all-native").string();
+  Outcome native = RunProgram({g_paths.worker, "close-all", native_report}, {"PHEAP_LOG=warn"});
+  ASSERT_EQ(native.status, 0) << native.err;
+  const std::string report = (g_tmp / "close-all-report").string();
+  Outcome pre = RunProgram({g_paths.worker, "close-all", report}, PreloadEnv("close-all", "50"));
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.err, "") << "pheap said something went wrong";
+  EXPECT_EQ(report_of(report), report_of(native_report)) << "closes that succeeded, and the next number";
+  EXPECT_NE(report_of(report).find("report fd 3"), std::string::npos);
+  ExpectCommitted("close-all", "preload_worker");
+  pheap::PageStoreOptions o;
+  o.read_only = true;
+  o.create_if_missing = false;
+  auto store = pheap::PageStore::Open((g_tmp / "store").string(), "close-all", o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_GT((*store)->image().epoch, 3u) << "periodic commits went on after the descriptors were closed";
+  EXPECT_TRUE((*store)->Verify(nullptr).ok());
+  Outcome read = RunProgram({g_paths.worker, "read", "close-all", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set after closing every descriptor\n") << read.err;
+}
+
 // A child SIGTERMed right after fork dies of it, as it does natively: the
 // signal may reach it before the fork handler resets SIGTERM's handler.
 TEST(Worker, SigtermRightAfterForkKillsTheChild) { ExpectWorkerAsNative("fork-term", "0"); }
