@@ -1,7 +1,9 @@
 #include "heap/stored_image.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -51,6 +53,36 @@ Result<uint64_t> StoredImage::Root(const std::string& name) const {
   }
   if (best_seq == 0 || ptr == 0) return Status::NotFound(fmt::format("no root '{}'", name));
   return ptr;
+}
+
+std::vector<StoredRoot> StoredImage::Roots() const {
+  const auto* sb = reinterpret_cast<const pheap::Superblock*>(sb_.get());
+  std::map<std::string, std::pair<uint64_t, StoredRoot>> newest;  // by name: (seq, root)
+  for (const RootSlot& r : sb->roots) {
+    const uint64_t seq = r.seq.load(std::memory_order_relaxed);
+    if (seq == 0) continue;
+    std::string name(r.name, strnlen(r.name, sizeof(r.name)));
+    auto& [best, root] = newest[name];
+    if (seq <= best) continue;
+    best = seq;
+    root = {name, std::string(r.type, strnlen(r.type, sizeof(r.type))), r.ptr.load(std::memory_order_relaxed)};
+  }
+  std::vector<StoredRoot> roots;
+  for (auto& [name, entry] : newest)
+    if (entry.second.address != 0) roots.push_back(std::move(entry.second));
+  return roots;
+}
+
+StoredHeapFacts StoredImage::Facts() const {
+  const auto& h = reinterpret_cast<const pheap::Superblock*>(sb_.get())->h;
+  StoredHeapFacts f;
+  f.opens = h.opens;
+  f.holds_code = h.holds_code.load(std::memory_order_relaxed) != 0;
+  for (uint32_t i = 0; i < std::min<uint32_t>(h.code.build_id_len, sizeof(h.code.build_id)); ++i)
+    f.build_id += fmt::format("{:02x}", h.code.build_id[i]);
+  f.exe.assign(h.code.exe, strnlen(h.code.exe, sizeof(h.code.exe)));
+  f.aslr_disabled = h.code.aslr_disabled != 0;
+  return f;
 }
 
 Status StoredImage::Read(uint64_t addr, void* out, size_t len) const {

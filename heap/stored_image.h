@@ -8,11 +8,28 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "store/page_store.h"
 
 namespace pheap {
+
+// A root as of the image: its name, the type it was stored with (a
+// mangled C++ type name, or empty), and its address.
+struct StoredRoot {
+  std::string name, type;
+  uint64_t address = 0;
+};
+
+// What the superblock says of the heap and of its last writer.
+struct StoredHeapFacts {
+  uint64_t opens = 0;       // processes that opened it for writing
+  bool holds_code = false;  // its code identity is checked at open
+  std::string build_id;     // of the last writer's executable, hex
+  std::string exe;          // that executable's path
+  bool aslr_disabled = false;
+};
 
 class StoredImage {
  public:
@@ -27,6 +44,9 @@ class StoredImage {
   // The address stored under root `name` as of the image (whatever its
   // type), or NotFound.
   Result<uint64_t> Root(const std::string& name) const;
+  // Every root, in name order.
+  std::vector<StoredRoot> Roots() const;
+  StoredHeapFacts Facts() const;
   // Copies len bytes of the region from address addr into out (a page the
   // store never held reads as zeros). Corruption if [addr, addr + len)
   // lies outside the region.

@@ -2,12 +2,17 @@
 // writer's lock, as text or JSON.
 #include "tools/commands.h"
 
+#include <cxxabi.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "heap/preload_stats.h"
+#include "heap/stored_image.h"
 #include "store/page_store.h"
 
 namespace pheap::tools {
@@ -22,6 +27,13 @@ class PrintingReporter : public CorruptionReporter {
   int count = 0;
 };
 
+// A C++ type name as written, from its mangled form (typeid().name()).
+std::string Demangled(const std::string& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(type.c_str(), nullptr, nullptr, &status), std::free);
+  return status == 0 && out != nullptr ? std::string(out.get()) : type;
+}
+
 }  // namespace
 
 int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify) {
@@ -35,6 +47,16 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   PageStoreStats st = (*store)->stats();
   Status verified = verify ? (*store)->Verify(&reporter) : Status::Ok();
   auto preload = ReadPreloadStats(**store);  // present if it ran under libpheap_preload.so
+  const long holder = PageStore::Holder(dir, name);
+  const uint64_t live_bytes = st.live_pages * kPageSize;
+  const double amplification = live_bytes == 0 ? 0 : static_cast<double>(st.bytes_on_disk) / live_bytes;
+  auto image = StoredImage::Open(**store);  // NotFound before the first commit
+  std::vector<StoredRoot> roots;
+  StoredHeapFacts facts;
+  if (image.ok()) {
+    roots = (*image)->Roots();
+    facts = (*image)->Facts();
+  }
   if (json) {
     nlohmann::json j = {
         {"heap", name}, {"path", (*store)->path()}, {"heap_id", fmt::format("{:#018x}", im.heap_id)},
@@ -42,6 +64,17 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
         {"size", im.size}, {"hwm_pages", im.hwm}, {"log_files", st.log_files},
         {"bytes_on_disk", st.bytes_on_disk}, {"live_pages", st.live_pages},
         {"compactions", st.compactions}};
+    j["holder_pid"] = holder;
+    j["space_amplification"] = amplification;
+    j["writer"] = {{"opens", facts.opens},
+                   {"exe", facts.exe},
+                   {"build_id", facts.build_id},
+                   {"aslr_disabled", facts.aslr_disabled},
+                   {"holds_code", facts.holds_code}};
+    j["roots"] = nlohmann::json::array();
+    for (const StoredRoot& r : roots)
+      j["roots"].push_back(
+          {{"name", r.name}, {"type", Demangled(r.type)}, {"address", fmt::format("{:#x}", r.address)}});
     if (verify) j["verified"] = verified.ok();
     if (preload.ok())
       j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
@@ -55,7 +88,17 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     fmt::print("durable epoch {} (term {})\n", im.epoch, im.term);
     fmt::print("region        [{:#x}, {:#x})  {} MiB\n", im.base, im.base + im.size, im.size >> 20);
     fmt::print("stored pages  {} live, high-water mark {} pages\n", st.live_pages, im.hwm);
-    fmt::print("log files     {} ({:.1f} MiB on disk)\n", st.log_files, st.bytes_on_disk / 1048576.0);
+    fmt::print("log files     {} ({:.1f} MiB on disk, {:.2f}x the live pages)\n", st.log_files,
+               st.bytes_on_disk / 1048576.0, amplification);
+    fmt::print("holder        {}\n", holder > 0 ? fmt::format("pid {}", holder) : "none (closed)");
+    if (image.ok()) {
+      fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}\n", facts.exe.empty() ? "?" : facts.exe,
+                 facts.build_id.empty() ? "none" : facts.build_id, facts.aslr_disabled ? ", ASLR off" : "", facts.opens,
+                 facts.holds_code ? "checked at open" : "none declared");
+      fmt::print("roots         {}\n", roots.size());
+      for (const StoredRoot& r : roots)
+        fmt::print("  {:<24} {:#x}  {}\n", r.name, r.address, r.type.empty() ? "(no type)" : Demangled(r.type));
+    }
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());
     if (preload.ok())
       fmt::print("preload       {} (pid {}): {} commits every {} ms, pause p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms\n",

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <typeinfo>
 
 #include "pheap/pheap.h"
 #include "tests/support/test_util.h"
@@ -144,6 +148,41 @@ TEST_F(PheapCli, ErrorsStayJsonInJsonModeAndNameNoInternalOption) {
   EXPECT_EQ(Pheap("inspect missing --dir " + dir_, &out, &err), 1);
   EXPECT_NE(err.find("check the dir and the heap name"), std::string::npos) << err;
   pheap_close(held);
+}
+
+// inspect names the roots with their demangled types and addresses, the
+// holder, and whether the heap declared code pointers.
+TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
+  pheap* h = pheap_open("rooted", ("dir=" + dir_ + ";size=64M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  void* a = pheap_calloc(h, 1, 64);
+  void* b = pheap_calloc(h, 1, 64);
+  ASSERT_EQ(pheap_set_root_typed(h, "books", a, typeid(std::map<int, std::string>).name()), 0);
+  ASSERT_EQ(pheap_set_root(h, "plain", b), 0);
+  ASSERT_EQ(pheap_set_root(h, "gone", b), 0);
+  ASSERT_EQ(pheap_set_root(h, "gone", nullptr), 0);
+  ASSERT_EQ(pheap_holds_code(h), 0);
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+
+  std::string out;
+  ASSERT_EQ(Pheap("inspect rooted --json --dir " + dir_, &out), 0);
+  nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["holder_pid"].get<long>(), ::getpid());
+  EXPECT_TRUE(j["writer"]["holds_code"].get<bool>());
+  ASSERT_EQ(j["roots"].size(), 2u) << j["roots"].dump();
+  EXPECT_EQ(j["roots"][0]["name"], "books");
+  EXPECT_EQ(j["roots"][0]["type"].get<std::string>().rfind("std::map<int, std::", 0), 0u) << j["roots"][0].dump();
+  EXPECT_EQ(j["roots"][0]["address"], fmt::format("{:#x}", reinterpret_cast<uintptr_t>(a)));
+  EXPECT_EQ(j["roots"][1]["name"], "plain");
+  EXPECT_EQ(j["roots"][1]["type"], "");
+  EXPECT_GE(j["space_amplification"].get<double>(), 1.0);
+  pheap_close(h);
+
+  out.clear();
+  ASSERT_EQ(Pheap("inspect rooted --dir " + dir_, &out), 0);
+  EXPECT_NE(out.find("none (closed)"), std::string::npos) << out;
+  EXPECT_NE(out.find("std::map<int, std::"), std::string::npos) << out;
+  EXPECT_NE(out.find("checked at open"), std::string::npos) << out;
 }
 
 }  // namespace
