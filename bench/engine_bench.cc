@@ -245,7 +245,7 @@ void ColdReopen() {
   std::vector<double> first_access_us, open_ms;
   std::vector<uint64_t> mapped_pages, copied_pages;
   // map_stored: runs of stored pages mapped from the store's files (the
-  // default), or every page copied, as before 2026-11-29.
+  // default), or every page copied into the region.
   auto pheap_touch = [&](const std::vector<uint64_t>& order, bool map_stored) {
     return MedianOf(g_runs, [&] {
       uint64_t t0 = NowNs();

@@ -146,11 +146,10 @@ uint64_t Pager::Impl::FaultsSinceCut() {
 // With precopy the written pages are taken and copied first while writers
 // run; the pause then re-takes only what was written meanwhile. Both the
 // precopy and the staging's prefault walk the populated region once more
-// (outside the pause, but on the commit's path: about 0.2 ms per GiB each),
-// which pays only for a cut of more than a few pages. For a few, protecting
-// them again inside the pause costs a TLB flush per 2 MiB touched (about
-// 8 us each on our VMs: 64 pages added 0.55 ms), and faulting in their
-// staging there a few microseconds.
+// (outside the pause, but on the commit's path, in proportion to the
+// populated size), which pays only for a cut of more than a few pages. For
+// a few, protecting them again inside the pause costs a TLB flush per 2 MiB
+// touched, and faulting in their staging there a few microseconds.
 Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused) {
   constexpr uint64_t kFewPages = 16;
   StagingBuffer* buf = staging->get();

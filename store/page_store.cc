@@ -485,7 +485,7 @@ Status PageStore::Impl::CheckEpoch(const SealedEpoch& e) const {
 
 namespace {
 
-// 256 KiB keeps the epoch that writes the zeros near 0.5 ms on our disk; an
+// 256 KiB of zeros is a small part of one epoch's write and fdatasync; an
 // epoch past 64 KiB gains less from padding than the zeros cost it.
 constexpr uint64_t kLogPadBytes = uint64_t{256} << 10, kLogPadMaxGroup = uint64_t{64} << 10;
 

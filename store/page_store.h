@@ -43,10 +43,10 @@ struct PageStoreOptions {
   // An epoch whose group (pages, entries and commit record) is at least
   // this many bytes is written with O_DIRECT, from the caller's pages
   // straight to the device, where the filesystem allows it; smaller ones,
-  // and any on a filesystem that refuses, go through the page cache. On our
-  // disks a write and fdatasync of 4 MiB or more took a fifth of the time
-  // through O_DIRECT, since the page cache's copy of the data is skipped,
-  // and the image is not cached twice. 0: never.
+  // and any on a filesystem that refuses, go through the page cache. A large
+  // epoch then skips the page cache's copy of its data, and the image is not
+  // cached twice (PHEAP_DIRECT_WRITE=0 in the benchmarks measures without).
+  // 0: never.
   uint64_t direct_write_bytes = uint64_t{1} << 20;
   // Called on the persisting thread each time a log file is sealed and the
   // next begun (a background compactor's cue); must return at once.
