@@ -23,6 +23,11 @@
 //             a commit record.
 //   heap id   XXH3-64 of the heap name: names a heap in every record and
 //             message, and seeds its default base and its replica placement.
+//   staging   The copy a commit makes of the pages written since the last
+//             one, taken while the program is paused and held until its
+//             epoch is durable (pager/staging.h). Config staging_max bounds
+//             what epochs not yet durable hold; staging_keep, what stays
+//             faulted in between commits.
 //
 // Invariants:
 //   base % kPageSize == 0, size % kPageSize == 0

@@ -20,9 +20,11 @@ namespace pheap {
 
 const std::vector<std::string>& Engine::ConfigKeys() {
   static const std::vector<std::string> kKeys = [] {
-    std::vector<std::string> k = {"dir", "size", "base", "tracking", "fault_threads", "prefetch_max",
-                                  "staging_max", "staging_wait_ms", "salvage", "log_file_size", "direct_write", "compact",
-                                  "compact_ratio", "keys", "replica_timeout_ms", "restore"};
+    std::vector<std::string> k = {"dir",           "size",          "base",          "tracking",
+                                  "fault_threads", "prefetch_max",  "staging_max",   "staging_wait_ms",
+                                  "staging_keep",  "salvage",       "log_file_size", "direct_write",
+                                  "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
+                                  "restore"};
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     return k;
   }();
@@ -60,6 +62,9 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto staging_wait = config.GetU64("staging_wait_ms", o.pager.staging_wait_ms);
   if (!staging_wait.ok()) return staging_wait.status();
   o.pager.staging_wait_ms = *staging_wait;
+  auto staging_keep = config.GetSize("staging_keep", o.pager.staging_keep);
+  if (!staging_keep.ok()) return staging_keep.status();
+  o.pager.staging_keep = *staging_keep;
   auto salvage = config.GetBool("salvage", false);
   if (!salvage.ok()) return salvage.status();
   o.salvage = *salvage;

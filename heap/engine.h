@@ -47,8 +47,8 @@ class Engine {
   // The config keys the engine reads (see README "Configuration").
   static const std::vector<std::string>& ConfigKeys();
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
-  // staging_max, staging_wait_ms, salvage, log_file_size, direct_write,
-  // compact, compact_ratio, peers, replicas, quorum, keys,
+  // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
+  // direct_write, compact, compact_ratio, peers, replicas, quorum, keys,
   // replica_timeout_ms, restore. Bad values are errors naming the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.

@@ -109,7 +109,7 @@ Status Pager::Impl::MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t 
     merged.value()->Append(s.pgnos()[i], 1, s.data() + i * kPageSize);
   }
   std::swap(*staging, merged.value());
-  staging_pool_->Put(std::move(merged.value()), options_.staging_max);
+  staging_pool_->Put(std::move(merged.value()), options_.staging_keep);
   return Status::Ok();
 }
 
@@ -436,7 +436,7 @@ void Pager::Impl::CommitterLoop() {
     durable_.store(e, std::memory_order_release);
     commits_.fetch_add(1, std::memory_order_relaxed);
     if (!d->answered) d->done.set_value(e);
-    staging_pool_->Put(std::move(d->staging), options_.staging_max);
+    staging_pool_->Put(std::move(d->staging), options_.staging_keep);
     q_cv_.notify_all();
     lk.lock();
   }

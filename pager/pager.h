@@ -48,6 +48,9 @@ struct PagerOptions {
   // after staging_wait_ms when they are only slow.
   uint64_t staging_max = uint64_t{256} << 20;
   uint64_t staging_wait_ms = 30000;
+  // Staging that stays faulted in between commits, per buffer, so the next
+  // cut copies into warm memory; the rest goes back to the OS.
+  uint64_t staging_keep = uint64_t{256} << 20;
   // Copy the written pages once before pausing, then re-copy inside the
   // pause only those written again meanwhile (async and sync WP; mprotect
   // always copies inside the pause). Shortens the pause for big dirty sets.

@@ -74,8 +74,8 @@ namespace {
 void LibcFaultsAround(bool on);
 
 constexpr size_t kMaxPauseSamples = 1 << 16;
-constexpr uint64_t kStagingKeep = uint64_t{8} << 20;
-constexpr uint64_t kCommitMs = 1000;  // the default period of commits
+constexpr uint64_t kStagingBytes = uint64_t{8} << 20;  // staging_max and staging_keep
+constexpr uint64_t kCommitMs = 1000;                   // the default period of commits
 
 PersistentHeap* g_heap = nullptr;
 PreloadStats* g_stats = nullptr;  // inside the region
@@ -317,13 +317,15 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   }
   // Memory: a program's peak RSS is what it is measured by. Commits write
   // from the region (CommitNow); where they must copy (a replicated heap),
-  // keep no staging buffer between commits beyond a few MiB, and copy each
-  // cut once (a precopy holds two copies of the dirty set at its peak).
-  // PHEAP_PRECOPY=1 trades that memory for shorter pauses: periodic commits
-  // then copy, with a precopy, and write after the program resumes.
-  // Unlike a program's heap, this one commits every second by default.
+  // keep no staging between commits beyond a few MiB, let epochs not yet
+  // durable hold no more than that, and copy each cut once (a precopy holds
+  // two copies of the dirty set at its peak). PHEAP_PRECOPY=1 trades that
+  // memory for shorter pauses: periodic commits then copy, with a precopy,
+  // and write after the program resumes. Unlike a program's heap, this one
+  // commits every second by default.
   const ConfigDefaults defaults = {{"commit_ms", std::to_string(kCommitMs)},
-                                   {"staging_max", std::to_string(kStagingKeep)}};
+                                   {"staging_max", std::to_string(kStagingBytes)},
+                                   {"staging_keep", std::to_string(kStagingBytes)}};
   auto options = PersistentHeap::OptionsFromConfig(nullptr, defaults);
   if (!options.ok()) return options.status();
   g_commit_ms = options->commit_ms;

@@ -119,12 +119,13 @@ TEST_F(EngineTest, UnknownConfigKeyAndBadTrackingModeAreRefused) {
 }
 
 TEST_F(EngineTest, StagingKeysReachThePager) {
-  auto cfg = Config::Parse("staging_max=2M;staging_wait_ms=250", Engine::ConfigKeys());
+  auto cfg = Config::Parse("staging_max=2M;staging_wait_ms=250;staging_keep=1M", Engine::ConfigKeys());
   ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
   auto o = Engine::OptionsFromConfig(*cfg);
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->pager.staging_max, uint64_t{2} << 20);
   EXPECT_EQ(o->pager.staging_wait_ms, 250u);
+  EXPECT_EQ(o->pager.staging_keep, uint64_t{1} << 20);
   cfg = Config::Parse("staging_wait_ms=soon", Engine::ConfigKeys());
   ASSERT_TRUE(cfg.ok());
   o = Engine::OptionsFromConfig(*cfg);
