@@ -28,6 +28,10 @@
 //             epoch is durable (pager/staging.h). Config staging_max bounds
 //             what epochs not yet durable hold; staging_keep, what stays
 //             faulted in between commits.
+//   inbox     What a peer holds of the epoch it is receiving, per heap, until
+//             the writer's COMMIT (replication/peer_heap_internal.h): memory
+//             up to --inbox-memory, then a file, up to --inbox-limit, past
+//             which it answers INBOX_FULL.
 //
 // Invariants:
 //   base % kPageSize == 0, size % kPageSize == 0

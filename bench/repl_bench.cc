@@ -204,7 +204,7 @@ double RawZmq(size_t bytes, bool curve, int k, int w, const std::string& store_d
 
 // A durable commit of `bytes` of heap memory written anew, on a writer
 // already shipping: the second commit of that size, as the first also
-// faults in the writer's and the peers' staging areas. Returns MB/s.
+// faults in the writer's staging and the peers' inboxes. Returns MB/s.
 double PheapShip(const std::string& dir, const Peers& peers, size_t bytes, const std::string& keys, int k, int run) {
   std::string config = fmt::format("dir={}/node{};size=4G;replica_timeout_ms=120000;peers={};replicas={}", dir, run,
                                    peers.endpoints(), k);
@@ -415,7 +415,7 @@ void Recovery(const std::string& dir, size_t mib) {
         r->magic = 0x5eed;
         r->data = static_cast<char*>(heap.malloc(mib << 20));
         heap.set_root("root", r);
-        // In commits of 256 MiB: one epoch must fit a peer's staging limit (1 GiB).
+        // In commits of 256 MiB: one epoch must fit a peer's inbox limit (1 GiB).
         constexpr size_t kEpochBytes = size_t{256} << 20;
         for (size_t i = 0; i < (mib << 20); i += kPage) {
           std::memset(r->data + i, static_cast<int>(i / kPage), kPage);

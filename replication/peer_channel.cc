@@ -130,7 +130,7 @@ Status ErrorStatus(const Received& r) {
     case wire::ErrorCode::kPageChecksum: return Status::Corruption(text);
     case wire::ErrorCode::kUnknownHeap: return Status::NotFound(text);
     case wire::ErrorCode::kBusy:
-    case wire::ErrorCode::kStagingFull: return Status::Busy(text);
+    case wire::ErrorCode::kInboxFull: return Status::Busy(text);
     case wire::ErrorCode::kStoreError:
       // The replica's own errno (ENOSPC, EIO, ...): REPAIR names a page there instead.
       return Status::IoError(text, e->detail > 0 && e->detail < 4096 ? static_cast<int>(e->detail) : EIO);

@@ -28,31 +28,31 @@ inline constexpr std::string_view kStaleMark = ".stale-epoch-";
 
 PageBuffer AllocPages(uint64_t pages);
 
-// The pages received for the epoch being shipped, in arrival order, in one
-// 4 KiB-aligned range (SealedEpoch wants contiguous data). The range is a
-// reservation of address space as large as the staging limit, made on
+// A heap's inbox: the pages received for the epoch being shipped, in
+// arrival order, in one 4 KiB-aligned range (SealedEpoch wants contiguous
+// data). The range is a reservation of address space as large as the inbox limit, made on
 // first use: it never moves or is copied as an epoch grows. Its first
-// StagingLimits::memory_bytes are anonymous memory; the rest is a shared
+// InboxLimits::memory_bytes are anonymous memory; the rest is a shared
 // mapping of an unnamed file (O_TMPFILE) in the peer's directory, attached
 // when an epoch first outgrows memory, so a larger epoch costs disk rather
 // than RAM. After an epoch, up to kKeepResident of memory stays mapped as it
 // is, the rest of memory is marked MADV_FREE (taken back only under memory
 // pressure; written again first, it costs no fault), and the file's pages
-// are punched out. So steady shipping neither copies nor faults in staging.
-class Staging {
+// are punched out. So steady shipping neither copies nor faults in the inbox.
+class Inbox {
  public:
   static constexpr uint64_t kKeepResident = uint64_t{64} << 20;
 
-  Staging() = default;
-  ~Staging() { Unmap(); }
-  Staging(const Staging&) = delete;
-  Staging& operator=(const Staging&) = delete;
+  Inbox() = default;
+  ~Inbox() { Unmap(); }
+  Inbox(const Inbox&) = delete;
+  Inbox& operator=(const Inbox&) = delete;
 
   Epoch epoch() const { return epoch_; }
   Term term() const { return term_; }
   uint64_t size() const { return pgnos_.size(); }
 
-  // Drops what is staged unless it is for (epoch, term).
+  // Drops what it holds unless it is for (epoch, term).
   void Begin(Epoch epoch, Term term) {
     if (epoch == epoch_ && term == term_) return;
     Clear();
@@ -65,7 +65,7 @@ class Staging {
     ReleaseBeyond(kKeepResident);
     epoch_ = term_ = 0;
   }
-  // Stages (or restages, for a resend) one page. REQUIRES: Reserve(1) ok.
+  // Puts one page in (again, for a resend). REQUIRES: Reserve(1) ok.
   void Put(Pgno pgno, const uint8_t* data) {
     auto [it, fresh] = slot_.emplace(pgno, pgnos_.size());
     if (fresh) pgnos_.push_back(pgno);
@@ -75,10 +75,10 @@ class Staging {
   // Room for `more` pages within `limits` (the caller has checked the total
   // against limits.max_bytes); the file goes in `dir`. An error says why
   // the room cannot be had.
-  Status Reserve(uint64_t more, const StagingLimits& limits, const std::string& dir);
-  // The highest page staged. REQUIRES: size() > 0.
+  Status Reserve(uint64_t more, const InboxLimits& limits, const std::string& dir);
+  // The highest page held. REQUIRES: size() > 0.
   Pgno Last() const { return *std::max_element(pgnos_.begin(), pgnos_.end()); }
-  // The staged pages as runs (for a kMissingPages reply).
+  // The pages held as runs (for a kMissingPages reply).
   std::vector<Run> Runs() const {
     std::vector<Pgno> s = pgnos_;
     std::sort(s.begin(), s.end());
@@ -89,7 +89,7 @@ class Staging {
     }
     return runs;
   }
-  // Puts the staged pages in ascending page order where they lie (pages
+  // Puts the pages held in ascending page order where they lie (pages
   // resent out of order are moved, one page of scratch at a time) and fills
   // e.pages and e.data from them.
   void Seal(SealedEpoch* e);
@@ -127,8 +127,8 @@ struct HeapTable::Heap {
 
   // Write thread only.
   std::optional<TermStore> terms;
-  peer_internal::Staging staging;
-  std::atomic<uint64_t> staged_pages{0};
+  peer_internal::Inbox inbox;
+  std::atomic<uint64_t> inbox_pages{0};
   Term install_term = 0;          // an install is in progress for this writer
   uint64_t install_pages = 0;     // page copies it has received
   std::string logged_cause;       // of `trouble`, once logged ("" when healthy)

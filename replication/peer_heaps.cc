@@ -36,19 +36,19 @@ PageBuffer AllocPages(uint64_t pages) {
   return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, std::max<uint64_t>(pages, 1) * kPageSize)));
 }
 
-Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::string& dir) {
+Status Inbox::Reserve(uint64_t more, const InboxLimits& limits, const std::string& dir) {
   if (buf_ == nullptr) {
     // Address space only: pages are faulted in as they are written.
     const uint64_t pages = std::max<uint64_t>(limits.max_bytes / kPageSize, 1);
     void* p = ::mmap(nullptr, pages * kPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
-      return Status::FromErrno(fmt::format("reserving {} MiB of address space for staging", pages >> 8), errno);
+      return Status::FromErrno(fmt::format("reserving {} MiB of address space for the inbox", pages >> 8), errno);
     const uint64_t mem = std::min<uint64_t>(pages, limits.memory_bytes / kPageSize);
     if (mem > 0 && ::mmap(p, mem * kPageSize, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
       const int err = errno;
       ::munmap(p, pages * kPageSize);
-      return Status::FromErrno(fmt::format("mapping {} MiB of staging memory", mem >> 8), err);
+      return Status::FromErrno(fmt::format("mapping {} MiB of inbox memory", mem >> 8), err);
     }
     buf_ = static_cast<uint8_t*>(p);
     reserved_ = pages;
@@ -59,8 +59,8 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
     const uint64_t bytes = (reserved_ - memory_) * kPageSize;
     int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
-      return Status::FromErrno(fmt::format("an epoch outgrew the {} MiB of staging memory, and an unnamed file for the "
-                                           "rest cannot be made in {} (O_TMPFILE); raise the staging memory",
+      return Status::FromErrno(fmt::format("an epoch outgrew the {} MiB of inbox memory, and an unnamed file for the "
+                                           "rest cannot be made in {} (O_TMPFILE); raise the inbox memory",
                                            memory_ >> 8, dir),
                                errno);
     if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
@@ -68,14 +68,15 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
             MAP_FAILED) {
       const int err = errno;
       ::close(fd);
-      return Status::FromErrno(fmt::format("mapping the staging file in {}", dir), err);
+      return Status::FromErrno(fmt::format("mapping the inbox file in {}", dir), err);
     }
     file_fd_ = fd;
     capacity_ = reserved_;
-    PHEAP_LOG_INFO("staging: an epoch outgrew {} MiB of memory; the rest goes to an unnamed file in {}", memory_ >> 8,
+    PHEAP_LOG_INFO("inbox: an epoch outgrew {} MiB of memory; the rest goes to an unnamed file in {}", memory_ >> 8,
                    dir);
   }
-  if (need > capacity_) return Status::Busy(fmt::format("staging holds {} pages, room for {}", pgnos_.size(), capacity_));
+  if (need > capacity_)
+    return Status::Busy(fmt::format("the inbox holds {} pages, room for {}", pgnos_.size(), capacity_));
   if (need > memory_ && need - memory_ > file_ready_) {
     // Allocate ahead, 64 MiB at a time: a page the kernel found no block for
     // would fault with SIGBUS in the middle of a copy. A disk without room
@@ -92,14 +93,14 @@ Status Staging::Reserve(uint64_t more, const StagingLimits& limits, const std::s
       ok = allocate();
     }
     if (!ok)
-      return Status::FromErrno(fmt::format("allocating {} KiB of staging file in {}", (upto - file_ready_) * kPageSize >> 10, dir),
-                               errno);
+      return Status::FromErrno(
+          fmt::format("allocating {} KiB of inbox file in {}", (upto - file_ready_) * kPageSize >> 10, dir), errno);
     file_ready_ = upto;
   }
   return Status::Ok();
 }
 
-void Staging::Seal(SealedEpoch* e) {
+void Inbox::Seal(SealedEpoch* e) {
   const uint64_t n = pgnos_.size();
   if (!std::is_sorted(pgnos_.begin(), pgnos_.end())) {
     // Slot i must take the page now in slot from[i]: follow each cycle of
@@ -131,7 +132,7 @@ void Staging::Seal(SealedEpoch* e) {
   e->data = buf_;
 }
 
-void Staging::ReleaseBeyond(uint64_t bytes) {
+void Inbox::ReleaseBeyond(uint64_t bytes) {
   if (buf_ == nullptr) return;
   const uint64_t keep = std::min(bytes / kPageSize, memory_);
   const uint64_t mem_end = std::min(touched_, memory_);
@@ -147,7 +148,7 @@ void Staging::ReleaseBeyond(uint64_t bytes) {
   touched_ = std::min(touched_, keep);
 }
 
-void Staging::Unmap() {
+void Inbox::Unmap() {
   if (buf_ != nullptr) ::munmap(buf_, reserved_ * kPageSize);
   if (file_fd_ >= 0) ::close(file_fd_);
   buf_ = nullptr;
@@ -252,17 +253,17 @@ void OpenStore(const std::string& dir, PageStoreOptions o, Heap* h) {
 
 }  // namespace
 
-HeapTable::HeapTable(std::string dir, const StagingLimits& staging, const PageStoreOptions& store)
-    : dir_(std::move(dir)), staging_(staging), store_options_(store), started_ms_(NowMs()) {}
+HeapTable::HeapTable(std::string dir, const InboxLimits& inbox, const PageStoreOptions& store)
+    : dir_(std::move(dir)), inbox_limits_(inbox), store_options_(store), started_ms_(NowMs()) {}
 
 HeapTable::~HeapTable() { Close(); }
 
-Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const StagingLimits& staging,
+Result<std::unique_ptr<HeapTable>> HeapTable::Open(const std::string& dir, const InboxLimits& inbox,
                                                    const PageStoreOptions& store, bool compact) {
   PageStoreOptions so = store;
   auto wakeup = std::make_shared<Compactor::Wakeup>();
   if (compact) so.on_log_file_sealed = Compactor::Wakeup::Hook(wakeup);
-  std::unique_ptr<HeapTable> t(new HeapTable(dir, staging, so));
+  std::unique_ptr<HeapTable> t(new HeapTable(dir, inbox, so));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::FromErrno("creating peer directory " + dir, ec.value());
@@ -422,8 +423,8 @@ Reply HeapTable::Pages(const wire::Message& m) {
   if (auto r = InstallHolds(h.get(), m.header)) return std::move(*r);
   const Epoch e = m.header.epoch;
   const ImageInfo im = h->Image();
-  auto ack = [&](uint64_t staged) {
-    return Reply{wire::EncodePagesAck(To(m.header), e, h->Promised(), p.count, staged), nullptr};
+  auto ack = [&](uint64_t inbox_pages) {
+    return Reply{wire::EncodePagesAck(To(m.header), e, h->Promised(), p.count, inbox_pages), nullptr};
   };
   if (e <= im.epoch) return ack(0);  // a resend of an epoch already durable
   if (e > im.epoch + 1)
@@ -432,26 +433,28 @@ Reply HeapTable::Pages(const wire::Message& m) {
   Pgno bad = 0;
   if (Status s = wire::VerifyPages(p, &bad); !s.ok()) return Err(m.header, h.get(), ErrorCode::kPageChecksum, bad, s.message());
   // The region may grow with this epoch (its COMMIT names the size, and
-  // bounds the staged pages by its hwm): here pages are bounded only by the
+  // bounds the pages in the inbox by its hwm): here pages are bounded only by the
   // largest region.
   if (p.ref(p.count - 1).pgno >= kMaxRegionSize / kPageSize)
     return Err(m.header, h.get(), ErrorCode::kMalformed, p.ref(p.count - 1).pgno,
                fmt::format("heap '{}': page {} lies outside the largest region of {} pages", h->name,
                            p.ref(p.count - 1).pgno, kMaxRegionSize / kPageSize));
-  Staging& st = h->staging;
-  st.Begin(e, m.header.term);
-  if ((st.size() + p.count) * kPageSize > staging_.max_bytes)
-    return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
-               fmt::format("heap '{}': epoch {} would stage more than {} bytes; raise the peer's staging limit", h->name, e, staging_.max_bytes));
-  if (Status room = st.Reserve(p.count, staging_, dir_); !room.ok()) {
+  Inbox& inbox = h->inbox;
+  inbox.Begin(e, m.header.term);
+  if ((inbox.size() + p.count) * kPageSize > inbox_limits_.max_bytes)
+    return Err(
+        m.header, h.get(), ErrorCode::kInboxFull, inbox_limits_.max_bytes,
+        fmt::format("heap '{}': epoch {} would put more than {} bytes in the inbox; raise the peer's inbox limit",
+                    h->name, e, inbox_limits_.max_bytes));
+  if (Status room = inbox.Reserve(p.count, inbox_limits_, dir_); !room.ok()) {
     if (room.code() == Status::Code::kIoError) NoteTrouble(m.header, h.get(), room);  // the disk, not the limit
-    return Err(m.header, h.get(), ErrorCode::kStagingFull, staging_.max_bytes,
-               fmt::format("heap '{}': cannot stage epoch {}: {}", h->name, e, room.message()));
+    return Err(m.header, h.get(), ErrorCode::kInboxFull, inbox_limits_.max_bytes,
+               fmt::format("heap '{}': no room in the inbox for epoch {}: {}", h->name, e, room.message()));
   }
-  for (uint32_t i = 0; i < p.count; ++i) st.Put(p.ref(i).pgno, p.page(i));
-  h->staged_pages.store(st.size(), std::memory_order_relaxed);
-  PHEAP_LOG_DEBUG("heap '{}': staged {} pages of epoch {} ({} in all)", h->name, p.count, e, st.size());
-  return ack(st.size());
+  for (uint32_t i = 0; i < p.count; ++i) inbox.Put(p.ref(i).pgno, p.page(i));
+  h->inbox_pages.store(inbox.size(), std::memory_order_relaxed);
+  PHEAP_LOG_DEBUG("heap '{}': {} pages of epoch {} into the inbox ({} in all)", h->name, p.count, e, inbox.size());
+  return ack(inbox.size());
 }
 
 Reply HeapTable::Commit(const wire::Message& m) {
@@ -478,13 +481,16 @@ Reply HeapTable::Commit(const wire::Message& m) {
                fmt::format("heap '{}': epoch {} extends epoch {} of term {}, but epoch {} here was written in term {}; "
                            "this replica must be installed anew",
                            h->name, e, im.epoch, c.body.prev_term, im.epoch, im.term));
-  Staging& st = h->staging;
-  const uint64_t staged = st.epoch() == e && st.term() == m.header.term ? st.size() : 0;
-  if (staged != c.body.total_pages) {
-    std::vector<Run> runs = staged != 0 ? st.Runs() : std::vector<Run>{};
-    return Err(m.header, h.get(), ErrorCode::kMissingPages, staged,
-               fmt::format("heap '{}': epoch {} has {} of its {} pages staged here; resend the pages not in the listed runs",
-                           h->name, e, staged, c.body.total_pages), runs);
+  Inbox& inbox = h->inbox;
+  const uint64_t held = inbox.epoch() == e && inbox.term() == m.header.term ? inbox.size() : 0;
+  if (held != c.body.total_pages) {
+    std::vector<Run> runs = held != 0 ? inbox.Runs() : std::vector<Run>{};
+    return Err(
+        m.header, h.get(), ErrorCode::kMissingPages, held,
+        fmt::format(
+            "heap '{}': epoch {} has {} of its {} pages in the inbox here; resend the pages not in the listed runs",
+            h->name, e, held, c.body.total_pages),
+        runs);
   }
   // Nothing of a commit that does not fit the heap is stored, not even a
   // store for its region.
@@ -493,10 +499,11 @@ Reply HeapTable::Commit(const wire::Message& m) {
                fmt::format("heap '{}': COMMIT region base {:#x} size {:#x} disagrees with the region recorded here, "
                            "base {:#x} size {:#x}; a heap keeps its base and grows, never shrinks",
                            h->name, c.body.base, c.body.size, im.base, im.size));
-  if (staged != 0 && st.Last() >= c.body.hwm)
-    return Err(m.header, h.get(), ErrorCode::kMalformed, st.Last(),
-               fmt::format("heap '{}': COMMIT hwm {} of epoch {}, but page {} is staged for it; pages lie below hwm",
-                           h->name, c.body.hwm, e, st.Last()));
+  if (held != 0 && inbox.Last() >= c.body.hwm)
+    return Err(
+        m.header, h.get(), ErrorCode::kMalformed, inbox.Last(),
+        fmt::format("heap '{}': COMMIT hwm {} of epoch {}, but page {} is in the inbox for it; pages lie below hwm",
+                    h->name, c.body.hwm, e, inbox.Last()));
   auto store = h->Store();
   if (!store) {
     auto s = CreateStore(h.get(), c.body.base, c.body.size);
@@ -506,13 +513,13 @@ Reply HeapTable::Commit(const wire::Message& m) {
   SealedEpoch se;
   se.image = ImageInfo{h->id, e, m.header.term, c.body.base, c.body.size, c.body.hwm};
   se.discarded = c.discarded;
-  if (staged != 0) st.Seal(&se);
+  if (held != 0) inbox.Seal(&se);
   Status s = store->Persist(se);
   if (s.code() == Status::Code::kSuperseded) return Err(m.header, h.get(), ErrorCode::kSuperseded, 0, s.message());
   if (!s.ok()) return StoreFailed(m.header, h.get(), s);
   StoreRecovered(h.get());
-  st.Clear();
-  h->staged_pages.store(0, std::memory_order_relaxed);
+  inbox.Clear();
+  h->inbox_pages.store(0, std::memory_order_relaxed);
   PHEAP_LOG_INFO("heap '{}': epoch {} durable ({} pages, term {}, hwm {})", h->name, e, se.pages.size(), m.header.term, c.body.hwm);
   return ack(store->image());
 }
@@ -585,7 +592,7 @@ Reply HeapTable::StatusReply(const wire::Message& m, uint32_t clients) {
     e.name = h->name;
     e.status.heap_id = h->id;
     e.status.promised_term = h->Promised();
-    e.status.staged_pages = h->staged_pages.load(std::memory_order_relaxed);
+    e.status.inbox_pages = h->inbox_pages.load(std::memory_order_relaxed);
     if (auto store = h->Store()) {
       PageStoreStats st = store->stats();
       e.status.epoch = st.epoch;

@@ -6,7 +6,7 @@
 //   the page store (store/page_store.h), opened at start or on first
 //   use and kept open; created by the first COMMIT of epoch 1;
 //   TERM, the durable term promise (replication/term_store.h);
-//   in memory, the staged pages of the epoch being shipped.
+//   in memory, its inbox: the pages of the epoch being shipped.
 //
 //   while an image is installed (kInstallBegin .. kInstallCommit), the term
 //   of the writer installing it.
@@ -54,7 +54,7 @@ struct Reply {
 // heap: the first memory_bytes in memory, the rest (up to max_bytes) in an
 // unnamed file in the peer's directory, whose pages the kernel writes out
 // under memory pressure. So an epoch larger than memory can be replicated.
-struct StagingLimits {
+struct InboxLimits {
   uint64_t max_bytes = uint64_t{16} << 30;  // address space reserved per heap on its first epoch
   uint64_t memory_bytes = uint64_t{256} << 20;
 };
@@ -68,7 +68,7 @@ class HeapTable {
   // create_if_missing are set per heap). With `compact`, a thread compacts
   // every heap's store in the background (store/compactor.h) beside the
   // write thread; a store with an install open is left alone until it ends.
-  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const StagingLimits& staging,
+  static Result<std::unique_ptr<HeapTable>> Open(const std::string& dir, const InboxLimits& inbox,
                                                  const PageStoreOptions& store = {}, bool compact = true);
   ~HeapTable();
   HeapTable(const HeapTable&) = delete;
@@ -84,7 +84,7 @@ class HeapTable {
   struct Heap;
 
  private:
-  HeapTable(std::string dir, const StagingLimits& staging, const PageStoreOptions& store);
+  HeapTable(std::string dir, const InboxLimits& inbox, const PageStoreOptions& store);
   std::shared_ptr<Heap> Find(HeapId id);
   std::shared_ptr<Heap> Register(const std::string& name);
   std::shared_ptr<Heap> FindWritable(const wire::Message& m, Reply* err);
@@ -102,7 +102,7 @@ class HeapTable {
   Reply StatusReply(const wire::Message& m, uint32_t clients);
 
   const std::string dir_;
-  const StagingLimits staging_;
+  const InboxLimits inbox_limits_;
   const PageStoreOptions store_options_;
   const uint64_t started_ms_;
   std::mutex mu_;  // guards heaps_

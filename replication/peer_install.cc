@@ -57,8 +57,8 @@ Reply HeapTable::InstallBegin(const wire::Message& m) {
   if (holds)
     return Err(m.header, h.get(), ErrorCode::kEpochMismatch, im.epoch,
                fmt::format("heap '{}': holds epoch {}, not behind epoch {}: nothing to install", h->name, im.epoch, m.header.epoch));
-  h->staging.Clear();
-  h->staged_pages.store(0, std::memory_order_relaxed);
+  h->inbox.Clear();
+  h->inbox_pages.store(0, std::memory_order_relaxed);
   // The image goes into an install file beside the store's own files, which
   // keep serving the image held here until INSTALL_COMMIT's record is
   // durable (PageStore::InstallPages). Another writer's unfinished install

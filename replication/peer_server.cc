@@ -131,7 +131,7 @@ Status PeerServer::Impl::Start() {
     PHEAP_LOG_WARN("peer on {}: no CURVE keys, traffic is unencrypted and unauthenticated{}", opt_.endpoint,
                    loopback ? " (loopback only)" : " (--insecure)");
 
-  auto table = HeapTable::Open(opt_.dir, opt_.staging, opt_.store, opt_.compact);
+  auto table = HeapTable::Open(opt_.dir, opt_.inbox, opt_.store, opt_.compact);
   if (!table.ok()) return table.status();
   table_ = std::move(table.value());
 
@@ -428,12 +428,13 @@ int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bo
     for (size_t i = 0; i < st->heaps.size(); ++i) {
       const auto& h = st->heaps[i];
       // Heap names are [A-Za-z0-9._-]: nothing to escape; error texts may need it.
-      fmt::print("{}{{\"name\":\"{}\",\"heap_id\":\"{:016x}\",\"epoch\":{},\"promised_term\":{},\"bytes_on_disk\":{},"
-                 "\"live_pages\":{},\"staged_pages\":{},\"open\":{},\"failed\":{},\"health\":\"{}\",\"errno\":{},"
-                 "\"error\":\"{}\"}}",
-                 i ? "," : "", h.name, h.status.heap_id, h.status.epoch, h.status.promised_term, h.status.bytes_on_disk,
-                 h.status.live_pages, h.status.staged_pages, (h.status.flags & wire::kHeapOpen) != 0,
-                 (h.status.flags & wire::kHeapFailed) != 0, Health(h.status), h.status.error_errno, JsonEscape(h.error));
+      fmt::print(
+          "{}{{\"name\":\"{}\",\"heap_id\":\"{:016x}\",\"epoch\":{},\"promised_term\":{},\"bytes_on_disk\":{},"
+          "\"live_pages\":{},\"inbox_pages\":{},\"open\":{},\"failed\":{},\"health\":\"{}\",\"errno\":{},"
+          "\"error\":\"{}\"}}",
+          i ? "," : "", h.name, h.status.heap_id, h.status.epoch, h.status.promised_term, h.status.bytes_on_disk,
+          h.status.live_pages, h.status.inbox_pages, (h.status.flags & wire::kHeapOpen) != 0,
+          (h.status.flags & wire::kHeapFailed) != 0, Health(h.status), h.status.error_errno, JsonEscape(h.error));
     }
     fmt::print("]}}\n");
     return 0;
@@ -441,11 +442,11 @@ int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bo
   fmt::print("peer {}: {} heaps, {} clients connected, up {} s\n", endpoint, st->heaps.size(), st->body.clients, st->body.uptime_ms / 1000);
   if (!st->heaps.empty())
     fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {:<8} {:<6}  {}\n", "heap", "epoch", "term", "bytes stored",
-               "live pages", "staged", "state", "health", "last error");
+               "live pages", "inbox", "state", "health", "last error");
   for (const auto& h : st->heaps) {
     const char* state = (h.status.flags & wire::kHeapFailed) ? "FAILED" : (h.status.flags & wire::kHeapOpen) ? "open" : "no store";
     fmt::print("{:<32} {:>10} {:>8} {:>14} {:>12} {:>8}  {:<8} {:<6}  {}\n", h.name, h.status.epoch,
-               h.status.promised_term, h.status.bytes_on_disk, h.status.live_pages, h.status.staged_pages, state,
+               h.status.promised_term, h.status.bytes_on_disk, h.status.live_pages, h.status.inbox_pages, state,
                Health(h.status), h.error.empty() ? "-" : h.error);
   }
   return 0;

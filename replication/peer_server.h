@@ -30,7 +30,7 @@ struct PeerOptions {
   std::string keys_dir;     // CURVE keys (curve_auth.h); empty: no encryption
   bool insecure = false;    // allow a non-loopback endpoint without keys
   int read_threads = 2;
-  StagingLimits staging;    // per heap, pages awaiting COMMIT (peer_heaps.h)
+  InboxLimits inbox;        // per heap, pages awaiting COMMIT (peer_heaps.h)
   PageStoreOptions store;   // every heap's store (peer_heaps.h: HeapTable::Open)
   bool compact = true;      // compact the stores in the background
   int heartbeat_ms = 1000;

@@ -239,7 +239,7 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
       return;
     case wire::ErrorCode::kMissingPages:
     case wire::ErrorCode::kPageChecksum: {
-      // Both concern epoch there + 1, the only one a replica stages.
+      // Both concern epoch there + 1, the only one in a replica's inbox.
       if (rd.resent) return;
       rd.resent = true;
       if (there + 1 == epoch) {

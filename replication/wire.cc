@@ -45,11 +45,27 @@ constexpr const char* kTypeNames[kMaxType + 1] = {
     "?", "HELLO", "MANIFEST", "CLAIM_TERM", "TERM_REPLY", "PAGES", "PAGES_ACK", "COMMIT",
     "COMMIT_ACK", "FETCH", "FETCH_REPLY", "STATUS", "STATUS_REPLY", "ERROR", "INSTALL_BEGIN",
     "INSTALL_PAGES", "INSTALL_COMMIT", "INSTALL_ACK", "REPAIR", "REPAIR_ACK"};
-constexpr const char* kErrorNames[kMaxErrorCode + 1] = {
-    "?", "BAD_MAGIC", "BAD_VERSION", "BAD_CHECKSUM", "TRUNCATED", "LENGTH_MISMATCH",
-    "UNKNOWN_TYPE", "OVERSIZED", "MALFORMED", "UNKNOWN_HEAP", "SUPERSEDED", "EPOCH_GAP",
-    "MISSING_PAGES", "PAGE_CHECKSUM", "CORRUPT_PAGE", "EPOCH_MISMATCH", "STAGING_FULL",
-    "STORE_ERROR", "BUSY", "NO_INSTALL", "DIVERGED"};
+constexpr const char* kErrorNames[kMaxErrorCode + 1] = {"?",
+                                                        "BAD_MAGIC",
+                                                        "BAD_VERSION",
+                                                        "BAD_CHECKSUM",
+                                                        "TRUNCATED",
+                                                        "LENGTH_MISMATCH",
+                                                        "UNKNOWN_TYPE",
+                                                        "OVERSIZED",
+                                                        "MALFORMED",
+                                                        "UNKNOWN_HEAP",
+                                                        "SUPERSEDED",
+                                                        "EPOCH_GAP",
+                                                        "MISSING_PAGES",
+                                                        "PAGE_CHECKSUM",
+                                                        "CORRUPT_PAGE",
+                                                        "EPOCH_MISMATCH",
+                                                        "INBOX_FULL",
+                                                        "STORE_ERROR",
+                                                        "BUSY",
+                                                        "NO_INSTALL",
+                                                        "DIVERGED"};
 
 constexpr uint64_t kMaxRegionPages = kMaxRegionSize / kPageSize;
 
@@ -432,8 +448,9 @@ OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, Epoch epoch,
   return Seal(std::move(m), Type::kPages, request_id, heap, term, epoch);
 }
 
-OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t staged) {
-  return Seal(WithBody(PagesAckBody{accepted, 0, staged}), Type::kPagesAck, to.request_id, to.heap_id, promised, epoch);
+OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t inbox_pages) {
+  return Seal(WithBody(PagesAckBody{accepted, 0, inbox_pages}), Type::kPagesAck, to.request_id, to.heap_id, promised,
+              epoch);
 }
 
 OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const CommitBody& c,

@@ -57,7 +57,7 @@ OutMessage EncodeTermReply(ReplyTo to, const TermReplyBody& r);
 // REQUIRES: 1 <= pgnos.size() <= kMaxPagesPerMessage.
 OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, Epoch epoch,
                        std::span<const Pgno> pgnos, const uint8_t* data);
-OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t staged);
+OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t inbox_pages);
 OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const CommitBody& c,
                         std::span<const Run> discarded);
 OutMessage EncodeCommitAck(ReplyTo to, Term promised, Epoch durable, Term image_term);

@@ -146,9 +146,9 @@ static_assert(sizeof(PageRef) == 16);
 
 // kPagesAck body. Header: epoch as in the request.
 struct PagesAckBody {
-  uint32_t accepted;           // pages of the request now staged (or durable)
+  uint32_t accepted;  // pages of the request now in the inbox (or durable)
   uint32_t reserved;
-  uint64_t staged_pages;       // distinct pages staged for the epoch so far
+  uint64_t inbox_pages;  // distinct pages of the epoch in the inbox so far
 };
 
 // kCommit body: then `discarded_count` RunRef. Header: epoch, term.
@@ -208,7 +208,7 @@ struct HeapStatus {
   uint64_t promised_term;
   uint64_t bytes_on_disk;
   uint64_t live_pages;
-  uint64_t staged_pages;
+  uint64_t inbox_pages;
   uint32_t flags;              // kHeapOpen, kHeapFailed, kHeapTrouble
   uint32_t name_length;        // <= kMaxHeapNameLength
   uint32_t error_errno;        // kHeapFailed or kHeapTrouble: the failure's errno (0: none)
@@ -274,11 +274,11 @@ enum class ErrorCode : uint16_t {
   kUnknownHeap = 9,     // heap id not known here: send kHello first
   kSuperseded = 10,     // detail: the promised term
   kEpochGap = 11,       // detail: the epoch the peer needs next
-  kMissingPages = 12,   // detail: pages staged; runs: the staged pages
+  kMissingPages = 12,   // detail: pages in the inbox; runs: those pages
   kPageChecksum = 13,   // a shipped page fails its XXH3; detail: pgno
   kCorruptPage = 14,    // a stored page fails its XXH3; detail: pgno
   kEpochMismatch = 15,  // fetch of an epoch not durable here; detail: durable epoch
-  kStagingFull = 16,    // detail: the peer's staging limit in bytes
+  kInboxFull = 16,      // detail: the peer's inbox limit in bytes
   kStoreError = 17,     // the page store refused or failed (message says why); detail: its errno
   kBusy = 18,           // the peer is stopping, or an install holds the heap
   kNoInstall = 19,      // install pages or commit with no install begun: send kInstallBegin

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   peer->add_option("--dir", peer_opts.dir, "directory holding one store per heap");
   peer->add_option("--keys", peer_opts.keys_dir, "CURVE key directory (pheap keygen)");
   peer->add_flag("--insecure", peer_opts.insecure, "allow a non-loopback endpoint without keys");
-  peer->add_option("--staging-memory", peer_opts.staging.memory_bytes,
+  peer->add_option("--inbox-memory", peer_opts.inbox.memory_bytes,
                    "per heap: memory for an epoch's pages awaiting their commit (more goes to a file in --dir)")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
                    "compact when a store's log files pass this many times its live image, plus one log file")
       ->check(CLI::Range(1.25, 100.0))
       ->capture_default_str();
-  peer->add_option("--staging-limit", peer_opts.staging.max_bytes, "per heap: the largest epoch accepted")
+  peer->add_option("--inbox-limit", peer_opts.inbox.max_bytes, "per heap: the largest epoch accepted")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
   std::string status_endpoint, status_keys;

@@ -126,11 +126,11 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
 }
 
 // Peers holding only 64 pages of an epoch in memory take 600-page epochs
-// through their staging files, and the heap comes back whole from them.
-TEST_F(EngineReplicated, EpochLargerThanThePeersStagingMemory) {
+// through their inbox files, and the heap comes back whole from them.
+TEST_F(EngineReplicated, EpochLargerThanThePeersInboxMemory) {
   for (int i = 0; i < 3; ++i) {
     peers_[i].Signal(SIGTERM);
-    peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i), "--staging-memory",
+    peers_[i].Start({"--listen", endpoints_[i], "--dir", tmp_.path() + "/peer" + std::to_string(i), "--inbox-memory",
                      std::to_string(64 * kPageSize)});
   }
   const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";

@@ -346,12 +346,12 @@ TEST_F(PeerTest, ResendsAreIdempotentAndGapsNamed) {
   Client c(endpoint_, "idem");
   ASSERT_TRUE(c.Hello());
   ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
-  // Pages resent before the commit are staged once.
+  // Pages resent before the commit are held once.
   ASSERT_TRUE(Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {1, 2, 3})));
   auto again = Client::As<wire::PagesAckBody>(c.SendPages(1, 1, {1, 2, 3}));
   ASSERT_TRUE(again);
-  EXPECT_EQ(again->staged_pages, 3u);
-  // A commit short of pages lists what is staged.
+  EXPECT_EQ(again->inbox_pages, 3u);
+  // A commit short of pages lists what the inbox holds.
   auto missing = c.Commit(1, 1, 5, 16);
   uint64_t detail = 0;
   ASSERT_EQ(Client::ErrCode(missing, &detail), static_cast<int>(ErrorCode::kMissingPages));
@@ -382,11 +382,11 @@ TEST_F(PeerTest, ResendsAreIdempotentAndGapsNamed) {
   StopPeer();
 }
 
-// With 16 pages of staging memory, a 120-page epoch goes mostly to the
-// staging file; its frames arrive last first, so the commit must also put
-// the pages in order where they lie. Past the staging limit: STAGING_FULL.
-TEST_F(PeerTest, EpochLargerThanStagingMemoryGoesThroughAFile) {
-  StartPeer({"--staging-memory", std::to_string(16 * kPageSize), "--staging-limit", std::to_string(128 * kPageSize)});
+// With 16 pages of inbox memory, a 120-page epoch goes mostly to the
+// inbox file; its frames arrive last first, so the commit must also put
+// the pages in order where they lie. Past the inbox limit: INBOX_FULL.
+TEST_F(PeerTest, EpochLargerThanInboxMemoryGoesThroughAFile) {
+  StartPeer({"--inbox-memory", std::to_string(16 * kPageSize), "--inbox-limit", std::to_string(128 * kPageSize)});
   Client c(endpoint_, "spill");
   ASSERT_TRUE(c.Hello());
   ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
@@ -397,12 +397,12 @@ TEST_F(PeerTest, EpochLargerThanStagingMemoryGoesThroughAFile) {
   }
   ASSERT_TRUE(Client::As<wire::CommitAckBody>(c.Commit(1, 1, first.size(), kRegionPages)));
   c.set_prev_term(1);
-  std::vector<Pgno> second;  // every other page of a wider range: the staging area is reused
+  std::vector<Pgno> second;  // every other page of a wider range: the inbox is reused
   for (Pgno p = 40; p < 240; p += 2) second.push_back(p);
   c.ShipEpoch(1, 2, second, kRegionPages, {}, 7);
   // After a restart, every page holds the epoch that last wrote it.
   StopPeer();
-  StartPeer({"--staging-memory", std::to_string(16 * kPageSize), "--staging-limit", std::to_string(128 * kPageSize)});
+  StartPeer({"--inbox-memory", std::to_string(16 * kPageSize), "--inbox-limit", std::to_string(128 * kPageSize)});
   Client again(endpoint_, "spill");
   ASSERT_TRUE(again.Hello());
   auto r = again.Call(wire::EncodeFetch(again.ch().NextRequestId(), again.id(), 2, 0, kRegionPages));
@@ -424,22 +424,22 @@ TEST_F(PeerTest, EpochLargerThanStagingMemoryGoesThroughAFile) {
   uint64_t detail = 0;
   int code = 0;
   for (Pgno p = 0; p < 200 && code == 0; p += 20) code = Client::ErrCode(again.SendPages(2, 3, Range(p, p + 20)), &detail);
-  EXPECT_EQ(code, static_cast<int>(ErrorCode::kStagingFull));
+  EXPECT_EQ(code, static_cast<int>(ErrorCode::kInboxFull));
   EXPECT_EQ(detail, 128 * kPageSize);
   StopPeer();
 }
 
-// A peer whose disk fills up while it stages: allocating the staging file
+// A peer whose disk fills up while it receives: allocating the inbox file
 // ahead falls back to what a frame needs, so an epoch that fits still goes
-// through; one that does not is refused with STAGING_FULL naming the
+// through; one that does not is refused with INBOX_FULL naming the
 // directory, and the peer stays up. The disk is a 2 MiB tmpfs in a mount
 // namespace of this test process, which the peer inherits.
-TEST_F(PeerTest, FullDiskWhileStagingIsRefusedAndThePeerStaysUp) {
+TEST_F(PeerTest, FullDiskWhileReceivingIsRefusedAndThePeerStaysUp) {
   if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     GTEST_SKIP() << "cannot make a mount namespace here: " << std::strerror(errno);
   std::filesystem::create_directories(dir_);
   ASSERT_EQ(mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
-  StartPeer({"--staging-memory", std::to_string(16 * kPageSize), "--staging-limit", std::to_string(4096 * kPageSize)});
+  StartPeer({"--inbox-memory", std::to_string(16 * kPageSize), "--inbox-limit", std::to_string(4096 * kPageSize)});
   Client c(endpoint_, "full");
   ASSERT_TRUE(c.Hello());
   ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
@@ -456,7 +456,7 @@ TEST_F(PeerTest, FullDiskWhileStagingIsRefusedAndThePeerStaysUp) {
   uint64_t detail = 0;
   int code = 0;
   for (Pgno p = 0; p < 240 && code == 0; p += 20) code = Client::ErrCode(c.SendPages(1, 2, Range(p, p + 20)), &detail);
-  EXPECT_EQ(code, static_cast<int>(ErrorCode::kStagingFull));
+  EXPECT_EQ(code, static_cast<int>(ErrorCode::kInboxFull));
   // Still serving: epoch 1 reads back whole.
   auto r = c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 1, 0, 120));
   auto fr = Client::As<wire::FetchReply>(r);
@@ -466,7 +466,7 @@ TEST_F(PeerTest, FullDiskWhileStagingIsRefusedAndThePeerStaysUp) {
   EXPECT_EQ(umount2(dir_.c_str(), MNT_DETACH), 0) << std::strerror(errno);
 }
 
-TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingStaged) {
+TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingKept) {
   StartPeer();
   Client c(endpoint_, "crc");
   ASSERT_TRUE(c.Hello());
@@ -788,7 +788,7 @@ TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
   b.base = kBase;
   b.size = kSize / 2;  // a region grows, never shrinks
   refused(commit(1, 2, b), "disagrees with the region recorded here");
-  refused(commit(1, 2, {kBase, kSize, 50, 2, 0, 0, 1}), "page 100 is staged");
+  refused(commit(1, 2, {kBase, kSize, 50, 2, 0, 0, 1}), "page 100 is in the inbox");
   uint64_t detail = 0;
   constexpr Pgno kBeyond = kMaxRegionSize / kPageSize;  // past any region this heap may grow to
   EXPECT_EQ(Client::ErrCode(c.SendPages(1, 2, {kBeyond}), &detail), static_cast<int>(ErrorCode::kMalformed));

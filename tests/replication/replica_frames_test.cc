@@ -1,5 +1,5 @@
 // What the replica client puts on the wire, seen by a minimal peer in this
-// process (a ROUTER that grants, stages and acknowledges everything and
+// process (a ROUTER that grants, takes and acknowledges everything and
 // records each PAGES message): every page of an epoch travels exactly once,
 // in ascending order within a message, intact, in messages of at least
 // 64 KiB whenever the epoch has that much.

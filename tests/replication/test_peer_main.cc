@@ -1,6 +1,6 @@
 // The peer daemon as its own process, for the tests:
 //   test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure]
-//             [--staging-memory BYTES] [--staging-limit BYTES]
+//             [--inbox-memory BYTES] [--inbox-limit BYTES]
 //             [--log-file-size BYTES] [--no-compact]
 #include <cstdio>
 #include <cstring>
@@ -18,13 +18,14 @@ int main(int argc, char** argv) {
     else if (a == "--dir") o.dir = next();
     else if (a == "--keys") o.keys_dir = next();
     else if (a == "--insecure") o.insecure = true;
-    else if (a == "--staging-memory") o.staging.memory_bytes = std::stoull(next());
-    else if (a == "--staging-limit") o.staging.max_bytes = std::stoull(next());
+    else if (a == "--inbox-memory") o.inbox.memory_bytes = std::stoull(next());
+    else if (a == "--inbox-limit") o.inbox.max_bytes = std::stoull(next());
     else if (a == "--log-file-size") o.store.log_file_bytes = std::stoull(next());
     else if (a == "--no-compact") o.compact = false;
     else {
-      std::fprintf(stderr, "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure] "
-                           "[--staging-memory BYTES] [--staging-limit BYTES] [--log-file-size BYTES] [--no-compact]\n");
+      std::fprintf(stderr,
+                   "usage: test_peer --listen ENDPOINT --dir DIR [--keys DIR] [--insecure] "
+                   "[--inbox-memory BYTES] [--inbox-limit BYTES] [--log-file-size BYTES] [--no-compact]\n");
       return 2;
     }
   }

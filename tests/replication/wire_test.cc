@@ -153,7 +153,7 @@ TEST(Wire, AcksRoundTrip) {
   Frames f = ToFrames(EncodePagesAck({5, 99}, 8, 2, 16, 40));
   MustDecode(f, &m);
   EXPECT_EQ(std::get<PagesAckBody>(m.body).accepted, 16u);
-  EXPECT_EQ(std::get<PagesAckBody>(m.body).staged_pages, 40u);
+  EXPECT_EQ(std::get<PagesAckBody>(m.body).inbox_pages, 40u);
   Frames f2 = ToFrames(EncodeCommitAck({6, 99}, 2, 8, 2));
   MustDecode(f2, &m);
   EXPECT_EQ(std::get<CommitAckBody>(m.body).durable_epoch, 8u);
