@@ -2,10 +2,11 @@
 // the process's malloc on one harness, which calls through a two-entry
 // function table so every allocator pays the same indirect call.
 //
-//   alloc_bench --allocator pheap|system --pattern P --threads T
+//   alloc_bench --allocator pheap|arena|system --pattern P --threads T
 //       one measurement; prints one line of key=value results.
 //   alloc_bench [--runs 5]
-//       every pattern x {1, 2} threads x {glibc, mimalloc, jemalloc, pheap},
+//       every pattern x {1, 2} threads x {glibc, mimalloc, jemalloc, pheap,
+//       arena},
 //       each run in a fresh child of this binary (the baselines are
 //       `--allocator system` under LD_PRELOAD of the other malloc, or none
 //       for glibc); prints medians as Markdown.
@@ -20,6 +21,10 @@
 //   cache-scratch  each thread frees a block the main thread allocated, then
 //                  allocates, writes and frees 8 B blocks: an allocator that
 //                  hands neighbouring bytes to two threads shows false sharing.
+// `pheap` is a heap opened with pheap_open: the allocator inside a region
+// whose writes are tracked. `arena` is the same allocator (heap/allocator.h)
+// on plain anonymous memory, without the heap around it: its ratio to glibc
+// is the allocator's own cost, and the gap to `pheap` what the region adds.
 // Live bytes are tracked by the harness (requested sizes); the memory figure
 // is the peak RSS the workload added over the peak of live bytes.
 // No commit happens during a run: the figures are the allocator's.
@@ -27,6 +32,7 @@
 #include <fcntl.h>
 #include <immintrin.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +51,7 @@
 #include <fmt/format.h>
 
 #include "bench/bench_util.h"
+#include "heap/allocator.h"
 
 extern char** environ;
 
@@ -66,7 +73,35 @@ void SystemFree(void*, void* p) { free(p); }
 void* PheapMalloc(void* h, size_t n) { return pheap_malloc(static_cast<pheap::handle*>(h), n); }
 void PheapFree(void* h, void* p) { pheap_free(static_cast<pheap::handle*>(h), p); }
 
+void* ArenaMalloc(void* a, size_t n) { return static_cast<pheap::Allocator*>(a)->Malloc(n); }
+void ArenaFree(void* a, void* p) { static_cast<pheap::Allocator*>(a)->Free(p); }
+
 AllocFns g_fns;
+
+// The arena of `--allocator arena`: anonymous memory, whose freed pages go
+// back to the OS with madvise, as the heap's would.
+class AnonymousArena : public pheap::ArenaHooks {
+ public:
+  explicit AnonymousArena(size_t size) : size_(size) {
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    base_ = p == MAP_FAILED ? nullptr : p;
+  }
+  ~AnonymousArena() override {
+    if (base_ != nullptr) munmap(base_, size_);
+  }
+  AnonymousArena(const AnonymousArena&) = delete;
+  AnonymousArena& operator=(const AnonymousArena&) = delete;
+  void* base() const { return base_; }
+  size_t size() const { return size_; }
+  pheap::Status Discard(void* addr, size_t len) override {
+    if (madvise(addr, len, MADV_DONTNEED) != 0) return pheap::Status::FromErrno("madvise", errno);
+    return pheap::Status::Ok();
+  }
+
+ private:
+  void* base_;
+  size_t size_;
+};
 
 void* Alloc(size_t n) {
   void* p = g_fns.malloc(g_fns.ctx, n);
@@ -298,6 +333,9 @@ int RunOne(const std::string& allocator, const std::string& pattern_name, int th
   g_threads = threads;
   pheap::bench::TempDir dir;
   pheap::handle* h = nullptr;
+  // Outlive the measurement: the harness frees into them after the run.
+  AnonymousArena arena(size_t{8} << 30);
+  pheap::Allocator arena_allocator;
   if (allocator == "pheap") {
     std::string config = fmt::format("dir={};size=8G", dir.path());
     h = pheap_open("alloc_bench", config.c_str());
@@ -306,10 +344,18 @@ int RunOne(const std::string& allocator, const std::string& pattern_name, int th
       return 1;
     }
     g_fns = {PheapMalloc, PheapFree, h};
+  } else if (allocator == "arena") {
+    pheap::Status st = arena.base() == nullptr ? pheap::Status::FromErrno("mmap", errno)
+                                               : arena_allocator.Attach(arena.base(), arena.size(), &arena);
+    if (!st.ok()) {
+      fmt::print(stderr, "alloc_bench: arena: {}\n", st.ToString());
+      return 1;
+    }
+    g_fns = {ArenaMalloc, ArenaFree, &arena_allocator};
   } else if (allocator == "system") {
     g_fns = {SystemMalloc, SystemFree, nullptr};
   } else {
-    fmt::print(stderr, "alloc_bench: --allocator is pheap or system, not '{}'\n", allocator);
+    fmt::print(stderr, "alloc_bench: --allocator is pheap, arena or system, not '{}'\n", allocator);
     return 2;
   }
   // The harness's own structures come from the process's malloc, before the
@@ -434,6 +480,7 @@ int Drive(int runs, const std::string& mimalloc, const std::string& jemalloc) {
     }
   }
   cs.push_back({"pheap", "pheap", "", "libc.so"});
+  cs.push_back({"arena", "arena", "", "libc.so"});
   auto col = [&](const std::string& name) {
     for (size_t i = 0; i < cs.size(); ++i) if (cs[i].name == name) return static_cast<int>(i);
     return -1;
@@ -442,7 +489,7 @@ int Drive(int runs, const std::string& mimalloc, const std::string& jemalloc) {
   fmt::print("## Allocator throughput (million malloc+free pairs/s, median of {} runs)\n\n", runs);
   std::string head = "| pattern | threads |", rule = "|---|---:|";
   for (auto& c : cs) head += " " + c.name + " |", rule += "---:|";
-  fmt::print("{} pheap/glibc time | pheap/mimalloc time |\n{}---:|---:|\n", head, rule);
+  fmt::print("{} pheap/glibc time | pheap/mimalloc time | arena/glibc time |\n{}---:|---:|---:|\n", head, rule);
   std::string mem = "| pattern | threads | peak live MiB |", mem_rule = "|---|---:|---:|";
   for (auto& c : cs) mem += " " + c.name + " |", mem_rule += "---:|";
   std::vector<std::string> mem_rows;
@@ -472,8 +519,9 @@ int Drive(int runs, const std::string& mimalloc, const std::string& jemalloc) {
         row += fmt::format(" {:.1f} |", rs[i][0].pairs / secs[i] * 1e-6);
         mrow += fmt::format(" {:.2f} |", median(i, &Result::rss_growth) / median(i, &Result::live_peak));
       }
-      int g = col("glibc"), m = col("mimalloc"), ph = col("pheap");
-      fmt::print("{} {} | {} |\n", row, Ratio(secs[ph], secs[g]), m < 0 ? "n/a" : Ratio(secs[ph], secs[m]));
+      int g = col("glibc"), m = col("mimalloc"), ph = col("pheap"), ar = col("arena");
+      fmt::print("{} {} | {} | {} |\n", row, Ratio(secs[ph], secs[g]), m < 0 ? "n/a" : Ratio(secs[ph], secs[m]),
+                 Ratio(secs[ar], secs[g]));
       std::fflush(stdout);
       // cache-scratch holds a few bytes live: no ratio to speak of.
       if (median(0, &Result::live_peak) >= (1 << 20)) mem_rows.push_back(mrow);
@@ -496,7 +544,7 @@ int main(int argc, char** argv) {
   int threads = 1, runs = 5;
   std::string mimalloc = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2";
   std::string jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
-  app.add_option("--allocator", allocator, "pheap or system: run one measurement (else run them all)");
+  app.add_option("--allocator", allocator, "pheap, arena or system: run one measurement (else run them all)");
   app.add_option("--pattern", pattern, "larson, xmalloc or cache-scratch")->capture_default_str();
   app.add_option("--threads", threads, "threads of one measurement")->capture_default_str();
   app.add_option("--runs", runs, "runs per figure (median reported)")->capture_default_str();

@@ -1,4 +1,4 @@
-// Arenas for allocator tests and the benchmark: memory at a fixed address,
+// Arenas for allocator tests: memory at a fixed address,
 // private anonymous or a MAP_SHARED memfd (so forked children share it), and
 // ArenaHooks that discard with madvise and count what they were asked.
 #pragma once
