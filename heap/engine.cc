@@ -203,6 +203,11 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     // Not owned: the compactor goes before the store (~Engine).
     std::shared_ptr<PageStore> own(std::shared_ptr<void>(), e->store_.get());
     e->compactor_ = std::make_unique<Compactor>([own] { return std::vector{own}; }, wakeup);
+    // A store left due by an earlier process is compacted now, not after
+    // the first poll: a process that runs for less than that (a short
+    // program under the preload library, run again and again) would
+    // otherwise add a log file each time and never compact one.
+    if (e->store_->CompactionDue()) wakeup->Notify();
   }
   PHEAP_LOG_INFO("heap '{}' open at {:#x} size {:#x}, epoch {}, tracking {}", name, image.base,
                  image.size, image.epoch, TrackingModeName(e->pager_->mode()));
