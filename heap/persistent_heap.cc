@@ -1,5 +1,6 @@
 #include "heap/persistent_heap.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -55,7 +56,10 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   if (h->size() <= kSuperblockSize)
     return Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
                                                name, h->size(), kSuperblockSize >> 10));
+  const bool existed = static_cast<Superblock*>(h->base())->h.magic != 0;
   PHEAP_RETURN_IF_ERROR(h->FormatOrCheckSuperblock(options));
+  if (existed && options.fresh_arena_unless_rooted && h->OnlyRoots(*options.fresh_arena_unless_rooted))
+    PHEAP_RETURN_IF_ERROR(h->StartNewGeneration(*options.fresh_arena_unless_rooted));
   auto* arena = static_cast<uint8_t*>(h->base()) + kSuperblockSize;
   Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
   if (!s.ok()) return s.Annotate(fmt::format("heap '{}'", name));
@@ -93,6 +97,30 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
   sb_->h.region_size = size();
   sb_->h.opens++;
   roots_ = std::make_unique<Roots>(sb_, fresh);
+  return Status::Ok();
+}
+
+bool PersistentHeap::OnlyRoots(const std::vector<std::string>& own) const {
+  bool only = true;
+  roots_->ForEach([&](const char* root, const char*, void*) {
+    if (std::find(own.begin(), own.end(), root) == own.end()) only = false;
+  });
+  return only;
+}
+
+Status PersistentHeap::StartNewGeneration(const std::vector<std::string>& own) {
+  // One discard of the whole arena: the pager records it as a single run,
+  // and the store trims only the pages it holds. The cut that follows
+  // carries the trim, the freshly formatted arena and the cleared roots
+  // together, so every durable image is either generation whole.
+  auto* arena = static_cast<uint8_t*>(base()) + kSuperblockSize;
+  Status s = engine_->Discard(arena, size() - kSuperblockSize);
+  if (!s.ok()) return s.Annotate(fmt::format("heap '{}': emptying the arena for a new generation", name()));
+  for (const std::string& root : own) PHEAP_RETURN_IF_ERROR(roots_->Set(root, nullptr, ""));
+  PHEAP_LOG_INFO(
+      "heap '{}' has no root of its program: it starts a new generation, with an empty arena (the "
+      "earlier process's blocks are freed)",
+      name());
   return Status::Ok();
 }
 

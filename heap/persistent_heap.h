@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,14 @@ struct HeapOptions {
   AllocatorOptions alloc;
   CodeCheck code_check = CodeCheck::kWarn;
   uint64_t commit_ms = 0;  // > 0: commit in the background this often
+  // Set: an existing heap that holds no root but those named here opens as
+  // a new generation: its arena starts empty and those roots are cleared,
+  // so blocks nothing can reach any more (an earlier process's, found from
+  // no root) are freed rather than kept. The superblock and every other
+  // root stay; a heap with another root opens as it was. Until the first
+  // commit the store still holds the earlier image. Unset: every heap
+  // opens as it was.
+  std::optional<std::vector<std::string>> fresh_arena_unless_rooted;
 };
 
 class PersistentHeap final : private ArenaHooks {
@@ -99,6 +108,11 @@ class PersistentHeap final : private ArenaHooks {
   PersistentHeap() = default;
   Status Discard(void* addr, size_t len) override { return engine_->Discard(addr, len); }
   Status FormatOrCheckSuperblock(const HeapOptions& options);
+  // Whether every root of the heap is named in `own` (none counts).
+  bool OnlyRoots(const std::vector<std::string>& own) const;
+  // Empties the arena (it reads as zeros, so Attach formats it) and clears
+  // the roots `own`. REQUIRES: the allocator is not attached.
+  Status StartNewGeneration(const std::vector<std::string>& own);
   void StopBackgroundCommits();  // idempotent
   void Register();
   void Unregister();

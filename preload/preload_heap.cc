@@ -12,6 +12,10 @@
 //     the heap cannot be opened the program still runs, on glibc's malloc,
 //     after a one-line message naming the cause; PHEAP_REQUIRE=1 makes that
 //     an exit with status 70 instead.
+//   - Reruns: a heap that holds no root but the statistics record (its
+//     programs never set one through pheap_default()) opens as a new
+//     generation, with an empty arena: the earlier run's blocks are freed,
+//     not kept unreachable (HeapOptions::fresh_arena_unless_rooted).
 //   - Commits: a committer thread commits every PHEAP_COMMIT_MS (default
 //     1000; 0 leaves only the final commit), measuring each cut's pause.
 //     exit() and return from main commit a final epoch (atexit), and so
@@ -40,6 +44,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "base/config.h"
 #include "base/log.h"
@@ -342,6 +347,11 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
   // its own, derived from the program's.
   if (!named.empty() && std::strtol(c->GetOr("run_pid", "").c_str(), nullptr, 10) != getpid())
     name = Sanitized(name) + "-" + ProgramAndPid();
+  // A rerun: the earlier run's blocks are reachable from no root (the
+  // program cannot find them), so unless a program that knows pheap set a
+  // root of its own, the heap starts a new generation instead of keeping
+  // them allocated beside this run's.
+  options->fresh_arena_unless_rooted = std::vector<std::string>{kPreloadStatsRoot};
   return PersistentHeap::Open(name, *options);
 }
 

@@ -18,6 +18,8 @@
 //                                   preloaded), print their checksum, exit
 //   preload_worker fill-wait MS     the same, then sleep MS before printing
 //   preload_worker readfill NAME DIR  the same checksum, from heap NAME
+//   preload_worker churn            allocate about 4 MiB in blocks of varied
+//                                   sizes, free a third, root none, exit
 //   preload_worker exit-while-libc-busy  set a root, exit while threads keep
 //                                   glibc's arenas locked (realloc, fork)
 #include <dlfcn.h>
@@ -410,6 +412,27 @@ int Fill(long wait_ms) {
   return 0;
 }
 
+// A short program that knows nothing of pheap: its blocks are reachable
+// from nowhere once it ends.
+int Churn() {
+  constexpr size_t kBlocks = 4000;
+  static char* blocks[kBlocks];
+  uint64_t x = 88172645463325252ull, sum = 0;
+  for (size_t i = 0; i < kBlocks; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    const size_t n = size_t{16} << (x % 8) << (i % 3 == 0 ? 3 : 0);  // 16 B to 16 KiB
+    blocks[i] = static_cast<char*>(std::malloc(n));
+    if (blocks[i] == nullptr) return 10;
+    std::memset(blocks[i], static_cast<int>(i), n);
+    sum += n;
+  }
+  for (size_t i = 0; i < kBlocks; i += 3) std::free(blocks[i]);
+  std::printf("churn %llu bytes\n", static_cast<unsigned long long>(sum));
+  return 0;
+}
+
 // Heap `name` in `dir`, opened as a program that is not preloaded would;
 // prints why not on failure.
 pheap* OpenNamed(const char* name, const char* dir) {
@@ -517,6 +540,7 @@ int main(int argc, char** argv) {
   if (mode == "exit-in-api-commit" && argc == 3) return ExitInApiCommit(argv[2]);
   if (mode == "read" && argc == 4) return Read(argv[2], argv[3]);
   if (mode == "fill") return Fill(0);
+  if (mode == "churn") return Churn();
   if (mode == "fill-wait" && argc == 3) return Fill(std::atol(argv[2]));
   if (mode == "readfill" && argc == 4) return ReadFill(argv[2], argv[3]);
   std::fprintf(stderr, "usage: preload_worker threads|thread-exit|fork|forkexec PROG...|sleep|read NAME DIR|\n"

@@ -642,6 +642,52 @@ TEST(Worker, OwnTextIsResidentOnlyWhereTouched) {
   EXPECT_LT(rss_kib * 2, size_kib) << "text resident " << rss_kib << " of " << size_kib << " KiB";
 }
 
+// A number of `pheap inspect NAME --json`'s output, or -1.
+long long InspectNumber(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\":");
+  return at == std::string::npos ? -1 : std::strtoll(json.c_str() + at + key.size() + 3, nullptr, 10);
+}
+
+// A program that knows nothing of pheap, run again and again on one heap
+// name: each run starts a new generation, so neither the live image nor
+// the store grows with the runs (the earlier runs' blocks, reachable from
+// no root, are freed, and their log files compacted away).
+TEST(PheapRun, RerunsDoNotGrowTheHeap) {
+  long long live2 = 0;
+  for (int run = 1; run <= 100; ++run) {
+    Outcome r = RunProgram(
+        {g_paths.pheap, "run", "--name", "rerun", "--dir", "store", "--commit-ms", "0", "--", g_paths.worker, "churn"},
+        {"PHEAP_LOG=warn"});
+    ASSERT_EQ(r.status, 0) << "run " << run << ": " << r.err;
+    if (run != 2 && run != 100) continue;
+    Outcome inspect = RunProgram({g_paths.pheap, "inspect", "rerun", "--dir", "store", "--json"}, {});
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    const long long live = InspectNumber(inspect.out, "live_pages");
+    const long long disk = InspectNumber(inspect.out, "bytes_on_disk");
+    ASSERT_GT(live, 0) << inspect.out;
+    if (run == 2) {
+      live2 = live;
+      continue;
+    }
+    EXPECT_LE(live * 10, live2 * 12) << "live pages after run 2: " << live2 << ", after run 100: " << live;
+    // Compaction's bound (compact_ratio 2): sealed files within twice the
+    // live image, the active file besides (one run's image), and slack.
+    EXPECT_LE(disk, 4 * live * 4096 + (2 << 20)) << inspect.out;
+  }
+}
+
+// A heap whose program set a root of its own keeps its objects: a rerun
+// by a program that sets none leaves them where the root finds them.
+TEST(PheapRun, RerunsKeepAHeapWithRoots) {
+  Outcome fill = RunProgram({g_paths.worker, "fill"}, PreloadEnv("rooted", "0"));
+  ASSERT_EQ(fill.status, 0) << fill.err;
+  Outcome churn = RunProgram({g_paths.worker, "churn"}, PreloadEnv("rooted", "0"));
+  ASSERT_EQ(churn.status, 0) << churn.err;
+  Outcome read = RunProgram({g_paths.worker, "readfill", "rooted", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.status, 0) << read.out << read.err;
+  EXPECT_EQ(read.out, fill.out);
+}
+
 TEST(PheapRun, SetsTheEnvironmentAndExecs) {
   Outcome r = RunProgram({g_paths.pheap, "run", "--name", "run", "--dir", "store", "--commit-ms", "50", "--", "sort", "-n",
                    "nums"},
