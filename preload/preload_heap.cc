@@ -11,7 +11,11 @@
 //     PHEAP_NAME held by another process is an error, never a new name. If
 //     the heap cannot be opened the program still runs, on glibc's malloc,
 //     after a one-line message naming the cause; PHEAP_REQUIRE=1 makes that
-//     an exit with status 70 instead.
+//     an exit with status 70 instead. Peers that do not answer hold the
+//     start for PHEAP_REPLICA_TIMEOUT_MS (default 5000) before that
+//     message, which then names them: an open never takes the heap's term
+//     without a majority of its replicas, and running on without them
+//     would write epochs no replica holds.
 //   - Reruns: a heap that holds no root but the statistics record (its
 //     programs never set one through pheap_default()) opens as a new
 //     generation, with an empty arena: the earlier run's blocks are freed,
@@ -312,8 +316,14 @@ Result<bool> ThisProcessPersists() {
   return *children || std::strtol(run_pid.c_str(), nullptr, 10) == getpid();
 }
 
-// The heap of this process, or an error.
-Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
+// What a failed open needs to say about the heap's peers.
+struct PeersTried {
+  std::vector<std::string> peers;  // empty: the heap has none
+  uint64_t timeout_ms = 0;         // replica_timeout_ms
+};
+
+// The heap of this process, or an error; `tried` gets its peers.
+Result<std::unique_ptr<PersistentHeap>> OpenHeap(PeersTried* tried) {
   for (const std::string& var : UnknownEnvironment(PersistentHeap::ConfigKeys(), PreloadVariables())) {
     std::string known;
     for (const auto& k : PersistentHeap::ConfigKeys()) known.append(" ").append(EnvName(k));
@@ -333,6 +343,8 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap() {
                                    {"staging_keep", std::to_string(kStagingBytes)}};
   auto options = PersistentHeap::OptionsFromConfig(nullptr, defaults);
   if (!options.ok()) return options.status();
+  tried->peers = options->engine.replication.peers;
+  tried->timeout_ms = options->engine.replica_timeout_ms;
   g_commit_ms = options->commit_ms;
   options->commit_ms = 0;    // the committer here measures each commit instead
   auto c = PreloadConfig();  // after ThisProcessPersists recorded run_pid
@@ -421,6 +433,22 @@ void InstallSigterm() {
   g_term_handler = sigaction(SIGTERM, &sa, nullptr) == 0;
 }
 
+// What to check when the heap did not open because of `st`. Peers that
+// did not answer (kTimeout) or a newer writer (kSuperseded, whose message
+// says what to do) have nothing to do with the local setup.
+std::string WhatToCheck(const Status& st, const PeersTried& tried) {
+  if (tried.peers.empty() || (st.code() != Status::Code::kTimeout && st.code() != Status::Code::kSuperseded))
+    return "Check PHEAP_DIR, PHEAP_NAME and PHEAP_SIZE, and that userfaultfd is allowed (sysctl "
+           "vm.unprivileged_userfaultfd=1)";
+  if (st.code() == Status::Code::kSuperseded) return "Another writer holds the heap on its peers";
+  std::string peers;
+  for (const auto& p : tried.peers) peers.append(peers.empty() ? "" : ", ").append(p);
+  return "Start the heap's peers (" + peers +
+         ") with `pheap peer --listen EP`, and check their endpoints (PHEAP_PEERS) and keys (PHEAP_KEYS) with "
+         "`pheap peer status EP`; PHEAP_REPLICA_TIMEOUT_MS (now " +
+         std::to_string(tried.timeout_ms) + ") bounds this wait";
+}
+
 __attribute__((constructor)) void PreloadInit() {
   Bypass b;
   (void)Libc();
@@ -437,15 +465,14 @@ __attribute__((constructor)) void PreloadInit() {
     LibcFaultsAround(true);
     return;
   }
-  auto h = persists.ok() ? OpenHeap() : Result<std::unique_ptr<PersistentHeap>>(persists.status());
+  PeersTried tried;
+  auto h = persists.ok() ? OpenHeap(&tried) : Result<std::unique_ptr<PersistentHeap>>(persists.status());
   if (!h.ok()) {
     auto c = PreloadConfig();
     auto require = c.ok() ? c->GetBool("require", false) : Result<bool>(c.status());
     bool fatal = !require.ok() || *require;
-    dprintf(2,
-            "pheap preload: %s: no persistent heap: %s. Check PHEAP_DIR, PHEAP_NAME and PHEAP_SIZE, and that "
-            "userfaultfd is allowed (sysctl vm.unprivileged_userfaultfd=1); %s\n",
-            program_invocation_short_name, h.status().ToString().c_str(),
+    dprintf(2, "pheap preload: %s: no persistent heap: %s. %s; %s\n", program_invocation_short_name,
+            h.status().ToString().c_str(), WhatToCheck(h.status(), tried).c_str(),
             fatal ? "exiting (PHEAP_REQUIRE=1)" : "running on glibc's malloc instead (PHEAP_REQUIRE=1 exits)");
     if (fatal) _exit(70);
     LibcFaultsAround(true);
