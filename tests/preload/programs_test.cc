@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -144,12 +145,17 @@ void ExpectPeakRssWithinGoal(long preloaded_kib, long native_kib) {
       << "peak RSS " << preloaded_kib << " KiB preloaded, " << native_kib << " KiB native";
 }
 
-// The store of `heap` holds a durable image and the statistics record.
-void ExpectCommitted(const std::string& heap, const std::string& program) {
+// The store of `heap` in the tests' store directory, read-only.
+pheap::Result<std::unique_ptr<pheap::PageStore>> ReadOnlyStore(const std::string& heap) {
   pheap::PageStoreOptions o;
   o.read_only = true;
   o.create_if_missing = false;
-  auto store = pheap::PageStore::Open((g_tmp / "store").string(), heap, o);
+  return pheap::PageStore::Open((g_tmp / "store").string(), heap, o);
+}
+
+// The store of `heap` holds a durable image and the statistics record.
+void ExpectCommitted(const std::string& heap, const std::string& program) {
+  auto store = ReadOnlyStore(heap);
   ASSERT_TRUE(store.ok()) << heap << ": " << store.status().ToString();
   EXPECT_GE((*store)->image().epoch, 1u) << heap;
   auto stats = pheap::ReadPreloadStats(**store);
@@ -428,10 +434,7 @@ TEST(Worker, ClosedStdioStaysClosedAndTheLogIntact) {
   std::getline(f, line);
   EXPECT_EQ(line, "report fd 0, wrote 0, read 0");
   ExpectCommitted("stdio-closed", "preload_worker");
-  pheap::PageStoreOptions o;
-  o.read_only = true;
-  o.create_if_missing = false;
-  auto store = pheap::PageStore::Open((g_tmp / "store").string(), "stdio-closed", o);
+  auto store = ReadOnlyStore("stdio-closed");
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_TRUE((*store)->Verify(nullptr).ok());
   Outcome read = RunProgram({g_paths.worker, "read", "stdio-closed", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
@@ -458,10 +461,7 @@ TEST(Worker, ClosingEveryDescriptorLeavesPheapsOpen) {
   EXPECT_EQ(report_of(report), report_of(native_report)) << "closes that succeeded, and the next number";
   EXPECT_NE(report_of(report).find("report fd 3"), std::string::npos);
   ExpectCommitted("close-all", "preload_worker");
-  pheap::PageStoreOptions o;
-  o.read_only = true;
-  o.create_if_missing = false;
-  auto store = pheap::PageStore::Open((g_tmp / "store").string(), "close-all", o);
+  auto store = ReadOnlyStore("close-all");
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_GT((*store)->image().epoch, 3u) << "periodic commits went on after the descriptors were closed";
   EXPECT_TRUE((*store)->Verify(nullptr).ok());
