@@ -58,7 +58,11 @@ Result<std::unique_ptr<PageStore>> PageStore::Open(const std::string& dir, const
   PHEAP_RETURN_IF_ERROR(ValidateHeapName(name));
   auto impl = std::make_unique<Impl>(dir, name, options, reporter);
   Status s = impl->Open();
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // A store this open created is not left behind to shape the next one.
+    if (auto r = impl->RemoveIfCreated(); !r.ok()) PHEAP_LOG_WARN("{}; remove it by hand", r.status().ToString());
+    return s;
+  }
   return std::unique_ptr<PageStore>(new PageStore(std::move(impl)));
 }
 
@@ -101,6 +105,29 @@ Status PageStore::Remove(const std::string& dir, const std::string& name) {
     return Status::IoError(fmt::format("removing {}: {} (the heap is gone; remove it by hand)", aside, ec.message()),
                            ec.value());
   return Status::Ok();
+}
+
+Result<bool> PageStore::RemoveIfCreated() { return impl_->RemoveIfCreated(); }
+
+Result<bool> PageStore::Impl::RemoveIfCreated() {
+  if (!created_ || !locked_ || options_.read_only) return false;
+  {
+    std::shared_lock lock(mu_);
+    if (image_.epoch != 0 || install_ != nullptr) return false;
+  }
+  const std::string parent = path_.substr(0, path_.size() - name_.size() - 1);
+  const std::string aside = fmt::format("{}/.{}.removed-{}", parent, name_, ::getpid());
+  if (int r = os().rename(path_.c_str(), aside.c_str()); r < 0)
+    return Status::FromErrno(fmt::format("removing the new heap store {} (renaming it to {})", path_, aside), -r);
+  created_ = false;
+  PHEAP_RETURN_IF_ERROR(SyncDirectory(parent));
+  std::error_code ec;
+  std::filesystem::remove_all(aside, ec);
+  if (ec)
+    return Status::IoError(fmt::format("removing {}: {} (no open looks at it; remove it by hand)", aside, ec.message()),
+                           ec.value());
+  PHEAP_LOG_INFO("heap store {}: removed: the open that created it failed", path_);
+  return true;
 }
 
 PageStore::PageStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -236,6 +263,7 @@ Status PageStore::Impl::MakeDirs() {
       std::string part = d.substr(0, at);
       int r = os().mkdir(part.c_str(), 0755);
       if (r < 0 && r != -EEXIST) return DirError("create", part, -r);
+      if (r == 0 && at == d.size() && d == path_) created_ = true;
       if (r == 0) {  // its entry in the parent is durable once the parent is synced (SyncDir)
         size_t slash = part.find_last_of('/');
         unsynced_parents_.push_back(slash == std::string::npos ? "." : slash == 0 ? "/" : part.substr(0, slash));
@@ -265,6 +293,7 @@ Status PageStore::Impl::Lock() {
                                     holder, Exited(holder) ? " (exited; a process it forked still holds it)" : ""));
   if (r < 0) return Status::FromErrno("locking " + lock_path, -r);
   RegisterLock(fd);
+  locked_ = true;
   std::string pid = fmt::format("{}\n", ::getpid());
   if (int w = os().ftruncate(fd, 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);
   if (int w = WriteFull(fd, pid.data(), pid.size(), 0); w < 0) return Status::FromErrno("writing " + lock_path, -w);

@@ -33,7 +33,9 @@ struct PageStoreOptions {
   // Compact() rewrites sealed log files when live bytes fall below this
   // fraction of their total.
   double compact_live_ratio = 0.5;
-  // Used when the store is created: the region it records. Ignored after.
+  // The region a new store records. A store holding no durable epoch (its
+  // creator never committed) takes it too, when size is not 0: nothing
+  // durable depends on the region it recorded. Ignored after.
   uint64_t base = 0;
   uint64_t size = 0;
   // When the log is damaged before its last durable epoch (a log file
@@ -93,6 +95,14 @@ class PageStore final : public PageSource, public EpochSink {
   // aside in one step, then deletes it. A crash part way leaves either the
   // whole store or a `.NAME.removed-PID` directory, never a damaged heap.
   static Status Remove(const std::string& dir, const std::string& name);
+  // A create that failed: removes the heap's directory, as Remove does, if
+  // this open created it and no epoch became durable in it (nor is an
+  // install under way); otherwise leaves everything as it is. The store
+  // must not be used after it removed the directory; it may be destroyed.
+  // Returns whether it removed it. A crash part way leaves at most a
+  // `.NAME.removed-PID` directory, which no open looks at.
+  // REQUIRES: no Persist, Write, Compact or install runs.
+  Result<bool> RemoveIfCreated();
 
   ~PageStore() override;
   PageStore(const PageStore&) = delete;

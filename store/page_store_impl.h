@@ -86,6 +86,7 @@ class PageStore::Impl {
   PageStoreStats stats() const;
   // Takes the store's LOCK for writing (Busy, naming the holder, if taken).
   Status Lock();
+  Result<bool> RemoveIfCreated();
 
  private:
   Status AppendInstall(const SealedEpoch& part);  // InstallPages with install_mu_ held
@@ -159,6 +160,8 @@ class PageStore::Impl {
   uint64_t compactions_ = 0;
   LogFile* active_ = nullptr;  // writer sessions only
   std::unique_ptr<Group> written_;  // by Write, awaiting Sync
+  bool created_ = false;            // MakeDirs made path_ itself
+  bool locked_ = false;             // Lock succeeded
   std::vector<std::string> unsynced_parents_;  // of directories MakeDirs created, outermost first
 
   // Readers (ReadRun, Verify, stats) take mu_ shared; Persist and Compact

@@ -352,10 +352,15 @@ Status PageStore::Impl::Recover() {
   ImageInfo im;
   PHEAP_RETURN_IF_ERROR(rec.ChooseImage(&found, &im));
   PHEAP_RETURN_IF_ERROR(rec.CheckTail(found ? im.epoch : 0));
-  if (!found) {
+  // No epoch became durable: nothing depends on the recorded region, so
+  // the opener's is taken (a create that failed part way, or a crash
+  // before the first commit, does not fix the next open's region).
+  const bool adopt = found && im.epoch == 0 && !options_.read_only && options_.size != 0 &&
+                     (im.base != options_.base || im.size != options_.size);
+  if (!found || adopt) {
     if (!rec.any_files() && (options_.read_only || !options_.create_if_missing))
       return Status::NotFound(fmt::format("no heap store at {}: check the dir and the heap name", path_));
-    if (rec.any_files() && !options_.salvage)
+    if (!adopt && rec.any_files() && !options_.salvage)
       return Status::Corruption(
           fmt::format("heap store {} holds log files but none is readable: restore it, or open with salvage "
                       "to start it empty",
@@ -366,7 +371,10 @@ Status PageStore::Impl::Recover() {
           fmt::format("creating heap store {}: region base {:#x} size {:#x} is not valid: both must be "
                       "multiples of {}, 0 < size <= {:#x} and base + size <= {:#x}",
                       path_, options_.base, options_.size, kPageSize, kMaxRegionSize, kUserAddressLimit));
-    im = ImageInfo{heap_id_, 0, 0, options_.base, options_.size, 0};
+    if (adopt)
+      PHEAP_LOG_INFO("heap store {}: holds no durable epoch; taking region {:#x}+{:#x} in place of {:#x}+{:#x}", path_,
+                     options_.base, options_.size, im.base, im.size);
+    im = ImageInfo{heap_id_, 0, im.term, options_.base, options_.size, 0};
   }
   im.heap_id = heap_id_;
   image_ = im;
