@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/os.h"
+#include "heap/replication_record.h"
 #include "replication/curve_auth.h"
 #include "replication/replica_client.h"
 #include "replication/replica_composite.h"
@@ -26,6 +28,7 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
                                   "restore"};
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
+    k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
     return k;
   }();
   return kKeys;
@@ -89,6 +92,11 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   if (!replication.ok()) return replication.status();
   o.replication = std::move(*replication);
   o.keys_dir = config.GetOr("keys", "");
+  const std::string change = config.GetOr("replication", "keep");
+  if (change != "keep" && change != "change")
+    return Status::InvalidArgument("config replication='" + change +
+                                   "' is not one of keep (the recorded peers), change (replace them with peers=)");
+  o.replication_change = change == "change";
   auto timeout = config.GetU64("replica_timeout_ms", o.replica_timeout_ms);
   if (!timeout.ok()) return timeout.status();
   if (*timeout == 0) return Status::InvalidArgument("config replica_timeout_ms=0: give a timeout in milliseconds");
@@ -127,10 +135,42 @@ Status CheckRegion(const std::string& name, uint64_t base, uint64_t size) {
   return Status::Ok();
 }
 
+// Settles what `given` replicates on against what heap_dir records, into
+// `out` (a copy of `given`).
+Status ChooseReplication(const std::string& name, const std::string& heap_dir, const EngineOptions& given,
+                         EngineOptions* out) {
+  auto read = ReadReplicationRecord(heap_dir);
+  if (!read.ok()) return read.status().Annotate(fmt::format("opening heap '{}'", name));
+  const std::optional<ReplicationRecord>& rec = *read;
+  const ReplicationConfig& want = given.replication;
+  if (!rec) return Status::Ok();
+  if (given.replication_change) {
+    if (!SameReplicaSet(rec->replication, want))
+      PHEAP_LOG_WARN("heap '{}': replication=change: moving from {} to {}", name, DescribeReplication(rec->replication),
+                     DescribeReplication(want));
+    return Status::Ok();
+  }
+  if (want.peers.empty()) {
+    PHEAP_LOG_INFO("heap '{}': replicated on its recorded {}", name, DescribeReplication(rec->replication));
+    out->replication = rec->replication;
+    if (out->keys_dir.empty()) out->keys_dir = rec->keys_dir;
+    return Status::Ok();
+  }
+  if (!SameReplicaSet(rec->replication, want))
+    return Status::InvalidArgument(fmt::format(
+        "heap '{}' is replicated on {} (recorded in {}/{}), not on the configured {}: open it with the recorded "
+        "peers or none, or give replication=change to move it to the configured ones",
+        name, DescribeReplication(rec->replication), heap_dir, kReplicationFileName, DescribeReplication(want)));
+  if (out->keys_dir.empty()) out->keys_dir = rec->keys_dir;
+  return Status::Ok();
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const EngineOptions& options) {
+Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const EngineOptions& given) {
   PHEAP_RETURN_IF_ERROR(PageStore::ValidateHeapName(name));
+  EngineOptions options = given;
+  PHEAP_RETURN_IF_ERROR(ChooseReplication(name, given.dir + "/" + name, given, &options));
   // Round the size up to whole pages before anything records it.
   uint64_t size = options.size == 0 ? 0 : (options.size + kPageSize - 1) & ~(kPageSize - 1);
   uint64_t base = options.base != 0 ? options.base : DefaultBase(name);
@@ -161,24 +201,30 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
   }
   if (!store.ok()) return store.status().Annotate(fmt::format("opening heap '{}'", name));
 
-  // A heap keeps the region it was created with, so its pointers stay valid.
-  // A larger configured size grows it; an explicit base must match.
-  ImageInfo image = (*store)->image();
-  if (options.base != 0 && image.base != options.base && image.epoch > 0)
-    return Status::InvalidArgument(fmt::format(
-        "heap '{}' lives at {:#x}, not at the configured base {:#x}: its pointers depend on it; "
-        "drop the base setting",
-        name, image.base, options.base));
-  if (size > image.size) image.size = size;
-  PHEAP_RETURN_IF_ERROR(CheckRegion(name, image.base, image.size));
-
   std::unique_ptr<Engine> e(new Engine());
   e->name_ = name;
   e->store_ = std::move(*store);
+  // Every failure from here on leaves no directory this open created.
+  auto fail = [&e](Status s) {
+    e->remove_if_created_ = true;
+    return s;
+  };
+
+  // A heap keeps the region it was created with, so its pointers stay valid.
+  // A larger configured size grows it; an explicit base must match.
+  ImageInfo image = e->store_->image();
+  if (options.base != 0 && image.base != options.base && image.epoch > 0)
+    return fail(Status::InvalidArgument(
+        fmt::format("heap '{}' lives at {:#x}, not at the configured base {:#x}: its pointers depend on it; "
+                    "drop the base setting",
+                    name, image.base, options.base)));
+  if (size > image.size) image.size = size;
+  if (Status s = CheckRegion(name, image.base, image.size); !s.ok()) return fail(s);
+
   PageSource* source = e->store_.get();
   EpochSink* sink = e->store_.get();
   if (!options.replication.peers.empty()) {
-    PHEAP_RETURN_IF_ERROR(e->OpenReplicas(name, options, so));
+    if (Status s = e->OpenReplicas(name, options, so); !s.ok()) return fail(s);
     source = e->pages_.get();
     sink = e->pages_.get();
     image = e->pages_->image();
@@ -187,8 +233,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     image.term = e->client_->term();
   }
   auto pager = Pager::Open(image, source, sink, options.pager);
-  if (!pager.ok()) return pager.status().Annotate(fmt::format("opening heap '{}'", name));
+  if (!pager.ok()) return fail(pager.status().Annotate(fmt::format("opening heap '{}'", name)));
   e->pager_ = std::move(*pager);
+  if (Status s = e->RecordReplication(options); !s.ok())
+    return fail(s.Annotate(fmt::format("opening heap '{}': recording its replication", name)));
   if (e->pages_ && !e->pages_->local_in_use() && options.restore) {
     const bool show = options.restore_progress && ::isatty(2) == 1;
     const std::string heap = name;
@@ -263,11 +311,34 @@ Status Engine::OpenReplicas(const std::string& name, const EngineOptions& option
   return Status::Ok();
 }
 
+Status Engine::RecordReplication(const EngineOptions& options) {
+  const std::string& dir = store_->path();
+  auto rec = ReadReplicationRecord(dir);
+  if (options.replication.peers.empty()) {
+    // Only replication=change gets here with a record: the heap goes local.
+    if (rec.ok() && !*rec) return Status::Ok();
+    return RemoveReplicationRecord(dir);
+  }
+  std::string keys = options.keys_dir;
+  if (!keys.empty()) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(keys, ec);
+    if (!ec) keys = abs.lexically_normal().string();
+  }
+  if (rec.ok() && *rec && SameReplicaSet((*rec)->replication, options.replication) && (*rec)->keys_dir == keys)
+    return Status::Ok();
+  return WriteReplicationRecord(dir, ReplicationRecord{options.replication, keys});
+}
+
 Engine::~Engine() {
   compactor_.reset();
   pager_.reset();
   pages_.reset();
   client_.reset();
+  if (remove_if_created_ && store_ != nullptr) {
+    auto r = store_->RemoveIfCreated();
+    if (!r.ok()) PHEAP_LOG_WARN("heap '{}': {}", name_, r.status().ToString());
+  }
   store_.reset();
 }
 

@@ -33,6 +33,11 @@ struct EngineOptions {
   // Replication (no peers: the local store alone).
   ReplicationConfig replication;
   std::string keys_dir;          // CURVE keys (pheap keygen); required for non-loopback peers
+  // The heap records its replication (heap/replication_record.h). false: an
+  // open without peers uses the recorded ones, an open with others fails.
+  // true: the configured peers (none: the local store alone) replace the
+  // recorded ones.
+  bool replication_change = false;
   uint64_t replica_timeout_ms = 5000;  // a commit or open without a quorum fails after this
   bool restore = true;           // an empty dir takes the replicas' image in the background
   bool restore_progress = true;  // show the restore's progress on stderr when it is a terminal
@@ -49,7 +54,8 @@ class Engine {
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
   // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
   // direct_write, compact, compact_ratio, peers, replicas, quorum, keys,
-  // replica_timeout_ms, restore. Bad values are errors naming the key.
+  // replication, replica_timeout_ms, restore. Bad values are errors naming
+  // the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.
   static uint64_t DefaultBase(const std::string& name);
@@ -62,7 +68,12 @@ class Engine {
   // the local store and the replicas (NewerImage). A local store older than
   // the replicas' image is set aside (renamed NAME.stale-epoch-E-term-T) and
   // the image restored into an empty one.
-  static Result<std::unique_ptr<Engine>> Open(const std::string& name, const EngineOptions& options);
+  // The heap's replication is recorded in its directory: an open without
+  // peers uses the recorded peers, replicas, quorum and keys; one with a
+  // different set fails, naming both, unless replication_change is set; a
+  // new replica is brought to the heap's image before it counts. A failed
+  // open that created the heap's directory removes it again.
+  static Result<std::unique_ptr<Engine>> Open(const std::string& name, const EngineOptions& given);
   ~Engine();  // uncommitted writes are lost; the caller commits first
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -83,11 +94,19 @@ class Engine {
   // Null when the heap has no peers.
   ReplicaClient* replicas() { return client_.get(); }
   ReplicatedPages* replicated() { return pages_.get(); }
+  // The open of the heap failed after the engine's: when the engine goes,
+  // the heap's directory goes too if this open created it and nothing
+  // became durable in it (PageStore::RemoveIfCreated).
+  void RemoveIfCreated() { remove_if_created_ = true; }
 
  private:
   Engine() = default;
   Status OpenReplicas(const std::string& name, const EngineOptions& options, const PageStoreOptions& so);
+  // Makes the store's REPLICATION file say what `options` (as resolved by
+  // the open) replicates on; writes only when it differs.
+  Status RecordReplication(const EngineOptions& options);
   std::string name_;
+  bool remove_if_created_ = false;
   // Declared so the pager (whose fault threads read the store and the
   // replicas) dies first, then the restore, then what it reads.
   std::unique_ptr<PageStore> store_;

@@ -51,18 +51,23 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   auto engine = Engine::Open(name, options.engine);
   if (!engine.ok()) return engine.status();
   h->engine_ = std::move(*engine);
+  // A heap this open created and could not set up leaves no directory.
+  auto fail = [&h](Status s) {
+    h->engine_->RemoveIfCreated();
+    return s;
+  };
   h->base_ = reinterpret_cast<uintptr_t>(h->engine_->base());
   h->size_ = h->engine_->size();
   if (h->size() <= kSuperblockSize)
-    return Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
-                                               name, h->size(), kSuperblockSize >> 10));
+    return fail(Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
+                                                    name, h->size(), kSuperblockSize >> 10)));
   const bool existed = static_cast<Superblock*>(h->base())->h.magic != 0;
-  PHEAP_RETURN_IF_ERROR(h->FormatOrCheckSuperblock(options));
+  if (Status s = h->FormatOrCheckSuperblock(options); !s.ok()) return fail(s);
   if (existed && options.fresh_arena_unless_rooted && h->OnlyRoots(*options.fresh_arena_unless_rooted))
-    PHEAP_RETURN_IF_ERROR(h->StartNewGeneration(*options.fresh_arena_unless_rooted));
+    if (Status s = h->StartNewGeneration(*options.fresh_arena_unless_rooted); !s.ok()) return fail(s);
   auto* arena = static_cast<uint8_t*>(h->base()) + kSuperblockSize;
   Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
-  if (!s.ok()) return s.Annotate(fmt::format("heap '{}'", name));
+  if (!s.ok()) return fail(s.Annotate(fmt::format("heap '{}'", name)));
   h->Register();
   if (options.commit_ms > 0) {
     h->committer_ = std::make_unique<CommitLoop>(options.commit_ms, [p = h.get()] {

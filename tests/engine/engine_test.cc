@@ -109,6 +109,64 @@ TEST_F(EngineTest, TakenAddressRangeIsNamed) {
   EXPECT_TRUE(Mentions(e.status(), "base=")) << e.status().ToString();
 }
 
+// A store whose creator never committed (it crashed, or its open failed
+// before this removed it) records a region nothing depends on: the next
+// open's region replaces it, and commits go through.
+TEST_F(EngineTest, AStoreWithNoDurableEpochTakesTheNextOpensRegion) {
+  {
+    PageStoreOptions so;
+    so.base = Engine::DefaultBase("regrown");
+    so.size = uint64_t{1} << 20;
+    auto store = PageStore::Open(dir_, "regrown", so);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+  }
+  options_.size = uint64_t{64} << 20;
+  {
+    auto e = Engine::Open("regrown", options_);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_EQ((*e)->size(), options_.size);
+    std::strcpy(static_cast<char*>((*e)->base()) + (uint64_t{32} << 20), "beyond 1 MiB");
+    auto r = (*e)->Commit();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  options_.size = 0;
+  auto e = Engine::Open("regrown", options_);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ((*e)->size(), uint64_t{64} << 20);
+  EXPECT_STREQ(static_cast<char*>((*e)->base()) + (uint64_t{32} << 20), "beyond 1 MiB");
+}
+
+// A first open that fails leaves no directory behind: peers that do not
+// answer, or a region that cannot be mapped.
+TEST_F(EngineTest, AFailedFirstOpenLeavesNoDirectory) {
+  auto unreachable = ResolveReplication({"tcp://127.0.0.1:1"}, 1, 1);
+  ASSERT_TRUE(unreachable.ok());
+  EngineOptions o = options_;
+  o.replication = *unreachable;
+  o.replica_timeout_ms = 300;
+  auto e = Engine::Open("nopeers", o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/nopeers")) << e.status().ToString();
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
+
+  uint64_t base = Engine::DefaultBase("squatted");
+  void* squatter =
+      mmap(reinterpret_cast<void*>(base), 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  ASSERT_NE(squatter, MAP_FAILED);
+  e = Engine::Open("squatted", options_);
+  munmap(squatter, 4096);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_)) << e.status().ToString();
+  // Nor does a failed open of an existing heap remove it.
+  {
+    auto made = Engine::Open("squatted", options_);
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+  }
+  e = Engine::Open("squatted", o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/squatted"));
+}
+
 TEST_F(EngineTest, UnknownConfigKeyAndBadTrackingModeAreRefused) {
   EXPECT_FALSE(Config::Parse("sise=1G", Engine::ConfigKeys()).ok());
   auto cfg = Config::Parse("tracking=fast", Engine::ConfigKeys());

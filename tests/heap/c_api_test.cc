@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "tests/support/test_util.h"
@@ -222,6 +223,27 @@ TEST(CApi, ErrorsSetErrnoAndSayWhy) {
   EXPECT_EQ(pheap_of(&outside), nullptr);
   EXPECT_EQ(pheap_default(), nullptr);
   pheap_close(h);
+}
+
+// A create that fails leaves nothing that shapes the next open: a heap
+// too small for the allocator, then the same heap with room, which commits.
+TEST(CApi, AFailedCreateLeavesNothingBehind) {
+  TempDir dir;
+  EXPECT_EQ(pheap_open("lifecycle", dir.config("", "1M").c_str()), nullptr);
+  EXPECT_TRUE(Says("at least")) << pheap_last_error();
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/lifecycle"));
+  pheap* h = pheap_open("lifecycle", dir.config("", "64M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* p = static_cast<char*>(pheap_malloc(h, 64));
+  ASSERT_NE(p, nullptr);
+  std::strcpy(p, "kept");
+  ASSERT_EQ(pheap_set_root(h, "p", p), 0) << pheap_last_error();
+  EXPECT_EQ(pheap_commit(h), 1) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  h = pheap_open("lifecycle", dir.config("", "").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_STREQ(static_cast<char*>(pheap_root(h, "p")), "kept");
+  EXPECT_EQ(pheap_close(h), 0) << pheap_last_error();
 }
 
 TEST(CApi, RootErrorsSetErrnoAndNameTheProblem) {

@@ -66,11 +66,11 @@ class EngineReplicated : public ::testing::Test {
   }
 
   // The manifest `endpoint` answers HELLO with, asked apart from any engine.
-  static bool Manifest(const std::string& endpoint, wire::ManifestBody* out) {
+  static bool Manifest(const std::string& endpoint, wire::ManifestBody* out, const std::string& heap = "rep-read") {
     zmq::context_t ctx;
     auto ch = PeerChannel::Connect(ctx, endpoint, nullptr);
     if (!ch.ok()) return false;
-    auto r = (*ch)->Call(wire::EncodeHello((*ch)->NextRequestId(), "rep-read"), 2s);
+    auto r = (*ch)->Call(wire::EncodeHello((*ch)->NextRequestId(), heap), 2s);
     if (!r.ok()) return false;
     const auto* m = std::get_if<wire::ManifestBody>(&(*r)->msg.body);
     if (m != nullptr) *out = *m;
@@ -113,7 +113,9 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
     EXPECT_EQ(e->store().image().epoch, e->durable_epoch()) << "the local store takes part after the restore";
   }
   // The local store alone now holds the whole heap.
-  auto e = Open("rep-empty", Options(b, /*with_peers=*/false));
+  EngineOptions local = Options(b, /*with_peers=*/false);
+  local.replication_change = true;
+  auto e = Open("rep-empty", local);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->durable_epoch(), 4u);
   EXPECT_TRUE(Holds(*e, 0, 100, 1));
@@ -463,6 +465,95 @@ TEST_F(EngineReplicated, ConfigKeysReachTheOptions) {
   auto bad = Config::Parse("quorum=2", Engine::ConfigKeys());
   ASSERT_TRUE(bad.ok());
   EXPECT_FALSE(Engine::OptionsFromConfig(*bad).ok()) << "a quorum without peers is an error";
+}
+
+}  // namespace
+}  // namespace pheap::testing
+
+namespace pheap::testing {
+namespace {
+
+// A heap records its replication: an open that names no peers is still
+// replicated on the recorded ones, and the replicas take its next commit.
+TEST_F(EngineReplicated, AnOpenWithoutPeersUsesTheRecordedOnes) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  {
+    auto e = Open("rep-recorded", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  {
+    auto e = Open("rep-recorded", Options(a, /*with_peers=*/false));
+    ASSERT_TRUE(e);
+    ASSERT_NE(e->replicas(), nullptr) << "reopened without peers, the heap went local";
+    Write(*e, 10, 20, 2);
+    auto c = e->Commit();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(*c, 2u);
+  }
+  for (const auto& ep : endpoints_) {
+    wire::ManifestBody m{};
+    EXPECT_TRUE(Manifest(ep, &m, "rep-recorded"));
+    EXPECT_EQ(m.epoch, 2u) << ep;
+  }
+  auto e = Open("rep-recorded", Options(b));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 2u);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+}
+
+// Other peers than the recorded ones are refused, naming both sets, unless
+// replication=change accepts them; a new replica then takes the heap's
+// image before it counts towards a commit.
+TEST_F(EngineReplicated, AnotherReplicaSetNeedsReplicationChange) {
+  PHEAP_SKIP_IF_TSAN();
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  const std::string ep3 = "ipc://" + tmp_.path() + "/peer3.sock";
+  PeerProcess fourth;
+  fourth.Start({"--listen", ep3, "--dir", tmp_.path() + "/peer3"});
+  {
+    auto e = Open("rep-moved", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, 50, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  EngineOptions moved = Options(a);
+  auto set = ResolveReplication({endpoints_[1], endpoints_[2], ep3}, 3, 3);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  moved.replication = *set;
+  auto refused = Engine::Open("rep-moved", moved);
+  ASSERT_FALSE(refused.ok());
+  const std::string why = refused.status().message();
+  EXPECT_NE(why.find(endpoints_[0]), std::string::npos) << why;  // recorded
+  EXPECT_NE(why.find(ep3), std::string::npos) << why;            // configured
+  EXPECT_NE(why.find("replication=change"), std::string::npos) << why;
+
+  moved.replication_change = true;
+  {
+    auto e = Open("rep-moved", moved);
+    ASSERT_TRUE(e);
+    Write(*e, 10, 20, 2);
+    ASSERT_TRUE(CommitUntilDurable(*e)) << "the new replica never took the image";
+  }
+  // The new set is the recorded one now.
+  {
+    auto e = Open("rep-moved", Options(a, /*with_peers=*/false));
+    ASSERT_TRUE(e);
+    ASSERT_NE(e->replicas(), nullptr);
+  }
+  // The new replica alone gives the whole heap back.
+  EngineOptions alone = Options(b);
+  auto one = ResolveReplication({ep3}, 1, 1);
+  ASSERT_TRUE(one.ok());
+  alone.replication = *one;
+  auto e = Open("rep-moved", alone);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+  EXPECT_TRUE(Holds(*e, 10, 20, 2));
+  EXPECT_TRUE(Holds(*e, 20, 50, 1));
 }
 
 }  // namespace
