@@ -22,10 +22,22 @@ TEST(StoreRoundTrip, NewStoreRecordsRegion) {
   EXPECT_EQ(store->path(), dir.path() + "/fresh");
   EXPECT_TRUE(MatchesModel(*store, Model{}));
   store.reset();
-  // Reopened with other region options: the store's own region wins.
+  // Reopened with other region options before any epoch is durable: nothing
+  // depends on the first region yet, so the new one is taken (a failed
+  // first open never pins a region the heap cannot use).
   PageStoreOptions o = Options();
   o.base = kBase * 2;
   o.size = kSize * 2;
+  store = OpenOrDie(dir.path(), "fresh", o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->image().base, kBase * 2);
+  EXPECT_EQ(store->image().size, kSize * 2);
+  store.reset();
+  // Once an epoch is durable, the store's own region wins.
+  store = OpenOrDie(dir.path(), "fresh");
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->Persist(MakeEpoch(1, {0}, 1).sealed).ok());
+  store.reset();
   store = OpenOrDie(dir.path(), "fresh", o);
   ASSERT_TRUE(store);
   EXPECT_EQ(store->image().base, kBase);
