@@ -11,13 +11,14 @@ const char* TrackingModeName(TrackingMode m) {
     case TrackingMode::kAsyncWp: return "async-wp";
     case TrackingMode::kSyncWp: return "sync-wp";
     case TrackingMode::kMprotect: return "mprotect";
+    case TrackingMode::kAsyncWpUser: return "async-wp-user";
   }
   return "?";
 }
 
 bool ParseTrackingMode(const char* s, TrackingMode* out) {
-  for (TrackingMode m : {TrackingMode::kAuto, TrackingMode::kAsyncWp, TrackingMode::kSyncWp,
-                         TrackingMode::kMprotect}) {
+  for (TrackingMode m : {TrackingMode::kAuto, TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect,
+                         TrackingMode::kAsyncWpUser}) {
     if (std::strcmp(s, TrackingModeName(m)) == 0) { *out = m; return true; }
   }
   return false;

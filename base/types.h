@@ -109,14 +109,15 @@ inline constexpr uint64_t PagesFor(uint64_t bytes) {
 
 // How the pager learns which pages the program wrote (pager/dirty_tracker.h).
 enum class TrackingMode : uint8_t {
-  kAuto = 0,      // best the kernel offers, in the order below
-  kAsyncWp,       // UFFD_FEATURE_WP_ASYNC + PAGEMAP_SCAN (kernel 6.7+)
-  kSyncWp,        // userfaultfd write-protect faults served by a thread
-  kMprotect,      // mprotect(PROT_READ) + SIGSEGV handler
+  kAuto = 0,     // best the kernel offers, in the order below
+  kAsyncWp,      // UFFD_FEATURE_WP_ASYNC + PAGEMAP_SCAN (kernel 6.7+)
+  kSyncWp,       // userfaultfd write-protect faults served by a thread
+  kMprotect,     // mprotect(PROT_READ) + SIGSEGV handler
+  kAsyncWpUser,  // kAsyncWp on a user-mode-only userfaultfd (any user), image loaded at open
 };
 
 const char* TrackingModeName(TrackingMode m);
-// Parses "auto", "async-wp", "sync-wp", "mprotect"; false if unknown.
+// Parses "auto", "async-wp", "sync-wp", "mprotect", "async-wp-user"; false if unknown.
 bool ParseTrackingMode(const char* s, TrackingMode* out);
 
 }  // namespace pheap

@@ -42,6 +42,20 @@ bool ApiAccepts(uint64_t want) {
   return ok;
 }
 
+// The full userfaultfd is refused (vm.unprivileged_userfaultfd=0, no
+// access to /dev/userfaultfd): whether one for user-mode faults only does
+// asynchronous write-protect on anonymous memory.
+bool UserModeWpAsyncWorks(const Scratch& s) {
+  int fd = uffd_open_user_mode_only();
+  if (fd < 0) return false;
+  uint64_t got = 0, ioctls = 0;
+  bool ok = uffd_api(fd, UFFD_FEATURE_WP_ASYNC, &got, nullptr) == 0 && (got & UFFD_FEATURE_WP_ASYNC) != 0 &&
+            uffd_register(fd, s.addr(), 2 * kPageSize, UFFDIO_REGISTER_MODE_WP, &ioctls) == 0 &&
+            (ioctls & (uint64_t{1} << _UFFDIO_WRITEPROTECT)) != 0;
+  os().close(fd);
+  return ok;
+}
+
 bool PagemapScanWorks(const Scratch& s) {
   int fd = os().open("/proc/self/pagemap", O_RDONLY, 0);
   if (fd < 0) return false;
@@ -65,6 +79,8 @@ KernelFeatures ProbeKernel() {
   int fd = uffd_open(&k.via_dev);
   if (fd < 0) {
     k.why_not = ErrText("userfaultfd(2) and /dev/userfaultfd both refused", fd);
+    Scratch s;
+    k.user_wp_async = s.p != nullptr && UserModeWpAsyncWorks(s) && PagemapScanWorks(s);
     return k;
   }
   k.userfaultfd = true;
@@ -86,6 +102,7 @@ KernelFeatures ProbeKernel() {
   os().close(fd);
   k.wp_async = k.wp && (features & UFFD_FEATURE_WP_ASYNC) != 0 && ApiAccepts(UFFD_FEATURE_WP_ASYNC);
   k.pagemap_scan = PagemapScanWorks(s);
+  k.user_wp_async = k.wp_async && k.pagemap_scan;  // user-mode-only since 5.11, WP_ASYNC since 6.7
   if (!k.wp) k.why_not = "userfaultfd write-protect on anonymous memory (Linux 5.7+)";
   else if (!k.wp_async) k.why_not = "UFFD_FEATURE_WP_ASYNC (Linux 6.7+)";
   else if (!k.pagemap_scan) k.why_not = "PAGEMAP_SCAN on /proc/self/pagemap (Linux 6.7+)";
@@ -101,6 +118,7 @@ bool CachedWpAsyncOnFiles() {
     if (MmapFailed(p)) return false;
     bool via_dev = false;
     int fd = uffd_open(&via_dev);
+    if (fd < 0) fd = uffd_open_user_mode_only();
     const auto a = reinterpret_cast<uint64_t>(p);
     bool works = fd >= 0 && uffd_api(fd, UFFD_FEATURE_WP_ASYNC, nullptr, nullptr) == 0 &&
                  uffd_register(fd, a, kPageSize, UFFDIO_REGISTER_MODE_WP, nullptr) == 0 &&
@@ -116,9 +134,11 @@ bool CachedWpAsyncOnFiles() {
 const KernelFeatures& CachedKernelFeatures() {
   static const KernelFeatures k = [] {
     KernelFeatures f = ProbeKernel();
-    PHEAP_LOG_DEBUG("kernel probe: userfaultfd={}{} wp={} wp_async={} pagemap_scan={} poison={}{}{}",
-                    f.userfaultfd, f.via_dev ? " (via /dev/userfaultfd)" : "", f.wp, f.wp_async,
-                    f.pagemap_scan, f.poison, f.why_not.empty() ? "" : "; lacking: ", f.why_not);
+    PHEAP_LOG_DEBUG(
+        "kernel probe: userfaultfd={}{} wp={} wp_async={} pagemap_scan={} poison={} "
+        "user_wp_async={}{}{}",
+        f.userfaultfd, f.via_dev ? " (via /dev/userfaultfd)" : "", f.wp, f.wp_async, f.pagemap_scan, f.poison,
+        f.user_wp_async, f.why_not.empty() ? "" : "; lacking: ", f.why_not);
     return f;
   }();
   return k;
@@ -129,7 +149,15 @@ Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested)
   const bool sync_ok = k.userfaultfd && k.wp;
   switch (requested) {
     case TrackingMode::kAuto:
-      return async_ok ? TrackingMode::kAsyncWp : sync_ok ? TrackingMode::kSyncWp : TrackingMode::kMprotect;
+      return async_ok          ? TrackingMode::kAsyncWp
+             : sync_ok         ? TrackingMode::kSyncWp
+             : k.user_wp_async ? TrackingMode::kAsyncWpUser
+                               : TrackingMode::kMprotect;
+    case TrackingMode::kAsyncWpUser:
+      if (k.user_wp_async) return requested;
+      return Status::Unsupported(
+          "tracking mode 'async-wp-user' needs a user-mode-only userfaultfd with UFFD_FEATURE_WP_ASYNC and "
+          "PAGEMAP_SCAN (Linux 6.7+), which this kernel lacks; use tracking=auto");
     case TrackingMode::kAsyncWp:
       if (async_ok) return requested;
       break;

@@ -22,7 +22,8 @@ const KernelFeatures& CachedKernelFeatures();
 // process on a page of the running executable, on first use. Thread-safe.
 bool CachedWpAsyncOnFiles();
 
-// The mode to run: kAuto picks async-wp, then sync-wp, then mprotect. A
+// The mode to run: kAuto picks async-wp, then sync-wp, then async-wp-user
+// (only a user-mode-only userfaultfd), then mprotect. A
 // forced mode the kernel lacks is kUnsupported naming what is missing.
 Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested);
 

@@ -470,7 +470,7 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
 
 Status Pager::Impl::UnmapStored(Run r) {
   const uint64_t a = region_.base() + (r.first << kPageShift), len = r.count << kPageShift;
-  if (int e = region_.MapAbsent(a, len, uffd_); e < 0) {
+  if (int e = region_.MapAbsent(a, len, uffd_, mode_ != TrackingMode::kAsyncWpUser); e < 0) {
     untracked_.store(true, std::memory_order_release);
     return Status::FromErrno(
         fmt::format("discard of [{:#x}, {:#x}): replacing pages mapped from the store (the heap takes no more "
@@ -491,10 +491,12 @@ PagerStats Pager::Impl::stats() const {
   s.last_pause_ns = last_pause_ns_.load();
   s.max_pause_ns = max_pause_ns_.load();
   s.paused_threads = paused_threads_.load();
+  s.pages_fetched = eager_copied_;
+  s.pages_mapped = eager_mapped_;
   if (faults_) {
     s.faults = faults_->faults();
-    s.pages_fetched = faults_->pages_fetched();
-    s.pages_mapped = faults_->pages_mapped();
+    s.pages_fetched += faults_->pages_fetched();
+    s.pages_mapped += faults_->pages_mapped();
   }
   return s;
 }

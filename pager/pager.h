@@ -11,7 +11,10 @@
 //     makes on the program's behalf (read(2), recv(2) into heap memory) to a
 //     page not yet written since the last commit fails with EFAULT instead
 //     of being tracked. Without any userfaultfd, kMprotect loads the whole
-//     stored image at open.
+//     stored image at open. kAsyncWpUser (a user-mode-only userfaultfd, when
+//     the full one is refused) loads it at open too, mapping stored runs
+//     from the store's sealed files, and registers no missing faults: no
+//     fault ever reaches user space, so the kernel's own accesses work.
 //   - Commit() pauses every other thread of the process that is not the
 //     pager's own, takes the written pages (a point-in-time cut), copies them
 //     to a staging buffer, resumes the threads, and hands the SealedEpoch to
@@ -60,6 +63,12 @@ struct PagerOptions {
   // on a file's pages; see FaultService). Reopening a large image then
   // costs page-cache faults, not copies.
   bool map_stored = true;
+  // Whether kAuto may settle on kMprotect, under which a system call that
+  // writes into the heap (read(2) into a page not yet written this epoch)
+  // fails with EFAULT. When false, such an open fails with kUnsupported
+  // saying why and how to allow userfaultfd, for a caller that cannot vouch
+  // for the program it runs (the preload library).
+  bool auto_mprotect = true;
 };
 
 // What the kernel offers, probed once per process (pager/kernel_probe.h).
@@ -70,6 +79,9 @@ struct KernelFeatures {
   bool wp_async = false;         // UFFD_FEATURE_WP_ASYNC
   bool pagemap_scan = false;     // PAGEMAP_SCAN ioctl
   bool poison = false;           // UFFDIO_POISON
+  // A user-mode-only userfaultfd takes WP_ASYNC, registers WP on anonymous
+  // memory and PAGEMAP_SCAN works (kAsyncWpUser); implied by full async WP.
+  bool user_wp_async = false;
   std::string why_not;           // what was missing, for the log
 };
 

@@ -65,7 +65,13 @@ class Pager::Impl {
   // Sets up the fault service's mapping of stored runs where it can run.
   void ConfigureMapping(FaultServiceConfig* fc);
   Status RegisterUffd();
-  Status LoadEagerly();
+  // Places every stored page at open, for the modes that serve no missing
+  // faults: maps the runs the source keeps back to back in a sealed file
+  // when `map` (async write-protect works on a file's pages), copies the rest.
+  Status LoadEagerly(bool map);
+  // Maps `run` at page `first`, populated; returns the pages mapped, 0 when
+  // the mmap failed (the range is anonymous and absent again).
+  Result<uint64_t> MapEagerly(Pgno first, const PageSource::StoredRun& run);
   // Pauses the writers and copies the written pages into *staging (which
   // it may replace by a buffer in page order).
   Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused);
@@ -110,6 +116,7 @@ class Pager::Impl {
   std::unique_ptr<PageBitmap> mapped_;     // over [0, hwm): see FaultService
   int map_pagemap_fd_ = -1;                // the fault service's, when it maps
   std::atomic<bool> untracked_{false};     // a mapped run lost its tracking
+  uint64_t eager_copied_ = 0, eager_mapped_ = 0;  // pages LoadEagerly placed
   std::unique_ptr<DirtyTracker> tracker_;
   std::unique_ptr<FaultService> faults_;
   // Pages that belong in the next cut whatever the tracker says: filled by

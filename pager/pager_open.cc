@@ -1,5 +1,6 @@
 // Opening a pager: map the region, get a userfaultfd, register it for the
-// chosen tracking mode, start the fault service.
+// chosen tracking mode, start the fault service (or, in the modes that take
+// no missing faults, place the stored image now).
 #include <fcntl.h>
 #include <sys/mman.h>
 
@@ -25,13 +26,30 @@ Pager::Impl::Impl(const ImageInfo& image, PageSource* source, EpochSink* sink, c
   cut_hwm_ = image.hwm;
 }
 
+namespace {
+
+constexpr const char* kAllowUserfaultfd =
+    "to allow userfaultfd, give the user access to /dev/userfaultfd (a group and a udev rule, e.g. "
+    "KERNEL==\"userfaultfd\", GROUP=\"userfaultfd\", MODE=\"0660\") or set sysctl vm.unprivileged_userfaultfd=1";
+
+Status MprotectRefused(const std::string& why) {
+  return Status::Unsupported(fmt::format(
+      "only mprotect tracking is available ({}), under which a system call that writes into the heap (read(2)) "
+      "fails with EFAULT; {}; or force it with tracking=mprotect",
+      why, kAllowUserfaultfd));
+}
+
+}  // namespace
+
 Status Pager::Impl::OpenUffd(bool* absent) {
   bool via_dev = false;
-  int fd = uffd_open(&via_dev);
+  const bool user = mode_ == TrackingMode::kAsyncWpUser;
+  int fd = user ? uffd_open_user_mode_only() : uffd_open(&via_dev);
   *absent = fd < 0;
-  if (fd < 0) return Status::FromErrno("userfaultfd(2) and /dev/userfaultfd", -fd);
+  if (fd < 0)
+    return Status::FromErrno(user ? "userfaultfd(2) for user-mode faults" : "userfaultfd(2) and /dev/userfaultfd", -fd);
   uffd_ = fd;
-  uint64_t want = mode_ == TrackingMode::kAsyncWp ? UFFD_FEATURE_WP_ASYNC : 0;
+  uint64_t want = mode_ == TrackingMode::kAsyncWp || user ? UFFD_FEATURE_WP_ASYNC : 0;
   int r = uffd_api(uffd_, want, nullptr, nullptr);
   if (r < 0) return Status::FromErrno("UFFDIO_API on the heap's userfaultfd", -r);
   return Status::Ok();
@@ -58,28 +76,97 @@ Status Pager::Impl::RegisterUffd() {
       // no WP fault; registering MISSING everywhere makes it fault here, and
       // the page is installed writable and marked.
       return reg(base, region_.size(), kMissing | kWp);
+    case TrackingMode::kAsyncWpUser: {
+      // The image is in place (LoadEagerly): write-protect only, so no
+      // fault ever reaches this process and the kernel's own writes (read(2)
+      // into the heap) are resolved, and tracked, in the kernel. Pages never
+      // populated need no protection: one populated later reads as written.
+      PHEAP_RETURN_IF_ERROR(reg(base, region_.size(), kWp));
+      if (below == 0) return Status::Ok();
+      int r = uffd_writeprotect(uffd_, base, below, UFFDIO_WRITEPROTECT_MODE_WP);
+      if (r < 0) return Status::FromErrno(fmt::format("UFFDIO_WRITEPROTECT of [{:#x}, {:#x})", base, base + below), -r);
+      return Status::Ok();
+    }
     default:
       return reg(base, below, kMissing);
   }
 }
 
-// No userfaultfd: the stored image is copied into the region now.
-Status Pager::Impl::LoadEagerly() {
+Result<uint64_t> Pager::Impl::MapEagerly(Pgno first, const PageSource::StoredRun& run) {
+  const uint64_t n = std::min<uint64_t>(run.pages, image_.hwm - first);
+  const uint64_t a = region_.base() + (first << kPageShift), len = n << kPageShift;
+  void* m = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, run.fd,
+                      static_cast<off_t>(run.offset));
+  if (MmapFailed(m)) {
+    PHEAP_LOG_DEBUG("mapping stored pages {}..{} failed (errno {}); copying them", first, first + n, MmapErrno(m));
+    // A failed MAP_FIXED may have unmapped what was there.
+    void* back = os().mmap(reinterpret_cast<void*>(a), len, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    if (MmapFailed(back))
+      return Status::FromErrno(fmt::format("mmap of [{:#x}, {:#x}) after a failed mapping", a, a + len),
+                               MmapErrno(back));
+    return uint64_t{0};
+  }
+  // Populated now: a page the kernel would fault in later from the file is
+  // no missing fault, but in a range registered for write-protect the
+  // kernel maps a file's pages one fault at a time.
+  os().madvise(m, len, MADV_POPULATE_READ);
+  mapped_->SetRun(Run{first, n});
+  return n;
+}
+
+Status Pager::Impl::LoadEagerly(bool map) {
   if (image_.hwm == 0) return Status::Ok();
-  PHEAP_LOG_WARN("no userfaultfd: loading all {} stored pages of the heap at open (slower open; "
-                 "give this process access to /dev/userfaultfd to load lazily)", image_.hwm);
+  const Pgno hwm = image_.hwm;
   auto buf = StagingBuffer::Reserve(PageSource::kMaxReadRun);
   if (!buf.ok()) return buf.status();
   uint64_t present[PageSource::kMaxReadRun / 64];
-  for (Pgno p = 0; p < image_.hwm; p += PageSource::kMaxReadRun) {
-    auto n = static_cast<uint32_t>(std::min<uint64_t>(PageSource::kMaxReadRun, image_.hwm - p));
-    auto* out = const_cast<uint8_t*>((*buf)->data());
-    PHEAP_RETURN_IF_ERROR(source_->ReadRun(p, n, out, present).Annotate("loading the heap image"));
-    for (uint32_t i = 0; i < n; ++i)
-      if ((present[i / 64] >> (i % 64)) & 1)
-        std::memcpy(region_.data() + ((p + i) << kPageShift), out + uint64_t{i} * kPageSize, kPageSize);
+  auto* out = const_cast<uint8_t*>((*buf)->data());
+  // Each mapped run is a VMA: keep to an eighth of what the process may
+  // have, as the fault service does.
+  uint64_t max_runs = 65530 / 8, runs = 0;
+  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+    unsigned long long v = 0;
+    if (std::fscanf(f, "%llu", &v) == 1 && v > 0) max_runs = v / 8;
+    std::fclose(f);
   }
-  return Status::Ok();
+  auto locate = [&](Pgno p) {
+    return map && runs < max_runs ? source_->LocateRun(p, PageSource::kMaxReadRun) : PageSource::StoredRun{};
+  };
+  PageSource::StoredRun run = locate(0);  // a mappable run at p, when run.pages > 0
+  Status st;
+  for (Pgno p = 0; p < hwm && st.ok();) {
+    if (run.pages > 0) {
+      auto n = MapEagerly(p, run);
+      os().close(run.fd);
+      run = {};
+      if (!n.ok()) return n.status();
+      if (*n == 0) map = false;  // copy this and the rest
+      ++runs;
+      eager_mapped_ += *n;
+      p += *n;
+      if (*n > 0) {
+        if (p < hwm) run = locate(p);
+        continue;
+      }
+    }
+    // Copy up to the next page a run can be mapped from.
+    const Pgno limit = std::min<Pgno>(hwm, p + PageSource::kMaxReadRun);
+    Pgno q = p + 1;
+    for (; q < limit && map; ++q)
+      if ((run = locate(q)).pages > 0) break;
+    if (!map) q = limit;
+    const auto count = static_cast<uint32_t>(q - p);
+    st = source_->ReadRun(p, count, out, present).Annotate("loading the heap image");
+    for (uint32_t i = 0; st.ok() && i < count; ++i)
+      if ((present[i / 64] >> (i % 64)) & 1) {
+        std::memcpy(region_.data() + ((p + i) << kPageShift), out + uint64_t{i} * kPageSize, kPageSize);
+        ++eager_copied_;
+      }
+    p = q;
+  }
+  if (run.pages > 0) os().close(run.fd);
+  return st;
 }
 
 Status Pager::Impl::Start(TrackingMode mode) {
@@ -94,7 +181,16 @@ Status Pager::Impl::Start(TrackingMode mode) {
   bool absent = false;
   if (needs_uffd) {
     Status st = OpenUffd(&absent);
+    if (absent && options_.mode == TrackingMode::kAuto && mode_ != TrackingMode::kMprotect &&
+        mode_ != TrackingMode::kAsyncWpUser && CachedKernelFeatures().user_wp_async) {
+      // Refused since the probe (the process gave up a privilege): a
+      // userfaultfd for user-mode faults only is still there for any user.
+      PHEAP_LOG_INFO("userfaultfd refused at open ({}): tracking async-wp-user instead", st.ToString());
+      mode_ = TrackingMode::kAsyncWpUser;
+      st = OpenUffd(&absent);
+    }
     if (absent && options_.mode == TrackingMode::kAuto) {
+      if (!options_.auto_mprotect) return MprotectRefused(st.ToString());
       PHEAP_LOG_WARN("userfaultfd unavailable at open ({}): falling back to mprotect tracking", st.ToString());
       mode_ = TrackingMode::kMprotect;
     } else if (absent && mode_ != TrackingMode::kMprotect) {
@@ -110,11 +206,25 @@ Status Pager::Impl::Start(TrackingMode mode) {
   carry_ = std::make_unique<PageBitmap>(region_.pages());
   staging_pool_ = std::make_unique<StagingPool>(region_.pages());
 
-  if (uffd_ < 0) PHEAP_RETURN_IF_ERROR(LoadEagerly());
-  else PHEAP_RETURN_IF_ERROR(RegisterUffd());
+  if (mode_ == TrackingMode::kMprotect && options_.mode == TrackingMode::kAuto)
+    PHEAP_LOG_WARN(
+        "tracking mprotect (no userfaultfd): a system call that writes into the heap, such as read(2) "
+        "into a page not yet written since the last commit, fails with EFAULT; {}",
+        kAllowUserfaultfd);
+  if (uffd_ < 0 || mode_ == TrackingMode::kAsyncWpUser) {
+    if (uffd_ < 0 && image_.hwm > 0)
+      PHEAP_LOG_WARN(
+          "no userfaultfd: loading all {} stored pages of the heap at open (slower open; give this "
+          "process access to /dev/userfaultfd to load lazily)",
+          image_.hwm);
+    const bool map = mode_ == TrackingMode::kAsyncWpUser && options_.map_stored && CachedWpAsyncOnFiles();
+    PHEAP_RETURN_IF_ERROR(LoadEagerly(map));
+  }
+  if (uffd_ >= 0) PHEAP_RETURN_IF_ERROR(RegisterUffd());
 
   switch (mode_) {
-    case TrackingMode::kAsyncWp: {
+    case TrackingMode::kAsyncWp:
+    case TrackingMode::kAsyncWpUser: {
       int fd = os().open("/proc/self/pagemap", O_RDONLY, 0);
       if (fd < 0) return Status::FromErrno("opening /proc/self/pagemap for dirty tracking", -fd);
       tracker_ = NewAsyncWpTracker(region_, fd);
@@ -129,7 +239,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
       tracker_ = std::move(t.value());
     }
   }
-  if (uffd_ >= 0) {
+  if (uffd_ >= 0 && mode_ != TrackingMode::kAsyncWpUser) {  // which raises no fault to serve
     FaultServiceConfig fc;
     fc.uffd = uffd_;
     fc.region = &region_;
@@ -149,9 +259,9 @@ Status Pager::Impl::Start(TrackingMode mode) {
     // and asks for no events: its userfaultfd never has a message to read.
     if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp) PHEAP_RETURN_IF_ERROR(faults_->Start());
   }
-  PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {}", region_.base(),
-                 region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
-                 uffd_ >= 0 ? "served lazily by userfaultfd" : "loaded eagerly");
+  PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {} ({} mapped, {} copied)",
+                 region_.base(), region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
+                 faults_ ? "served lazily by userfaultfd" : "loaded eagerly", eager_mapped_, eager_copied_);
   return Status::Ok();
 }
 
@@ -205,8 +315,11 @@ Pager::Impl::~Impl() {
 Result<std::unique_ptr<Pager>> Pager::Open(const ImageInfo& image, PageSource* source, EpochSink* sink,
                                            const PagerOptions& options) {
   if (source == nullptr || sink == nullptr) return Status::InvalidArgument("pager needs a page source and a sink");
-  auto mode = ChooseMode(CachedKernelFeatures(), options.mode);
+  const KernelFeatures& k = CachedKernelFeatures();
+  auto mode = ChooseMode(k, options.mode);
   if (!mode.ok()) return mode.status();
+  if (*mode == TrackingMode::kMprotect && options.mode == TrackingMode::kAuto && !options.auto_mprotect)
+    return MprotectRefused(k.why_not.empty() ? std::string("no userfaultfd") : k.why_not);
   auto impl = std::make_unique<Impl>(image, source, sink, options);
   PHEAP_RETURN_IF_ERROR(impl->Start(*mode));
   return std::unique_ptr<Pager>(new Pager(std::move(impl)));

@@ -32,10 +32,11 @@ class Region {
   // Puts absent anonymous memory in place of whatever is mapped at
   // [addr, addr + len) (pages mapped from the store) and registers it on
   // uffd for missing and write-protect faults, as the region is at open in
-  // async-wp mode. Returns 0 or -errno; on an error the range may be left
-  // unmapped or unregistered, so the caller stops trusting the tracking.
+  // async-wp mode (for write-protect only when `missing` is false, as in
+  // async-wp-user mode). Returns 0 or -errno; on an error the range may be
+  // left unmapped or unregistered, so the caller stops trusting the tracking.
   // REQUIRES: the range lies inside the region, page aligned.
-  int MapAbsent(uint64_t addr, uint64_t len, int uffd) const;
+  int MapAbsent(uint64_t addr, uint64_t len, int uffd, bool missing = true) const;
 
  private:
   Region(uint64_t base, uint64_t size) : base_(base), size_(size) {}

@@ -24,6 +24,10 @@
 #endif
 #endif  // HAVE_UFFD_FEATURE_WP_ASYNC
 
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
 #ifndef UFFD_FEATURE_MOVE
 #define UFFD_FEATURE_MOVE (1 << 16)
 #endif

@@ -9,7 +9,7 @@
 namespace pheap {
 
 int uffd_open(bool* via_dev) {
-  constexpr int kFlags = O_CLOEXEC | O_NONBLOCK;  // never UFFD_USER_MODE_ONLY
+  constexpr int kFlags = O_CLOEXEC | O_NONBLOCK;  // kernel-mode faults too
   *via_dev = false;
   int fd = os().userfaultfd(kFlags);
   if (fd >= 0) return fd;
@@ -21,6 +21,8 @@ int uffd_open(bool* via_dev) {
   *via_dev = true;
   return HighFd(r);
 }
+
+int uffd_open_user_mode_only() { return os().userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY); }
 
 int uffd_api(int fd, uint64_t want, uint64_t* features, uint64_t* ioctls) {
   uffdio_api a{};

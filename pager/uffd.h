@@ -17,6 +17,14 @@ namespace pheap {
 // Returns the fd or the syscall's -errno.
 int uffd_open(bool* via_dev);
 
+// A userfaultfd that handles faults taken in user mode only
+// (UFFD_USER_MODE_ONLY): the kernel lets any user create one whatever
+// vm.unprivileged_userfaultfd says. A missing fault the kernel takes on the
+// program's behalf (read(2) into an absent page) fails with EFAULT there,
+// so it serves only ranges that never raise one (TrackingMode::kAsyncWpUser).
+// Returns the fd or -errno.
+int uffd_open_user_mode_only();
+
 // UFFDIO_API. On success *features holds what the kernel granted (with
 // features = 0 requested: everything it supports) and *ioctls the ioctls.
 int uffd_api(int fd, uint64_t want, uint64_t* features, uint64_t* ioctls);

@@ -353,6 +353,9 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap(PeersTried* tried) {
   if (!precopy.ok()) return precopy.status();
   g_copy_cuts = *precopy;
   options->engine.pager.precopy = g_copy_cuts;
+  // A program passes heap memory to read(2) and the like, which fail with
+  // EFAULT under mprotect tracking: that mode only when asked for by name.
+  options->engine.pager.auto_mprotect = false;
   const std::string named = c->GetOr("name", "");
   std::string name = named.empty() ? ProgramAndPid() : named;
   // A child persisting beside the program (PHEAP_CHILDREN) takes a name of
@@ -471,8 +474,10 @@ __attribute__((constructor)) void PreloadInit() {
     auto c = PreloadConfig();
     auto require = c.ok() ? c->GetBool("require", false) : Result<bool>(c.status());
     bool fatal = !require.ok() || *require;
-    dprintf(2, "pheap preload: %s: no persistent heap: %s. %s; %s\n", program_invocation_short_name,
-            h.status().ToString().c_str(), WhatToCheck(h.status(), tried).c_str(),
+    std::string why = h.status().ToString();
+    if (h.status().code() != Status::Code::kUnsupported)  // an Unsupported one says what to do itself
+      why += ". " + WhatToCheck(h.status(), tried);
+    dprintf(2, "pheap preload: %s: no persistent heap: %s; %s\n", program_invocation_short_name, why.c_str(),
             fatal ? "exiting (PHEAP_REQUIRE=1)" : "running on glibc's malloc instead (PHEAP_REQUIRE=1 exits)");
     if (fatal) _exit(70);
     LibcFaultsAround(true);

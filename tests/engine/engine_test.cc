@@ -2,15 +2,23 @@
 // clear error for each kind of bad input.
 #include "heap/engine.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
+
+#include "pager/uapi_compat.h"
 
 namespace pheap {
 namespace {
@@ -207,6 +215,101 @@ TEST_F(EngineTest, SecondWriterInAnotherProcessGetsThePid) {
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "the second opener did not get a busy error naming pid " << getpid();
+}
+
+// An unprivileged user on a kernel that refuses it a full userfaultfd
+// (vm.unprivileged_userfaultfd=0, /dev/userfaultfd root's only) gets
+// async-wp-user tracking under tracking=auto: the heap opens, a read(2) into
+// it works, it commits, and it reopens intact. The test runs as root and
+// drops to uid 65534 in a fresh process of this binary, before anything has
+// probed the kernel there.
+constexpr uid_t kNobody = 65534;
+constexpr const char* kNobodyDirVar = "PHEAP_TEST_NOBODY_DIR";
+
+// A change of uid leaves the process undumpable, its /proc/self files
+// root's (pagemap among them) until the next exec; a user's own process
+// is dumpable, so this one is made so again.
+void DropToNobody() {
+  if (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
+      setresuid(kNobody, kNobody, kNobody) != 0 || prctl(PR_SET_DUMPABLE, 1) != 0)
+    _exit(3);
+}
+
+// Whether uid 65534 gets a user-mode-only userfaultfd with async write-protect.
+bool NobodyHasUserModeWpAsync() {
+  pid_t child = fork();
+  if (child == 0) {
+    DropToNobody();
+    int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_WP_ASYNC;
+    _exit(fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+TEST(EngineAsNobody, AutoTrackingOpensCommitsAndReopens) {
+  const char* dir = std::getenv(kNobodyDirVar);
+  if (dir == nullptr) {  // the parent: prepares, runs the child, reports it
+    if (getuid() != 0) GTEST_SKIP() << "needs root to drop to uid 65534";
+    if (!NobodyHasUserModeWpAsync())
+      GTEST_SKIP() << "no user-mode-only userfaultfd with UFFD_FEATURE_WP_ASYNC for uid 65534 (Linux 6.7+)";
+    char tmpl[] = "/tmp/pheap-nobody-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    ASSERT_EQ(chmod(tmpl, 0777), 0);
+    pid_t child = fork();
+    if (child == 0) {
+      setenv(kNobodyDirVar, tmpl, 1);
+      execl("/proc/self/exe", "engine_open_test", "--gtest_filter=EngineAsNobody.*", nullptr);
+      _exit(127);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    std::filesystem::remove_all(tmpl);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << " (see its output above)";
+    return;
+  }
+  DropToNobody();
+  ASSERT_EQ(getuid(), kNobody);
+  EngineOptions o;
+  o.dir = dir;
+  o.size = uint64_t{256} << 20;
+  ASSERT_EQ(o.pager.mode, TrackingMode::kAuto);
+  int in = open("/proc/self/exe", O_RDONLY);
+  ASSERT_GE(in, 0);
+  char want[4096];
+  ASSERT_EQ(pread(in, want, sizeof want, 0), 4096);
+  {
+    auto e = Engine::Open("nobody", o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_EQ((*e)->mode(), TrackingMode::kAsyncWpUser);
+    auto* base = static_cast<uint8_t*>((*e)->base());
+    for (uint64_t i = 0; i < 2048; ++i) base[i * kPageSize + 1] = static_cast<uint8_t>(i);  // 8 MiB stored
+    ASSERT_TRUE((*e)->Commit().ok());
+  }
+  {
+    auto e = Engine::Open("nobody", o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_EQ((*e)->mode(), TrackingMode::kAsyncWpUser);
+    auto* base = static_cast<uint8_t*>((*e)->base());
+    for (uint64_t i = 0; i < 2048; ++i) ASSERT_EQ(base[i * kPageSize + 1], static_cast<uint8_t>(i)) << i;
+    // The kernel writes into a stored page and into one never touched.
+    ASSERT_EQ(pread(in, base + 5 * kPageSize, 4096, 0), 4096) << std::strerror(errno);
+    ASSERT_EQ(pread(in, base + (uint64_t{100} << 20), 4096, 0), 4096) << std::strerror(errno);
+    auto r = (*e)->Commit();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, 2u);
+  }
+  auto e = Engine::Open("nobody", o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  auto* base = static_cast<uint8_t*>((*e)->base());
+  EXPECT_EQ(std::memcmp(base + 5 * kPageSize, want, 4096), 0);
+  EXPECT_EQ(std::memcmp(base + (uint64_t{100} << 20), want, 4096), 0);
+  EXPECT_EQ(base[6 * kPageSize + 1], 6);
+  close(in);
 }
 
 }  // namespace
