@@ -9,9 +9,10 @@
 namespace pheap {
 namespace {
 
-LogLevel LevelFromEnv() {
+// The level PHEAP_LOG names, else `otherwise`.
+LogLevel LevelFromEnv(LogLevel otherwise = LogLevel::kWarn) {
   const char* v = std::getenv("PHEAP_LOG");
-  if (v == nullptr) return LogLevel::kWarn;
+  if (v == nullptr) return otherwise;
   if (std::strcmp(v, "error") == 0) return LogLevel::kError;
   if (std::strcmp(v, "info") == 0) return LogLevel::kInfo;
   if (std::strcmp(v, "debug") == 0) return LogLevel::kDebug;
@@ -46,6 +47,8 @@ LogLevel CurrentLogLevel() {
 void SetLogLevel(LogLevel level) {
   g_level.store(static_cast<int>(level), std::memory_order_relaxed);
 }
+
+void SetDefaultLogLevel(LogLevel level) { SetLogLevel(LevelFromEnv(level)); }
 
 void LogWrite(LogLevel level, const char* text, size_t len) {
   char buf[1200];

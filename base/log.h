@@ -12,6 +12,8 @@ enum class LogLevel : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 LogLevel CurrentLogLevel();
 void SetLogLevel(LogLevel level);
+// Sets `level` unless PHEAP_LOG names one (a daemon's own default).
+void SetDefaultLogLevel(LogLevel level);
 // Writes "pheap[pid] level: text\n" to stderr.
 void LogWrite(LogLevel level, const char* text, size_t len);
 

@@ -33,8 +33,8 @@ class StagingBuffer {
   const Pgno* pgnos() const { return pgnos_; }
   // Faults in the first `pages` slots (at most the reservation) with one
   // madvise, so a cut filling them inside the pause copies into memory that
-  // is already there: on our machines a fresh page costs about 2.6 us to
-  // fault and fill, 0.4 us to fill warm. Best effort: a kernel without
+  // is already there (a fresh page costs several times a warm one to fault
+  // and fill). Best effort: a kernel without
   // MADV_POPULATE_WRITE (before 5.14) leaves the faults to the copy.
   void Prefault(uint64_t pages);
   // Returns memory beyond `keep_pages` to the OS.

@@ -357,7 +357,7 @@ Result<std::unique_ptr<PeerServer>> PeerServer::Start(const PeerOptions& options
 
 int RunPeerDaemon(const PeerOptions& options) {
   // A daemon says what it does unless told otherwise.
-  if (std::getenv("PHEAP_LOG") == nullptr) SetLogLevel(LogLevel::kInfo);
+  SetDefaultLogLevel(LogLevel::kInfo);
   // Block the stop signals in every thread (ZeroMQ's included, created
   // after this) so sigwait below is the only one to take them.
   sigset_t stop_signals, old;
