@@ -19,6 +19,7 @@
 #include <string>
 
 #include "pager/uapi_compat.h"
+#include "tests/support/nobody.h"
 
 namespace pheap {
 namespace {
@@ -223,39 +224,13 @@ TEST_F(EngineTest, SecondWriterInAnotherProcessGetsThePid) {
 // it works, it commits, and it reopens intact. The test runs as root and
 // drops to uid 65534 in a fresh process of this binary, before anything has
 // probed the kernel there.
-constexpr uid_t kNobody = 65534;
 constexpr const char* kNobodyDirVar = "PHEAP_TEST_NOBODY_DIR";
-
-// A change of uid leaves the process undumpable, its /proc/self files
-// root's (pagemap among them) until the next exec; a user's own process
-// is dumpable, so this one is made so again.
-void DropToNobody() {
-  if (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-      setresuid(kNobody, kNobody, kNobody) != 0 || prctl(PR_SET_DUMPABLE, 1) != 0)
-    _exit(3);
-}
-
-// Whether uid 65534 gets a user-mode-only userfaultfd with async write-protect.
-bool NobodyHasUserModeWpAsync() {
-  pid_t child = fork();
-  if (child == 0) {
-    DropToNobody();
-    int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
-    uffdio_api api{};
-    api.api = UFFD_API;
-    api.features = UFFD_FEATURE_WP_ASYNC;
-    _exit(fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0 ? 0 : 1);
-  }
-  int status = 0;
-  waitpid(child, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 TEST(EngineAsNobody, AutoTrackingOpensCommitsAndReopens) {
   const char* dir = std::getenv(kNobodyDirVar);
   if (dir == nullptr) {  // the parent: prepares, runs the child, reports it
     if (getuid() != 0) GTEST_SKIP() << "needs root to drop to uid 65534";
-    if (!NobodyHasUserModeWpAsync())
+    if (!pheaptest::NobodyHasUserModeWpAsync())
       GTEST_SKIP() << "no user-mode-only userfaultfd with UFFD_FEATURE_WP_ASYNC for uid 65534 (Linux 6.7+)";
     char tmpl[] = "/tmp/pheap-nobody-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
@@ -272,8 +247,8 @@ TEST(EngineAsNobody, AutoTrackingOpensCommitsAndReopens) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << " (see its output above)";
     return;
   }
-  DropToNobody();
-  ASSERT_EQ(getuid(), kNobody);
+  ASSERT_TRUE(pheaptest::DropToNobody());
+  ASSERT_EQ(getuid(), pheaptest::kNobody);
   EngineOptions o;
   o.dir = dir;
   o.size = uint64_t{256} << 20;

@@ -34,6 +34,7 @@
 
 #include "heap/preload_stats.h"
 #include "store/page_store.h"
+#include "tests/support/nobody.h"
 
 extern char** environ;
 
@@ -79,7 +80,6 @@ constexpr int kRunLimitMs = 60000;
 // program is most of the figure.
 // With `closed_stdio` it starts with descriptors 0-2 closed; with
 // `as_nobody` it runs as uid and gid 65534.
-constexpr uid_t kNobody = 65534;
 Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::string>& extra,
                    const std::string& in = "", int term_after_ready = 0, bool measure_hwm = false,
                    bool closed_stdio = false, bool as_nobody = false) {
@@ -105,9 +105,7 @@ Outcome RunProgram(const std::vector<std::string>& argv, const std::vector<std::
     if (closed_stdio) {
       for (int fd : {0, 1, 2, i, o, e}) close(fd);
     }
-    if (as_nobody && (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-                      setresuid(kNobody, kNobody, kNobody) != 0))
-      _exit(124);
+    if (as_nobody && !pheaptest::DropToNobody()) _exit(124);
     if (measure_hwm && ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) _exit(126);
     execvpe(cargv[0], cargv.data(), cenv.data());
     _exit(127);
@@ -261,34 +259,13 @@ TEST(RealProgram, RelativeStoreDirSurvivesAChangeOfDirectory) {
   ExpectCommitted("git-relative", "git");
 }
 
-// Whether uid 65534 gets a userfaultfd for user-mode faults only with
-// asynchronous write-protect (Linux 6.7+), whatever the sysctl says.
-bool NobodyHasUserModeWpAsync() {
-  pid_t child = fork();
-  if (child == 0) {
-    if (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-        setresuid(kNobody, kNobody, kNobody) != 0)
-      _exit(2);
-    constexpr int kUserModeOnly = 1;                  // UFFD_USER_MODE_ONLY
-    constexpr uint64_t kWpAsync = uint64_t{1} << 15;  // UFFD_FEATURE_WP_ASYNC
-    int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | kUserModeOnly));
-    uffdio_api api{};
-    api.api = UFFD_API;
-    api.features = kWpAsync;
-    _exit(fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0 ? 0 : 1);
-  }
-  int status = 0;
-  waitpid(child, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 // Issue #22: an unprivileged user, refused a full userfaultfd (Debian's
 // vm.unprivileged_userfaultfd=0 and a root-only /dev/userfaultfd), runs a
 // program that read(2)s its input into heap memory: the output is the
 // native one and the heap is committed, on a fresh heap and on its reopen.
 TEST(RealProgram, UnprivilegedUserReadsIntoTheHeap) {
   if (getuid() != 0) GTEST_SKIP() << "needs root to drop to uid 65534";
-  if (!NobodyHasUserModeWpAsync())
+  if (!pheaptest::NobodyHasUserModeWpAsync())
     GTEST_SKIP() << "no user-mode-only userfaultfd with UFFD_FEATURE_WP_ASYNC for uid 65534 (Linux 6.7+)";
   fs::create_directories(g_tmp / "store");
   ASSERT_EQ(chmod(g_tmp.c_str(), 0777), 0);
