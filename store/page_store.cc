@@ -95,19 +95,25 @@ Status PageStore::Remove(const std::string& dir, const std::string& name) {
   if (!std::filesystem::is_directory(impl.path(), ec))
     return Status::NotFound(fmt::format("no heap store at {}: check the dir and the heap name", impl.path()));
   PHEAP_RETURN_IF_ERROR(impl.Lock());
-  const std::string parent = impl.path().substr(0, impl.path().size() - name.size() - 1);
-  const std::string aside = fmt::format("{}/.{}.removed-{}", parent, name, ::getpid());
-  if (::rename(impl.path().c_str(), aside.c_str()) != 0)
-    return Status::FromErrno(fmt::format("renaming {} to {}", impl.path(), aside), errno);
-  PHEAP_RETURN_IF_ERROR(SyncDirectory(parent));
-  std::filesystem::remove_all(aside, ec);
-  if (ec)
-    return Status::IoError(fmt::format("removing {}: {} (the heap is gone; remove it by hand)", aside, ec.message()),
-                           ec.value());
-  return Status::Ok();
+  return impl.RemoveDirectory();
 }
 
 Result<bool> PageStore::RemoveIfCreated() { return impl_->RemoveIfCreated(); }
+
+Status PageStore::Impl::RemoveDirectory() {
+  const std::string parent = path_.substr(0, path_.size() - name_.size() - 1);
+  const std::string aside = fmt::format("{}/.{}.removed-{}", parent, name_, ::getpid());
+  if (int r = os().rename(path_.c_str(), aside.c_str()); r < 0)
+    return Status::FromErrno(fmt::format("removing heap store {} (renaming it to {})", path_, aside), -r);
+  PHEAP_RETURN_IF_ERROR(SyncDirectory(parent));
+  std::error_code ec;
+  std::filesystem::remove_all(aside, ec);
+  if (ec)
+    return Status::IoError(fmt::format("removing {}: {} (the heap is gone and no open looks at it; remove it by hand)",
+                                       aside, ec.message()),
+                           ec.value());
+  return Status::Ok();
+}
 
 Result<bool> PageStore::Impl::RemoveIfCreated() {
   if (!created_ || !locked_ || options_.read_only) return false;
@@ -115,17 +121,8 @@ Result<bool> PageStore::Impl::RemoveIfCreated() {
     std::shared_lock lock(mu_);
     if (image_.epoch != 0 || install_ != nullptr) return false;
   }
-  const std::string parent = path_.substr(0, path_.size() - name_.size() - 1);
-  const std::string aside = fmt::format("{}/.{}.removed-{}", parent, name_, ::getpid());
-  if (int r = os().rename(path_.c_str(), aside.c_str()); r < 0)
-    return Status::FromErrno(fmt::format("removing the new heap store {} (renaming it to {})", path_, aside), -r);
+  PHEAP_RETURN_IF_ERROR(RemoveDirectory());
   created_ = false;
-  PHEAP_RETURN_IF_ERROR(SyncDirectory(parent));
-  std::error_code ec;
-  std::filesystem::remove_all(aside, ec);
-  if (ec)
-    return Status::IoError(fmt::format("removing {}: {} (no open looks at it; remove it by hand)", aside, ec.message()),
-                           ec.value());
   PHEAP_LOG_INFO("heap store {}: removed: the open that created it failed", path_);
   return true;
 }

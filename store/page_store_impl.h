@@ -87,6 +87,9 @@ class PageStore::Impl {
   // Takes the store's LOCK for writing (Busy, naming the holder, if taken).
   Status Lock();
   Result<bool> RemoveIfCreated();
+  // Renames the heap's directory aside (.NAME.removed-PID) in one step,
+  // syncs its parent, then deletes it. REQUIRES: the lock is held.
+  Status RemoveDirectory();
 
  private:
   Status AppendInstall(const SealedEpoch& part);  // InstallPages with install_mu_ held
