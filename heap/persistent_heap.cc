@@ -61,13 +61,20 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   if (h->size() <= kSuperblockSize)
     return fail(Status::InvalidArgument(fmt::format("heap '{}': size {} leaves no room after the {} KiB superblock",
                                                     name, h->size(), kSuperblockSize >> 10)));
-  const bool existed = static_cast<Superblock*>(h->base())->h.magic != 0;
-  if (Status s = h->FormatOrCheckSuperblock(options); !s.ok()) return fail(s);
-  if (existed && options.fresh_arena_unless_rooted && h->OnlyRoots(*options.fresh_arena_unless_rooted))
-    if (Status s = h->StartNewGeneration(*options.fresh_arena_unless_rooted); !s.ok()) return fail(s);
-  auto* arena = static_cast<uint8_t*>(h->base()) + kSuperblockSize;
-  Status s = h->alloc_.Attach(arena, h->size() - kSuperblockSize, h.get(), options.alloc);
-  if (!s.ok()) return fail(s.Annotate(fmt::format("heap '{}'", name)));
+  // The superblock and the allocator's metadata are read under a guard: a
+  // stored page found damaged there (with no replica to read it from) fails
+  // the open with its name instead of a SIGBUS inside it.
+  Pager& pager = h->engine_->pager();
+  pager.BeginGuardedReads();
+  Status s = h->AttachImage(options);
+  if (Status unserved = pager.EndGuardedReads(); !unserved.ok()) {
+    if (h->alloc_.attached()) h->alloc_.Detach();
+    return fail(Status::Corruption(fmt::format(
+        "heap '{}' cannot be opened: {}; nothing was changed: `pheap check {}` lists the damaged pages, and with "
+        "replicas `pheap check {} --repair` rewrites them from a good copy",
+        name, unserved.message(), name, name)));
+  }
+  if (!s.ok()) return fail(s);
   h->Register();
   if (options.commit_ms > 0) {
     h->committer_ = std::make_unique<CommitLoop>(options.commit_ms, [p = h.get()] {
@@ -78,6 +85,16 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
       PHEAP_LOG_WARN("heap '{}': no thread for background commits; only explicit commits persist", name);
   }
   return h;
+}
+
+Status PersistentHeap::AttachImage(const HeapOptions& options) {
+  const bool existed = static_cast<Superblock*>(base())->h.magic != 0;
+  PHEAP_RETURN_IF_ERROR(FormatOrCheckSuperblock(options));
+  if (existed && options.fresh_arena_unless_rooted && OnlyRoots(*options.fresh_arena_unless_rooted))
+    PHEAP_RETURN_IF_ERROR(StartNewGeneration(*options.fresh_arena_unless_rooted));
+  auto* arena = static_cast<uint8_t*>(base()) + kSuperblockSize;
+  Status s = alloc_.Attach(arena, size() - kSuperblockSize, this, options.alloc);
+  return s.ok() ? s : s.Annotate(fmt::format("heap '{}'", name()));
 }
 
 Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {

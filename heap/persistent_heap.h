@@ -107,6 +107,9 @@ class PersistentHeap final : private ArenaHooks {
  private:
   PersistentHeap() = default;
   Status Discard(void* addr, size_t len) override { return engine_->Discard(addr, len); }
+  // Formats or checks the superblock, starts a new generation where asked,
+  // and attaches the allocator: every read of the image an open makes.
+  Status AttachImage(const HeapOptions& options);
   Status FormatOrCheckSuperblock(const HeapOptions& options);
   // Whether every root of the heap is named in `own` (none counts).
   bool OnlyRoots(const std::vector<std::string>& own) const;

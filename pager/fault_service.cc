@@ -225,6 +225,15 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     r.count = 1;
     st = c_.source->ReadRun(p, 1, buf, nullptr);
   }
+  if (!st.ok() && guarded_.load(std::memory_order_acquire)) {
+    {
+      std::lock_guard l(unserved_mu_);
+      if (unserved_.ok()) unserved_ = st;  // names the page
+    }
+    std::shared_lock lk(*c_.install_mu);
+    Install(p, 1, kZeroPage, write, p);
+    return;
+  }
   if (!st.ok()) {
     FailPage(p, st);
     return;
@@ -384,6 +393,19 @@ void FaultService::LoseTracking(const std::string& what) {
                   "its last durable epoch stays intact: reopen it to go on",
                   what);
   if (c_.untracked != nullptr) c_.untracked->store(true, std::memory_order_release);
+}
+
+void FaultService::GuardReads(bool on) {
+  if (on) {
+    std::lock_guard l(unserved_mu_);
+    unserved_ = Status::Ok();
+  }
+  guarded_.store(on, std::memory_order_release);
+}
+
+Status FaultService::Unserved() const {
+  std::lock_guard l(unserved_mu_);
+  return unserved_;
 }
 
 void FaultService::FailPage(Pgno p, const Status& why) {

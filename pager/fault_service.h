@@ -29,6 +29,8 @@
 // never filled with guessed data: the error is logged with the page, and
 // the page is poisoned (UFFDIO_POISON: the faulting thread gets SIGBUS)
 // when the kernel offers it; otherwise the faulting thread stays blocked.
+// Inside a guard (GuardReads) such a page reads as zeros instead and the
+// failure is kept, so an opener can fail with an error rather than a signal.
 #pragma once
 
 #include <atomic>
@@ -84,6 +86,13 @@ class FaultService {
   uint64_t pages_fetched() const { return pages_fetched_.load(std::memory_order_relaxed); }
   uint64_t pages_mapped() const { return pages_mapped_.load(std::memory_order_relaxed); }
 
+  // From GuardReads(true) to GuardReads(false), a page that cannot be served
+  // is filled with zeros, and the first such failure is what Unserved()
+  // returns until the next guard. REQUIRES: whoever guards discards the
+  // region (never commits it) when Unserved() is an error.
+  void GuardReads(bool on);
+  Status Unserved() const;
+
   static constexpr uint64_t kInitialWindow = 64 * 1024;
 
  private:
@@ -136,6 +145,9 @@ class FaultService {
   std::atomic<uint64_t> pages_fetched_{0};
   std::atomic<uint64_t> pages_mapped_{0};
   std::atomic<uint64_t> mapped_runs_{0};
+  std::atomic<bool> guarded_{false};
+  mutable std::mutex unserved_mu_;
+  Status unserved_;  // guarded by unserved_mu_
 
   int ahead_fd_ = -1;     // eventfd: readable when a read-ahead is posted
   std::mutex ahead_mu_;

@@ -512,6 +512,19 @@ Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
 Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
+
+void Pager::BeginGuardedReads() { impl_->GuardReads(true); }
+
+Status Pager::EndGuardedReads() {
+  impl_->GuardReads(false);
+  return impl_->Unserved();
+}
+
+void Pager::Impl::GuardReads(bool on) {
+  if (faults_) faults_->GuardReads(on);
+}
+
+Status Pager::Impl::Unserved() const { return faults_ ? faults_->Unserved() : Status::Ok(); }
 void Pager::ExemptCurrentThread() { SafepointExempt(); }
 
 void Pager::OnExempt(void (*hook)()) { SetSafepointExemptHook(hook); }

@@ -147,6 +147,15 @@ class Pager {
   // whose threads allocate from libc while it commits).
   Result<Epoch> CommitInPlace();
 
+  // While an opener reads the image (its superblock, the allocator's
+  // metadata), a stored page that cannot be served reads as zeros instead
+  // of killing the reader with SIGBUS; EndGuardedReads returns the first
+  // such failure (naming the page and why), else Ok. Pages loaded at open
+  // (no userfaultfd) report theirs from Open itself.
+  // REQUIRES: on an error the caller discards the heap, never commits it.
+  void BeginGuardedReads();
+  Status EndGuardedReads();
+
   // Gives [addr, addr + len) back to the OS (madvise DONTNEED): it reads as
   // zeros now and in every epoch from the next commit on. REQUIRES: page
   // aligned and inside the region.

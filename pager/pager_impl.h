@@ -38,6 +38,8 @@ class Pager::Impl {
   Result<Epoch> CommitInPlace();
   Status Discard(void* addr, uint64_t len);
   PagerStats stats() const;
+  void GuardReads(bool on);
+  Status Unserved() const;
 
   ImageInfo image_;
   PageSource* source_;

@@ -10,7 +10,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "tests/support/test_util.h"
 
@@ -324,6 +326,91 @@ TEST(CApi, CommitAsyncThenWait) {
   h = pheap_open("async", dir.config().c_str());
   EXPECT_EQ(*static_cast<uint64_t*>(pheap_root(h, "v")), 20u);
   pheap_close(h);
+}
+
+// Flips one byte of every stored copy of a page that `is_copy` recognises
+// (log files keep pages page-aligned); returns how many were flipped.
+template <typename Match>
+int DamageStoredCopies(const std::string& dir, Match is_copy) {
+  int flipped = 0;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (f.path().extension() != ".pheap") continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::vector<char> page(4096);
+    for (std::streamoff off = 0; io.read(page.data(), 4096); off += 4096) {
+      if (!is_copy(page.data())) continue;
+      io.seekp(off + 100);
+      io.put(static_cast<char>(page[100] ^ 0x5a));
+      io.seekg(off + 4096);
+      ++flipped;
+    }
+  }
+  return flipped;
+}
+
+// Opens heap `name` in a child: its exit code, or 128 + the signal that
+// killed it; *error gets pheap_last_error() of a failed open.
+int OpenInChild(const std::string& name, const std::string& cfg, std::string* error) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    pheap* h = pheap_open(name.c_str(), cfg.c_str());
+    if (h != nullptr) _exit(0);
+    const char* e = pheap_last_error();
+    (void)!write(fds[1], e, std::strlen(e));
+    _exit(1);
+  }
+  close(fds[1]);
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) error->append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+// A stored page the open itself reads (the superblock, the allocator's
+// first metadata page) that fails its checksum, with no replica to read it
+// from: the open fails naming the page and what to run, never SIGBUS.
+TEST(CApi, DamagedPageReadAtOpenFailsWithAnErrorNotASignal) {
+  constexpr uint64_t kMagic = 0x31424b4150454850ull;  // the superblock's first word
+  for (const int which : {0, 1}) {
+    SCOPED_TRACE(which == 0 ? "superblock" : "allocator metadata");
+    TempDir dir;
+    const std::string cfg = dir.config();
+    const std::string snapshot = dir.path() + "/page";
+    pid_t pid = fork();
+    if (pid == 0) {  // writes, commits, records the metadata page as committed, dies
+      pheap* h = pheap_open("damaged", cfg.c_str());
+      if (h == nullptr) _exit(1);
+      for (int i = 0; i < 100; ++i) pheap_set_root(h, "r", pheap_malloc(h, 64 + i));
+      if (pheap_commit(h) < 1) _exit(2);
+      std::ofstream(snapshot, std::ios::binary)
+          .write(static_cast<const char*>(pheap_base(h)) + (256 << 10), 4096);  // the arena's first page
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    std::vector<char> meta(4096);
+    std::ifstream(snapshot, std::ios::binary).read(meta.data(), 4096);
+    const int flipped = DamageStoredCopies(dir.path(), [&](const char* page) {
+      if (which == 1) return std::memcmp(page, meta.data(), 4096) == 0;
+      uint64_t w;
+      std::memcpy(&w, page, 8);
+      return w == kMagic;
+    });
+    ASSERT_GE(flipped, 1) << "no stored copy of the page found";
+    std::string error;
+    EXPECT_EQ(OpenInChild("damaged", cfg, &error), 1) << "1: a failed open; 0: opened over a damaged page; "
+                                                         "128+7: SIGBUS";
+    EXPECT_NE(error.find("heap 'damaged' cannot be opened"), std::string::npos) << error;
+    EXPECT_NE(error.find("pheap check damaged"), std::string::npos) << error;
+    EXPECT_NE(error.find("checksum"), std::string::npos) << error;
+  }
 }
 
 }  // namespace
