@@ -145,6 +145,17 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // naming each replica's answer when none could serve the run.
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
 
+  // Checking (pheap check), replica by replica: ReadRunFrom reads as
+  // ReadRun does but from replica `i` of replicas() alone, and *damaged gets
+  // the page it found damaged there (a CORRUPT_PAGE answer, whose message
+  // names the peer's file and offset, or an XXH3 mismatch). RepairOn sends
+  // replica `i` a good copy of page `pgno` of the durable image and waits
+  // for its answer: kInvalidArgument if it holds another version of the
+  // page (it moved on, or never had this one), other errors if it did not
+  // answer or could not write.
+  Status ReadRunFrom(size_t i, Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Pgno* damaged);
+  Status RepairOn(size_t i, Pgno pgno, const uint8_t* page);
+
   // Ships `e` and returns once `quorum` replicas acknowledged its commit.
   // Fails, leaving e not durable (the caller may retry the same epoch):
   // kSuperseded naming the newer term when a replica promised one; kTimeout

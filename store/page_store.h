@@ -69,6 +69,17 @@ class CorruptionReporter {
  public:
   virtual ~CorruptionReporter() = default;
   virtual void Corruption(const std::string& file, uint64_t offset, const std::string& what) = 0;
+  // Verify: page `pgno`'s stored copy at `offset` of `file` fails its
+  // checksum. By default reported as any other corruption.
+  virtual void DamagedPage(Pgno pgno, const std::string& file, uint64_t offset, const std::string& what) {
+    (void)pgno;
+    Corruption(file, offset, what);
+  }
+  // Verify: `done` of the `total` stored pages below hwm are checked.
+  virtual void Progress(Pgno done, Pgno total) {
+    (void)done;
+    (void)total;
+  }
 };
 
 class PageStore final : public PageSource, public EpochSink {
@@ -165,8 +176,8 @@ class PageStore final : public PageSource, public EpochSink {
   // kCompactMinGain bytes that are not live. Cheap: walks the file list.
   bool CompactionDue() const;
   static constexpr uint64_t kCompactMinGain = uint64_t{64} << 10;
-  // Reads every live page and checks its checksum; reports each bad one.
-  // Returns kCorruption if any was bad.
+  // Reads every live page and checks its checksum; reports each bad one
+  // (DamagedPage) and the progress. Returns kCorruption if any was bad.
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
 

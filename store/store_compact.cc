@@ -219,6 +219,7 @@ Status PageStore::Impl::Verify(CorruptionReporter* reporter) {
   std::string first;
   const Pgno stored = std::min<Pgno>(image_.hwm, index_.size());
   for (Pgno p = 0; p < stored; ++p) {
+    if (reporter != nullptr && p % 4096 == 0) reporter->Progress(p, stored);
     const Slot& s = index_[p];
     if (s.state != Slot::kPage) continue;
     const LogFile& f = *files_.at(s.file);
@@ -229,10 +230,11 @@ Status PageStore::Impl::Verify(CorruptionReporter* reporter) {
     uint64_t got = r == static_cast<ssize_t>(kPageSize) ? PageChecksum(buf.get()) : ~s.checksum;
     if (got == s.checksum) continue;
     std::string what = PageError(p, s, got);
-    if (reporter != nullptr) reporter->Corruption(f.path, s.offset, what);
-    PHEAP_LOG_WARN("{}", what);
+    if (reporter != nullptr) reporter->DamagedPage(p, f.path, s.offset, what);
+    else PHEAP_LOG_WARN("{}", what);
     if (bad++ == 0) first = what;
   }
+  if (reporter != nullptr) reporter->Progress(stored, stored);
   if (bad == 0) return Status::Ok();
   return Status::Corruption(fmt::format("heap store {}: {} damaged pages; the first: {}", path_, bad, first));
 }

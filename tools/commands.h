@@ -27,6 +27,18 @@ int RunRemove(const std::string& dir, const std::string& name, bool json);
 // stderr) if it is held by a running process or cannot be compacted.
 int RunCompact(const std::string& dir, const std::string& name);
 
+// `pheap check`: reads every live page of heap `name` in its local store
+// (under `dir`, if there) and on each of its replicas (the recorded ones,
+// or `peers`), reporting each copy that fails its checksum; with `repair`,
+// rewrites it from a good copy. 0: every copy checked and good (or
+// repaired); 2: damage remains; 1: something could not be checked.
+struct CheckOptions {
+  std::string dir, name, peers, keys;
+  uint32_t replicas = 0;  // with peers: the heap's replica count (0: default)
+  bool repair = false, json = false;
+};
+int RunCheck(const CheckOptions& options);
+
 // `pheap run`: executes `command` under libpheap_preload.so; returns only
 // if it could not (126, or 127 when the program is not found).
 struct RunOptions {

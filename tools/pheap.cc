@@ -39,6 +39,24 @@ int main(int argc, char** argv) {
   compact->add_option("name", name, "heap name")->required();
   compact->add_option("--dir", dir, "store directory")->capture_default_str();
 
+  pheap::tools::CheckOptions check_opts;
+  check_opts.dir = dir;
+  auto* check = app.add_subcommand(
+      "check",
+      "read every live page of a heap, locally and on each replica, and report each copy that fails its checksum");
+  check->add_option("name", check_opts.name, "heap name")->required();
+  check->add_option("--dir", check_opts.dir, "store directory")->capture_default_str();
+  check->add_option("--peers", check_opts.peers, "the heap's peers (default: those the heap records)");
+  check->add_option("--replicas", check_opts.replicas, "with --peers: the heap's replica count");
+  check->add_option("--keys", check_opts.keys, "with --peers: CURVE key directory");
+  check->add_flag("--repair", check_opts.repair,
+                  "rewrite each damaged copy from a good one (the heap must not be open in a process)");
+  check->add_flag("--json", check_opts.json, "print JSON");
+  check->footer(
+      "Prints, for the local store and each replica, its durable (epoch, term), the live pages checked, and each "
+      "damaged page with its log file and offset. Exit status: 0 all good (or repaired), 2 damage remains, 1 a copy "
+      "could not be checked (unreachable, behind, unreadable).");
+
   pheap::PeerOptions peer_opts;
   auto* peer = app.add_subcommand("peer", "run a peer: the page store for any number of heaps");
   peer->add_option("--listen", peer_opts.endpoint, "ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:7400");
@@ -93,6 +111,7 @@ int main(int argc, char** argv) {
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, json);
   if (*compact) return pheap::tools::RunCompact(dir, name);
+  if (*check) return pheap::tools::RunCheck(check_opts);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);
   if (*peer) {
     if (peer_opts.endpoint.empty() || peer_opts.dir.empty()) {
