@@ -1,0 +1,53 @@
+// Peers on this machine, as `pheap peer` processes listening on Unix
+// sockets beside their directories; SIGTERM and reaped at the end.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+namespace pheaptest {
+
+class LocalPeers {
+ public:
+  // Starts n peers of the `pheap` command at path `command`, each in dir/peerI.
+  LocalPeers(const std::string& command, const std::string& dir, int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string d = dir + "/peer" + std::to_string(i);
+      const std::string ep = "ipc://" + d + ".sock";
+      endpoints_ += (i ? "," : "") + ep;
+      dirs_.push_back(d);
+      pid_t pid = fork();
+      if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(command.c_str(), command.c_str(), "peer", "--listen", ep.c_str(), "--dir", d.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      pids_.push_back(pid);
+    }
+  }
+  ~LocalPeers() {
+    for (pid_t p : pids_) kill(p, SIGTERM);
+    for (pid_t p : pids_) waitpid(p, nullptr, 0);
+  }
+  LocalPeers(const LocalPeers&) = delete;
+  LocalPeers& operator=(const LocalPeers&) = delete;
+  // "ipc://A,ipc://B,...", for config peers=.
+  const std::string& endpoints() const { return endpoints_; }
+  // Peer i's store directory.
+  const std::string& dir(int i) const { return dirs_.at(static_cast<size_t>(i)); }
+
+ private:
+  std::string endpoints_;
+  std::vector<std::string> dirs_;
+  std::vector<pid_t> pids_;
+};
+
+}  // namespace pheaptest
