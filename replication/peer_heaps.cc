@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <numeric>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -342,6 +343,61 @@ std::shared_ptr<Heap> HeapTable::Register(const std::string& name) {
   return h;
 }
 
+// The heap's directory goes, but not its promise: the claimed term stays
+// promised (TERM is written again in a fresh directory), so a writer of an
+// older term that comes back is refused rather than recreating the heap
+// here. The directory is first renamed to a stale name, whose promise the
+// peer honours at start, so a crash at any step keeps it.
+Reply HeapTable::Drop(const wire::Message& m) {
+  auto h = Find(m.header.heap_id);
+  if (!h) return Reply{wire::EncodeDropAck(To(m.header), 0), nullptr};  // never held here
+  if (m.header.term == 0) return Err(m.header, h.get(), ErrorCode::kMalformed, 0, "DROP of term 0: claim a term first");
+  if (Status f = h->Failed(); !f.ok() || !h->terms)
+    return Err(m.header, h.get(), ErrorCode::kStoreError, 0, f.ok() ? "no TERM" : f.message());
+  if (auto refused = Fence(h.get(), m.header)) return std::move(*refused);
+  std::weak_ptr<PageStore> closing;
+  {
+    std::lock_guard l(h->mu);
+    closing = h->store;
+    h->store.reset();
+  }
+  // A fetch or a compaction may hold the store a moment longer: its files
+  // must be closed before the directory is renamed (a compaction writes new
+  // ones into it).
+  for (int waited_ms = 0; !closing.expired(); waited_ms += 10) {
+    if (waited_ms >= 5000) {
+      OpenStore(dir_, store_options_, h.get());
+      return Err(
+          m.header, h.get(), ErrorCode::kStoreError, EBUSY,
+          fmt::format("heap '{}': its store is still in use here (a compaction or a fetch): try again", h->name));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::string aside = fmt::format("{}{}0-removed", h->dir, kStaleMark);
+  for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n)
+    aside = fmt::format("{}{}0-removed.{}", h->dir, kStaleMark, n);
+  std::error_code ec;
+  if (std::filesystem::exists(h->dir, ec)) {
+    std::filesystem::rename(h->dir, aside, ec);
+    if (ec) {
+      OpenStore(dir_, store_options_, h.get());
+      return StoreFailed(m.header, h.get(),
+                         Status::FromErrno(fmt::format("renaming {} to {}", h->dir, aside), ec.value()));
+    }
+  }
+  if (Status s = h->terms->Promise(h->terms->promise()); !s.ok()) return StoreFailed(m.header, h.get(), s);
+  std::filesystem::remove_all(aside, ec);
+  if (ec) PHEAP_LOG_WARN("heap '{}': removing {}: {}", h->name, aside, ec.message());
+  h->inbox.Clear();
+  h->inbox_pages.store(0);
+  h->install_term = 0;
+  h->install_pages = 0;
+  StoreRecovered(h.get());
+  PHEAP_LOG_INFO("heap '{}': removed at the request of term {} (the promise of term {} stays)", h->name, m.header.term,
+                 h->Promised());
+  return Reply{wire::EncodeDropAck(To(m.header), h->Promised()), nullptr};
+}
+
 Reply HeapTable::Handle(const wire::Message& m, uint32_t clients) {
   switch (m.type) {
     case wire::Type::kHello: return Hello(m);
@@ -353,6 +409,7 @@ Reply HeapTable::Handle(const wire::Message& m, uint32_t clients) {
     case wire::Type::kInstallPages: return InstallPages(m);
     case wire::Type::kInstallCommit: return InstallCommit(m);
     case wire::Type::kRepair: return Repair(m);
+    case wire::Type::kDrop: return Drop(m);
     case wire::Type::kStatus: return StatusReply(m, clients);
     default: return Err(m.header, nullptr, ErrorCode::kUnknownType, 0, fmt::format("{} is not a request", wire::TypeName(m.header.type)));
   }

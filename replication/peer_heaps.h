@@ -18,8 +18,8 @@
 // served; their promise is honoured.
 //
 // Thread safety: kHello, kFetch and kStatus may be handled by any number of
-// threads at once; kClaimTerm, kPages, kCommit, the install messages and
-// kRepair by one thread at a time (the peer's write thread), concurrently
+// threads at once; kClaimTerm, kPages, kCommit, the install messages,
+// kRepair and kDrop by one thread at a time (the peer's write thread), concurrently
 // with the others.
 #pragma once
 
@@ -98,6 +98,7 @@ class HeapTable {
   Reply InstallPages(const wire::Message& m);
   Reply InstallCommit(const wire::Message& m);
   Reply Repair(const wire::Message& m);
+  Reply Drop(const wire::Message& m);
   Result<std::shared_ptr<class PageStore>> CreateStore(Heap* h, uint64_t base, uint64_t size);
   Reply StatusReply(const wire::Message& m, uint32_t clients);
 

@@ -262,7 +262,8 @@ bool PeerServer::Impl::ReceiveOne() {
     case wire::Type::kInstallBegin:
     case wire::Type::kInstallPages:
     case wire::Type::kInstallCommit:
-    case wire::Type::kRepair: writes_.Push(std::move(job)); break;
+    case wire::Type::kRepair:
+    case wire::Type::kDrop: writes_.Push(std::move(job)); break;
     default: reads_.Push(std::move(job)); break;
   }
   return true;

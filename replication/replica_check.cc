@@ -1,5 +1,6 @@
-// The replica client for pheap check: reads from one replica at a time,
-// and repairs that wait for the replica's answer.
+// The replica client for the pheap command: reads from one replica at a
+// time and repairs that wait for the replica's answer (pheap check), and
+// the removal of a heap from its replicas (pheap rm).
 #include <fmt/format.h>
 
 #include "replication/peer_channel.h"
@@ -44,6 +45,31 @@ Status ReplicaClient::RepairOn(size_t i, Pgno pgno, const uint8_t* page) {
   std::lock_guard l(r.fetch_mu);
   r.fetch_pool.push_back(std::move(ch));
   return result;
+}
+
+std::vector<Status> ReplicaClient::RemoveHeap() {
+  std::vector<Status> out;
+  for (auto& rp : replicas_) {
+    Replica& r = *rp;
+    auto taken = TakeFetchChannel(r);
+    if (!taken.ok()) {
+      out.push_back(taken.status());
+      continue;
+    }
+    std::unique_ptr<PeerChannel> ch = std::move(*taken);
+    auto reply = ch->Call(wire::EncodeDrop(ch->NextRequestId(), heap_id_, term_), options_.timeout);
+    if (!reply.ok()) {
+      out.push_back(reply.status().Annotate(fmt::format("replica {}", r.endpoint)));
+      continue;
+    }
+    const Received& m = **reply;
+    if (Status e = ErrorStatus(m); !e.ok()) out.push_back(e.Annotate(fmt::format("replica {}", r.endpoint)));
+    else if (m.msg.type != wire::Type::kDropAck)
+      out.push_back(Status::InvalidArgument(
+          fmt::format("replica {} answered DROP with {}", r.endpoint, wire::TypeName(m.msg.header.type))));
+    else out.push_back(Status::Ok());
+  }
+  return out;
 }
 
 }  // namespace pheap

@@ -156,6 +156,11 @@ class ReplicaClient final : public PageSource, public EpochSink {
   Status ReadRunFrom(size_t i, Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Pgno* damaged);
   Status RepairOn(size_t i, Pgno pgno, const uint8_t* page);
 
+  // Removes the heap from every replica (DROP, fenced by the claimed term:
+  // a writer of an older term is refused from then on). One status per
+  // replica, in replicas() order. REQUIRES: a writer (options.claim).
+  std::vector<Status> RemoveHeap();
+
   // Ships `e` and returns once `quorum` replicas acknowledged its commit.
   // Fails, leaving e not durable (the caller may retry the same epoch):
   // kSuperseded naming the newer term when a replica promised one; kTimeout

@@ -19,32 +19,52 @@ struct Layout {
   bool reply;
 };
 constexpr Layout kLayouts[kMaxType + 1] = {
-    {0, 0, false},                                 // 0: not a type
-    {1, sizeof(HelloBody), false},                 // kHello
-    {1, sizeof(ManifestBody), true},               // kManifest
-    {1, sizeof(ClaimBody), false},                 // kClaimTerm
-    {1, sizeof(TermReplyBody), true},              // kTermReply
-    {2, sizeof(PagesBody), false},                 // kPages
-    {1, sizeof(PagesAckBody), true},               // kPagesAck
-    {1, sizeof(CommitBody), false},                // kCommit
-    {1, sizeof(CommitAckBody), true},              // kCommitAck
-    {1, sizeof(FetchBody), false},                 // kFetch
-    {2, sizeof(FetchReplyBody), true},             // kFetchReply
-    {0, 0, false},                                 // kStatus
-    {1, sizeof(StatusReplyBody), true},            // kStatusReply
-    {1, sizeof(ErrorBody), true},                  // kError
-    {1, sizeof(InstallBeginBody), false},          // kInstallBegin
-    {2, sizeof(InstallPagesBody), false},          // kInstallPages
-    {1, sizeof(InstallCommitBody), false},         // kInstallCommit
-    {1, sizeof(InstallAckBody), true},             // kInstallAck
-    {2, sizeof(PagesBody), false},                 // kRepair
-    {1, sizeof(RepairAckBody), true},              // kRepairAck
+    {0, 0, false},                          // 0: not a type
+    {1, sizeof(HelloBody), false},          // kHello
+    {1, sizeof(ManifestBody), true},        // kManifest
+    {1, sizeof(ClaimBody), false},          // kClaimTerm
+    {1, sizeof(TermReplyBody), true},       // kTermReply
+    {2, sizeof(PagesBody), false},          // kPages
+    {1, sizeof(PagesAckBody), true},        // kPagesAck
+    {1, sizeof(CommitBody), false},         // kCommit
+    {1, sizeof(CommitAckBody), true},       // kCommitAck
+    {1, sizeof(FetchBody), false},          // kFetch
+    {2, sizeof(FetchReplyBody), true},      // kFetchReply
+    {0, 0, false},                          // kStatus
+    {1, sizeof(StatusReplyBody), true},     // kStatusReply
+    {1, sizeof(ErrorBody), true},           // kError
+    {1, sizeof(InstallBeginBody), false},   // kInstallBegin
+    {2, sizeof(InstallPagesBody), false},   // kInstallPages
+    {1, sizeof(InstallCommitBody), false},  // kInstallCommit
+    {1, sizeof(InstallAckBody), true},      // kInstallAck
+    {2, sizeof(PagesBody), false},          // kRepair
+    {1, sizeof(RepairAckBody), true},       // kRepairAck
+    {0, 0, false},                          // kDrop
+    {0, 0, true},                           // kDropAck
 };
 
-constexpr const char* kTypeNames[kMaxType + 1] = {
-    "?", "HELLO", "MANIFEST", "CLAIM_TERM", "TERM_REPLY", "PAGES", "PAGES_ACK", "COMMIT",
-    "COMMIT_ACK", "FETCH", "FETCH_REPLY", "STATUS", "STATUS_REPLY", "ERROR", "INSTALL_BEGIN",
-    "INSTALL_PAGES", "INSTALL_COMMIT", "INSTALL_ACK", "REPAIR", "REPAIR_ACK"};
+constexpr const char* kTypeNames[kMaxType + 1] = {"?",
+                                                  "HELLO",
+                                                  "MANIFEST",
+                                                  "CLAIM_TERM",
+                                                  "TERM_REPLY",
+                                                  "PAGES",
+                                                  "PAGES_ACK",
+                                                  "COMMIT",
+                                                  "COMMIT_ACK",
+                                                  "FETCH",
+                                                  "FETCH_REPLY",
+                                                  "STATUS",
+                                                  "STATUS_REPLY",
+                                                  "ERROR",
+                                                  "INSTALL_BEGIN",
+                                                  "INSTALL_PAGES",
+                                                  "INSTALL_COMMIT",
+                                                  "INSTALL_ACK",
+                                                  "REPAIR",
+                                                  "REPAIR_ACK",
+                                                  "DROP",
+                                                  "DROP_ACK"};
 constexpr const char* kErrorNames[kMaxErrorCode + 1] = {"?",
                                                         "BAD_MAGIC",
                                                         "BAD_VERSION",
@@ -403,7 +423,8 @@ Status DecodeBody(const Header& h, Frames frames, Message* out, ErrorCode* code)
       return Status::Ok();
     }
     case Type::kStatus:
-      break;
+    case Type::kDrop:
+    case Type::kDropAck: break;
   }
   return Fail(code, ErrorCode::kUnknownType, fmt::format("type {}", h.type));
 }
@@ -512,6 +533,14 @@ OutMessage EncodeRepair(uint64_t request_id, HeapId heap, Epoch epoch, std::span
 
 OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const RepairAckBody& b) {
   return Seal(WithBody(b), Type::kRepairAck, to.request_id, to.heap_id, promised, durable);
+}
+
+OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term) {
+  return Seal(OutMessage{}, Type::kDrop, request_id, heap, term, 0);
+}
+
+OutMessage EncodeDropAck(ReplyTo to, Term promised) {
+  return Seal(OutMessage{}, Type::kDropAck, to.request_id, to.heap_id, promised, 0);
 }
 
 OutMessage EncodeStatus(uint64_t request_id) { return Seal(OutMessage{}, Type::kStatus, request_id, 0, 0, 0); }

@@ -76,6 +76,10 @@ OutMessage EncodeInstallAck(ReplyTo to, Term promised, const InstallAckBody& b);
 // REQUIRES: 1 <= pgnos.size() <= kMaxPagesPerMessage.
 OutMessage EncodeRepair(uint64_t request_id, HeapId heap, Epoch epoch, std::span<const Pgno> pgnos, const uint8_t* data);
 OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const RepairAckBody& b);
+// Removes heap `heap` from the peer, fenced: `term` is a term the sender
+// claimed, at least the peer's promise (which the peer keeps).
+OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term);
+OutMessage EncodeDropAck(ReplyTo to, Term promised);
 OutMessage EncodeStatus(uint64_t request_id);
 struct HeapStatusEntry {
   HeapStatus status{};

@@ -48,19 +48,19 @@ inline constexpr uint32_t kMaxErrorRuns = 4096;
 inline constexpr uint32_t kMaxErrorMessage = 4096;
 
 enum class Type : uint8_t {
-  kHello = 1,         // -> kManifest
+  kHello = 1,  // -> kManifest
   kManifest = 2,
-  kClaimTerm = 3,     // -> kTermReply
+  kClaimTerm = 3,  // -> kTermReply
   kTermReply = 4,
-  kPages = 5,         // -> kPagesAck
+  kPages = 5,  // -> kPagesAck
   kPagesAck = 6,
-  kCommit = 7,        // -> kCommitAck
+  kCommit = 7,  // -> kCommitAck
   kCommitAck = 8,
-  kFetch = 9,         // -> kFetchReply
+  kFetch = 9,  // -> kFetchReply
   kFetchReply = 10,
-  kStatus = 11,       // -> kStatusReply
+  kStatus = 11,  // -> kStatusReply
   kStatusReply = 12,
-  kError = 13,        // reply to any request that failed
+  kError = 13,  // reply to any request that failed
   // Installing a whole image into a replica the writer cannot catch up
   // epoch by epoch (added in version 1: a peer without them answers
   // kUnknownType).
@@ -68,10 +68,13 @@ enum class Type : uint8_t {
   kInstallPages = 15,   // -> kInstallAck
   kInstallCommit = 16,  // -> kInstallAck
   kInstallAck = 17,
-  kRepair = 18,         // -> kRepairAck
+  kRepair = 18,  // -> kRepairAck
   kRepairAck = 19,
+  // Removing a heap from a peer (pheap rm); header only, fenced by term.
+  kDrop = 20,  // -> kDropAck
+  kDropAck = 21,
 };
-inline constexpr uint8_t kMaxType = 19;
+inline constexpr uint8_t kMaxType = 21;
 
 // Header.flags. Every reply carries kFlagReply, no request does; other bits
 // are reserved and must be zero.

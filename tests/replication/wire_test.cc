@@ -282,6 +282,23 @@ TEST(Wire, RepairRoundTrip) {
   EXPECT_STREQ(ErrorCodeName(static_cast<uint16_t>(ErrorCode::kNoInstall)), "NO_INSTALL");
 }
 
+TEST(WireRoundTrip, DropAndItsAck) {
+  Frames f = ToFrames(EncodeDrop(31, 99, 4));
+  Message m;
+  MustDecode(f, &m);
+  EXPECT_EQ(m.type, Type::kDrop);
+  EXPECT_TRUE(IsRequest(m.type));
+  EXPECT_EQ(m.header.heap_id, 99u);
+  EXPECT_EQ(m.header.term, 4u);
+  Message m2;
+  MustDecode(ToFrames(EncodeDropAck({31, 99}, 4)), &m2);
+  EXPECT_EQ(m2.type, Type::kDropAck);
+  EXPECT_FALSE(IsRequest(m2.type));
+  EXPECT_EQ(m2.header.request_id, 31u);
+  EXPECT_STREQ(TypeName(static_cast<uint8_t>(Type::kDrop)), "DROP");
+  EXPECT_STREQ(TypeName(static_cast<uint8_t>(Type::kDropAck)), "DROP_ACK");
+}
+
 TEST(WireMalformed, InstallMessages) {
   // Epoch 0 (no label), a bad region, a discard beyond any region, pages out of order.
   EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 0, {0x10000, 0x800000, 2}))), ErrorCode::kMalformed);
