@@ -12,18 +12,16 @@
 #include <algorithm>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "base/page_io.h"
-#include "heap/replication_record.h"
-#include "replication/curve_auth.h"
 #include "replication/replica_client.h"
 #include "store/page_store.h"
 #include "tools/commands.h"
+#include "tools/replicas.h"
 
 namespace pheap::tools {
 namespace {
@@ -85,44 +83,6 @@ class Collector : public CorruptionReporter {
   Copy* copy_;
   ProgressBar* bar_;
 };
-
-// The replication settings to check the heap's replicas with: --peers, else
-// the heap's record; no peers when neither names any.
-Result<ReplicationRecord> ReplicaSet(const CheckOptions& o, const std::string& store_path) {
-  if (!o.peers.empty()) {
-    std::vector<std::string> peers;
-    std::stringstream in(o.peers);
-    for (std::string p; std::getline(in, p, ',');)
-      if (!p.empty()) peers.push_back(p);
-    auto c = ResolveReplication(peers, o.replicas, 0);
-    if (!c.ok()) return c.status();
-    return ReplicationRecord{*c, o.keys};
-  }
-  if (!store_path.empty()) {
-    auto rec = ReadReplicationRecord(store_path);
-    if (!rec.ok()) return rec.status();
-    if (*rec) return **rec;
-  }
-  return ReplicationRecord{};
-}
-
-Result<std::unique_ptr<ReplicaClient>> OpenReplicas(const std::string& name, const ReplicationRecord& r) {
-  ReplicaClientOptions ro;
-  ro.replication = r.replication;
-  ro.claim = false;
-  ro.timeout = std::chrono::milliseconds(3000);
-  if (!r.keys_dir.empty()) {
-    auto keys = LoadClientKeys(r.keys_dir);
-    if (!keys.ok()) return keys.status().Annotate("reading the CURVE keys");
-    ro.keys = std::move(*keys);
-  } else {
-    for (const auto& ep : r.replication.peers)
-      if (!IsLoopbackEndpoint(ep))
-        return Status::InvalidArgument(
-            fmt::format("peer {} is not on loopback: give the heap's key directory with --keys", ep));
-  }
-  return ReplicaClient::Open(name, ro);
-}
 
 // Reads pages [from, to) from replica i, a run at a time, past each damaged
 // page it finds (a damaged answer serves none of its run: the pages before
@@ -227,7 +187,7 @@ int RunCheck(const CheckOptions& o) {
     if (!v.ok() && c.damaged.empty()) c.error = v.message();
     copies.push_back(std::move(c));
   }
-  auto set = ReplicaSet(o, have_local ? local->path() : "");
+  auto set = ReplicaSetOf(o.replicas, have_local ? local->path() : "");
   if (!set.ok()) return Fail("check", set.status(), o.json);
   if (!have_local && set->replication.peers.empty())
     return Fail("check",
@@ -240,7 +200,7 @@ int RunCheck(const CheckOptions& o) {
   Epoch epoch = have_local ? local->image().epoch : 0;
   Term term = have_local ? local->image().term : 0;
   if (!set->replication.peers.empty()) {
-    auto opened = OpenReplicas(o.name, *set);
+    auto opened = DialReplicas(o.name, *set, /*claim=*/false);
     if (!opened.ok()) {
       Copy c;
       c.where = DescribeReplication(set->replication);

@@ -20,9 +20,18 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
 // Lists the heaps under `dir`: epoch, term, region size, live and stored
 // bytes, holder; stores set aside by recovery are marked as such.
 int RunList(const std::string& dir, bool json);
+// The replica set a command names on its command line (--peers,
+// --replicas, --keys); empty peers: the one the heap records.
+struct ReplicaArgs {
+  std::string peers, keys;
+  uint32_t replicas = 0;  // the heap's replica count (0: the default)
+};
+
 // Removes the store of heap `name` under `dir`; refused while a process
-// holds it open.
-int RunRemove(const std::string& dir, const std::string& name, bool json);
+// holds it open. With `on_replicas`, first removes it from its replicas
+// too, claiming a term so that a writer still running elsewhere is fenced.
+int RunRemove(const std::string& dir, const std::string& name, bool on_replicas, const ReplicaArgs& replicas,
+              bool json);
 // Compacts the store of heap `name` under `dir` now; 1 (with the reason on
 // stderr) if it is held by a running process or cannot be compacted.
 int RunCompact(const std::string& dir, const std::string& name);
@@ -33,8 +42,8 @@ int RunCompact(const std::string& dir, const std::string& name);
 // rewrites it from a good copy. 0: every copy checked and good (or
 // repaired); 2: damage remains; 1: something could not be checked.
 struct CheckOptions {
-  std::string dir, name, peers, keys;
-  uint32_t replicas = 0;  // with peers: the heap's replica count (0: default)
+  std::string dir, name;
+  ReplicaArgs replicas;
   bool repair = false, json = false;
 };
 int RunCheck(const CheckOptions& options);

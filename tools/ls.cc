@@ -7,6 +7,7 @@
 
 #include "store/page_store.h"
 #include "tools/commands.h"
+#include "tools/replicas.h"
 
 namespace pheap::tools {
 namespace {
@@ -89,13 +90,51 @@ int RunList(const std::string& dir, bool json) {
   return 0;
 }
 
-int RunRemove(const std::string& dir, const std::string& name, bool json) {
-  if (Status s = PageStore::Remove(dir, name); !s.ok()) return Fail("rm", s, json);
+int RunRemove(const std::string& dir, const std::string& name, bool on_replicas, const ReplicaArgs& replicas,
+              bool json) {
+  const std::string heap_dir = (std::filesystem::path(dir) / name).string();
+  std::error_code ec;
+  const bool have_local = std::filesystem::is_directory(heap_dir, ec);
+  nlohmann::json removed = nlohmann::json::array();
+  if (on_replicas) {
+    // The replicas go first, while the local record still names them; a
+    // store held open here is refused before any replica is touched.
+    if (const long holder = PageStore::Holder(dir, name); holder > 0)
+      return Fail("rm", Status::Busy(fmt::format("heap '{}' is open in process {}: close it first", name, holder)),
+                  json);
+    auto set = ReplicaSetOf(replicas, have_local ? heap_dir : "");
+    if (!set.ok()) return Fail("rm", set.status(), json);
+    if (set->replication.peers.empty())
+      return Fail("rm",
+                  Status::InvalidArgument(fmt::format(
+                      "heap '{}' records no replicas: name them with --peers, or drop --on-replicas", name)),
+                  json);
+    auto client = DialReplicas(name, *set, /*claim=*/true);
+    if (!client.ok()) return Fail("rm", client.status().Annotate(fmt::format("removing heap '{}'", name)), json);
+    const std::vector<Status> done = (*client)->RemoveHeap();
+    bool all = true;
+    for (size_t i = 0; i < done.size(); ++i) {
+      const std::string& ep = (*client)->replicas()[i];
+      all &= done[i].ok();
+      removed.push_back({{"replica", ep}, {"removed", done[i].ok()}, {"error", done[i].ok() ? "" : done[i].message()}});
+      if (!json) fmt::print("{}: {}\n", ep, done[i].ok() ? "removed" : "NOT removed: " + done[i].ToString());
+    }
+    if (!all) {
+      if (json) fmt::print("{}\n", nlohmann::json{{"heap", name}, {"replicas", removed}, {"local", false}}.dump(2));
+      else fmt::print(stderr, "pheap rm: heap '{}' stays on the replicas above and here; run it again\n", name);
+      return 1;
+    }
+  }
+  if (have_local || !on_replicas)
+    if (Status s = PageStore::Remove(dir, name); !s.ok()) return Fail("rm", s, json);
   if (json) {
-    fmt::print("{}\n", nlohmann::json{{"removed", name}, {"dir", dir}}.dump(2));
+    nlohmann::json j{{"removed", name}, {"dir", dir}, {"local", have_local || !on_replicas}};
+    if (on_replicas) j["replicas"] = removed;
+    fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("heap '{}' removed from {}\n", name, dir);
+  fmt::print("heap '{}' removed from {}{}\n", name, have_local || !on_replicas ? dir : "",
+             on_replicas ? (have_local ? " and its replicas" : "its replicas") : "");
   return 0;
 }
 

@@ -30,10 +30,21 @@ int main(int argc, char** argv) {
   ls->add_option("--dir", dir, "store directory (a peer's --dir works too)")->capture_default_str();
   ls->add_flag("--json", json, "print JSON");
 
+  auto replica_args = [](CLI::App* c, pheap::tools::ReplicaArgs* a) {
+    c->add_option("--peers", a->peers, "the heap's peers (default: those the heap records)");
+    c->add_option("--replicas", a->replicas, "with --peers: the heap's replica count");
+    c->add_option("--keys", a->keys, "with --peers: CURVE key directory");
+  };
   auto* rm = app.add_subcommand("rm", "remove a heap's local store (refused while a process holds it)");
   rm->add_option("name", name, "heap name")->required();
   rm->add_option("--dir", dir, "store directory")->capture_default_str();
   rm->add_flag("--json", json, "print JSON");
+  bool rm_on_replicas = false;
+  pheap::tools::ReplicaArgs rm_replicas;
+  rm->add_flag("--on-replicas", rm_on_replicas,
+               "remove it from its replicas too (those it records, or --peers); a writer still running elsewhere "
+               "is fenced");
+  replica_args(rm, &rm_replicas);
 
   auto* compact = app.add_subcommand("compact", "compact a heap's store now (a heap in use compacts itself)");
   compact->add_option("name", name, "heap name")->required();
@@ -46,9 +57,7 @@ int main(int argc, char** argv) {
       "read every live page of a heap, locally and on each replica, and report each copy that fails its checksum");
   check->add_option("name", check_opts.name, "heap name")->required();
   check->add_option("--dir", check_opts.dir, "store directory")->capture_default_str();
-  check->add_option("--peers", check_opts.peers, "the heap's peers (default: those the heap records)");
-  check->add_option("--replicas", check_opts.replicas, "with --peers: the heap's replica count");
-  check->add_option("--keys", check_opts.keys, "with --peers: CURVE key directory");
+  replica_args(check, &check_opts.replicas);
   check->add_flag("--repair", check_opts.repair,
                   "rewrite each damaged copy from a good one (the heap must not be open in a process)");
   check->add_flag("--json", check_opts.json, "print JSON");
@@ -109,7 +118,7 @@ int main(int argc, char** argv) {
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
   if (*ls) return pheap::tools::RunList(dir, json);
-  if (*rm) return pheap::tools::RunRemove(dir, name, json);
+  if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
   if (*compact) return pheap::tools::RunCompact(dir, name);
   if (*check) return pheap::tools::RunCheck(check_opts);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);

@@ -274,6 +274,56 @@ TEST_F(PheapCli, CheckFindsDamageLocallyAndOnReplicasAndRepairsIt) {
   pheap_close(h);
 }
 
+// Log files of heap `name` under a peer's directory.
+int StoredLogFiles(const std::string& peer_dir, const std::string& name) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(peer_dir, ec))
+    n += f.path().extension() == ".pheap" && f.path().parent_path().filename() == name;
+  return n;
+}
+
+// rm --on-replicas removes the heap here and on every replica, fences a
+// writer still running elsewhere, and leaves the name free for a new heap.
+TEST_F(PheapCli, RmOnReplicasRemovesEverywhereAndFencesAWriter) {
+  pheaptest::LocalPeers peers(g_pheap, dir_, 3);
+  const std::string repl = ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints();
+  pheap* h = pheap_open("gone", ("dir=" + dir_ + repl).c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_EQ(pheap_set_root(h, "x", pheap_calloc(h, 1, 64)), 0);
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  for (int i = 0; i < 3; ++i) ASSERT_GT(StoredLogFiles(peers.dir(i), "gone"), 0) << "peer " << i;
+
+  // Another machine's writer, restored from the replicas into its own directory.
+  const std::string other = dir_ + "/other";
+  pheap* w = pheap_open("gone", ("dir=" + other + repl).c_str());
+  ASSERT_NE(w, nullptr) << pheap_last_error();
+  ASSERT_NE(pheap_root(w, "x"), nullptr);
+
+  std::string out, err;
+  ASSERT_EQ(Pheap("rm gone --on-replicas --json --dir " + dir_, &out, &err), 0) << out << err;
+  nlohmann::json j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["replicas"].size(), 3u) << j.dump(2);
+  for (const auto& r : j["replicas"]) EXPECT_TRUE(r["removed"].get<bool>()) << r.dump(2);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/gone"));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(StoredLogFiles(peers.dir(i), "gone"), 0) << "peer " << i;
+
+  // The writer elsewhere is fenced: its commit is refused, not acknowledged.
+  ASSERT_EQ(pheap_set_root(w, "y", pheap_calloc(w, 1, 64)), 0);
+  EXPECT_LT(pheap_commit(w), 0);
+  EXPECT_NE(std::string(pheap_last_error()).find("term"), std::string::npos) << pheap_last_error();
+  pheap_close(w);
+
+  // The name is free: a new heap starts empty on the same peers.
+  h = pheap_open("gone", ("dir=" + dir_ + repl).c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  EXPECT_EQ(pheap_root(h, "x"), nullptr);
+  ASSERT_EQ(pheap_set_root(h, "z", pheap_calloc(h, 1, 64)), 0);
+  EXPECT_GT(pheap_commit(h), 0) << pheap_last_error();
+  pheap_close(h);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
