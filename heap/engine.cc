@@ -27,6 +27,7 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "staging_keep",  "salvage",       "log_file_size", "direct_write",
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
                                   "restore"};
+    k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
     return k;
@@ -101,6 +102,13 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   if (!timeout.ok()) return timeout.status();
   if (*timeout == 0) return Status::InvalidArgument("config replica_timeout_ms=0: give a timeout in milliseconds");
   o.replica_timeout_ms = *timeout;
+  if (config.Get("replica_open_timeout_ms")) {
+    auto open_timeout = config.GetU64("replica_open_timeout_ms", 0);
+    if (!open_timeout.ok()) return open_timeout.status();
+    if (*open_timeout == 0)
+      return Status::InvalidArgument("config replica_open_timeout_ms=0: give a timeout in milliseconds");
+    o.replica_open_timeout_ms = *open_timeout;
+  }
   auto restore = config.GetBool("restore", true);
   if (!restore.ok()) return restore.status();
   o.restore = *restore;
@@ -266,6 +274,8 @@ Status Engine::OpenReplicas(const std::string& name, const EngineOptions& option
   ReplicaClientOptions ro;
   ro.replication = options.replication;
   ro.timeout = std::chrono::milliseconds(options.replica_timeout_ms);
+  if (options.replica_open_timeout_ms != 0)
+    ro.open_timeout = std::chrono::milliseconds(options.replica_open_timeout_ms);
   if (!options.keys_dir.empty()) {
     auto keys = LoadClientKeys(options.keys_dir);
     if (!keys.ok()) return keys.status().Annotate(fmt::format("heap '{}': reading the CURVE keys", name));

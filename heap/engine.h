@@ -38,7 +38,9 @@ struct EngineOptions {
   // true: the configured peers (none: the local store alone) replace the
   // recorded ones.
   bool replication_change = false;
-  uint64_t replica_timeout_ms = 5000;  // a commit or open without a quorum fails after this
+  uint64_t replica_timeout_ms = 5000;  // a commit without a quorum fails after this
+  // An open without a majority fails after this; 0: replica_timeout_ms.
+  uint64_t replica_open_timeout_ms = 0;
   bool restore = true;           // an empty dir takes the replicas' image in the background
   bool restore_progress = true;  // show the restore's progress on stderr when it is a terminal
   // Compact the store in the background (store/compactor.h), when its log
@@ -54,7 +56,7 @@ class Engine {
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
   // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
   // direct_write, compact, compact_ratio, peers, replicas, quorum, keys,
-  // replication, replica_timeout_ms, restore. Bad values are errors naming
+  // replication, replica_timeout_ms, replica_open_timeout_ms, restore. Bad values are errors naming
   // the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // The default base of heap `name`: a slot chosen by its heap id.

@@ -104,15 +104,16 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
     r->ship->socket().set(zmq::sockopt::sndtimeo, 0);
     c->replicas_.push_back(std::move(r));
   }
-  PHEAP_RETURN_IF_ERROR(c->Hello());
+  const auto deadline = ReplicaClock::now() + c->OpenTimeout();
+  PHEAP_RETURN_IF_ERROR(c->Hello(deadline));
   if (options.claim) {
-    PHEAP_RETURN_IF_ERROR(c->Claim());
+    PHEAP_RETURN_IF_ERROR(c->Claim(deadline));
     // A writer of an older term may have made an epoch durable between the
     // HELLOs and the claim; once a majority promised this term it cannot
     // any more, and that majority holds every durable epoch. Ask again.
     if (c->newer_at_claim_) {
       for (auto& r : c->replicas_) r->answered = false;
-      PHEAP_RETURN_IF_ERROR(c->Hello());
+      PHEAP_RETURN_IF_ERROR(c->Hello(deadline));
     }
     // A replica behind the durable image holds epochs this new writer never
     // had to retain, and one holding another image (an older writer's epoch
@@ -129,10 +130,9 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
   return c;
 }
 
-Status ReplicaClient::Hello() {
+Status ReplicaClient::Hello(ReplicaClock::time_point deadline) {
   const size_t k = replicas_.size();
   const size_t majority = Majority(static_cast<uint32_t>(k));
-  const auto deadline = ReplicaClock::now() + options_.timeout;
   auto sent = ReplicaClock::now() - options_.resend;  // send at once
   std::optional<ReplicaClock::time_point> majority_at;
   size_t answered = 0;
@@ -158,7 +158,7 @@ Status ReplicaClient::Hello() {
   }
   if (answered < majority)
     return Status::Timeout(fmt::format("heap '{}': {} of {} replicas answered HELLO within {} ms, {} needed: {}", name_,
-                                       answered, k, options_.timeout.count(), majority, Describe()));
+                                       answered, k, OpenTimeout().count(), majority, Describe()));
   // No PAGES message may exceed what any replica accepts.
   for (const auto& r : replicas_)
     if (r->answered && r->manifest.max_message_bytes != 0)
@@ -183,7 +183,7 @@ Status ReplicaClient::Hello() {
   return Status::Ok();
 }
 
-Status ReplicaClient::Claim() {
+Status ReplicaClient::Claim(ReplicaClock::time_point deadline) {
   const size_t k = replicas_.size();
   const size_t majority = Majority(static_cast<uint32_t>(k));
   Term top = 0;
@@ -193,7 +193,6 @@ Status ReplicaClient::Claim() {
   std::vector<int> verdict(k, kNoReply);
   size_t granted = 0, refused = 0;
   Term newer = 0;
-  const auto deadline = ReplicaClock::now() + options_.timeout;
   auto sent = ReplicaClock::now() - options_.resend;  // send at once
   for (;;) {
     // A majority of grants owns the term; the rest learn it from PAGES.
@@ -226,8 +225,8 @@ Status ReplicaClient::Claim() {
         "heap '{}': term {} granted by {} of {} replicas, {} needed; a replica promised term {} to another writer: "
         "close that writer (or wait until it is gone) and open again",
         name_, term_, granted, k, majority, newer));
-  return Status::Timeout(fmt::format("heap '{}': term {} granted by {} of {} replicas within {} ms, {} needed: {}", name_,
-                                     term_, granted, k, options_.timeout.count(), majority, Describe()));
+  return Status::Timeout(fmt::format("heap '{}': term {} granted by {} of {} replicas within {} ms, {} needed: {}",
+                                     name_, term_, granted, k, OpenTimeout().count(), majority, Describe()));
 }
 
 ImageInfo ReplicaClient::image() const { return image_; }

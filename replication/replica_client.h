@@ -82,9 +82,14 @@ struct ReplicaClientOptions {
   // Writer: claim a term at Open. A reader (recovery into another process,
   // inspection) does not, and its Persist is refused.
   bool claim = true;
-  // Open and Persist give up after this long without a majority (Open) or a
-  // quorum (Persist), with an error naming every replica's state.
+  // Persist gives up after this long without a quorum, with an error naming
+  // every replica's state.
   std::chrono::milliseconds timeout{5000};
+  // Open gives up after this long without a majority (HELLO and the claim
+  // together); absent: `timeout`. Replicas that are up answer within a few
+  // round trips, so a program that would rather start without its peers
+  // than wait for them sets it short.
+  std::optional<std::chrono::milliseconds> open_timeout;
   // A replica silent this long is sent its request again.
   std::chrono::milliseconds resend{500};
   // One FETCH on one replica; on expiry the next replica is asked.
@@ -186,8 +191,10 @@ class ReplicaClient final : public PageSource, public EpochSink {
   struct Round;
   struct Install;
   ReplicaClient(std::string name, const ReplicaClientOptions& options);
-  Status Hello();
-  Status Claim();
+  std::chrono::milliseconds OpenTimeout() const { return options_.open_timeout.value_or(options_.timeout); }
+  // Both give up at `deadline` (Open's, from OpenTimeout).
+  Status Hello(std::chrono::steady_clock::time_point deadline);
+  Status Claim(std::chrono::steady_clock::time_point deadline);
   // Waits up to `wait` for replies on the shipping connections and hands
   // each to `on` with the replica's index.
   void PollReplies(std::chrono::milliseconds wait, const std::function<void(size_t, const Received&)>& on);

@@ -462,6 +462,17 @@ TEST_F(EngineReplicated, ConfigKeysReachTheOptions) {
   EXPECT_EQ(o->replication.replicas, 3u);
   EXPECT_EQ(o->replication.quorum, 3u);
   EXPECT_EQ(o->replica_timeout_ms, 700u);
+  EXPECT_EQ(o->replica_open_timeout_ms, 0u) << "none given: the open takes replica_timeout_ms";
+  cfg = Config::Parse("peers=ipc:///x;replica_open_timeout_ms=250", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->replica_open_timeout_ms, 250u);
+  cfg = Config::Parse("peers=ipc:///x;replica_open_timeout_ms=0", Engine::ConfigKeys());
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  o = Engine::OptionsFromConfig(*cfg);
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.status().message().find("replica_open_timeout_ms"), std::string::npos) << o.status().ToString();
   auto bad = Config::Parse("quorum=2", Engine::ConfigKeys());
   ASSERT_TRUE(bad.ok());
   EXPECT_FALSE(Engine::OptionsFromConfig(*bad).ok()) << "a quorum without peers is an error";

@@ -239,11 +239,20 @@ TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
   peers_[0]->Signal(SIGKILL);
   peers_[1]->Signal(SIGKILL);
   auto o = Options();
-  o.timeout = 600ms;
+  o.timeout = 600ms;  // the open's too, without an open_timeout
   auto c = ReplicaClient::Open(kHeap, o);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Status::Code::kTimeout);
-  EXPECT_NE(c.status().message().find("1 of 3 replicas answered HELLO"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("1 of 3 replicas answered HELLO within 600 ms"), std::string::npos)
+      << c.status().message();
+  // open_timeout bounds the open alone; a commit would wait a minute.
+  o.timeout = 60s;
+  o.open_timeout = 300ms;
+  c = ReplicaClient::Open(kHeap, o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Status::Code::kTimeout);
+  EXPECT_NE(c.status().message().find("1 of 3 replicas answered HELLO within 300 ms"), std::string::npos)
+      << c.status().message();
 }
 
 }  // namespace
