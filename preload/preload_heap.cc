@@ -12,9 +12,9 @@
 //     the heap cannot be opened the program still runs, on glibc's malloc,
 //     after a one-line message naming the cause; PHEAP_REQUIRE=1 makes that
 //     an exit with status 70 instead. Peers that do not answer hold the
-//     start for PHEAP_REPLICA_TIMEOUT_MS (default 5000) before that
-//     message, which then names them: an open never takes the heap's term
-//     without a majority of its replicas, and running on without them
+//     start for PHEAP_REPLICA_OPEN_TIMEOUT_MS (default 1000 here) before
+//     that message, which then names them: an open never takes the heap's
+//     term without a majority of its replicas, and running on without them
 //     would write epochs no replica holds.
 //   - Reruns: a heap that holds no root but the statistics record (its
 //     programs never set one through pheap_default()) opens as a new
@@ -85,6 +85,10 @@ void LibcFaultsAround(bool on);
 constexpr size_t kMaxPauseSamples = 1 << 16;
 constexpr uint64_t kStagingBytes = uint64_t{8} << 20;  // staging_max and staging_keep
 constexpr uint64_t kCommitMs = 1000;                   // the default period of commits
+// How long the start waits for a majority of the heap's peers: those that
+// are up answer within a few round trips, and a program should not stall
+// for long on peers that are not, only to run without persistence.
+constexpr uint64_t kReplicaOpenTimeoutMs = 1000;
 
 PersistentHeap* g_heap = nullptr;
 PreloadStats* g_stats = nullptr;  // inside the region
@@ -319,7 +323,7 @@ Result<bool> ThisProcessPersists() {
 // What a failed open needs to say about the heap's peers.
 struct PeersTried {
   std::vector<std::string> peers;  // empty: the heap has none
-  uint64_t timeout_ms = 0;         // replica_timeout_ms
+  uint64_t timeout_ms = 0;         // replica_open_timeout_ms
 };
 
 // The heap of this process, or an error; `tried` gets its peers.
@@ -340,11 +344,12 @@ Result<std::unique_ptr<PersistentHeap>> OpenHeap(PeersTried* tried) {
   // commits every second by default.
   const ConfigDefaults defaults = {{"commit_ms", std::to_string(kCommitMs)},
                                    {"staging_max", std::to_string(kStagingBytes)},
-                                   {"staging_keep", std::to_string(kStagingBytes)}};
+                                   {"staging_keep", std::to_string(kStagingBytes)},
+                                   {"replica_open_timeout_ms", std::to_string(kReplicaOpenTimeoutMs)}};
   auto options = PersistentHeap::OptionsFromConfig(nullptr, defaults);
   if (!options.ok()) return options.status();
   tried->peers = options->engine.replication.peers;
-  tried->timeout_ms = options->engine.replica_timeout_ms;
+  tried->timeout_ms = options->engine.replica_open_timeout_ms;
   g_commit_ms = options->commit_ms;
   options->commit_ms = 0;    // the committer here measures each commit instead
   auto c = PreloadConfig();  // after ThisProcessPersists recorded run_pid
@@ -448,8 +453,8 @@ std::string WhatToCheck(const Status& st, const PeersTried& tried) {
   for (const auto& p : tried.peers) peers.append(peers.empty() ? "" : ", ").append(p);
   return "Start the heap's peers (" + peers +
          ") with `pheap peer --listen EP`, and check their endpoints (PHEAP_PEERS) and keys (PHEAP_KEYS) with "
-         "`pheap peer status EP`; PHEAP_REPLICA_TIMEOUT_MS (now " +
-         std::to_string(tried.timeout_ms) + ") bounds this wait";
+         "`pheap peer status EP`; PHEAP_REPLICA_OPEN_TIMEOUT_MS (now " +
+         std::to_string(tried.timeout_ms) + ") bounds this wait: raise it for distant peers";
 }
 
 __attribute__((constructor)) void PreloadInit() {
