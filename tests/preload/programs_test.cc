@@ -34,6 +34,7 @@
 
 #include "heap/preload_stats.h"
 #include "store/page_store.h"
+#include "tests/support/local_peers.h"
 #include "tests/support/nobody.h"
 
 extern char** environ;
@@ -645,37 +646,6 @@ TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
 }
 
-// Peers on this machine, as `pheap peer` processes; SIGTERM at the end.
-class LocalPeers {
- public:
-  explicit LocalPeers(int n) {
-    for (int i = 0; i < n; ++i) {
-      const std::string dir = (g_tmp / ("peer" + std::to_string(i))).string();
-      const std::string ep = "ipc://" + dir + ".sock";
-      endpoints_ += (i ? "," : "") + ep;
-      pid_t pid = fork();
-      if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(g_paths.pheap.c_str(), g_paths.pheap.c_str(), "peer", "--listen", ep.c_str(), "--dir", dir.c_str(),
-              static_cast<char*>(nullptr));
-        _exit(127);
-      }
-      pids_.push_back(pid);
-    }
-  }
-  ~LocalPeers() {
-    for (pid_t p : pids_) kill(p, SIGTERM);
-    for (pid_t p : pids_) waitpid(p, nullptr, 0);
-  }
-  const std::string& endpoints() const { return endpoints_; }
-
- private:
-  std::string endpoints_;
-  std::vector<pid_t> pids_;
-};
-
 // ZeroMQ is opened only for a heap with peers: a program run without them
 // does not map it. With two peers, a program's heap reaches them, and a
 // reader with an empty directory gets every byte back from them.
@@ -686,7 +656,7 @@ TEST(Worker, ReplicatesToPeersAndMapsZeroMqOnlyThen) {
   EXPECT_NE(alone.out.find("libpheap_preload.so"), std::string::npos) << alone.out;
   EXPECT_EQ(alone.out.find("libzmq"), std::string::npos) << alone.out;
 
-  LocalPeers peers(2);
+  pheaptest::LocalPeers peers(g_paths.pheap, g_tmp.string(), 2);
   auto env = PreloadEnv("zmq-peers", "0");
   env.push_back("PHEAP_PEERS=" + peers.endpoints());
   Outcome with = RunProgram({"cat", "/proc/self/maps"}, env);
