@@ -400,6 +400,25 @@ std::string JsonEscape(std::string_view s) {
 
 }  // namespace
 
+Result<wire::StatusReply> QueryPeerStatus(const std::string& endpoint, const std::string& keys_dir,
+                                          std::chrono::milliseconds timeout) {
+  std::optional<CurveClientKeys> keys;
+  if (!keys_dir.empty()) {
+    auto k = LoadClientKeys(keys_dir);
+    if (!k.ok()) return k.status();
+    keys = *k;
+  }
+  zmq::context_t ctx;
+  auto ch = PeerChannel::Connect(ctx, endpoint, keys ? &*keys : nullptr);
+  if (!ch.ok()) return ch.status();
+  auto r = (*ch)->Call(wire::EncodeStatus((*ch)->NextRequestId()), timeout);
+  if (!r.ok()) return r.status();
+  if (Status s = ErrorStatus(**r); !s.ok()) return s;
+  const auto* st = std::get_if<wire::StatusReply>(&(*r)->msg.body);
+  if (st == nullptr) return Status::InvalidArgument("the peer answered STATUS with something else");
+  return *st;
+}
+
 int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bool json) {
   auto fail = [&](const Status& s) {
     if (!json) {
@@ -410,20 +429,9 @@ int PrintPeerStatus(const std::string& endpoint, const std::string& keys_dir, bo
                JsonEscape(endpoint), s.CodeName(), s.err(), JsonEscape(s.ToString()));
     return 1;
   };
-  std::optional<CurveClientKeys> keys;
-  if (!keys_dir.empty()) {
-    auto k = LoadClientKeys(keys_dir);
-    if (!k.ok()) return fail(k.status());
-    keys = *k;
-  }
-  zmq::context_t ctx;
-  auto ch = PeerChannel::Connect(ctx, endpoint, keys ? &*keys : nullptr);
-  if (!ch.ok()) return fail(ch.status());
-  auto r = (*ch)->Call(wire::EncodeStatus((*ch)->NextRequestId()), std::chrono::seconds(5));
-  if (!r.ok()) return fail(r.status());
-  if (Status s = ErrorStatus(**r); !s.ok()) return fail(s);
-  const auto* st = std::get_if<wire::StatusReply>(&(*r)->msg.body);
-  if (st == nullptr) return fail(Status::InvalidArgument("the peer answered STATUS with something else"));
+  auto reply = QueryPeerStatus(endpoint, keys_dir, std::chrono::seconds(5));
+  if (!reply.ok()) return fail(reply.status());
+  const wire::StatusReply* st = &*reply;
   if (json) {
     fmt::print("{{\"endpoint\":\"{}\",\"clients\":{},\"uptime_ms\":{},\"heaps\":[", endpoint, st->body.clients, st->body.uptime_ms);
     for (size_t i = 0; i < st->heaps.size(); ++i) {

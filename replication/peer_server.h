@@ -14,6 +14,7 @@
 //                 endpoint.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -65,6 +66,12 @@ class PeerServer {
 // exit code: 0 after a clean stop, 1 if it cannot start (the reason is
 // logged).
 int RunPeerDaemon(const PeerOptions& options);
+
+// Asks the peer at `endpoint` what it holds (STATUS): its heaps, epochs,
+// bytes stored, health. keys_dir: as for a client (curve_auth.h); empty
+// for no encryption. Fails when the peer does not answer within `timeout`.
+Result<wire::StatusReply> QueryPeerStatus(const std::string& endpoint, const std::string& keys_dir,
+                                          std::chrono::milliseconds timeout);
 
 // `pheap peer status ENDPOINT`: asks the peer for its heaps, epochs, bytes
 // stored and clients connected, and prints them (a table, or JSON).

@@ -254,7 +254,8 @@ void ReplicaClient::AdoptImage(const ImageInfo& local) {
 std::vector<ReplicaState> ReplicaClient::state() const {
   std::vector<ReplicaState> out;
   for (const auto& r : replicas_)
-    out.push_back({r->endpoint, r->answered, r->durable.load(), r->promised.load(), r->installing.load()});
+    out.push_back({r->endpoint, r->answered, r->durable.load(), r->promised.load(),
+                   r->answered ? r->manifest.image_term : 0, r->installing.load()});
   return out;
 }
 

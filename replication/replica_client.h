@@ -107,6 +107,7 @@ struct ReplicaState {
   bool answered = false;    // answered HELLO at Open
   Epoch durable = 0;        // last durable epoch known to be there
   Term promised = 0;        // its promised term, as last seen
+  Term image_term = 0;      // the term that wrote its durable epoch, as of HELLO
   bool installing = false;  // an image is being installed on it
 };
 
