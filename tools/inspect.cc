@@ -14,6 +14,7 @@
 #include "heap/preload_stats.h"
 #include "heap/stored_image.h"
 #include "store/page_store.h"
+#include "tools/inspect_replicas.h"
 
 namespace pheap::tools {
 namespace {
@@ -36,7 +37,7 @@ std::string Demangled(const std::string& type) {
 
 }  // namespace
 
-int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify) {
+int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas) {
   PageStoreOptions o;
   o.read_only = true;
   o.create_if_missing = false;
@@ -80,6 +81,9 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
                       {"commit_ms", preload->commit_ms}, {"pause_p50_ns", preload->pause_p50_ns},
                       {"pause_p99_ns", preload->pause_p99_ns}, {"pause_max_ns", preload->pause_max_ns}};
+    auto rows = InspectReplicas(name, replicas, (*store)->path(), im, json);
+    j["replicas"] = rows.ok() ? *rows : nlohmann::json::array();
+    if (!rows.ok()) j["replicas_error"] = rows.status().message();
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("heap          {}\n", name);
@@ -104,6 +108,8 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       fmt::print("preload       {} (pid {}): {} commits every {} ms, pause p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms\n",
                  preload->program, preload->pid, preload->commits, preload->commit_ms, preload->pause_p50_ns / 1e6,
                  preload->pause_p99_ns / 1e6, preload->pause_max_ns / 1e6);
+    if (auto rows = InspectReplicas(name, replicas, (*store)->path(), im, json); !rows.ok())
+      fmt::print("replicas      cannot be read: {}\n", rows.status().ToString());
   }
   return verified.ok() ? 0 : 2;
 }

@@ -17,6 +17,11 @@ int main(int argc, char** argv) {
   demo->add_option("--dir", demo_dir, "store directory (default: a fresh temporary one)");
   demo->add_flag("--keep", keep, "keep the temporary store afterwards");
 
+  auto replica_args = [](CLI::App* c, pheap::tools::ReplicaArgs* a) {
+    c->add_option("--peers", a->peers, "the heap's peers (default: those the heap records)");
+    c->add_option("--replicas", a->replicas, "with --peers: the heap's replica count");
+    c->add_option("--keys", a->keys, "with --peers: CURVE key directory");
+  };
   std::string dir = "./.pheap", name;
   bool json = false, verify = false;
   auto* inspect = app.add_subcommand("inspect", "show what a heap's store holds");
@@ -24,17 +29,14 @@ int main(int argc, char** argv) {
   inspect->add_option("--dir", dir, "store directory")->capture_default_str();
   inspect->add_flag("--json", json, "print JSON");
   inspect->add_flag("--verify", verify, "read every live page and check its checksum");
+  pheap::tools::ReplicaArgs inspect_replicas;
+  replica_args(inspect, &inspect_replicas);
 
   auto* ls =
       app.add_subcommand("ls", "list the heaps of a directory: epoch, term, size, live and stored bytes, holder");
   ls->add_option("--dir", dir, "store directory (a peer's --dir works too)")->capture_default_str();
   ls->add_flag("--json", json, "print JSON");
 
-  auto replica_args = [](CLI::App* c, pheap::tools::ReplicaArgs* a) {
-    c->add_option("--peers", a->peers, "the heap's peers (default: those the heap records)");
-    c->add_option("--replicas", a->replicas, "with --peers: the heap's replica count");
-    c->add_option("--keys", a->keys, "with --peers: CURVE key directory");
-  };
   auto* rm = app.add_subcommand("rm", "remove a heap's local store (refused while a process holds it)");
   rm->add_option("name", name, "heap name")->required();
   rm->add_option("--dir", dir, "store directory")->capture_default_str();
@@ -116,7 +118,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
-  if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify);
+  if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
   if (*compact) return pheap::tools::RunCompact(dir, name);

@@ -34,8 +34,10 @@ class LocalPeers {
     }
   }
   ~LocalPeers() {
-    for (pid_t p : pids_) kill(p, SIGTERM);
-    for (pid_t p : pids_) waitpid(p, nullptr, 0);
+    for (pid_t p : pids_)
+      if (p > 0) kill(p, SIGTERM);
+    for (pid_t p : pids_)
+      if (p > 0) waitpid(p, nullptr, 0);
   }
   LocalPeers(const LocalPeers&) = delete;
   LocalPeers& operator=(const LocalPeers&) = delete;
@@ -43,6 +45,14 @@ class LocalPeers {
   const std::string& endpoints() const { return endpoints_; }
   // Peer i's store directory.
   const std::string& dir(int i) const { return dirs_.at(static_cast<size_t>(i)); }
+  // Stops peer i for good (SIGKILL), as a machine lost.
+  void Kill(int i) {
+    pid_t& p = pids_.at(static_cast<size_t>(i));
+    if (p <= 0) return;
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+    p = -1;
+  }
 
  private:
   std::string endpoints_;

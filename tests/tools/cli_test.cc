@@ -324,6 +324,37 @@ TEST_F(PheapCli, RmOnReplicasRemovesEverywhereAndFencesAWriter) {
   pheap_close(h);
 }
 
+// inspect names each replica of the heap's set: its (term, epoch), lag and
+// bytes stored, and a peer that is gone as not reachable.
+TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
+  pheaptest::LocalPeers peers(g_pheap, dir_, 3);
+  pheap* h = pheap_open("seen", ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints()).c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_EQ(pheap_set_root(h, "x", pheap_calloc(h, 1, 64)), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+
+  std::string out, err;
+  ASSERT_EQ(Pheap("inspect seen --json --dir " + dir_, &out, &err), 0) << err;
+  nlohmann::json j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["replicas"].size(), 3u) << j.dump(2);
+  for (const auto& r : j["replicas"]) {
+    EXPECT_TRUE(r["reachable"].get<bool>()) << r.dump(2);
+    EXPECT_EQ(r["epoch"], j["epoch"]) << r.dump(2);
+    EXPECT_EQ(r["term"], j["term"]) << r.dump(2);
+    EXPECT_EQ(r["lag_epochs"], 0) << r.dump(2);
+    EXPECT_GT(r["bytes_on_disk"].get<uint64_t>(), 0u) << r.dump(2);
+    EXPECT_EQ(r["error"], "") << r.dump(2);
+  }
+
+  peers.Kill(2);
+  out.clear();
+  ASSERT_EQ(Pheap("inspect seen --dir " + dir_, &out, &err), 0) << err;
+  EXPECT_NE(out.find("peer2.sock"), std::string::npos) << out;
+  EXPECT_NE(out.find("not reachable"), std::string::npos) << out;
+  EXPECT_NE(out.find("0 behind"), std::string::npos) << out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
