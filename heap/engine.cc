@@ -198,8 +198,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     // Every acknowledged epoch is on the replicas: the damaged local store
     // is set aside (never deleted) and the heap restored from them.
     const std::string path = options.dir + "/" + name;
-    std::string aside = path + ".damaged";
-    for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n) aside = fmt::format("{}.damaged.{}", path, n);
+    const std::string aside = PageStore::SetAsideName(path, PageStore::kDamagedMark, "");
     if (int r = os().rename(path.c_str(), aside.c_str()); r < 0)
       return store.status().Annotate(fmt::format("opening heap '{}' (setting it aside as {} failed: {})", name, aside,
                                                  std::strerror(-r)));
@@ -302,9 +301,8 @@ Status Engine::OpenReplicas(const std::string& name, const EngineOptions& option
   const ImageInfo here = store_->image(), there = client_->image();
   if (here.epoch != 0 && NewerImage(there, here)) {
     const std::string path = store_->path();
-    std::string aside = fmt::format("{}.stale-epoch-{}-term-{}", path, here.epoch, here.term);
-    for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n)
-      aside = fmt::format("{}.stale-epoch-{}-term-{}.{}", path, here.epoch, here.term, n);
+    const std::string aside =
+        PageStore::SetAsideName(path, PageStore::kStaleEpochMark, fmt::format("{}-term-{}", here.epoch, here.term));
     store_.reset();
     if (int r = os().rename(path.c_str(), aside.c_str()); r < 0)
       return Status::FromErrno(fmt::format("heap '{}': setting the stale local store {} aside as {}", name, path,

@@ -24,7 +24,7 @@ namespace pheap {
 namespace peer_internal {
 
 // Directories of stores set aside are named <heap>.stale-epoch-N[.K].
-inline constexpr std::string_view kStaleMark = ".stale-epoch-";
+inline constexpr std::string_view kStaleMark = PageStore::kStaleEpochMark;
 
 PageBuffer AllocPages(uint64_t pages);
 

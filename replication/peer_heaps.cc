@@ -373,9 +373,7 @@ Reply HeapTable::Drop(const wire::Message& m) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  std::string aside = fmt::format("{}{}0-removed", h->dir, kStaleMark);
-  for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n)
-    aside = fmt::format("{}{}0-removed.{}", h->dir, kStaleMark, n);
+  const std::string aside = PageStore::SetAsideName(h->dir, kStaleMark, "0-removed");
   std::error_code ec;
   if (std::filesystem::exists(h->dir, ec)) {
     std::filesystem::rename(h->dir, aside, ec);

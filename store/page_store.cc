@@ -88,6 +88,17 @@ long PageStore::Holder(const std::string& dir, const std::string& name) {
   return holder;
 }
 
+std::string PageStore::SetAsideName(const std::string& path, std::string_view mark, const std::string& detail) {
+  const std::string first = path + std::string(mark) + detail;
+  std::string aside = first;
+  for (int n = 2; ::access(aside.c_str(), F_OK) == 0; ++n) aside = fmt::format("{}.{}", first, n);
+  return aside;
+}
+
+bool PageStore::IsSetAside(const std::string& name) {
+  return name.find(kStaleEpochMark) != std::string::npos || name.find(kDamagedMark) != std::string::npos;
+}
+
 Status PageStore::Remove(const std::string& dir, const std::string& name) {
   PHEAP_RETURN_IF_ERROR(ValidateHeapName(name));
   Impl impl(dir, name, PageStoreOptions{}, nullptr);

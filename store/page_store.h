@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/page_io.h"
 #include "base/status.h"
@@ -106,6 +107,19 @@ class PageStore final : public PageSource, public EpochSink {
   // aside in one step, then deletes it. A crash part way leaves either the
   // whole store or a `.NAME.removed-PID` directory, never a damaged heap.
   static Status Remove(const std::string& dir, const std::string& name);
+
+  // A store that must not be served is set aside, never deleted: its
+  // directory is renamed to PATH + a mark + a detail. The marks say why:
+  // damaged before its last durable epoch (kDamagedMark), or holding epochs
+  // outside the replicas' lineage or removed by DROP (kStaleEpochMark, whose
+  // TERM a peer keeps honouring).
+  static constexpr std::string_view kDamagedMark = ".damaged";
+  static constexpr std::string_view kStaleEpochMark = ".stale-epoch-";
+  // The first of PATH+mark+detail, then PATH+mark+detail.2, .3, ... that
+  // does not exist yet.
+  static std::string SetAsideName(const std::string& path, std::string_view mark, const std::string& detail);
+  // Whether the directory named `name` is a store set aside.
+  static bool IsSetAside(const std::string& name);
   // A create that failed: removes the heap's directory, as Remove does, if
   // this open created it and no epoch became durable in it (nor is an
   // install under way); otherwise leaves everything as it is. The store

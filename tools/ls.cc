@@ -12,12 +12,6 @@
 namespace pheap::tools {
 namespace {
 
-// Recovery renames a store it must not use to NAME.stale-epoch-E-term-T or
-// NAME.damaged[.N] (docs/design.md); a removal in progress is .NAME.removed-PID.
-bool SetAside(const std::string& name) {
-  return name.find(".stale-epoch-") != std::string::npos || name.find(".damaged") != std::string::npos;
-}
-
 // 40K, 12.5M, 3.2G: a size a person reads at a glance.
 std::string Size(uint64_t bytes) {
   if (bytes < (uint64_t{1} << 20)) return fmt::format("{}K", (bytes + 1023) >> 10);
@@ -59,7 +53,7 @@ int RunList(const std::string& dir, bool json) {
     o.create_if_missing = false;
     auto store = PageStore::Open(dir, name, o);
     const long holder = PageStore::Holder(dir, name);
-    const bool aside = SetAside(name);
+    const bool aside = PageStore::IsSetAside(name);
     if (!store.ok()) {
       if (json) {
         heaps.push_back({{"name", name}, {"set_aside", aside}, {"error", store.status().ToString()}});
