@@ -14,19 +14,24 @@ Result<std::unique_ptr<PeerChannel>> PeerChannel::Connect(zmq::context_t& ctx, c
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxFrameBytes));
-  s.set(zmq::sockopt::heartbeat_ivl, 1000);
-  s.set(zmq::sockopt::heartbeat_timeout, 5000);
-  s.set(zmq::sockopt::heartbeat_ttl, 10000);
+  // A cut is found by the kernel, not by ZeroMQ heartbeats: a PING that a
+  // peer reads from a connection that failed while the peer's input was
+  // stopped by its high-water mark trips an assertion in libzmq 4.3
+  // (!_io_error) and aborts the peer. Keepalive probes an idle connection
+  // (dead after about 6 s); TCP_MAXRT below bounds unacknowledged data.
+  s.set(zmq::sockopt::tcp_keepalive, 1);
+  s.set(zmq::sockopt::tcp_keepalive_idle, 1);
+  s.set(zmq::sockopt::tcp_keepalive_intvl, 1);
+  s.set(zmq::sockopt::tcp_keepalive_cnt, 5);
   // No message limit on the queue: an epoch of more frames than ZeroMQ's
   // default 1000 would have its tail refused, and be shipped again from the
   // start. What is queued is bounded anyway: frames refer to the staging
   // buffer, and a replica that does not take an epoch has its connection
   // closed, dropping them (ReplicaClient::Settle).
   s.set(zmq::sockopt::sndhwm, 0);
-  // ZeroMQ's heartbeat cannot see a cut while the connection's send buffer
-  // is full (its PING waits behind the queued pages), and TCP alone keeps
-  // such a connection for minutes, retransmitting at ever longer intervals,
-  // so a healed path went unused for seconds. The kernel now drops a
+  // Keepalive does not probe while sent bytes wait for their ACK, and TCP
+  // alone keeps such a connection for minutes, retransmitting at ever
+  // longer intervals, so a healed path went unused. The kernel drops a
   // connection whose sent bytes stay unacknowledged this long, and ZeroMQ
   // dials again at once (every 100 ms while there is no route).
   s.set(zmq::sockopt::tcp_maxrt, 5000);

@@ -151,9 +151,16 @@ Status PeerServer::Impl::Start() {
   router_.set(zmq::sockopt::router_mandatory, 1);
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxFrameBytes));
   router_.set(zmq::sockopt::rcvhwm, 64);  // bounds memory: 64 messages of up to 64 MiB per client
-  router_.set(zmq::sockopt::heartbeat_ivl, opt_.heartbeat_ms);
-  router_.set(zmq::sockopt::heartbeat_timeout, opt_.heartbeat_timeout_ms);
-  router_.set(zmq::sockopt::heartbeat_ttl, opt_.heartbeat_timeout_ms * 2);
+  // Dead clients are found by the kernel, not by ZeroMQ's heartbeat: in
+  // libzmq 4.3 a heartbeat timer that fires on a connection whose input the
+  // high-water mark stopped, after that connection failed, writes to it and
+  // trips an assertion (!_io_error) that aborts the peer; a client resuming
+  // after a long stop with its queue full does exactly that.
+  router_.set(zmq::sockopt::tcp_keepalive, 1);
+  router_.set(zmq::sockopt::tcp_keepalive_idle, 1);
+  router_.set(zmq::sockopt::tcp_keepalive_intvl, 1);
+  router_.set(zmq::sockopt::tcp_keepalive_cnt, std::max(1, opt_.dead_client_ms / 1000));
+  router_.set(zmq::sockopt::tcp_maxrt, opt_.dead_client_ms);
   router_.set(zmq::sockopt::linger, 0);
   try {
     router_.bind(opt_.endpoint);

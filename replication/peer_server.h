@@ -34,8 +34,9 @@ struct PeerOptions {
   InboxLimits inbox;        // per heap, pages awaiting COMMIT (peer_heaps.h)
   PageStoreOptions store;   // every heap's store (peer_heaps.h: HeapTable::Open)
   bool compact = true;      // compact the stores in the background
-  int heartbeat_ms = 1000;
-  int heartbeat_timeout_ms = 5000;
+  // A client connection the kernel cannot reach for this long (keepalive
+  // probes unanswered, or data unacknowledged) is dropped.
+  int dead_client_ms = 5000;
 };
 
 class PeerServer {
