@@ -207,6 +207,29 @@ void Pager::Impl::RecordCut(uint64_t pause_ns, int paused, uint64_t dirty) {
   if (pause_ns > max_pause_ns_.load(std::memory_order_relaxed)) max_pause_ns_.store(pause_ns, std::memory_order_relaxed);
   paused_threads_.store(static_cast<uint64_t>(paused), std::memory_order_relaxed);
   last_dirty_.store(dirty, std::memory_order_relaxed);
+  std::lock_guard lk(pause_mu_);
+  pause_ring_[pause_cuts_++ % pause_ring_.size()] = pause_ns;
+}
+
+PauseSummary Pager::Impl::pauses() const {
+  PauseSummary s;
+  std::array<uint64_t, PauseSummary::kSamples> v;
+  size_t n;
+  {
+    std::lock_guard lk(pause_mu_);
+    s.cuts = pause_cuts_;
+    n = std::min<uint64_t>(pause_cuts_, v.size());
+    std::copy(pause_ring_.begin(), pause_ring_.begin() + n, v.begin());
+  }
+  s.max_ns = max_pause_ns_.load(std::memory_order_relaxed);
+  if (n == 0) return s;
+  auto at = [&](size_t k) {
+    std::nth_element(v.begin(), v.begin() + k, v.begin() + n);
+    return v[k];
+  };
+  s.p50_ns = at(n / 2);
+  s.p99_ns = at(std::min(n - 1, n * 99 / 100));
+  return s;
 }
 
 std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
@@ -508,6 +531,7 @@ uint64_t Pager::size() const { return impl_->region_.size(); }
 TrackingMode Pager::mode() const { return impl_->mode_; }
 Epoch Pager::durable_epoch() const { return impl_->stats().durable_epoch; }
 PagerStats Pager::stats() const { return impl_->stats(); }
+PauseSummary Pager::pauses() const { return impl_->pauses(); }
 Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
 Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }

@@ -98,6 +98,13 @@ struct PagerStats {
   uint64_t paused_threads = 0;    // in the last commit
 };
 
+// The pauses of the latest cuts (Pager::pauses), for live inspection.
+struct PauseSummary {
+  uint64_t cuts = 0;  // every cut measured since open; the quantiles cover the latest kSamples
+  uint64_t p50_ns = 0, p99_ns = 0, max_ns = 0;
+  static constexpr uint64_t kSamples = 1024;
+};
+
 class Pager {
  public:
   // Probes the kernel (cached after the first call).
@@ -119,6 +126,9 @@ class Pager {
   TrackingMode mode() const;
   Epoch durable_epoch() const;
   PagerStats stats() const;
+  // Quantiles of the latest cuts' pauses. Sorts a copy of the samples:
+  // meant for a reader that asks a few times a second, not per commit.
+  PauseSummary pauses() const;
 
   // Point-in-time commit of every page written since the previous one.
   // Returns the new durable epoch once the sink has made it durable. With

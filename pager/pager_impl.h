@@ -3,6 +3,7 @@
 // each read on their own.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -40,6 +41,7 @@ class Pager::Impl {
   PagerStats stats() const;
   void GuardReads(bool on);
   Status Unserved() const;
+  PauseSummary pauses() const;
 
   ImageInfo image_;
   PageSource* source_;
@@ -156,6 +158,11 @@ class Pager::Impl {
   std::atomic<uint64_t> last_pause_ns_{0};
   std::atomic<uint64_t> max_pause_ns_{0};
   std::atomic<uint64_t> paused_threads_{0};
+  // The latest cuts' pauses, a ring: written by RecordCut (after the
+  // program resumed), read by pauses() from another thread.
+  mutable std::mutex pause_mu_;
+  std::array<uint64_t, PauseSummary::kSamples> pause_ring_{};  // under pause_mu_
+  uint64_t pause_cuts_ = 0;                                    // under pause_mu_
 };
 
 }  // namespace pheap

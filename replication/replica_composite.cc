@@ -54,10 +54,14 @@ void ReplicatedPages::UseLocalAsImageSource() {
 ImageInfo ReplicatedPages::image() const { return local_in_use() ? local_->image() : remote_->image(); }
 
 Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
-  if (!local_in_use()) return remote_->ReadRun(first, count, out, present);
+  if (!local_in_use()) {
+    from_replicas_.fetch_add(count, std::memory_order_relaxed);
+    return remote_->ReadRun(first, count, out, present);
+  }
   Status s = local_->ReadRun(first, count, out, present);
   if (s.code() != Status::Code::kCorruption) return s;
   PHEAP_LOG_WARN("{}; reading pages [{}, {}) from the replicas", s.message(), first, first + count);
+  from_replicas_.fetch_add(count, std::memory_order_relaxed);
   PHEAP_RETURN_IF_ERROR(remote_->ReadRun(first, count, out, present));
   RepairLocal(first, count, out);
   return Status::Ok();

@@ -67,6 +67,9 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   bool restoring() const { return restoring_.load(std::memory_order_acquire); }
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+  // Pages ReadRun read from the replicas (the rest came from the local
+  // store), for live inspection.
+  uint64_t pages_from_replicas() const { return from_replicas_.load(std::memory_order_relaxed); }
   // The local store's runs while it holds the newest image; none before.
   StoredRun LocateRun(Pgno first, uint64_t count) override;
   Status Persist(const SealedEpoch& e) override;
@@ -87,6 +90,8 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   PageStore* local_;
   ReplicaClient* remote_;
   std::atomic<bool> local_current_{false};
+  // Counted only on the replicas' path, which waits for the network anyway.
+  std::atomic<uint64_t> from_replicas_{0};
 
   // Restore state. mu_ orders the install's writes: the fetched runs, the
   // epochs committed meanwhile, and the closing record.
