@@ -1,5 +1,6 @@
 #include "heap/engine.h"
 
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -264,6 +265,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     // otherwise add a log file each time and never compact one.
     if (e->store_->CompactionDue()) wakeup->Notify();
   }
+  e->StartLive();
   PHEAP_LOG_INFO("heap '{}' open at {:#x} size {:#x}, epoch {}, tracking {}", name, image.base,
                  image.size, image.epoch, TrackingModeName(e->pager_->mode()));
   return e;
@@ -338,7 +340,97 @@ Status Engine::RecordReplication(const EngineOptions& options) {
   return WriteReplicationRecord(dir, ReplicationRecord{options.replication, keys});
 }
 
+namespace {
+
+// How often the live statistics are refreshed. Each refresh reads counters
+// the pager and the replicas keep anyway and writes one page of memory.
+constexpr uint64_t kLivePeriodMs = 250;
+
+uint64_t UnixNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+void Engine::StartLive() {
+  auto file = LiveStatsFile::Create(store_->path() + "/" + kLiveFileName);
+  if (!file.ok()) {
+    PHEAP_LOG_WARN("heap '{}': no live statistics for pheap top: {}", name_, file.status().ToString());
+    return;
+  }
+  live_ = std::move(*file);
+  live_owner_ = ::getpid();
+  LiveStats& s = live_stats_;
+  s.pid = static_cast<uint64_t>(live_owner_);
+  s.opened_unix_ns = UnixNs();
+  CopyLiveString(s.heap, sizeof(s.heap), name_);
+  std::error_code ec;
+  CopyLiveString(s.exe, sizeof(s.exe), std::filesystem::read_symlink("/proc/self/exe", ec).string());
+  CopyLiveString(s.tracking, sizeof(s.tracking), TrackingModeName(pager_->mode()));
+  s.base = reinterpret_cast<uintptr_t>(pager_->base());
+  s.size = pager_->size();
+  PublishLive(kLiveOpen);
+  live_loop_ = std::make_unique<CommitLoop>(kLivePeriodMs, [this] { PublishLive(kLiveOpen); });
+  if (!live_loop_->Start()) {
+    PHEAP_LOG_WARN("heap '{}': no thread for live statistics; pheap top shows the heap as it was at open", name_);
+    live_loop_.reset();
+  }
+}
+
+void Engine::PublishLive(uint64_t state) {
+  LiveStats& s = live_stats_;
+  const PagerStats ps = pager_->stats();
+  const PauseSummary pauses = pager_->pauses();
+  s.state = state;
+  s.updated_unix_ns = UnixNs();
+  ++s.snapshots;
+  s.durable_epoch = ps.durable_epoch;
+  s.commits = ps.commits;
+  s.pause_cuts = pauses.cuts;
+  s.pause_last_ns = ps.last_pause_ns;
+  s.pause_p50_ns = pauses.p50_ns;
+  s.pause_p99_ns = pauses.p99_ns;
+  s.pause_max_ns = pauses.max_ns;
+  s.last_dirty_pages = ps.last_dirty_pages;
+  s.paused_threads = ps.paused_threads;
+  s.faults = ps.faults;
+  s.pages_fetched = ps.pages_fetched;
+  s.pages_mapped = ps.pages_mapped;
+  s.pages_from_replicas = pages_ ? pages_->pages_from_replicas() : 0;
+  s.replica_count = 0;
+  if (client_) {
+    for (const ReplicaState& r : client_->state()) {
+      if (s.replica_count == kLiveReplicas) break;
+      LiveReplica& out = s.replica[s.replica_count++];
+      CopyLiveString(out.endpoint, sizeof(out.endpoint), r.endpoint);
+      out.durable_epoch = r.durable;
+      out.flags = (r.answered ? kLiveAnswered : 0) | (r.installing ? kLiveInstalling : 0);
+    }
+  }
+  live_->Publish(s);
+}
+
+void Engine::StopLive() {
+  if (!live_) return;
+  if (::getpid() != live_owner_) {
+    // A child of fork: the thread and the heap are its parent's.
+    if (live_loop_) live_loop_->ForgetAfterFork();
+    live_loop_.reset();
+    live_.reset();
+    return;
+  }
+  live_loop_.reset();
+  // Readers that still map the file see the heap closed; a later one finds
+  // no file. The store's lock is still held, so no new holder's file goes.
+  PublishLive(kLiveClosed);
+  ::unlink(live_->path().c_str());
+  live_.reset();
+}
+
 Engine::~Engine() {
+  StopLive();
   compactor_.reset();
   pager_.reset();
   pages_.reset();

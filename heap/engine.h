@@ -13,9 +13,11 @@
 
 #include "base/config.h"
 #include "base/status.h"
+#include "heap/commit_loop.h"
+#include "heap/live_stats.h"
 #include "pager/pager.h"
-#include "store/page_store.h"
 #include "replication/placement.h"
+#include "store/page_store.h"
 
 namespace pheap {
 
@@ -107,6 +109,13 @@ class Engine {
   // Makes the store's REPLICATION file say what `options` (as resolved by
   // the open) replicates on; writes only when it differs.
   Status RecordReplication(const EngineOptions& options);
+  // Live statistics (heap/live_stats.h): StartLive makes the file and the
+  // thread that refreshes it; PublishLive writes one snapshot from the
+  // counters the pager and the replicas keep. A heap that cannot make the
+  // file works without it.
+  void StartLive();
+  void PublishLive(uint64_t state);
+  void StopLive();
   std::string name_;
   bool remove_if_created_ = false;
   // Declared so the pager (whose fault threads read the store and the
@@ -117,6 +126,10 @@ class Engine {
   std::unique_ptr<Pager> pager_;
   // Last made, first gone: it compacts store_ from its own thread.
   std::unique_ptr<Compactor> compactor_;
+  std::unique_ptr<LiveStatsFile> live_;
+  std::unique_ptr<CommitLoop> live_loop_;  // its thread only reads counters
+  LiveStats live_stats_{};                 // the fields fixed at open; written by one thread at a time
+  long live_owner_ = 0;                    // the pid that made live_ (not a fork child)
 };
 
 }  // namespace pheap

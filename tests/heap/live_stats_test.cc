@@ -1,0 +1,111 @@
+// The live statistics file (heap/live_stats.h): a reader mapping it apart
+// from the writer never sees a torn snapshot, and files that are not one
+// are refused.
+#include "heap/live_stats.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace pheap {
+namespace {
+
+class LiveStatsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/pheap-live-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/" + kLiveFileName;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_, path_;
+};
+
+// Every word of snapshot i is i, every string byte is i's low byte (never
+// 0): a snapshot mixing two writes shows it.
+LiveStats Filled(uint64_t i) {
+  LiveStats s;
+  static_assert(sizeof(LiveStats) % 8 == 0);
+  auto* w = reinterpret_cast<uint64_t*>(&s);
+  for (size_t k = 0; k < sizeof(s) / 8; ++k) w[k] = i;
+  return s;
+}
+
+bool Uniform(const LiveStats& s, uint64_t* value) {
+  // Read() ends every string field with a NUL: skip those bytes.
+  LiveStats copy = s;
+  copy.heap[sizeof(copy.heap) - 1] = copy.exe[sizeof(copy.exe) - 1] = copy.tracking[sizeof(copy.tracking) - 1] = 0;
+  for (auto& r : copy.replica) r.endpoint[sizeof(r.endpoint) - 1] = 0;
+  const auto* w = reinterpret_cast<const uint64_t*>(&s);
+  const uint64_t v = w[0];
+  LiveStats want = Filled(v);
+  want.heap[sizeof(want.heap) - 1] = want.exe[sizeof(want.exe) - 1] = want.tracking[sizeof(want.tracking) - 1] = 0;
+  for (auto& r : want.replica) r.endpoint[sizeof(r.endpoint) - 1] = 0;
+  want.replica_count = std::min<uint64_t>(v, kLiveReplicas);
+  *value = v;
+  return std::memcmp(&copy, &want, sizeof(want)) == 0;
+}
+
+TEST_F(LiveStatsTest, AReaderNeverSeesATornSnapshot) {
+  auto writer = LiveStatsFile::Create(path_);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  auto reader = LiveStatsFile::Open(path_);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  EXPECT_EQ((*reader)->Read().status().code(), Status::Code::kNotFound);
+
+  (*writer)->Publish(Filled(1));
+  std::atomic<bool> done{false};
+  std::thread w([&] {
+    for (uint64_t i = 2; i < 200000; ++i) (*writer)->Publish(Filled(i));
+    done = true;
+  });
+  uint64_t reads = 0, busy = 0, last = 0;
+  while (!done || reads < 1000) {
+    auto s = (*reader)->Read();
+    if (!s.ok()) {
+      ASSERT_EQ(s.status().code(), Status::Code::kBusy) << s.status().ToString();
+      ++busy;
+      continue;
+    }
+    uint64_t v = 0;
+    ASSERT_TRUE(Uniform(*s, &v)) << "a torn snapshot after " << reads << " reads";
+    ASSERT_GE(v, last) << "snapshots go back";
+    last = v;
+    ++reads;
+  }
+  w.join();
+  auto s = (*reader)->Read();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->pid, 199999u);
+  EXPECT_LT(busy, reads);
+}
+
+TEST_F(LiveStatsTest, RefusesWhatIsNotALiveStatisticsFile) {
+  EXPECT_EQ(LiveStatsFile::Open(path_).status().code(), Status::Code::kNotFound);
+  { std::ofstream(path_) << "short"; }
+  EXPECT_EQ(LiveStatsFile::Open(path_).status().code(), Status::Code::kCorruption);
+  { std::ofstream(path_) << std::string(4096, 'x'); }
+  auto other = LiveStatsFile::Open(path_);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->Read().status().code(), Status::Code::kCorruption);
+  // A writer takes such a file over.
+  auto writer = LiveStatsFile::Create(path_);
+  ASSERT_TRUE(writer.ok());
+  LiveStats st{};
+  st.pid = 42;
+  CopyLiveString(st.heap, sizeof(st.heap), std::string(100, 'h'));
+  (*writer)->Publish(st);
+  auto read = (*other)->Read();
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->pid, 42u);
+  EXPECT_EQ(std::string(read->heap), std::string(sizeof(st.heap) - 1, 'h'));
+}
+
+}  // namespace
+}  // namespace pheap
