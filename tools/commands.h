@@ -50,6 +50,21 @@ struct CheckOptions {
 };
 int RunCheck(const CheckOptions& options);
 
+// `pheap top` (and `pheap inspect --pid`): the live statistics of the heaps
+// process `pid` holds, or of heap `name` under `dir` (heap/live_stats.h).
+// Prints `count` snapshots `interval_ms` apart (0: until SIGINT on a
+// terminal, else one); 1 with the reason when a heap is not running.
+struct TopOptions {
+  long pid = 0;
+  std::string dir = "./.pheap", name;
+  bool json = false;
+  long interval_ms = 1000;
+  long count = 0;
+};
+int RunTop(const TopOptions& options);
+// What each field of `pheap top` means, for its --help.
+extern const char kTopFields[];
+
 // `pheap run`: executes `command` under libpheap_preload.so; returns only
 // if it could not (126, or 127 when the program is not found).
 struct RunOptions {

@@ -1,4 +1,4 @@
-// The `pheap` command: demo, ls, inspect, compact, rm, peer, keygen, run.
+// The `pheap` command: demo, ls, inspect, top, compact, rm, peer, keygen, run.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -25,12 +25,32 @@ int main(int argc, char** argv) {
   std::string dir = "./.pheap", name;
   bool json = false, verify = false;
   auto* inspect = app.add_subcommand("inspect", "show what a heap's store holds");
-  inspect->add_option("name", name, "heap name")->required();
+  long inspect_pid = 0;
+  auto* inspect_name = inspect->add_option("name", name, "heap name");
   inspect->add_option("--dir", dir, "store directory")->capture_default_str();
   inspect->add_flag("--json", json, "print JSON");
   inspect->add_flag("--verify", verify, "read every live page and check its checksum");
   pheap::tools::ReplicaArgs inspect_replicas;
   replica_args(inspect, &inspect_replicas);
+  inspect
+      ->add_option("--pid", inspect_pid, "instead: the live statistics of the heaps this process holds (pheap top PID)")
+      ->excludes(inspect_name);
+
+  pheap::tools::TopOptions top_opts;
+  auto* top = app.add_subcommand("top",
+                                 "watch the heaps a running process holds: commits, pauses, faults, "
+                                 "resident pages, replica lag");
+  auto* top_pid = top->add_option("pid", top_opts.pid, "the process");
+  top->add_option("--heap", top_opts.name, "instead of a pid: the heap of this name under --dir")->excludes(top_pid);
+  top->add_option("--dir", top_opts.dir, "store directory (with --heap)")->capture_default_str();
+  top->add_flag("--json", top_opts.json, "print one snapshot as JSON and exit");
+  top->add_option("--interval", top_opts.interval_ms, "milliseconds between refreshes")
+      ->check(CLI::Range(10L, 3600000L))
+      ->capture_default_str();
+  top->add_option("--count", top_opts.count,
+                  "print this many snapshots, then exit (default: refresh until Ctrl-C on a terminal, else one)")
+      ->check(CLI::NonNegativeNumber);
+  top->footer(pheap::tools::kTopFields);
 
   auto* ls =
       app.add_subcommand("ls", "list the heaps of a directory: epoch, term, size, live and stored bytes, holder");
@@ -118,6 +138,17 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
+  if (*top) return pheap::tools::RunTop(top_opts);
+  if (*inspect && inspect_pid > 0) {
+    pheap::tools::TopOptions o;
+    o.pid = inspect_pid;
+    o.json = json;
+    return pheap::tools::RunTop(o);
+  }
+  if (*inspect && name.empty()) {
+    fmt::print(stderr, "pheap inspect: give a heap name, or --pid PID\n");
+    return 2;
+  }
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
