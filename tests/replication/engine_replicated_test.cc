@@ -567,5 +567,56 @@ TEST_F(EngineReplicated, AnotherReplicaSetNeedsReplicationChange) {
   EXPECT_TRUE(Holds(*e, 20, 50, 1));
 }
 
+// The live statistics of a replicated heap (heap/live_stats.h) name each
+// replica with its durable epoch, and count the pages faulted in from the
+// replicas apart from those of the local store.
+TEST_F(EngineReplicated, LiveStatisticsShowTheReplicasAndPagesReadFromThem) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  // The snapshot of the heap in `store` once it shows `commits` commits.
+  auto live = [](const std::string& store, uint64_t commits) -> Result<LiveStats> {
+    auto f = LiveStatsFile::Open(store + "/" + kLiveFileName);
+    if (!f.ok()) return f.status();
+    Result<LiveStats> s = (*f)->Read();
+    for (int i = 0; i < 200 && (!s.ok() || s->commits < commits); ++i) {
+      std::this_thread::sleep_for(25ms);
+      s = (*f)->Read();
+    }
+    return s;
+  };
+  {
+    auto e = Open("rep-live", Options(a));
+    ASSERT_TRUE(e);
+    Write(*e, 0, kPages, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    ASSERT_TRUE(e->Commit().ok());
+    auto s = live(a + "/rep-live", 2);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_EQ(s->durable_epoch, 2u);
+    ASSERT_EQ(s->replica_count, 3u);
+    int current = 0;
+    for (uint64_t i = 0; i < s->replica_count; ++i) {
+      const LiveReplica& r = s->replica[i];
+      EXPECT_NE(std::find(endpoints_.begin(), endpoints_.end(), std::string(r.endpoint)), endpoints_.end())
+          << r.endpoint;
+      EXPECT_NE(r.flags & kLiveAnswered, 0u) << r.endpoint;
+      EXPECT_LE(r.durable_epoch, s->durable_epoch);
+      current += r.durable_epoch == s->durable_epoch;
+    }
+    EXPECT_GE(current, 2) << "a write quorum holds the last epoch";
+    EXPECT_EQ(s->pages_from_replicas, 0u);
+  }
+  // A new directory, not restored: every page comes from the replicas.
+  EngineOptions o = Options(b);
+  o.restore = false;
+  auto e = Open("rep-live", o);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(Holds(*e, 0, kPages, 1));
+  ASSERT_TRUE(e->Commit().ok());
+  auto s = live(b + "/rep-live", 1);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_GE(s->pages_from_replicas, kPages);
+  EXPECT_GT(s->faults, 0u);
+}
+
 }  // namespace
 }  // namespace pheap::testing
