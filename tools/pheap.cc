@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   inspect
       ->add_option("--pid", inspect_pid, "instead: the live statistics of the heaps this process holds (pheap top PID)")
       ->excludes(inspect_name);
+  bool inspect_live = false;
+  inspect->add_flag("--live", inspect_live,
+                    "instead of the store: the live statistics of the process holding it (pheap top --heap NAME)");
 
   pheap::tools::TopOptions top_opts;
   auto* top = app.add_subcommand("top",
@@ -139,9 +142,11 @@ int main(int argc, char** argv) {
   if (*run) return pheap::tools::RunPreloaded(run_opts);
   if (*demo) return pheap::tools::RunDemo(demo_dir, keep);
   if (*top) return pheap::tools::RunTop(top_opts);
-  if (*inspect && inspect_pid > 0) {
+  if (*inspect && (inspect_pid > 0 || inspect_live)) {
     pheap::tools::TopOptions o;
     o.pid = inspect_pid;
+    if (inspect_pid == 0) o.name = name;
+    o.dir = dir;
     o.json = json;
     return pheap::tools::RunTop(o);
   }

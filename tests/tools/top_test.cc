@@ -133,6 +133,8 @@ TEST_F(PheapTop, ShowsARunningProcessesHeapThenThatItEnded) {
   EXPECT_EQ(nlohmann::json::parse(out)["heaps"][0]["pid"].get<long>(), child_);
   ASSERT_EQ(Pheap("inspect --pid " + pid + " --json", &out), 0) << out;
   EXPECT_EQ(nlohmann::json::parse(out)["heaps"][0]["heap"], "watched");
+  ASSERT_EQ(Pheap("inspect watched --live --json --dir " + dir_, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["heaps"][0]["pid"].get<long>(), child_);
   ASSERT_EQ(Pheap("top " + pid + " --count 2 --interval 20", &out), 0) << out;
   for (const char* field : {"epoch", "pause", "p99", "dirty", "faults", "resident", "replicas", "updated"})
     EXPECT_NE(out.find(field), std::string::npos) << field << " in " << out;
