@@ -3,6 +3,7 @@
 // and the preload library's committer, which measures each commit, ends
 // with a final one on SIGTERM and starts its thread with the C library's
 // pthread_create; those differences are the hooks below, not a second loop.
+// The engine's live statistics (heap/live_stats.h) tick on one too.
 //
 // The loop sleeps on a futex, so WakeFromSignal is async-signal-safe.
 //
