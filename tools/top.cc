@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -198,20 +199,29 @@ nlohmann::json ToJson(const Snapshot& snap) {
 
 std::string Ms(uint64_t ns) { return fmt::format("{:.3f} ms", static_cast<double>(ns) / 1e6); }
 
-void PrintText(const Snapshot& snap) {
+// " (N/s)": how fast `field` grew since `before`, over the snapshots'
+// times; empty without an earlier snapshot.
+std::string Rate(const LiveStats* before, const LiveStats& s, uint64_t LiveStats::*field) {
+  if (before == nullptr || s.updated_unix_ns <= before->updated_unix_ns || s.*field < before->*field) return "";
+  const double secs = static_cast<double>(s.updated_unix_ns - before->updated_unix_ns) / 1e9;
+  return fmt::format(" ({:.1f}/s)", static_cast<double>(s.*field - before->*field) / secs);
+}
+
+// `before`: the same heap's previous snapshot, or null.
+void PrintText(const Snapshot& snap, const LiveStats* before) {
   const LiveStats& s = snap.s;
   fmt::print("heap '{}'  pid {}  {}\n", s.heap, s.pid, s.exe);
   fmt::print("  store      {}\n", std::filesystem::path(snap.where.path).parent_path().string());
   fmt::print("  region     [{:#x}, {:#x})  {} MiB, tracking {}\n", s.base, s.base + s.size, s.size >> 20, s.tracking);
-  fmt::print("  epoch      {}, {} commits\n", s.durable_epoch, s.commits);
+  fmt::print("  epoch      {}, {} commits{}\n", s.durable_epoch, s.commits, Rate(before, s, &LiveStats::commits));
   fmt::print("  pause      p50 {}, p99 {}, max {}, last {} ({} threads stopped)\n", Ms(s.pause_p50_ns),
              Ms(s.pause_p99_ns), Ms(s.pause_max_ns), Ms(s.pause_last_ns), s.paused_threads);
   fmt::print("  dirty      {} pages written by the last commit\n", s.last_dirty_pages);
   fmt::print(
-      "  faults     {} served: {} pages from the local store, {} from the replicas, {} mapped from the "
+      "  faults     {} served{}: {} pages from the local store, {} from the replicas, {} mapped from the "
       "store's files\n",
-      s.faults, s.pages_fetched - std::min(s.pages_fetched, s.pages_from_replicas), s.pages_from_replicas,
-      s.pages_mapped);
+      s.faults, Rate(before, s, &LiveStats::faults), s.pages_fetched - std::min(s.pages_fetched, s.pages_from_replicas),
+      s.pages_from_replicas, s.pages_mapped);
   if (snap.resident)
     fmt::print("  resident   {} pages ({:.1f} MiB)\n", *snap.resident,
                static_cast<double>(*snap.resident * kPageSize) / 1048576.0);
@@ -266,6 +276,7 @@ int RunTop(const TopOptions& o) {
   struct sigaction sa {};
   sa.sa_handler = OnInterrupt;
   ::sigaction(SIGINT, &sa, nullptr);
+  std::map<std::string, LiveStats> previous;  // by LIVE file, for rates
   for (long n = 0; (count == 0 || n < count) && !g_interrupted; ++n) {
     if (n > 0) Sleep(o.interval_ms);
     if (g_interrupted) break;
@@ -280,7 +291,11 @@ int RunTop(const TopOptions& o) {
     } else {
       if (tty && count != 1) fmt::print("\x1b[H\x1b[2J");
       if (count != 1) fmt::print("pheap top: every {} ms{}\n", o.interval_ms, count == 0 ? "; Ctrl-C to stop" : "");
-      for (const Snapshot& s : *snaps) PrintText(s);
+      for (const Snapshot& s : *snaps) {
+        auto it = previous.find(s.where.path);
+        PrintText(s, it == previous.end() || it->second.pid != s.s.pid ? nullptr : &it->second);
+        previous[s.where.path] = s.s;
+      }
     }
     std::fflush(stdout);
   }
