@@ -156,6 +156,7 @@ Status PageStore::Compact() { return impl_->Compact(); }
 bool PageStore::CompactionDue() const { return impl_->CompactionDue(); }
 Status PageStore::Verify(CorruptionReporter* reporter) { return impl_->Verify(reporter); }
 PageStoreStats PageStore::stats() const { return impl_->stats(); }
+std::vector<Epoch> PageStore::PageEpochs(Pgno first, uint64_t count) const { return impl_->PageEpochs(first, count); }
 
 // ---- opening ----
 
@@ -724,6 +725,14 @@ PageStoreStats PageStore::Impl::stats() const {
   }
   st.compactions = compactions_;
   return st;
+}
+
+std::vector<Epoch> PageStore::Impl::PageEpochs(Pgno first, uint64_t count) const {
+  std::shared_lock lock(mu_);
+  std::vector<Epoch> epochs(count, 0);
+  for (uint64_t i = 0; i < count && first + i < index_.size(); ++i)
+    if (index_[first + i].state != Slot::kAbsent) epochs[i] = index_[first + i].epoch;
+  return epochs;
 }
 
 }  // namespace pheap

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/page_io.h"
 #include "base/status.h"
@@ -194,6 +195,10 @@ class PageStore final : public PageSource, public EpochSink {
   // (DamagedPage) and the progress. Returns kCorruption if any was bad.
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
+  // The epoch that last wrote or discarded each page of [first, first +
+  // count) in the durable image, 0 for a page the store never held: what
+  // `pheap inspect --html` colours the page map by.
+  std::vector<Epoch> PageEpochs(Pgno first, uint64_t count) const;
 
   class Impl;
 

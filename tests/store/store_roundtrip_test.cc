@@ -97,6 +97,28 @@ TEST(StoreRoundTrip, EpochsOverwritesDiscardsAndHwm) {
   EXPECT_EQ(store->image().term, 1u);
 }
 
+// Each page's epoch is the one that last wrote or discarded it, through a
+// reopen (which rebuilds the index from the log); pages never stored read 0.
+TEST(StoreRoundTrip, PageEpochsNameTheLastWriteOrDiscard) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path(), "pe");
+  ASSERT_TRUE(store);
+  std::vector<EpochData> epochs;
+  epochs.push_back(MakeEpoch(1, {0, 1, 2, 10, 11}, 20));
+  epochs.push_back(MakeEpoch(2, {1}, 20));
+  epochs.push_back(MakeEpoch(3, {}, 20, {{10, 2}}));
+  epochs.push_back(MakeEpoch(4, {11}, 20));
+  for (auto& e : epochs) ASSERT_TRUE(store->Persist(e.sealed).ok());
+  const std::vector<Epoch> want = {1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 3, 4, 0};
+  EXPECT_EQ(store->PageEpochs(0, want.size()), want);
+  store.reset();
+  store = OpenOrDie(dir.path(), "pe");
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->PageEpochs(0, want.size()), want);
+  EXPECT_EQ(store->PageEpochs(11, 2), (std::vector<Epoch>{4, 0}));
+  EXPECT_EQ(store->PageEpochs(kRegionPages + 5, 2), (std::vector<Epoch>{0, 0}));
+}
+
 TEST(StoreRoundTrip, RejectsOutOfSequenceAndBadEpochs) {
   TempDir dir;
   auto store = OpenOrDie(dir.path(), "seq");
