@@ -24,6 +24,19 @@ inline constexpr size_t kCheckPadSize = sizeof(CheckPad);
 inline constexpr size_t kCheckFillMax = 64;  // slack bytes filled and verified
 inline constexpr uint8_t kCheckFill = 0xde;
 
+inline constexpr uint32_t kMaxBlocksPerPage = kSlotSize / kMinAlign;  // one slot of 8 B blocks
+
+// Whether the head desc of the run at `slot` describes a run recovery can
+// trust; anything else stays in use, untouched (recovery and any reader of
+// a stored image judge a desc alike).
+inline bool PageDescSane(const PageDesc* pg, unsigned slot) {
+  if (pg->slots == 0 || slot + pg->slots > kSlotsPerSegment || pg->back != 0) return false;
+  if (pg->kind.load(std::memory_order_relaxed) != kPageSmall) return true;
+  return pg->bin > 0 && pg->bin < kBinCount && pg->block_size == BinSize(pg->bin) &&
+         pg->reserved == (size_t{pg->slots} << kSlotShift) / pg->block_size && pg->reserved <= kMaxBlocksPerPage &&
+         pg->capacity <= pg->reserved;
+}
+
 // Heap-queue edits; queues belong to one thread (or the lock holder).
 void QueuePushFront(PageQueue& q, PageDesc* pg);
 void QueuePushBack(PageQueue& q, PageDesc* pg);

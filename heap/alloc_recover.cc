@@ -17,8 +17,6 @@ namespace {
 
 std::atomic<uint64_t> g_next_id{1};
 
-constexpr uint32_t kMaxBlocksPerPage = kSlotSize / kMinAlign;  // one slot of 8 B blocks
-
 struct Layout {
   uint64_t seg_info_offset, free_map_offset, space_map_offset;
   uint64_t segs_base, seg_capacity;
@@ -65,14 +63,6 @@ bool WalkList(const PageDesc* pg, const uint8_t* start, Block* b, uint64_t* seen
   }
   *stop = b;
   return true;
-}
-
-bool PageDescSane(const PageDesc* pg, unsigned slot) {
-  if (pg->slots == 0 || slot + pg->slots > kSlotsPerSegment || pg->back != 0) return false;
-  if (pg->kind.load(std::memory_order_relaxed) != kPageSmall) return true;
-  return pg->bin > 0 && pg->bin < kBinCount && pg->block_size == BinSize(pg->bin) &&
-         pg->reserved == (size_t{pg->slots} << kSlotShift) / pg->block_size &&
-         pg->reserved <= kMaxBlocksPerPage && pg->capacity <= pg->reserved;
 }
 
 }  // namespace

@@ -68,8 +68,12 @@ std::vector<StoredRoot> StoredImage::Roots() const {
     root = {name, std::string(r.type, strnlen(r.type, sizeof(r.type))), r.ptr.load(std::memory_order_relaxed)};
   }
   std::vector<StoredRoot> roots;
-  for (auto& [name, entry] : newest)
-    if (entry.second.address != 0) roots.push_back(std::move(entry.second));
+  for (auto& [name, entry] : newest) {
+    if (entry.second.address == 0) continue;
+    auto size = UsableSize(entry.second.address);  // 0 when the arena cannot tell
+    entry.second.size = size.ok() ? *size : 0;
+    roots.push_back(std::move(entry.second));
+  }
   return roots;
 }
 
