@@ -15,6 +15,7 @@
 #include "heap/stored_image.h"
 #include "store/page_store.h"
 #include "tools/inspect_replicas.h"
+#include "tools/inspect_sections.h"
 
 namespace pheap::tools {
 namespace {
@@ -54,9 +55,11 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   auto image = StoredImage::Open(**store);  // NotFound before the first commit
   std::vector<StoredRoot> roots;
   StoredHeapFacts facts;
+  Result<StoredAllocatorFacts> allocator = Status::NotFound("the heap has no durable epoch");
   if (image.ok()) {
     roots = (*image)->Roots();
     facts = (*image)->Facts();
+    allocator = (*image)->AllocatorFacts();
   }
   if (json) {
     nlohmann::json j = {
@@ -74,8 +77,11 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
                    {"holds_code", facts.holds_code}};
     j["roots"] = nlohmann::json::array();
     for (const StoredRoot& r : roots)
-      j["roots"].push_back(
-          {{"name", r.name}, {"type", Demangled(r.type)}, {"address", fmt::format("{:#x}", r.address)}});
+      j["roots"].push_back({{"name", r.name},
+                            {"type", Demangled(r.type)},
+                            {"address", fmt::format("{:#x}", r.address)},
+                            {"size", r.size}});
+    j["allocator"] = allocator.ok() ? AllocatorJson(*allocator) : nullptr;
     if (verify) j["verified"] = verified.ok();
     if (preload.ok())
       j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
@@ -101,7 +107,10 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
                  facts.holds_code ? "checked at open" : "none declared");
       fmt::print("roots         {}\n", roots.size());
       for (const StoredRoot& r : roots)
-        fmt::print("  {:<24} {:#x}  {}\n", r.name, r.address, r.type.empty() ? "(no type)" : Demangled(r.type));
+        fmt::print("  {:<24} {:#x}  {:>8} B  {}\n", r.name, r.address, r.size,
+                   r.type.empty() ? "(no type)" : Demangled(r.type));
+      if (allocator.ok()) PrintAllocator(*allocator);
+      else fmt::print("allocator     {}\n", allocator.status().message());
     }
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());
     if (preload.ok())

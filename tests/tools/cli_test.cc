@@ -1,5 +1,5 @@
-// The `pheap` command's heap management: ls, rm, --version, and errors that
-// stay JSON in --json mode. argv[1] is the pheap command.
+// The `pheap` command's heap management: ls, rm, --version, inspect, and
+// errors that stay JSON in --json mode. argv[1] is the pheap command.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -353,6 +353,67 @@ TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
   EXPECT_NE(out.find("peer2.sock"), std::string::npos) << out;
   EXPECT_NE(out.find("not reachable"), std::string::npos) << out;
   EXPECT_NE(out.find("0 behind"), std::string::npos) << out;
+}
+
+// A heap of small blocks of two size classes, large objects and a huge one,
+// some freed, with a root at each kind.
+pheap* MakeMixedHeap(const std::string& dir, const std::string& name) {
+  pheap* h = pheap_open(name.c_str(), ("dir=" + dir + ";size=64M").c_str());
+  EXPECT_NE(h, nullptr) << pheap_last_error();
+  if (h == nullptr) return nullptr;
+  void* small[200];
+  for (int i = 0; i < 200; ++i) small[i] = pheap_calloc(h, 1, i % 2 == 0 ? 24 : 1000);
+  for (int i = 0; i < 200; i += 3) pheap_free(h, small[i]);
+  void* large = pheap_calloc(h, 1, 300 << 10);
+  void* huge = pheap_calloc(h, 1, 5 << 20);
+  EXPECT_EQ(pheap_set_root(h, "small", small[1]), 0);
+  EXPECT_EQ(pheap_set_root(h, "large", large), 0);
+  EXPECT_EQ(pheap_set_root(h, "huge", huge), 0);
+  EXPECT_GT(pheap_commit(h), 0) << pheap_last_error();
+  return h;
+}
+
+// The allocator's section: one object with stable keys, the same facts as
+// the text, and every root's usable size.
+TEST_F(PheapCli, InspectShowsTheAllocator) {
+  pheap_close(MakeMixedHeap(dir_, "mixed"));
+  std::string out;
+  ASSERT_EQ(Pheap("inspect mixed --json --dir " + dir_, &out), 0);
+  nlohmann::json j = nlohmann::json::parse(out);
+  const nlohmann::json& a = j["allocator"];
+  ASSERT_TRUE(a.is_object()) << j.dump(2);
+  for (const char* key :
+       {"arena_base", "arena_bytes", "segments", "segments_used", "live_bytes", "live_blocks", "free_bytes",
+        "untouched_bytes", "used_bytes", "reserved_bytes", "fragmentation", "largest_free_run", "size_classes", "large",
+        "huge", "thread_heaps", "damaged_descs", "corruptions"})
+    EXPECT_TRUE(a.contains(key)) << key;
+  EXPECT_GE(a["live_blocks"].get<uint64_t>(), 133u + 2);
+  EXPECT_GE(a["fragmentation"].get<double>(), 1.0);
+  EXPECT_EQ(a["large"]["objects"], 1);
+  EXPECT_EQ(a["huge"]["objects"], 1);
+  EXPECT_GE(a["huge"]["bytes"].get<uint64_t>(), 5u << 20);
+  EXPECT_GT(a["largest_free_run"]["bytes"].get<uint64_t>(), 0u);
+  for (const char* key : {"incarnation", "live", "earlier", "owned_pages", "abandoned_pages", "reclaimed_pages"})
+    EXPECT_TRUE(a["thread_heaps"].contains(key)) << key;
+  std::map<uint64_t, uint64_t> live_by_size;
+  uint64_t live_small = 0;
+  for (const auto& c : a["size_classes"]) {
+    live_by_size[c["block_size"]] = c["live_blocks"];
+    live_small += c["live_blocks"].get<uint64_t>();
+  }
+  EXPECT_EQ(live_by_size[1024], 67u);  // 100 blocks of 1000 bytes, 33 of them freed
+  EXPECT_GE(live_small, 133u);
+  std::map<std::string, uint64_t> sizes;
+  for (const auto& r : j["roots"]) sizes[r["name"]] = r["size"];
+  EXPECT_EQ(sizes["small"], 1024u);  // the size class 1000 bytes fall in
+  EXPECT_GE(sizes["large"], 300u << 10);
+  EXPECT_GE(sizes["huge"], 5u << 20);
+
+  std::string text;
+  ASSERT_EQ(Pheap("inspect mixed --dir " + dir_, &text), 0);
+  EXPECT_NE(text.find("allocator"), std::string::npos) << text;
+  EXPECT_NE(text.find("largest free run"), std::string::npos) << text;
+  EXPECT_NE(text.find("thread heaps"), std::string::npos) << text;
 }
 
 }  // namespace
