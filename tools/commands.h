@@ -16,9 +16,11 @@ int Fail(const std::string& command, const Status& s, bool json, int exit_status
 // Shows persistence and recovery; 0 when every check held.
 int RunDemo(const std::string& dir, bool keep);
 // Prints what the store of heap `name` under `dir` holds, and how its
-// replicas (those it records, or `replicas` names) stand.
+// replicas (those it records, or `replicas` names) stand; with `html` not
+// empty, also writes the page map there.
 struct ReplicaArgs;
-int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas);
+int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas,
+               const std::string& html);
 // Lists the heaps under `dir`: epoch, term, region size, live and stored
 // bytes, holder; stores set aside by recovery are marked as such.
 int RunList(const std::string& dir, bool json);

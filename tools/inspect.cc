@@ -1,5 +1,5 @@
 // `pheap inspect`: what a heap's store holds, read without taking the
-// writer's lock, as text or JSON.
+// writer's lock, as text or JSON, and as an HTML page map.
 #include "tools/commands.h"
 
 #include <cxxabi.h>
@@ -38,7 +38,8 @@ std::string Demangled(const std::string& type) {
 
 }  // namespace
 
-int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas) {
+int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas,
+               const std::string& html) {
   PageStoreOptions o;
   o.read_only = true;
   o.create_if_missing = false;
@@ -61,6 +62,11 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     facts = (*image)->Facts();
     allocator = (*image)->AllocatorFacts();
   }
+  Result<uint64_t> drawn = uint64_t{0};
+  if (!html.empty()) {
+    drawn = image.ok() ? WritePageMapHtml(html, name, **store, **image, holder) : image.status();
+    if (!drawn.ok()) return Fail("inspect", drawn.status().Annotate("the page map"), json);
+  }
   if (json) {
     nlohmann::json j = {
         {"heap", name}, {"path", (*store)->path()}, {"heap_id", fmt::format("{:#018x}", im.heap_id)},
@@ -82,6 +88,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
                             {"address", fmt::format("{:#x}", r.address)},
                             {"size", r.size}});
     j["allocator"] = allocator.ok() ? AllocatorJson(*allocator) : nullptr;
+    if (!html.empty()) j["html"] = {{"file", html}, {"pages", *drawn}};
     if (verify) j["verified"] = verified.ok();
     if (preload.ok())
       j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
@@ -112,6 +119,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       if (allocator.ok()) PrintAllocator(*allocator);
       else fmt::print("allocator     {}\n", allocator.status().message());
     }
+    if (!html.empty()) fmt::print("page map      {} ({} pages)\n", html, *drawn);
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());
     if (preload.ok())
       fmt::print("preload       {} (pid {}): {} commits every {} ms, pause p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms\n",

@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
                   "print this many snapshots, then exit (default: refresh until Ctrl-C on a terminal, else one)")
       ->check(CLI::NonNegativeNumber);
   top->footer(pheap::tools::kTopFields);
+  std::string html;
+  inspect->add_option("--html", html,
+                      "also write FILE: one self-contained HTML page drawing every page of the heap (contents, "
+                      "epoch last written, residency in the writer), zoomable, with details on hover");
 
   auto* ls =
       app.add_subcommand("ls", "list the heaps of a directory: epoch, term, size, live and stored bytes, holder");
@@ -155,6 +159,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas);
+  if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas, html);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
   if (*compact) return pheap::tools::RunCompact(dir, name);

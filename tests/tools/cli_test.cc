@@ -1,5 +1,6 @@
-// The `pheap` command's heap management: ls, rm, --version, inspect, and
-// errors that stay JSON in --json mode. argv[1] is the pheap command.
+// The `pheap` command's heap management: ls, rm, --version, inspect (text,
+// JSON and the HTML page map, drawn by headless Chromium), and errors that
+// stay JSON in --json mode. argv[1] is the pheap command.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -8,8 +9,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -414,6 +417,67 @@ TEST_F(PheapCli, InspectShowsTheAllocator) {
   EXPECT_NE(text.find("allocator"), std::string::npos) << text;
   EXPECT_NE(text.find("largest free run"), std::string::npos) << text;
   EXPECT_NE(text.find("thread heaps"), std::string::npos) << text;
+  std::string help;
+  ASSERT_EQ(Pheap("inspect --help", &help), 0);
+  EXPECT_NE(help.find("--html"), std::string::npos) << help;
+}
+
+// --html writes one self-contained page whose script draws every page of
+// the image: headless Chromium loads it, and the page says how many it drew.
+TEST_F(PheapCli, InspectHtmlDrawsEveryPageInABrowser) {
+  std::string chromium;
+  if (pheaptest::RunCommand("command -v chromium", &chromium) != 0 || chromium.empty())
+    GTEST_SKIP() << "needs Debian's chromium package (apt-get install chromium)";
+  pheap* h = MakeMixedHeap(dir_, "drawn");
+  ASSERT_NE(h, nullptr);
+  const std::string live = dir_ + "/live.html";
+  std::string out;
+  ASSERT_EQ(Pheap("inspect drawn --json --html " + live + " --dir " + dir_, &out), 0);
+  std::ifstream live_in(live);
+  const std::string live_page((std::istreambuf_iterator<char>(live_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(live_page.find("\"resident\":["), std::string::npos) << "the writer's residency is read while it runs";
+  pheap_close(h);
+
+  const std::string file = dir_ + "/map.html", png = dir_ + "/map.png";
+  out.clear();
+  ASSERT_EQ(Pheap("inspect drawn --json --html " + file + " --dir " + dir_, &out), 0);
+  nlohmann::json j = nlohmann::json::parse(out);
+  const uint64_t pages = j["hwm_pages"];
+  ASSERT_GT(pages, 0u);
+  EXPECT_EQ(j["html"]["pages"], pages);
+  std::ifstream in(file);
+  const std::string page((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("\"resident\":null"), std::string::npos) << "a closed heap's residency is unknown";
+  for (const char* outside : {"http://", "https://", "<script src", "<link", "@import", "url("})
+    EXPECT_EQ(page.find(outside), std::string::npos) << "the page reaches outside itself: " << outside;
+
+  // Its own profile directory: the test may run beside a browser.
+  const std::string browser = "timeout 120 chromium --headless --no-sandbox --disable-gpu --user-data-dir=" + dir_ +
+                              "/chromium --virtual-time-budget=5000 ";
+  std::string dom;
+  ASSERT_EQ(pheaptest::RunCommand(browser + "--dump-dom file://" + file + " 2>/dev/null", &dom), 0);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(dom, m, std::regex("id=\"pages-drawn\">([0-9]+)<"))) << dom.substr(0, 2000);
+  EXPECT_EQ(std::stoull(m[1].str()), pages);
+
+  std::string ignored;
+  ASSERT_EQ(
+      pheaptest::RunCommand(
+          browser + "--screenshot=" + png + " --window-size=1200,900 file://" + file + " >/dev/null 2>&1", &ignored),
+      0);
+  ASSERT_TRUE(std::filesystem::exists(png));
+  std::ifstream png_in(png, std::ios::binary);
+  const std::string shot((std::istreambuf_iterator<char>(png_in)), std::istreambuf_iterator<char>());
+  // A PNG of the window's size (its IHDR), holding more than a few flat colours.
+  ASSERT_GT(shot.size(), 24u);
+  EXPECT_EQ(shot.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  auto be32 = [&](size_t at) {
+    return uint32_t{static_cast<uint8_t>(shot[at])} << 24 | uint32_t{static_cast<uint8_t>(shot[at + 1])} << 16 |
+           uint32_t{static_cast<uint8_t>(shot[at + 2])} << 8 | uint32_t{static_cast<uint8_t>(shot[at + 3])};
+  };
+  EXPECT_EQ(be32(16), 1200u);
+  EXPECT_EQ(be32(20), 900u);
+  EXPECT_GT(shot.size(), 10000u);
 }
 
 }  // namespace
