@@ -23,11 +23,12 @@ namespace {
 constexpr uint64_t kSegmentHeaderBytes = (sizeof(Segment) + kPageSize - 1) / kPageSize * kPageSize;
 
 // Copies of metadata read from the image, 8-aligned so they can be viewed
-// as the arena's structs.
+// as the arena's structs: `len` bytes read into room for `room` (the whole
+// struct, when only its first fields are needed).
 class Copy {
  public:
-  Status Read(const StoredImage& im, uint64_t addr, size_t len) {
-    words_.assign((len + 7) / 8, 0);
+  Status Read(const StoredImage& im, uint64_t addr, size_t len, size_t room = 0) {
+    words_.assign((std::max(len, room) + 7) / 8, 0);
     return im.Read(addr, words_.data(), len);
   }
   template <typename T>
@@ -51,7 +52,8 @@ struct Arena {
 Result<Arena> ReadArena(const StoredImage& im, const ImageInfo& region, bool whole_header) {
   Arena a;
   const uint64_t at = region.base + kSuperblockSize;
-  PHEAP_RETURN_IF_ERROR(a.header.Read(im, at, whole_header ? sizeof(ArenaHeader) : offsetof(ArenaHeader, empty_page)));
+  PHEAP_RETURN_IF_ERROR(a.header.Read(im, at, whole_header ? sizeof(ArenaHeader) : offsetof(ArenaHeader, empty_page),
+                                      sizeof(ArenaHeader)));
   const ArenaHeader& h = a.h();
   if (h.magic == 0) return Status::NotFound("the heap's allocator was never formatted");
   if (h.magic != kArenaMagic || h.version != kArenaVersion)
