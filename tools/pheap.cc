@@ -158,7 +158,6 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "pheap inspect: give a heap name, or --pid PID\n");
     return 2;
   }
-  if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas);
   if (*inspect) return pheap::tools::RunInspect(dir, name, json, verify, inspect_replicas, html);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
