@@ -231,20 +231,25 @@ def run_module(args, module, kind):
         # the process group, so a hang's log shows where it was.
         inner = max(10, args.timeout - max(5, args.timeout // 10))
         cmd = [args.python, "-m", "test", "-v", f"--timeout={inner}", *args.regrtest_arg, module]
+        # Output to a file, not a pipe: a process a test started in a session
+        # of its own may hold it open after the interpreter ends.
+        output = os.path.join(tmp, "output")
         start = time.monotonic()
-        p = subprocess.Popen(cmd, env=env, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        with open(output, "wb") as f:
+            p = subprocess.Popen(cmd, env=env, cwd=tmp, stdin=subprocess.DEVNULL, stdout=f,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
         timed_out = False
         try:
-            out, _ = p.communicate(timeout=args.timeout)
+            p.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             kill_group(p.pid)
-            out, _ = p.communicate()
+            p.wait()
         run.seconds = time.monotonic() - start
         # Whatever the tests left running in the group goes too.
         kill_group(p.pid)
-        run.output = out.decode("utf-8", "replace")
+        with open(output, "rb") as f:
+            run.output = f.read().decode("utf-8", "replace")
         run.results, run.pending = parse(run.output)
         rc = p.returncode
         if timed_out or re.search(r"^Timeout \(\d+:\d+:\d+\)!$", run.output, re.M):
@@ -256,7 +261,7 @@ def run_module(args, module, kind):
         elif kind == "preloaded" and rc == 70 and "pheap" in run.output and not run.results:
             run.status = "crash"
             run.detail = "the heap did not open: " + first_line_with(run.output, "pheap")
-        elif "== Tests result:" not in run.output and "Tests result:" not in run.output:
+        elif "Tests result:" not in run.output:
             run.status = "crash"
             run.detail = f"exit status {rc} before regrtest's summary"
         elif rc == 0 and re.search(r"^\S+ skipped", run.output, re.M) and not run.results:
@@ -270,7 +275,7 @@ def run_module(args, module, kind):
         # A preloaded run that left no store ran on glibc's malloc: no comparison.
         if kind == "preloaded" and run.status not in ("hang", "crash") and \
                 not (os.path.isdir(store) and os.listdir(store)):
-            run.status = "crash"
+            run.status = "no heap"
             run.detail = "no heap store was written"
         if run.pending and run.status in ("hang", "crash"):
             run.detail += f", in {run.pending}"
@@ -325,7 +330,7 @@ class Module:
 
     def preload_only_trouble(self):
         """A hang or crash preloaded that the native runs did not have."""
-        bad = ("hang", "crash")
+        bad = ("hang", "crash", "no heap")
         native_bad = self.native.status in bad or (self.native2 is not None and self.native2.status in bad)
         return self.preloaded.status in bad and not native_bad
 
@@ -367,7 +372,7 @@ def report_module(m, log):
 
 
 def summary(mods, log):
-    head = ("module", "cases", "native ok/fail/skip", "preloaded ok/fail/skip", "diffs", "flaky", "native s",
+    head = ("module", "cases", "native ok/fail/skip", "preloaded ok/fail/skip", "diffs", "natively flaky", "native s",
             "preloaded s", "preloaded")
     rows = []
     for m in mods:
@@ -376,7 +381,7 @@ def summary(mods, log):
         status = p.status if p.status == n.status else f"{p.status} (native {n.status})"
         rows.append((m.name, str(cases), "/".join(map(str, n.counts())), "/".join(map(str, p.counts())),
                      str(len(m.diffs)) + (f"+{m.missing} not reached" if m.missing else ""),
-                     str(len(m.flaky_diffs)), f"{n.seconds:.0f}", f"{p.seconds:.0f}", status))
+                     str(len(m.flaky)) if m.native2 else "-", f"{n.seconds:.0f}", f"{p.seconds:.0f}", status))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     log(fmt.format(*head))
