@@ -36,7 +36,7 @@ FULL = ("test_dict test_list test_set test_unicode test_json test_pickle test_th
         "test_collections test_os test_signal test_multiprocessing_fork test_posix").split()
 # CI's subset: modules that run in seconds and still allocate hard
 # (containers, strings, regular expressions, buffers handed to zlib).
-QUICK = "test_list test_re test_dict test_zlib".split()
+QUICK = "test_list test_re test_dict test_zlib test_json test_set".split()
 
 # The interpreter the Debian test suite belongs to (a python3 earlier on
 # PATH, such as a pyenv one, has its own or none).
