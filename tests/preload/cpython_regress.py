@@ -12,8 +12,8 @@ differences are listed apart and do not fail the comparison.
 
 Exit status: 0 when the results agree, 1 when a case differs or a module
 hangs or crashes only preloaded, 2 on a usage error, 77 (a skip to meson)
-when the test suite, the interpreter or a working preload library is
-missing.
+when the interpreter or its test suite is missing or the preload library
+cannot open a heap here.
 
   tests/preload/cpython_regress.py --lib build/preload/libpheap_preload.so          # every module
   tests/preload/cpython_regress.py --quick --lib build/preload/libpheap_preload.so  # CI's subset
@@ -43,7 +43,6 @@ QUICK = "test_list test_re test_dict test_zlib test_json test_set".split()
 DEFAULT_PYTHON = "/usr/bin/python3.11"
 
 OK, FAIL, ERROR, SKIP, XFAIL, XPASS = "ok", "FAIL", "ERROR", "skipped", "expected failure", "unexpected success"
-RESULTS = (OK, FAIL, ERROR, SKIP, XFAIL, XPASS)
 
 # "test_x (test.test_dict.DictTest.test_x)", maybe with a subtest's
 # parameters after it (indented): the line unittest's verbose runner starts
