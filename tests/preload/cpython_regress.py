@@ -251,7 +251,8 @@ def run_module(args, module, kind):
             run.output = f.read().decode("utf-8", "replace")
         run.results, run.pending = parse(run.output)
         rc = p.returncode
-        if timed_out or re.search(r"^Timeout \(\d+:\d+:\d+\)!$", run.output, re.M):
+        # faulthandler's line follows the " ... " of the case that hung.
+        if timed_out or re.search(r"Timeout \(\d+:\d+:\d+\)!$", run.output, re.M):
             run.status = "hang"
             run.detail = f"past {args.timeout if timed_out else inner} s"
         elif rc < 0:
