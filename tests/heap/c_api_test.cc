@@ -328,26 +328,6 @@ TEST(CApi, CommitAsyncThenWait) {
   pheap_close(h);
 }
 
-// Flips one byte of every stored copy of a page that `is_copy` recognises
-// (log files keep pages page-aligned); returns how many were flipped.
-template <typename Match>
-int DamageStoredCopies(const std::string& dir, Match is_copy) {
-  int flipped = 0;
-  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
-    if (f.path().extension() != ".pheap") continue;
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-    std::vector<char> page(4096);
-    for (std::streamoff off = 0; io.read(page.data(), 4096); off += 4096) {
-      if (!is_copy(page.data())) continue;
-      io.seekp(off + 100);
-      io.put(static_cast<char>(page[100] ^ 0x5a));
-      io.seekg(off + 4096);
-      ++flipped;
-    }
-  }
-  return flipped;
-}
-
 // Opens heap `name` in a child: its exit code, or 128 + the signal that
 // killed it; *error gets pheap_last_error() of a failed open.
 int OpenInChild(const std::string& name, const std::string& cfg, std::string* error) {
@@ -397,7 +377,7 @@ TEST(CApi, DamagedPageReadAtOpenFailsWithAnErrorNotASignal) {
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     std::vector<char> meta(4096);
     std::ifstream(snapshot, std::ios::binary).read(meta.data(), 4096);
-    const int flipped = DamageStoredCopies(dir.path(), [&](const char* page) {
+    const int flipped = pheaptest::DamageStoredCopies(dir.path(), [&](const char* page) {
       if (which == 1) return std::memcmp(page, meta.data(), 4096) == 0;
       uint64_t w;
       std::memcpy(&w, page, 8);

@@ -111,4 +111,25 @@ inline bool DamageStoredPage(const std::string& dir, uint64_t pgno, uint64_t e) 
   return false;
 }
 
+// Flips one byte of every stored copy of a page that `is_copy` recognises
+// (log files keep pages page-aligned) in the log files under `dir`;
+// returns how many were flipped.
+template <typename Match>
+inline int DamageStoredCopies(const std::string& dir, Match is_copy) {
+  int flipped = 0;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (f.path().extension() != ".pheap") continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::vector<char> page(4096);
+    for (std::streamoff off = 0; io.read(page.data(), 4096); off += 4096) {
+      if (!is_copy(page.data())) continue;
+      io.seekp(off + 100);
+      io.put(static_cast<char>(page[100] ^ 0x5a));
+      io.seekg(off + 4096);
+      ++flipped;
+    }
+  }
+  return flipped;
+}
+
 }  // namespace pheaptest

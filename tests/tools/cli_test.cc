@@ -193,24 +193,13 @@ TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
 }
 
 // Flips one byte of every stored page under `dir` whose first word is
-// `word` (log files keep pages page-aligned); returns how many.
+// `word`; returns how many.
 int DamagePagesStarting(const std::string& dir, uint64_t word) {
-  int flipped = 0;
-  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
-    if (f.path().extension() != ".pheap") continue;
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-    std::vector<char> page(4096);
-    for (std::streamoff off = 0; io.read(page.data(), 4096); off += 4096) {
-      uint64_t w;
-      std::memcpy(&w, page.data(), 8);
-      if (w != word) continue;
-      io.seekp(off + 200);
-      io.put(static_cast<char>(page[200] ^ 0x21));
-      io.seekg(off + 4096);
-      ++flipped;
-    }
-  }
-  return flipped;
+  return pheaptest::DamageStoredCopies(dir, [word](const char* page) {
+    uint64_t w;
+    std::memcpy(&w, page, 8);
+    return w == word;
+  });
 }
 
 // A page damaged in the local store and another on one replica: check
