@@ -78,11 +78,12 @@ void LiveStatsFile::Publish(const LiveStats& s) {
   uint64_t* data = w + kLiveHeaderBytes / 8;
   const uint64_t at = __atomic_load_n(seq, __ATOMIC_RELAXED) & ~uint64_t{1};
   __atomic_store_n(seq, at + 1, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);  // odd before any of the data
+  // Each word a release store, not a fence (which TSan cannot follow): the
+  // odd sequence is visible before any of the data.
   for (size_t i = 0; i < kWords; ++i) {
     uint64_t v;
     std::memcpy(&v, reinterpret_cast<const char*>(&s) + i * 8, 8);
-    __atomic_store_n(&data[i], v, __ATOMIC_RELAXED);
+    __atomic_store_n(&data[i], v, __ATOMIC_RELEASE);
   }
   __atomic_store_n(seq, at + 2, __ATOMIC_RELEASE);
 }
@@ -107,11 +108,12 @@ Result<LiveStats> LiveStatsFile::Read() const {
       ::sched_yield();
       continue;
     }
+    // Acquire loads, not a fence (which TSan cannot follow): the copy is
+    // read before the second look at the sequence.
     for (size_t i = 0; i < kWords; ++i) {
-      const uint64_t v = __atomic_load_n(&data[i], __ATOMIC_RELAXED);
+      const uint64_t v = __atomic_load_n(&data[i], __ATOMIC_ACQUIRE);
       std::memcpy(reinterpret_cast<char*>(&out) + i * 8, &v, 8);
     }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);  // the copy before the second look
     if (__atomic_load_n(seq, __ATOMIC_RELAXED) == before) {
       // Strings from another process end within their fields, whatever it wrote.
       out.heap[sizeof(out.heap) - 1] = out.exe[sizeof(out.exe) - 1] = out.tracking[sizeof(out.tracking) - 1] = '\0';

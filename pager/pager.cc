@@ -213,7 +213,7 @@ void Pager::Impl::RecordCut(uint64_t pause_ns, int paused, uint64_t dirty) {
 
 PauseSummary Pager::Impl::pauses() const {
   PauseSummary s;
-  std::array<uint64_t, PauseSummary::kSamples> v;
+  std::array<uint64_t, PauseSummary::kSamples> v{};
   size_t n;
   {
     std::lock_guard lk(pause_mu_);
