@@ -65,8 +65,9 @@ TEST_F(LiveStatsTest, AReaderNeverSeesATornSnapshot) {
     for (uint64_t i = 2; i < 200000; ++i) (*writer)->Publish(Filled(i));
     done = true;
   });
-  uint64_t reads = 0, busy = 0, last = 0;
+  uint64_t reads = 0, busy = 0, last = 0, reads_while_writing = 0;
   while (!done || reads < 1000) {
+    const bool writing = !done;
     auto s = (*reader)->Read();
     if (!s.ok()) {
       ASSERT_EQ(s.status().code(), Status::Code::kBusy) << s.status().ToString();
@@ -78,12 +79,17 @@ TEST_F(LiveStatsTest, AReaderNeverSeesATornSnapshot) {
     ASSERT_GE(v, last) << "snapshots go back";
     last = v;
     ++reads;
+    reads_while_writing += writing;
   }
   w.join();
   auto s = (*reader)->Read();
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->pid, 199999u);
-  EXPECT_LT(busy, reads);
+  // Not starved by a writer that publishes without pause (a real one
+  // publishes every 250 ms). How often a read finds it mid-write depends on
+  // their relative speed (TSan slows the reader's many loads), so only
+  // whether some reads got through while it wrote is asserted.
+  EXPECT_GT(reads_while_writing, 0u) << busy << " reads found a write in progress";
 }
 
 TEST_F(LiveStatsTest, RefusesWhatIsNotALiveStatisticsFile) {
