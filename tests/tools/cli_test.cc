@@ -205,6 +205,7 @@ int DamagePagesStarting(const std::string& dir, uint64_t word) {
 // names both (page, file and offset, replica), --repair rewrites each from
 // a good copy elsewhere, and the heap reads back every byte.
 TEST_F(PheapCli, CheckFindsDamageLocallyAndOnReplicasAndRepairsIt) {
+  PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
   const std::string cfg = "dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints();
   constexpr uint64_t kTag = 0xc0ffee0000000000ull, kPages = 16;
@@ -277,6 +278,7 @@ int StoredLogFiles(const std::string& peer_dir, const std::string& name) {
 // rm --on-replicas removes the heap here and on every replica, fences a
 // writer still running elsewhere, and leaves the name free for a new heap.
 TEST_F(PheapCli, RmOnReplicasRemovesEverywhereAndFencesAWriter) {
+  PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
   const std::string repl = ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints();
   pheap* h = pheap_open("gone", ("dir=" + dir_ + repl).c_str());
@@ -318,6 +320,7 @@ TEST_F(PheapCli, RmOnReplicasRemovesEverywhereAndFencesAWriter) {
 // inspect names each replica of the heap's set: its (term, epoch), lag and
 // bytes stored, and a peer that is gone as not reachable.
 TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
+  PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
   pheap* h = pheap_open("seen", ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints()).c_str());
   ASSERT_NE(h, nullptr) << pheap_last_error();
