@@ -115,23 +115,17 @@ bool CheckReplica(ReplicaClient& client, size_t i, Pgno from, Pgno to, Copy* cop
 // A good copy of page p of the durable image: from the local store (unless
 // it is damaged there or holds another image), else from any replica but
 // `skip`.
-Status GoodCopy(PageStore* local, bool local_current, ReplicaClient* client, size_t skip, Pgno p, uint8_t* out,
-                std::string* from) {
+Status GoodCopy(PageStore* local, bool local_current, ReplicaClient* client, size_t skip, Pgno p, uint8_t* out) {
   uint64_t present[1];
-  if (local != nullptr && local_current && local->ReadRun(p, 1, out, present).ok() && (present[0] & 1)) {
-    *from = local->path();
+  if (local != nullptr && local_current && local->ReadRun(p, 1, out, present).ok() && (present[0] & 1))
     return Status::Ok();
-  }
   Status last = Status::NotFound(fmt::format("no good copy of page {} anywhere", p));
   if (client == nullptr) return last;
   for (size_t j = 0; j < client->replicas().size(); ++j) {
     if (j == skip) continue;
     Pgno bad = ~Pgno{0};
     Status s = client->ReadRunFrom(j, p, 1, out, present, &bad);
-    if (s.ok() && (present[0] & 1)) {
-      *from = client->replicas()[j];
-      return Status::Ok();
-    }
+    if (s.ok() && (present[0] & 1)) return Status::Ok();
     if (!s.ok()) last = s;
   }
   return last;
@@ -239,11 +233,9 @@ int RunCheck(const CheckOptions& o) {
       Copy& c = copies[ci];
       const bool is_local = have_local && ci == 0;
       for (Damage& d : c.damaged) {
-        std::string from;
         // A replica's own index in the client: the copies after the local one.
         const size_t skip = is_local ? ~size_t{0} : ci - (have_local ? 1 : 0);
-        Status got =
-            GoodCopy(is_local ? nullptr : local.get(), local_current, client.get(), skip, d.page, page.data(), &from);
+        Status got = GoodCopy(is_local ? nullptr : local.get(), local_current, client.get(), skip, d.page, page.data());
         Status s =
             got.ok() ? (is_local ? local->RepairPage(d.page, page.data()) : client->RepairOn(skip, d.page, page.data()))
                      : got;
