@@ -160,7 +160,14 @@ Result<Epoch> PersistentHeap::Commit() {
   return Wait(*e);
 }
 
+Status PersistentHeap::ForkChildStatus() const {
+  if (engine_ == nullptr) return Status::Ok();  // an open that failed, or a handle closed
+  Status st = engine_->pager().ForkChildStatus();
+  return st.ok() ? st : st.Annotate(fmt::format("heap '{}'", name()));
+}
+
 Result<Epoch> PersistentHeap::CommitAsync() {
+  PHEAP_RETURN_IF_ERROR(ForkChildStatus());  // before the locks, which the fork may have caught held
   HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
   // Forget commits that became durable; keep failed ones for their waiter.
@@ -190,6 +197,7 @@ Result<Epoch> PersistentHeap::CommitAsync() {
 }
 
 Result<Epoch> PersistentHeap::CommitInPlace() {
+  PHEAP_RETURN_IF_ERROR(ForkChildStatus());
   HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
   std::lock_guard<std::mutex> roots(roots_->mutex());  // as in CommitAsync
@@ -197,6 +205,7 @@ Result<Epoch> PersistentHeap::CommitInPlace() {
 }
 
 Result<Epoch> PersistentHeap::Wait(Epoch e) {
+  PHEAP_RETURN_IF_ERROR(ForkChildStatus());
   std::shared_future<Result<Epoch>> f;
   {
     HoldingCommitLocks held;
@@ -220,6 +229,10 @@ void PersistentHeap::StopBackgroundCommits() {
 
 Status PersistentHeap::Close() {
   if (closed_) return Status::Ok();
+  if (Status st = ForkChildStatus(); !st.ok()) {
+    ForgetInForkChild();
+    return st.Annotate("close (the child's copy stays mapped until it exits)");
+  }
   StopBackgroundCommits();
   auto r = Commit();
   Unregister();
@@ -230,8 +243,23 @@ Status PersistentHeap::Close() {
   return r.ok() ? Status::Ok() : r.status();
 }
 
+// The parent's threads, locks and peers' connections are not the child's:
+// the engine is left as the fork copied it, never stopped.
+void PersistentHeap::ForgetInForkChild() {
+  if (committer_ != nullptr) committer_->ForgetAfterFork();
+  (void)committer_.release();
+  Unregister();
+  (void)engine_.release();
+  closed_ = true;
+  size_ = 0;
+}
+
 PersistentHeap::~PersistentHeap() {
   if (closed_) return;
+  if (!ForkChildStatus().ok()) {
+    ForgetInForkChild();
+    return;
+  }
   StopBackgroundCommits();
   Unregister();
   if (alloc_.attached()) alloc_.Detach();

@@ -94,6 +94,10 @@ class PersistentHeap final : private ArenaHooks {
   Result<Epoch> CommitInPlace();
   // Waits until epoch e is durable.
   Result<Epoch> Wait(Epoch e);
+  // In a child of fork(), which works on a copy of the region: the error
+  // (kBusy) that the child's commits, waits and Close get; Ok in the
+  // process that opened the heap. The child allocates and frees as usual.
+  Status ForkChildStatus() const;
   Epoch durable_epoch() const { return engine_->durable_epoch(); }
 
   // The open heap whose region holds p, or null (lock-free; heap_registry.h).
@@ -117,6 +121,7 @@ class PersistentHeap final : private ArenaHooks {
   // the roots `own`. REQUIRES: the allocator is not attached.
   Status StartNewGeneration(const std::vector<std::string>& own);
   void StopBackgroundCommits();  // idempotent
+  void ForgetInForkChild();      // closes the child's handle, stopping nothing
   void Register();
   void Unregister();
 

@@ -236,6 +236,10 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   HoldingCommitLocks held;
   auto job = std::make_unique<Job>();
   std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
+  if (InForkChild()) {
+    job->done.set_value(ForkChildStatus());
+    return fut;
+  }
   {
     std::unique_lock lk(q_mu_);
     if (Status st = WaitForStaging(lk); !st.ok()) {
@@ -303,7 +307,17 @@ Status Pager::Impl::WaitForStaging(std::unique_lock<std::mutex>& lk) {
                                      held, options_.staging_wait_ms));
 }
 
+Status Pager::Impl::ForkChildStatus() const {
+  if (!InForkChild()) return Status::Ok();
+  return Status::Busy(
+      fmt::format("the heap at {:#x} belongs to process {}, which opened it: this child of fork() "
+                  "works on a copy and cannot commit it; commit in process {}, or open a heap of "
+                  "the child's own",
+                  region_.base(), owner_, owner_));
+}
+
 Result<Epoch> Pager::Impl::CommitInPlace() {
+  if (InForkChild()) return ForkChildStatus();
   if (!sink_->PersistsFromRegion()) return CommitAsync().get();
   HoldingCommitLocks held;
   std::unique_lock epoch_lk(epoch_mu_);
@@ -471,6 +485,11 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
   if (a % kPageSize != 0 || len % kPageSize != 0 || !region_.contains(a) || len > region_.base() + region_.size() - a)
     return Status::InvalidArgument(fmt::format("discard of [{:#x}, {:#x}) is not page aligned inside the heap region", a, a + len));
   if (len == 0) return Status::Ok();
+  if (InForkChild()) {
+    int e = region_.MapZeros(a, len);
+    return e < 0 ? Status::FromErrno(fmt::format("discard of [{:#x}, {:#x}) in a child of fork()", a, a + len), -e)
+                 : Status::Ok();
+  }
   const Run r{(a - region_.base()) >> kPageShift, len >> kPageShift};
   HoldingCommitLocks held;
   std::lock_guard cut_lk(cut_mu_);  // a cut never sees a half-discarded run
@@ -536,6 +555,7 @@ Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
 Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
+Status Pager::ForkChildStatus() const { return impl_->ForkChildStatus(); }
 
 void Pager::BeginGuardedReads() { impl_->GuardReads(true); }
 

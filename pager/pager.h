@@ -170,6 +170,12 @@ class Pager {
   // zeros now and in every epoch from the next commit on. REQUIRES: page
   // aligned and inside the region.
   Status Discard(void* addr, uint64_t len);
+  // Ok in the process that opened the pager. In a child of fork(), which
+  // has a copy of the region but none of the pager's threads: the error
+  // (kBusy) its commits get. There Discard zeros the range unrecorded, and
+  // the pager must be leaked, not destroyed (its threads are not there to
+  // stop).
+  Status ForkChildStatus() const;
 
   // Registers the calling thread as one that never writes the region and
   // must not be paused by commits (a pheap-internal thread).

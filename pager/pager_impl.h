@@ -3,6 +3,8 @@
 // each read on their own.
 #pragma once
 
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -43,7 +45,15 @@ class Pager::Impl {
   Status Unserved() const;
   PauseSummary pauses() const;
 
+  // A child of fork() has a copy of the region but none of the pager's
+  // threads, and its locks as the fork found them: it commits nothing and
+  // discards without them.
+  bool InForkChild() const { return ::getpid() != owner_; }
+  // Pager::ForkChildStatus.
+  Status ForkChildStatus() const;
+
   ImageInfo image_;
+  const pid_t owner_ = ::getpid();
   PageSource* source_;
   EpochSink* sink_;
   PagerOptions options_;

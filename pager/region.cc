@@ -38,10 +38,14 @@ Result<Region> Region::Map(uint64_t base, uint64_t size) {
   return Region(base, size);
 }
 
-int Region::MapAbsent(uint64_t addr, uint64_t len, int uffd, bool missing) const {
+int Region::MapZeros(uint64_t addr, uint64_t len) const {
   void* m = os().mmap(reinterpret_cast<void*>(addr), len, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-  if (MmapFailed(m)) return -MmapErrno(m);
+  return MmapFailed(m) ? -MmapErrno(m) : 0;
+}
+
+int Region::MapAbsent(uint64_t addr, uint64_t len, int uffd, bool missing) const {
+  if (int e = MapZeros(addr, len); e < 0) return e;
   return uffd_register(uffd, addr, len, (missing ? UFFDIO_REGISTER_MODE_MISSING : 0) | UFFDIO_REGISTER_MODE_WP,
                        nullptr);
 }

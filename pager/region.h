@@ -37,6 +37,10 @@ class Region {
   // left unmapped or unregistered, so the caller stops trusting the tracking.
   // REQUIRES: the range lies inside the region, page aligned.
   int MapAbsent(uint64_t addr, uint64_t len, int uffd, bool missing = true) const;
+  // Puts absent anonymous memory (zeros on touch) in place of whatever is
+  // mapped at [addr, addr + len), registered nowhere. Returns 0 or -errno.
+  // REQUIRES: as MapAbsent.
+  int MapZeros(uint64_t addr, uint64_t len) const;
 
  private:
   Region(uint64_t base, uint64_t size) : base_(base), size_(size) {}

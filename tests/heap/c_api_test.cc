@@ -8,10 +8,13 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/test_util.h"
@@ -113,6 +116,60 @@ TEST(CApi, UncommittedChangesDieWithTheProcess) {
   EXPECT_EQ(*v, 1u);
   EXPECT_EQ(pheap_root(h, "w"), nullptr);
   pheap_close(h);
+}
+
+// A child of fork() works on its copy of the heap while the parent's
+// background commits go on: it frees and allocates blocks that give pages
+// back (which never waits for a lock a parent's commit held at the fork),
+// and its commits and its close are refused with an error, never a hang.
+TEST(CApi, AForkedChildUsesItsCopyAndCannotCommit) {
+  TempDir dir;
+  const std::string cfg = dir.config() + ";commit_ms=1";
+  pheap* h = pheap_open("forked", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  constexpr size_t kBig = size_t{5} << 20;  // past the largest segment run: its pages go back on free
+  constexpr int kBlocks = 4;
+  char* big[kBlocks];
+  for (char*& b : big) {
+    b = static_cast<char*>(pheap_malloc(h, kBig));
+    ASSERT_NE(b, nullptr) << pheap_last_error();
+    std::memset(b, 0x5a, kBig);
+  }
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {  // keeps every cut busy
+    for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) big[i % kBlocks][(i * 4096) % kBig] = 1;
+  });
+  int hung = 0, failed = 0;
+  for (int i = 0; i < 200; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      pheap_free(h, big[i % kBlocks]);
+      auto* z = static_cast<unsigned char*>(pheap_calloc(h, 1, kBig));
+      if (z == nullptr) _exit(2);
+      for (size_t o = 0; o < kBig; o += 512)
+        if (z[o] != 0) _exit(3);
+      if (pheap_commit(h) != -1 || !Says("fork")) _exit(4);
+      if (pheap_close(h) != -1 || !Says("fork")) _exit(5);
+      _exit(0);
+    }
+    ASSERT_GT(pid, 0);
+    int status = 0;
+    for (int ms = 0; ms < 10000 && waitpid(pid, &status, WNOHANG) == 0; ++ms) usleep(1000);
+    if (kill(pid, 0) == 0 && waitpid(pid, &status, WNOHANG) == 0) {
+      ++hung;
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (failed == 1 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ADD_FAILURE() << "child status " << status;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(hung, 0) << "children stuck for 10 s";
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(static_cast<unsigned char>(big[0][kBig - 1]), 0x5a) << "the parent's copy is its own";
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
 }
 
 // A larger size grows the heap in place: its objects stay where they are,
