@@ -200,8 +200,9 @@ void OnSigterm(int) {
   errno = saved;
 }
 
-// Fault-around (pager/fault_around.h) is off for good in the library's own
-// text and constants, and in the C library's while pheap code runs:
+// In a process that persists, fault-around (pager/fault_around.h) is off
+// for good in the library's own text and constants, and in the C library's
+// while pheap code runs:
 // opening the heap, each commit the committer takes, the final commit. That
 // code reaches parts of libc the program may never use. (A fault the
 // program takes in libc meanwhile maps its page alone too.) Never freed, as
@@ -460,19 +461,19 @@ std::string WhatToCheck(const Status& st, const PeersTried& tried) {
 __attribute__((constructor)) void PreloadInit() {
   Bypass b;
   (void)Libc();
-  TurnFaultAroundOff();
   // pheap's threads start where they are needed, also inside a commit the
   // program calls (pheap_commit): each is exempt from the cut, so none may
   // allocate from the heap, whatever thread created it.
   PersistentHeap::OnInternalThread([] { t_bypass = 1; });
   auto persists = ThisProcessPersists();
   if (persists.ok() && !*persists) {
-    PHEAP_LOG_DEBUG("preload: {} was started by the program that persists (PHEAP_RUN_PID): it runs on glibc's "
-                    "malloc (PHEAP_CHILDREN=1 persists it too)",
-                    program_invocation_short_name);
-    LibcFaultsAround(true);
+    PHEAP_LOG_DEBUG(
+        "preload: {} was started by the program that persists (PHEAP_RUN_PID): it runs on glibc's "
+        "malloc (PHEAP_CHILDREN=1 persists it too)",
+        program_invocation_short_name);
     return;
   }
+  TurnFaultAroundOff();  // only where the heap may open: its userfaultfd is a descriptor the program would see
   PeersTried tried;
   auto h = persists.ok() ? OpenHeap(&tried) : Result<std::unique_ptr<PersistentHeap>>(persists.status());
   if (!h.ok()) {
@@ -485,7 +486,8 @@ __attribute__((constructor)) void PreloadInit() {
     dprintf(2, "pheap preload: %s: no persistent heap: %s; %s\n", program_invocation_short_name, why.c_str(),
             fatal ? "exiting (PHEAP_REQUIRE=1)" : "running on glibc's malloc instead (PHEAP_REQUIRE=1 exits)");
     if (fatal) _exit(70);
-    LibcFaultsAround(true);
+    delete g_fault_around;  // every range faults around again, and its descriptor closes
+    g_fault_around = nullptr;
     return;
   }
   // Never closed or freed: pointers into the region stay valid until the

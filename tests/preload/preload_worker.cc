@@ -22,6 +22,7 @@
 //                                   sizes, free a third, root none, exit
 //   preload_worker exit-while-libc-busy  set a root, exit while threads keep
 //                                   glibc's arenas locked (realloc, fork)
+#include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -32,14 +33,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <new>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -271,6 +273,19 @@ int ForkTerm() {
     died += WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
   }
   std::printf("children killed by SIGTERM %d\n", died);
+  return 0;
+}
+
+// Prints the descriptors the process holds, as /proc/self/fd lists them.
+int Fds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return 60;
+  std::vector<int> fds;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.' && std::atoi(e->d_name) != dirfd(d)) fds.push_back(std::atoi(e->d_name));
+  closedir(d);
+  std::sort(fds.begin(), fds.end());
+  for (int fd : fds) std::printf("fd %d\n", fd);
   return 0;
 }
 
@@ -532,6 +547,7 @@ int main(int argc, char** argv) {
   if (mode == "underscore-exit") return UnderscoreExit();
   if (mode == "overfill") return Overfill();
   if (mode == "fork-term") return ForkTerm();
+  if (mode == "fds") return Fds();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();

@@ -561,6 +561,28 @@ TEST(Worker, ClosingEveryDescriptorLeavesPheapsOpen) {
 
 // A child SIGTERMed right after fork dies of it, as it does natively: the
 // signal may reach it before the fork handler resets SIGTERM's handler.
+// A process the preload library does not persist (a child started by the
+// program that does, PHEAP_RUN_PID; or one whose heap did not open) holds
+// no descriptor of pheap's: the program sees the descriptors it would
+// natively, as CPython's test_subprocess checks in its children.
+TEST(Worker, AProcessThatDoesNotPersistHoldsNoDescriptorOfPheaps) {
+  Outcome native = RunProgram({g_paths.worker, "fds"}, {});
+  ASSERT_EQ(native.status, 0) << native.err;
+  std::vector<std::string> child = PreloadEnv("fds");
+  child.push_back("PHEAP_RUN_PID=1");
+  Outcome pre = RunProgram({g_paths.worker, "fds"}, child);
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out) << "a child of the persisting program";
+  std::vector<std::string> unopened = PreloadEnv("fds");
+  for (std::string& e : unopened) {
+    if (e.rfind("PHEAP_DIR=", 0) == 0) e = "PHEAP_DIR=/dev/null/no-such-dir";
+    if (e.rfind("PHEAP_REQUIRE=", 0) == 0) e = "PHEAP_REQUIRE=0";
+  }
+  pre = RunProgram({g_paths.worker, "fds"}, unopened);
+  EXPECT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, native.out) << "a heap that did not open: " << pre.err;
+}
+
 TEST(Worker, SigtermRightAfterForkKillsTheChild) { ExpectWorkerAsNative("fork-term", "0"); }
 
 // A heap that fills up says so once; a request larger than any heap fails
