@@ -359,6 +359,11 @@ class Run {
 
   // Runs the schedule; false on a violation.
   bool Go();
+  // The checker alone, on two writers that exist only as pipes: writer A
+  // announces an attempt right after its open, and writer B opens the
+  // image that attempt wrote. Whatever order the lines are read in, B's
+  // image is one an attempt wrote. False if the checker says otherwise.
+  bool CheckerOrdersLinesAcrossWriters();
 
  private:
   bool Setup();
@@ -406,6 +411,25 @@ void Run::Note(const std::string& what) {
   log_ += t + what + "\n";
   std::snprintf(g_step, sizeof(g_step), "seed %" PRIu64 " at %s%s", seed_, t, what.c_str());
   if (o_.verbose) std::printf("%s%s\n", t, what.c_str());
+}
+
+bool Run::CheckerOrdersLinesAcrossWriters() {
+  const char* lines[] = {"open 0 0 0\nattempt 1\n", "open 1 1 1\n"};  // A's tag is 1
+  start_ = Clock::now();
+  for (const char* text : lines) {
+    int fds[2];
+    if (pipe(fds) != 0) return false;
+    auto p = std::make_unique<Proc>();
+    p->tag = next_tag_++;
+    p->fd = fds[0];
+    p->since = Clock::now();
+    if (write(fds[1], text, std::strlen(text)) != static_cast<ssize_t>(std::strlen(text))) return false;
+    close(fds[1]);
+    procs_.push_back(std::move(p));
+  }
+  Pump(std::chrono::milliseconds(100));  // reads both pipes in one round
+  for (auto& p : procs_) close(p->fd);
+  return !failed_;
 }
 
 void Run::Violation(const std::string& kind, const std::string& what) {
@@ -593,11 +617,17 @@ void Run::Pump(std::chrono::milliseconds wait) {
         continue;
       }
       p->buf.append(buf, static_cast<size_t>(n));
-      for (size_t nl; (nl = p->buf.find('\n')) != std::string::npos;) {
-        const std::string line = p->buf.substr(0, nl);
-        p->buf.erase(0, nl + 1);
-        OnLine(p, line);
-      }
+    }
+  }
+  // Every writer's lines read so far, before any one's open is judged: an
+  // attempt another writer announced before this open read its image may
+  // already sit in that writer's buffer, read by an outer Pump.
+  for (size_t i = 0; i < procs_.size(); ++i) {
+    Proc* p = procs_[i].get();
+    for (size_t nl; (nl = p->buf.find('\n')) != std::string::npos;) {
+      const std::string line = p->buf.substr(0, nl);
+      p->buf.erase(0, nl + 1);
+      OnLine(p, line);
     }
   }
   const auto now = Clock::now();
@@ -986,6 +1016,10 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGALRM, Watchdog);
   Totals totals;
+  if (Totals t; !Run(o, 0, &t).CheckerOrdersLinesAcrossWriters()) {
+    std::printf("the checker itself is wrong: see the VIOLATION above\n");
+    return 1;
+  }
   const auto start = Clock::now();
   for (int r = 0; o.runs == 0 || r < o.runs; ++r) {
     if (o.total_seconds > 0 && Clock::now() - start > std::chrono::seconds(o.total_seconds)) break;
