@@ -113,6 +113,9 @@ const LibcAllocator& Libc() {
   Resolve(t, "malloc_stats", &a.malloc_stats);
   Resolve(t, "malloc_info", &a.malloc_info);
   Resolve(t, "pthread_create", &a.pthread_create);
+  Resolve(t, "sigaction", &a.sigaction);
+  Resolve(t, "pthread_sigmask", &a.pthread_sigmask);
+  Resolve(t, "sigprocmask", &a.sigprocmask);
   g_libc = a;
   g_resolved.store(true, std::memory_order_release);
   return g_libc;

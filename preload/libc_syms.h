@@ -8,6 +8,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include <cstddef>
 
@@ -28,6 +29,10 @@ struct LibcAllocator {
   void (*malloc_stats)();
   int (*malloc_info)(int, FILE*);
   int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  // The signal calls signal_shim.cc interposes.
+  int (*sigaction)(int, const struct sigaction*, struct sigaction*);
+  int (*pthread_sigmask)(int, const sigset_t*, sigset_t*);
+  int (*sigprocmask)(int, const sigset_t*, sigset_t*);
 };
 
 // glibc's entry points, resolved on first use (thread-safe, idempotent).

@@ -13,6 +13,8 @@
 // and libraries allocated before the heap opened, and pheap's own memory).
 #pragma once
 
+#include <signal.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -50,6 +52,12 @@ class Bypass {
 // The heap ran out of room for n bytes: glibc serves the block (warned
 // once, and not for a block larger than the region, which never fit).
 void WarnRegionFull(size_t n);
+
+// sigaction(SIGTERM, act, old) while SIGTERM's handler is pheap's: the
+// program's view is read and set as signal_shim.cc describes, and true is
+// returned. False once the handler is the program's or was never pheap's:
+// the call goes to the C library.
+bool SigtermAction(const struct sigaction* act, struct sigaction* old);
 
 // The final commit, once, and only in the process that opened the heap:
 // from atexit, and from _exit and _Exit, which skip atexit handlers.

@@ -96,7 +96,8 @@ uint64_t g_commit_ms = kCommitMs;
 bool g_child = false;             // this process is a fork child: never commit
 bool g_copy_cuts = false;         // periodic commits copy the cut (PHEAP_PRECOPY=1)
 pid_t g_owner = 0;                // the process that opened the heap (not a vfork child)
-bool g_term_handler = false;      // ours is SIGTERM's handler
+std::atomic<bool> g_term_handler{false};  // ours is SIGTERM's handler
+struct sigaction g_term_view {};          // SIGTERM as the program set it meanwhile: SIG_DFL
 constinit thread_local bool t_exiting __attribute__((tls_model("initial-exec"))) = false;  // in AtExit
 // Commits every g_commit_ms (0: only the final commit), and the final one on
 // SIGTERM. Never freed, as g_heap.
@@ -170,6 +171,14 @@ void CommitNow(bool final, const char* why) {
                  Percentile(99) / 1000, g_max_pause / 1000);
 }
 
+// SIGTERM's default action back, as the program left it.
+void TermDefault() {
+  struct sigaction sa {};
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  Libc().sigaction(SIGTERM, &sa, nullptr);
+}
+
 // The committer's tick (heap/commit_loop.h).
 void PeriodicCommit() {
   LibcFaultsAround(false);
@@ -181,7 +190,7 @@ void PeriodicCommit() {
 // the default action the program left in place.
 void CommitAndTerminate() {
   CommitNow(true, "SIGTERM");
-  signal(SIGTERM, SIG_DFL);
+  TermDefault();
   kill(getpid(), SIGTERM);
 }
 
@@ -192,7 +201,7 @@ void OnSigterm(int) {
     // handler: it has no heap to commit and no committer to wake, so it
     // takes the default action the program left in place. SIGTERM is
     // blocked in its own handler, so the raise lands once this returns.
-    signal(SIGTERM, SIG_DFL);
+    TermDefault();
     raise(SIGTERM);
   } else {
     g_committer->WakeFromSignal();
@@ -219,6 +228,21 @@ void LibcFaultsAround(bool on) {
 }
 
 }  // namespace
+
+bool SigtermAction(const struct sigaction* act, struct sigaction* old) {
+  if (!g_term_handler.load(std::memory_order_acquire)) return false;
+  const struct sigaction view = g_term_view;
+  if (act != nullptr) {
+    if ((act->sa_flags & SA_SIGINFO) == 0 && act->sa_handler == SIG_DFL) {
+      g_term_view = *act;
+    } else {  // the program's handler, or SIG_IGN, in place of ours
+      if (Libc().sigaction(SIGTERM, act, nullptr) != 0) return false;
+      g_term_handler.store(false, std::memory_order_release);
+    }
+  }
+  if (old != nullptr) *old = view;
+  return true;
+}
 
 void AtExit() {
   if (g_child || g_heap == nullptr || getpid() != g_owner) return;
@@ -269,7 +293,7 @@ void ForkChild() {
   ForgetOwnFds();                                              // the child's copies are its own to close
   if (g_committer != nullptr) g_committer->ForgetAfterFork();  // not in this process
   SetDefaultHeap(nullptr);
-  if (g_term_handler) signal(SIGTERM, SIG_DFL);
+  if (g_term_handler) TermDefault();
 }
 
 std::string Sanitized(std::string s) {
@@ -434,12 +458,13 @@ void TurnFaultAroundOff() {
 
 void InstallSigterm() {
   struct sigaction old {};
-  if (sigaction(SIGTERM, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) return;
+  if (Libc().sigaction(SIGTERM, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) return;
+  g_term_view = old;
   struct sigaction sa {};
   sa.sa_handler = OnSigterm;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  g_term_handler = sigaction(SIGTERM, &sa, nullptr) == 0;
+  g_term_handler = Libc().sigaction(SIGTERM, &sa, nullptr) == 0;
 }
 
 // What to check when the heap did not open because of `st`. Peers that

@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -273,6 +274,80 @@ int ForkTerm() {
     died += WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
   }
   std::printf("children killed by SIGTERM %d\n", died);
+  return 0;
+}
+
+// A worker thread blocks the real-time signals ("rt"), then every signal
+// ("all"), and writes the heap until told to stop (20 s at most), while
+// the main thread commits. Prints, for each: whether the worker's mask
+// reads back as it set it, whether the kernel holds the worker's mask
+// without pheap's signal, and whether the commit returned while the worker
+// still wrote (it may not wait for the mask to go, nor leave the worker
+// running through the cut).
+int Masks() {
+  if (int r = SetRoot("set before the masks"); r != 0) return r;
+  auto* pages = static_cast<volatile uint64_t*>(std::aligned_alloc(4096, 2 * 4096));
+  if (pages == nullptr) return 61;
+  for (const char* kind : {"rt", "all"}) {
+    std::atomic<bool> stop{false}, blocked{false}, running{true};
+    std::atomic<int> view{-1}, kernel{-1};
+    std::thread worker([&] {
+      sigset_t set;
+      sigemptyset(&set);
+      if (std::strcmp(kind, "all") == 0) sigfillset(&set);
+      for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) sigaddset(&set, sig);
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      sigset_t now;
+      pthread_sigmask(SIG_BLOCK, nullptr, &now);
+      int all = 1;
+      for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) all &= sigismember(&now, sig);
+      view = all;
+      // SigBlk in /proc: the kernel's mask, one bit per signal from 1.
+      FILE* f = std::fopen("/proc/thread-self/status", "r");
+      char line[256];
+      while (f != nullptr && std::fgets(line, sizeof(line), f) != nullptr) {
+        if (std::strncmp(line, "SigBlk:", 7) != 0) continue;
+        const unsigned long long mask = std::strtoull(line + 7, nullptr, 16);
+        int missing = 0;
+        for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) missing += ((mask >> (sig - 1)) & 1) == 0;
+        kernel = missing;
+      }
+      if (f != nullptr) std::fclose(f);
+      blocked = true;
+      const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < end; ++i) {
+        pages[0] = i;
+        pages[512] = i;
+      }
+      running = false;
+    });
+    while (!blocked) std::this_thread::yield();
+    const int64_t e = pheap_commit(pheap_default());
+    const bool during = running.load();
+    stop = true;
+    worker.join();
+    std::printf("%s: mask reads back %d, signals the kernel lets through %d, commit %s while the worker wrote %d\n",
+                kind, view.load(), kernel.load(), e > 0 ? "ok" : "failed", during);
+  }
+  std::free(const_cast<uint64_t*>(pages));
+  return 0;
+}
+
+// SIGTERM's disposition as the program reads and sets it: SIG_DFL at
+// first, then its own handler, which a SIGTERM then runs.
+volatile sig_atomic_t g_term_seen = 0;
+
+int SigtermView() {
+  struct sigaction sa {};
+  sigaction(SIGTERM, nullptr, &sa);
+  std::printf("SIGTERM at start: %s\n", sa.sa_handler == SIG_DFL ? "default" : "a handler");
+  signal(SIGTERM, SIG_DFL);
+  sigaction(SIGTERM, nullptr, &sa);
+  std::printf("after SIG_DFL: %s\n", sa.sa_handler == SIG_DFL ? "default" : "a handler");
+  sighandler_t before = signal(SIGTERM, [](int) { g_term_seen = 1; });
+  std::printf("signal() returned %s\n", before == SIG_DFL ? "default" : "a handler");
+  raise(SIGTERM);
+  std::printf("the program's handler ran %d\n", static_cast<int>(g_term_seen));
   return 0;
 }
 
@@ -548,6 +623,8 @@ int main(int argc, char** argv) {
   if (mode == "overfill") return Overfill();
   if (mode == "fork-term") return ForkTerm();
   if (mode == "fds") return Fds();
+  if (mode == "masks") return Masks();
+  if (mode == "sigterm-view") return SigtermView();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();

@@ -642,6 +642,23 @@ TEST(Worker, UnderscoreExitInsideTheFinalCommitEndsTheProcess) {
 
 // A signal the program blocks is not taken by one of pheap's threads
 // (where a handler calling _exit would commit from inside a commit).
+// A thread that blocks the real-time signals, or every signal, neither
+// stalls a commit for as long as it keeps its mask (before: until it ended)
+// nor writes through the cut (before: excused after a wait, unpaused); its
+// mask reads back as it set it.
+TEST(Worker, SignalMasksNeitherStallNorEscapeACommit) {
+  Outcome pre = RunProgram({g_paths.worker, "masks"}, PreloadEnv("masks", "0"));
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out,
+            "rt: mask reads back 1, signals the kernel lets through 1, commit ok while the worker wrote 1\n"
+            "all: mask reads back 1, signals the kernel lets through 1, commit ok while the worker wrote 1\n")
+      << pre.err;
+}
+
+// SIGTERM reads back as the program set it (pheap's own handler, which
+// commits first, does not show), and the program's handler replaces it.
+TEST(Worker, SigtermReadsBackAsTheProgramSetIt) { ExpectWorkerAsNative("sigterm-view", "0"); }
+
 TEST(Worker, SignalsToTheProcessWaitForTheProgramsThread) {
   Outcome pre = RunProgram({g_paths.worker, "signal-while-blocked"}, PreloadEnv("signal-while-blocked", "20"));
   EXPECT_EQ(pre.status, 0) << pre.err;

@@ -1,0 +1,86 @@
+// The signal calls as the program sees them. pheap pauses the program's
+// threads for a commit's cut with its safepoint signal (base/thread.h) and
+// commits on SIGTERM with a handler of its own; neither may show.
+//
+// - pthread_sigmask, sigprocmask: the program cannot block the safepoint
+//   signal. A thread that blocked it (GLib's workers block every signal)
+//   would either stall every commit while it lives or, excused, keep
+//   writing during the cut, which would then not be point-in-time. What the
+//   program asked for reads back: the signal shows blocked in the old mask
+//   of a thread that asked to block it.
+// - sigaction, signal: while SIGTERM's handler is pheap's (it commits, then
+//   takes the default action), SIGTERM reads back as the program set it,
+//   SIG_DFL at first. Setting SIG_DFL keeps pheap's handler; anything else
+//   replaces it, and the program's exit handlers then commit.
+
+#include <errno.h>
+#include <signal.h>
+
+#include "base/thread.h"
+#include "preload/libc_syms.h"
+#include "preload/preload.h"
+
+namespace pheap::preload {
+namespace {
+
+// Whether the program asked this thread to block the safepoint signal.
+constinit thread_local bool t_asks_safepoint_blocked = false;
+
+// How glibc's pthread_sigmask (errors as values) or sigprocmask (-1 and
+// errno) reports a result: `real` is whichever was called.
+using MaskFn = int (*)(int, const sigset_t*, sigset_t*);
+
+int Mask(MaskFn real, int how, const sigset_t* set, sigset_t* old) {
+  if (t_bypass != 0 || HeapAllocator() == nullptr) return real(how, set, old);
+  const int sig = SafepointSignal();
+  const bool was = t_asks_safepoint_blocked;
+  bool asks = was;
+  sigset_t without;
+  const sigset_t* pass = set;
+  if (set != nullptr && sigismember(set, sig) == 1) {
+    if (how == SIG_UNBLOCK) {
+      asks = false;
+    } else {
+      asks = true;
+      without = *set;
+      sigdelset(&without, sig);
+      pass = &without;
+    }
+  } else if (set != nullptr && how == SIG_SETMASK) {
+    asks = false;
+  }
+  const int r = real(how, pass, old);
+  if (r != 0) return r;
+  t_asks_safepoint_blocked = asks;
+  if (old != nullptr && was) sigaddset(old, sig);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pheap::preload
+
+namespace pp = pheap::preload;
+
+extern "C" int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) {
+  return pp::Mask(pp::Libc().pthread_sigmask, how, set, old);
+}
+
+extern "C" int sigprocmask(int how, const sigset_t* set, sigset_t* old) {
+  return pp::Mask(pp::Libc().sigprocmask, how, set, old);
+}
+
+extern "C" int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+  if (sig == SIGTERM && pp::t_bypass == 0 && pp::SigtermAction(act, old)) return 0;
+  return pp::Libc().sigaction(sig, act, old);
+}
+
+// glibc's signal() reaches its sigaction directly, past the one above.
+extern "C" sighandler_t signal(int sig, sighandler_t handler) {
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = handler;
+  sa.sa_flags = SA_RESTART;  // BSD semantics, as glibc's signal()
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, &old) != 0) return SIG_ERR;
+  return old.sa_handler;
+}
