@@ -38,6 +38,25 @@ enum : uint8_t { kNotYet = 0, kCame = 1, kExcused = 2 };
 std::atomic<uint8_t> g_came[kMaxThreads];
 std::atomic<int> g_npaused{0};      // written by the pausing thread only
 uint32_t g_excused = 0;             // pausing thread only
+// Between Pause's first signal and Resume. A handler outside it is a signal
+// left pending from an earlier pause (by a thread that had it blocked
+// while asleep, below): it returns at once.
+std::atomic<bool> g_pausing{false};
+
+// Threads inside SafepointSleepBegin/End: the signal blocked, nothing
+// written to the heap until End. A pause signals each once (the signal
+// stays pending, and real-time signals queue: `pending` says one is) and
+// goes on without waiting for it; on waking it takes the pending signal
+// and stops there if the pause still runs.
+constexpr int kMaxAsleep = 1024;
+struct AsleepSlot {
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> pending{false};
+};
+AsleepSlot g_asleep[kMaxAsleep];
+std::atomic<int> g_asleep_hwm{0};  // slots below it may be in use
+constinit thread_local int t_asleep_slot = -1;
+constinit thread_local pid_t t_tid = 0;
 
 pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
@@ -45,18 +64,31 @@ long Futex(std::atomic<uint32_t>* w, int op, uint32_t val, const timespec* ts) {
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, val, ts, nullptr, 0);
 }
 
-// Stops the calling thread until Resume: it has arrived.
+// The asleep slot of `tid`, or null.
+AsleepSlot* AsleepSlotOf(pid_t tid) {
+  const int hwm = g_asleep_hwm.load(std::memory_order_seq_cst);
+  for (int i = 0; i < hwm; ++i)
+    if (g_asleep[i].tid.load(std::memory_order_seq_cst) == tid) return &g_asleep[i];
+  return nullptr;
+}
+
+// Stops the calling thread until Resume: it has arrived. A thread the
+// pause has not listed yet goes on: it is listed, and signalled again,
+// before the pause can end its wait.
 void Arrive() {
-  const uint32_t gen = g_generation.load(std::memory_order_acquire);
+  const uint32_t gen = g_generation.load(std::memory_order_seq_cst);
+  if (!g_pausing.load(std::memory_order_seq_cst)) return;
   const pid_t self = Gettid();
-  const int n = g_npaused.load(std::memory_order_acquire);
-  bool counted = false;  // as excused, already
+  const int n = g_npaused.load(std::memory_order_seq_cst);
+  bool listed = false, counted = false;  // counted: as excused, already
   for (int i = 0; i < n; ++i) {
     if (g_paused[i] == self) {
+      listed = true;
       counted = g_came[i].exchange(kCame, std::memory_order_acq_rel) == kExcused;
       break;
     }
   }
+  if (!listed) return;
   if (!counted) {
     g_arrived.fetch_add(1, std::memory_order_acq_rel);
     Futex(&g_arrived, FUTEX_WAKE_PRIVATE, 1, nullptr);
@@ -100,6 +132,29 @@ bool AlreadyPaused(pid_t tid) {
 
 bool KnownToStayOut(pid_t tid);
 
+bool ReadTaskFile(pid_t tid, const char* file, char* buf, size_t size);
+
+// The asleep slot of `tid` if the thread sleeps now: listed, and inside
+// one of the sleeping system calls as the kernel sees it. A thread that
+// left its sleep without SafepointSleepEnd (a signal handler that jumped
+// out with siglongjmp) stays listed but is not believed, and is waited for.
+AsleepSlot* SleepingNow(pid_t tid) {
+  AsleepSlot* a = AsleepSlotOf(tid);
+  if (a == nullptr) return nullptr;
+  char buf[256];
+  if (!ReadTaskFile(tid, "syscall", buf, sizeof(buf))) return nullptr;
+  const long nr = std::strtol(buf, nullptr, 10);  // "running" reads as 0, which is read(2)
+  const bool sleeping =
+      buf[0] >= '0' && buf[0] <= '9' && (nr == SYS_nanosleep || nr == SYS_clock_nanosleep || nr == SYS_pause);
+  return sleeping ? a : nullptr;
+}
+
+// g_paused[slot] sleeps with the signal blocked and pending: counted now.
+void ExcuseAsleep(int slot) {
+  uint8_t not_yet = kNotYet;  // it may have woken and arrived meanwhile
+  if (g_came[slot].compare_exchange_strong(not_yet, kExcused, std::memory_order_acq_rel)) ++g_excused;
+}
+
 // Signals every thread in /proc/self/task not yet signalled; returns how
 // many it signalled now, or -errno. Raw getdents64: opendir allocates.
 int SignalNewThreads(pid_t self) {
@@ -118,13 +173,22 @@ int SignalNewThreads(pid_t self) {
       pid_t tid = static_cast<pid_t>(strtol(d->d_name, nullptr, 10));
       if (tid == self || IsExempt(tid) || AlreadyPaused(tid) || g_npaused == kMaxThreads || KnownToStayOut(tid))
         continue;
-      // Publish the slot before the signal, so the handler finds itself.
+      // Publish the slot before the signal, and before asking whether the
+      // thread sleeps, so that its handler finds itself either way.
       const int slot = g_npaused.load(std::memory_order_relaxed);
       g_came[slot].store(kNotYet, std::memory_order_relaxed);
       g_paused[slot] = tid;
-      g_npaused.store(slot + 1, std::memory_order_release);
-      if (syscall(SYS_tgkill, pid, tid, SafepointSignal()) == 0) {
+      g_npaused.store(slot + 1, std::memory_order_seq_cst);
+      AsleepSlot* asleep = SleepingNow(tid);
+      if (asleep != nullptr && asleep->pending.load(std::memory_order_seq_cst)) {
+        ExcuseAsleep(slot);  // an earlier pause's signal waits for it already
         ++sent;
+      } else if (syscall(SYS_tgkill, pid, tid, SafepointSignal()) == 0) {
+        ++sent;
+        if (asleep != nullptr) {
+          asleep->pending.store(true, std::memory_order_seq_cst);
+          ExcuseAsleep(slot);
+        }
       } else {
         g_npaused.store(slot, std::memory_order_relaxed);  // not signalled: forget it
       }
@@ -231,6 +295,9 @@ void ExcuseStayingOut(bool long_wait) {
     bool excuse = false;
     if (syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH) {
       excuse = true;
+    } else if (AsleepSlot* a = SleepingNow(tid); a != nullptr) {
+      a->pending.store(true, std::memory_order_seq_cst);  // went to sleep with this pause's signal pending
+      excuse = true;
     } else if (IsKernelWorker(tid)) {
       g_kernel_workers.Remember(tid);
       excuse = true;
@@ -313,6 +380,7 @@ Result<int> Safepoint::Pause() {
   g_npaused = 0;
   g_excused = 0;
   g_arrived.store(0, std::memory_order_release);
+  g_pausing.store(true, std::memory_order_seq_cst);
   const pid_t self = Gettid();
   for (;;) {
     int sent = SignalNewThreads(self);
@@ -329,9 +397,45 @@ Result<int> Safepoint::Pause() {
 void Safepoint::Resume() {
   if (!paused_) return;
   paused_ = false;
-  g_generation.fetch_add(1, std::memory_order_acq_rel);
+  g_pausing.store(false, std::memory_order_seq_cst);
+  g_generation.fetch_add(1, std::memory_order_seq_cst);
   Futex(&g_generation, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
   g_pause_mu.unlock();
+}
+
+void SafepointSleepBegin() {
+  if (t_asleep_slot >= 0) return;  // nested: the outer call holds the slot
+  if (t_tid == 0) t_tid = Gettid();
+  int slot = -1;
+  for (int i = 0; i < kMaxAsleep && slot < 0; ++i) {
+    pid_t free_slot = 0;
+    if (g_asleep[i].tid.compare_exchange_strong(free_slot, -1, std::memory_order_acq_rel)) slot = i;
+  }
+  if (slot < 0) return;  // every slot taken: this sleep is woken by pauses, as before
+  for (int hwm = g_asleep_hwm.load(); hwm <= slot && !g_asleep_hwm.compare_exchange_weak(hwm, slot + 1);) {
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SafepointSignal());
+  // Raw: past the preload library's pthread_sigmask, which keeps this
+  // signal out of every program thread's mask.
+  syscall(SYS_rt_sigprocmask, SIG_BLOCK, &set, nullptr, _NSIG / 8);
+  g_asleep[slot].pending.store(false, std::memory_order_seq_cst);
+  g_asleep[slot].tid.store(t_tid, std::memory_order_seq_cst);  // blocked first: a pause that sees it can count on it
+  t_asleep_slot = slot;
+}
+
+void SafepointSleepEnd() {
+  const int slot = t_asleep_slot;
+  if (slot < 0) return;
+  t_asleep_slot = -1;
+  g_asleep[slot].tid.store(0, std::memory_order_seq_cst);  // before the unblock: a pause now signals it afresh
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SafepointSignal());
+  // A signal pending from a pause is taken here: the thread stops until
+  // that pause ends, or goes on if it ended already.
+  syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &set, nullptr, _NSIG / 8);
 }
 
 }  // namespace pheap

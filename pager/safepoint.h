@@ -91,6 +91,18 @@ class SafepointDeferral {
 // forking thread had deferred in the parent is forgotten.
 inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
 
+// A thread about to sleep in a call that cannot touch the heap (nanosleep,
+// pause): pauses neither interrupt the call nor wait for the thread. Begin
+// blocks the safepoint signal and lists the thread as asleep; a pause
+// signals it (the signal stays pending) and counts it at once. End takes
+// a pending signal, so a thread woken during a pause stops there before
+// it can write. Without Begin, a pause's signal ends such a call early
+// with EINTR (sleep, usleep, pause) on every commit.
+// REQUIRES (between Begin and End): no write to the heap, outside any
+// deferred scope. Nested pairs count as the outer one.
+void SafepointSleepBegin();
+void SafepointSleepEnd();
+
 class Safepoint {
  public:
   Safepoint() = default;

@@ -116,6 +116,11 @@ const LibcAllocator& Libc() {
   Resolve(t, "sigaction", &a.sigaction);
   Resolve(t, "pthread_sigmask", &a.pthread_sigmask);
   Resolve(t, "sigprocmask", &a.sigprocmask);
+  Resolve(t, "nanosleep", &a.nanosleep);
+  Resolve(t, "clock_nanosleep", &a.clock_nanosleep);
+  Resolve(t, "usleep", &a.usleep);
+  Resolve(t, "sleep", &a.sleep);
+  Resolve(t, "pause", &a.pause);
   g_libc = a;
   g_resolved.store(true, std::memory_order_release);
   return g_libc;

@@ -9,6 +9,8 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cstddef>
 
@@ -33,6 +35,11 @@ struct LibcAllocator {
   int (*sigaction)(int, const struct sigaction*, struct sigaction*);
   int (*pthread_sigmask)(int, const sigset_t*, sigset_t*);
   int (*sigprocmask)(int, const sigset_t*, sigset_t*);
+  int (*nanosleep)(const struct timespec*, struct timespec*);
+  int (*clock_nanosleep)(clockid_t, int, const struct timespec*, struct timespec*);
+  int (*usleep)(useconds_t);
+  unsigned (*sleep)(unsigned);
+  int (*pause)();
 };
 
 // glibc's entry points, resolved on first use (thread-safe, idempotent).

@@ -8,6 +8,9 @@
 //   writing during the cut, which would then not be point-in-time. What the
 //   program asked for reads back: the signal shows blocked in the old mask
 //   of a thread that asked to block it.
+// - nanosleep, clock_nanosleep, usleep, sleep, pause: a commit neither
+//   ends the sleep early (EINTR, time left) nor waits for the sleeper
+//   (SafepointSleepBegin). The program's own signals still wake it.
 // - sigaction, signal: while SIGTERM's handler is pheap's (it commits, then
 //   takes the default action), SIGTERM reads back as the program set it,
 //   SIG_DFL at first. Setting SIG_DFL keeps pheap's handler; anything else
@@ -15,8 +18,11 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/thread.h"
+#include "pager/safepoint.h"
 #include "preload/libc_syms.h"
 #include "preload/preload.h"
 
@@ -56,6 +62,25 @@ int Mask(MaskFn real, int how, const sigset_t* set, sigset_t* old) {
   return 0;
 }
 
+// Runs a sleeping call of the C library as SafepointSleepBegin describes.
+class Asleep {
+ public:
+  Asleep() : on_(t_bypass == 0 && HeapAllocator() != nullptr) {
+    if (on_) SafepointSleepBegin();
+  }
+  ~Asleep() {  // also when a cancellation unwinds the call
+    if (!on_) return;
+    const int saved = errno;
+    SafepointSleepEnd();
+    errno = saved;
+  }
+  Asleep(const Asleep&) = delete;
+  Asleep& operator=(const Asleep&) = delete;
+
+ private:
+  const bool on_;
+};
+
 }  // namespace
 }  // namespace pheap::preload
 
@@ -83,4 +108,29 @@ extern "C" sighandler_t signal(int sig, sighandler_t handler) {
   sigemptyset(&sa.sa_mask);
   if (sigaction(sig, &sa, &old) != 0) return SIG_ERR;
   return old.sa_handler;
+}
+
+extern "C" int nanosleep(const struct timespec* req, struct timespec* rem) {
+  pp::Asleep a;
+  return pp::Libc().nanosleep(req, rem);
+}
+
+extern "C" int clock_nanosleep(clockid_t clock, int flags, const struct timespec* req, struct timespec* rem) {
+  pp::Asleep a;
+  return pp::Libc().clock_nanosleep(clock, flags, req, rem);
+}
+
+extern "C" int usleep(useconds_t us) {
+  pp::Asleep a;
+  return pp::Libc().usleep(us);
+}
+
+extern "C" unsigned sleep(unsigned seconds) {
+  pp::Asleep a;
+  return pp::Libc().sleep(seconds);
+}
+
+extern "C" int pause() {
+  pp::Asleep a;
+  return pp::Libc().pause();
 }

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -181,6 +183,65 @@ TEST(Safepoint, AnExcusedThreadThatArrivesLaterIsCountedOnce) {
   deferring.join();
   stop_service = true;
   service.join();
+  SafepointUnexempt();
+}
+
+// A thread asleep between SafepointSleepBegin and End is not woken by a
+// pause (its sleep runs its full length) and not waited for (the pause
+// completes while it sleeps); waking while the pause holds, it stops in
+// SafepointSleepEnd and does not run on until the pause ends. Pauses while
+// it sleeps signal it once. A thread that left its sleep without End (as
+// after a siglongjmp) is waited for like any other.
+TEST(Safepoint, ASleepingThreadIsNeitherWokenNorWaitedFor) {
+  SafepointExempt();
+  std::atomic<bool> asleep{false}, stop{false};
+  std::atomic<long> slept_rc{-2};
+  std::atomic<uint64_t> after{0};
+  std::thread sleeper([&] {
+    SafepointSleepBegin();
+    asleep = true;
+    timespec ts{0, 400 * 1000 * 1000};
+    slept_rc = syscall(SYS_nanosleep, &ts, nullptr);
+    SafepointSleepEnd();
+    while (!stop) after.fetch_add(1);
+  });
+  while (!asleep) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // inside nanosleep
+  for (int i = 0; i < 20; ++i) {  // short pauses while it sleeps: none waits, none wakes it
+    Safepoint sp;
+    auto n = sp.Pause();
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    sp.Resume();
+  }
+  HeldPause pause;
+  pause.WaitPaused();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // it woke 400 ms in, during the pause
+  EXPECT_EQ(slept_rc.load(), 0) << "the sleep was cut short";
+  EXPECT_EQ(after.load(), 0u) << "the sleeper ran on during the pause";
+  pause.Release();
+  while (after.load() == 0) std::this_thread::yield();
+  stop = true;
+  sleeper.join();
+
+  // Listed as asleep but running, End never called: it blocks the signal,
+  // so the pause waits for it (and excuses it only as a thread blocking
+  // every signal would be), rather than counting it asleep.
+  std::atomic<bool> running{false}, release{false};
+  std::atomic<uint64_t> spins{0};
+  std::thread jumped([&] {
+    SafepointSleepBegin();
+    running = true;
+    while (!release) spins.fetch_add(1);
+    SafepointSleepEnd();
+  });
+  while (!running) std::this_thread::yield();
+  HeldPause held;
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_FALSE(held.paused()) << "a running thread was counted as asleep";
+  release = true;
+  held.WaitPaused();
+  held.Release();
+  jumped.join();
   SafepointUnexempt();
 }
 

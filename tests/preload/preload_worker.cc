@@ -351,6 +351,26 @@ int SigtermView() {
   return 0;
 }
 
+// Sleeps of each kind while commits run every few milliseconds: each runs
+// its full length, and pause() returns for the program's own SIGALRM,
+// after its handler ran. Prints what each returned.
+volatile sig_atomic_t g_alarms = 0;
+
+int Sleeps() {
+  std::printf("sleep(1) left %u\n", sleep(1));
+  std::printf("usleep(300 ms) returned %d\n", usleep(300000));
+  timespec ts{0, 300 * 1000 * 1000}, rem{};
+  std::printf("nanosleep(300 ms) returned %d\n", nanosleep(&ts, &rem));
+  std::printf("clock_nanosleep(300 ms) returned %d\n", clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &rem));
+  signal(SIGALRM, [](int) { g_alarms = g_alarms + 1; });
+  itimerval it{};
+  it.it_value.tv_usec = 500000;
+  setitimer(ITIMER_REAL, &it, nullptr);
+  const int r = pause();
+  std::printf("pause() returned %d after %d alarms\n", r, static_cast<int>(g_alarms));
+  return 0;
+}
+
 // Prints the descriptors the process holds, as /proc/self/fd lists them.
 int Fds() {
   DIR* d = opendir("/proc/self/fd");
@@ -624,6 +644,7 @@ int main(int argc, char** argv) {
   if (mode == "fork-term") return ForkTerm();
   if (mode == "fds") return Fds();
   if (mode == "masks") return Masks();
+  if (mode == "sleeps") return Sleeps();
   if (mode == "sigterm-view") return SigtermView();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);

@@ -655,6 +655,11 @@ TEST(Worker, SignalMasksNeitherStallNorEscapeACommit) {
       << pre.err;
 }
 
+// Commits every 5 ms neither cut sleep, usleep, nanosleep or
+// clock_nanosleep short nor end pause() before the program's SIGALRM
+// (CPython's test_signal ItimerTest.test_itimer_real).
+TEST(Worker, CommitsDoNotCutSleepsShort) { ExpectWorkerAsNative("sleeps", "5"); }
+
 // SIGTERM reads back as the program set it (pheap's own handler, which
 // commits first, does not show), and the program's handler replaces it.
 TEST(Worker, SigtermReadsBackAsTheProgramSetIt) { ExpectWorkerAsNative("sigterm-view", "0"); }
