@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -195,6 +196,33 @@ int pheap_set_root_typed(pheap::handle* h, const char* name, void* p, const char
 }
 
 int pheap_set_root(pheap::handle* h, const char* name, void* p) { return pheap_set_root_typed(h, name, p, nullptr); }
+
+int pheap_roots(pheap::handle* h, pheap_root_fn fn, void* ctx) {
+  if (!pheap::CheckHandle(h)) return -1;
+  struct Root {
+    std::string name, type;
+    void* p;
+  };
+  std::vector<Root> roots;  // copied first: fn may set roots, which takes the table's lock
+  Impl(h)->ForEachRoot([&](const char* name, const char* type, void* p) { roots.push_back({name, type, p}); });
+  for (const Root& r : roots)
+    if (int stop = fn(r.name.c_str(), r.type.c_str(), r.p, ctx); stop != 0) return stop;
+  return 0;
+}
+
+int pheap_free_root(pheap::handle* h, const char* name) {
+  void* p = pheap_root(h, name);
+  if (p == nullptr) return -1;                           // errno and the message say why (ENOENT: no such root)
+  if (pheap_set_root(h, name, nullptr) != 0) return -1;  // cleared first: no image holds it pointing at freed memory
+  pheap_free(h, p);
+  return 0;
+}
+
+int pheap_close_uncommitted(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  delete Impl(h);  // the destructor closes without a final commit
+  return 0;
+}
 
 int64_t pheap_commit(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;

@@ -3,8 +3,12 @@
 #include <fmt/format.h>
 #include <xxhash.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace pheap {
 namespace {
@@ -21,6 +25,25 @@ Status CheckName(const char* what, const std::string& s, size_t max, bool may_be
 }
 
 }  // namespace
+
+std::string StoredRootType(const std::string& type) {
+  if (type.size() <= kRootTypeMax) return type;
+  return fmt::format("{}#{:016x}", type.substr(0, kRootTypeMax - 17), XXH3_64bits(type.data(), type.size()));
+}
+
+std::string ReadableRootType(const std::string& stored) {
+  const size_t slash = stored.find('/');
+  const std::string mangled = stored.substr(0, slash);
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(mangled.c_str(), nullptr, nullptr, &status),
+                                             std::free);
+  if (status != 0 || out == nullptr) return stored;
+  std::string r = out.get();
+  const size_t second = slash == std::string::npos ? slash : stored.find('/', slash + 1);
+  if (second != std::string::npos && stored.find('#') == std::string::npos)
+    r += fmt::format(" ({} bytes, align {})", stored.substr(slash + 1, second - slash - 1), stored.substr(second + 1));
+  return r;
+}
 
 int Roots::Find(const std::string& name, uint64_t hash) const {
   int best = -1;
@@ -43,14 +66,15 @@ Result<void*> Roots::Get(const std::string& name, const std::string& type) const
   int i = Find(name, XXH3_64bits(name.data(), name.size()));
   if (i < 0) return Status::NotFound("no root named '" + name + "'");
   const RootSlot& s = sb_->roots[i];
-  if (!type.empty() && s.type[0] != '\0' && type != s.type)
-    return Status::InvalidArgument("root '" + name + "' holds a " + s.type + ", not a " + type +
-                                   ": open it as the type it was stored with");
+  if (!type.empty() && s.type[0] != '\0' && StoredRootType(type) != s.type)
+    return Status::InvalidArgument("root '" + name + "' holds a " + ReadableRootType(s.type) + ", not a " +
+                                   ReadableRootType(type) + ": open it as the type it was stored with");
   return reinterpret_cast<void*>(s.ptr.load(std::memory_order_relaxed));
 }
 
-Status Roots::Set(const std::string& name, void* p, const std::string& type) {
+Status Roots::Set(const std::string& name, void* p, const std::string& given_type) {
   PHEAP_RETURN_IF_ERROR(CheckName("root name", name, kRootNameMax, false));
+  const std::string type = StoredRootType(given_type);
   PHEAP_RETURN_IF_ERROR(CheckName("root type", type, kRootTypeMax, true));
   HoldingCommitLocks held;  // every commit takes mu_ too
   std::lock_guard<std::mutex> l(mu_);

@@ -13,6 +13,15 @@
 
 namespace pheap {
 
+// A root's type as the table holds it: `type` itself up to kRootTypeMax
+// bytes; a longer one (a C++ type nested a few templates deep) keeps its
+// first bytes and ends in '#' and a hash of the whole, so it still tells
+// types apart.
+std::string StoredRootType(const std::string& type);
+// A stored type for a person: the C++ API's tag ("<mangled>/<size>/<align>")
+// demangled, as "std::vector<int> (24 bytes, align 8)"; any other as it is.
+std::string ReadableRootType(const std::string& stored);
+
 class Roots {
  public:
   // REQUIRES: sb is a formatted superblock that outlives this object.
@@ -23,8 +32,8 @@ class Roots {
   // The pointer under `name`, or NotFound. With a non-empty `type`, a root
   // stored with another non-empty type is an InvalidArgument naming both.
   Result<void*> Get(const std::string& name, const std::string& type) const;
-  // Stores p under `name` with `type` (may be empty); p == nullptr clears.
-  // Errors: a bad name, a type too long, a full table.
+  // Stores p under `name` with `type` (may be empty, of any length:
+  // StoredRootType); p == nullptr clears. Errors: a bad name, a full table.
   Status Set(const std::string& name, void* p, const std::string& type);
   // Calls f(name, type, ptr) for every root, in slot order.
   template <typename F>

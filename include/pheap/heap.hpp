@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 namespace pheap {
 
@@ -85,11 +86,18 @@ class Heap {
     if (h_ == nullptr) detail::throw_last(("opening heap '" + name + "'").c_str());
   }
   // Commits and closes. A failed final commit cannot throw from here: call
-  // commit() first where that matters.
-  ~Heap() { if (h_ != nullptr) pheap_close(h_); }
+  // commit() first where that matters. While an exception thrown since the
+  // Heap was made unwinds it, it closes without committing: an update the
+  // exception stopped half-way never becomes durable, and the heap stays at
+  // its last commit.
+  ~Heap() {
+    if (h_ == nullptr) return;
+    if (std::uncaught_exceptions() > uncaught_at_open_) pheap_close_uncommitted(h_);
+    else pheap_close(h_);
+  }
   Heap(const Heap&) = delete;
   Heap& operator=(const Heap&) = delete;
-  Heap(Heap&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Heap(Heap&& o) noexcept : h_(std::exchange(o.h_, nullptr)), uncaught_at_open_(o.uncaught_at_open_) {}
 
   handle* c_handle() const noexcept { return h_; }
 
@@ -129,13 +137,49 @@ class Heap {
     if (pheap_set_root_typed(h_, name.c_str(), p, detail::type_tag<T>().c_str()) != 0)
       detail::throw_last(("setting root '" + name + "'").c_str());
   }
-  // The root `name`, made from args (and recorded as a root) if unset.
+  // The root `name`, made from args (and recorded as a root) if unset. If
+  // the root cannot be recorded, the object made is destroyed again.
   template <typename T, typename... Args>
   T* find_or_make(const std::string& name, Args&&... args) {
     if (T* p = root<T>(name)) return p;
     T* p = make<T>(std::forward<Args>(args)...);
-    set_root(name, p);
+    try {
+      set_root(name, p);
+    } catch (...) {
+      destroy(p);
+      throw;
+    }
     return p;
+  }
+  // Destroys the object under root `name` (made by make<T>) and clears the
+  // root; false if there is none. Throws pheap::error if it holds another
+  // type.
+  template <typename T>
+  bool destroy(const std::string& name) {
+    T* p = root<T>(name);
+    if (p == nullptr) return false;
+    set_root<T>(name, nullptr);  // first: no image holds the root pointing at a destroyed object
+    destroy(p);
+    return true;
+  }
+
+  // Every root: its name, its type as recorded (for roots set through this
+  // interface, the mangled type name, its size and alignment, as
+  // "<typeid name>/<size>/<align>") and where it points.
+  struct root_info {
+    std::string name, type;
+    void* address;
+  };
+  std::vector<root_info> roots() const {
+    std::vector<root_info> out;
+    pheap_roots(
+        h_,
+        [](const char* name, const char* type, void* p, void* ctx) {
+          static_cast<std::vector<root_info>*>(ctx)->push_back({name, type, p});
+          return 0;
+        },
+        &out);
+    return out;
   }
 
   // Takes a point-in-time image and returns its epoch once durable.
@@ -157,6 +201,7 @@ class Heap {
 
  private:
   handle* h_;
+  int uncaught_at_open_ = std::uncaught_exceptions();
 };
 
 }  // namespace pheap

@@ -90,12 +90,28 @@ PHEAP_HANDLE* pheap_of(const void* p);
 /* The first address of h's region: the same in every process. */
 void* pheap_base(PHEAP_HANDLE* h);
 
-/* Roots with a recorded type: `type` names the type (1..127 bytes).
+/* Roots with a recorded type: `type` names the type (any length; past 127
+ * bytes its first bytes and a hash of the whole are recorded).
  * pheap_root_typed returns NULL and sets errno to ENOENT if the root is
  * unset, or to EINVAL (see pheap_last_error) if it was stored with another
  * type. pheap_set_root_typed records `type` with the root. */
 void* pheap_root_typed(PHEAP_HANDLE* h, const char* name, const char* type);
 int pheap_set_root_typed(PHEAP_HANDLE* h, const char* name, void* p, const char* type);
+
+/* Calls fn(name, type, p, ctx) for each root (type "" if none was
+ * recorded), on a copy of the table taken first, so fn may set roots.
+ * Stops at the first non-zero value fn returns and returns it; 0 once
+ * every root was seen; -1 for a bad handle. */
+typedef int (*pheap_root_fn)(const char* name, const char* type, void* p, void* ctx);
+int pheap_roots(PHEAP_HANDLE* h, pheap_root_fn fn, void* ctx);
+/* Clears root `name`, then frees the block it pointed to (from h's
+ * allocation functions). 0, or -1 (errno ENOENT if no such root). */
+int pheap_free_root(PHEAP_HANDLE* h, const char* name);
+/* Closes h without a final commit: the heap stays at its last durable
+ * epoch, as after a crash, and what the process wrote since is lost. For
+ * a program that stops half-way through an update (the C++ interface's
+ * Heap when an exception unwinds it). 0, or -1 for a bad handle. */
+int pheap_close_uncommitted(PHEAP_HANDLE* h);
 
 /* Takes the point-in-time cut now and returns its epoch at once; the epoch
  * becomes durable in the background. -1 on failure, with pheap_commit's
