@@ -5,6 +5,12 @@
 // log files and /proc/self/pagemap from under the heap; commits would then
 // fail, or reach whatever file the program opened next under that number.
 // To the program they look closed already: EBADF, as for any number not open.
+//
+// The descriptors pheap's code makes through other libraries (ZeroMQ's
+// sockets, mailboxes and poller, for a heap with peers) become pheap's own
+// too: socket, socketpair, eventfd and epoll_create called from pheap code
+// (t_bypass) place theirs with HighFd, and a close from pheap code closes
+// one of pheap's own. Called by the program, they are the C library's.
 
 #include <errno.h>
 #include <linux/close_range.h>
@@ -16,6 +22,7 @@
 #include <climits>
 
 #include "base/os.h"
+#include "preload/preload.h"
 
 namespace {
 
@@ -42,14 +49,50 @@ int CloseRangeAround(unsigned first, unsigned last, unsigned flags) {
   }
 }
 
+// A descriptor made by a system call: pheap's own (placed high) when pheap
+// code made it.
+int Made(long fd) {
+  if (fd < 0 || pheap::preload::t_bypass == 0) return static_cast<int>(fd);
+  return pheap::HighFd(static_cast<int>(fd));
+}
+
 }  // namespace
 
 extern "C" int close(int fd) {
   if (__builtin_expect(pheap::IsOwnFd(fd), 0)) {
+    if (pheap::preload::t_bypass != 0) {  // ZeroMQ closing one of its own
+      const int r = pheap::CloseOwnFd(fd);
+      if (r == 0) return 0;
+      errno = -r;
+      return -1;
+    }
     errno = EBADF;
     return -1;
   }
   return static_cast<int>(::syscall(SYS_close, fd));
+}
+
+extern "C" int socket(int domain, int type, int protocol) {
+  return Made(::syscall(SYS_socket, domain, type, protocol));
+}
+
+extern "C" int socketpair(int domain, int type, int protocol, int sv[2]) {
+  if (::syscall(SYS_socketpair, domain, type, protocol, sv) != 0) return -1;
+  sv[0] = Made(sv[0]);
+  sv[1] = Made(sv[1]);
+  return 0;
+}
+
+extern "C" int eventfd(unsigned initval, int flags) { return Made(::syscall(SYS_eventfd2, initval, flags)); }
+
+extern "C" int epoll_create1(int flags) { return Made(::syscall(SYS_epoll_create1, flags)); }
+
+extern "C" int epoll_create(int size) {
+  if (size <= 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return Made(::syscall(SYS_epoll_create1, 0));
 }
 
 extern "C" int close_range(unsigned first, unsigned last, int flags) {

@@ -690,6 +690,23 @@ TEST(Worker, NotPreloadedHasNoDefaultHeap) {
   EXPECT_EQ(WEXITSTATUS(native.status), 10);  // pheap_default() was NULL
 }
 
+// The same with peers: ZeroMQ's descriptors (its sockets, mailboxes and
+// poller) are pheap's too, so replication goes on after the program closes
+// every descriptor, and the peers alone give the root back.
+TEST(Worker, ClosingEveryDescriptorLeavesReplicationRunning) {
+  pheaptest::LocalPeers peers(g_paths.pheap, g_tmp.string(), 2);
+  auto env = PreloadEnv("close-all-peers", "50");
+  env.push_back("PHEAP_PEERS=" + peers.endpoints());
+  Outcome pre = RunProgram({g_paths.worker, "close-all", (g_tmp / "close-all-peers-report").string()}, env);
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.err, "") << "pheap said something went wrong";
+  const fs::path elsewhere = g_tmp / "close-all-elsewhere";
+  fs::create_directories(elsewhere);
+  Outcome read = RunProgram({g_paths.worker, "read", "close-all-peers", elsewhere.string()},
+                            {"PHEAP_LOG=warn", "PHEAP_PEERS=" + peers.endpoints()});
+  EXPECT_EQ(read.out, "root: set after closing every descriptor\n") << read.err;
+}
+
 // ZeroMQ is opened only for a heap with peers: a program run without them
 // does not map it. With two peers, a program's heap reaches them, and a
 // reader with an empty directory gets every byte back from them.
