@@ -921,8 +921,8 @@ bool Run::Go() {
     std::printf("---- seed %" PRIu64 " FAILED; the schedule:\n", seed_);
     for (const Event& e : schedule_)
       std::printf("  %7.3fs %s  [%s]\n", static_cast<double>(e.at_ms) / 1000, Describe(e).c_str(), e.kind.c_str());
-    std::printf("---- what happened:\n%s---- logs kept in %s-logs; replay: --seed %" PRIu64 "\n", log_.c_str(),
-                tmp_.path().c_str(), seed_);
+    std::printf("---- what happened:\n%s---- logs and stores kept in %s-logs; replay: --seed %" PRIu64 "\n",
+                log_.c_str(), tmp_.path().c_str(), seed_);
   } else {
     std::printf("seed %" PRIu64 ": ok, %" PRIu64 " acknowledged commits\n", seed_, oracle_.acks());
   }
@@ -940,13 +940,22 @@ void Run::Stop() {
     if (ps.peer) ps.peer->Kill();
   }
   peers_.clear();  // the peers before their namespaces
+  if (failed_) {   // the stores too, peers' and writers', while their disks are mounted: what was durable where
+    std::error_code ec;
+    std::filesystem::create_directories(tmp_.path() + "-logs/state", ec);
+    for (const auto& entry : std::filesystem::directory_iterator(tmp_.path(), ec)) {
+      if (entry.path().filename() == "logs") continue;
+      std::filesystem::copy(entry.path(), tmp_.path() + "-logs/state/" + entry.path().filename().string(),
+                            std::filesystem::copy_options::recursive, ec);
+    }
+  }
   for (const auto& s : slots_) umount2(s.mount.c_str(), MNT_DETACH);
   for (size_t i = 0; i < static_cast<size_t>(o_.peers); ++i)
     umount2((tmp_.path() + "/peer" + std::to_string(i)).c_str(), MNT_DETACH);
   if (failed_) {  // keep the logs: move them out of the directory the TempDir removes
-    const std::string keep = tmp_.path() + "-logs";
     std::error_code ec;
-    std::filesystem::rename(tmp_.path() + "/logs", keep, ec);
+    for (const auto& entry : std::filesystem::directory_iterator(tmp_.path() + "/logs", ec))
+      std::filesystem::rename(entry.path(), tmp_.path() + "-logs/" + entry.path().filename().string(), ec);
   }
 }
 
