@@ -194,5 +194,52 @@ TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAga
   VerifyImage(*alone, 1200, oracle);
 }
 
+// A new writer finds one replica a step behind the other two and installs
+// its image there while its own first epoch, which rewrites the pages of
+// the epoch before, becomes durable on the other two. The installed
+// replica must hold the new epoch's pages, not the older ones the install
+// read before it: a later writer may read from that replica first. Rounds
+// vary how soon the first epoch follows the open.
+TEST_F(ReplicaInstallTest, ANewWritersFirstEpochDuringAnInstallReachesTheInstalledReplica) {
+  Oracle oracle;
+  Epoch e = 3;
+  {
+    auto a = Open(Options());
+    ASSERT_TRUE(a);
+    ShipFirstEpochs(*a, &oracle);
+  }
+  const std::vector<Pgno> stamps = {0, 1, 2, 3, 300, 301, 1400};  // rewritten by every epoch
+  for (int round = 0; round < 8; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    int x;
+    {
+      auto a = Open(Options());
+      ASSERT_TRUE(a);
+      x = IndexOf(a->replicas()[round % 3]);
+      peers_[x]->Signal(SIGKILL);
+      auto behind = MakeEpoch(++e, stamps, 1501, {}, &oracle);  // on the other two only
+      Status st = a->Persist(behind.sealed);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+    }
+    StartPeer(x);
+    for (int i = 0; i < 200 && DurableAt(endpoints_[x]) < 0; ++i) std::this_thread::sleep_for(20ms);
+    auto b = Open(Options());  // installs replica x, a step behind
+    ASSERT_TRUE(b);
+    std::this_thread::sleep_for(std::chrono::milliseconds(round * 3));
+    auto first = MakeEpoch(++e, stamps, 1501, {}, &oracle);
+    Status st = b->Persist(first.sealed);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    // Epochs on other pages until x is installed and caught up.
+    e = PersistUntilInstalled(*b, x, e + 1, 1501, &oracle);
+    ASSERT_NE(e, 0u) << "replica " << x << " was never installed";
+    b.reset();
+    auto alone = ReaderOn(endpoints_[x]);
+    ASSERT_TRUE(alone);
+    EXPECT_EQ(alone->image().epoch, e);
+    VerifyImage(*alone, 1501, oracle);
+    if (HasFatalFailure() || HasNonfatalFailure()) return;
+  }
+}
+
 }  // namespace
 }  // namespace pheap
