@@ -49,6 +49,9 @@ struct SealedEpoch {
   std::vector<Run> discarded;    // runs given back to the OS since the last
                                  // epoch: they read as zeros from this epoch on
                                  // (disjoint from `pages`)
+  uint64_t pause_ns = 0;         // how long the cut held the program still,
+                                 // for the sink to record; 0: not known yet
+                                 // (Write: Sync gets it)
 
   // The bytes of pages[i].
   const uint8_t* page_data(size_t i) const {
@@ -124,9 +127,14 @@ class EpochSink {
   // durable. Write(e) then Sync() has Persist(e)'s effect and contract; a
   // failure of either leaves the epoch not durable, and its number may be
   // used again for a later cut. The defaults do all the work in Write.
+  // The pause is over only after Write returns: Sync gets it (pause_ns),
+  // for a sink that records it with the epoch.
   // REQUIRES: Sync follows each successful Write before the next epoch.
   virtual Status Write(const SealedEpoch& e) { return Persist(e); }
-  virtual Status Sync() { return Status::Ok(); }
+  virtual Status Sync(uint64_t pause_ns) {
+    (void)pause_ns;
+    return Status::Ok();
+  }
 };
 
 }  // namespace pheap

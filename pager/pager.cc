@@ -271,6 +271,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   e.pages.assign(s.pgnos(), s.pgnos() + s.count());
   e.data = s.data();
   SealImage(&e, discards);
+  e.pause_ns = pause_ns;
   RecordCut(pause_ns, paused, s.count());
   {
     std::lock_guard lk(q_mu_);
@@ -366,13 +367,14 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     QueueFailedInPlace(std::move(e));
   }
   sp.Resume();
-  RecordCut(NowNs() - t0, *paused, dirty);
+  const uint64_t pause_ns = NowNs() - t0;
+  RecordCut(pause_ns, *paused, dirty);
   cut_lk.unlock();  // discards may go on during the sync; cuts wait for epoch_lk
   if (!st.ok()) {
     StartCommitter();  // it persists the queued epoch again
     return st;
   }
-  st = sink_->Sync();
+  st = sink_->Sync(pause_ns);
   if (!st.ok()) {
     PHEAP_LOG_ERROR("epoch {} not durable: {}; its pages go into the next cut", epoch, st.ToString());
     CarryUnsynced(e);

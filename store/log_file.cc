@@ -1,6 +1,7 @@
 #include "store/log_file.h"
 
 #include <fcntl.h>
+#include <time.h>
 
 #include <fmt/format.h>
 
@@ -97,8 +98,8 @@ bool AllZero(const void* p, size_t n) {
 // apart so a torn group never reaches `out`.
 class Scanner {
  public:
-  Scanner(int fd, const std::string& path, CorruptionReporter* reporter, ScannedFile* out)
-      : fd_(fd), path_(path), reporter_(reporter), out_(out) {}
+  Scanner(int fd, const std::string& path, CorruptionReporter* reporter, ScannedFile* out, uint64_t limit)
+      : fd_(fd), path_(path), reporter_(reporter), out_(out), limit_(limit) {}
 
   Status Run() {
     const ImageInfo& base = out_->info.base_image;
@@ -112,6 +113,7 @@ class Scanner {
     out_->end = off;
     Reset(off);
     for (;;) {
+      if (off >= limit_) return Status::Ok();
       ssize_t r = ReadFull(fd_, &block_, kBlockSize, off);
       if (r < 0)
         return Status::FromErrno(fmt::format("reading log file {} at offset {}", path_, off), static_cast<int>(-r));
@@ -127,7 +129,7 @@ class Scanner {
         if (b->kind == static_cast<uint32_t>(EntryKind::kPages)) off += uint64_t{b->count} * kPageSize;
       } else if (magic == kCommitMagic) {
         auto* c = reinterpret_cast<CommitBlock*>(&block_);
-        std::string why = TakeCommit(*c);
+        std::string why = TakeCommit(*c, off + kBlockSize);
         if (!why.empty()) return Torn(off, why);
         off += kBlockSize;
         out_->end = off;
@@ -184,7 +186,7 @@ class Scanner {
     return fmt::format("entry block of unknown kind {}", b.kind);
   }
 
-  std::string TakeCommit(const CommitBlock& c) {
+  std::string TakeCommit(const CommitBlock& c, uint64_t end) {
     if (!Intact(c)) return "commit record fails its checksum";
     CommitKind want = compaction_ ? CommitKind::kCompaction : install_ ? CommitKind::kInstall : CommitKind::kEpoch;
     if (c.kind != static_cast<uint32_t>(want)) return fmt::format("commit record of kind {} in this file", c.kind);
@@ -205,6 +207,9 @@ class Scanner {
         return fmt::format("trim of {}+{} in epoch {} lies outside its region", t.first, t.count, c.epoch);
     pending_.kind = want;
     pending_.image = ImageInfo{out_->info.base_image.heap_id, c.epoch, c.term, c.base, c.size, c.hwm};
+    pending_.facts = CommitFacts{c.time_ns, c.pause_ns, c.reclaimed_bytes};
+    pending_.start = group_start_;
+    pending_.end = end;
     out_->groups.push_back(std::move(pending_));
     if (compaction_ || install_) out_->closed = true;
     return {};
@@ -253,6 +258,7 @@ class Scanner {
   const std::string& path_;
   CorruptionReporter* reporter_;
   ScannedFile* out_;
+  const uint64_t limit_;
   bool compaction_ = false;
   bool install_ = false;
   Epoch max_label_ = 0;  // install files: newest page label so far
@@ -265,7 +271,7 @@ class Scanner {
 }  // namespace
 
 Status ScanLogFile(int fd, const std::string& path, uint64_t number, HeapId heap_id, CorruptionReporter* reporter,
-                   ScannedFile* out) {
+                   ScannedFile* out, uint64_t limit) {
   out->path = path;
   auto h = std::make_unique<FileHeader>();
   ssize_t r = ReadFull(fd, h.get(), kBlockSize, 0);
@@ -298,7 +304,7 @@ Status ScanLogFile(int fd, const std::string& path, uint64_t number, HeapId heap
   out->info.kind = static_cast<FileKind>(h->kind);
   out->info.base_image = ImageInfo{h->heap_id, h->base_epoch, h->base_term, h->base, h->size, h->base_hwm};
   out->header_ok = true;
-  auto scanner = std::make_unique<Scanner>(fd, path, reporter, out);
+  auto scanner = std::make_unique<Scanner>(fd, path, reporter, out, limit);
   return scanner->Run();
 }
 
@@ -395,7 +401,7 @@ void GroupWriter::AddSource(const SourceEntry& s) {
 }
 
 CommitBlock MakeCommitBlock(CommitKind kind, const ImageInfo& image, uint64_t first_offset, uint64_t pages,
-                            uint64_t trims, uint64_t sources) {
+                            uint64_t trims, uint64_t sources, const CommitFacts& facts) {
   CommitBlock c;
   std::memset(&c, 0, sizeof(c));
   c.magic = kCommitMagic;
@@ -409,15 +415,30 @@ CommitBlock MakeCommitBlock(CommitKind kind, const ImageInfo& image, uint64_t fi
   c.trim_count = trims;
   c.source_count = sources;
   c.first_offset = first_offset;
+  c.time_ns = facts.time_ns;
+  c.pause_ns = facts.pause_ns;
+  c.reclaimed_bytes = facts.reclaimed_bytes;
   Seal(&c);
   return c;
 }
 
-void GroupWriter::Commit(CommitKind kind, const ImageInfo& image) {
+uint64_t WallClockNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void GroupWriter::Commit(CommitKind kind, const ImageInfo& image, const CommitFacts& facts) {
   CloseBlock();
-  commit_ = MakeCommitBlock(kind, image, start_, pages_, trims_, sources_);
+  commit_ = MakeCommitBlock(kind, image, start_, pages_, trims_, sources_, facts);
   iov_.push_back({&commit_, kBlockSize});
   pos_ += kBlockSize;
+}
+
+const CommitBlock& GroupWriter::SetPause(uint64_t pause_ns) {
+  commit_.pause_ns = pause_ns;
+  Seal(&commit_);
+  return commit_;
 }
 
 int GroupWriter::Drain(int fd) {

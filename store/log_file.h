@@ -51,10 +51,20 @@ struct ScannedPage {
   uint64_t offset;  // of its data in the file
 };
 
+// What a commit record says beside the image (format version 2; zeros,
+// "not recorded", in a version 1 file).
+struct CommitFacts {
+  uint64_t time_ns = 0;          // wall clock when written, ns since 1970
+  uint64_t pause_ns = 0;         // epochs: how long the cut held the program still
+  uint64_t reclaimed_bytes = 0;  // compactions: the sources' bytes less the file's own
+};
+
 // One group closed by an intact commit record.
 struct ScannedGroup {
   logfmt::CommitKind kind = logfmt::CommitKind::kEpoch;
   ImageInfo image;  // as the commit record states it
+  CommitFacts facts;
+  uint64_t start = 0, end = 0;  // the group's bytes in the file, commit record included
   std::vector<ScannedPage> pages;
   std::vector<logfmt::TrimEntry> trims;
   std::vector<logfmt::SourceEntry> sources;
@@ -81,9 +91,11 @@ struct ScannedFile {
 // later epoch follows the damage, it was not a torn tail: out->damage says
 // so and the caller decides (fail, or salvage the intact prefix).
 // Errors: kUnsupported for a newer format version, kInvalidArgument for a
-// file of another heap, kIoError when a read fails.
-Status ScanLogFile(int fd, const std::string& path, uint64_t number, HeapId heap_id,
-                   CorruptionReporter* reporter, ScannedFile* out);
+// file of another heap, kIoError when a read fails. With `limit` it reads
+// no block at or past that offset (a log another process is appending to,
+// read as far as it was known to be durable).
+Status ScanLogFile(int fd, const std::string& path, uint64_t number, HeapId heap_id, CorruptionReporter* reporter,
+                   ScannedFile* out, uint64_t limit = UINT64_MAX);
 
 // Builds the blocks of one group (an epoch, or a compaction) as iovecs ready
 // for one vectored write at `start`. Add pages first, then trims, then
@@ -103,7 +115,11 @@ class GroupWriter {
   // once the iovecs so far are written (see Drain).
   void CloseBlock();
   // Closes the group with its commit record. `image` is the image after it.
-  void Commit(logfmt::CommitKind kind, const ImageInfo& image);
+  void Commit(logfmt::CommitKind kind, const ImageInfo& image, const CommitFacts& facts = {});
+  // Records the epoch's pause in its commit record, once known (after the
+  // group's blocks were built, even written): the record to write again.
+  // REQUIRES: Commit was called.
+  const logfmt::CommitBlock& SetPause(uint64_t pause_ns);
 
   const std::vector<iovec>& iov() const { return iov_; }
   // Writes and forgets the iovecs built so far (plain pwrite, no sync).
@@ -134,7 +150,9 @@ class GroupWriter {
 // A sealed commit record closing the group that began at `first_offset`
 // with the given entry counts.
 logfmt::CommitBlock MakeCommitBlock(logfmt::CommitKind kind, const ImageInfo& image, uint64_t first_offset,
-                                    uint64_t pages, uint64_t trims, uint64_t sources);
+                                    uint64_t pages, uint64_t trims, uint64_t sources, const CommitFacts& facts = {});
+// The wall clock now, as commit records keep it (CommitFacts::time_ns).
+uint64_t WallClockNs();
 
 // The header block of a new log file.
 logfmt::FileHeader MakeFileHeader(const std::string& name, const LogFileInfo& info);

@@ -29,7 +29,9 @@ namespace pheap::logfmt {
 static_assert(std::endian::native == std::endian::little, "the log format is little-endian");
 
 inline constexpr size_t kBlockSize = kPageSize;
-inline constexpr uint32_t kFormatVersion = 1;
+// 2: commit records carry time_ns, pause_ns and reclaimed_bytes. A reader
+// takes version 1 files too; their reserved zeros read as "not recorded".
+inline constexpr uint32_t kFormatVersion = 2;
 
 inline constexpr uint64_t kFileMagic = 0x474f4c5041454850ull;    // "PHEAPLOG"
 inline constexpr uint64_t kEntryMagic = 0x5952544e45485000ull;   // "\0PHENTRY"
@@ -126,7 +128,11 @@ struct CommitBlock {
   uint64_t trim_count;     // trim entries in its kTrims blocks
   uint64_t source_count;   // source entries in its kSources blocks
   uint64_t first_offset;   // file offset of the group's first block
-  uint8_t reserved[kBlockSize - 88 - 8];
+  // Since version 2 (zeros in a version 1 file: not recorded).
+  uint64_t time_ns;          // wall clock when written, ns since 1970
+  uint64_t pause_ns;         // kEpoch: how long its cut held the program still
+  uint64_t reclaimed_bytes;  // kCompaction: its sources' bytes less its own
+  uint8_t reserved[kBlockSize - 112 - 8];
   uint64_t checksum;       // XXH3_64bits of bytes [0, 4088)
 };
 
@@ -156,7 +162,7 @@ static_assert(offsetof(EntryBlock, checksum) == kBlockSize - 8);
 static_assert(offsetof(CommitBlock, checksum) == kBlockSize - 8);
 static_assert(offsetof(FileHeader, name) == 80);
 static_assert(offsetof(EntryBlock, pages) == 24);
-static_assert(offsetof(CommitBlock, reserved) == 88);
+static_assert(offsetof(CommitBlock, time_ns) == 88 && offsetof(CommitBlock, reserved) == 112);
 
 // Checksum of a block: everything before its trailing checksum field.
 inline uint64_t BlockChecksum(const void* block) {

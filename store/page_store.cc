@@ -148,7 +148,7 @@ Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* pr
 PageStore::StoredRun PageStore::LocateRun(Pgno first, uint64_t count) { return impl_->LocateRun(first, count); }
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
 Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
-Status PageStore::Sync() { return impl_->Sync(); }
+Status PageStore::Sync(uint64_t pause_ns) { return impl_->Sync(pause_ns); }
 Status PageStore::InstallPages(const SealedEpoch& part) { return impl_->InstallPages(part); }
 Status PageStore::InstallCommit(const ImageInfo& image) { return impl_->InstallCommit(image); }
 void PageStore::AbandonInstall() { impl_->AbandonInstall(); }
@@ -567,7 +567,7 @@ Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const Se
   for (const Run& r : e.discarded) g->w.AddTrim(TrimEntry{r.first, r.count, epoch});
   g->im = e.image;
   g->im.heap_id = heap_id_;
-  g->w.Commit(CommitKind::kEpoch, g->im);
+  g->w.Commit(CommitKind::kEpoch, g->im, CommitFacts{WallClockNs(), e.pause_ns, 0});
   // An append past the file's end changes its size, so its fdatasync also
   // commits the filesystem's journal: on ext4 a small epoch's sync costs
   // about twice an overwrite's. So from the second epoch of a file on, a
@@ -707,10 +707,15 @@ Status PageStore::Impl::Write(const SealedEpoch& e) {
   return Status::Ok();
 }
 
-Status PageStore::Impl::Sync() {
+Status PageStore::Impl::Sync(uint64_t pause_ns) {
   if (written_ == nullptr) return Status::Ok();
   std::unique_ptr<Group> g = std::move(written_);
-  return Publish(*g, g->pages, g->discarded, os().fdatasync(active_->fd));
+  // The pause ended after Write: its commit record is written again with it,
+  // into the page cache, before the one fdatasync that makes it durable.
+  int r = 0;
+  if (pause_ns != 0) r = WriteFull(active_->fd, &g->w.SetPause(pause_ns), kBlockSize, g->w.end() - kBlockSize);
+  if (r == 0) r = os().fdatasync(active_->fd);
+  return Publish(*g, g->pages, g->discarded, r);
 }
 
 PageStoreStats PageStore::Impl::stats() const {
@@ -724,6 +729,13 @@ PageStoreStats PageStore::Impl::stats() const {
     st.live_pages += f->live_pages;
   }
   st.compactions = compactions_;
+  for (auto it = files_.rbegin(); it != files_.rend(); ++it) {
+    const LogFile& f = *it->second;
+    if (f.info.kind != FileKind::kCompaction) continue;
+    st.last_compaction = {f.info.number, f.info.base_image.epoch, f.closing.time_ns, f.closing.reclaimed_bytes,
+                          f.sources.size()};
+    break;
+  }
   return st;
 }
 

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,13 +58,66 @@ struct PageStoreOptions {
   std::function<void()> on_log_file_sealed;
 };
 
+// The newest compaction whose file the log still holds.
+struct CompactionRecord {
+  uint64_t file = 0;             // its log file's number; 0: none in the log
+  Epoch epoch = 0;               // the image it preserved
+  uint64_t time_ns = 0;          // wall clock when it closed; 0: not recorded
+  uint64_t reclaimed_bytes = 0;  // its sources' bytes less its own (0: not recorded)
+  uint64_t replaced_files = 0;   // writer files it stands for
+};
+
 struct PageStoreStats {
   Epoch epoch = 0;            // last durable epoch
   uint64_t log_files = 0;
   uint64_t bytes_on_disk = 0; // all log files' intact logs
   uint64_t file_bytes = 0;    // all log files' sizes, with the zeros padding them
   uint64_t live_pages = 0;    // pages with stored data in the durable image
-  uint64_t compactions = 0;
+  uint64_t compactions = 0;   // by this PageStore object
+  CompactionRecord last_compaction;
+};
+
+// One epoch whose commit record the log files still hold ("retained"):
+// compaction drops the records of the files it replaces.
+struct EpochRecord {
+  Epoch epoch = 0;
+  Term term = 0;
+  uint64_t time_ns = 0;    // wall clock when the store wrote it, ns since 1970; 0: not recorded
+  uint64_t pause_ns = 0;   // how long its cut held the program still; 0: not recorded
+  uint64_t pages = 0;      // pages it wrote
+  uint64_t discarded = 0;  // pages it discarded (they read as zeros from it on)
+  uint64_t bytes = 0;      // bytes of log its group takes, commit record included
+  uint64_t file = 0;       // number of the log file holding it
+};
+
+// What the epochs after `from`, up to `to`, changed.
+struct EpochDiff {
+  Epoch from = 0, to = 0;
+  std::vector<Pgno> pages;     // written by at least one of them, ascending
+  std::vector<Run> discarded;  // discarded by at least one of them, ascending
+                               // and merged (may overlap `pages`)
+};
+
+// The image as of an earlier epoch, read from the page versions the log
+// still holds. Owns descriptors of the log files it reads, so a compaction
+// that deletes them meanwhile does not disturb it.
+class EpochImage final : public PageSource {
+ public:
+  ~EpochImage() override;
+  EpochImage(const EpochImage&) = delete;
+  EpochImage& operator=(const EpochImage&) = delete;
+  // The image as of its epoch, as that epoch's commit record states it.
+  const ImageInfo& image() const { return image_; }
+  Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
+
+  struct Version;  // where one page's version lies
+
+ private:
+  friend class PageStore;
+  EpochImage();
+  ImageInfo image_;
+  std::vector<Version> index_;   // by pgno, below image_.hwm
+  std::map<uint64_t, int> fds_;  // by log file number
 };
 
 // Receives what a store finds wrong while opening or verifying. Never aborts.
@@ -150,7 +204,7 @@ class PageStore final : public PageSource, public EpochSink {
   // Sync makes it durable with one fdatasync. A failed Sync leaves the
   // epoch not durable, as a failed Persist does.
   Status Write(const SealedEpoch& e) override;
-  Status Sync() override;
+  Status Sync(uint64_t pause_ns) override;
 
   // Installing a whole image read from elsewhere (recovery from replicas
   // into a new directory, or a replica brought to a writer's image) while
@@ -199,6 +253,27 @@ class PageStore final : public PageSource, public EpochSink {
   // count) in the durable image, 0 for a page the store never held: what
   // `pheap inspect --html` colours the page map by.
   std::vector<Epoch> PageEpochs(Pgno first, uint64_t count) const;
+
+  // The store's history, for inspection (store_history.cc). Each reads the
+  // entry and commit blocks of every log file (never page data), so its
+  // cost grows with the log, and takes the store's lock only to list the
+  // files: a writer, in this process or another, is never held up. It sees
+  // the log as far as this store knows it durable (a read-only store: as at
+  // its open), never a torn epoch.
+  //
+  // The retained epochs, oldest first. There may be gaps where a
+  // compaction replaced a log file between two that stay.
+  Result<std::vector<EpochRecord>> Epochs() const;
+  // The pages the epochs from + 1 .. to wrote or discarded.
+  // InvalidArgument, naming the retained epochs, unless from <= to and every
+  // epoch from .. to is retained.
+  Result<EpochDiff> Changes(Epoch from, Epoch to) const;
+  // The image as of epoch `epoch`. Exact only from the newest compaction's
+  // (or install's) epoch on: a compaction keeps just the page versions live
+  // at its epoch. InvalidArgument, naming the epochs that can be read,
+  // outside [that epoch, the durable epoch] or when the log holds no record
+  // of `epoch`'s image. The EpochImage may outlive the store.
+  Result<std::unique_ptr<EpochImage>> ImageAt(Epoch epoch) const;
 
   class Impl;
 

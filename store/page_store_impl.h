@@ -38,6 +38,10 @@ struct LogFile {
   // after it that began from its intact part are what lets it be opened.
   bool damaged = false;
   uint64_t live_pages = 0;                     // index slots holding a page here
+  // Its epochs count up to here (Recovery's rollback rule): a later session
+  // that began from an earlier epoch superseded the rest.
+  Epoch ceiling = UINT64_MAX;
+  CommitFacts closing;  // compaction files: their closing record's
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
   bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
@@ -76,7 +80,7 @@ class PageStore::Impl {
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);
-  Status Sync();
+  Status Sync(uint64_t pause_ns);
   Status InstallPages(const SealedEpoch& part);  // store_install.cc
   Status InstallCommit(const ImageInfo& image);
   void AbandonInstall();
@@ -85,6 +89,9 @@ class PageStore::Impl {
   bool CompactionDue() const;
   Status Verify(CorruptionReporter* reporter);
   PageStoreStats stats() const;
+  // store_history.cc
+  struct History;
+  Result<std::unique_ptr<History>> ReadHistory() const;
   // Takes the store's LOCK for writing (Busy, naming the holder, if taken).
   Status Lock();
   Result<bool> RemoveIfCreated();

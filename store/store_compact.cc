@@ -154,10 +154,12 @@ Status PageStore::Impl::Compact() {
   Status s = CopyLive(sources, to.get(), &w, &moved);
   if (!s.ok()) return fail(s);
   std::vector<SourceEntry> replaced;
+  uint64_t source_bytes = 0;
   {
     std::shared_lock lock(mu_);
     for (uint32_t n : sources) {
       const LogFile& f = *files_.at(n);
+      source_bytes += f.footprint();
       // A writer or install file is a link of the chain; a compaction file
       // stands for the links it replaced.
       if (f.info.kind == FileKind::kWriter || f.info.kind == FileKind::kInstall)
@@ -169,7 +171,10 @@ Status PageStore::Impl::Compact() {
   std::sort(replaced.begin(), replaced.end(),
             [](const SourceEntry& a, const SourceEntry& b) { return a.file_number < b.file_number; });
   for (const SourceEntry& e : replaced) w.AddSource(e);
-  w.Commit(CommitKind::kCompaction, im);
+  // What it reclaims: the sources' bytes, less its own once closed.
+  const uint64_t own = w.end() + kBlockSize;
+  to->closing = CommitFacts{WallClockNs(), 0, source_bytes - std::min(source_bytes, own)};
+  w.Commit(CommitKind::kCompaction, im, to->closing);
   if (int r = w.Drain(to->fd); r < 0) return fail(Status::FromErrno("compaction: writing " + to->path, -r));
   if (int r = os().fsync(to->fd); r < 0) return fail(Status::FromErrno("compaction: syncing " + to->path, -r));
   s = SyncDir();

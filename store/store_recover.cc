@@ -399,7 +399,11 @@ Status PageStore::Impl::Recover() {
     lf->last_epoch = sf.last_epoch();
     lf->end = sf.end;
     lf->damaged = !sf.damage.empty();
-    if (sf.closed) lf->sources = sf.groups.back().sources;
+    lf->ceiling = limit;
+    if (sf.closed) {
+      lf->sources = sf.groups.back().sources;
+      lf->closing = sf.groups.back().facts;
+    }
     files_.emplace(file, std::move(lf));
   }
   for (const Slot& s : index_)

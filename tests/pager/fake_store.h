@@ -157,7 +157,7 @@ class FakeStore : public PageSource, public EpochSink {
     written_ = std::move(w);
     return Status::Ok();
   }
-  Status Sync() override {
+  Status Sync(uint64_t /*pause_ns*/) override {
     std::unique_ptr<Written> w;
     {
       std::lock_guard lk(mu_);

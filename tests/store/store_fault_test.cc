@@ -117,7 +117,7 @@ enum class Written { kNothing, kHalf, kAll };
 Status PersistEpoch(PageStore& store, const SealedEpoch& e, bool two_phase) {
   if (!two_phase) return store.Persist(e);
   Status s = store.Write(e);
-  return s.ok() ? store.Sync() : s;
+  return s.ok() ? store.Sync(0) : s;
 }
 
 // Epoch 4 fails (its write with `written` bytes on disk, or only its sync
@@ -197,11 +197,11 @@ TEST_F(StoreFault, TwoPhaseEpochIsVisibleOnlyAfterSync) {
   Status again = store->Write(GenerateEpoch(3, 2).sealed);
   EXPECT_EQ(again.code(), Status::Code::kInvalidArgument) << again.ToString();
   EXPECT_EQ(store->Persist(GenerateEpoch(3, 2).sealed).code(), Status::Code::kInvalidArgument);
-  ASSERT_TRUE(store->Sync().ok());
+  ASSERT_TRUE(store->Sync(0).ok());
   m.Apply(d1.sealed);
   EXPECT_EQ(store->stats().epoch, 1u);
   EXPECT_TRUE(MatchesModel(*store, m));
-  ASSERT_TRUE(store->Sync().ok());  // nothing written: nothing to do
+  ASSERT_TRUE(store->Sync(0).ok());  // nothing written: nothing to do
   store.reset();
   auto reopened = OpenOrDie(dir_.path(), "twophase");
   ASSERT_TRUE(reopened);
@@ -327,7 +327,7 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
     auto two_phase = MakeEpoch(3, {5, 20, 21, 22, 23, 24, 25, 26, 27}, 64, {{40, 4}});
     ASSERT_TRUE(store->Write(two_phase.sealed).ok());
     EXPECT_EQ(os_.direct_writes, 2);
-    ASSERT_TRUE(store->Sync().ok());
+    ASSERT_TRUE(store->Sync(0).ok());
     m.Apply(two_phase.sealed);
     auto small2 = MakeEpoch(4, {21}, 64);
     ASSERT_TRUE(store->Persist(small2.sealed).ok());
@@ -360,7 +360,7 @@ void DirectRefused(FaultyOs& fos, const std::string& dir, bool at_open) {
     }
     auto d4 = MakeEpoch(4, {30, 31, 32, 33, 34}, 64);
     ASSERT_TRUE(store->Write(d4.sealed).ok());
-    ASSERT_TRUE(store->Sync().ok());
+    ASSERT_TRUE(store->Sync(0).ok());
     m.Apply(d4.sealed);
     EXPECT_EQ(fos.direct_writes, at_open ? 0 : 1) << "one refusal is enough";
     EXPECT_EQ(fos.plain_writes, 4);

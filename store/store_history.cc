@@ -1,0 +1,236 @@
+// The store's history, for inspection: the retained epochs, what a range of
+// them changed, and the image as of an earlier epoch. Read afresh from the
+// log files through descriptors of its own, so the store's lock is held only
+// while the files are listed, and a compaction deleting a file meanwhile
+// changes nothing read from it.
+#include <fcntl.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "base/os.h"
+#include "store/page_store_impl.h"
+
+namespace pheap {
+
+using namespace logfmt;
+
+struct PageStore::Impl::History {
+  struct File {
+    int fd = -1;
+    Epoch ceiling = 0;  // LogFile::ceiling
+    ScannedFile scan;
+  };
+  History() = default;
+  History(const History&) = delete;
+  History& operator=(const History&) = delete;
+  ~History() {
+    for (File& f : files)
+      if (f.fd >= 0) os().close(f.fd);
+  }
+
+  // Whether group g of file f records an epoch of the durable image: a
+  // writer file's, neither superseded (the rollback rule) nor newer than
+  // the image the store knows.
+  bool Counts(const File& f, const ScannedGroup& g) const {
+    return f.scan.info.kind == FileKind::kWriter && g.kind == CommitKind::kEpoch &&
+           g.image.epoch <= std::min(f.ceiling, image.epoch);
+  }
+
+  ImageInfo image;
+  std::vector<File> files;  // in number order
+};
+
+Result<std::unique_ptr<PageStore::Impl::History>> PageStore::Impl::ReadHistory() const {
+  auto h = std::make_unique<History>();
+  std::vector<uint64_t> ends;
+  {
+    std::shared_lock lock(mu_);
+    h->image = image_;
+    for (const auto& [number, f] : files_) {
+      History::File hf;
+      hf.fd = ::fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+      if (hf.fd < 0) return Status::FromErrno("reading the history of heap store " + path_, errno);
+      hf.ceiling = f->ceiling;
+      hf.scan.path = f->path;
+      hf.scan.info.number = number;
+      h->files.push_back(std::move(hf));
+      ends.push_back(f->end);
+    }
+  }
+  // Only as far as each file's log was durable when listed: past it a
+  // writer may be appending an epoch.
+  for (size_t i = 0; i < h->files.size(); ++i) {
+    History::File& f = h->files[i];
+    const std::string path = f.scan.path;
+    const uint64_t number = f.scan.info.number;
+    f.scan = ScannedFile{};
+    PHEAP_RETURN_IF_ERROR(ScanLogFile(f.fd, path, number, heap_id_, nullptr, &f.scan, ends[i])
+                              .Annotate("reading the history of heap store " + path_));
+  }
+  return h;
+}
+
+namespace {
+
+// "1-5, 11-15", or "none".
+std::string Ranges(const std::vector<Epoch>& epochs) {
+  std::string out;
+  for (size_t i = 0; i < epochs.size();) {
+    size_t j = i;
+    while (j + 1 < epochs.size() && epochs[j + 1] == epochs[j] + 1) ++j;
+    out += fmt::format("{}{}", out.empty() ? "" : ", ",
+                       i == j ? fmt::format("{}", epochs[i]) : fmt::format("{}-{}", epochs[i], epochs[j]));
+    i = j + 1;
+  }
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+Result<std::vector<EpochRecord>> PageStore::Epochs() const {
+  auto h = impl_->ReadHistory();
+  if (!h.ok()) return h.status();
+  std::vector<EpochRecord> out;
+  for (const auto& f : (*h)->files)
+    for (const ScannedGroup& g : f.scan.groups) {
+      if (!(*h)->Counts(f, g)) continue;
+      uint64_t discarded = 0;
+      for (const TrimEntry& t : g.trims) discarded += t.count;
+      out.push_back({g.image.epoch, g.image.term, g.facts.time_ns, g.facts.pause_ns, g.pages.size(), discarded,
+                     g.end - g.start, f.scan.info.number});
+    }
+  std::sort(out.begin(), out.end(), [](const EpochRecord& a, const EpochRecord& b) { return a.epoch < b.epoch; });
+  return out;
+}
+
+Result<EpochDiff> PageStore::Changes(Epoch from, Epoch to) const {
+  auto h = impl_->ReadHistory();
+  if (!h.ok()) return h.status();
+  std::vector<Epoch> retained;
+  for (const auto& f : (*h)->files)
+    for (const ScannedGroup& g : f.scan.groups)
+      if ((*h)->Counts(f, g)) retained.push_back(g.image.epoch);
+  std::sort(retained.begin(), retained.end());
+  const auto lo = std::lower_bound(retained.begin(), retained.end(), from);
+  const auto hi = std::upper_bound(retained.begin(), retained.end(), to);
+  if (from > to || lo == retained.end() || *lo != from || static_cast<uint64_t>(hi - lo) != to - from + 1)
+    return Status::InvalidArgument(
+        fmt::format("heap store {}: epochs {} to {} are not all retained: the log holds the records of epochs {}",
+                    path(), from, to, Ranges(retained)));
+  EpochDiff c;
+  c.from = from;
+  c.to = to;
+  std::vector<Run> trims;
+  for (const auto& f : (*h)->files)
+    for (const ScannedGroup& g : f.scan.groups) {
+      if (!(*h)->Counts(f, g) || g.image.epoch <= from || g.image.epoch > to) continue;
+      for (const ScannedPage& p : g.pages) c.pages.push_back(p.pgno);
+      for (const TrimEntry& t : g.trims) trims.push_back({t.first, t.count});
+    }
+  std::sort(c.pages.begin(), c.pages.end());
+  c.pages.erase(std::unique(c.pages.begin(), c.pages.end()), c.pages.end());
+  std::sort(trims.begin(), trims.end(), [](const Run& a, const Run& b) { return a.first < b.first; });
+  for (const Run& r : trims) {
+    if (!c.discarded.empty() && r.first <= c.discarded.back().end())
+      c.discarded.back().count = std::max(c.discarded.back().end(), r.end()) - c.discarded.back().first;
+    else c.discarded.push_back(r);
+  }
+  return c;
+}
+
+// ---- the image as of an epoch ----
+
+struct EpochImage::Version {
+  Slot slot;
+};
+
+EpochImage::EpochImage() = default;
+
+EpochImage::~EpochImage() {
+  for (const auto& [number, fd] : fds_) os().close(fd);
+}
+
+Status EpochImage::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
+  if (present != nullptr) std::memset(present, 0, ((count + 63) / 64) * sizeof(uint64_t));
+  for (uint32_t i = 0; i < count; ++i) {
+    uint8_t* dst = out + uint64_t{i} * kPageSize;
+    const Pgno pg = first + i;
+    if (pg >= index_.size() || index_[pg].slot.state != Slot::kPage) {
+      std::memset(dst, 0, kPageSize);
+      continue;
+    }
+    const Slot& s = index_[pg].slot;
+    const std::string file = LogFileName(s.file);
+    ssize_t r = ReadFull(fds_.at(s.file), dst, kPageSize, s.offset);
+    if (r < 0)
+      return Status::FromErrno(
+          fmt::format("reading page {} (epoch {}) from {} at offset {}", pg, s.epoch, file, s.offset),
+          static_cast<int>(-r));
+    const uint64_t got = r == static_cast<ssize_t>(kPageSize) ? PageChecksum(dst) : ~s.checksum;
+    if (got != s.checksum)
+      return Status::Corruption(fmt::format("page {} (epoch {}) in log file {} at offset {} fails its checksum", pg,
+                                            s.epoch, file, s.offset));
+    if (present != nullptr) present[i >> 6] |= uint64_t{1} << (i & 63);
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<EpochImage>> PageStore::ImageAt(Epoch epoch) const {
+  auto hr = impl_->ReadHistory();
+  if (!hr.ok()) return hr.status();
+  Impl::History& h = **hr;
+  // A compaction (or an install) holds only the versions live at its epoch.
+  Epoch lowest = 1;
+  bool found = false;
+  ImageInfo at;
+  for (const auto& f : h.files) {
+    const bool whole_image = f.scan.info.kind != FileKind::kWriter;
+    if (whole_image && f.scan.closed) lowest = std::max(lowest, f.scan.groups.back().image.epoch);
+    if (!whole_image && f.scan.info.base_image.epoch == epoch && epoch <= f.ceiling) {
+      at = f.scan.info.base_image;
+      found = true;
+    }
+    for (const ScannedGroup& g : f.scan.groups)
+      if (g.image.epoch == epoch && (whole_image || h.Counts(f, g))) {
+        at = g.image;
+        found = true;
+      }
+  }
+  if (epoch < lowest || epoch > h.image.epoch || !found)
+    return Status::InvalidArgument(fmt::format(
+        "heap store {}: the image as of epoch {} cannot be read: the log holds the images of epochs {} to {}{}", path(),
+        epoch, lowest, h.image.epoch,
+        lowest > 1 ? fmt::format(" (a compaction at epoch {} kept only the pages live then)", lowest) : ""));
+  std::unique_ptr<EpochImage> img(new EpochImage());
+  img->image_ = at;
+  img->index_.resize(at.hwm);
+  auto apply = [&](Pgno pgno, const Slot& s) {
+    if (pgno >= img->index_.size()) return;
+    Slot& cur = img->index_[pgno].slot;
+    if (cur.state == Slot::kAbsent || cur.epoch <= s.epoch) cur = s;
+  };
+  // As recovery builds the index (store_recover.cc), with `epoch` as the
+  // newest epoch that counts.
+  for (auto& f : h.files) {
+    const Epoch limit = std::min(f.ceiling, epoch);
+    const auto file = static_cast<uint32_t>(f.scan.info.number);
+    for (const ScannedGroup& g : f.scan.groups) {
+      if (g.kind == CommitKind::kEpoch && g.image.epoch > limit) break;
+      for (const ScannedPage& p : g.pages)
+        if (p.epoch <= limit) apply(p.pgno, Slot{p.epoch, p.offset, p.checksum, file, Slot::kPage});
+      for (const TrimEntry& t : g.trims)
+        if (t.epoch <= limit)
+          for (Pgno p = t.first; p < std::min<Pgno>(t.first + t.count, img->index_.size()); ++p)
+            apply(p, Slot{t.epoch, 0, 0, file, Slot::kTrim});
+    }
+    img->fds_.emplace(f.scan.info.number, f.fd);
+    f.fd = -1;
+  }
+  return img;
+}
+
+}  // namespace pheap

@@ -1,0 +1,212 @@
+// The store's history (store_history.cc): the retained epochs and their
+// commit facts, what a range of them changed, the image as of an earlier
+// epoch, what compaction leaves of them, and stores of format version 1.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "store/log_file.h"
+#include "store_test_util.h"
+
+namespace pheap::testing {
+namespace {
+
+constexpr uint64_t kSeed = 71;
+
+// Persists GenerateEpoch(kSeed, e) for e in [first, last]; the pause of
+// epoch e is e microseconds, Write then Sync for even epochs.
+Model PersistEpochs(PageStore& store, Epoch first, Epoch last, Model m = {}) {
+  for (Epoch e = first; e <= last; ++e) {
+    EpochData d = GenerateEpoch(kSeed, e);
+    const uint64_t pause = e * 1000;
+    Status s;
+    if (e % 2 == 0) {
+      s = store.Write(d.sealed);
+      if (s.ok()) s = store.Sync(pause);
+    } else {
+      d.sealed.pause_ns = pause;
+      s = store.Persist(d.sealed);
+    }
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    m.Apply(d.sealed);
+  }
+  return m;
+}
+
+TEST(StoreHistory, EpochsRecordTimePauseAndSize) {
+  TempDir dir;
+  const uint64_t before = WallClockNs();
+  auto store = OpenOrDie(dir.path(), "h");
+  ASSERT_TRUE(store);
+  PersistEpochs(*store, 1, 6);
+  auto epochs = store->Epochs();
+  ASSERT_TRUE(epochs.ok()) << epochs.status().ToString();
+  ASSERT_EQ(epochs->size(), 6u);
+  for (size_t i = 0; i < epochs->size(); ++i) {
+    const EpochRecord& r = (*epochs)[i];
+    const EpochData d = GenerateEpoch(kSeed, i + 1);
+    EXPECT_EQ(r.epoch, i + 1);
+    EXPECT_EQ(r.term, 1u);
+    EXPECT_EQ(r.pause_ns, (i + 1) * 1000) << "epoch " << r.epoch;
+    EXPECT_GE(r.time_ns, before);
+    EXPECT_LE(r.time_ns, WallClockNs());
+    EXPECT_EQ(r.pages, d.sealed.pages.size());
+    EXPECT_GE(r.bytes, (r.pages + 2) * kPageSize);  // entries, data, commit record
+  }
+  // The same from a read-only store beside the writer, and after a reopen.
+  PageStoreOptions ro = Options();
+  ro.read_only = true;
+  auto reader = OpenOrDie(dir.path(), "h", ro);
+  ASSERT_TRUE(reader);
+  auto seen = reader->Epochs();
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(seen->size(), 6u);
+  // Epochs the writer makes after the reader's open are not seen by it.
+  PersistEpochs(*store, 7, 8);
+  seen = reader->Epochs();
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(seen->size(), 6u);
+  store.reset();
+  store = OpenOrDie(dir.path(), "h");
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Epochs()->size(), 8u);
+}
+
+TEST(StoreHistory, ChangesListTheEpochsPagesAndRefuseOthers) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path(), "h");
+  ASSERT_TRUE(store);
+  PersistEpochs(*store, 1, 10);
+  auto c = store->Changes(3, 7);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::set<Pgno> want;
+  std::set<Pgno> discarded;
+  for (Epoch e = 4; e <= 7; ++e) {
+    const EpochData d = GenerateEpoch(kSeed, e);
+    want.insert(d.sealed.pages.begin(), d.sealed.pages.end());
+    for (const pheap::Run& r : d.sealed.discarded)
+      for (Pgno p = r.first; p < r.end(); ++p) discarded.insert(p);
+  }
+  EXPECT_EQ(c->pages, std::vector<Pgno>(want.begin(), want.end()));
+  std::set<Pgno> got_discarded;
+  for (const pheap::Run& r : c->discarded)
+    for (Pgno p = r.first; p < r.end(); ++p) got_discarded.insert(p);
+  EXPECT_EQ(got_discarded, discarded);
+  EXPECT_TRUE(store->Changes(5, 5)->pages.empty());
+
+  for (auto [from, to] : {std::pair<Epoch, Epoch>{0, 4}, {4, 11}, {6, 2}}) {
+    auto bad = store->Changes(from, to);
+    ASSERT_FALSE(bad.ok()) << from << ".." << to;
+    EXPECT_EQ(bad.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("the log holds the records of epochs 1-10"), std::string::npos)
+        << bad.status().ToString();
+  }
+}
+
+TEST(StoreHistory, ImageAtReadsEarlierEpochsUntilTheNewestCompaction) {
+  TempDir dir;
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 * 1024;  // several sealed files
+  Model m;
+  std::map<Epoch, Model> models;
+  {
+    auto store = OpenOrDie(dir.path(), "h", o);
+    ASSERT_TRUE(store);
+    for (Epoch e = 1; e <= 40; ++e) {
+      m = PersistEpochs(*store, e, e, m);
+      models[e] = m;
+    }
+    for (Epoch e : {Epoch{1}, Epoch{17}, Epoch{40}}) {
+      auto at = store->ImageAt(e);
+      ASSERT_TRUE(at.ok()) << at.status().ToString();
+      EXPECT_EQ((*at)->image().epoch, e);
+      // An EpochImage is a PageSource: compare it as MatchesModel does a store.
+      std::vector<uint8_t> want(kPageSize);
+      std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+          static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 64 * kPageSize)), &std::free);
+      ASSERT_TRUE((*at)->ReadRun(0, 64, buf.get(), nullptr).ok());
+      for (Pgno p = 0; p < 64; ++p) {
+        auto it = models[e].written.find(p);
+        if (it != models[e].written.end() && p < models[e].hwm) FillPage(want.data(), p, it->second);
+        else std::memset(want.data(), 0, kPageSize);
+        EXPECT_EQ(std::memcmp(buf.get() + p * kPageSize, want.data(), kPageSize), 0) << "epoch " << e << " page " << p;
+      }
+    }
+  }
+  // Compaction: the replaced files' epochs leave the history, the image
+  // before its epoch cannot be read, and the store says when it ran.
+  auto store = OpenOrDie(dir.path(), "h", o);
+  ASSERT_TRUE(store);
+  const uint64_t before = WallClockNs();
+  ASSERT_TRUE(store->Compact().ok());
+  const PageStoreStats st = store->stats();
+  ASSERT_NE(st.last_compaction.file, 0u);
+  EXPECT_EQ(st.last_compaction.epoch, 40u);
+  EXPECT_GE(st.last_compaction.time_ns, before);
+  EXPECT_GT(st.last_compaction.reclaimed_bytes, 0u);
+  EXPECT_GT(st.last_compaction.replaced_files, 0u);
+  auto epochs = store->Epochs();
+  ASSERT_TRUE(epochs.ok());
+  EXPECT_LT(epochs->size(), 40u);
+  auto old = store->ImageAt(10);
+  ASSERT_FALSE(old.ok());
+  EXPECT_NE(old.status().message().find("the log holds the images of epochs 40 to 40"), std::string::npos)
+      << old.status().ToString();
+  auto now = store->ImageAt(40);
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  store.reset();
+  // The last compaction is known from the log after a reopen too.
+  PageStoreOptions ro = Options();
+  ro.read_only = true;
+  store = OpenOrDie(dir.path(), "h", ro);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->stats().last_compaction.file, st.last_compaction.file);
+  EXPECT_EQ(store->stats().last_compaction.reclaimed_bytes, st.last_compaction.reclaimed_bytes);
+}
+
+// A store written by format version 1 (no commit facts) opens, and its
+// epochs read as retained with their time and pause not recorded.
+TEST(StoreHistory, FormatVersionOneStoresOpen) {
+  TempDir dir;
+  Model m;
+  {
+    auto store = OpenOrDie(dir.path(), "old");
+    ASSERT_TRUE(store);
+    m = PersistEpochs(*store, 1, 5);
+  }
+  for (const std::string& file : LogFiles(dir.path() + "/old")) {
+    int fd = ::open(file.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    logfmt::FileHeader h;
+    ASSERT_EQ(::pread(fd, &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
+    h.version = 1;
+    logfmt::Seal(&h);
+    ASSERT_EQ(::pwrite(fd, &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
+    // Version 1 wrote zeros where version 2 keeps the commit facts.
+    const off_t size = ::lseek(fd, 0, SEEK_END);
+    for (off_t off = kPageSize; off < size; off += kPageSize) {
+      logfmt::CommitBlock c;
+      ASSERT_EQ(::pread(fd, &c, sizeof(c), off), static_cast<ssize_t>(sizeof(c)));
+      if (c.magic != logfmt::kCommitMagic || !logfmt::Intact(c)) continue;
+      c.time_ns = c.pause_ns = c.reclaimed_bytes = 0;
+      logfmt::Seal(&c);
+      ASSERT_EQ(::pwrite(fd, &c, sizeof(c), off), static_cast<ssize_t>(sizeof(c)));
+    }
+    ::close(fd);
+  }
+  auto store = OpenOrDie(dir.path(), "old");
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  auto epochs = store->Epochs();
+  ASSERT_TRUE(epochs.ok()) << epochs.status().ToString();
+  ASSERT_EQ(epochs->size(), 5u);
+  for (const EpochRecord& r : *epochs) {
+    EXPECT_EQ(r.time_ns, 0u);
+    EXPECT_EQ(r.pause_ns, 0u);
+  }
+  // It goes on with version 2 files beside them.
+  m = PersistEpochs(*store, 6, 6, m);
+  EXPECT_NE(store->Epochs()->back().time_ns, 0u);
+}
+
+}  // namespace
+}  // namespace pheap::testing
