@@ -16,7 +16,7 @@ using Pages = std::unique_ptr<uint8_t, void (*)(void*)>;
 
 // `pages` pages from `first`, 4 KiB aligned (a page the store never held
 // reads as zeros).
-Result<Pages> ReadPages(PageStore& store, Pgno first, uint32_t pages) {
+Result<Pages> ReadPages(PageSource& store, Pgno first, uint32_t pages) {
   Pages buf(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)), std::free);
   if (buf == nullptr) return Status::IoError("out of memory reading the heap's image", ENOMEM);
   std::memset(buf.get(), 0, pages * kPageSize);
@@ -26,18 +26,31 @@ Result<Pages> ReadPages(PageStore& store, Pgno first, uint32_t pages) {
 
 }  // namespace
 
-StoredImage::StoredImage(PageStore* store, Pages sb) : store_(store), image_(store->image()), sb_(std::move(sb)) {}
+StoredImage::StoredImage(PageSource* source, const ImageInfo& image, std::unique_ptr<EpochImage> owned, Pages sb)
+    : source_(source), image_(image), owned_(std::move(owned)), sb_(std::move(sb)) {}
 
 StoredImage::~StoredImage() = default;
 
-Result<std::unique_ptr<StoredImage>> StoredImage::Open(PageStore& store) {
-  const ImageInfo im = store.image();
+Result<std::unique_ptr<StoredImage>> StoredImage::FromSource(PageSource* source, const ImageInfo& im,
+                                                             std::unique_ptr<EpochImage> owned) {
   if (im.epoch == 0 || im.hwm == 0) return Status::NotFound("the heap has no durable epoch");
-  auto sb = ReadPages(store, 0, static_cast<uint32_t>(kSuperblockSize / kPageSize));
+  auto sb = ReadPages(*source, 0, static_cast<uint32_t>(kSuperblockSize / kPageSize));
   if (!sb.ok()) return sb.status();
   if (reinterpret_cast<const pheap::Superblock*>(sb->get())->h.magic != kSuperblockMagic)
     return Status::Corruption("page 0 holds no pheap superblock");
-  return std::unique_ptr<StoredImage>(new StoredImage(&store, std::move(*sb)));
+  return std::unique_ptr<StoredImage>(new StoredImage(source, im, std::move(owned), std::move(*sb)));
+}
+
+Result<std::unique_ptr<StoredImage>> StoredImage::Open(PageStore& store) {
+  return FromSource(&store, store.image(), nullptr);
+}
+
+Result<std::unique_ptr<StoredImage>> StoredImage::OpenAt(const PageStore& store, Epoch epoch) {
+  auto at = store.ImageAt(epoch);
+  if (!at.ok()) return at.status();
+  PageSource* source = at->get();
+  const ImageInfo im = (*at)->image();
+  return FromSource(source, im, std::move(*at));
 }
 
 Result<uint64_t> StoredImage::Root(const std::string& name) const {
@@ -96,7 +109,7 @@ Status StoredImage::Read(uint64_t addr, void* out, size_t len) const {
   const uint64_t off = addr - image_.base;
   const Pgno first = off / kPageSize;
   const auto pages = static_cast<uint32_t>((off + len - 1) / kPageSize - first + 1);
-  auto buf = ReadPages(*store_, first, pages);
+  auto buf = ReadPages(*source_, first, pages);
   if (!buf.ok()) return buf.status();
   std::memcpy(out, buf->get() + off % kPageSize, len);
   return Status::Ok();

@@ -108,6 +108,9 @@ class StoredImage {
   // outlives the returned object. NotFound if the heap has no durable
   // epoch; Corruption if page 0 holds no pheap superblock.
   static Result<std::unique_ptr<StoredImage>> Open(PageStore& store);
+  // The same, as of the earlier epoch `epoch` (PageStore::ImageAt: its
+  // errors name the epochs that can be read). The result may outlive store.
+  static Result<std::unique_ptr<StoredImage>> OpenAt(const PageStore& store, Epoch epoch);
   StoredImage(const StoredImage&) = delete;
   StoredImage& operator=(const StoredImage&) = delete;
   ~StoredImage();
@@ -133,9 +136,13 @@ class StoredImage {
   Status Read(uint64_t addr, void* out, size_t len) const;
 
  private:
-  StoredImage(PageStore* store, std::unique_ptr<uint8_t, void (*)(void*)> sb);
-  PageStore* store_;
+  StoredImage(PageSource* source, const ImageInfo& image, std::unique_ptr<EpochImage> owned,
+              std::unique_ptr<uint8_t, void (*)(void*)> sb);
+  static Result<std::unique_ptr<StoredImage>> FromSource(PageSource* source, const ImageInfo& image,
+                                                         std::unique_ptr<EpochImage> owned);
+  PageSource* source_;
   ImageInfo image_;
+  std::unique_ptr<EpochImage> owned_;             // OpenAt: the source
   std::unique_ptr<uint8_t, void (*)(void*)> sb_;  // the superblock's pages
 };
 
