@@ -1,10 +1,12 @@
 // The subcommands of the `pheap` tool, one function each.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "store/page_store.h"
 
 namespace pheap::tools {
 
@@ -15,12 +17,21 @@ int Fail(const std::string& command, const Status& s, bool json, int exit_status
 
 // Shows persistence and recovery; 0 when every check held.
 int RunDemo(const std::string& dir, bool keep);
-// Prints what the store of heap `name` under `dir` holds, and how its
-// replicas (those it records, or `replicas` names) stand; with `html` not
-// empty, also writes the page map there.
+// The store of heap `name` under `dir`, opened read-only: without its lock,
+// so beside a running writer, seeing only whole epochs.
+Result<std::unique_ptr<PageStore>> OpenForReading(const std::string& dir, const std::string& name,
+                                                  CorruptionReporter* reporter = nullptr);
+
+// Prints what the store of heap `name` under `dir` holds: the image, the
+// store's files, the roots, the newest `max_epochs` retained epochs (0:
+// all), and how its replicas (those it records, or `replicas` names)
+// stand; with `html` not empty, also writes the page map there.
 struct ReplicaArgs;
-int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas,
-               const std::string& html);
+int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, size_t max_epochs,
+               const ReplicaArgs& replicas, const std::string& html);
+// Prints what the epochs after `from`, up to `to`, changed: the pages they
+// wrote or discarded, and the roots whose value differs between the two.
+int RunDiff(const std::string& dir, const std::string& name, Epoch from, Epoch to, bool json);
 // Lists the heaps under `dir`: epoch, term, region size, live and stored
 // bytes, holder; stores set aside by recovery are marked as such.
 int RunList(const std::string& dir, bool json);

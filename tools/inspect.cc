@@ -3,10 +3,13 @@
 #include "tools/commands.h"
 
 #include <cxxabi.h>
+#include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -36,23 +39,126 @@ std::string Demangled(const std::string& type) {
   return status == 0 && out != nullptr ? std::string(out.get()) : type;
 }
 
+// A wall-clock time as ISO 8601 in UTC, to the millisecond; "-" for 0, a
+// time the store did not record.
+std::string WallTime(uint64_t ns) {
+  if (ns == 0) return "-";
+  const time_t secs = static_cast<time_t>(ns / 1000000000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour,
+                     t.tm_min, t.tm_sec, ns / 1000000 % 1000);
+}
+
+nlohmann::json TimeJson(uint64_t ns) { return ns == 0 ? nlohmann::json(nullptr) : nlohmann::json(WallTime(ns)); }
+
+// The store section: its log files and what they hold, and the newest
+// compaction the log remembers.
+struct StoreFacts {
+  PageStoreStats stats;
+  uint64_t live_bytes = 0;
+  double amplification = 0;   // bytes on disk per live byte
+  size_t retained = 0;        // epochs whose records the log holds
+  Epoch first = 0, last = 0;  //   the oldest and newest of them
+};
+
+StoreFacts GetStoreFacts(const PageStore& store, const std::vector<EpochRecord>& epochs) {
+  StoreFacts f;
+  f.stats = store.stats();
+  f.live_bytes = f.stats.live_pages * kPageSize;
+  f.amplification = f.live_bytes == 0 ? 0 : static_cast<double>(f.stats.bytes_on_disk) / f.live_bytes;
+  f.retained = epochs.size();
+  if (!epochs.empty()) {
+    f.first = epochs.front().epoch;
+    f.last = epochs.back().epoch;
+  }
+  return f;
+}
+
+nlohmann::json StoreJson(const StoreFacts& f) {
+  const PageStoreStats& st = f.stats;
+  nlohmann::json j = {{"log_files", st.log_files},
+                      {"bytes_on_disk", st.bytes_on_disk},
+                      {"file_bytes", st.file_bytes},
+                      {"live_pages", st.live_pages},
+                      {"live_bytes", f.live_bytes},
+                      {"space_amplification", f.amplification},
+                      {"retained_epochs", {{"count", f.retained}, {"first", f.first}, {"last", f.last}}}};
+  const CompactionRecord& c = st.last_compaction;
+  j["last_compaction"] = c.file == 0 ? nlohmann::json(nullptr)
+                                     : nlohmann::json{{"file", c.file},
+                                                      {"epoch", c.epoch},
+                                                      {"time", TimeJson(c.time_ns)},
+                                                      {"reclaimed_bytes", c.reclaimed_bytes},
+                                                      {"replaced_files", c.replaced_files}};
+  return j;
+}
+
+void PrintStore(const StoreFacts& f) {
+  const PageStoreStats& st = f.stats;
+  fmt::print("log files     {} ({:.1f} MiB on disk, {:.1f} MiB with padding; {:.2f}x the live pages)\n", st.log_files,
+             st.bytes_on_disk / 1048576.0, st.file_bytes / 1048576.0, f.amplification);
+  const CompactionRecord& c = st.last_compaction;
+  if (c.file == 0) {
+    fmt::print("compaction    none in the log\n");
+    return;
+  }
+  fmt::print("compaction    last at epoch {}, {}: {} log file{} replaced, {:.1f} MiB reclaimed\n", c.epoch,
+             c.time_ns == 0 ? "time not recorded" : WallTime(c.time_ns), c.replaced_files,
+             c.replaced_files == 1 ? "" : "s", c.reclaimed_bytes / 1048576.0);
+}
+
+// The epochs section: the records given (the newest --epochs of them).
+nlohmann::json EpochsJson(const std::vector<EpochRecord>& epochs) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const EpochRecord& e : epochs)
+    a.push_back({{"epoch", e.epoch},
+                 {"term", e.term},
+                 {"time", TimeJson(e.time_ns)},
+                 {"pause_ns", e.pause_ns == 0 ? nlohmann::json(nullptr) : nlohmann::json(e.pause_ns)},
+                 {"pages", e.pages},
+                 {"discarded_pages", e.discarded},
+                 {"bytes", e.bytes},
+                 {"file", e.file}});
+  return a;
+}
+
+void PrintEpochs(const std::vector<EpochRecord>& epochs, const StoreFacts& f) {
+  if (f.retained == 0) {
+    fmt::print("epochs        none retained\n");
+    return;
+  }
+  fmt::print("epochs        {} retained, {} to {}{}\n", f.retained, f.first, f.last,
+             epochs.size() < f.retained ? fmt::format(" (the newest {} shown)", epochs.size()) : "");
+  fmt::print("  {:>8} {:>6}  {:<24} {:>8} {:>10} {:>11}\n", "EPOCH", "TERM", "TIME (UTC)", "PAGES", "BYTES", "PAUSE");
+  for (const EpochRecord& e : epochs)
+    fmt::print("  {:>8} {:>6}  {:<24} {:>8} {:>10} {:>11}\n", e.epoch, e.term, WallTime(e.time_ns), e.pages, e.bytes,
+               e.pause_ns == 0 ? "-" : fmt::format("{:.3f} ms", e.pause_ns / 1e6));
+}
+
 }  // namespace
 
-int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, const ReplicaArgs& replicas,
-               const std::string& html) {
+Result<std::unique_ptr<PageStore>> OpenForReading(const std::string& dir, const std::string& name,
+                                                  CorruptionReporter* reporter) {
   PageStoreOptions o;
-  o.read_only = true;
+  o.read_only = true;  // no lock: never in a writer's way
   o.create_if_missing = false;
+  return PageStore::Open(dir, name, o, reporter);
+}
+
+int RunInspect(const std::string& dir, const std::string& name, bool json, bool verify, size_t max_epochs,
+               const ReplicaArgs& replicas, const std::string& html) {
   PrintingReporter reporter;
-  auto store = PageStore::Open(dir, name, o, &reporter);
+  auto store = OpenForReading(dir, name, &reporter);
   if (!store.ok()) return Fail("inspect", store.status(), json);
   ImageInfo im = (*store)->image();
-  PageStoreStats st = (*store)->stats();
+  auto epochs = (*store)->Epochs();
+  if (!epochs.ok()) return Fail("inspect", epochs.status(), json);
+  const StoreFacts store_facts = GetStoreFacts(**store, *epochs);
+  if (max_epochs != 0 && epochs->size() > max_epochs) epochs->erase(epochs->begin(), epochs->end() - max_epochs);
   Status verified = verify ? (*store)->Verify(&reporter) : Status::Ok();
   auto preload = ReadPreloadStats(**store);  // present if it ran under libpheap_preload.so
   const long holder = PageStore::Holder(dir, name);
-  const uint64_t live_bytes = st.live_pages * kPageSize;
-  const double amplification = live_bytes == 0 ? 0 : static_cast<double>(st.bytes_on_disk) / live_bytes;
   auto image = StoredImage::Open(**store);  // NotFound before the first commit
   std::vector<StoredRoot> roots;
   StoredHeapFacts facts;
@@ -69,13 +175,12 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   }
   if (json) {
     nlohmann::json j = {
-        {"heap", name}, {"path", (*store)->path()}, {"heap_id", fmt::format("{:#018x}", im.heap_id)},
-        {"epoch", im.epoch}, {"term", im.term}, {"base", fmt::format("{:#x}", im.base)},
-        {"size", im.size}, {"hwm_pages", im.hwm}, {"log_files", st.log_files},
-        {"bytes_on_disk", st.bytes_on_disk}, {"live_pages", st.live_pages},
-        {"compactions", st.compactions}};
+        {"heap", name},      {"path", (*store)->path()}, {"heap_id", fmt::format("{:#018x}", im.heap_id)},
+        {"epoch", im.epoch}, {"term", im.term},          {"base", fmt::format("{:#x}", im.base)},
+        {"size", im.size},   {"hwm_pages", im.hwm}};
     j["holder_pid"] = holder;
-    j["space_amplification"] = amplification;
+    j["store"] = StoreJson(store_facts);
+    j["epochs"] = EpochsJson(*epochs);
     j["writer"] = {{"opens", facts.opens},
                    {"exe", facts.exe},
                    {"build_id", facts.build_id},
@@ -104,9 +209,8 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     fmt::print("heap id       {:#018x}\n", im.heap_id);
     fmt::print("durable epoch {} (term {})\n", im.epoch, im.term);
     fmt::print("region        [{:#x}, {:#x})  {} MiB\n", im.base, im.base + im.size, im.size >> 20);
-    fmt::print("stored pages  {} live, high-water mark {} pages\n", st.live_pages, im.hwm);
-    fmt::print("log files     {} ({:.1f} MiB on disk, {:.2f}x the live pages)\n", st.log_files,
-               st.bytes_on_disk / 1048576.0, amplification);
+    fmt::print("stored pages  {} live, high-water mark {} pages\n", store_facts.stats.live_pages, im.hwm);
+    PrintStore(store_facts);
     fmt::print("holder        {}\n", holder > 0 ? fmt::format("pid {}", holder) : "none (closed)");
     if (image.ok()) {
       fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}\n", facts.exe.empty() ? "?" : facts.exe,
@@ -119,6 +223,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       if (allocator.ok()) PrintAllocator(*allocator);
       else fmt::print("allocator     {}\n", allocator.status().message());
     }
+    PrintEpochs(*epochs, store_facts);
     if (!html.empty()) fmt::print("page map      {} ({} pages)\n", html, *drawn);
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());
     if (preload.ok())

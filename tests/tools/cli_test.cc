@@ -1,6 +1,6 @@
-// The `pheap` command's heap management: ls, rm, --version, inspect (text,
-// JSON and the HTML page map, drawn by headless Chromium), and errors that
-// stay JSON in --json mode. argv[1] is the pheap command.
+// The `pheap` command's heap management: ls, rm, inspect (text, JSON and the
+// HTML page map, drawn by headless Chromium), diff, --help, --version, and
+// errors that stay JSON in --json mode. argv[1] is the pheap command.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -181,7 +181,7 @@ TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
   EXPECT_EQ(j["roots"][0]["address"], fmt::format("{:#x}", reinterpret_cast<uintptr_t>(a)));
   EXPECT_EQ(j["roots"][1]["name"], "plain");
   EXPECT_EQ(j["roots"][1]["type"], "");
-  EXPECT_GE(j["space_amplification"].get<double>(), 1.0);
+  EXPECT_GE(j["store"]["space_amplification"].get<double>(), 1.0);
   pheap_close(h);
 
   out.clear();
@@ -472,6 +472,143 @@ TEST_F(PheapCli, InspectHtmlDrawsEveryPageInABrowser) {
   EXPECT_EQ(be32(16), 1200u);
   EXPECT_EQ(be32(20), 900u);
   EXPECT_GT(shot.size(), 10000u);
+}
+
+// inspect shows every retained epoch (no compaction ran: all of them), with
+// its term, time, pages and pause, and the store's section.
+TEST_F(PheapCli, InspectShowsTheRetainedEpochsAndTheStore) {
+  pheap* h = MakeHeap("history", 0, /*keep=*/true);
+  ASSERT_NE(h, nullptr);
+  const int64_t before = pheap_epoch(h);
+  constexpr int kCommits = 4;
+  auto* count = static_cast<uint64_t*>(pheap_root(h, "count"));
+  ASSERT_NE(count, nullptr);
+  for (int i = 0; i < kCommits; ++i) {
+    ++*count;
+    ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  }
+  const int64_t durable = pheap_epoch(h);
+  ASSERT_EQ(durable, before + kCommits);
+  pheap_close(h);
+
+  std::string out, err;
+  ASSERT_EQ(Pheap("inspect history --json --epochs 0 --dir " + dir_, &out, &err), 0) << err;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  const nlohmann::json& epochs = j["epochs"];
+  ASSERT_TRUE(epochs.is_array());
+  // Closing may commit once more.
+  const int64_t last = j["epoch"].get<int64_t>();
+  ASSERT_GE(last, durable);
+  ASSERT_EQ(epochs.size(), static_cast<size_t>(last)) << epochs.dump();
+  for (size_t i = 0; i < epochs.size(); ++i) {
+    EXPECT_EQ(epochs[i]["epoch"].get<uint64_t>(), i + 1);
+    EXPECT_EQ(epochs[i]["term"], j["term"]);
+    EXPECT_TRUE(epochs[i]["time"].is_string()) << epochs[i].dump();
+    EXPECT_GT(epochs[i]["bytes"].get<uint64_t>(), 0u);
+  }
+  // The counter's commits each wrote its page, and their pauses are known.
+  for (int64_t e = before + 1; e <= durable; ++e) {
+    EXPECT_GE(epochs[e - 1]["pages"].get<uint64_t>(), 1u) << epochs[e - 1].dump();
+    EXPECT_TRUE(epochs[e - 1]["pause_ns"].is_number()) << epochs[e - 1].dump();
+  }
+  const nlohmann::json& store = j["store"];
+  for (const char* key : {"log_files", "bytes_on_disk", "file_bytes", "live_pages", "live_bytes", "space_amplification",
+                          "last_compaction", "retained_epochs"})
+    EXPECT_TRUE(store.contains(key)) << key << " in " << store.dump();
+  EXPECT_EQ(store["retained_epochs"]["count"].get<int64_t>(), last);
+  EXPECT_EQ(store["retained_epochs"]["last"].get<int64_t>(), last);
+  EXPECT_TRUE(store["last_compaction"].is_null());
+
+  // --epochs limits the list to the newest, in text and JSON alike.
+  out.clear();
+  ASSERT_EQ(Pheap("inspect history --json --epochs 2 --dir " + dir_, &out), 0);
+  const nlohmann::json two = nlohmann::json::parse(out)["epochs"];
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1]["epoch"].get<int64_t>(), last);
+  out.clear();
+  ASSERT_EQ(Pheap("inspect history --epochs 2 --dir " + dir_, &out), 0);
+  EXPECT_NE(out.find(fmt::format("{} retained, 1 to {} (the newest 2 shown)", last, last)), std::string::npos) << out;
+}
+
+// diff lists exactly the pages the epochs in between wrote, and the roots
+// whose value changed.
+TEST_F(PheapCli, DiffListsThePagesWrittenAndTheRootsChanged) {
+  pheap* h = pheap_open("changes", ("dir=" + dir_ + ";size=64M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  constexpr size_t kPages = 32;
+  auto* block = static_cast<uint8_t*>(pheap_aligned_alloc(h, 4096, kPages * 4096));
+  auto* other = pheap_calloc(h, 1, 64);
+  ASSERT_NE(block, nullptr);
+  ASSERT_EQ(pheap_set_root(h, "block", block), 0);
+  ASSERT_EQ(pheap_set_root(h, "moved", block), 0);
+  std::memset(block, 1, kPages * 4096);
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  const int64_t from = pheap_epoch(h);
+  // Commits that write known pages of the block and nothing else.
+  const auto base = reinterpret_cast<uintptr_t>(pheap_base(h));
+  const uint64_t first = (reinterpret_cast<uintptr_t>(block) - base) / 4096;
+  block[3 * 4096] = 2;
+  block[10 * 4096 + 17] = 2;
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  block[20 * 4096 + 4095] = 3;
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  const int64_t to = pheap_epoch(h);
+  pheap_close(h);
+
+  std::string out, err;
+  ASSERT_EQ(Pheap(fmt::format("diff changes {} {} --json --dir {}", from, to, dir_), &out, &err), 0) << err;
+  nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["pages"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{first + 3, first + 10, first + 20})) << out;
+  ASSERT_TRUE(j["roots"].is_array()) << out;
+  EXPECT_TRUE(j["roots"].empty()) << out;
+
+  // A root moved in a later session shows with both values.
+  h = pheap_open("changes", ("dir=" + dir_ + ";size=64M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_EQ(pheap_set_root(h, "moved", other), 0);
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  const int64_t moved = pheap_epoch(h);
+  pheap_close(h);
+  out.clear();
+  ASSERT_EQ(Pheap(fmt::format("diff changes {} {} --json --dir {}", to, moved, dir_), &out, &err), 0) << err;
+  j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["roots"].size(), 1u) << out;
+  EXPECT_EQ(j["roots"][0]["name"], "moved");
+  EXPECT_EQ(j["roots"][0]["from"], fmt::format("{:#x}", reinterpret_cast<uintptr_t>(block)));
+  EXPECT_EQ(j["roots"][0]["to"], fmt::format("{:#x}", reinterpret_cast<uintptr_t>(other)));
+
+  out.clear();
+  ASSERT_EQ(Pheap(fmt::format("diff changes {} {} --dir {}", from, to, dir_), &out), 0);
+  EXPECT_NE(out.find(fmt::format("pages         {}, {}, {}", first + 3, first + 10, first + 20)), std::string::npos)
+      << out;
+}
+
+// An epoch the log holds no record of is refused, naming the ones it holds.
+TEST_F(PheapCli, DiffOfAnEpochNotRetainedFailsNamingTheRetainedOnes) {
+  MakeHeap("short", 3);
+  std::string out, err;
+  ASSERT_EQ(Pheap("inspect short --json --dir " + dir_, &out), 0);
+  const uint64_t last = nlohmann::json::parse(out)["epoch"].get<uint64_t>();
+  out.clear();
+  EXPECT_EQ(Pheap(fmt::format("diff short 1 {} --dir {}", last + 5, dir_), &out, &err), 1);
+  EXPECT_NE(err.find(fmt::format("the log holds the records of epochs 1-{}", last)), std::string::npos) << err;
+  EXPECT_EQ(Pheap(fmt::format("diff short 0 {} --json --dir {}", last, dir_), &out, &err), 1);
+  const nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["error"]["code"], "invalid_argument") << out;
+  EXPECT_NE(j["error"]["message"].get<std::string>().find("not all retained"), std::string::npos) << out;
+}
+
+// Every subcommand's --help says what it prints.
+TEST_F(PheapCli, EverySubcommandsHelpExplainsItsOutput) {
+  for (const char* command :
+       {"demo", "inspect", "diff", "top", "ls", "rm", "compact", "check", "run", "peer", "peer status", "keygen"}) {
+    std::string out;
+    EXPECT_EQ(Pheap(std::string(command) + " --help", &out), 0) << command;
+    EXPECT_NE(out.find("Output:"), std::string::npos) << command << ":\n" << out;
+  }
+  std::string out;
+  ASSERT_EQ(Pheap("--help", &out), 0);
+  EXPECT_NE(out.find("diff"), std::string::npos) << out;
 }
 
 }  // namespace
