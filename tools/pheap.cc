@@ -3,9 +3,35 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <string>
+
 #include "replication/curve_auth.h"
 #include "replication/peer_server.h"
 #include "tools/commands.h"
+
+namespace {
+
+// A footer wrapped at 79 columns, as CLI11 lays out the options (it prints
+// a footer as given).
+std::string Wrapped(const std::string& text) {
+  constexpr size_t kWidth = 79;
+  std::string out, line;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find(' ', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(at, end - at);
+    if (!line.empty() && line.size() + 1 + word.size() > kWidth) {
+      out += line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+    at = end + 1;
+  }
+  return out + line;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"pheap: a persistent, replicated virtual-memory heap"};
@@ -17,9 +43,9 @@ int main(int argc, char** argv) {
   auto* demo = app.add_subcommand("demo", "show objects surviving kill -9 and a restart");
   demo->add_option("--dir", demo_dir, "store directory (default: a fresh temporary one)");
   demo->add_flag("--keep", keep, "keep the temporary store afterwards");
-  demo->footer(
+  demo->footer(Wrapped(
       "Output: each step of the demonstration (objects built, the process killed with SIGKILL, the heap reopened) "
-      "and whether what it checks held. Exit status 0 when every check held.");
+      "and whether what it checks held. Exit status 0 when every check held."));
 
   auto replica_args = [](CLI::App* c, pheap::tools::ReplicaArgs* a) {
     c->add_option("--peers", a->peers, "the heap's peers (default: those the heap records)");
@@ -44,7 +70,7 @@ int main(int argc, char** argv) {
                     "instead of the store: the live statistics of the process holding it (pheap top --heap NAME)");
   size_t max_epochs = 20;
   inspect->add_option("--epochs", max_epochs, "show the newest N retained epochs (0: all)")->capture_default_str();
-  inspect->footer(
+  inspect->footer(Wrapped(
       "Output: the heap's id, durable epoch and term, region and high-water mark; the store: log files, bytes on "
       "disk (with and without padding), live pages and their ratio to the bytes on disk (space amplification), the "
       "last compaction the log holds (when, log files replaced, bytes reclaimed); the holding process; the last "
@@ -57,7 +83,7 @@ int main(int argc, char** argv) {
       "holder_pid, store {...}, epochs [...], writer {...}, roots [...], allocator {...}, replicas [...], and "
       "verified, html, preload, replicas_error when present. With --pid or --live it prints what `pheap top` does "
       "instead. Reads without the writer's lock: safe while the heap runs. Exit status 1 if the store cannot be "
-      "read, 2 if --verify found damage.");
+      "read, 2 if --verify found damage."));
 
   pheap::Epoch diff_from = 0, diff_to = 0;
   auto* diff = app.add_subcommand("diff", "show what changed between two retained epochs of a heap");
@@ -66,13 +92,13 @@ int main(int argc, char** argv) {
   diff->add_option("to", diff_to, "the later epoch")->required();
   diff->add_option("--dir", dir, "store directory")->capture_default_str();
   diff->add_flag("--json", json, "print JSON");
-  diff->footer(
+  diff->footer(Wrapped(
       "Output: the pages the epochs after FROM, up to TO, wrote (as ranges of page numbers), the page runs they "
       "discarded, and the roots whose address or type differs between the images of FROM and TO. Both epochs and "
       "every one between must be retained (see `pheap inspect`); the error names the retained ones. Roots are "
       "compared only where the log still holds the image as of FROM (after the newest compaction); otherwise the "
       "reason is shown. --json: heap, from, to, pages [numbers], discarded [{first, count}], roots [{name, type, "
-      "from, to}] (null addresses: not set) or null with roots_error. Exit status 1 on an error.");
+      "from, to}] (null addresses: not set) or null with roots_error. Exit status 1 on an error."));
 
   pheap::tools::TopOptions top_opts;
   auto* top = app.add_subcommand("top",
@@ -89,12 +115,12 @@ int main(int argc, char** argv) {
                   "print this many snapshots, then exit (default: refresh until Ctrl-C on a terminal, else one)")
       ->check(CLI::NonNegativeNumber);
   top->footer(fmt::format(
-      "{}\n{}",
-      "Output: per heap the process holds, a block of the fields below, refreshed in place on a terminal. --json: "
-      "{pid, heaps: [{heap, store, pid, exe, running, tracking, base, size, durable_epoch, commits, pause_ns {cuts, "
-      "p50, p99, max, last}, paused_threads, last_commit_dirty_pages, faults {...}, replicas [{endpoint, answered, "
-      "installing, durable_epoch, lag_epochs}], resident_pages, updated_seconds_ago, snapshots}]}, one object per "
-      "snapshot. Exit status 1, with the reason, if a heap is not running.",
+      "{}\n\n{}",
+      Wrapped("Output: per heap the process holds, a block of the fields below, refreshed in place on a terminal. "
+              "--json: {pid, heaps: [{heap, store, pid, exe, running, tracking, base, size, durable_epoch, commits, "
+              "pause_ns {cuts, p50, p99, max, last}, paused_threads, last_commit_dirty_pages, faults {...}, replicas "
+              "[{endpoint, answered, installing, durable_epoch, lag_epochs}], resident_pages, updated_seconds_ago, "
+              "snapshots}]}, one object per snapshot. Exit status 1, with the reason, if a heap is not running."),
       pheap::tools::kTopFields));
   std::string html;
   inspect->add_option("--html", html,
@@ -105,10 +131,10 @@ int main(int argc, char** argv) {
       app.add_subcommand("ls", "list the heaps of a directory: epoch, term, size, live and stored bytes, holder");
   ls->add_option("--dir", dir, "store directory (a peer's --dir works too)")->capture_default_str();
   ls->add_flag("--json", json, "print JSON");
-  ls->footer(
+  ls->footer(Wrapped(
       "Output: one line per heap: NAME, EPOCH (last durable), TERM, SIZE (region), LIVE (stored live pages), ON "
       "DISK (log bytes) and HOLDER (the pid holding it open, - if none); heaps recovery set aside are marked. "
-      "--json: {dir, heaps: [{name, set_aside, epoch, term, base, size, live_bytes, bytes_on_disk, holder_pid}]}.");
+      "--json: {dir, heaps: [{name, set_aside, epoch, term, base, size, live_bytes, bytes_on_disk, holder_pid}]}."));
 
   auto* rm = app.add_subcommand("rm", "remove a heap's local store (refused while a process holds it)");
   rm->add_option("name", name, "heap name")->required();
@@ -120,19 +146,19 @@ int main(int argc, char** argv) {
                "remove it from its replicas too (those it records, or --peers); a writer still running elsewhere "
                "is fenced");
   replica_args(rm, &rm_replicas);
-  rm->footer(
+  rm->footer(Wrapped(
       "Output: a line naming the heap removed (--json: {removed, dir, local}); with --on-replicas, first a line "
       "per replica, removed or not (--json: replicas [{replica, removed, error}]), and if one was not, the heap "
       "stays here too and the exit status is 1. Refused, naming the pid, while a process holds the heap. Exit "
-      "status 1 on an error.");
+      "status 1 on an error."));
 
   auto* compact = app.add_subcommand("compact", "compact a heap's store now (a heap in use compacts itself)");
   compact->add_option("name", name, "heap name")->required();
   compact->add_option("--dir", dir, "store directory")->capture_default_str();
-  compact->footer(
+  compact->footer(Wrapped(
       "Output: the log files and MiB before and after, and the live pages kept. Epochs whose log files it "
       "replaces are no longer retained (see `pheap inspect`). Exit status 1, with the reason, if a process holds "
-      "the heap or the store cannot be compacted.");
+      "the heap or the store cannot be compacted."));
 
   pheap::tools::CheckOptions check_opts;
   check_opts.dir = dir;
@@ -145,13 +171,13 @@ int main(int argc, char** argv) {
   check->add_flag("--repair", check_opts.repair,
                   "rewrite each damaged copy from a good one (the heap must not be open in a process)");
   check->add_flag("--json", check_opts.json, "print JSON");
-  check->footer(
+  check->footer(Wrapped(
       "Output: for the local store and each replica, its durable (epoch, term), the live pages checked, and each "
       "damaged page with its log file and offset (with --repair, whether it was repaired); then the count of "
       "damaged copies. --json: {heap, epoch, term, damaged, repaired, complete, copies: [{where, local, reachable, "
       "epoch, term, pages_checked, damaged: [{page, what, repaired, file, offset, repair_error}], error}]}. Exit "
       "status: 0 all good (or repaired), 2 damage remains, 1 a copy could not be checked (unreachable, behind, "
-      "unreadable).");
+      "unreadable)."));
 
   pheap::PeerOptions peer_opts;
   auto* peer = app.add_subcommand("peer", "run a peer: the page store for any number of heaps");
@@ -183,19 +209,19 @@ int main(int argc, char** argv) {
   status->add_option("endpoint", status_endpoint, "the peer's endpoint")->required();
   status->add_option("--keys", status_keys, "CURVE key directory");
   status->add_flag("--json", status_json, "print JSON");
-  status->footer(
+  status->footer(Wrapped(
       "Output: the peer's heaps, clients and uptime, then per heap its epoch, promised term, bytes stored, live "
       "pages, pages awaiting a commit (inbox), state (open, FAILED, no store), health and last error. --json: "
       "{endpoint, clients, uptime_ms, heaps: [{name, heap_id, epoch, promised_term, bytes_on_disk, live_pages, "
-      "inbox_pages, open, failed, health, errno, error}]}.");
-  peer->footer(
+      "inbox_pages, open, failed, health, errno, error}]}."));
+  peer->footer(Wrapped(
       "Output: log lines on stderr as heaps connect, commit and compact; runs until stopped. `pheap peer status "
-      "ENDPOINT` reports what a running peer holds.");
+      "ENDPOINT` reports what a running peer holds."));
 
   std::string keygen_dir;
   auto* keygen = app.add_subcommand("keygen", "make a CURVE key pair in DIR");
   keygen->add_option("dir", keygen_dir, "directory for peer.key and peer.pub")->required();
-  keygen->footer("Output: a line naming the directory the key pair was written to.");
+  keygen->footer(Wrapped("Output: a line naming the directory the key pair was written to."));
 
   pheap::tools::RunOptions run_opts;
   auto* run = app.add_subcommand("run", "run a program with its malloc/new on a persistent heap");
@@ -208,10 +234,10 @@ int main(int argc, char** argv) {
                 "the processes the program starts persist too, each on a heap of its own (default: they run on "
                 "glibc's malloc)");
   run->add_option("command", run_opts.command, "-- PROGRAM ARGS...")->required();
-  run->footer(
+  run->footer(Wrapped(
       "Output: the program's own; pheap adds nothing unless an error stops it. Its heap is then shown by `pheap "
       "inspect NAME` (commit pauses included). Exit status: the program's, or 126 (could not run it) / 127 (not "
-      "found).");
+      "found)."));
 
   CLI11_PARSE(app, argc, argv);
   if (*run) return pheap::tools::RunPreloaded(run_opts);
