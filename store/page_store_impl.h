@@ -146,8 +146,11 @@ class PageStore::Impl {
   // REQUIRES: mu_ held (shared is enough).
   std::vector<uint32_t> CompactionSourcesLocked() const;
   std::vector<uint32_t> CompactionSources() const;
-  Status CopyLive(const std::vector<uint32_t>& sources, LogFile* to, GroupWriter* w,
-                  std::vector<std::pair<Pgno, uint64_t>>* moved);
+  // The pages and trims of `sources` the index holds, and the durable image
+  // they are live in, read under one lock.
+  struct LiveSet;
+  ImageInfo CollectLive(const std::vector<uint32_t>& sources, LiveSet* out) const;
+  Status CopyLive(const LiveSet& live, LogFile* to, GroupWriter* w, std::vector<std::pair<Pgno, uint64_t>>* moved);
 
   const std::string dir_, name_, path_;
   const HeapId heap_id_;

@@ -28,12 +28,16 @@ PageBuffer AllocPages(size_t pages) {
   return PageBuffer(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize)));
 }
 
-struct LivePage {
-  Pgno pgno;
-  Slot slot;
-};
-
 }  // namespace
+
+struct PageStore::Impl::LiveSet {
+  struct Page {
+    Pgno pgno;
+    Slot slot;
+  };
+  std::vector<Page> pages;
+  std::vector<TrimEntry> trims;
+};
 
 // Sealed files below the live ratio, their padding counted: among them the
 // files of sessions that wrote no epoch, and compactions' files emptied
@@ -82,32 +86,35 @@ bool PageStore::Impl::CompactionDue() const {
   return gain >= kCompactMinGain;
 }
 
-// Copies the live pages of `sources` into `w`, a batch at a time, and writes
-// them to `to`. `moved` gets each copied page's new offset.
-Status PageStore::Impl::CopyLive(const std::vector<uint32_t>& sources, LogFile* to, GroupWriter* w,
-                                 std::vector<std::pair<Pgno, uint64_t>>* moved) {
-  std::vector<LivePage> live;
-  std::vector<TrimEntry> trims;
-  {
-    std::shared_lock lock(mu_);
-    for (Pgno p = 0; p < index_.size(); ++p) {
-      const Slot& s = index_[p];
-      if (s.state == Slot::kAbsent || !std::binary_search(sources.begin(), sources.end(), s.file)) continue;
-      if (s.state == Slot::kPage) {
-        live.push_back({p, s});
-      } else if (!trims.empty() && trims.back().epoch == s.epoch && trims.back().first + trims.back().count == p) {
-        ++trims.back().count;
-      } else {
-        trims.push_back({p, 1, s.epoch});
-      }
+ImageInfo PageStore::Impl::CollectLive(const std::vector<uint32_t>& sources, LiveSet* out) const {
+  std::vector<LiveSet::Page>& live = out->pages;
+  std::vector<TrimEntry>& trims = out->trims;
+  std::shared_lock lock(mu_);
+  for (Pgno p = 0; p < index_.size(); ++p) {
+    const Slot& s = index_[p];
+    if (s.state == Slot::kAbsent || !std::binary_search(sources.begin(), sources.end(), s.file)) continue;
+    if (s.state == Slot::kPage) {
+      live.push_back({p, s});
+    } else if (!trims.empty() && trims.back().epoch == s.epoch && trims.back().first + trims.back().count == p) {
+      ++trims.back().count;
+    } else {
+      trims.push_back({p, 1, s.epoch});
     }
   }
+  return image_;
+}
+
+// Copies the live pages into `w`, a batch at a time, and writes them to
+// `to`. `moved` gets each copied page's new offset.
+Status PageStore::Impl::CopyLive(const LiveSet& set, LogFile* to, GroupWriter* w,
+                                 std::vector<std::pair<Pgno, uint64_t>>* moved) {
+  const std::vector<LiveSet::Page>& live = set.pages;
   PageBuffer buf = AllocPages(kEntriesPerBlock);
   if (!buf) return Status::IoError("compaction: out of memory for a copy buffer", ENOMEM);
   for (size_t at = 0; at < live.size(); at += kEntriesPerBlock) {
     size_t n = std::min<size_t>(kEntriesPerBlock, live.size() - at);
     for (size_t k = 0; k < n; ++k) {
-      const LivePage& lp = live[at + k];
+      const LiveSet::Page& lp = live[at + k];
       uint8_t* dst = buf.get() + k * kPageSize;
       const LogFile* f;
       {
@@ -127,7 +134,7 @@ Status PageStore::Impl::CopyLive(const std::vector<uint32_t>& sources, LogFile* 
     w->CloseBlock();
     if (int r = w->Drain(to->fd); r < 0) return Status::FromErrno("compaction: writing " + to->path, -r);
   }
-  for (const TrimEntry& t : trims) w->AddTrim(t);
+  for (const TrimEntry& t : set.trims) w->AddTrim(t);
   return Status::Ok();
 }
 
@@ -140,7 +147,12 @@ Status PageStore::Impl::Compact() {
   if (install_ != nullptr) return Status::Ok();
   std::vector<uint32_t> sources = CompactionSources();
   if (sources.empty()) return Status::Ok();
-  ImageInfo im = image();
+  // The file records the image its pages were live in, read with them: an
+  // epoch committed since an earlier look may have moved a page out of the
+  // sources, and the file would lack that page's version as of the epoch it
+  // names (which PageStore::ImageAt reads from it).
+  LiveSet copy;
+  const ImageInfo im = CollectLive(sources, &copy);
   auto created = CreateLogFile(FileKind::kCompaction, im);
   if (!created.ok()) return created.status().Annotate("compacting heap store " + path_);
   std::unique_ptr<LogFile> to = std::move(created.value());
@@ -151,7 +163,7 @@ Status PageStore::Impl::Compact() {
   };
   GroupWriter w(kBlockSize, im.epoch);
   std::vector<std::pair<Pgno, uint64_t>> moved;
-  Status s = CopyLive(sources, to.get(), &w, &moved);
+  Status s = CopyLive(copy, to.get(), &w, &moved);
   if (!s.ok()) return fail(s);
   std::vector<SourceEntry> replaced;
   uint64_t source_bytes = 0;

@@ -4,6 +4,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <functional>
+#include <string_view>
+#include <utility>
+
+#include "base/os.h"
 #include "store/log_file.h"
 #include "store_test_util.h"
 
@@ -30,6 +35,24 @@ Model PersistEpochs(PageStore& store, Epoch first, Epoch last, Model m = {}) {
     m.Apply(d.sealed);
   }
   return m;
+}
+
+// Whether the first 64 pages of `image` hold what `m` says: an EpochImage
+// is a PageSource, compared as MatchesModel compares a store.
+::testing::AssertionResult ImageMatchesModel(EpochImage& image, const Model& m) {
+  std::vector<uint8_t> want(kPageSize);
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 64 * kPageSize)), &std::free);
+  Status s = image.ReadRun(0, 64, buf.get(), nullptr);
+  if (!s.ok()) return ::testing::AssertionFailure() << s.ToString();
+  for (Pgno p = 0; p < 64; ++p) {
+    auto it = m.written.find(p);
+    if (it != m.written.end() && p < m.hwm) FillPage(want.data(), p, it->second);
+    else std::memset(want.data(), 0, kPageSize);
+    if (std::memcmp(buf.get() + p * kPageSize, want.data(), kPageSize) != 0)
+      return ::testing::AssertionFailure() << "epoch " << image.image().epoch << ": page " << p << " differs";
+  }
+  return ::testing::AssertionSuccess();
 }
 
 TEST(StoreHistory, EpochsRecordTimePauseAndSize) {
@@ -119,17 +142,7 @@ TEST(StoreHistory, ImageAtReadsEarlierEpochsUntilTheNewestCompaction) {
       auto at = store->ImageAt(e);
       ASSERT_TRUE(at.ok()) << at.status().ToString();
       EXPECT_EQ((*at)->image().epoch, e);
-      // An EpochImage is a PageSource: compare it as MatchesModel does a store.
-      std::vector<uint8_t> want(kPageSize);
-      std::unique_ptr<uint8_t, decltype(&std::free)> buf(
-          static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 64 * kPageSize)), &std::free);
-      ASSERT_TRUE((*at)->ReadRun(0, 64, buf.get(), nullptr).ok());
-      for (Pgno p = 0; p < 64; ++p) {
-        auto it = models[e].written.find(p);
-        if (it != models[e].written.end() && p < models[e].hwm) FillPage(want.data(), p, it->second);
-        else std::memset(want.data(), 0, kPageSize);
-        EXPECT_EQ(std::memcmp(buf.get() + p * kPageSize, want.data(), kPageSize), 0) << "epoch " << e << " page " << p;
-      }
+      EXPECT_TRUE(ImageMatchesModel(**at, models[e]));
     }
   }
   // Compaction: the replaced files' epochs leave the history, the image
@@ -161,6 +174,71 @@ TEST(StoreHistory, ImageAtReadsEarlierEpochsUntilTheNewestCompaction) {
   ASSERT_TRUE(store);
   EXPECT_EQ(store->stats().last_compaction.file, st.last_compaction.file);
   EXPECT_EQ(store->stats().last_compaction.reclaimed_bytes, st.last_compaction.reclaimed_bytes);
+}
+
+// Runs `during` once, inside the next creation of a log file (the open of
+// its .tmp name): for a compaction, after it has begun and before it reads
+// which pages are live.
+class CreateHookOs : public Os {
+ public:
+  std::function<void()> during;
+  int open(const char* path, int flags, mode_t mode) override {
+    if (during && (flags & O_CREAT) != 0 && std::string_view(path).ends_with(".tmp")) std::exchange(during, nullptr)();
+    return Os::open(path, flags, mode);
+  }
+};
+
+// A commit that lands while a compaction starts moves pages out of its
+// sources before it copies them: every epoch whose image the store then
+// offers must still read as it was, and the image of the compaction's
+// epoch must hold the pages it replaced.
+TEST(StoreHistory, ImageAtIsExactWhenACommitLandsDuringACompaction) {
+  TempDir dir;
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 * 1024;  // several sealed files to compact
+  std::map<Epoch, Model> models;
+  auto store = OpenOrDie(dir.path(), "h", o);
+  ASSERT_TRUE(store);
+  Model m;
+  for (Epoch e = 1; e <= 30; ++e) {
+    m = PersistEpochs(*store, e, e, m);
+    models[e] = m;
+  }
+  // Epoch 31 rewrites every page: the sources hold no live page after it.
+  std::vector<Pgno> all(64);
+  for (Pgno p = 0; p < 64; ++p) all[p] = p;
+  EpochData d31 = MakeEpoch(31, all, 64);
+  CreateHookOs hook;
+  hook.during = [&] { ASSERT_TRUE(store->Persist(d31.sealed).ok()); };
+  SetOsForTesting(&hook);
+  Status compacted = store->Compact();
+  SetOsForTesting(nullptr);
+  ASSERT_TRUE(compacted.ok()) << compacted.ToString();
+  ASSERT_EQ(hook.during, nullptr) << "the compaction created no file";
+  m.Apply(d31.sealed);
+  models[31] = m;
+  ASSERT_GT(store->stats().last_compaction.file, 0u);
+
+  // The same from the store that compacted and from a reopen of it.
+  auto check = [&](PageStore& s) {
+    for (Epoch e = 1; e <= 31; ++e) {
+      auto at = s.ImageAt(e);
+      if (!at.ok()) {
+        EXPECT_EQ(at.status().code(), Status::Code::kInvalidArgument) << at.status().ToString();
+        EXPECT_LT(e, 31u) << "the durable image is always readable";
+        continue;
+      }
+      EXPECT_TRUE(ImageMatchesModel(**at, models[e])) << "ImageAt(" << e << ")";
+    }
+  };
+  check(*store);
+  store.reset();
+  PageStoreOptions ro = o;
+  ro.read_only = true;
+  auto reopened = OpenOrDie(dir.path(), "h", ro);
+  ASSERT_TRUE(reopened);
+  EXPECT_TRUE(MatchesModel(*reopened, m, 64));
+  check(*reopened);
 }
 
 // A store written by format version 1 (no commit facts) opens, and its
