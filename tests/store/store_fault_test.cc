@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -113,11 +114,22 @@ class StoreFault : public ::testing::Test {
 
 enum class Written { kNothing, kHalf, kAll };
 
-// Persist, or Write then Sync (two_phase).
-Status PersistEpoch(PageStore& store, const SealedEpoch& e, bool two_phase) {
+// Persist, or Write then Sync (two_phase) with the pause Sync learns,
+// which writes the commit record again before the sync.
+Status PersistEpoch(PageStore& store, const SealedEpoch& e, bool two_phase, uint64_t pause_ns = 0) {
   if (!two_phase) return store.Persist(e);
   Status s = store.Write(e);
-  return s.ok() ? store.Sync(0) : s;
+  return s.ok() ? store.Sync(pause_ns) : s;
+}
+
+// The pause the log records for each retained epoch.
+std::map<Epoch, uint64_t> Pauses(const PageStore& store) {
+  std::map<Epoch, uint64_t> out;
+  auto epochs = store.Epochs();
+  EXPECT_TRUE(epochs.ok()) << epochs.status().ToString();
+  if (epochs.ok())
+    for (const EpochRecord& r : *epochs) out[r.epoch] = r.pause_ns;
+  return out;
 }
 
 // Epoch 4 fails (its write with `written` bytes on disk, or only its sync
@@ -142,7 +154,7 @@ void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written writt
     else fos.fail_pwritev = 1;
     fos.write_half = written == Written::kHalf;
     fos.write_all = written == Written::kAll;
-    Status s = PersistEpoch(*store, d4.sealed, two_phase);
+    Status s = PersistEpoch(*store, d4.sealed, two_phase, 4000);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.code(), Status::Code::kIoError);
     EXPECT_NE(s.message().find("persisting epoch 4 of heap 'fault'"), std::string::npos) << s.ToString();
@@ -159,16 +171,24 @@ void FailedPersistThenRetry(FaultyOs& fos, const std::string& dir, Written writt
     }
     auto d4b = MakeEpoch(4, {2, 3, 30}, 65, {});
     const SealedEpoch& retry = two_phase ? d4b.sealed : d4.sealed;
-    ASSERT_TRUE(PersistEpoch(*store, retry, two_phase).ok());
+    ASSERT_TRUE(PersistEpoch(*store, retry, two_phase, 4444).ok());
     m.Apply(retry);
     EXPECT_TRUE(MatchesModel(*store, m));
     auto d5 = GenerateEpoch(seed, 5);
-    ASSERT_TRUE(PersistEpoch(*store, d5.sealed, two_phase).ok());
+    ASSERT_TRUE(PersistEpoch(*store, d5.sealed, two_phase, 5000).ok());
     m.Apply(d5.sealed);
   }
   auto store = OpenOrDie(dir, "fault");
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, m));
+  // Two-phase, the durable records carry the pauses of the cuts that took
+  // the numbers, not the failed one's.
+  std::map<Epoch, uint64_t> want{{1, 0}, {2, 0}, {3, 0}, {4, 0}, {5, 0}};
+  if (two_phase) {
+    want[4] = 4444;
+    want[5] = 5000;
+  }
+  EXPECT_EQ(Pauses(*store), want);
 }
 
 TEST_F(StoreFault, WriteFailsOnceNothingWritten) { FailedPersistThenRetry(os_, dir_.path(), Written::kNothing); }
@@ -327,7 +347,7 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
     auto two_phase = MakeEpoch(3, {5, 20, 21, 22, 23, 24, 25, 26, 27}, 64, {{40, 4}});
     ASSERT_TRUE(store->Write(two_phase.sealed).ok());
     EXPECT_EQ(os_.direct_writes, 2);
-    ASSERT_TRUE(store->Sync(0).ok());
+    ASSERT_TRUE(store->Sync(3000).ok());  // its commit record again, through the page cache
     m.Apply(two_phase.sealed);
     auto small2 = MakeEpoch(4, {21}, 64);
     ASSERT_TRUE(store->Persist(small2.sealed).ok());
@@ -339,6 +359,7 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
   auto store = OpenOrDie(dir_.path(), "direct", o);
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, m));
+  EXPECT_EQ(Pauses(*store)[3], 3000u);
 }
 
 // A filesystem that refuses O_DIRECT, at open or at the write (EINVAL: an
@@ -360,7 +381,7 @@ void DirectRefused(FaultyOs& fos, const std::string& dir, bool at_open) {
     }
     auto d4 = MakeEpoch(4, {30, 31, 32, 33, 34}, 64);
     ASSERT_TRUE(store->Write(d4.sealed).ok());
-    ASSERT_TRUE(store->Sync(0).ok());
+    ASSERT_TRUE(store->Sync(4000).ok());
     m.Apply(d4.sealed);
     EXPECT_EQ(fos.direct_writes, at_open ? 0 : 1) << "one refusal is enough";
     EXPECT_EQ(fos.plain_writes, 4);
@@ -369,6 +390,7 @@ void DirectRefused(FaultyOs& fos, const std::string& dir, bool at_open) {
   auto store = OpenOrDie(dir, "refused", o);
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, m));
+  EXPECT_EQ(Pauses(*store)[4], 4000u);
 }
 TEST_F(StoreFault, DirectOpenRefusedWritesThroughThePageCache) { DirectRefused(os_, dir_.path(), true); }
 TEST_F(StoreFault, DirectWriteRefusedWritesThroughThePageCache) { DirectRefused(os_, dir_.path(), false); }
