@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <functional>
 #include <string_view>
 #include <utility>
@@ -246,17 +248,18 @@ TEST(StoreHistory, ImageAtIsExactWhenACommitLandsDuringACompaction) {
   check(*reopened);
 }
 
-// A store written by format version 1 (no commit facts) opens, and its
-// epochs read as retained with their time and pause not recorded.
-TEST(StoreHistory, FormatVersionOneStoresOpen) {
-  TempDir dir;
-  Model m;
-  {
-    auto store = OpenOrDie(dir.path(), "old");
-    ASSERT_TRUE(store);
-    m = PersistEpochs(*store, 1, 5);
-  }
-  for (const std::string& file : LogFiles(dir.path() + "/old")) {
+uint32_t HeaderVersion(const std::string& file) {
+  logfmt::FileHeader h{};
+  int fd = ::open(file.c_str(), O_RDONLY);
+  if (fd < 0 || ::pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) h.version = 0;
+  if (fd >= 0) ::close(fd);
+  return h.version;
+}
+
+// Makes the store under `heap_dir` what format version 1 wrote: version 1
+// in every header and in TAIL, zeros where version 2 keeps commit facts.
+void RewriteAsVersionOne(const std::string& heap_dir) {
+  for (const std::string& file : LogFiles(heap_dir)) {
     int fd = ::open(file.c_str(), O_RDWR);
     ASSERT_GE(fd, 0);
     logfmt::FileHeader h;
@@ -264,7 +267,6 @@ TEST(StoreHistory, FormatVersionOneStoresOpen) {
     h.version = 1;
     logfmt::Seal(&h);
     ASSERT_EQ(::pwrite(fd, &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
-    // Version 1 wrote zeros where version 2 keeps the commit facts.
     const off_t size = ::lseek(fd, 0, SEEK_END);
     for (off_t off = kPageSize; off < size; off += kPageSize) {
       logfmt::CommitBlock c;
@@ -276,19 +278,86 @@ TEST(StoreHistory, FormatVersionOneStoresOpen) {
     }
     ::close(fd);
   }
-  auto store = OpenOrDie(dir.path(), "old");
+  const std::string tail = heap_dir + "/" + kTailFileName;
+  int fd = ::open(tail.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  logfmt::TailRecord t;
+  ASSERT_EQ(::pread(fd, &t, sizeof(t), 0), static_cast<ssize_t>(sizeof(t)));
+  t.version = 1;
+  t.checksum = XXH3_64bits(&t, offsetof(logfmt::TailRecord, checksum));
+  ASSERT_TRUE(TailRecordIntact(t));
+  ASSERT_EQ(::pwrite(fd, &t, sizeof(t), 0), static_cast<ssize_t>(sizeof(t)));
+  ::close(fd);
+}
+
+// A store written by format version 1 (no commit facts) opens, read-only
+// and for writing; its epochs read as retained with their time and pause
+// not recorded, and their changes and images read as any others. A writer
+// goes on beside its files without rewriting them, and compacts them.
+TEST(StoreHistory, FormatVersionOneStoresOpen) {
+  TempDir dir;
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 * 1024;  // several version 1 files
+  const std::string heap_dir = dir.path() + "/old";
+  std::map<Epoch, Model> models;
+  Model m;
+  {
+    auto store = OpenOrDie(dir.path(), "old", o);
+    ASSERT_TRUE(store);
+    for (Epoch e = 1; e <= 20; ++e) {
+      m = PersistEpochs(*store, e, e, m);
+      models[e] = m;
+    }
+  }
+  RewriteAsVersionOne(heap_dir);
+  const std::vector<std::string> old_files = LogFiles(heap_dir);
+  ASSERT_GT(old_files.size(), 1u);
+
+  PageStoreOptions ro = o;
+  ro.read_only = true;
+  {
+    auto reader = OpenOrDie(dir.path(), "old", ro);
+    ASSERT_TRUE(reader);
+    EXPECT_TRUE(MatchesModel(*reader, m, 64));
+    auto epochs = reader->Epochs();
+    ASSERT_TRUE(epochs.ok()) << epochs.status().ToString();
+    ASSERT_EQ(epochs->size(), 20u);
+    for (const EpochRecord& r : *epochs) {
+      EXPECT_EQ(r.time_ns, 0u) << "epoch " << r.epoch;
+      EXPECT_EQ(r.pause_ns, 0u) << "epoch " << r.epoch;
+      EXPECT_GT(r.bytes, 0u);
+    }
+    auto c = reader->Changes(4, 5);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(c->pages, GenerateEpoch(kSeed, 5).sealed.pages);
+    auto at = reader->ImageAt(9);
+    ASSERT_TRUE(at.ok()) << at.status().ToString();
+    EXPECT_TRUE(ImageMatchesModel(**at, models[9]));
+    EXPECT_EQ(reader->stats().last_compaction.file, 0u);
+  }
+
+  auto store = OpenOrDie(dir.path(), "old", o);
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, m, 64));
+  m = PersistEpochs(*store, 21, 21, m);
   auto epochs = store->Epochs();
-  ASSERT_TRUE(epochs.ok()) << epochs.status().ToString();
-  ASSERT_EQ(epochs->size(), 5u);
-  for (const EpochRecord& r : *epochs) {
-    EXPECT_EQ(r.time_ns, 0u);
-    EXPECT_EQ(r.pause_ns, 0u);
-  }
-  // It goes on with version 2 files beside them.
-  m = PersistEpochs(*store, 6, 6, m);
-  EXPECT_NE(store->Epochs()->back().time_ns, 0u);
+  ASSERT_TRUE(epochs.ok());
+  ASSERT_EQ(epochs->size(), 21u);
+  EXPECT_EQ((*epochs)[19].time_ns, 0u);
+  EXPECT_NE(epochs->back().time_ns, 0u);
+  EXPECT_EQ(epochs->back().pause_ns, 21000u);
+  for (const std::string& f : LogFiles(heap_dir))
+    EXPECT_EQ(HeaderVersion(f), std::count(old_files.begin(), old_files.end(), f) != 0 ? 1u : logfmt::kFormatVersion)
+        << f;
+  // Its version 1 files compact into one of version 2.
+  ASSERT_TRUE(store->Compact().ok());
+  ASSERT_NE(store->stats().last_compaction.file, 0u);
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  store.reset();
+  auto reopened = OpenOrDie(dir.path(), "old", ro);
+  ASSERT_TRUE(reopened);
+  EXPECT_TRUE(MatchesModel(*reopened, m, 64));
+  EXPECT_NE(reopened->stats().last_compaction.time_ns, 0u);
 }
 
 }  // namespace
