@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "base/os.h"
@@ -246,6 +249,74 @@ TEST(StoreHistory, ImageAtIsExactWhenACommitLandsDuringACompaction) {
   ASSERT_TRUE(reopened);
   EXPECT_TRUE(MatchesModel(*reopened, m, 64));
   check(*reopened);
+}
+
+// One read of the history beside a writer: the epochs it lists as the log
+// held them durable at one instant, and the newest one's image.
+void CheckHistoryOnce(PageStore& store, int* images) {
+  auto epochs = store.Epochs();
+  const Epoch after = store.image().epoch;
+  ASSERT_TRUE(epochs.ok()) << epochs.status().ToString();
+  // Empty when a compaction took the file just sealed, before the next epoch.
+  if (epochs->empty()) return;
+  for (size_t i = 0; i < epochs->size(); ++i) {
+    const EpochRecord& r = (*epochs)[i];
+    if (i > 0) {
+      ASSERT_GT(r.epoch, (*epochs)[i - 1].epoch);
+    }
+    ASSERT_LE(r.epoch, after);
+    ASSERT_EQ(r.pause_ns, r.epoch * 1000) << "epoch " << r.epoch;
+    ASSERT_EQ(r.pages, GenerateEpoch(kSeed, r.epoch).sealed.pages.size()) << "epoch " << r.epoch;
+  }
+  // A compaction since may have moved the oldest readable image past it.
+  const Epoch last = epochs->back().epoch;
+  auto at = store.ImageAt(last);
+  if (!at.ok()) {
+    ASSERT_EQ(at.status().code(), Status::Code::kInvalidArgument) << at.status().ToString();
+    return;
+  }
+  ++*images;
+  ASSERT_TRUE(ImageMatchesModel(**at, ModelAt(kSeed, last)));
+}
+
+// History read beside a writer (Persist, and Write then Sync) and a
+// compactor, as pheap inspect reads a heap in use: each read sees the log
+// as durable at one instant, so no epoch lacks its record's final form
+// (its pause, which Sync writes again) or lies past the durable one, and
+// each earlier image offered reads as it was.
+TEST(StoreHistory, ReadBesideAWriterAndACompactor) {
+  TempDir dir;
+  PageStoreOptions o = Options();
+  o.log_file_bytes = 64 * 1024;
+  auto store = OpenOrDie(dir.path(), "busy", o);
+  ASSERT_TRUE(store);
+  constexpr Epoch kEpochs = 120;
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    Model m;
+    for (Epoch e = 1; e <= kEpochs; ++e) m = PersistEpochs(*store, e, e, m);
+    done = true;
+  });
+  std::thread compactor([&] {
+    while (!done) {
+      if (Status s = store->Compact(); !s.ok()) {
+        ADD_FAILURE() << s.ToString();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  int reads = 0, images = 0;
+  while (!done && !::testing::Test::HasFailure()) {
+    CheckHistoryOnce(*store, &images);
+    ++reads;
+    std::this_thread::yield();
+  }
+  writer.join();
+  compactor.join();
+  EXPECT_GT(reads, 1);
+  EXPECT_GT(images, 0);
+  EXPECT_GT(store->stats().compactions, 0u);
 }
 
 uint32_t HeaderVersion(const std::string& file) {
