@@ -2,7 +2,6 @@
 // writer's lock, as text or JSON, and as an HTML page map.
 #include "tools/commands.h"
 
-#include <cxxabi.h>
 #include <time.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "heap/preload_stats.h"
+#include "heap/roots.h"
 #include "heap/stored_image.h"
 #include "store/page_store.h"
 #include "tools/inspect_replicas.h"
@@ -31,13 +31,6 @@ class PrintingReporter : public CorruptionReporter {
   }
   int count = 0;
 };
-
-// A C++ type name as written, from its mangled form (typeid().name()).
-std::string Demangled(const std::string& type) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(type.c_str(), nullptr, nullptr, &status), std::free);
-  return status == 0 && out != nullptr ? std::string(out.get()) : type;
-}
 
 // A wall-clock time as ISO 8601 in UTC, to the millisecond; "-" for 0, a
 // time the store did not record.
@@ -189,7 +182,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     j["roots"] = nlohmann::json::array();
     for (const StoredRoot& r : roots)
       j["roots"].push_back({{"name", r.name},
-                            {"type", Demangled(r.type)},
+                            {"type", ReadableRootType(r.type)},
                             {"address", fmt::format("{:#x}", r.address)},
                             {"size", r.size}});
     j["allocator"] = allocator.ok() ? AllocatorJson(*allocator) : nullptr;
@@ -219,7 +212,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       fmt::print("roots         {}\n", roots.size());
       for (const StoredRoot& r : roots)
         fmt::print("  {:<24} {:#x}  {:>8} B  {}\n", r.name, r.address, r.size,
-                   r.type.empty() ? "(no type)" : Demangled(r.type));
+                   r.type.empty() ? "(no type)" : ReadableRootType(r.type));
       if (allocator.ok()) PrintAllocator(*allocator);
       else fmt::print("allocator     {}\n", allocator.status().message());
     }

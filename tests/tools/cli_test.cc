@@ -167,6 +167,9 @@ TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
   ASSERT_EQ(pheap_set_root(h, "plain", b), 0);
   ASSERT_EQ(pheap_set_root(h, "gone", b), 0);
   ASSERT_EQ(pheap_set_root(h, "gone", nullptr), 0);
+  // As the C++ interface records a type: with its size and alignment.
+  const std::string tag = std::string(typeid(std::vector<int>).name()) + "/24/8";
+  ASSERT_EQ(pheap_set_root_typed(h, "counts", b, tag.c_str()), 0);
   ASSERT_EQ(pheap_holds_code(h), 0);
   ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
 
@@ -175,12 +178,15 @@ TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
   nlohmann::json j = nlohmann::json::parse(out);
   EXPECT_EQ(j["holder_pid"].get<long>(), ::getpid());
   EXPECT_TRUE(j["writer"]["holds_code"].get<bool>());
-  ASSERT_EQ(j["roots"].size(), 2u) << j["roots"].dump();
+  ASSERT_EQ(j["roots"].size(), 3u) << j["roots"].dump();
+  EXPECT_EQ(j["roots"][1]["name"], "counts");
+  EXPECT_EQ(j["roots"][1]["type"], "std::vector<int, std::allocator<int> > (24 bytes, align 8)")
+      << j["roots"][1].dump();
   EXPECT_EQ(j["roots"][0]["name"], "books");
   EXPECT_EQ(j["roots"][0]["type"].get<std::string>().rfind("std::map<int, std::", 0), 0u) << j["roots"][0].dump();
   EXPECT_EQ(j["roots"][0]["address"], fmt::format("{:#x}", reinterpret_cast<uintptr_t>(a)));
-  EXPECT_EQ(j["roots"][1]["name"], "plain");
-  EXPECT_EQ(j["roots"][1]["type"], "");
+  EXPECT_EQ(j["roots"][2]["name"], "plain");
+  EXPECT_EQ(j["roots"][2]["type"], "");
   EXPECT_GE(j["store"]["space_amplification"].get<double>(), 1.0);
   pheap_close(h);
 
