@@ -45,6 +45,10 @@ Result<std::unique_ptr<StoredImage>> StoredImage::Open(PageStore& store) {
   return FromSource(&store, store.image(), nullptr);
 }
 
+Result<std::unique_ptr<StoredImage>> StoredImage::OpenSource(PageSource& source, const ImageInfo& image) {
+  return FromSource(&source, image, nullptr);
+}
+
 Result<std::unique_ptr<StoredImage>> StoredImage::OpenAt(const PageStore& store, Epoch epoch) {
   auto at = store.ImageAt(epoch);
   if (!at.ok()) return at.status();

@@ -111,6 +111,9 @@ class StoredImage {
   // The same, as of the earlier epoch `epoch` (PageStore::ImageAt: its
   // errors name the epochs that can be read). The result may outlive store.
   static Result<std::unique_ptr<StoredImage>> OpenAt(const PageStore& store, Epoch epoch);
+  // The same over any source of the image `image` (a heap's replicas, read
+  // without a local store). REQUIRES: source outlives the returned object.
+  static Result<std::unique_ptr<StoredImage>> OpenSource(PageSource& source, const ImageInfo& image);
   StoredImage(const StoredImage&) = delete;
   StoredImage& operator=(const StoredImage&) = delete;
   ~StoredImage();

@@ -19,6 +19,7 @@
 #include "store/page_store.h"
 #include "tools/inspect_replicas.h"
 #include "tools/inspect_sections.h"
+#include "tools/replicas.h"
 
 namespace pheap::tools {
 namespace {
@@ -129,6 +130,79 @@ void PrintEpochs(const std::vector<EpochRecord>& epochs, const StoreFacts& f) {
                e.pause_ns == 0 ? "-" : fmt::format("{:.3f} ms", e.pause_ns / 1e6));
 }
 
+// The sections an image gives, whatever holds it: the last writer, the
+// roots and the allocator. `image` null: none yet (no durable epoch).
+void AddImageJson(const StoredImage* image, nlohmann::json* j) {
+  StoredHeapFacts facts;
+  std::vector<StoredRoot> roots;
+  Result<StoredAllocatorFacts> allocator = Status::NotFound("the heap has no durable epoch");
+  if (image != nullptr) {
+    facts = image->Facts();
+    roots = image->Roots();
+    allocator = image->AllocatorFacts();
+  }
+  (*j)["writer"] = {{"opens", facts.opens},
+                    {"exe", facts.exe},
+                    {"build_id", facts.build_id},
+                    {"aslr_disabled", facts.aslr_disabled},
+                    {"holds_code", facts.holds_code}};
+  (*j)["roots"] = nlohmann::json::array();
+  for (const StoredRoot& r : roots)
+    (*j)["roots"].push_back({{"name", r.name},
+                             {"type", ReadableRootType(r.type)},
+                             {"address", fmt::format("{:#x}", r.address)},
+                             {"size", r.size}});
+  (*j)["allocator"] = allocator.ok() ? AllocatorJson(*allocator) : nullptr;
+}
+
+void PrintImage(const StoredImage& image) {
+  const StoredHeapFacts facts = image.Facts();
+  const std::vector<StoredRoot> roots = image.Roots();
+  fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}\n", facts.exe.empty() ? "?" : facts.exe,
+             facts.build_id.empty() ? "none" : facts.build_id, facts.aslr_disabled ? ", ASLR off" : "", facts.opens,
+             facts.holds_code ? "checked at open" : "none declared");
+  fmt::print("roots         {}\n", roots.size());
+  for (const StoredRoot& r : roots)
+    fmt::print("  {:<24} {:#x}  {:>8} B  {}\n", r.name, r.address, r.size,
+               r.type.empty() ? "(no type)" : ReadableRootType(r.type));
+  if (auto allocator = image.AllocatorFacts(); allocator.ok()) PrintAllocator(*allocator);
+  else fmt::print("allocator     {}\n", allocator.status().message());
+}
+
+// inspect with no local store: the durable image its replicas hold, read
+// as a reader (no term claimed, no writer disturbed).
+int InspectFromPeers(const std::string& name, bool json, const ReplicaArgs& replicas, const Status& no_store) {
+  auto set = ReplicaSetOf(replicas, "");
+  if (!set.ok()) return Fail("inspect", set.status(), json);
+  if (set->replication.peers.empty()) return Fail("inspect", no_store, json);
+  auto client = DialReplicas(name, *set, /*claim=*/false);
+  if (!client.ok()) return Fail("inspect", client.status().Annotate("reading it from its peers"), json);
+  const ImageInfo im = (*client)->image();
+  auto image = StoredImage::OpenSource(**client, im);
+  if (!image.ok() && image.status().code() != Status::Code::kNotFound)
+    return Fail("inspect", image.status().Annotate("reading it from its peers"), json);
+  auto rows = InspectReplicas(name, replicas, "", im, json);
+  if (json) {
+    nlohmann::json j = {{"heap", name},      {"path", nullptr},    {"heap_id", fmt::format("{:#018x}", im.heap_id)},
+                        {"epoch", im.epoch}, {"term", im.term},    {"base", fmt::format("{:#x}", im.base)},
+                        {"size", im.size},   {"hwm_pages", im.hwm}};
+    j["read_from"] = "peers";
+    AddImageJson(image.ok() ? image->get() : nullptr, &j);
+    j["replicas"] = rows.ok() ? *rows : nlohmann::json::array();
+    if (!rows.ok()) j["replicas_error"] = rows.status().message();
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("heap          {}\n", name);
+  fmt::print("store         none here: read from its peers\n");
+  fmt::print("heap id       {:#018x}\n", im.heap_id);
+  fmt::print("durable epoch {} (term {})\n", im.epoch, im.term);
+  fmt::print("region        [{:#x}, {:#x})  {} MiB\n", im.base, im.base + im.size, im.size >> 20);
+  if (image.ok()) PrintImage(**image);
+  if (!rows.ok()) fmt::print("replicas      cannot be read: {}\n", rows.status().ToString());
+  return 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<PageStore>> OpenForReading(const std::string& dir, const std::string& name,
@@ -143,6 +217,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
                const ReplicaArgs& replicas, const std::string& html) {
   PrintingReporter reporter;
   auto store = OpenForReading(dir, name, &reporter);
+  if (store.status().code() == Status::Code::kNotFound) return InspectFromPeers(name, json, replicas, store.status());
   if (!store.ok()) return Fail("inspect", store.status(), json);
   ImageInfo im = (*store)->image();
   auto epochs = (*store)->Epochs();
@@ -153,14 +228,6 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   auto preload = ReadPreloadStats(**store);  // present if it ran under libpheap_preload.so
   const long holder = PageStore::Holder(dir, name);
   auto image = StoredImage::Open(**store);  // NotFound before the first commit
-  std::vector<StoredRoot> roots;
-  StoredHeapFacts facts;
-  Result<StoredAllocatorFacts> allocator = Status::NotFound("the heap has no durable epoch");
-  if (image.ok()) {
-    roots = (*image)->Roots();
-    facts = (*image)->Facts();
-    allocator = (*image)->AllocatorFacts();
-  }
   Result<uint64_t> drawn = uint64_t{0};
   if (!html.empty()) {
     drawn = image.ok() ? WritePageMapHtml(html, name, **store, **image, holder) : image.status();
@@ -174,18 +241,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     j["holder_pid"] = holder;
     j["store"] = StoreJson(store_facts);
     j["epochs"] = EpochsJson(*epochs);
-    j["writer"] = {{"opens", facts.opens},
-                   {"exe", facts.exe},
-                   {"build_id", facts.build_id},
-                   {"aslr_disabled", facts.aslr_disabled},
-                   {"holds_code", facts.holds_code}};
-    j["roots"] = nlohmann::json::array();
-    for (const StoredRoot& r : roots)
-      j["roots"].push_back({{"name", r.name},
-                            {"type", ReadableRootType(r.type)},
-                            {"address", fmt::format("{:#x}", r.address)},
-                            {"size", r.size}});
-    j["allocator"] = allocator.ok() ? AllocatorJson(*allocator) : nullptr;
+    AddImageJson(image.ok() ? image->get() : nullptr, &j);
     if (!html.empty()) j["html"] = {{"file", html}, {"pages", *drawn}};
     if (verify) j["verified"] = verified.ok();
     if (preload.ok())
@@ -205,17 +261,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
     fmt::print("stored pages  {} live, high-water mark {} pages\n", store_facts.stats.live_pages, im.hwm);
     PrintStore(store_facts);
     fmt::print("holder        {}\n", holder > 0 ? fmt::format("pid {}", holder) : "none (closed)");
-    if (image.ok()) {
-      fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}\n", facts.exe.empty() ? "?" : facts.exe,
-                 facts.build_id.empty() ? "none" : facts.build_id, facts.aslr_disabled ? ", ASLR off" : "", facts.opens,
-                 facts.holds_code ? "checked at open" : "none declared");
-      fmt::print("roots         {}\n", roots.size());
-      for (const StoredRoot& r : roots)
-        fmt::print("  {:<24} {:#x}  {:>8} B  {}\n", r.name, r.address, r.size,
-                   r.type.empty() ? "(no type)" : ReadableRootType(r.type));
-      if (allocator.ok()) PrintAllocator(*allocator);
-      else fmt::print("allocator     {}\n", allocator.status().message());
-    }
+    if (image.ok()) PrintImage(**image);
     PrintEpochs(*epochs, store_facts);
     if (!html.empty()) fmt::print("page map      {} ({} pages)\n", html, *drawn);
     if (verify) fmt::print("verify        {}\n", verified.ok() ? "every live page checks" : verified.ToString());

@@ -82,8 +82,9 @@ int main(int argc, char** argv) {
       "error. --json prints the same as one object: heap, path, heap_id, epoch, term, base, size, hwm_pages, "
       "holder_pid, store {...}, epochs [...], writer {...}, roots [...], allocator {...}, replicas [...], and "
       "verified, html, preload, replicas_error when present. With --pid or --live it prints what `pheap top` does "
-      "instead. Reads without the writer's lock: safe while the heap runs. Exit status 1 if the store cannot be "
-      "read, 2 if --verify found damage."));
+      "instead. With no store under --dir, reads the heap from its peers (--peers): the same heap, roots, "
+      "allocator and replicas, with read_from \"peers\" and no store or epochs. Reads without the writer's lock: "
+      "safe while the heap runs. Exit status 1 if the store cannot be read, 2 if --verify found damage."));
 
   pheap::Epoch diff_from = 0, diff_to = 0;
   auto* diff = app.add_subcommand("diff", "show what changed between two retained epochs of a heap");
