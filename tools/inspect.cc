@@ -181,7 +181,7 @@ int InspectFromPeers(const std::string& name, bool json, const ReplicaArgs& repl
   auto image = StoredImage::OpenSource(**client, im);
   if (!image.ok() && image.status().code() != Status::Code::kNotFound)
     return Fail("inspect", image.status().Annotate("reading it from its peers"), json);
-  auto rows = InspectReplicas(name, replicas, "", im, json);
+  auto rows = InspectReplicas(name, replicas, "", im, nullptr, json);
   if (json) {
     nlohmann::json j = {{"heap", name},      {"path", nullptr},    {"heap_id", fmt::format("{:#018x}", im.heap_id)},
                         {"epoch", im.epoch}, {"term", im.term},    {"base", fmt::format("{:#x}", im.base)},
@@ -223,6 +223,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
   auto epochs = (*store)->Epochs();
   if (!epochs.ok()) return Fail("inspect", epochs.status(), json);
   const StoreFacts store_facts = GetStoreFacts(**store, *epochs);
+  const std::vector<EpochRecord> retained = *epochs;  // all of them: a replica's lag in bytes
   if (max_epochs != 0 && epochs->size() > max_epochs) epochs->erase(epochs->begin(), epochs->end() - max_epochs);
   Status verified = verify ? (*store)->Verify(&reporter) : Status::Ok();
   auto preload = ReadPreloadStats(**store);  // present if it ran under libpheap_preload.so
@@ -248,7 +249,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       j["preload"] = {{"program", preload->program}, {"pid", preload->pid}, {"commits", preload->commits},
                       {"commit_ms", preload->commit_ms}, {"pause_p50_ns", preload->pause_p50_ns},
                       {"pause_p99_ns", preload->pause_p99_ns}, {"pause_max_ns", preload->pause_max_ns}};
-    auto rows = InspectReplicas(name, replicas, (*store)->path(), im, json);
+    auto rows = InspectReplicas(name, replicas, (*store)->path(), im, &retained, json);
     j["replicas"] = rows.ok() ? *rows : nlohmann::json::array();
     if (!rows.ok()) j["replicas_error"] = rows.status().message();
     fmt::print("{}\n", j.dump(2));
@@ -269,7 +270,7 @@ int RunInspect(const std::string& dir, const std::string& name, bool json, bool 
       fmt::print("preload       {} (pid {}): {} commits every {} ms, pause p50 {:.3f} ms, p99 {:.3f} ms, max {:.3f} ms\n",
                  preload->program, preload->pid, preload->commits, preload->commit_ms, preload->pause_p50_ns / 1e6,
                  preload->pause_p99_ns / 1e6, preload->pause_max_ns / 1e6);
-    if (auto rows = InspectReplicas(name, replicas, (*store)->path(), im, json); !rows.ok())
+    if (auto rows = InspectReplicas(name, replicas, (*store)->path(), im, &retained, json); !rows.ok())
       fmt::print("replicas      cannot be read: {}\n", rows.status().ToString());
   }
   return verified.ok() ? 0 : 2;

@@ -3,14 +3,34 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "replication/peer_server.h"
 #include "tools/replicas.h"
 
 namespace pheap::tools {
 
+namespace {
+
+// The bytes of the pages the epochs (from, to] wrote, if `retained` holds
+// every one of them.
+std::optional<uint64_t> LagBytes(const std::vector<EpochRecord>* retained, Epoch from, Epoch to) {
+  if (from >= to) return 0;
+  if (retained == nullptr) return std::nullopt;
+  uint64_t bytes = 0, seen = 0;
+  for (const EpochRecord& e : *retained) {
+    if (e.epoch <= from || e.epoch > to) continue;
+    bytes += e.pages * kPageSize;
+    ++seen;
+  }
+  if (seen != to - from) return std::nullopt;
+  return bytes;
+}
+
+}  // namespace
+
 Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArgs& args, const std::string& heap_dir,
-                                       ImageInfo durable, bool json) {
+                                       ImageInfo durable, const std::vector<EpochRecord>* retained, bool json) {
   nlohmann::json rows = nlohmann::json::array();
   auto set = ReplicaSetOf(args, heap_dir);
   if (!set.ok()) return set.status();
@@ -36,6 +56,8 @@ Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArg
       row["epoch"] = r.durable;
       row["term"] = r.image_term;
       row["lag_epochs"] = durable.epoch > r.durable ? durable.epoch - r.durable : 0;
+      const auto lag_bytes = LagBytes(retained, r.durable, durable.epoch);
+      row["lag_bytes"] = lag_bytes ? nlohmann::json(*lag_bytes) : nlohmann::json(nullptr);
       row["being_installed"] = r.installing;
       // What it stores: its STATUS names every heap it holds.
       auto st = QueryPeerStatus(r.endpoint, set->keys_dir, std::chrono::milliseconds(2000));
@@ -61,8 +83,10 @@ Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArg
       fmt::print("  {:<40} not reachable\n", r.endpoint);
       continue;
     }
-    fmt::print("  {:<40} epoch {} (term {}), {} behind, {:.1f} MiB stored{}{}\n", r.endpoint, r.durable, r.image_term,
-               row["lag_epochs"].get<uint64_t>(), bytes / 1048576.0, r.installing ? ", being installed" : "",
+    const std::string lag_bytes =
+        row["lag_bytes"].is_null() ? "" : fmt::format(" ({:.1f} MiB)", row["lag_bytes"].get<uint64_t>() / 1048576.0);
+    fmt::print("  {:<40} epoch {} (term {}), {} behind{}, {:.1f} MiB stored{}{}\n", r.endpoint, r.durable, r.image_term,
+               row["lag_epochs"].get<uint64_t>(), lag_bytes, bytes / 1048576.0, r.installing ? ", being installed" : "",
                error.empty() ? "" : ", last error: " + error);
   }
   return rows;

@@ -15,23 +15,29 @@ namespace pheaptest {
 class LocalPeers {
  public:
   // Starts n peers of the `pheap` command at path `command`, each in dir/peerI.
-  LocalPeers(const std::string& command, const std::string& dir, int n) {
+  LocalPeers(const std::string& command, const std::string& dir, int n) : command_(command) {
     for (int i = 0; i < n; ++i) {
       const std::string d = dir + "/peer" + std::to_string(i);
-      const std::string ep = "ipc://" + d + ".sock";
-      endpoints_ += (i ? "," : "") + ep;
+      endpoints_ += (i ? "," : "") + Endpoint(d);
       dirs_.push_back(d);
-      pid_t pid = fork();
-      if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(command.c_str(), command.c_str(), "peer", "--listen", ep.c_str(), "--dir", d.c_str(),
-              static_cast<char*>(nullptr));
-        _exit(127);
-      }
-      pids_.push_back(pid);
+      pids_.push_back(-1);
+      Start(i);
     }
+  }
+  // Starts peer i again (after Kill) on its directory, as it was left.
+  void Start(int i) {
+    const std::string& d = dirs_.at(static_cast<size_t>(i));
+    const std::string ep = Endpoint(d);
+    pid_t pid = fork();
+    if (pid == 0) {
+      int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      execl(command_.c_str(), command_.c_str(), "peer", "--listen", ep.c_str(), "--dir", d.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids_.at(static_cast<size_t>(i)) = pid;
   }
   ~LocalPeers() {
     for (pid_t p : pids_)
@@ -55,6 +61,8 @@ class LocalPeers {
   }
 
  private:
+  static std::string Endpoint(const std::string& dir) { return "ipc://" + dir + ".sock"; }
+  std::string command_;
   std::string endpoints_;
   std::vector<std::string> dirs_;
   std::vector<pid_t> pids_;

@@ -343,9 +343,38 @@ TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
     EXPECT_EQ(r["epoch"], j["epoch"]) << r.dump(2);
     EXPECT_EQ(r["term"], j["term"]) << r.dump(2);
     EXPECT_EQ(r["lag_epochs"], 0) << r.dump(2);
+    EXPECT_EQ(r["lag_bytes"], 0) << r.dump(2);
     EXPECT_GT(r["bytes_on_disk"].get<uint64_t>(), 0u) << r.dump(2);
     EXPECT_EQ(r["error"], "") << r.dump(2);
   }
+
+  // Peer 1 is down through three commits of 5 pages each: back, it lags by them.
+  peers.Kill(1);
+  h = pheap_open(
+      "seen",
+      ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;replica_timeout_ms=2000;peers=" + peers.endpoints()).c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* five = static_cast<char*>(pheap_aligned_alloc(h, 4096, 5 * 4096));
+  ASSERT_NE(five, nullptr);
+  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  for (int i = 0; i < 3; ++i) {
+    for (int p = 0; p < 5; ++p) five[p * 4096] = static_cast<char>(i + 1);
+    ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+  }
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  peers.Start(1);
+  out.clear();
+  ASSERT_EQ(Pheap("inspect seen --json --dir " + dir_, &out, &err), 0) << err;
+  j = nlohmann::json::parse(out);
+  nlohmann::json lagging;
+  for (const auto& r : j["replicas"])
+    if (r["endpoint"].get<std::string>().find("peer1.sock") != std::string::npos) lagging = r;
+  ASSERT_TRUE(lagging["reachable"].get<bool>()) << lagging.dump(2);
+  const uint64_t behind = j["epoch"].get<uint64_t>() - lagging["epoch"].get<uint64_t>();
+  EXPECT_GE(behind, 3u) << lagging.dump(2);
+  EXPECT_EQ(lagging["lag_epochs"], behind);
+  ASSERT_FALSE(lagging["lag_bytes"].is_null()) << lagging.dump(2);
+  EXPECT_GE(lagging["lag_bytes"].get<uint64_t>(), 3u * 5 * 4096) << lagging.dump(2);
 
   peers.Kill(2);
   out.clear();
