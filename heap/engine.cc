@@ -394,6 +394,7 @@ void Engine::PublishLive(uint64_t state) {
   s.pause_p99_ns = pauses.p99_ns;
   s.pause_max_ns = pauses.max_ns;
   s.last_dirty_pages = ps.last_dirty_pages;
+  s.dirty_pages = state == kLiveOpen ? pager_->WrittenSinceCut() : kLiveUnknown;
   s.paused_threads = ps.paused_threads;
   s.faults = ps.faults;
   s.pages_fetched = ps.pages_fetched;

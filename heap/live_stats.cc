@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -95,12 +97,15 @@ Result<LiveStats> LiveStatsFile::Read() const {
   if (magic != kLiveMagic)
     return Status::Corruption(fmt::format("{} is not a live statistics file (magic {:#x})", path_, magic));
   const uint64_t version = __atomic_load_n(&w[kVersionWord], __ATOMIC_RELAXED);
-  if ((version & 0xffffffff) != kLiveVersion || (version >> 32) < sizeof(LiveStats))
+  // Fields are only ever appended: a shorter snapshot lacks the newest.
+  const uint64_t bytes = version >> 32;
+  if ((version & 0xffffffff) != kLiveVersion || bytes < offsetof(LiveStats, dirty_pages))
     return Status::Unsupported(fmt::format("{} has live statistics format {} ({} bytes); this pheap reads format {}",
                                            path_, version & 0xffffffff, version >> 32, kLiveVersion));
   const uint64_t* seq = &w[kSeqWord];
   const uint64_t* data = w + kLiveHeaderBytes / 8;
   LiveStats out;
+  const size_t words = std::min<size_t>(kWords, bytes / 8);
   for (int tries = 0; tries < kReadTries; ++tries) {
     const uint64_t before = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
     if (before == 0) return Status::NotFound(path_ + ": nothing published yet");
@@ -110,7 +115,8 @@ Result<LiveStats> LiveStatsFile::Read() const {
     }
     // Acquire loads, not a fence (which TSan cannot follow): the copy is
     // read before the second look at the sequence.
-    for (size_t i = 0; i < kWords; ++i) {
+    out.dirty_pages = kLiveUnknown;
+    for (size_t i = 0; i < words; ++i) {
       const uint64_t v = __atomic_load_n(&data[i], __ATOMIC_ACQUIRE);
       std::memcpy(reinterpret_cast<char*>(&out) + i * 8, &v, 8);
     }

@@ -69,7 +69,12 @@ struct LiveStats {
   uint64_t pages_from_replicas;  // of pages_fetched, read from the replicas
   uint64_t replica_count;        // entries of replica[] in use
   LiveReplica replica[kLiveReplicas];
+  // Written since the last commit, as of the last walk of the page tables
+  // (Pager::WrittenSinceCut); kLiveUnknown where the mode cannot count.
+  // Appended to version 1: a snapshot this short lacks it.
+  uint64_t dirty_pages;
 };
+inline constexpr uint64_t kLiveUnknown = ~uint64_t{0};
 static_assert(sizeof(LiveStats) % 8 == 0);
 static_assert(kLiveHeaderBytes + sizeof(LiveStats) <= kLiveFileBytes);
 

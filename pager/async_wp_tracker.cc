@@ -75,15 +75,18 @@ class AsyncWpTracker final : public DirtyTracker {
     return st.ok() ? upper_status_ : st;
   }
 
-  // A walk without protecting.
+  // A walk without protecting, into a buffer of its own: TakeDirty's may
+  // be in use.
   uint64_t CountWritten() override {
     struct Counter final : RunSink {
       uint64_t pages = 0;
       void Add(Run r) override { pages += r.count; }
     } counter;
     const uint64_t base = region_.base();
-    return Scan(base, base + region_.size(), bufs_.exact, &counter, kReport).ok() ? counter.pages : 0;
+    page_region vec[kVecLen];
+    return Scan(base, base + region_.size(), vec, &counter, kReport).ok() ? counter.pages : 0;
   }
+  bool CanCount() const override { return true; }
 
  private:
   static constexpr uint64_t kVecLen = 512;

@@ -63,11 +63,13 @@ class DirtyTracker {
   virtual bool TakesWhileRunning() const = 0;
 
   // How many pages TakeDirty would report now, without protecting any, so
-  // a cut can fault in its staging before the pause; 0 when the tracker
-  // cannot tell without a fault per page. May run while writers run;
-  // REQUIRES: not at the same time as TakeDirty (the commit path calls
-  // both, one after the other).
+  // a cut can fault in its staging before the pause, and live statistics
+  // can show the pages written since the last cut; 0 when the tracker
+  // cannot tell without a fault per page (CanCount false). May run while
+  // writers run, and beside TakeDirty (the count is then of either side of
+  // that cut).
   virtual uint64_t CountWritten() { return 0; }
+  virtual bool CanCount() const { return false; }
 
   // Called by every cut before it pauses the writers: the place to start a
   // thread the coming TakeDirty may want, since a thread cannot be created

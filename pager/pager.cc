@@ -317,6 +317,15 @@ Status Pager::Impl::ForkChildStatus() const {
                   region_.base(), owner_, owner_));
 }
 
+uint64_t Pager::Impl::WrittenSinceCut() {
+  if (!tracker_->CanCount()) return kUnknownPages;
+  const uint64_t t0 = NowNs();
+  if (t0 < next_count_ns_) return last_count_;
+  last_count_ = tracker_->CountWritten();
+  next_count_ns_ = t0 + (NowNs() - t0) * 100;
+  return last_count_;
+}
+
 Result<Epoch> Pager::Impl::CommitInPlace() {
   if (InForkChild()) return ForkChildStatus();
   if (!sink_->PersistsFromRegion()) return CommitAsync().get();
@@ -558,6 +567,7 @@ Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
 Status Pager::ForkChildStatus() const { return impl_->ForkChildStatus(); }
+uint64_t Pager::WrittenSinceCut() { return impl_->WrittenSinceCut(); }
 
 void Pager::BeginGuardedReads() { impl_->GuardReads(true); }
 

@@ -170,6 +170,14 @@ class Pager {
   // zeros now and in every epoch from the next commit on. REQUIRES: page
   // aligned and inside the region.
   Status Discard(void* addr, uint64_t len);
+  // Pages written since the last cut, by a walk of the region's page
+  // tables that protects nothing, for live statistics; kUnknownPages where
+  // the tracking mode cannot count without faults. Walks take at most 1%
+  // of a core: after a walk of t ns the next comes no sooner than 100 t
+  // later, and until then the last count is returned. REQUIRES: one caller
+  // at a time; any thread but the program's (it may run beside commits).
+  static constexpr uint64_t kUnknownPages = ~uint64_t{0};
+  uint64_t WrittenSinceCut();
   // Ok in the process that opened the pager. In a child of fork(), which
   // has a copy of the region but none of the pager's threads: the error
   // (kBusy) its commits get. There Discard zeros the range unrecorded, and

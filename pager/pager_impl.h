@@ -51,6 +51,8 @@ class Pager::Impl {
   bool InForkChild() const { return ::getpid() != owner_; }
   // Pager::ForkChildStatus.
   Status ForkChildStatus() const;
+  // Pager::WrittenSinceCut.
+  uint64_t WrittenSinceCut();
 
   ImageInfo image_;
   const pid_t owner_ = ::getpid();
@@ -165,6 +167,7 @@ class Pager::Impl {
   std::atomic<uint64_t> last_dirty_{0};
   uint64_t last_walk_ns_ = 0;  // the last TakeIntoCarry walk; under cut_mu_
   uint64_t faults_at_cut_ = 0;  // the process's page faults at the last cut; under cut_mu_
+  uint64_t next_count_ns_ = 0, last_count_ = 0;  // WrittenSinceCut's; its caller's only
   std::atomic<uint64_t> last_pause_ns_{0};
   std::atomic<uint64_t> max_pause_ns_{0};
   std::atomic<uint64_t> paused_threads_{0};

@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
       "{}\n\n{}",
       Wrapped("Output: per heap the process holds, a block of the fields below, refreshed in place on a terminal. "
               "--json: {pid, heaps: [{heap, store, pid, exe, running, tracking, base, size, durable_epoch, commits, "
-              "pause_ns {cuts, p50, p99, max, last}, paused_threads, last_commit_dirty_pages, faults {...}, replicas "
+              "pause_ns {cuts, p50, p99, max, last}, paused_threads, dirty_pages, last_commit_dirty_pages, faults "
+              "{...}, replicas "
               "[{endpoint, answered, installing, durable_epoch, lag_epochs}], resident_pages, updated_seconds_ago, "
               "snapshots}]}, one object per snapshot. Exit status 1, with the reason, if a heap is not running."),
       pheap::tools::kTopFields));
