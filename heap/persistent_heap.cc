@@ -117,6 +117,7 @@ Status PersistentHeap::FormatOrCheckSuperblock(const HeapOptions& options) {
     PHEAP_RETURN_IF_ERROR(CheckCodeIdentity(name(), sb_->h.code, options.code_check));
   sb_->h.code = CurrentCodeIdentity();
   sb_->h.region_size = size();
+  sb_->h.tracking_mode = static_cast<uint32_t>(engine_->pager().mode());
   sb_->h.opens++;
   roots_ = std::make_unique<Roots>(sb_, fresh);
   return Status::Ok();

@@ -32,6 +32,7 @@ struct StoredHeapFacts {
   std::string build_id;     // of the last writer's executable, hex
   std::string exe;          // that executable's path
   bool aslr_disabled = false;
+  std::string tracking;  // its dirty-tracking mode; empty where not recorded
 };
 
 // What a range of the region holds, by the allocator's metadata. The words

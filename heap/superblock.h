@@ -61,7 +61,9 @@ struct SuperblockHeader {
   // Only such a heap has its code identity checked at open. Heaps written
   // before this field read it as 0 (the header's padding was zero).
   std::atomic<uint32_t> holds_code;
-  uint32_t reserved;
+  // The last writer's dirty-tracking mode (TrackingMode, base/types.h), for
+  // inspection; 0 (auto) in heaps written before it was recorded.
+  uint32_t tracking_mode;
 };
 
 inline constexpr size_t kRootCapacity =

@@ -141,11 +141,9 @@ void AddImageJson(const StoredImage* image, nlohmann::json* j) {
     roots = image->Roots();
     allocator = image->AllocatorFacts();
   }
-  (*j)["writer"] = {{"opens", facts.opens},
-                    {"exe", facts.exe},
-                    {"build_id", facts.build_id},
-                    {"aslr_disabled", facts.aslr_disabled},
-                    {"holds_code", facts.holds_code}};
+  (*j)["writer"] = {{"opens", facts.opens},           {"exe", facts.exe},
+                    {"build_id", facts.build_id},     {"aslr_disabled", facts.aslr_disabled},
+                    {"holds_code", facts.holds_code}, {"tracking", facts.tracking}};
   (*j)["roots"] = nlohmann::json::array();
   for (const StoredRoot& r : roots)
     (*j)["roots"].push_back({{"name", r.name},
@@ -158,9 +156,11 @@ void AddImageJson(const StoredImage* image, nlohmann::json* j) {
 void PrintImage(const StoredImage& image) {
   const StoredHeapFacts facts = image.Facts();
   const std::vector<StoredRoot> roots = image.Roots();
-  fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}\n", facts.exe.empty() ? "?" : facts.exe,
-             facts.build_id.empty() ? "none" : facts.build_id, facts.aslr_disabled ? ", ASLR off" : "", facts.opens,
-             facts.holds_code ? "checked at open" : "none declared");
+  fmt::print("last writer   {} (build id {}{}), {} opens; code pointers {}; tracking {}\n",
+             facts.exe.empty() ? "?" : facts.exe, facts.build_id.empty() ? "none" : facts.build_id,
+             facts.aslr_disabled ? ", ASLR off" : "", facts.opens,
+             facts.holds_code ? "checked at open" : "none declared",
+             facts.tracking.empty() ? "not recorded" : facts.tracking);
   fmt::print("roots         {}\n", roots.size());
   for (const StoredRoot& r : roots)
     fmt::print("  {:<24} {:#x}  {:>8} B  {}\n", r.name, r.address, r.size,

@@ -178,6 +178,7 @@ TEST_F(PheapCli, InspectShowsRootsHolderAndCodePointerState) {
   nlohmann::json j = nlohmann::json::parse(out);
   EXPECT_EQ(j["holder_pid"].get<long>(), ::getpid());
   EXPECT_TRUE(j["writer"]["holds_code"].get<bool>());
+  EXPECT_NE(j["writer"]["tracking"].get<std::string>(), "") << "the writer's tracking mode is recorded";
   ASSERT_EQ(j["roots"].size(), 3u) << j["roots"].dump();
   EXPECT_EQ(j["roots"][1]["name"], "counts");
   EXPECT_EQ(j["roots"][1]["type"], "std::vector<int, std::allocator<int> > (24 bytes, align 8)")
