@@ -29,6 +29,19 @@ Result<Pages> ReadPages(PageSource& store, Pgno first, uint32_t pages) {
 StoredImage::StoredImage(PageSource* source, const ImageInfo& image, std::unique_ptr<EpochImage> owned, Pages sb)
     : source_(source), image_(image), owned_(std::move(owned)), sb_(std::move(sb)) {}
 
+const char* PageUseName(PageUse use) {
+  switch (use) {
+    case PageUse::kSlack: return "slack";
+    case PageUse::kSuperblock: return "superblock";
+    case PageUse::kAllocatorMeta: return "allocator-meta";
+    case PageUse::kSmall: return "small";
+    case PageUse::kLarge: return "large";
+    case PageUse::kHuge: return "huge";
+    case PageUse::kFree: return "free";
+  }
+  return "?";
+}
+
 StoredImage::~StoredImage() = default;
 
 Result<std::unique_ptr<StoredImage>> StoredImage::FromSource(PageSource* source, const ImageInfo& im,

@@ -48,6 +48,10 @@ enum class PageUse : uint8_t {
   kFree,           // free slots and segments, ready for allocation
 };
 
+// The word for a use in text and JSON: "slack", "superblock",
+// "allocator-meta", "small", "large", "huge", "free".
+const char* PageUseName(PageUse use);
+
 // One extent of the region as the allocator's metadata describes it.
 struct StoredExtent {
   uint64_t address = 0, bytes = 0;

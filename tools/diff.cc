@@ -27,13 +27,12 @@ std::map<std::string, StoredRoot> ByName(const std::vector<StoredRoot>& roots) {
   return m;
 }
 
-// The roots whose address or type differ as of `from` and `to`, by name.
-Result<std::vector<RootChange>> RootChanges(const PageStore& store, Epoch from, Epoch to) {
+// The roots whose address or type differ as of `from` and `to` (the image
+// `after`), by name.
+Result<std::vector<RootChange>> RootChanges(const PageStore& store, Epoch from, const StoredImage& after_image) {
   auto a = StoredImage::OpenAt(store, from);
   if (!a.ok()) return a.status().Annotate(fmt::format("reading the roots as of epoch {}", from));
-  auto b = StoredImage::OpenAt(store, to);
-  if (!b.ok()) return b.status().Annotate(fmt::format("reading the roots as of epoch {}", to));
-  const auto before = ByName((*a)->Roots()), after = ByName((*b)->Roots());
+  const auto before = ByName((*a)->Roots()), after = ByName(after_image.Roots());
   std::map<std::string, RootChange> changes;
   for (const auto& [name, r] : before) {
     auto it = after.find(name);
@@ -67,6 +66,38 @@ std::string PageRanges(const std::vector<Pgno>& pages) {
 
 std::string Address(const std::optional<uint64_t>& a) { return a ? fmt::format("{:#x}", *a) : "(none)"; }
 
+// An extent of the later image, as its allocator describes it, with how
+// many of its pages the epochs wrote.
+struct ChangedExtent {
+  StoredExtent extent;
+  uint64_t pages = 0;
+};
+
+// The extents of `image` that hold the pages written, in address order.
+Result<std::vector<ChangedExtent>> ChangedExtents(const StoredImage& image, uint64_t region_pages,
+                                                  const std::vector<Pgno>& written) {
+  auto map = image.PageMap(region_pages);
+  if (!map.ok()) return map.status();
+  std::vector<ChangedExtent> out;
+  const uint64_t base = map->extents.empty() ? 0 : map->extents.front().address;
+  size_t at = 0;
+  for (Pgno p : written) {
+    const uint64_t addr = base + p * kPageSize;
+    while (at < map->extents.size() && map->extents[at].address + map->extents[at].bytes <= addr) ++at;
+    if (at == map->extents.size()) break;
+    if (out.empty() || out.back().extent.address != map->extents[at].address) out.push_back({map->extents[at], 0});
+    ++out.back().pages;
+  }
+  return out;
+}
+
+std::string Describe(const StoredExtent& e) {
+  if (e.use == PageUse::kSmall) return fmt::format("heap page of {} B blocks", e.block_size);
+  if (e.use == PageUse::kLarge || e.use == PageUse::kHuge)
+    return fmt::format("{} object of {} B", PageUseName(e.use), e.bytes);
+  return PageUseName(e.use);
+}
+
 }  // namespace
 
 int RunDiff(const std::string& dir, const std::string& name, Epoch from, Epoch to, bool json) {
@@ -74,11 +105,32 @@ int RunDiff(const std::string& dir, const std::string& name, Epoch from, Epoch t
   if (!store.ok()) return Fail("diff", store.status(), json);
   auto changes = (*store)->Changes(from, to);
   if (!changes.ok()) return Fail("diff", changes.status(), json);
-  auto roots = RootChanges(**store, from, to);
+  // What the allocator of the later image says the written pages hold.
+  auto after = StoredImage::OpenAt(**store, to);
+  Result<std::vector<RootChange>> roots =
+      after.ok() ? RootChanges(**store, from, **after)
+                 : Result<std::vector<RootChange>>(after.status().Annotate(fmt::format("reading epoch {}", to)));
+  Result<std::vector<ChangedExtent>> extents =
+      after.ok() ? ChangedExtents(**after, changes->pages.empty() ? 0 : changes->pages.back() + 1, changes->pages)
+                 : Result<std::vector<ChangedExtent>>(after.status());
   if (json) {
     nlohmann::json j = {{"heap", name}, {"from", from}, {"to", to}, {"pages", changes->pages}};
     j["discarded"] = nlohmann::json::array();
     for (const Run& r : changes->discarded) j["discarded"].push_back({{"first", r.first}, {"count", r.count}});
+    if (extents.ok()) {
+      j["extents"] = nlohmann::json::array();
+      for (const ChangedExtent& c : *extents) {
+        nlohmann::json e = {{"address", fmt::format("{:#x}", c.extent.address)},
+                            {"bytes", c.extent.bytes},
+                            {"use", PageUseName(c.extent.use)},
+                            {"pages_written", c.pages}};
+        if (c.extent.use == PageUse::kSmall) e["block_size"] = c.extent.block_size;
+        j["extents"].push_back(e);
+      }
+    } else {
+      j["extents"] = nullptr;
+      j["extents_error"] = extents.status().ToString();
+    }
     if (roots.ok()) {
       j["roots"] = nlohmann::json::array();
       for (const RootChange& c : *roots)
@@ -101,6 +153,13 @@ int RunDiff(const std::string& dir, const std::string& name, Epoch from, Epoch t
     discarded += (discarded.empty() ? "" : ", ") +
                  (r.count == 1 ? fmt::format("{}", r.first) : fmt::format("{}-{}", r.first, r.end() - 1));
   fmt::print("discarded     {}\n", discarded.empty() ? "none" : discarded);
+  if (extents.ok()) {
+    fmt::print("written in    {} extents of epoch {}'s allocator\n", extents->size(), to);
+    for (const ChangedExtent& c : *extents)
+      fmt::print("  {:#x}  {:>5} pages  {}\n", c.extent.address, c.pages, Describe(c.extent));
+  } else {
+    fmt::print("written in    not known: {}\n", extents.status().ToString());
+  }
   if (!roots.ok()) {
     fmt::print("roots         not compared: {}\n", roots.status().ToString());
     return 0;

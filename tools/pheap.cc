@@ -97,10 +97,14 @@ int main(int argc, char** argv) {
   diff->add_flag("--json", json, "print JSON");
   diff->footer(Wrapped(
       "Output: the pages the epochs after FROM, up to TO, wrote (as ranges of page numbers), the page runs they "
-      "discarded, and the roots whose address or type differs between the images of FROM and TO. Both epochs and "
+      "discarded, the extents of TO's allocator those pages lie in (a heap page of one block size, a large or huge "
+      "object, allocator metadata, the superblock) with how many of each were written, and the roots whose "
+      "address or type differs between the images of FROM and TO. Both epochs and "
       "every one between must be retained (see `pheap inspect`); the error names the retained ones. Roots are "
       "compared only where the log still holds the image as of FROM (after the newest compaction); otherwise the "
-      "reason is shown. --json: heap, from, to, pages [numbers], discarded [{first, count}], roots [{name, type, "
+      "reason is shown. --json: heap, from, to, pages [numbers], discarded [{first, count}], extents [{address, bytes, "
+      "use, block_size, "
+      "pages_written}] (or null with extents_error), roots [{name, type, "
       "from, to}] (null addresses: not set) or null with roots_error. Exit status 1 on an error."));
 
   pheap::tools::TopOptions top_opts;

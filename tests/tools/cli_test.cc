@@ -626,6 +626,16 @@ TEST_F(PheapCli, DiffListsThePagesWrittenAndTheRootsChanged) {
   EXPECT_EQ(j["pages"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{first + 3, first + 10, first + 20})) << out;
   ASSERT_TRUE(j["roots"].is_array()) << out;
   EXPECT_TRUE(j["roots"].empty()) << out;
+  // All three lie in one extent of the allocator: the heap page of the
+  // block's size class.
+  ASSERT_EQ(j["extents"].size(), 1u) << out;
+  const auto& e = j["extents"][0];
+  EXPECT_EQ(e["pages_written"], 3) << out;
+  const uint64_t at = std::stoull(e["address"].get<std::string>(), nullptr, 16);
+  EXPECT_LE(at, reinterpret_cast<uintptr_t>(block) + 3 * 4096) << out;
+  EXPECT_GT(at + e["bytes"].get<uint64_t>(), reinterpret_cast<uintptr_t>(block) + 20 * 4096) << out;
+  EXPECT_EQ(e["use"], "small") << out;
+  EXPECT_EQ(e["block_size"], 128 * 1024) << out;
 
   // A root moved in a later session shows with both values.
   h = pheap_open("changes", ("dir=" + dir_ + ";size=64M").c_str());
