@@ -35,6 +35,18 @@ class PheapCli : public ::testing::Test {
   void TearDown() override {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
+  // The config of a heap in dir_ replicated on all three of `peers`.
+  std::string Replicated(const pheaptest::LocalPeers& peers, const std::string& extra = "") const {
+    return "dir=" + dir_ + ";size=64M;replicas=3;quorum=2;" + extra + "peers=" + peers.endpoints();
+  }
+  // Opens heap `name` so, roots one block, commits `commits` times, closes it.
+  void CommitReplicated(const std::string& name, const pheaptest::LocalPeers& peers, int commits) {
+    pheap* h = pheap_open(name.c_str(), Replicated(peers).c_str());
+    ASSERT_NE(h, nullptr) << pheap_last_error();
+    ASSERT_EQ(pheap_set_root(h, "x", pheap_calloc(h, 1, 64)), 0);
+    for (int i = 0; i < commits; ++i) ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
+    ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  }
 
   // A heap NAME with `commits` commits of a counter root; left open if `keep`.
   pheap* MakeHeap(const std::string& name, int commits, bool keep = false) {
@@ -214,7 +226,7 @@ int DamagePagesStarting(const std::string& dir, uint64_t word) {
 TEST_F(PheapCli, CheckFindsDamageLocallyAndOnReplicasAndRepairsIt) {
   PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
-  const std::string cfg = "dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints();
+  const std::string cfg = Replicated(peers);
   constexpr uint64_t kTag = 0xc0ffee0000000000ull, kPages = 16;
   pheap* h = pheap_open("checked", cfg.c_str());
   ASSERT_NE(h, nullptr) << pheap_last_error();
@@ -329,11 +341,7 @@ TEST_F(PheapCli, RmOnReplicasRemovesEverywhereAndFencesAWriter) {
 TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
   PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
-  pheap* h = pheap_open("seen", ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints()).c_str());
-  ASSERT_NE(h, nullptr) << pheap_last_error();
-  ASSERT_EQ(pheap_set_root(h, "x", pheap_calloc(h, 1, 64)), 0);
-  for (int i = 0; i < 3; ++i) ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
-  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  CommitReplicated("seen", peers, 3);
 
   std::string out, err;
   ASSERT_EQ(Pheap("inspect seen --json --dir " + dir_, &out, &err), 0) << err;
@@ -351,9 +359,7 @@ TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
 
   // Peer 1 is down through three commits of 5 pages each: back, it lags by them.
   peers.Kill(1);
-  h = pheap_open(
-      "seen",
-      ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;replica_timeout_ms=2000;peers=" + peers.endpoints()).c_str());
+  pheap* h = pheap_open("seen", Replicated(peers, "replica_timeout_ms=2000;").c_str());
   ASSERT_NE(h, nullptr) << pheap_last_error();
   auto* five = static_cast<char*>(pheap_aligned_alloc(h, 4096, 5 * 4096));
   ASSERT_NE(five, nullptr);
@@ -390,11 +396,7 @@ TEST_F(PheapCli, InspectShowsEachReplicaAndOneThatIsGone) {
 TEST_F(PheapCli, InspectReadsAHeapFromItsPeersAlone) {
   PHEAP_SKIP_UNDER_TSAN("libzmq, in this test and in the pheap peers it starts, is not built with TSan");
   pheaptest::LocalPeers peers(g_pheap, dir_, 3);
-  pheap* h = pheap_open("far", ("dir=" + dir_ + ";size=64M;replicas=3;quorum=2;peers=" + peers.endpoints()).c_str());
-  ASSERT_NE(h, nullptr) << pheap_last_error();
-  ASSERT_EQ(pheap_set_root(h, "x", pheap_calloc(h, 1, 100)), 0);
-  ASSERT_GT(pheap_commit(h), 0) << pheap_last_error();
-  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  CommitReplicated("far", peers, 1);
   std::string local, err;
   ASSERT_EQ(Pheap("inspect far --json --dir " + dir_, &local, &err), 0) << err;
   const nlohmann::json here = nlohmann::json::parse(local);
