@@ -107,8 +107,11 @@ pheap::handle* pheap_open(const char* name, const char* config) {
 
 int pheap_close(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
+  // In a child of fork() the handle's members are the parent's, maybe
+  // caught mid-update (its commits in flight): it is forgotten, not freed.
+  const bool forked = !Impl(h)->ForkChildStatus().ok();
   pheap::Status s = Impl(h)->Close();
-  delete Impl(h);
+  if (!forked) delete Impl(h);
   if (!s.ok()) {
     pheap::SetError(s);
     return -1;
@@ -220,6 +223,11 @@ int pheap_free_root(pheap::handle* h, const char* name) {
 
 int pheap_close_uncommitted(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
+  if (pheap::Status st = Impl(h)->ForkChildStatus(); !st.ok()) {  // as pheap_close: forgotten, not freed
+    (void)Impl(h)->Close();
+    pheap::SetError(st);
+    return -1;
+  }
   delete Impl(h);  // the destructor closes without a final commit
   return 0;
 }

@@ -56,7 +56,10 @@ class PersistentHeap final : private ArenaHooks {
   PersistentHeap(const PersistentHeap&) = delete;
   PersistentHeap& operator=(const PersistentHeap&) = delete;
 
-  // Commits, stops background commits and unmaps the region.
+  // Commits, stops background commits and unmaps the region. In a child of
+  // fork(): returns ForkChildStatus's error and forgets the engine, and the
+  // object must then be leaked, not destroyed (its members are the
+  // parent's, perhaps caught mid-update).
   Status Close();
 
   const std::string& name() const { return engine_->name(); }
