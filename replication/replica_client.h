@@ -217,10 +217,12 @@ class ReplicaClient final : public PageSource, public EpochSink {
   void InstallLoop(size_t i);
   Status InstallOnce(size_t i);
   Status SendParts(PeerChannel& ch, Install& inst);
-  // *newest: the newest epoch the read may have seen; *whole_at: the epoch
+  // *label: an epoch no newer than any page read; *newest: the newest
+  // epoch the read may have seen; *whole_at: the epoch
   // the image source held from before the read to after it (0 if it moved,
   // or the read was not from the source).
-  Status ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest, Epoch* whole_at);
+  Status ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* label, Epoch* newest,
+                      Epoch* whole_at);
   void NotifyInstalls(std::shared_ptr<const Retained> kept);
   Result<std::unique_ptr<Received>> InstallCall(PeerChannel& ch, const wire::OutMessage& m, wire::Error* refused = nullptr);
   Result<std::unique_ptr<PeerChannel>> TakeFetchChannel(Replica& r);

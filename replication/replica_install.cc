@@ -3,15 +3,18 @@
 // thread and a connection of its own.
 //
 // Why the installed image is the durable one: every page of the region is
-// sent labelled with an epoch at which its content was already durable (an
-// image run read after that epoch was durable; absent pages, and pages past
-// the hwm, as discards), and every epoch committed after the install began
-// is sent as a part labelled with itself. The peer keeps each page at its
-// newest label, so a page some later epoch wrote or discarded takes that
-// epoch's content, and any other still holds what it held at its label.
-// The install closes at a durable epoch whose parts were all sent and that
-// no read can have been newer than (`ceiling`): a read may see an epoch in
-// flight, which must be durable before the image that holds it is.
+// sent in an image run labelled with an epoch no newer than the version
+// read (absent pages, and pages past the hwm, as discards), and every epoch
+// made durable after the install began is sent as a part labelled with
+// itself. The peer keeps each page at its newest label, a tie going to the
+// later message. A page last written (or discarded) at or before the
+// closing epoch by a part thus holds that part's content, or a run's read
+// at or after it, which is the same; any other page holds its run's
+// content. The install closes at a durable epoch whose parts were all sent
+// and that no read can have been newer than (`ceiling`): a read may see an
+// epoch in flight, which must be durable before the image that holds it is.
+// A label newer than its read would let an older version beat the part
+// that replaced it: a local image source may lag the replicas by an epoch.
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -104,15 +107,19 @@ Result<std::unique_ptr<Received>> ReplicaClient::InstallCall(PeerChannel& ch, co
                                      options_.timeout.count(), last.message()));
 }
 
-// Reads an image run from the image source, else from the replicas.
-// *newest: the newest epoch the read may have seen.
-Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* newest,
-                                   Epoch* whole_at) {
+// Reads an image run from the image source, else from the replicas. The
+// label is the durable epoch before the read (a replica serves that epoch
+// or a later one), or the source's epoch if that is older: the local store
+// may not yet hold an epoch the replicas made durable.
+Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* label,
+                                   Epoch* newest, Epoch* whole_at) {
   Status s;
+  *label = durable_.load(std::memory_order_acquire);
   {
     std::lock_guard lock(source_mu_);
     const bool from_source = image_source_ != nullptr && source_image_;
     const Epoch before = from_source ? source_image_().epoch : 0;
+    if (from_source) *label = std::min(*label, before);
     s = image_source_ != nullptr ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
     *newest = source_image_ ? source_image_().epoch : 0;
     *whole_at = from_source && before == *newest ? before : 0;
@@ -225,9 +232,8 @@ Status ReplicaClient::InstallOnce(size_t i) {
     if (stopping_.load(std::memory_order_acquire)) return Status::Busy("the client is closing");
     PHEAP_RETURN_IF_ERROR(SendParts(ch, inst));
     const auto count = static_cast<uint32_t>(std::min<Pgno>(kInstallRun, from.hwm - first));
-    const Epoch label = durable_.load(std::memory_order_acquire);  // durable before the read
-    Epoch newest = 0, whole_at = 0;
-    Status s = ReadImageRun(first, count, buf.get(), present, &newest, &whole_at);
+    Epoch label = 0, newest = 0, whole_at = 0;
+    Status s = ReadImageRun(first, count, buf.get(), present, &label, &newest, &whole_at);
     read_whole_at = read_whole_at == ~Epoch{0} || read_whole_at == whole_at ? whole_at : 0;
     if (!s.ok()) return s.Annotate(fmt::format("reading image pages [{}, {})", first, first + count));
     ceiling = std::max(ceiling, newest);

@@ -194,6 +194,63 @@ TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAga
   VerifyImage(*alone, 1200, oracle);
 }
 
+// The writer's local store is the image source, and it lags the replicas:
+// Persist ships an epoch while the local fdatasync still runs, so an epoch
+// can be durable before the local store holds it. A run read from the
+// local store then holds the epoch before; labelled with the durable epoch,
+// it would win over that epoch's own part, sent just before, and the
+// installed replica would keep the older pages.
+TEST_F(ReplicaInstallTest, ARunReadFromALaggingLocalStoreDoesNotOverrideANewerEpoch) {
+  PageStoreOptions lo;
+  lo.base = kBase;
+  lo.size = kSize;
+  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  GatedSource gate(local->get());
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  PageStore* store = local->get();
+  c->SetImageSource(&gate, [store] { return store->image(); });
+  Oracle oracle;
+  auto persist = [&](const testing::TestEpoch& e) {
+    ASSERT_TRUE(store->Persist(e.sealed).ok());
+    Status s = c->Persist(e.sealed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  };
+  auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);  // five image runs
+  persist(e1);
+
+  const int x = IndexOf(c->replicas()[1]);
+  peers_[x]->Signal(SIGKILL);
+  std::filesystem::remove_all(dirs_[x]);
+  StartPeer(x);
+  gate.BlockAfter(1);  // the install's second run waits
+  Epoch e = 1;
+  std::vector<testing::TestEpoch> shipped;
+  do {
+    ++e;
+    shipped.push_back(MakeEpoch(e, {e}, 1200, {}, &oracle));
+    persist(shipped.back());
+  } while (!gate.AwaitBlocked(3s) && e < 8);
+  ASSERT_TRUE(gate.AwaitBlocked(0s));
+  // Durable on the replicas, not yet in the local store: it rewrites pages
+  // of runs the install has not read.
+  auto lagging = MakeEpoch(e + 1, Range(800, 820), 1200, {}, &oracle);
+  Status s = c->Persist(lagging.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  gate.Release();
+  ASSERT_TRUE(AwaitInstalled(*c, x, e + 1));
+  ASSERT_TRUE(store->Persist(lagging.sealed).ok());
+  c->SetImageSource(nullptr);
+  c.reset();
+  for (int i = 0; i < kPeers; ++i)
+    if (i != x) peers_[i]->Signal(SIGTERM);
+  auto alone = ReaderOn(endpoints_[x]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, e + 1);
+  VerifyImage(*alone, 1200, oracle);
+}
+
 // A new writer finds one replica a step behind the other two and installs
 // its image there while its own first epoch, which rewrites the pages of
 // the epoch before, becomes durable on the other two. The installed
