@@ -144,8 +144,9 @@ AsleepSlot* SleepingNow(pid_t tid) {
   char buf[256];
   if (!ReadTaskFile(tid, "syscall", buf, sizeof(buf))) return nullptr;
   const long nr = std::strtol(buf, nullptr, 10);  // "running" reads as 0, which is read(2)
-  const bool sleeping =
-      buf[0] >= '0' && buf[0] <= '9' && (nr == SYS_nanosleep || nr == SYS_clock_nanosleep || nr == SYS_pause);
+  const bool sleeping = buf[0] >= '0' && buf[0] <= '9' &&
+                        (nr == SYS_nanosleep || nr == SYS_clock_nanosleep || nr == SYS_pause ||
+                         nr == SYS_rt_sigsuspend || nr == SYS_rt_sigtimedwait);
   return sleeping ? a : nullptr;
 }
 
@@ -436,6 +437,10 @@ void SafepointSleepEnd() {
   // A signal pending from a pause is taken here: the thread stops until
   // that pause ends, or goes on if it ended already.
   syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &set, nullptr, _NSIG / 8);
+}
+
+bool IsSafepointHandler(const struct sigaction& act) {
+  return (act.sa_flags & SA_SIGINFO) != 0 && act.sa_sigaction == Handler;
 }
 
 }  // namespace pheap

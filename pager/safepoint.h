@@ -17,6 +17,8 @@
 // waits. One safepoint at a time per process (Pause serialises).
 #pragma once
 
+#include <signal.h>
+
 #include <cstdint>
 #include <latch>
 #include <thread>
@@ -92,7 +94,7 @@ class SafepointDeferral {
 inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
 
 // A thread about to sleep in a call that cannot touch the heap (nanosleep,
-// pause): pauses neither interrupt the call nor wait for the thread. Begin
+// pause, sigsuspend, sigtimedwait): pauses neither interrupt the call nor wait for the thread. Begin
 // blocks the safepoint signal and lists the thread as asleep; a pause
 // signals it (the signal stays pending) and counts it at once. End takes
 // a pending signal, so a thread woken during a pause stops there before
@@ -102,6 +104,10 @@ inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
 // deferred scope. Nested pairs count as the outer one.
 void SafepointSleepBegin();
 void SafepointSleepEnd();
+
+// Whether `act` installs the safepoint's own handler for SafepointSignal():
+// the preload library lets that one through and refuses the program's.
+bool IsSafepointHandler(const struct sigaction& act);
 
 class Safepoint {
  public:

@@ -1,10 +1,13 @@
-// close, close_range and closefrom as the program sees them: pheap's own
-// descriptors (base/os.h, IsOwnFd) are not the program's to close. A daemon
+// close, close_range, closefrom, dup2 and dup3 as the program sees them:
+// pheap's own descriptors (base/os.h, IsOwnFd) are not the program's to
+// close. A daemon
 // that closes every descriptor above 2 at start, or a library that calls
 // closefrom(3), would otherwise take the userfaultfd, the store's LOCK and
 // log files and /proc/self/pagemap from under the heap; commits would then
 // fail, or reach whatever file the program opened next under that number.
 // To the program they look closed already: EBADF, as for any number not open.
+// As dup2's target they are out of its range (EBADF): the program's file
+// would otherwise replace the store's log or LOCK under the same number.
 //
 // The descriptors pheap's code makes through other libraries (ZeroMQ's
 // sockets, mailboxes and poller, for a heap with peers) become pheap's own
@@ -100,3 +103,19 @@ extern "C" int close_range(unsigned first, unsigned last, int flags) {
 }
 
 extern "C" void closefrom(int lowfd) { CloseRangeAround(static_cast<unsigned>(std::max(lowfd, 0)), UINT_MAX, 0); }
+
+extern "C" int dup2(int oldfd, int newfd) {
+  if (__builtin_expect(pheap::IsOwnFd(oldfd) || pheap::IsOwnFd(newfd), 0) && pheap::preload::t_bypass == 0) {
+    errno = EBADF;
+    return -1;
+  }
+  return static_cast<int>(::syscall(SYS_dup2, oldfd, newfd));
+}
+
+extern "C" int dup3(int oldfd, int newfd, int flags) {
+  if (__builtin_expect(pheap::IsOwnFd(oldfd) || pheap::IsOwnFd(newfd), 0) && pheap::preload::t_bypass == 0) {
+    errno = EBADF;
+    return -1;
+  }
+  return static_cast<int>(::syscall(SYS_dup3, oldfd, newfd, flags));
+}

@@ -121,6 +121,10 @@ const LibcAllocator& Libc() {
   Resolve(t, "usleep", &a.usleep);
   Resolve(t, "sleep", &a.sleep);
   Resolve(t, "pause", &a.pause);
+  Resolve(t, "sigsuspend", &a.sigsuspend);
+  Resolve(t, "sigwait", &a.sigwait);
+  Resolve(t, "sigwaitinfo", &a.sigwaitinfo);
+  Resolve(t, "sigtimedwait", &a.sigtimedwait);
   g_libc = a;
   g_resolved.store(true, std::memory_order_release);
   return g_libc;

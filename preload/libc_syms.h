@@ -40,6 +40,10 @@ struct LibcAllocator {
   int (*usleep)(useconds_t);
   unsigned (*sleep)(unsigned);
   int (*pause)();
+  int (*sigsuspend)(const sigset_t*);
+  int (*sigwait)(const sigset_t*, int*);
+  int (*sigwaitinfo)(const sigset_t*, siginfo_t*);
+  int (*sigtimedwait)(const sigset_t*, siginfo_t*, const struct timespec*);
 };
 
 // glibc's entry points, resolved on first use (thread-safe, idempotent).

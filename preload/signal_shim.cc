@@ -8,9 +8,14 @@
 //   writing during the cut, which would then not be point-in-time. What the
 //   program asked for reads back: the signal shows blocked in the old mask
 //   of a thread that asked to block it.
-// - nanosleep, clock_nanosleep, usleep, sleep, pause: a commit neither
-//   ends the sleep early (EINTR, time left) nor waits for the sleeper
-//   (SafepointSleepBegin). The program's own signals still wake it.
+// - nanosleep, clock_nanosleep, usleep, sleep, pause, sigsuspend, sigwait,
+//   sigwaitinfo, sigtimedwait: a commit neither ends the wait early (EINTR,
+//   time left) nor waits for the sleeper (SafepointSleepBegin). The
+//   program's own signals still wake it. A wait for a set of signals never
+//   takes the safepoint signal, even from a full set.
+// - sigaction, signal on the safepoint signal: it is pheap's, as SIGKILL is
+//   the kernel's: setting it fails with EINVAL (said once, naming it), and
+//   it reads back as SIG_DFL.
 // - sigaction, signal: while SIGTERM's handler is pheap's (it commits, then
 //   takes the default action), SIGTERM reads back as the program set it,
 //   SIG_DFL at first. Setting SIG_DFL keeps pheap's handler; anything else
@@ -21,6 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+
+#include "base/log.h"
 #include "base/thread.h"
 #include "pager/safepoint.h"
 #include "preload/libc_syms.h"
@@ -62,6 +70,32 @@ int Mask(MaskFn real, int how, const sigset_t* set, sigset_t* old) {
   return 0;
 }
 
+// `set` without the safepoint signal, in *copy.
+const sigset_t* WithoutSafepoint(const sigset_t* set, sigset_t* copy) {
+  if (set == nullptr || sigismember(set, SafepointSignal()) != 1) return set;
+  *copy = *set;
+  sigdelset(copy, SafepointSignal());
+  return copy;
+}
+
+int SafepointAction(const struct sigaction* act, struct sigaction* old) {
+  if (act != nullptr) {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true))
+      PHEAP_LOG_WARN(
+          "the program set a disposition for signal {} (SIGRTMIN+{}), which pheap uses to pause threads "
+          "for a commit; refused with EINVAL, as for SIGKILL",
+          SafepointSignal(), SafepointSignal() - SIGRTMIN);
+    errno = EINVAL;
+    return -1;
+  }
+  if (old != nullptr) {
+    *old = {};
+    old->sa_handler = SIG_DFL;
+  }
+  return 0;
+}
+
 // Runs a sleeping call of the C library as SafepointSleepBegin describes.
 class Asleep {
  public:
@@ -95,7 +129,12 @@ extern "C" int sigprocmask(int how, const sigset_t* set, sigset_t* old) {
 }
 
 extern "C" int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-  if (sig == SIGTERM && pp::t_bypass == 0 && pp::SigtermAction(act, old)) return 0;
+  if (pp::t_bypass == 0) {
+    if (sig == SIGTERM && pp::SigtermAction(act, old)) return 0;
+    if (sig == pheap::SafepointSignal() && pp::HeapAllocator() != nullptr &&
+        (act == nullptr || !pheap::IsSafepointHandler(*act)))
+      return pp::SafepointAction(act, old);
+  }
   return pp::Libc().sigaction(sig, act, old);
 }
 
@@ -133,4 +172,30 @@ extern "C" unsigned sleep(unsigned seconds) {
 extern "C" int pause() {
   pp::Asleep a;
   return pp::Libc().pause();
+}
+
+extern "C" int sigsuspend(const sigset_t* mask) {
+  pp::Asleep a;
+  if (pp::t_bypass != 0) return pp::Libc().sigsuspend(mask);
+  sigset_t with = *mask;  // the safepoint signal stays blocked, as Asleep left it
+  sigaddset(&with, pheap::SafepointSignal());
+  return pp::Libc().sigsuspend(&with);
+}
+
+extern "C" int sigwait(const sigset_t* set, int* sig) {
+  pp::Asleep a;
+  sigset_t copy;
+  return pp::Libc().sigwait(pp::WithoutSafepoint(set, &copy), sig);
+}
+
+extern "C" int sigwaitinfo(const sigset_t* set, siginfo_t* info) {
+  pp::Asleep a;
+  sigset_t copy;
+  return pp::Libc().sigwaitinfo(pp::WithoutSafepoint(set, &copy), info);
+}
+
+extern "C" int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
+  pp::Asleep a;
+  sigset_t copy;
+  return pp::Libc().sigtimedwait(pp::WithoutSafepoint(set, &copy), info, timeout);
 }

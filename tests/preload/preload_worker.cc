@@ -371,6 +371,105 @@ int Sleeps() {
   return 0;
 }
 
+const char* ErrnoName(int r) {
+  if (r >= 0) return "-";
+  return errno == EAGAIN ? "EAGAIN" : errno == EINTR ? "EINTR" : "another errno";
+}
+
+// Sends `sig` to the process after `ms`, from a thread of its own.
+std::thread SendLater(int sig, int ms) {
+  return std::thread([sig, ms] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    kill(getpid(), sig);
+  });
+}
+
+// Waits for signals in each way while commits run every few milliseconds:
+// each wait ends for the program's signal or its timeout only, and a wait
+// for every signal gets the program's. Prints what each returned.
+int SignalWaits() {
+  sigset_t usr1, all, none;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  sigfillset(&all);
+  sigemptyset(&none);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  timespec t{0, 300 * 1000 * 1000};
+  int r = sigtimedwait(&usr1, nullptr, &t);
+  std::printf("sigtimedwait(300 ms) returned %d %s\n", r, ErrnoName(r));
+  std::thread later = SendLater(SIGUSR1, 300);
+  siginfo_t info{};
+  r = sigwaitinfo(&usr1, &info);
+  later.join();
+  std::printf("sigwaitinfo returned %s\n", r == SIGUSR1 && info.si_signo == SIGUSR1 ? "SIGUSR1" : ErrnoName(r));
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  later = SendLater(SIGUSR2, 300);
+  int sig = 0;
+  r = sigwait(&all, &sig);
+  later.join();
+  std::printf("sigwait(every signal) returned %d, signal %s\n", r, sig == SIGUSR2 ? "SIGUSR2" : "another");
+  pthread_sigmask(SIG_UNBLOCK, &all, nullptr);
+  signal(SIGALRM, [](int) { g_alarms = g_alarms + 1; });
+  sigset_t alrm;
+  sigemptyset(&alrm);
+  sigaddset(&alrm, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &alrm, nullptr);
+  itimerval it{};
+  it.it_value.tv_usec = 300000;
+  setitimer(ITIMER_REAL, &it, nullptr);
+  r = sigsuspend(&none);
+  std::printf("sigsuspend returned %d %s after %d alarms\n", r, ErrnoName(r), static_cast<int>(g_alarms));
+  return 0;
+}
+
+// The safepoint signal (SIGRTMIN+5) as the program sees it: it reads as
+// SIG_DFL, setting it is refused, and commits go on. Prints what it saw.
+volatile sig_atomic_t g_rt_seen = 0;
+
+int SafepointSignalView() {
+  const int sig = SIGRTMIN + 5;
+  struct sigaction sa {};
+  sigaction(sig, nullptr, &sa);
+  std::printf("SIGRTMIN+5 at start: %s\n", sa.sa_handler == SIG_DFL ? "default" : "a handler");
+  struct sigaction mine {};
+  mine.sa_handler = [](int) { g_rt_seen = g_rt_seen + 1; };
+  sigemptyset(&mine.sa_mask);
+  const int r = sigaction(sig, &mine, nullptr);
+  std::printf("setting a handler returned %d%s\n", r, r != 0 && errno == EINVAL ? " EINVAL" : "");
+  std::vector<char*> blocks;
+  for (int round = 0; round < 10; ++round) {
+    blocks.push_back(static_cast<char*>(std::malloc(4096)));
+    std::memset(blocks.back(), round + 1, 4096);
+    usleep(20 * 1000);  // periodic commits run in between
+  }
+  std::printf("the handler ran %d times\n", static_cast<int>(g_rt_seen));
+  if (pheap_default() != nullptr)
+    if (int rr = SetRoot("set after SIGRTMIN+5 was asked for"); rr != 0) return rr;
+  return 0;
+}
+
+// dup2 of /dev/null onto every descriptor above 2, as a careless daemon's
+// redirection might, while commits run; then closes them. Prints how many
+// dup2 made.
+int DupOntoAll() {
+  const int null_fd = open("/dev/null", O_RDWR);
+  if (null_fd < 0) return 50;
+  int made = 0;
+  const int limit = static_cast<int>(std::min<long>(sysconf(_SC_OPEN_MAX), 4096));
+  for (int fd = 3; fd < limit; ++fd) made += fd == null_fd || dup2(null_fd, fd) == fd;
+  std::vector<char*> blocks;
+  for (int round = 0; round < 10; ++round) {
+    blocks.push_back(static_cast<char*>(std::malloc(4096)));
+    std::memset(blocks.back(), round + 1, 4096);
+    usleep(20 * 1000);
+  }
+  for (int fd = 3; fd < limit; ++fd) close(fd);
+  std::printf("dup2 made %d descriptors\n", made);
+  if (pheap_default() != nullptr)
+    if (int r = SetRoot("set after dup2 onto every descriptor"); r != 0) return r;
+  return 0;
+}
+
 // Prints the descriptors the process holds, as /proc/self/fd lists them.
 int Fds() {
   DIR* d = opendir("/proc/self/fd");
@@ -645,6 +744,9 @@ int main(int argc, char** argv) {
   if (mode == "fds") return Fds();
   if (mode == "masks") return Masks();
   if (mode == "sleeps") return Sleeps();
+  if (mode == "signal-waits") return SignalWaits();
+  if (mode == "safepoint-signal") return SafepointSignalView();
+  if (mode == "dup-onto-all") return DupOntoAll();
   if (mode == "sigterm-view") return SigtermView();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);

@@ -660,6 +660,50 @@ TEST(Worker, SignalMasksNeitherStallNorEscapeACommit) {
 // (CPython's test_signal ItimerTest.test_itimer_real).
 TEST(Worker, CommitsDoNotCutSleepsShort) { ExpectWorkerAsNative("sleeps", "5"); }
 
+// Commits every 5 ms neither end sigtimedwait, sigwaitinfo, sigwait or
+// sigsuspend early nor hand a wait for every signal the safepoint signal.
+TEST(Worker, CommitsDoNotEndSignalWaits) { ExpectWorkerAsNative("signal-waits", "5"); }
+
+// The safepoint signal reads as SIG_DFL; a handler for it is refused
+// (EINVAL, with a warning naming it), so commits keep pausing the program.
+TEST(Worker, TheSafepointSignalIsRefusedToTheProgram) {
+  Outcome native = RunProgram({g_paths.worker, "safepoint-signal"}, {});
+  ASSERT_EQ(native.status, 0) << native.err;
+  EXPECT_EQ(native.out, "SIGRTMIN+5 at start: default\nsetting a handler returned 0\nthe handler ran 0 times\n");
+  Outcome pre = RunProgram({g_paths.worker, "safepoint-signal"}, PreloadEnv("safepoint-signal", "5"));
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.out, "SIGRTMIN+5 at start: default\nsetting a handler returned -1 EINVAL\nthe handler ran 0 times\n");
+  EXPECT_NE(pre.err.find("SIGRTMIN+5"), std::string::npos) << pre.err;
+  ExpectCommitted("safepoint-signal", "preload_worker");
+  auto store = ReadOnlyStore("safepoint-signal");
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_GT((*store)->image().epoch, 3u) << "periodic commits went on";
+  Outcome read =
+      RunProgram({g_paths.worker, "read", "safepoint-signal", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set after SIGRTMIN+5 was asked for\n") << read.err;
+}
+
+// dup2 onto pheap's own descriptors is refused (EBADF, as for a number out
+// of range): the store's log and LOCK keep their files, and commits go on.
+TEST(Worker, Dup2OntoPheapsDescriptorsIsRefused) {
+  Outcome native = RunProgram({g_paths.worker, "dup-onto-all"}, {});
+  ASSERT_EQ(native.status, 0) << native.err;
+  Outcome pre = RunProgram({g_paths.worker, "dup-onto-all"}, PreloadEnv("dup-onto-all", "5"));
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_EQ(pre.err, "") << "pheap said something went wrong";
+  EXPECT_EQ(native.out.rfind("dup2 made ", 0), 0u) << native.out;
+  EXPECT_EQ(pre.out.rfind("dup2 made ", 0), 0u) << pre.out;
+  const int pre_made = std::atoi(pre.out.c_str() + 10);
+  EXPECT_LT(pre_made, std::atoi(native.out.c_str() + 10)) << pre.out << native.out;
+  ExpectCommitted("dup-onto-all", "preload_worker");
+  auto store = ReadOnlyStore("dup-onto-all");
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_GT((*store)->image().epoch, 3u) << "periodic commits went on";
+  EXPECT_TRUE((*store)->Verify(nullptr).ok());
+  Outcome read = RunProgram({g_paths.worker, "read", "dup-onto-all", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+  EXPECT_EQ(read.out, "root: set after dup2 onto every descriptor\n") << read.err;
+}
+
 // SIGTERM reads back as the program set it (pheap's own handler, which
 // commits first, does not show), and the program's handler replaces it.
 TEST(Worker, SigtermReadsBackAsTheProgramSetIt) { ExpectWorkerAsNative("sigterm-view", "0"); }
