@@ -1,5 +1,7 @@
 #include "heap/persistent_heap.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -7,12 +9,43 @@
 
 #include "base/log.h"
 #include "base/thread.h"
+#include "pager/safepoint.h"
 
 namespace pheap {
 constinit OpenHeapSlot g_open_heaps[kMaxOpenHeaps];
 
 namespace {
 std::mutex g_registry_mu;  // writers of g_open_heaps only; lookups take no lock
+
+// fork() with heaps open through the library (the preload library does the
+// same for its process heap, slot 0). The child has no userfaultfd, so a
+// stored page not yet resident would read as zeros there: each heap's
+// stored pages are made resident first (the cost Pager::PopulateAll names;
+// posix_spawn and system() run no fork handlers and pay nothing). Its
+// allocator's locks are taken so no child inherits one held by a thread
+// it does not have, and a commit cannot pause the forking thread while
+// fork holds glibc's locks, which the commit may need.
+template <class Fn>
+void ForEachLibraryHeap(Fn fn) {
+  for (int i = 1; i < kMaxOpenHeaps; ++i)
+    if (PersistentHeap* h = g_open_heaps[i].heap.load(std::memory_order_acquire)) fn(*h);
+}
+
+void ForkPrepareHeaps() {
+  g_registry_mu.lock();
+  ForEachLibraryHeap([](PersistentHeap& h) {
+    if (h.ForkChildStatus().ok()) h.PopulateAll();
+    h.allocator().ForkPrepare();
+  });
+  SafepointDeferBegin();
+}
+
+void ForkReleaseHeaps(bool child) {
+  if (child) SafepointForkChild();
+  else SafepointDeferEnd();
+  ForEachLibraryHeap([](PersistentHeap& h) { h.allocator().ForkRelease(); });
+  g_registry_mu.unlock();
+}
 }  // namespace
 
 const std::vector<std::string>& PersistentHeap::ConfigKeys() {
@@ -278,6 +311,11 @@ void Publish(OpenHeapSlot& s, PersistentHeap* h) {
 }  // namespace
 
 void PersistentHeap::Register() {
+  static std::once_flag atfork;
+  std::call_once(atfork, [] {
+    pthread_atfork(
+        ForkPrepareHeaps, [] { ForkReleaseHeaps(false); }, [] { ForkReleaseHeaps(true); });
+  });
   std::lock_guard<std::mutex> l(g_registry_mu);
   for (int i = 1; i < kMaxOpenHeaps; ++i) {
     if (g_open_heaps[i].heap.load(std::memory_order_relaxed) != nullptr) continue;

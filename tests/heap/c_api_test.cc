@@ -172,6 +172,51 @@ TEST(CApi, AForkedChildUsesItsCopyAndCannotCommit) {
   ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
 }
 
+// A child of fork() reads the heap as the parent sees it, although the
+// parent reopened it and had not yet touched its pages (the child has no
+// userfaultfd to fill them), and allocates although a parent thread
+// allocated and freed at the fork (its locks are not caught held).
+TEST(CApi, AForkedChildSeesPagesTheParentNeverTouched) {
+  TempDir dir;
+  constexpr size_t kBytes = size_t{8} << 20;
+  {
+    pheap* h = pheap_open("fork-lazy", dir.config().c_str());
+    ASSERT_NE(h, nullptr) << pheap_last_error();
+    auto* b = static_cast<uint64_t*>(pheap_malloc(h, kBytes));
+    ASSERT_NE(b, nullptr) << pheap_last_error();
+    for (size_t i = 0; i < kBytes / 8; ++i) b[i] = i * 7 + 1;
+    ASSERT_EQ(pheap_set_root(h, "b", b), 0) << pheap_last_error();
+    ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+  }
+  pheap* h = pheap_open("fork-lazy", dir.config().c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  auto* b = static_cast<const uint64_t*>(pheap_root(h, "b"));
+  ASSERT_NE(b, nullptr);
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    while (!stop.load(std::memory_order_relaxed)) pheap_free(h, pheap_malloc(h, 4096 + 64));
+  });
+  int bad = 0;
+  for (int i = 0; i < 20; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(10);  // a lock caught held would hang the child
+      for (size_t k = 0; k < kBytes / 8; k += 509)
+        if (b[k] != k * 7 + 1) _exit(2);
+      void* p = pheap_malloc(h, 4096 + 64);
+      _exit(p == nullptr ? 3 : 0);
+    }
+    ASSERT_GT(pid, 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && bad++ == 0) ADD_FAILURE() << "child status " << status;
+  }
+  stop = true;
+  churn.join();
+  EXPECT_EQ(bad, 0);
+  ASSERT_EQ(pheap_close(h), 0) << pheap_last_error();
+}
+
 // A larger size grows the heap in place: its objects stay where they are,
 // and blocks that only fit the larger region come from it. A crash during
 // the first commit after growing (here: before any) leaves the heap as it
