@@ -181,7 +181,7 @@ int InspectFromPeers(const std::string& name, bool json, const ReplicaArgs& repl
   auto image = StoredImage::OpenSource(**client, im);
   if (!image.ok() && image.status().code() != Status::Code::kNotFound)
     return Fail("inspect", image.status().Annotate("reading it from its peers"), json);
-  auto rows = InspectReplicas(name, replicas, "", im, nullptr, json);
+  auto rows = InspectReplicas(name, replicas, "", im, nullptr, json, client->get());
   if (json) {
     nlohmann::json j = {{"heap", name},      {"path", nullptr},    {"heap_id", fmt::format("{:#018x}", im.heap_id)},
                         {"epoch", im.epoch}, {"term", im.term},    {"base", fmt::format("{:#x}", im.base)},

@@ -30,25 +30,31 @@ std::optional<uint64_t> LagBytes(const std::vector<EpochRecord>* retained, Epoch
 }  // namespace
 
 Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArgs& args, const std::string& heap_dir,
-                                       ImageInfo durable, const std::vector<EpochRecord>* retained, bool json) {
+                                       ImageInfo durable, const std::vector<EpochRecord>* retained, bool json,
+                                       ReplicaClient* dialed) {
   nlohmann::json rows = nlohmann::json::array();
   auto set = ReplicaSetOf(args, heap_dir);
   if (!set.ok()) return set.status();
   if (set->replication.peers.empty()) return rows;
-  auto client = DialReplicas(name, *set, /*claim=*/false);
-  if (!client.ok()) {
-    // No majority answered: still say which peers did not.
-    for (const std::string& ep : set->replication.peers)
-      rows.push_back({{"endpoint", ep}, {"reachable", false}, {"error", client.status().message()}});
-    if (!json) fmt::print("replicas      none readable: {}\n", client.status().message());
-    return rows;
+  std::unique_ptr<ReplicaClient> own;
+  if (dialed == nullptr) {
+    auto client = DialReplicas(name, *set, /*claim=*/false);
+    if (!client.ok()) {
+      // No majority answered: still say which peers did not.
+      for (const std::string& ep : set->replication.peers)
+        rows.push_back({{"endpoint", ep}, {"reachable", false}, {"error", client.status().message()}});
+      if (!json) fmt::print("replicas      none readable: {}\n", client.status().message());
+      return rows;
+    }
+    own = std::move(client.value());
+    dialed = own.get();
   }
-  const ImageInfo theirs = (*client)->image();
+  const ImageInfo theirs = dialed->image();
   if (NewerImage(theirs, durable)) durable = theirs;
   if (!json)
     fmt::print("replicas      {} (durable epoch {}, term {})\n", DescribeReplication(set->replication), durable.epoch,
                durable.term);
-  for (const ReplicaState& r : (*client)->state()) {
+  for (const ReplicaState& r : dialed->state()) {
     nlohmann::json row = {{"endpoint", r.endpoint}, {"reachable", r.answered}};
     std::string error;
     uint64_t bytes = 0, live = 0;

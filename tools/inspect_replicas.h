@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/page_io.h"
+#include "replication/replica_client.h"
 #include "store/page_store.h"
 #include "tools/commands.h"
 
@@ -23,7 +24,10 @@ namespace pheap::tools {
 // Returns the JSON array `replicas` (empty when the heap has no peers), and
 // prints it as text unless `json`. Unreachable peers are rows, not errors;
 // an error is a replica set that cannot be read or resolved.
+// `dialed`, if not null, is a reader of that set already connected (its
+// HELLO answers are the rows); else one is dialed here.
 Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArgs& args, const std::string& heap_dir,
-                                       ImageInfo durable, const std::vector<EpochRecord>* retained, bool json);
+                                       ImageInfo durable, const std::vector<EpochRecord>* retained, bool json,
+                                       ReplicaClient* dialed = nullptr);
 
 }  // namespace pheap::tools
