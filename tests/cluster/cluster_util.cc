@@ -200,6 +200,7 @@ Peer::~Peer() { Reap(&pid_, SIGKILL); }
 bool Peer::Launch() {
   std::vector<std::string> argv = {programs().test_peer, "--listen", endpoint_, "--dir", dir_};
   if (!keys_.empty()) argv.insert(argv.end(), {"--keys", keys_});
+  if (!slow_flag_.empty()) argv.insert(argv.end(), {"--slow-sync-flag", slow_flag_});
   const int err = log_.empty() ? -1 : open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   pid_ = Spawn(argv, -1, -1, err, ns_ != nullptr ? ns_->holder() : -1);
   if (err >= 0) close(err);

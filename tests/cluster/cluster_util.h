@@ -82,6 +82,8 @@ class Peer {
   bool Exited(int* status);
   // Later starts append the daemon's stderr to `path` (default: inherited).
   void set_log(std::string path) { log_ = std::move(path); }
+  // Later starts slow each sync while `path` exists (test_peer --slow-sync-flag).
+  void set_slow_sync_flag(std::string path) { slow_flag_ = std::move(path); }
 
   const std::string& endpoint() const { return endpoint_; }
   const std::string& dir() const { return dir_; }
@@ -96,6 +98,7 @@ class Peer {
   const NetNs* ns_;
   std::string keys_;
   std::string log_;
+  std::string slow_flag_;
   std::string endpoint_;
   pid_t pid_ = -1;
 };

@@ -1,7 +1,8 @@
 // The nemesis: a randomized fault tester in the manner of FoundationDB's
 // simulation and Jepsen. Peers (test_peer) and writers (nemesis_writer) run
 // as real processes; a schedule drawn from a seed kills, stops, restarts,
-// wipes, fills the disks of and cuts off peers and writers, moves a writer
+// wipes, fills the disks of, slows the disks of and cuts off peers and
+// writers, moves a writer
 // to a new directory and back (failback), while the writers commit. Two
 // compound faults own the whole cluster for a few seconds: failback-down
 // (every peer killed while a writer commits, that writer killed, the peers
@@ -22,7 +23,8 @@
 //
 //   nemesis TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S]
 //           [--peers 3..5] [--writers 1..2] [--replicas K] [--quorum W]
-//           [--faults kill,stop,restart,wipe,failback,diskfull,netcut,failback-down,install-kill]
+//           [--faults kill,stop,restart,wipe,failback,diskfull,slowdisk,netcut,failback-down,
+//                     install-kill]
 //           [--total-seconds T]
 //
 // For hours (as root, for tmpfs and network namespaces), from the build
@@ -68,9 +70,8 @@ constexpr auto kCommitTimeout = 30s;  // a commit or an open must return within 
 constexpr auto kQuiet = 5s;           // commits with every fault healed, at the end
 constexpr int64_t kWipeWindowMs = 15000;  // after a peer restarts empty: no other fault
 
-const char* const kKinds[] = {"kill",     "stop",     "restart",       "wipe",
-                              "failback", "diskfull", "netcut",        "failback-down",
-                              "install-kill"};
+const char* const kKinds[] = {"kill",     "stop",     "restart", "wipe",          "failback",
+                              "diskfull", "slowdisk", "netcut",  "failback-down", "install-kill"};
 
 struct Options {
   std::string test_peer, writer;
@@ -237,6 +238,11 @@ std::vector<Event> MakeSchedule(const Options& o, uint64_t seed) {
     } else if (kind == "diskfull") {
       add(t, "fill" + what);
       add(heal, "drain" + what);
+    } else if (kind == "slowdisk") {
+      // Each sync of that process takes this much longer: a writer's local
+      // store lags what its replicas acknowledge, a peer answers late.
+      add(t, "slow" + what, static_cast<int>(pick(20, 300)));
+      add(heal, "fast" + what);
     } else {
       add(t, "cut-peer");
       add(heal, "heal-peer");
@@ -339,6 +345,7 @@ struct Proc {
 
 struct Slot {
   std::string mount, dir;
+  std::string slow_flag;              // its writers' syncs are slow while this file exists
   std::vector<std::string> old_dirs;  // earlier directories, kept for failback
   Proc* proc = nullptr;
   bool stopped = false, filled = false, held = false;  // held: a fault keeps it down
@@ -349,6 +356,7 @@ struct PeerState {
   std::unique_ptr<Peer> peer;
   std::unique_ptr<NetNs> ns;
   std::string mount;
+  std::string slow_flag;  // its syncs are slow while this file exists
   bool down = false, stopped = false, cut = false, filled = false;
 };
 
@@ -385,6 +393,8 @@ class Run {
   std::string Config(const std::string& dir) const;
   static bool Fill(const std::string& mount);
   static void Drain(const std::string& mount);
+  // Each sync of the process watching `flag` takes `ms` longer; 0: not any more.
+  static void SetSlow(const std::string& flag, int ms);
 
   const Options& o_;
   const uint64_t seed_;
@@ -487,6 +497,8 @@ bool Run::Setup() {
     auto& ps = peers_[i];
     ps.peer = std::make_unique<Peer>(ps.mount + "/store", netns_ ? ps.ns.get() : nullptr, keys_);
     ps.peer->set_log(tmp_.path() + "/logs/peer" + std::to_string(i) + ".log");
+    ps.slow_flag = tmp_.path() + "/slow-peer" + std::to_string(i);
+    ps.peer->set_slow_sync_flag(ps.slow_flag);
     if (!ps.peer->Start()) {
       std::printf("peer %d did not start\n", i);
       return false;
@@ -497,6 +509,7 @@ bool Run::Setup() {
     s.mount = tmp_.path() + "/writer" + std::to_string(j);
     tmpfs_ = mount_at(s.mount) && tmpfs_;
     s.dir = s.mount + "/d" + std::to_string(dirs_++);
+    s.slow_flag = tmp_.path() + "/slow-writer" + std::to_string(j);
     slots_.push_back(std::move(s));
   }
   return true;
@@ -523,9 +536,10 @@ Proc* Run::StartWriter(int slot, bool check, const std::string& dir) {
   // would then wait for that writer's next line, forever if it is stopped.
   fcntl(out[0], F_SETFL, O_NONBLOCK);
   const int err = open(p->err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  p->pid = Spawn({o_.writer, check ? "check" : "run", kHeap, Config(dir), std::to_string(p->tag),
-                  std::to_string(period)},
-                 -1, out[1], err);
+  std::vector<std::string> argv = {o_.writer,   check ? "check" : "run", kHeap,
+                                   Config(dir), std::to_string(p->tag),  std::to_string(period)};
+  if (slot >= 0) argv.push_back(slots_[slot].slow_flag);
+  p->pid = Spawn(argv, -1, out[1], err);
   close(out[1]);
   close(err);
   p->fd = out[0];
@@ -712,6 +726,17 @@ bool Run::Fill(const std::string& mount) {
 
 void Run::Drain(const std::string& mount) { unlink((mount + "/ballast").c_str()); }
 
+void Run::SetSlow(const std::string& flag, int ms) {
+  if (ms <= 0) {
+    unlink(flag.c_str());
+    return;
+  }
+  // Written aside and renamed: a sync never reads half a number.
+  const std::string part = flag + ".part";
+  std::ofstream(part) << ms;
+  std::rename(part.c_str(), flag.c_str());
+}
+
 void Run::Apply(const Event& e) {
   if (e.inject) ++totals_->events[e.kind];
   Note(Describe(e));
@@ -746,6 +771,10 @@ void Run::Apply(const Event& e) {
     } else if (a == "drain-peer") {
       Drain(ps.mount);
       ps.filled = false;
+    } else if (a == "slow-peer") {
+      SetSlow(ps.slow_flag, e.arg);
+    } else if (a == "fast-peer") {
+      SetSlow(ps.slow_flag, 0);
     }
     return;
   }
@@ -833,6 +862,10 @@ void Run::Apply(const Event& e) {
   } else if (a == "drain-writer") {
     Drain(s.mount);
     s.filled = false;
+  } else if (a == "slow-writer") {
+    SetSlow(s.slow_flag, e.arg);
+  } else if (a == "fast-writer") {
+    SetSlow(s.slow_flag, 0);
   }
 }
 
@@ -870,12 +903,14 @@ bool Run::Go() {
     if (ps.stopped) ps.peer->Resume();
     if (ps.cut) ps.ns->Heal();
     if (ps.filled) Drain(ps.mount);
+    SetSlow(ps.slow_flag, 0);
     if (!ps.peer->running() && !ps.peer->Start()) Note("peer did not start");
     ps.down = ps.stopped = ps.cut = ps.filled = false;
   }
   for (int j = 0; j < static_cast<int>(slots_.size()); ++j) {
     Slot& s = slots_[j];
     if (s.filled) Drain(s.mount);
+    SetSlow(s.slow_flag, 0);
     for (auto& p : procs_)
       if (p->stopped && p->pid > 0) {
         kill(p->pid, SIGCONT);
@@ -1002,11 +1037,12 @@ bool ParseArgs(int argc, char** argv, Options* o) {
 int Main(int argc, char** argv) {
   Options o;
   if (!ParseArgs(argc, argv, &o)) {
-    std::fprintf(stderr,
-                 "usage: %s TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S] "
-                 "[--total-seconds T] [--verbose] [--peers N] [--writers 1|2] [--replicas K] [--quorum W] [--period-ms MS] "
-                 "[--faults kill,stop,restart,wipe,failback,diskfull,netcut,failback-down,install-kill]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s TEST_PEER NEMESIS_WRITER [--seed S] [--runs R] [--events N | --seconds S] "
+        "[--total-seconds T] [--verbose] [--peers N] [--writers 1|2] [--replicas K] [--quorum W] [--period-ms MS] "
+        "[--faults kill,stop,restart,wipe,failback,diskfull,slowdisk,netcut,failback-down,install-kill]\n",
+        argv[0]);
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -3,8 +3,11 @@
 // (counter, tag): the counter goes up by one per commit attempt, the tag
 // names this process (the driver gives every start its own).
 //
-//   nemesis_writer run   NAME CONFIG TAG PERIOD_MS   commits in a loop until killed
-//   nemesis_writer check NAME CONFIG TAG             opens, reports, leaves without committing
+//   nemesis_writer run   NAME CONFIG TAG PERIOD_MS [SLOW_FLAG]  commits in a loop until killed
+//   nemesis_writer check NAME CONFIG TAG                        opens, reports, leaves without committing
+//
+// SLOW_FLAG: the local store's syncs take the milliseconds written in that
+// file longer while it exists (the slowdisk fault, tests/support/slow_sync_os.h).
 //
 // Lines on stdout (the driver's oracle reads them):
 //   open C T E        the recovered image holds stamp (C, T) at epoch E (0 0: none)
@@ -13,6 +16,8 @@
 //   attempt C         printed before pheap_commit of the stamp (C, TAG)
 //   ack C E           pheap_commit returned epoch E: (C, TAG) is durable
 //   fail C WHY        pheap_commit failed
+// The C handle spelled pheap::handle: the slow Os lives in namespace pheap.
+#define PHEAP_CXX_API 1
 #include <pheap/pheap.h>
 
 #include <unistd.h>
@@ -22,6 +27,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "tests/support/slow_sync_os.h"
 
 namespace {
 
@@ -65,7 +72,9 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   const uint64_t tag = std::strtoull(argv[4], nullptr, 10);
   const unsigned period_ms = argc > 5 ? static_cast<unsigned>(std::atoi(argv[5])) : 50;
-  pheap* h = pheap_open(argv[2], argv[3]);
+  static pheaptest::SlowSyncOs slow(argc > 6 ? argv[6] : "");  // before the heap's threads
+  if (argc > 6) pheap::SetOsForTesting(&slow);
+  pheap::handle* h = pheap_open(argv[2], argv[3]);
   if (h == nullptr) Fail("open");
   auto* s = static_cast<Stamp*>(pheap_root(h, "stamp"));
   if (s != nullptr && s->magic != kMagic) {
