@@ -183,6 +183,19 @@ std::vector<Event> MakeSchedule(const Options& o, uint64_t seed) {
       ++injected;
       continue;
     }
+    if (kind == "slowdisk") {
+      // Each sync of one process takes this much longer: a writer's local
+      // store lags what its replicas acknowledge, a peer answers late.
+      // Slowness loses nothing, so it keeps no process busy and overlaps
+      // any fault: a compound one, or a wiped peer's reinstall.
+      const bool peer = rng() % 2 == 0;
+      const int who = static_cast<int>(rng() % static_cast<uint64_t>(peer ? o.peers : o.writers));
+      const std::string what = peer ? "-peer" : "-writer";
+      s.push_back({t, kind, "slow" + what, peer, who, static_cast<int>(pick(20, 300)), true});
+      s.push_back({t + pick(1000, 8000), kind, "fast" + what, peer, who, 0, false});
+      ++injected;
+      continue;
+    }
     const bool on_peer = kind == "netcut" ? true : kind == "failback" ? false : rng() % 3 != 0;
     auto busy = [&](const std::vector<int64_t>& v) {
       return static_cast<int>(std::count_if(v.begin(), v.end(), [&](int64_t f) { return f > t; }));
@@ -238,11 +251,6 @@ std::vector<Event> MakeSchedule(const Options& o, uint64_t seed) {
     } else if (kind == "diskfull") {
       add(t, "fill" + what);
       add(heal, "drain" + what);
-    } else if (kind == "slowdisk") {
-      // Each sync of that process takes this much longer: a writer's local
-      // store lags what its replicas acknowledge, a peer answers late.
-      add(t, "slow" + what, static_cast<int>(pick(20, 300)));
-      add(heal, "fast" + what);
     } else {
       add(t, "cut-peer");
       add(heal, "heal-peer");
