@@ -347,6 +347,7 @@ AllocatorStats Allocator::Stats() {
     }
   }
   st.bytes_reserved = st.segments * kSegmentSize;
+  st.bytes_capacity = seg_capacity_ * (kSlotsPerSegment - kFirstDataSlot) << kSlotShift;
   for (unsigned bin = 0; bin < kBinCount; ++bin) st.abandoned_pages += hdr_->abandoned[bin].count;
   for (unsigned i = 1; i < kMaxThreadHeaps; ++i) {
     st.thread_heaps += hdr_->heaps[i].incarnation == hdr_->incarnation;

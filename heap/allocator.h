@@ -49,6 +49,8 @@ struct AllocatorStats {
                                  // other threads run: a block freed by a
                                  // non-owner counts until its page collects)
   uint64_t bytes_reserved = 0;   // in segments taken from the arena
+  uint64_t bytes_capacity = 0;   // the most blocks can hold: every segment's
+                                 // data slots (fixed while attached)
   uint64_t segments = 0;         // pages segments + segments of huge objects
   uint64_t huge_objects = 0;
   uint64_t abandoned_pages = 0;  // now waiting for an owner

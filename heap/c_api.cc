@@ -292,6 +292,40 @@ int pheap_exec_stable(char** argv) {
 
 pheap::handle* pheap_default(void) { return pheap::g_default.load(std::memory_order_acquire); }
 
+int pheap_get_space(pheap::handle* h, struct pheap_space* out) {
+  if (!pheap::CheckHandle(h)) return -1;
+  if (out == nullptr) {
+    pheap::SetError(EINVAL, "pheap_get_space: the result pointer is null");
+    return -1;
+  }
+  const pheap::AllocatorStats st = Impl(h)->allocator().Stats();
+  out->region = Impl(h)->size();
+  out->capacity = st.bytes_capacity;
+  out->live = st.bytes_live;
+  return 0;
+}
+
+int pheap_check_allocator(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  pheap::Status s = Impl(h)->allocator().Verify();
+  if (!s.ok()) {
+    pheap::SetError(s.Annotate(fmt::format("heap '{}'", Impl(h)->name())));
+    return -1;
+  }
+  return 0;
+}
+
+int pheap_open_heaps(pheap::handle** out, int max) {
+  int n = 0;
+  for (const pheap::OpenHeapSlot& s : pheap::g_open_heaps) {
+    pheap::PersistentHeap* h = s.heap.load(std::memory_order_acquire);
+    if (h == nullptr) continue;
+    if (n < max && out != nullptr) out[n] = pheap::Handle(h);
+    ++n;
+  }
+  return n;
+}
+
 pheap::handle* pheap_of(const void* p) { return pheap::Handle(pheap::PersistentHeap::Containing(p)); }
 
 void* pheap_base(pheap::handle* h) {

@@ -27,7 +27,7 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "fault_threads", "prefetch_max",  "staging_max",   "staging_wait_ms",
                                   "staging_keep",  "salvage",       "log_file_size", "direct_write",
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
-                                  "restore"};
+                                  "restore",       "create"};
     k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
@@ -113,6 +113,17 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto restore = config.GetBool("restore", true);
   if (!restore.ok()) return restore.status();
   o.restore = *restore;
+  if (auto c = config.Get("create")) {
+    if (*c == "only") {
+      o.create = EngineOptions::Create::kOnly;
+    } else {
+      auto may = ParseBool("config create", *c);
+      if (!may.ok())
+        return Status::InvalidArgument("config create='" + *c +
+                                       "' is not one of 1 (open or create), 0 (open only), only (create only)");
+      o.create = *may ? EngineOptions::Create::kMaybe : EngineOptions::Create::kNever;
+    }
+  }
   return o;
 }
 
@@ -189,6 +200,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
 
   PageStoreOptions so = options.store;
   so.salvage = options.salvage;
+  // Without peers the directory alone says whether the heap exists; with
+  // them, an empty one may be the replicas' heap, restored below.
+  using Create = EngineOptions::Create;
+  if (options.create == Create::kNever && options.replication.peers.empty()) so.create_if_missing = false;
   so.base = base;
   so.size = size != 0 ? size : kDefaultRegionSize;
   auto wakeup = std::make_shared<Compactor::Wakeup>();
@@ -208,6 +223,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     store = PageStore::Open(options.dir, name, so);
   }
   if (!store.ok()) return store.status().Annotate(fmt::format("opening heap '{}'", name));
+  if (options.create == Create::kOnly && !(*store)->created())
+    return Status::InvalidArgument(
+        fmt::format("heap '{}' exists ({}) and create=only: remove it (pheap rm) or open it", name, (*store)->path()),
+        EEXIST);
 
   std::unique_ptr<Engine> e(new Engine());
   e->name_ = name;
@@ -239,6 +258,16 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
     if (size > image.size) image.size = size;
     // Every epoch this writer seals is of its own term.
     image.term = e->client_->term();
+    const bool on_replicas = e->client_->image().epoch > 0;
+    if (options.create == Create::kOnly && on_replicas)
+      return fail(Status::InvalidArgument(
+          fmt::format("heap '{}' exists on its replicas and create=only: remove it (pheap rm --on-replicas) or open it",
+                      name),
+          EEXIST));
+    if (options.create == Create::kNever && e->store_->created() && !on_replicas)
+      return fail(Status::NotFound(
+          fmt::format("heap '{}' exists neither in {} nor on its replicas, and create=0: check the dir and the name",
+                      name, options.dir)));
   }
   auto pager = Pager::Open(image, source, sink, options.pager);
   if (!pager.ok()) return fail(pager.status().Annotate(fmt::format("opening heap '{}'", name)));

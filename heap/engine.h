@@ -49,6 +49,12 @@ struct EngineOptions {
   // files pass 1/store.compact_live_ratio times the live image plus one
   // log file.
   bool compact = true;
+  // Whether this open may create the heap. A heap exists once its directory
+  // does (dir/NAME/), or, with peers, once its replicas hold an epoch of it.
+  enum class Create { kMaybe, kNever, kOnly };
+  // kMaybe: open it or create it; kNever: fail (NotFound, ENOENT) where it
+  // does not exist; kOnly: fail (EEXIST) where it does.
+  Create create = Create::kMaybe;
 };
 
 class Engine {

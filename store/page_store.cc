@@ -142,6 +142,7 @@ PageStore::PageStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PageStore::~PageStore() = default;
 ImageInfo PageStore::image() const { return impl_->image(); }
 const std::string& PageStore::path() const { return impl_->path(); }
+bool PageStore::created() const { return impl_->created(); }
 Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   return impl_->ReadRun(first, count, out, present);
 }

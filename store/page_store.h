@@ -192,6 +192,8 @@ class PageStore final : public PageSource, public EpochSink {
   ImageInfo image() const;
   // The directory holding this heap's files.
   const std::string& path() const;
+  // Whether this open made that directory (the heap did not exist before).
+  bool created() const;
 
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) override;
   // Runs in a sealed log file (a compaction's, an install's, or an earlier

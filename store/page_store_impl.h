@@ -76,6 +76,7 @@ class PageStore::Impl {
   ImageInfo image() const;
   std::vector<Epoch> PageEpochs(Pgno first, uint64_t count) const;
   const std::string& path() const { return path_; }
+  bool created() const { return created_; }
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   Status Persist(const SealedEpoch& e);

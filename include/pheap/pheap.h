@@ -30,9 +30,11 @@ typedef struct pheap pheap;
 #define PHEAP_HANDLE_IS_GLOBAL 1
 #endif
 
-/* Opens heap `name`, creating it if it does not exist. `config` is NULL or
+/* Opens heap `name`, creating it if it does not exist (config create=0:
+ * only an existing heap, else ENOENT; create=only: only a new one, else
+ * EEXIST). `config` is NULL or
  * "key=value;key=value" (keys: dir, size, base, tracking, check, code_check,
- * commit_ms, peers, replicas, quorum, ...; a list value such as peers is
+ * commit_ms, peers, replicas, quorum, create, ...; a list value such as peers is
  * comma-separated). Every key is also read from the environment as
  * PHEAP_<KEY>; the config string wins. Returns NULL and sets errno on failure.
  * A process may open several heaps; each must have its own address range. */
@@ -120,6 +122,28 @@ int64_t pheap_commit_async(PHEAP_HANDLE* h);
 /* Waits until epoch e is durable: returns e, or -1 if it cannot become
  * durable (the error says why). */
 int64_t pheap_wait(PHEAP_HANDLE* h, int64_t e);
+
+/* The space of h's region: its size, the most its blocks can hold (the
+ * region less the superblock and the allocator's metadata; fragmentation
+ * can keep some of it from a given request), and the bytes in blocks
+ * handed out and not freed (a small block counts its size class;
+ * approximate while other threads allocate). Walks the allocator's
+ * metadata under its lock: not for a hot path. 0, or -1 for a bad handle. */
+struct pheap_space {
+  uint64_t region;
+  uint64_t capacity;
+  uint64_t live;
+};
+int pheap_get_space(PHEAP_HANDLE* h, struct pheap_space* out);
+/* Validates the allocator's metadata: every heap page's free lists and the
+ * segment maps. 0, or -1 with errno EIO and the problem in
+ * pheap_last_error(). REQUIRES: no other thread allocates or frees in h
+ * meanwhile. */
+int pheap_check_allocator(PHEAP_HANDLE* h);
+/* The heaps open in this process: stores up to `max` of them in out (which
+ * may be NULL when max is 0) and returns how many there are. A heap that
+ * opens or closes meanwhile may or may not be counted. */
+int pheap_open_heaps(PHEAP_HANDLE** out, int max);
 
 /* Code pointers (virtual functions, function pointers) stored in a heap are
  * valid only in the same build loaded at the same address. Call this first

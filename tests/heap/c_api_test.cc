@@ -452,6 +452,56 @@ TEST(CApi, RootsListedFreedByNameAndACloseWithoutCommit) {
   ASSERT_EQ(pheap_close(h), 0);
 }
 
+// create=0 opens only a heap that exists, create=only makes only a new one;
+// neither leaves a directory behind when it refuses.
+TEST(CApi, CreateSaysWhetherAnOpenMayOrMustCreate) {
+  TempDir dir;
+  errno = 0;
+  EXPECT_EQ(pheap_open("made", dir.config("create=0", "16M").c_str()), nullptr);
+  EXPECT_EQ(errno, ENOENT) << pheap_last_error();
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/made"));
+  pheap* h = pheap_open("made", dir.config("create=only", "16M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0);
+  errno = 0;
+  EXPECT_EQ(pheap_open("made", dir.config("create=only", "16M").c_str()), nullptr);
+  EXPECT_EQ(errno, EEXIST) << pheap_last_error();
+  EXPECT_TRUE(Says("create=only")) << pheap_last_error();
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/made")) << "a refused create removed the heap";
+  h = pheap_open("made", dir.config("create=0", "").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0);
+  errno = 0;
+  EXPECT_EQ(pheap_open("made", dir.config("create=sometimes").c_str()), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_TRUE(Says("create='sometimes'")) << pheap_last_error();
+}
+
+TEST(CApi, SpaceAllocatorCheckAndOpenHeaps) {
+  TempDir dir;
+  EXPECT_EQ(pheap_open_heaps(nullptr, 0), 0);
+  pheap* h = pheap_open("space", dir.config("", "64M").c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  pheap_space before{};
+  ASSERT_EQ(pheap_get_space(h, &before), 0);
+  EXPECT_EQ(before.region, uint64_t{64} << 20);
+  EXPECT_GT(before.capacity, uint64_t{32} << 20);
+  EXPECT_LT(before.capacity, before.region);
+  void* big = pheap_malloc(h, 8 << 20);
+  ASSERT_NE(big, nullptr);
+  pheap_space after{};
+  ASSERT_EQ(pheap_get_space(h, &after), 0);
+  EXPECT_GE(after.live, before.live + (8 << 20));
+  EXPECT_EQ(after.capacity, before.capacity);
+  EXPECT_EQ(pheap_check_allocator(h), 0) << pheap_last_error();
+  pheap* open[2] = {nullptr, nullptr};
+  EXPECT_EQ(pheap_open_heaps(open, 2), 1);
+  EXPECT_EQ(open[0], h);
+  pheap_free(h, big);
+  ASSERT_EQ(pheap_close(h), 0);
+  EXPECT_EQ(pheap_open_heaps(open, 2), 0);
+}
+
 TEST(CApi, CommitAsyncThenWait) {
   TempDir dir;
   pheap* h = pheap_open("async", dir.config().c_str());
