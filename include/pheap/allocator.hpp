@@ -9,6 +9,22 @@
 // the base is the same in every process that opens the heap, so an
 // allocator stored inside a container in the heap stays valid after a
 // restart. Allocation finds the open heap by that address.
+//
+// Which heap an allocator allocates from:
+//   - one made from a Heap, or by allocator::of(p): that heap;
+//   - a copy (or rebinding) of another: the same heap as its source;
+//   - a default-constructed one: the heap whose region holds the allocator
+//     object itself. So a container made inside a heap (a member of an
+//     object made by heap.make<T>(), or an element that a scoped
+//     container constructs) allocates there with no allocator spelt out,
+//     in this process and after a restart;
+//   - a default-constructed one outside every heap (on the stack, in static
+//     or malloc'd memory) names no heap: it allocates from the heap that
+//     holds it by then, else from the process's only open heap, and throws
+//     pheap::error when no heap or several are open.
+// Any allocator frees a block of any open heap: deallocate goes by the
+// block's address. Two allocators compare equal when they name the same
+// heap (or both name none).
 #ifndef PHEAP_ALLOCATOR_HPP_
 #define PHEAP_ALLOCATOR_HPP_
 
@@ -30,6 +46,8 @@ class allocator {
   using propagate_on_container_swap = std::true_type;
   using is_always_equal = std::false_type;
 
+  // The heap that holds this allocator object, or none (see above).
+  allocator() noexcept : anchor_(heap_anchor(pheap_of(this))) {}
   // The heap that `heap` names. REQUIRES: it stays open while the allocator
   // allocates or frees.
   explicit allocator(const Heap& heap) noexcept : anchor_(heap_anchor(heap.c_handle())) {}
@@ -38,8 +56,10 @@ class allocator {
   template <typename U>
   allocator(const allocator<U>& o) noexcept : anchor_(o.anchor()) {}  // NOLINT: rebinding
 
+  // Throws std::bad_alloc when the heap is full, pheap::error when it has
+  // no open heap to allocate from.
   T* allocate(std::size_t n) {
-    handle* h = pheap_of(reinterpret_cast<const void*>(anchor_));
+    handle* h = anchor_ != 0 ? pheap_of(reinterpret_cast<const void*>(anchor_)) : unanchored_heap();
     if (h == nullptr) throw error("pheap::allocator: its heap is not open in this process", ENOENT);
     if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
     std::size_t align = alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T);
@@ -60,10 +80,23 @@ class allocator {
 
  private:
   explicit allocator(std::uintptr_t anchor) noexcept : anchor_(anchor) {}
+  // The heap of an allocator that names none: the one holding it, else the
+  // only open one.
+  handle* unanchored_heap() const {
+    if (handle* h = pheap_of(this)) return h;
+    handle* open[2] = {nullptr, nullptr};
+    const int n = pheap_open_heaps(open, 2);
+    if (n == 1) return open[0];
+    throw error(n == 0 ? "pheap::allocator: a default-constructed allocator outside any heap allocates from the "
+                         "only open heap, and none is open"
+                       : "pheap::allocator: a default-constructed allocator outside any heap allocates from the "
+                         "only open heap, and several are open: construct it from the heap to use",
+                EINVAL);
+  }
   static std::uintptr_t heap_anchor(handle* h) noexcept {
     return h == nullptr ? 0 : reinterpret_cast<std::uintptr_t>(pheap_base(h));
   }
-  std::uintptr_t anchor_;  // an address inside the heap's region
+  std::uintptr_t anchor_;  // the heap's base; 0: none named (see above)
 };
 
 }  // namespace pheap
