@@ -12,9 +12,9 @@
 // without an allocator takes the heap that holds it (allocator.hpp has the
 // rule), so one made inside a heap, as above, needs none either.
 //
-// Ordered maps compare with std::less<> and unordered maps hash strings as
-// string views, so lookups take a string literal or std::string_view
-// without building a pheap::string:  index->find("primes").
+// String keys compare and hash as string views, so a lookup takes a
+// literal, a std::string or a std::string_view without building a
+// pheap::string:  index->find("primes").
 #ifndef PHEAP_CONTAINERS_HPP_
 #define PHEAP_CONTAINERS_HPP_
 
@@ -44,9 +44,27 @@ using basic_string = std::basic_string<CharT, Traits, allocator<CharT>>;
 using string = basic_string<char>;
 using wstring = basic_string<wchar_t>;
 
-// std::hash for keys of unordered maps: strings of any allocator hash as
-// their string view (transparently, so a view or a literal finds them);
-// everything else as std::hash<Key>.
+// The key functions of the maps below. Strings of any allocator compare
+// and hash as their string views, transparently, so any string finds them;
+// other keys use std::less<>, std::equal_to<> and std::hash<Key>.
+template <typename Key>
+struct less : std::less<> {};
+template <typename CharT, typename Traits, typename Alloc>
+struct less<std::basic_string<CharT, Traits, Alloc>> {
+  using is_transparent = void;
+  bool operator()(std::basic_string_view<CharT, Traits> a, std::basic_string_view<CharT, Traits> b) const noexcept {
+    return a < b;
+  }
+};
+template <typename Key>
+struct equal_to : std::equal_to<> {};
+template <typename CharT, typename Traits, typename Alloc>
+struct equal_to<std::basic_string<CharT, Traits, Alloc>> {
+  using is_transparent = void;
+  bool operator()(std::basic_string_view<CharT, Traits> a, std::basic_string_view<CharT, Traits> b) const noexcept {
+    return a == b;
+  }
+};
 template <typename Key>
 struct hash : std::hash<Key> {};
 template <typename CharT, typename Traits, typename Alloc>
@@ -63,10 +81,10 @@ using vector = std::vector<T, scoped_allocator<T>>;
 template <typename T>
 using deque = std::deque<T, scoped_allocator<T>>;
 
-template <typename Key, typename T, typename Compare = std::less<>>
+template <typename Key, typename T, typename Compare = pheap::less<Key>>
 using map = std::map<Key, T, Compare, scoped_allocator<std::pair<const Key, T>>>;
 
-template <typename Key, typename T, typename Hash = pheap::hash<Key>, typename KeyEqual = std::equal_to<>>
+template <typename Key, typename T, typename Hash = pheap::hash<Key>, typename KeyEqual = pheap::equal_to<Key>>
 using unordered_map = std::unordered_map<Key, T, Hash, KeyEqual, scoped_allocator<std::pair<const Key, T>>>;
 
 }  // namespace pheap
