@@ -57,6 +57,10 @@ TEST(Containers, AMapOfVectorsTakesItsElementsAllocatorWithoutSpellingIt) {
     ASSERT_EQ(found->second.size(), static_cast<size_t>(i % 7 + 1));
     EXPECT_EQ(found->second.back(), i * 10 + i % 7);
   }
+  // The README's form: a literal key becomes a pheap::string in the only
+  // open heap, and a std::string finds it.
+  (*m)["literal"].push_back(43);
+  EXPECT_EQ(m->find(std::string("literal"))->second.at(0), 43);
   // Still growing after the reopen, still in the heap.
   (*m)[pheap::string("after", pheap::allocator<char>(heap))].assign(1000, 7);
   EXPECT_TRUE(InHeap(heap, m->find("after")->second.data()));
