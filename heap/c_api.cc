@@ -105,6 +105,23 @@ pheap::handle* pheap_open(const char* name, const char* config) {
   return pheap::Handle(h->release());
 }
 
+int pheap_remove(const char* name, const char* config) {
+  if (name == nullptr) {
+    pheap::SetError(EINVAL, "pheap_remove: the heap name is null");
+    return -1;
+  }
+  auto options = pheap::PersistentHeap::OptionsFromConfig(config);
+  if (!options.ok()) {
+    pheap::SetError(options.status().Annotate(fmt::format("removing heap '{}'", name)));
+    return -1;
+  }
+  if (pheap::Status s = pheap::PageStore::Remove(options->engine.dir, name); !s.ok()) {
+    pheap::SetError(s.Annotate(fmt::format("removing heap '{}'", name)));
+    return -1;
+  }
+  return 0;
+}
+
 int pheap_close(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
   // In a child of fork() the handle's members are the parent's, maybe

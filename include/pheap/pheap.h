@@ -45,6 +45,13 @@ PHEAP_HANDLE* pheap_open(const char* name, const char* config);
  * closed either way; the last durable epoch is intact). */
 int pheap_close(PHEAP_HANDLE* h);
 
+/* Removes heap `name` from the store directory `config` names (dir=, as
+ * pheap_open reads it): its objects are gone for good. A crash part way
+ * leaves the whole heap or none of it. A heap with replicas keeps them
+ * (`pheap rm --on-replicas` removes it there). 0, or -1: ENOENT if there
+ * is no such heap, EBUSY if a process (this one included) has it open. */
+int pheap_remove(const char* name, const char* config);
+
 /* Allocation, with malloc's meaning. REQUIRES: p is NULL or was returned by
  * an allocation function of the same heap and not yet freed. */
 void* pheap_malloc(PHEAP_HANDLE* h, size_t n);

@@ -477,6 +477,22 @@ TEST(CApi, CreateSaysWhetherAnOpenMayOrMustCreate) {
   EXPECT_TRUE(Says("create='sometimes'")) << pheap_last_error();
 }
 
+TEST(CApi, RemoveDeletesAClosedHeapAndRefusesAnOpenOne) {
+  TempDir dir;
+  const std::string cfg = dir.config("", "16M");
+  errno = 0;
+  EXPECT_EQ(pheap_remove("gone", cfg.c_str()), -1);
+  EXPECT_EQ(errno, ENOENT) << pheap_last_error();
+  pheap* h = pheap_open("gone", cfg.c_str());
+  ASSERT_NE(h, nullptr) << pheap_last_error();
+  errno = 0;
+  EXPECT_EQ(pheap_remove("gone", cfg.c_str()), -1);
+  EXPECT_EQ(errno, EBUSY) << pheap_last_error();
+  ASSERT_EQ(pheap_close(h), 0);
+  EXPECT_EQ(pheap_remove("gone", cfg.c_str()), 0) << pheap_last_error();
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/gone"));
+}
+
 TEST(CApi, SpaceAllocatorCheckAndOpenHeaps) {
   TempDir dir;
   EXPECT_EQ(pheap_open_heaps(nullptr, 0), 0);
