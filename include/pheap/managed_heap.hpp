@@ -28,8 +28,9 @@
 //     work too: containers.hpp).
 //   - One process opens a heap at a time (a second open fails naming the
 //     holder). What exists only for several writers sharing a file does not
-//     compile: open_copy_on_write, grow() and shrink_to_fit(), node
-//     allocators and pools that keep process-shared mutexes in the segment.
+//     compile: open_copy_on_write, shrink_to_fit(), node allocators and
+//     pools that keep process-shared mutexes in the segment. grow() and
+//     remove() work on a heap no process has open, as Boost's do on a file.
 //     open_read_only throws pheap::error: read-only opens are not
 //     supported yet.
 //   - Named objects are the heap's roots (pheap::Heap::root sees a single
@@ -319,10 +320,38 @@ class managed_heap {
   // Closes the heap: commits, unless an exception unwinds it (pheap::Heap).
   ~managed_heap() = default;
 
-  // Resizing a file other processes map has no pheap meaning: a heap grows
-  // when opened with a larger size, and never shrinks.
-  static bool grow(const char*, size_type) = delete;
+  // As Boost's, for a heap that no process has open: grows heap `path` by
+  // at least extra_bytes (to whole 4 MiB allocator segments), so objects
+  // stay where they are. False if it does not exist, is open, or cannot
+  // grow (its address range is taken).
+  static bool grow(const char* path, size_type extra_bytes, const char* config = nullptr) noexcept {
+    try {
+      size_type size = 0;
+      {
+        managed_heap h(boost::interprocess::open_only, path, config);
+        size = h.get_size();
+      }
+      constexpr size_type kSegment = size_type{4} << 20;
+      if (extra_bytes > SIZE_MAX - size - kSegment) return false;
+      managed_heap h(path, "0", (size + extra_bytes + kSegment - 1) / kSegment * kSegment, config);
+      return h.get_size() >= size + extra_bytes;
+    } catch (...) {
+      return false;
+    }
+  }
+  // A heap's region never shrinks: pointers into it must stay valid.
   static bool shrink_to_fit(const char*) = delete;
+  // Boost's file_mapping::remove and shared_memory_object::remove for a
+  // heap: removes heap `path` (pheap_remove). False if it does not exist
+  // or a process (this one included) has it open.
+  static bool remove(const char* path, const char* config = nullptr) noexcept {
+    try {
+      const auto [name, cfg] = heap_config(path, config, 0, nullptr);
+      return pheap_remove(name.c_str(), cfg.c_str()) == 0;
+    } catch (...) {
+      return false;
+    }
+  }
 
   // ---- pheap's own ----
   // A point-in-time image; returns its epoch once durable. Throws pheap::error.
@@ -555,11 +584,14 @@ class managed_heap {
     segment_manager* sm = nullptr;
   };
 
-  managed_heap(const char* path, const char* create, size_type size, const char* config) {
+  // Heap `path`'s name, and the config that opens it: `config`, the path's
+  // directory as dir=, then size= (unless 0) and create=.
+  static std::pair<std::string, std::string> heap_config(const char* path, const char* config, size_type size,
+                                                         const char* create) {
     std::string_view p = path != nullptr ? path : "";
     const size_t slash = p.rfind('/');
-    const std::string name(slash == std::string_view::npos ? p : p.substr(slash + 1));
-    std::string what = "opening managed heap '";
+    std::string name(slash == std::string_view::npos ? p : p.substr(slash + 1));
+    std::string what = "managed heap '";
     what += p;
     what += "'";
     if (name.empty()) throw error(what + ": the path names no heap (it is empty or ends in '/')", EINVAL);
@@ -574,8 +606,18 @@ class managed_heap {
       cfg += ";size=";
       cfg += std::to_string(size < min_size ? min_size : size);
     }
-    cfg += ";create=";
-    cfg += create;
+    if (create != nullptr) {
+      cfg += ";create=";
+      cfg += create;
+    }
+    return {std::move(name), std::move(cfg)};
+  }
+
+  managed_heap(const char* path, const char* create, size_type size, const char* config) {
+    const auto [name, cfg] = heap_config(path, config, size, create);
+    std::string what = "opening managed heap '";
+    what += path;
+    what += "'";
     s_ = std::make_unique<open_state>(name, cfg);
     s_->sm = s_->heap.root<segment_manager>(detail::kSegmentManagerRoot);
     if (s_->sm == nullptr) {

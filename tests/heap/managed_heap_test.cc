@@ -83,6 +83,31 @@ TEST(ManagedHeap, OpenModesFollowBoostsTags) {
   EXPECT_EQ(*moved.find<int>("x").first, 1);
 }
 
+TEST(ManagedHeap, GrowAndRemoveWorkOnAClosedHeap) {
+  TempDir dir;
+  const std::string path = Path(dir, "grown");
+  EXPECT_FALSE(Segment::grow(path.c_str(), 1000)) << "no such heap";
+  EXPECT_FALSE(Segment::remove(path.c_str()));
+  size_t free_before = 0;
+  int* x = nullptr;
+  {
+    Segment s(bip::create_only, path.c_str(), 16 << 20);
+    x = s.construct<int>("x")(7);
+    free_before = s.get_free_memory();
+    EXPECT_FALSE(Segment::grow(path.c_str(), 1000)) << "grew a heap that is open";
+    EXPECT_FALSE(Segment::remove(path.c_str())) << "removed a heap that is open";
+  }
+  EXPECT_TRUE(Segment::grow(path.c_str(), 1000));
+  {
+    Segment s(bip::open_only, path.c_str());
+    EXPECT_GT(s.get_size(), size_t{16} << 20);
+    EXPECT_GE(s.get_free_memory(), free_before + 1000);
+    EXPECT_EQ(s.find<int>("x").first, x) << "objects stay where they are";
+  }
+  EXPECT_TRUE(Segment::remove(path.c_str()));
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
 struct Counted {
   static inline int live = 0;
   static inline int throw_at = -1;  // the construction that throws, counting from 0
