@@ -19,9 +19,11 @@
 //     container constructs) allocates there with no allocator spelt out,
 //     in this process and after a restart;
 //   - a default-constructed one outside every heap (on the stack, in static
-//     or malloc'd memory) names no heap: it allocates from the heap that
-//     holds it by then, else from the process's only open heap, and throws
-//     pheap::error when no heap or several are open.
+//     or malloc'd memory) names no heap: it, and a copy of it, take the
+//     heap that holds them when they are used (std::basic_string copies a
+//     default allocator made on the stack into itself), else the process's
+//     only open heap; allocate throws pheap::error when no heap or several
+//     are open.
 // Any allocator frees a block of any open heap: deallocate goes by the
 // block's address. Two allocators compare equal when they name the same
 // heap (or both name none).
@@ -53,13 +55,19 @@ class allocator {
   explicit allocator(const Heap& heap) noexcept : anchor_(heap_anchor(heap.c_handle())) {}
   // The heap that contains p (an object or container in the heap).
   static allocator of(const void* p) noexcept { return allocator(heap_anchor(pheap_of(p))); }
+  allocator(const allocator& o) noexcept : anchor_(o.anchor()) {}
+  allocator& operator=(const allocator& o) noexcept {
+    anchor_ = o.anchor();
+    return *this;
+  }
   template <typename U>
   allocator(const allocator<U>& o) noexcept : anchor_(o.anchor()) {}  // NOLINT: rebinding
 
   // Throws std::bad_alloc when the heap is full, pheap::error when it has
   // no open heap to allocate from.
   T* allocate(std::size_t n) {
-    handle* h = anchor_ != 0 ? pheap_of(reinterpret_cast<const void*>(anchor_)) : unanchored_heap();
+    const std::uintptr_t a = anchor();
+    handle* h = a != 0 ? pheap_of(reinterpret_cast<const void*>(a)) : only_open_heap();
     if (h == nullptr) throw error("pheap::allocator: its heap is not open in this process", ENOENT);
     if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
     std::size_t align = alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T);
@@ -72,18 +80,22 @@ class allocator {
     if (p != nullptr) pheap_free(pheap_of(p), p);
   }
 
-  std::uintptr_t anchor() const noexcept { return anchor_; }
+  // The base of the heap it names (for one that names none: of the heap
+  // that holds it), or 0.
+  std::uintptr_t anchor() const noexcept { return anchor_ != 0 ? anchor_ : heap_anchor(pheap_of(this)); }
   template <typename U>
-  bool operator==(const allocator<U>& o) const noexcept { return anchor_ == o.anchor(); }
+  bool operator==(const allocator<U>& o) const noexcept {
+    return anchor() == o.anchor();
+  }
   template <typename U>
-  bool operator!=(const allocator<U>& o) const noexcept { return anchor_ != o.anchor(); }
+  bool operator!=(const allocator<U>& o) const noexcept {
+    return anchor() != o.anchor();
+  }
 
  private:
   explicit allocator(std::uintptr_t anchor) noexcept : anchor_(anchor) {}
-  // The heap of an allocator that names none: the one holding it, else the
-  // only open one.
-  handle* unanchored_heap() const {
-    if (handle* h = pheap_of(this)) return h;
+  // The heap of an allocator that names none and is held by none.
+  static handle* only_open_heap() {
     handle* open[2] = {nullptr, nullptr};
     const int n = pheap_open_heaps(open, 2);
     if (n == 1) return open[0];

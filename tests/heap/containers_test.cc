@@ -81,6 +81,11 @@ TEST(Containers, DefaultConstructedMembersOfAnObjectInTheHeapAllocateThere) {
     Library* lib = heap.find_or_make<Library>("lib");
     lib->title = Long(-1).c_str();
     EXPECT_TRUE(InHeap(heap, lib->title.data()));
+    // std::basic_string copies a default allocator made on the stack into
+    // itself; it still names the heap that holds it.
+    EXPECT_TRUE(lib->title.get_allocator() == pheap::allocator<char>(heap));
+    EXPECT_TRUE(lib->rows.get_allocator() == pheap::allocator<char>(heap));
+    EXPECT_FALSE(pheap::string().get_allocator() == pheap::allocator<char>(heap)) << "on the stack: names none";
     for (int i = 0; i < 50; ++i) {
       auto& shelf = lib->shelves[pheap::string(Long(i % 5).c_str(), pheap::allocator<char>(heap))];
       shelf.emplace_back(Long(i).c_str());  // scoped: the element takes the deque's allocator
