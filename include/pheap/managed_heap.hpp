@@ -38,6 +38,10 @@
 //     another type throws pheap::error naming both, where Boost would hand
 //     out the pointer. Names are 1..127 bytes; names starting "pheap." are
 //     reserved. A heap holds at most ~900 named and unique objects.
+//   - Not provided, so code using them does not compile: construct_it,
+//     get_instance_name/length/type (a named object is a plain root, with
+//     no header to read them from), deleters and the smart pointers built
+//     on them, the index reservation functions, zero_free_memory.
 //   - Errors: out of memory throws boost::interprocess::bad_alloc and a
 //     construct() of an existing name interprocess_exception
 //     (already_exists_error), as Boost does; everything else pheap::error.
@@ -95,7 +99,8 @@ class segment_manager {
   segment_manager(const segment_manager&) = delete;
   segment_manager& operator=(const segment_manager&) = delete;
 
-  // n bytes, aligned for any type of alignment <= 16. Throws
+  // n bytes, aligned as pheap_malloc aligns them (to 8, and to 16 when n is
+  // a multiple of 16: enough for an array of any type of alignment <= 16). Throws
   // boost::interprocess::bad_alloc when the heap is full; the nothrow form
   // returns nullptr.
   void* allocate(size_type n) { return or_throw(allocate(n, std::nothrow)); }
