@@ -127,6 +127,39 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
   EXPECT_TRUE(Holds(*e, 510, kPages, 1));
 }
 
+// With peers a heap exists where its replicas hold an epoch of it, even if
+// this directory is empty: create=only refuses it, create=0 restores it.
+// Neither leaves a directory behind when it refuses.
+TEST_F(EngineReplicated, CreateCountsAHeapOnTheReplicasAsExisting) {
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  EngineOptions never = Options(a);
+  never.create = EngineOptions::Create::kNever;
+  auto missing = Engine::Open("rep-create", never);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().err(), ENOENT) << missing.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(a + "/rep-create"));
+  {
+    EngineOptions only = Options(a);
+    only.create = EngineOptions::Create::kOnly;
+    auto e = Open("rep-create", only);
+    ASSERT_TRUE(e);
+    Write(*e, 0, 10, 1);
+    ASSERT_TRUE(e->Commit().ok());
+  }
+  EngineOptions only = Options(b);
+  only.create = EngineOptions::Create::kOnly;
+  auto exists = Engine::Open("rep-create", only);
+  ASSERT_FALSE(exists.ok());
+  EXPECT_EQ(exists.status().err(), EEXIST) << exists.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(b + "/rep-create"));
+  never = Options(b);
+  never.create = EngineOptions::Create::kNever;
+  auto e = Open("rep-create", never);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), 1u);
+  EXPECT_TRUE(Holds(*e, 0, 10, 1));
+}
+
 // Peers holding only 64 pages of an epoch in memory take 600-page epochs
 // through their inbox files, and the heap comes back whole from them.
 TEST_F(EngineReplicated, EpochLargerThanThePeersInboxMemory) {
