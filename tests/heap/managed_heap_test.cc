@@ -18,11 +18,14 @@
 #include <boost/interprocess/containers/string.hpp>
 #include <boost/interprocess/containers/vector.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/support/test_util.h"
 
@@ -147,6 +150,14 @@ TEST(ManagedHeap, ConstructFindAndDestroyInEveryForm) {
   EXPECT_EQ(seg.find_or_construct<long>(bip::unique_instance)(6L), u);
   EXPECT_THROW(seg.construct<long>(bip::unique_instance)(7L), bip::interprocess_exception);
 
+  double* ud = seg.find_or_construct<double>(bip::unique_instance)(1.5);
+  EXPECT_EQ(seg.get_num_unique_objects(), 2u);
+  EXPECT_TRUE(seg.destroy<double>(bip::unique_instance));
+  EXPECT_FALSE(seg.destroy<double>(bip::unique_instance));
+  EXPECT_EQ(seg.find<double>(bip::unique_instance).first, nullptr);
+  (void)ud;
+  EXPECT_EQ(seg.find_or_construct<Counted>("one", std::nothrow)(9, three), one);
+
   Counted* anon = seg.construct<Counted>(bip::anonymous_instance)(0, three);
   Counted* anon_arr = seg.construct<Counted>(bip::anonymous_instance)[4](0, three);
   EXPECT_EQ(Counted::live, 14);
@@ -186,6 +197,32 @@ TEST(ManagedHeap, ConstructFindAndDestroyInEveryForm) {
   int on_stack = 0;
   EXPECT_THROW(seg.destroy_ptr(&on_stack), pheap::error);
   EXPECT_TRUE(seg.check_sanity());
+}
+
+// Concurrent find_or_construct of one name makes one object: the named
+// functions are serialised, as Boost's are by the segment's mutex.
+TEST(ManagedHeap, FindOrConstructFromManyThreadsMakesOneObject) {
+  TempDir dir;
+  Segment seg(bip::create_only, Path(dir, "threads").c_str(), 32 << 20);
+  std::atomic<int> made{0};
+  struct Made {
+    explicit Made(std::atomic<int>* n) { ++*n; }
+  };
+  std::vector<std::thread> threads;
+  std::vector<Made*> got(8, nullptr);
+  for (size_t t = 0; t < got.size(); ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i) {
+        std::string name = "shared";
+        name += std::to_string(i);
+        Made* m = seg.find_or_construct<Made>(name.c_str())(&made);
+        if (i == 99) got[t] = m;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(made.load(), 100);
+  for (Made* m : got) EXPECT_EQ(m, got[0]);
+  EXPECT_EQ(seg.get_num_named_objects(), 100u);
 }
 
 TEST(ManagedHeap, TheNamedIndexListsNamesAndValues) {
