@@ -305,7 +305,7 @@ class managed_heap {
   managed_heap(boost::interprocess::open_read_only_t, const char* path, const char* config = nullptr) {
     (void)config;
     std::string what = "opening heap '";
-    what += path;
+    what += path != nullptr ? path : "";
     what += "' read-only: read-only opens are not supported yet; open it with open_only";
     throw error(what, ENOTSUP);
   }
@@ -629,7 +629,12 @@ class managed_heap {
       void* m = s_->heap.malloc(sizeof(segment_manager));
       if (m == nullptr) throw boost::interprocess::bad_alloc();
       s_->sm = ::new (m) segment_manager();
-      s_->heap.set_root(detail::kSegmentManagerRoot, s_->sm);
+      try {
+        s_->heap.set_root(detail::kSegmentManagerRoot, s_->sm);
+      } catch (...) {
+        s_->heap.free(m);
+        throw;
+      }
     } else if (s_->sm->magic_ != segment_manager::kMagic) {
       throw error(what + ": its segment manager root holds something else", EINVAL);
     }
