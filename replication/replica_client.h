@@ -217,8 +217,9 @@ class ReplicaClient final : public PageSource, public EpochSink {
   void InstallLoop(size_t i);
   Status InstallOnce(size_t i);
   Status SendParts(PeerChannel& ch, Install& inst);
-  // *label: an epoch no newer than any page read; *newest: the newest
-  // epoch the read may have seen; *whole_at: the epoch
+  // *label: the durable epoch before the read, which every page read is
+  // at least as new as; *newest: the newest epoch the read may have seen;
+  // *whole_at: the epoch
   // the image source held from before the read to after it (0 if it moved,
   // or the read was not from the source).
   Status ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* label, Epoch* newest,

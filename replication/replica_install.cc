@@ -3,18 +3,20 @@
 // thread and a connection of its own.
 //
 // Why the installed image is the durable one: every page of the region is
-// sent in an image run labelled with an epoch no newer than the version
-// read (absent pages, and pages past the hwm, as discards), and every epoch
-// made durable after the install began is sent as a part labelled with
-// itself. The peer keeps each page at its newest label, a tie going to the
-// later message. A page last written (or discarded) at or before the
-// closing epoch by a part thus holds that part's content, or a run's read
-// at or after it, which is the same; any other page holds its run's
-// content. The install closes at a durable epoch whose parts were all sent
-// and that no read can have been newer than (`ceiling`): a read may see an
-// epoch in flight, which must be durable before the image that holds it is.
-// A label newer than its read would let an older version beat the part
-// that replaced it: a local image source may lag the replicas by an epoch.
+// sent in an image run labelled with the durable epoch before its read,
+// and read where that epoch or a later one is held (absent pages, and
+// pages past the hwm, as discards); every epoch made durable after the
+// install began (its floor) is sent as a part labelled with itself. The
+// peer keeps each page at its newest label, a tie going to the later
+// message. A page last written (or discarded) by an epoch after the floor
+// thus holds that part's content, or that of a run read at or after it,
+// which is the same; any other page holds its run's content, which no
+// epoch up to the close changed. The install closes at a durable epoch
+// whose parts were all sent and that no read can have been newer than
+// (`ceiling`): a read may see an epoch in flight, which must be durable
+// before the image that holds it is. A local image source that lags the
+// replicas is not read: its versions may be older than the floor, and no
+// part would correct them.
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -107,21 +109,23 @@ Result<std::unique_ptr<Received>> ReplicaClient::InstallCall(PeerChannel& ch, co
                                      options_.timeout.count(), last.message()));
 }
 
-// Reads an image run from the image source, else from the replicas. The
-// label is the durable epoch before the read (a replica serves that epoch
-// or a later one), or the source's epoch if that is older: the local store
-// may not yet hold an epoch the replicas made durable.
+// Reads an image run, labelled with the durable epoch before the read:
+// from the image source if it holds that epoch or a later one, else from
+// the replicas, which serve that epoch or a later one. The local store can
+// lag the replicas (its write of an epoch they made durable still runs, or
+// failed); a run read there would hold versions older than the install's
+// floor, whose epochs are sent as no part.
 Status ReplicaClient::ReadImageRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present, Epoch* label,
                                    Epoch* newest, Epoch* whole_at) {
   Status s;
   *label = durable_.load(std::memory_order_acquire);
   {
     std::lock_guard lock(source_mu_);
-    const bool from_source = image_source_ != nullptr && source_image_;
-    const Epoch before = from_source ? source_image_().epoch : 0;
-    if (from_source) *label = std::min(*label, before);
-    s = image_source_ != nullptr ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
-    *newest = source_image_ ? source_image_().epoch : 0;
+    const bool has_source = image_source_ != nullptr && source_image_;
+    const Epoch before = has_source ? source_image_().epoch : 0;
+    const bool from_source = has_source && before >= *label;
+    s = from_source ? image_source_->ReadRun(first, count, out, present) : ReadRun(first, count, out, present);
+    *newest = from_source ? source_image_().epoch : 0;
     *whole_at = from_source && before == *newest ? before : 0;
   }
   // A replica (or the source) may already hold the epoch Persist works on.

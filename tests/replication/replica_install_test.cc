@@ -251,6 +251,49 @@ TEST_F(ReplicaInstallTest, ARunReadFromALaggingLocalStoreDoesNotOverrideANewerEp
   VerifyImage(*alone, 1200, oracle);
 }
 
+// The same lag when the install begins: the replicas made two epochs
+// durable that the local store (the image source) does not hold yet, as
+// after its disk filled, and then a replica restarted empty. The install's
+// floor is past the local store's epoch, so those epochs are sent as no
+// part: a run read from the local store would keep their pages' older
+// versions on the installed replica.
+TEST_F(ReplicaInstallTest, AnInstallThatBeginsPastALaggingLocalStoreReadsTheReplicas) {
+  PageStoreOptions lo;
+  lo.base = kBase;
+  lo.size = kSize;
+  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  auto c = Open(Options());
+  ASSERT_TRUE(c);
+  PageStore* store = local->get();
+  c->SetImageSource(store, [store] { return store->image(); });
+  Oracle oracle;
+  auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);
+  ASSERT_TRUE(store->Persist(e1.sealed).ok());
+  ASSERT_TRUE(c->Persist(e1.sealed).ok());
+  // Durable on the replicas only.
+  auto e2 = MakeEpoch(2, Range(100, 140), 1200, {}, &oracle);
+  Status s = c->Persist(e2.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const int x = IndexOf(c->replicas()[1]);
+  peers_[x]->Signal(SIGKILL);
+  std::filesystem::remove_all(dirs_[x]);
+  StartPeer(x);
+  auto e3 = MakeEpoch(3, Range(900, 910), 1200, {}, &oracle);
+  s = c->Persist(e3.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const Epoch at = PersistUntilInstalled(*c, x, 4, 1200, &oracle);
+  ASSERT_NE(at, 0u) << "replica " << x << " was never installed";
+  c->SetImageSource(nullptr);
+  c.reset();
+  for (int i = 0; i < kPeers; ++i)
+    if (i != x) peers_[i]->Signal(SIGTERM);
+  auto alone = ReaderOn(endpoints_[x]);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->image().epoch, at);
+  VerifyImage(*alone, 1200, oracle);
+}
+
 // A new writer finds one replica a step behind the other two and installs
 // its image there while its own first epoch, which rewrites the pages of
 // the epoch before, becomes durable on the other two. The installed
