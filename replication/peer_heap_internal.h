@@ -133,6 +133,21 @@ struct HeapTable::Heap {
   uint64_t install_pages = 0;     // page copies it has received
   std::string logged_cause;       // of `trouble`, once logged ("" when healthy)
 
+  // Past epochs that readers (clients that claim no term) are reading: a
+  // reader asks for the epoch it opened at, which a commit may since have
+  // superseded here. Each image pins the log files it reads (EpochImage),
+  // so a compaction meanwhile does not disturb it; it goes once no reader
+  // asked for it for kPastIdleMs, and at most kPastMax are kept.
+  struct Past {
+    Epoch epoch = 0;
+    std::shared_ptr<EpochImage> image;
+    int64_t used_ms = 0;
+  };
+  static constexpr int64_t kPastIdleMs = 10000;
+  static constexpr size_t kPastMax = 8;
+  std::mutex past_mu;
+  std::vector<Past> past;  // guarded by past_mu
+
   std::shared_ptr<PageStore> Store() {
     std::lock_guard l(mu);
     return store;

@@ -579,6 +579,34 @@ Reply HeapTable::Commit(const wire::Message& m) {
   return ack(store->image());
 }
 
+namespace {
+
+// The image of past epoch `epoch` of h (Heap::past), made on the first
+// fetch of it. Errors: PageStore::ImageAt's (a compaction here kept only
+// later versions).
+Result<std::shared_ptr<EpochImage>> PastImage(HeapTable::Heap* h, const PageStore& store, Epoch epoch) {
+  using Heap = HeapTable::Heap;
+  const auto now = static_cast<int64_t>(NowMs());
+  std::lock_guard l(h->past_mu);
+  std::erase_if(h->past, [now](const Heap::Past& p) { return now - p.used_ms > Heap::kPastIdleMs; });
+  for (Heap::Past& p : h->past)
+    if (p.epoch == epoch) {
+      p.used_ms = now;
+      return p.image;
+    }
+  // Made under the lock: readers of one epoch come together, and it is
+  // made once for all of them.
+  auto made = store.ImageAt(epoch);
+  if (!made.ok()) return made.status();
+  if (h->past.size() >= Heap::kPastMax)
+    h->past.erase(std::min_element(h->past.begin(), h->past.end(),
+                                   [](const Heap::Past& a, const Heap::Past& b) { return a.used_ms < b.used_ms; }));
+  h->past.push_back(Heap::Past{epoch, std::shared_ptr<EpochImage>(std::move(*made)), now});
+  return h->past.back().image;
+}
+
+}  // namespace
+
 Reply HeapTable::Fetch(const wire::Message& m) {
   auto h = Find(m.header.heap_id);
   if (!h) return Err(m.header, nullptr, ErrorCode::kUnknownHeap, 0, "heap id not known here: send HELLO first");
@@ -602,6 +630,18 @@ Reply HeapTable::Fetch(const wire::Message& m) {
     const ImageInfo im = store->image();
     served = im.epoch;
     served_term = im.term;
+    if (m.header.epoch != 0 && m.header.epoch < served) {
+      // A reader's epoch, superseded here since it opened.
+      auto past = PastImage(h.get(), *store, m.header.epoch);
+      if (!past.ok())
+        return Err(m.header, h.get(), ErrorCode::kEpochMismatch, served,
+                   fmt::format("heap '{}': epoch {} was asked for, epoch {} is durable here: {}", h->name,
+                               m.header.epoch, served, past.status().message()));
+      served = (*past)->image().epoch;
+      served_term = (*past)->image().term;
+      s = (*past)->ReadRun(f.first, f.count, buf.get(), present.data());
+      break;
+    }
     if (m.header.epoch != 0 && m.header.epoch != served)
       return Err(m.header, h.get(), ErrorCode::kEpochMismatch, served,
                  fmt::format("heap '{}': epoch {} was asked for, epoch {} is durable here", h->name, m.header.epoch, served));

@@ -176,7 +176,9 @@ struct CommitAckBody {
   uint64_t image_term;
 };
 
-// kFetch body. Header: epoch = the epoch wanted, or 0 for whatever is durable.
+// kFetch body. Header: epoch = the epoch wanted (an older one than the
+// durable epoch is read from its past image while the peer's log holds
+// it), or 0 for whatever is durable.
 struct FetchBody {
   uint64_t first;
   uint32_t count;              // 1..kMaxFetchPages
@@ -186,7 +188,7 @@ struct FetchBody {
 // kFetchReply body: then (count + 63) / 64 bitmap words (bit i: page
 // first + i has stored data), then present_count checksums (XXH3-64, in
 // page order); frame 2 holds the present pages' data in page order. A page
-// not present reads as zeros. Header: epoch = the durable epoch served.
+// not present reads as zeros. Header: epoch = the epoch served.
 struct FetchReplyBody {
   uint64_t first;
   uint32_t count;

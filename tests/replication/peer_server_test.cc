@@ -341,6 +341,42 @@ TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
   StopPeer();
 }
 
+// A reader asks for the epoch it opened at; the writer has moved on since.
+TEST_F(PeerTest, PastEpochIsServedToAReader) {
+  StartPeer();
+  Client c(endpoint_, "past");
+  ASSERT_TRUE(c.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(c.Claim(1, kWriterA))->granted, 1u);
+  c.ShipEpoch(1, 1, {0, 1, 2, 3}, 8);
+  c.ShipEpoch(1, 2, {1, 2}, 8);
+  c.ShipEpoch(1, 3, {2}, 8);
+  // Each page as of `epoch`: written by the newest epoch <= it that wrote it.
+  auto verify = [&](Epoch epoch, const std::map<Pgno, Epoch>& want) {
+    auto r = c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), epoch, 0, 4));
+    auto fr = Client::As<wire::FetchReply>(r);
+    ASSERT_TRUE(fr);
+    EXPECT_EQ((*r)->msg.header.epoch, epoch);
+    EXPECT_EQ(fr->image_term, 1u);
+    ASSERT_EQ(fr->present_count, 4u);
+    std::vector<uint8_t> page(kPageSize);
+    for (const auto& [pgno, written] : want) {
+      FillPage(page.data(), pgno, written);
+      EXPECT_EQ(0, std::memcmp(fr->data + pgno * kPageSize, page.data(), kPageSize))
+          << "page " << pgno << " as of epoch " << epoch;
+    }
+  };
+  verify(1, {{0, 1}, {1, 1}, {2, 1}, {3, 1}});
+  verify(2, {{0, 1}, {1, 2}, {2, 2}, {3, 1}});
+  verify(1, {{0, 1}, {1, 1}, {2, 1}, {3, 1}});  // again, from the image kept
+  c.FetchAndVerify(0, 4, 3);
+  // An epoch not yet durable is still refused, naming the durable one.
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeFetch(c.ch().NextRequestId(), c.id(), 4, 0, 4)), &detail),
+            static_cast<int>(ErrorCode::kEpochMismatch));
+  EXPECT_EQ(detail, 3u);
+  StopPeer();
+}
+
 TEST_F(PeerTest, ResendsAreIdempotentAndGapsNamed) {
   StartPeer();
   Client c(endpoint_, "idem");
