@@ -65,6 +65,13 @@ bool CheckHandle(handle* h) {
   return true;
 }
 
+// A change asked of a heap opened read-only.
+[[gnu::noinline, gnu::cold]] bool RefuseReadOnly(PersistentHeap* h, const char* what) {
+  SetError(h->ReadOnlyError(what));
+  return true;
+}
+inline bool ReadOnly(PersistentHeap* h, const char* what) { return h->read_only() && RefuseReadOnly(h, what); }
+
 inline void* Allocated(PersistentHeap* h, void* p, size_t n, size_t align = 0) {
   return p != nullptr ? p : NoRoom(h, n, align);
 }
@@ -122,6 +129,34 @@ int pheap_remove(const char* name, const char* config) {
   return 0;
 }
 
+pheap::handle* pheap_open_read_only(const char* name, const char* config) {
+  if (name == nullptr) {
+    pheap::SetError(EINVAL, "pheap_open_read_only: the heap name is null");
+    return nullptr;
+  }
+  auto options = pheap::PersistentHeap::OptionsFromConfig(config);
+  if (!options.ok()) {
+    pheap::SetError(options.status().Annotate(fmt::format("opening heap '{}' read-only", name)));
+    return nullptr;
+  }
+  auto h = pheap::PersistentHeap::OpenReadOnly(name, *options);
+  if (!h.ok()) {
+    pheap::SetError(h.status());
+    return nullptr;
+  }
+  return pheap::Handle(h->release());
+}
+
+int64_t pheap_refresh(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return -1;
+  auto r = Impl(h)->Refresh();
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return -1;
+  }
+  return static_cast<int64_t>(*r);
+}
+
 int pheap_close(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
   // In a child of fork() the handle's members are the parent's, maybe
@@ -140,19 +175,20 @@ namespace pheap {
 namespace {
 // pheap_malloc's slow path, out of line so that its fast path is a tail.
 [[gnu::noinline]] void* MallocSlowPath(handle* h, size_t n) {
-  if (!CheckHandle(h)) return nullptr;
+  if (!CheckHandle(h) || ReadOnly(Impl(h), "an allocation")) return nullptr;
   return Allocated(Impl(h), Impl(h)->allocator().Malloc(n), n);
 }
 }  // namespace
 }  // namespace pheap
 
 void* pheap_malloc(pheap::handle* h, size_t n) {
-  if (void* p; h != nullptr && (p = Impl(h)->allocator().MallocFast(n)) != nullptr) return p;
+  // A read-only heap's allocator is not attached: its slow path refuses.
+  if (void* p; h != nullptr && !Impl(h)->read_only() && (p = Impl(h)->allocator().MallocFast(n)) != nullptr) return p;
   return pheap::MallocSlowPath(h, n);
 }
 
 void* pheap_calloc(pheap::handle* h, size_t count, size_t n) {
-  if (!pheap::CheckHandle(h)) return nullptr;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "an allocation")) return nullptr;
   if (n != 0 && count > SIZE_MAX / n) {
     pheap::SetError(ENOMEM, "pheap_calloc: count * size overflows");
     return nullptr;
@@ -161,13 +197,15 @@ void* pheap_calloc(pheap::handle* h, size_t count, size_t n) {
 }
 
 void* pheap_realloc(pheap::handle* h, void* p, size_t n) {
-  if (!pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_realloc")) return nullptr;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "an allocation") ||
+      pheap::Foreign(Impl(h), p, "pheap_realloc"))
+    return nullptr;
   void* q = Impl(h)->allocator().Realloc(p, n);
   return n == 0 ? q : pheap::Allocated(Impl(h), q, n);
 }
 
 void* pheap_aligned_alloc(pheap::handle* h, size_t align, size_t n) {
-  if (!pheap::CheckHandle(h)) return nullptr;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "an allocation")) return nullptr;
   if (align == 0 || (align & (align - 1)) != 0) {
     pheap::SetError(EINVAL, "pheap_aligned_alloc: the alignment is not a power of two");
     return nullptr;
@@ -176,12 +214,16 @@ void* pheap_aligned_alloc(pheap::handle* h, size_t align, size_t n) {
 }
 
 void pheap_free(pheap::handle* h, void* p) {
-  if (p == nullptr || !pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_free")) return;
+  if (p == nullptr || !pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "pheap_free") ||
+      pheap::Foreign(Impl(h), p, "pheap_free"))
+    return;
   Impl(h)->allocator().Free(p);
 }
 
 size_t pheap_usable_size(pheap::handle* h, const void* p) {
-  if (p == nullptr || !pheap::CheckHandle(h) || pheap::Foreign(Impl(h), p, "pheap_usable_size")) return 0;
+  if (p == nullptr || !pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "pheap_usable_size") ||
+      pheap::Foreign(Impl(h), p, "pheap_usable_size"))
+    return 0;
   return Impl(h)->allocator().UsableSize(p);
 }
 
@@ -231,6 +273,7 @@ int pheap_roots(pheap::handle* h, pheap_root_fn fn, void* ctx) {
 }
 
 int pheap_free_root(pheap::handle* h, const char* name) {
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "freeing a root")) return -1;
   void* p = pheap_root(h, name);
   if (p == nullptr) return -1;                           // errno and the message say why (ENOENT: no such root)
   if (pheap_set_root(h, name, nullptr) != 0) return -1;  // cleared first: no image holds it pointing at freed memory
@@ -291,7 +334,7 @@ int64_t pheap_epoch(pheap::handle* h) {
 const char* pheap_last_error(void) { return pheap::t_last_error; }
 
 int pheap_holds_code(pheap::handle* h) {
-  if (!pheap::CheckHandle(h)) return -1;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "marking it as holding code pointers")) return -1;
   Impl(h)->MarkHoldsCode();
   return 0;
 }

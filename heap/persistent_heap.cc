@@ -27,8 +27,11 @@ std::mutex g_registry_mu;  // writers of g_open_heaps only; lookups take no lock
 // fork holds glibc's locks, which the commit may need.
 template <class Fn>
 void ForEachLibraryHeap(Fn fn) {
+  // A read-only heap's region is private memory the child gets a copy of,
+  // and it has no allocator to lock.
   for (int i = 1; i < kMaxOpenHeaps; ++i)
-    if (PersistentHeap* h = g_open_heaps[i].heap.load(std::memory_order_acquire)) fn(*h);
+    if (PersistentHeap* h = g_open_heaps[i].heap.load(std::memory_order_acquire); h != nullptr && !h->read_only())
+      fn(*h);
 }
 
 void ForkPrepareHeaps() {
@@ -120,6 +123,57 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
   return h;
 }
 
+Result<std::unique_ptr<PersistentHeap>> PersistentHeap::OpenReadOnly(const std::string& name,
+                                                                     const HeapOptions& options) {
+  std::unique_ptr<PersistentHeap> h(new PersistentHeap());
+  auto reader = HeapReader::Open(name, options.engine);
+  if (!reader.ok()) return reader.status();
+  h->reader_ = std::move(*reader);
+  h->base_ = reinterpret_cast<uintptr_t>(h->reader_->base());
+  h->size_ = h->reader_->size();
+  PHEAP_RETURN_IF_ERROR(h->CheckSuperblock(options));
+  h->Register();
+  return h;
+}
+
+Status PersistentHeap::CheckSuperblock(const HeapOptions& options) {
+  sb_ = static_cast<Superblock*>(base());
+  if (size() <= kSuperblockSize || sb_->h.magic != kSuperblockMagic)
+    return Status::Corruption(
+        fmt::format("heap '{}': its durable image does not start with a pheap superblock; the "
+                    "store holds something else",
+                    name()));
+  if (sb_->h.version > kSuperblockVersion)
+    return Status::Unsupported(
+        fmt::format("heap '{}' was written by a newer pheap (superblock version {}, this one "
+                    "reads {}): upgrade pheap",
+                    name(), sb_->h.version, kSuperblockVersion));
+  if (sb_->h.holds_code.load(std::memory_order_relaxed) != 0)
+    PHEAP_RETURN_IF_ERROR(CheckCodeIdentity(name(), sb_->h.code, options.code_check));
+  roots_ = std::make_unique<Roots>(sb_, /*fresh=*/false);
+  return Status::Ok();
+}
+
+Result<Epoch> PersistentHeap::Refresh() {
+  if (!read_only()) return durable_epoch();
+  // Root lookups read the table in the region: none runs while it changes.
+  std::lock_guard<std::mutex> roots(roots_->mutex());
+  auto e = reader_->Refresh();
+  if (!e.ok()) return e.status();
+  if (reader_->size() != size_) {  // the writer grew the region
+    size_ = reader_->size();
+    Unregister();
+    Register();
+  }
+  return e;
+}
+
+Status PersistentHeap::ReadOnlyError(const char* what) const {
+  return Status::InvalidArgument(fmt::format("heap '{}' is open read-only (at epoch {}): {} needs its writer's open",
+                                             name(), durable_epoch(), what),
+                                 EROFS);
+}
+
 Status PersistentHeap::AttachImage(const HeapOptions& options) {
   const bool existed = static_cast<Superblock*>(base())->h.magic != 0;
   PHEAP_RETURN_IF_ERROR(FormatOrCheckSuperblock(options));
@@ -181,6 +235,7 @@ Status PersistentHeap::StartNewGeneration(const std::vector<std::string>& own) {
 }
 
 Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
+  if (read_only()) return ReadOnlyError("setting a root");
   if (p != nullptr && !Contains(p))
     return Status::InvalidArgument(fmt::format("root '{}': {} is not inside heap '{}' [{:#x}, +{:#x}): store a "
                                                "pointer from this heap's allocation, or NULL to clear the root",
@@ -201,6 +256,7 @@ Status PersistentHeap::ForkChildStatus() const {
 }
 
 Result<Epoch> PersistentHeap::CommitAsync() {
+  if (read_only()) return ReadOnlyError("a commit");
   PHEAP_RETURN_IF_ERROR(ForkChildStatus());  // before the locks, which the fork may have caught held
   HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
@@ -231,6 +287,7 @@ Result<Epoch> PersistentHeap::CommitAsync() {
 }
 
 Result<Epoch> PersistentHeap::CommitInPlace() {
+  if (read_only()) return ReadOnlyError("a commit");
   PHEAP_RETURN_IF_ERROR(ForkChildStatus());
   HoldingCommitLocks held;
   std::lock_guard<std::mutex> l(commit_mu_);
@@ -239,6 +296,7 @@ Result<Epoch> PersistentHeap::CommitInPlace() {
 }
 
 Result<Epoch> PersistentHeap::Wait(Epoch e) {
+  if (read_only()) return ReadOnlyError("waiting for a commit");
   PHEAP_RETURN_IF_ERROR(ForkChildStatus());
   std::shared_future<Result<Epoch>> f;
   {
@@ -263,6 +321,13 @@ void PersistentHeap::StopBackgroundCommits() {
 
 Status PersistentHeap::Close() {
   if (closed_) return Status::Ok();
+  if (read_only()) {
+    Unregister();
+    reader_.reset();
+    closed_ = true;
+    size_ = 0;
+    return Status::Ok();
+  }
   if (Status st = ForkChildStatus(); !st.ok()) {
     ForgetInForkChild();
     return st.Annotate("close (the child's copy stays mapped until it exits)");

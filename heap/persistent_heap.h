@@ -23,6 +23,7 @@
 #include "heap/code_identity.h"
 #include "heap/commit_loop.h"
 #include "heap/engine.h"
+#include "heap/heap_reader.h"
 #include "heap/heap_registry.h"
 #include "heap/roots.h"
 
@@ -52,6 +53,14 @@ class PersistentHeap final : private ArenaHooks {
   static Result<HeapOptions> OptionsFromConfig(const char* config, const ConfigDefaults& defaults = {});
 
   static Result<std::unique_ptr<PersistentHeap>> Open(const std::string& name, const HeapOptions& options);
+  // Opens heap `name` read-only beside its writer (heap/heap_reader.h: where
+  // the image comes from, what it pins, what it costs): the region shows
+  // the durable image at PROT_READ, and roots can be read. Allocation, free,
+  // SetRoot, MarkHoldsCode and commits fail with EROFS (kInvalidArgument),
+  // naming the heap. Errors: HeapReader::Open's; a region that holds no
+  // pheap superblock (kCorruption); a newer superblock version; the code
+  // identity check (code_check) for a heap that holds code pointers.
+  static Result<std::unique_ptr<PersistentHeap>> OpenReadOnly(const std::string& name, const HeapOptions& options);
   ~PersistentHeap() override;  // closes without a final commit if Close was not called
   PersistentHeap(const PersistentHeap&) = delete;
   PersistentHeap& operator=(const PersistentHeap&) = delete;
@@ -62,7 +71,15 @@ class PersistentHeap final : private ArenaHooks {
   // parent's, perhaps caught mid-update).
   Status Close();
 
-  const std::string& name() const { return engine_->name(); }
+  const std::string& name() const { return reader_ ? reader_->name() : engine_->name(); }
+  // Opened by OpenReadOnly. Engine, pager and allocator calls (engine(),
+  // pager_stats(), PopulateAll(), allocator()) REQUIRE a heap that is not.
+  bool read_only() const { return reader_ != nullptr; }
+  // A read-only heap moves to the newest durable epoch (HeapReader::Refresh,
+  // with its REQUIRES) and returns it; a writer's heap is always there.
+  Result<Epoch> Refresh();
+  // The error of a change asked of a read-only heap: `what` names it.
+  Status ReadOnlyError(const char* what) const;
   void* base() const { return reinterpret_cast<void*>(base_); }
   uint64_t size() const { return size_; }
   // On every free: the region's bounds are kept here, not asked of the engine.
@@ -101,7 +118,7 @@ class PersistentHeap final : private ArenaHooks {
   // (kBusy) that the child's commits, waits and Close get; Ok in the
   // process that opened the heap. The child allocates and frees as usual.
   Status ForkChildStatus() const;
-  Epoch durable_epoch() const { return engine_->durable_epoch(); }
+  Epoch durable_epoch() const { return reader_ ? reader_->epoch() : engine_->durable_epoch(); }
 
   // The open heap whose region holds p, or null (lock-free; heap_registry.h).
   static PersistentHeap* Containing(const void* p) { return HeapContaining(p); }
@@ -118,6 +135,8 @@ class PersistentHeap final : private ArenaHooks {
   // and attaches the allocator: every read of the image an open makes.
   Status AttachImage(const HeapOptions& options);
   Status FormatOrCheckSuperblock(const HeapOptions& options);
+  // A read-only open's checks of the superblock it cannot format or update.
+  Status CheckSuperblock(const HeapOptions& options);
   // Whether every root of the heap is named in `own` (none counts).
   bool OnlyRoots(const std::vector<std::string>& own) const;
   // Empties the arena (it reads as zeros, so Attach formats it) and clears
@@ -129,6 +148,7 @@ class PersistentHeap final : private ArenaHooks {
   void Unregister();
 
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<HeapReader> reader_;  // instead of engine_ when read-only
   uintptr_t base_ = 0;  // the region, fixed while open; size_ 0 once closed
   uint64_t size_ = 0;
   Superblock* sb_ = nullptr;

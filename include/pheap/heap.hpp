@@ -85,6 +85,17 @@ class Heap {
       : h_(pheap_open(name.c_str(), config.empty() ? nullptr : config.c_str())) {
     if (h_ == nullptr) detail::throw_last(("opening heap '" + name + "'").c_str());
   }
+  // Opens heap `name` read-only beside its writer (pheap_open_read_only):
+  // the region shows its last durable epoch, writes into it raise SIGSEGV
+  // (destroy(p) among them, when T's destructor writes), and make,
+  // set_root, destroy(name) and commit throw pheap::error (EROFS).
+  // Throws pheap::error (ENOENT: no such heap, or none durable yet).
+  static Heap open_read_only(const std::string& name, const std::string& config = "") {
+    handle* h = pheap_open_read_only(name.c_str(), config.empty() ? nullptr : config.c_str());
+    if (h == nullptr) detail::throw_last(("opening heap '" + name + "' read-only").c_str());
+    return Heap(h);
+  }
+
   // Commits and closes. A failed final commit cannot throw from here: call
   // commit() first where that matters. While an exception thrown since the
   // Heap was made unwinds it, it closes without committing: an update the
@@ -101,11 +112,22 @@ class Heap {
 
   handle* c_handle() const noexcept { return h_; }
 
+  // Read-only heaps: moves to the newest durable epoch and returns it
+  // (pheap_refresh, with its rule: no other thread reads the heap
+  // meanwhile). Pointers stay valid; what they point to is as of the new
+  // epoch. Throws pheap::error, leaving the heap at its epoch.
+  int64_t refresh() {
+    int64_t e = pheap_refresh(h_);
+    if (e < 0) detail::throw_last("refresh");
+    return e;
+  }
+
   // Allocates and constructs a T in the heap. Throws std::bad_alloc when the
   // region is full, and whatever T's constructor throws (freeing the memory).
   template <typename T, typename... Args>
   T* make(Args&&... args) {
     void* p = pheap_aligned_alloc(h_, alignof(T) < sizeof(void*) ? sizeof(void*) : alignof(T), sizeof(T));
+    if (p == nullptr && errno == EROFS) detail::throw_last("make");  // a read-only heap
     if (p == nullptr) throw std::bad_alloc();
     if constexpr (std::is_polymorphic_v<T>) pheap_holds_code(h_);  // its vtable pointer is code
     try {
@@ -200,6 +222,7 @@ class Heap {
   void free(void* p) noexcept { pheap_free(h_, p); }
 
  private:
+  explicit Heap(handle* h) : h_(h) {}
   handle* h_;
   int uncaught_at_open_ = std::uncaught_exceptions();
 };

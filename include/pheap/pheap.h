@@ -40,6 +40,35 @@ typedef struct pheap pheap;
  * A process may open several heaps; each must have its own address range. */
 PHEAP_HANDLE* pheap_open(const char* name, const char* config);
 
+/* Opens heap `name` read-only, beside its writer (which may be running, in
+ * this or another process, here or on another machine). The region is
+ * mapped at the heap's address and shows its last durable epoch as one
+ * consistent image; it is PROT_READ, so a write into it raises SIGSEGV.
+ * `config` and PHEAP_* as for pheap_open; it reads dir, peers, replicas,
+ * keys, replica_timeout_ms, replica_open_timeout_ms, base and code_check.
+ * The image comes from the store under `dir`, read without its lock; when
+ * there is none there and peers are given, from the replicas. The writer
+ * never waits for a reader, and a reader takes nothing from it but disk
+ * space: log files its epoch reads stay allocated, though compacted away,
+ * until it refreshes or closes (or exits). pheap_root, pheap_roots,
+ * pheap_base, pheap_of and pheap_epoch work as on any heap; allocation,
+ * freeing, setting roots and commits fail with EROFS, their message naming
+ * the heap. Close it with pheap_close (which commits nothing). Errors:
+ * ENOENT when no store here and no replica holds the heap, or it has no
+ * durable epoch yet; EBUSY when its address range is taken in this process
+ * (a heap is opened once per process, read-only or not); the store's and
+ * replicas' errors (EIO, ETIMEDOUT) otherwise. Returns NULL on failure. */
+PHEAP_HANDLE* pheap_open_read_only(const char* name, const char* config);
+
+/* Moves a read-only heap to the newest durable epoch and returns it: pages
+ * that changed since show their new contents, at the same addresses (a
+ * pointer stays valid while the object it points to is still in the
+ * image). No other thread may read the region meanwhile. On failure (-1,
+ * errno as pheap_open_read_only's) the heap stays at its epoch. For a
+ * writer's heap, returns its durable epoch. Its cost grows with the pages
+ * changed (read from a local store) or with the image (from replicas). */
+int64_t pheap_refresh(PHEAP_HANDLE* h);
+
 /* Commits, then closes `h` and unmaps its region: every pointer into it
  * becomes invalid. Returns 0, or -1 if the final commit failed (the heap is
  * closed either way; the last durable epoch is intact). */
