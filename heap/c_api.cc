@@ -353,7 +353,7 @@ int pheap_exec_stable(char** argv) {
 pheap::handle* pheap_default(void) { return pheap::g_default.load(std::memory_order_acquire); }
 
 int pheap_get_space(pheap::handle* h, struct pheap_space* out) {
-  if (!pheap::CheckHandle(h)) return -1;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "reading its allocator's space")) return -1;
   if (out == nullptr) {
     pheap::SetError(EINVAL, "pheap_get_space: the result pointer is null");
     return -1;
@@ -366,7 +366,7 @@ int pheap_get_space(pheap::handle* h, struct pheap_space* out) {
 }
 
 int pheap_check_allocator(pheap::handle* h) {
-  if (!pheap::CheckHandle(h)) return -1;
+  if (!pheap::CheckHandle(h) || pheap::ReadOnly(Impl(h), "checking its allocator")) return -1;
   pheap::Status s = Impl(h)->allocator().Verify();
   if (!s.ok()) {
     pheap::SetError(s.Annotate(fmt::format("heap '{}'", Impl(h)->name())));

@@ -52,8 +52,8 @@ PHEAP_HANDLE* pheap_open(const char* name, const char* config);
  * space: log files its epoch reads stay allocated, though compacted away,
  * until it refreshes or closes (or exits). pheap_root, pheap_roots,
  * pheap_base, pheap_of and pheap_epoch work as on any heap; allocation,
- * freeing, setting roots and commits fail with EROFS, their message naming
- * the heap. Close it with pheap_close (which commits nothing). Errors:
+ * freeing, setting roots, commits, pheap_get_space and
+ * pheap_check_allocator fail with EROFS, their message naming the heap. Close it with pheap_close (which commits nothing). Errors:
  * ENOENT when no store here and no replica holds the heap, or it has no
  * durable epoch yet; EBUSY when its address range is taken in this process
  * (a heap is opened once per process, read-only or not); the store's and
