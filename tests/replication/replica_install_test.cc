@@ -23,7 +23,36 @@ using testing::MakeEpoch;
 using testing::Oracle;
 using testing::Range;
 
-using ReplicaInstallTest = testing::ReplicaFixture;
+class ReplicaInstallTest : public testing::ReplicaFixture {
+ protected:
+  // The writer's local store, for a test to make the image source.
+  std::unique_ptr<PageStore> OpenLocalStore() {
+    PageStoreOptions lo;
+    lo.base = kBase;
+    lo.size = kSize;
+    auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
+    EXPECT_TRUE(local.ok()) << local.status().ToString();
+    return local.ok() ? std::move(local.value()) : nullptr;
+  }
+  // Epoch e into the local store, then to the replicas, as a writer does.
+  void PersistBoth(PageStore& store, ReplicaClient& c, const testing::TestEpoch& e) {
+    ASSERT_TRUE(store.Persist(e.sealed).ok());
+    Status s = c.Persist(e.sealed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  // Closes the writer and stops every peer but x: x alone must serve
+  // `epoch` with the oracle's pages.
+  void ExpectServesAlone(std::unique_ptr<ReplicaClient>& c, int x, Epoch epoch, Pgno hwm, const Oracle& oracle) {
+    c->SetImageSource(nullptr);
+    c.reset();
+    for (int i = 0; i < kPeers; ++i)
+      if (i != x) peers_[i]->Signal(SIGTERM);
+    auto alone = ReaderOn(endpoints_[x]);
+    ASSERT_TRUE(alone);
+    EXPECT_EQ(alone->image().epoch, epoch);
+    VerifyImage(*alone, hwm, oracle);
+  }
+};
 
 // An image source whose reads can be held at a gate.
 class GatedSource final : public PageSource {
@@ -119,32 +148,19 @@ TEST_F(ReplicaInstallTest, PeerWithAStaleDiskIsInstalledOverItsStore) {
   // The installed image replaced the old store's files; nothing is set aside.
   for (const auto& f : std::filesystem::directory_iterator(dirs_[x]))
     EXPECT_EQ(f.path().filename().string().find("stale-epoch"), std::string::npos) << f.path();
-  c.reset();
-  for (int i = 0; i < kPeers; ++i)
-    if (i != x) peers_[i]->Signal(SIGTERM);
-  auto alone = ReaderOn(endpoints_[x]);
-  ASSERT_TRUE(alone);
-  EXPECT_EQ(alone->image().epoch, at);
-  VerifyImage(*alone, 1501, oracle);
+  ExpectServesAlone(c, x, at, 1501, oracle);
 }
 
 TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAgain) {
-  PageStoreOptions lo;
-  lo.base = kBase;
-  lo.size = kSize;
-  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
-  ASSERT_TRUE(local.ok()) << local.status().ToString();
-  GatedSource gate(local->get());
+  auto local = OpenLocalStore();
+  ASSERT_TRUE(local);
+  GatedSource gate(local.get());
   auto c = Open(Options());
   ASSERT_TRUE(c);
-  PageStore* store = local->get();
+  PageStore* store = local.get();
   c->SetImageSource(&gate, [store] { return store->image(); });
   Oracle oracle;
-  auto persist = [&](const testing::TestEpoch& e) {
-    ASSERT_TRUE(store->Persist(e.sealed).ok());
-    Status s = c->Persist(e.sealed);
-    ASSERT_TRUE(s.ok()) << s.ToString();
-  };
+  auto persist = [&](const testing::TestEpoch& e) { PersistBoth(*store, *c, e); };
   auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);  // five image runs
   persist(e1);
   auto e2 = MakeEpoch(2, Range(500, 520), 1200, {{900, 10}}, &oracle);
@@ -184,14 +200,7 @@ TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAga
   auto last = MakeEpoch(e + 1, {8, 1100}, 1200, {}, &oracle);
   persist(last);
   ASSERT_TRUE(AwaitInstalled(*c, x, e + 1));
-  c->SetImageSource(nullptr);
-  c.reset();
-  for (int i = 0; i < kPeers; ++i)
-    if (i != x) peers_[i]->Signal(SIGTERM);
-  auto alone = ReaderOn(endpoints_[x]);
-  ASSERT_TRUE(alone);
-  EXPECT_EQ(alone->image().epoch, e + 1);
-  VerifyImage(*alone, 1200, oracle);
+  ExpectServesAlone(c, x, e + 1, 1200, oracle);
 }
 
 // The writer's local store is the image source, and it lags the replicas:
@@ -201,22 +210,15 @@ TEST_F(ReplicaInstallTest, PeerKilledMidInstallIsLeftEmptyAndTheInstallBeginsAga
 // it would win over that epoch's own part, sent just before, and the
 // installed replica would keep the older pages.
 TEST_F(ReplicaInstallTest, ARunReadFromALaggingLocalStoreDoesNotOverrideANewerEpoch) {
-  PageStoreOptions lo;
-  lo.base = kBase;
-  lo.size = kSize;
-  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
-  ASSERT_TRUE(local.ok()) << local.status().ToString();
-  GatedSource gate(local->get());
+  auto local = OpenLocalStore();
+  ASSERT_TRUE(local);
+  GatedSource gate(local.get());
   auto c = Open(Options());
   ASSERT_TRUE(c);
-  PageStore* store = local->get();
+  PageStore* store = local.get();
   c->SetImageSource(&gate, [store] { return store->image(); });
   Oracle oracle;
-  auto persist = [&](const testing::TestEpoch& e) {
-    ASSERT_TRUE(store->Persist(e.sealed).ok());
-    Status s = c->Persist(e.sealed);
-    ASSERT_TRUE(s.ok()) << s.ToString();
-  };
+  auto persist = [&](const testing::TestEpoch& e) { PersistBoth(*store, *c, e); };
   auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);  // five image runs
   persist(e1);
 
@@ -241,14 +243,7 @@ TEST_F(ReplicaInstallTest, ARunReadFromALaggingLocalStoreDoesNotOverrideANewerEp
   gate.Release();
   ASSERT_TRUE(AwaitInstalled(*c, x, e + 1));
   ASSERT_TRUE(store->Persist(lagging.sealed).ok());
-  c->SetImageSource(nullptr);
-  c.reset();
-  for (int i = 0; i < kPeers; ++i)
-    if (i != x) peers_[i]->Signal(SIGTERM);
-  auto alone = ReaderOn(endpoints_[x]);
-  ASSERT_TRUE(alone);
-  EXPECT_EQ(alone->image().epoch, e + 1);
-  VerifyImage(*alone, 1200, oracle);
+  ExpectServesAlone(c, x, e + 1, 1200, oracle);
 }
 
 // The same lag when the install begins: the replicas made two epochs
@@ -258,19 +253,15 @@ TEST_F(ReplicaInstallTest, ARunReadFromALaggingLocalStoreDoesNotOverrideANewerEp
 // part: a run read from the local store would keep their pages' older
 // versions on the installed replica.
 TEST_F(ReplicaInstallTest, AnInstallThatBeginsPastALaggingLocalStoreReadsTheReplicas) {
-  PageStoreOptions lo;
-  lo.base = kBase;
-  lo.size = kSize;
-  auto local = PageStore::Open(tmp_.path() + "/local", kHeap, lo);
-  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  auto local = OpenLocalStore();
+  ASSERT_TRUE(local);
   auto c = Open(Options());
   ASSERT_TRUE(c);
-  PageStore* store = local->get();
+  PageStore* store = local.get();
   c->SetImageSource(store, [store] { return store->image(); });
   Oracle oracle;
   auto e1 = MakeEpoch(1, Range(0, 1200), 1200, {}, &oracle);
-  ASSERT_TRUE(store->Persist(e1.sealed).ok());
-  ASSERT_TRUE(c->Persist(e1.sealed).ok());
+  PersistBoth(*store, *c, e1);
   // Durable on the replicas only.
   auto e2 = MakeEpoch(2, Range(100, 140), 1200, {}, &oracle);
   Status s = c->Persist(e2.sealed);
@@ -284,14 +275,7 @@ TEST_F(ReplicaInstallTest, AnInstallThatBeginsPastALaggingLocalStoreReadsTheRepl
   ASSERT_TRUE(s.ok()) << s.ToString();
   const Epoch at = PersistUntilInstalled(*c, x, 4, 1200, &oracle);
   ASSERT_NE(at, 0u) << "replica " << x << " was never installed";
-  c->SetImageSource(nullptr);
-  c.reset();
-  for (int i = 0; i < kPeers; ++i)
-    if (i != x) peers_[i]->Signal(SIGTERM);
-  auto alone = ReaderOn(endpoints_[x]);
-  ASSERT_TRUE(alone);
-  EXPECT_EQ(alone->image().epoch, at);
-  VerifyImage(*alone, 1200, oracle);
+  ExpectServesAlone(c, x, at, 1200, oracle);
 }
 
 // A new writer finds one replica a step behind the other two and installs
