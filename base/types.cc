@@ -12,13 +12,14 @@ const char* TrackingModeName(TrackingMode m) {
     case TrackingMode::kSyncWp: return "sync-wp";
     case TrackingMode::kMprotect: return "mprotect";
     case TrackingMode::kAsyncWpUser: return "async-wp-user";
+    case TrackingMode::kHybridWp: return "hybrid-wp";
   }
   return "?";
 }
 
 bool ParseTrackingMode(const char* s, TrackingMode* out) {
   for (TrackingMode m : {TrackingMode::kAuto, TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect,
-                         TrackingMode::kAsyncWpUser}) {
+                         TrackingMode::kAsyncWpUser, TrackingMode::kHybridWp}) {
     if (std::strcmp(s, TrackingModeName(m)) == 0) { *out = m; return true; }
   }
   return false;

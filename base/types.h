@@ -114,10 +114,11 @@ enum class TrackingMode : uint8_t {
   kSyncWp,       // userfaultfd write-protect faults served by a thread
   kMprotect,     // mprotect(PROT_READ) + SIGSEGV handler
   kAsyncWpUser,  // kAsyncWp on a user-mode-only userfaultfd (any user), image loaded at open
+  kHybridWp,     // kAsyncWp for written 2 MiB chunks, a sync-WP userfaultfd for idle ones
 };
 
 const char* TrackingModeName(TrackingMode m);
-// Parses "auto", "async-wp", "sync-wp", "mprotect", "async-wp-user"; false if unknown.
+// Parses "auto", "async-wp", "sync-wp", "mprotect", "async-wp-user", "hybrid-wp"; false if unknown.
 bool ParseTrackingMode(const char* s, TrackingMode* out);
 
 }  // namespace pheap

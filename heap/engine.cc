@@ -51,7 +51,7 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   if (auto t = config.Get("tracking")) {
     if (!ParseTrackingMode(t->c_str(), &o.pager.mode))
       return Status::InvalidArgument("config tracking='" + *t +
-                                     "' is not one of auto, async-wp, sync-wp, mprotect, async-wp-user");
+                                     "' is not one of auto, async-wp, sync-wp, mprotect, async-wp-user, hybrid-wp");
   }
   auto threads = config.GetU64("fault_threads", 2);
   if (!threads.ok()) return threads.status();

@@ -113,7 +113,7 @@ StoredHeapFacts StoredImage::Facts() const {
   f.opens = h.opens;
   f.holds_code = h.holds_code.load(std::memory_order_relaxed) != 0;
   const auto mode = static_cast<TrackingMode>(h.tracking_mode);
-  if (h.tracking_mode != 0 && h.tracking_mode <= static_cast<uint32_t>(TrackingMode::kAsyncWpUser))
+  if (h.tracking_mode != 0 && h.tracking_mode <= static_cast<uint32_t>(TrackingMode::kHybridWp))
     f.tracking = TrackingModeName(mode);
   for (uint32_t i = 0; i < std::min<uint32_t>(h.code.build_id_len, sizeof(h.code.build_id)); ++i)
     f.build_id += fmt::format("{:02x}", h.code.build_id[i]);

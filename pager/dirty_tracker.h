@@ -1,5 +1,14 @@
 // How the pager learns which pages the program wrote since the last commit.
-// Three implementations, best first (TrackingMode in base/types.h):
+// Four implementations (TrackingMode in base/types.h):
+//
+//   HybridWpTracker  AsyncWpTracker's mechanism for the 2 MiB chunks written
+//                    lately ("hot"), on a region backed by transparent huge
+//                    pages. Idle chunks ("cold") are registered on a second,
+//                    synchronous userfaultfd: the first write to one faults
+//                    once and moves it to the async one. The commit's walk
+//                    skips cold chunks whole, so it follows the written set,
+//                    not the populated region. See hybrid_wp_tracker.cc for
+//                    the rule that keeps every write seen.
 //
 //   AsyncWpTracker   UFFD_FEATURE_WP_ASYNC: the kernel resolves write faults
 //                    on write-protected pages itself and leaves the PTE
@@ -23,6 +32,7 @@
 // unprotected on one side of a cut while being collected on the other.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -49,8 +59,8 @@ class DirtyTracker {
   virtual ~DirtyTracker() = default;
   virtual TrackingMode mode() const = 0;
 
-  // Reports every run written since the previous call, in ascending order,
-  // and protects those runs again so the next write is seen.
+  // Reports every run written since the previous call (in no promised
+  // order), and protects those runs again so the next write is seen.
   // REQUIRES: all writers paused; install lock held exclusively.
   virtual Status TakeDirty(RunSink* sink) = 0;
 
@@ -85,12 +95,54 @@ class DirtyTracker {
   virtual void MarkWritten(Pgno) {}
   // A userfaultfd write-protect fault on `p` (sync-WP only).
   virtual void OnWriteFault(Pgno) {}
+
+  // True if TakeDirty may report pages nobody wrote (hybrid-wp: the rest of
+  // a chunk that just moved, or of a huge page the kernel filled with
+  // zeros). The cut then leaves out such pages that hold only zeros and lie
+  // past every stored page.
+  virtual bool ReportsUnwritten() const { return false; }
+
+  // Called right after a TakeDirty that ran with every writer paused, in
+  // the same pause and under the same exclusive install lock: the one
+  // place a tracker may change how it watches pages in a way that a write
+  // landing meanwhile would escape (hybrid-wp moves idle chunks to cold).
+  // REQUIRES: as TakeDirty, with the writers paused.
+  virtual Status AtPause() { return Status::Ok(); }
+  // A fault of any kind on the cold userfaultfd (hybrid-wp only), at `p`:
+  // `missing` for a missing fault, else write-protect. The faulting thread
+  // must be woken. REQUIRES: install lock held exclusively.
+  virtual void OnColdFault(Pgno /*p*/, bool /*missing*/) {}
+
+  // How the hybrid mode's chunks stand (zeros elsewhere).
+  struct ChunkCounts {
+    uint64_t hot = 0;             // chunks on the async userfaultfd now
+    uint64_t heated = 0;          // cold -> hot moves since open
+    uint64_t cooled = 0;          // hot -> cold moves since open
+    uint64_t cool_unpaused = 0;   // moves to cold asked for with writers running (refused; a bug)
+    uint64_t fallback_pages = 0;  // pages tracked one by one because a chunk could not move
+  };
+  virtual ChunkCounts chunk_counts() const { return {}; }
+};
+
+// The hybrid mode's setup. Pointers are not owned and outlive the tracker.
+struct HybridWpConfig {
+  int hot_uffd = -1;                       // UFFD_FEATURE_WP_ASYNC
+  int cold_uffd = -1;                      // no features: sync write-protect and missing faults
+  int pagemap_fd = -1;                     // /proc/self/pagemap (owned by the tracker)
+  Pgno hwm = 0;                            // pages below come from the store
+  const PageBitmap* installed = nullptr;   // over [0, hwm)
+  const PageBitmap* discarded = nullptr;   // over [0, hwm)
+  uint32_t idle_cuts = 8;                  // a hot chunk unwritten for this many cuts goes cold
+  std::atomic<bool>* untracked = nullptr;  // set when a chunk lost its tracking
 };
 
 // Async WP: `pagemap_fd` is an open /proc/self/pagemap (owned).
 std::unique_ptr<DirtyTracker> NewAsyncWpTracker(const Region& region, int pagemap_fd);
 // Sync WP over `uffd` (not owned; the region registered MISSING|WP).
 std::unique_ptr<DirtyTracker> NewSyncWpTracker(const Region& region, int uffd);
+// Hybrid: registers the region (chunks holding stored pages hot, the
+// rest cold) and advises huge pages for it. Fails if a registration does.
+Result<std::unique_ptr<DirtyTracker>> NewHybridWpTracker(const Region& region, const HybridWpConfig& config);
 // mprotect + SIGSEGV. Protects the whole region PROT_READ. Fails if the
 // handler cannot be installed or too many regions use this mode at once.
 Result<std::unique_ptr<DirtyTracker>> NewMprotectTracker(const Region& region);

@@ -59,38 +59,50 @@ void FaultService::Loop() {
     return;
   }
   auto* buf = static_cast<uint8_t*>(mem);
-  pollfd fds[3] = {{c_.uffd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {ahead_fd_, POLLIN, 0}};
+  // A negative fd (no cold userfaultfd) is never polled.
+  pollfd fds[4] = {{c_.uffd, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {ahead_fd_, POLLIN, 0}, {c_.cold_uffd, POLLIN, 0}};
+  // Reads what a userfaultfd holds and serves it; false on a failure that
+  // ends the thread.
+  auto drain = [&](int fd, bool cold) {
+    uffd_msg msgs[16];
+    // read(2) of a userfaultfd: not a file or memory call of pheap::os().
+    ssize_t n = read(fd, msgs, sizeof(msgs));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return true;  // another thread took it
+      PHEAP_LOG_ERROR("fault service: read of userfaultfd failed, errno {}", errno);
+      return false;
+    }
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) Serve(msgs[i], cold, buf);
+    return true;
+  };
   for (;;) {
-    int r = poll(fds, 3, -1);
+    int r = poll(fds, 4, -1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) { PHEAP_LOG_ERROR("fault service: poll failed, errno {}", errno); break; }
     if (fds[1].revents != 0) break;
-    if ((fds[0].revents & (POLLERR | POLLHUP)) != 0) break;
+    if (((fds[0].revents | fds[3].revents) & (POLLERR | POLLHUP)) != 0) break;
     if ((fds[2].revents & POLLIN) != 0) {
       uint64_t posted;
       if (read(ahead_fd_, &posted, sizeof(posted)) == sizeof(posted)) ServeAhead(buf);
-      if ((fds[0].revents & POLLIN) == 0) continue;
     }
-    uffd_msg msgs[16];
-    // read(2) of a userfaultfd: not a file or memory call of pheap::os().
-    ssize_t n = read(c_.uffd, msgs, sizeof(msgs));
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;  // another thread took it
-      PHEAP_LOG_ERROR("fault service: read of userfaultfd failed, errno {}", errno);
-      break;
-    }
-    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) Serve(msgs[i], buf);
+    if ((fds[3].revents & POLLIN) != 0 && !drain(c_.cold_uffd, true)) break;
+    if ((fds[0].revents & POLLIN) != 0 && !drain(c_.uffd, false)) break;
   }
   os().munmap(mem, kBufBytes);
 }
 
-void FaultService::Serve(const uffd_msg& m, uint8_t* buf) {
+void FaultService::Serve(const uffd_msg& m, bool cold, uint8_t* buf) {
   if (m.event != UFFD_EVENT_PAGEFAULT) {
     PHEAP_LOG_WARN("fault service: unexpected userfaultfd event {}", m.event);
     return;
   }
   const Pgno p = (m.arg.pagefault.address - c_.region->base()) >> kPageShift;
   const uint64_t flags = m.arg.pagefault.flags;
+  if (cold) {  // the chunk changes userfaultfd: nothing may install or take meanwhile
+    std::unique_lock lk(*c_.install_mu);
+    c_.tracker->OnColdFault(p, (flags & UFFD_PAGEFAULT_FLAG_WP) == 0);
+    return;
+  }
   if ((flags & UFFD_PAGEFAULT_FLAG_WP) != 0) {
     std::shared_lock lk(*c_.install_mu);
     c_.tracker->OnWriteFault(p);
@@ -198,7 +210,7 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
   }
   AwaitAhead(p);
   if (c_.mapped->Test(p)) {  // mapped since this fault was queued
-    uffd_wake(c_.uffd, Addr(p), kPageSize);
+    Wake(Addr(p), kPageSize);
     return;
   }
   // Placed meanwhile (read ahead, or by another thread): the copy of this
@@ -245,7 +257,7 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     return;
   }
   if (c_.mapped->Test(p)) {  // by another thread meanwhile (which wakes it too)
-    uffd_wake(c_.uffd, Addr(p), kPageSize);
+    Wake(Addr(p), kPageSize);
     return;
   }
   r.count = PlaceableEnd(p + 1, r.end()) - p;
@@ -291,7 +303,12 @@ void FaultService::CopyRange(Pgno first, uint64_t count, const uint8_t* src, uin
   }
   // Whoever placed an existing page woke its waiters then; a faulter that
   // queued after that must still be woken.
-  if (exists) uffd_wake(c_.uffd, Addr(fault), kPageSize);
+  if (exists) Wake(Addr(fault), kPageSize);
+}
+
+void FaultService::Wake(uint64_t a, uint64_t len) const {
+  uffd_wake(c_.uffd, a, len);
+  if (c_.cold_uffd >= 0) uffd_wake(c_.cold_uffd, a, len);
 }
 
 uint64_t FaultService::MapStored(Pgno first, uint64_t count) {

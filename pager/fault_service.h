@@ -52,6 +52,10 @@ namespace pheap {
 
 struct FaultServiceConfig {
   int uffd = -1;                      // non-blocking; not owned
+  // hybrid-wp's second userfaultfd (not owned), or -1: every fault on it
+  // goes to DirtyTracker::OnColdFault, under the install lock held
+  // exclusively.
+  int cold_uffd = -1;
   const Region* region = nullptr;
   Pgno hwm = 0;                       // pages below come from `source`
   PageSource* source = nullptr;
@@ -97,7 +101,10 @@ class FaultService {
 
  private:
   void Loop();
-  void Serve(const uffd_msg& m, uint8_t* buf);
+  void Serve(const uffd_msg& m, bool cold, uint8_t* buf);
+  // Wakes faulters waiting on [a, a + len) on either userfaultfd: a page
+  // may have been faulted on the cold one before its chunk moved.
+  void Wake(uint64_t a, uint64_t len) const;
   void ServeMissing(Pgno p, bool write, uint8_t* buf);
   // The run to serve for a fault at p, and (when the faults are sequential)
   // the window after it to read ahead, else an empty run.

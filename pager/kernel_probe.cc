@@ -159,6 +159,7 @@ Result<TrackingMode> ChooseMode(const KernelFeatures& k, TrackingMode requested)
           "tracking mode 'async-wp-user' needs a user-mode-only userfaultfd with UFFD_FEATURE_WP_ASYNC and "
           "PAGEMAP_SCAN (Linux 6.7+), which this kernel lacks; use tracking=auto");
     case TrackingMode::kAsyncWp:
+    case TrackingMode::kHybridWp:  // its cold userfaultfd must take the kernel's own faults: no user-mode-only
       if (async_ok) return requested;
       break;
     case TrackingMode::kSyncWp:

@@ -69,12 +69,13 @@ std::vector<Run> Subtract(const std::vector<Run>& runs, const std::vector<Pgno>&
 
 }  // namespace
 
-Status Pager::Impl::TakeIntoCarry() {
+Status Pager::Impl::TakeIntoCarry(bool paused) {
   std::unique_lock lk(install_mu_);  // no fault thread between mark and unprotect
   CarrySink sink(carry_.get());
   const uint64_t t0 = NowNs();
   Status st = tracker_->TakeDirty(&sink);
   last_walk_ns_ = NowNs() - t0;
+  if (st.ok() && paused) st = tracker_->AtPause();
   return st;
 }
 
@@ -91,11 +92,30 @@ void Pager::Impl::CopyCarried(StagingBuffer* staging, uint64_t precopied) {
       } else {
         const Pgno next = slot < precopied ? std::min<Pgno>(pre[slot], r.end()) : r.end();
         n = next - p;
-        staging->Append(p, n, region_.data() + (p << kPageShift));
+        AppendKept(staging, Run{p, n});
       }
       p += n;
     }
   });
+}
+
+bool Pager::Impl::FreshZero(Pgno p) const {
+  if (!drop_fresh_zeros_ || p < cut_hwm_) return false;
+  const auto* w = reinterpret_cast<const uint64_t*>(region_.data() + (p << kPageShift));
+  for (size_t i = 0; i < kPageSize / 8; ++i)
+    if (w[i] != 0) return false;
+  return true;
+}
+
+void Pager::Impl::AppendKept(StagingBuffer* staging, Run r) {
+  Pgno from = r.first;
+  for (Pgno p = r.first; p < r.end(); ++p) {
+    if (!FreshZero(p)) continue;
+    if (p > from) staging->Append(from, p - from, region_.data() + (from << kPageShift));
+    from = p + 1;
+    dropped_zeros_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (r.end() > from) staging->Append(from, r.end() - from, region_.data() + (from << kPageShift));
 }
 
 Status Pager::Impl::MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split) {
@@ -155,7 +175,7 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   StagingBuffer* buf = staging->get();
   const bool few = FaultsSinceCut() < kFewPages;
   if (options_.precopy && tracker_->TakesWhileRunning() && !few) {
-    PHEAP_RETURN_IF_ERROR(TakeIntoCarry());
+    PHEAP_RETURN_IF_ERROR(TakeIntoCarry(false));
     // These reads race the program's writes by design: every page written
     // after TakeIntoCarry protected it is taken and copied again inside the
     // pause. Tell ThreadSanitizer so; the copy inside the pause stays checked.
@@ -171,7 +191,7 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   auto n = sp.Pause();
   if (!n.ok()) return n.status();
   *paused = *n;
-  Status st = TakeIntoCarry();
+  Status st = TakeIntoCarry(true);
   // Copy outside the install lock: a carried page that was discarded is not
   // resident, and reading it needs the fault service.
   if (st.ok()) CopyCarried(buf, precopied);
@@ -347,7 +367,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   Safepoint sp;
   const uint64_t t0 = NowNs();
   auto paused = sp.Pause();
-  Status st = paused.ok() ? TakeIntoCarry() : paused.status();
+  Status st = paused.ok() ? TakeIntoCarry(true) : paused.status();
   if (st.ok()) st = CheckTracking();
   if (!st.ok()) {  // whatever was taken stays in carry_ for the next cut
     sp.Resume();
@@ -356,7 +376,13 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   }
   SealedEpoch e;
   carry_->TakeRuns([&](Run r) {
-    for (Pgno p = r.first; p < r.end(); ++p) e.pages.push_back(p);
+    for (Pgno p = r.first; p < r.end(); ++p) {
+      if (!FreshZero(p)) {
+        e.pages.push_back(p);
+      } else {
+        dropped_zeros_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
   });
   e.region = region_.data();
   SealImage(&e, discards);
@@ -546,6 +572,13 @@ PagerStats Pager::Impl::stats() const {
   s.paused_threads = paused_threads_.load();
   s.pages_fetched = eager_copied_;
   s.pages_mapped = eager_mapped_;
+  const DirtyTracker::ChunkCounts k = tracker_->chunk_counts();
+  s.hot_chunks = k.hot;
+  s.chunks_heated = k.heated;
+  s.chunks_cooled = k.cooled;
+  s.cool_unpaused = k.cool_unpaused;
+  s.fallback_pages = k.fallback_pages;
+  s.fresh_zeros_dropped = dropped_zeros_.load(std::memory_order_relaxed);
   if (faults_) {
     s.faults = faults_->faults();
     s.pages_fetched += faults_->pages_fetched();

@@ -69,6 +69,11 @@ struct PagerOptions {
   // saying why and how to allow userfaultfd, for a caller that cannot vouch
   // for the program it runs (the preload library).
   bool auto_mprotect = true;
+  // hybrid-wp: a 2 MiB chunk unwritten for this many commits goes back to
+  // the cold userfaultfd (>= 1). Lower keeps the commit's walk smaller;
+  // higher saves the fault and the whole-chunk report of a chunk that is
+  // written again soon after.
+  uint32_t hybrid_idle_cuts = 8;
 };
 
 // What the kernel offers, probed once per process (pager/kernel_probe.h).
@@ -96,6 +101,19 @@ struct PagerStats {
   uint64_t pages_fetched = 0;     // pages installed from the PageSource
   uint64_t pages_mapped = 0;      // pages mapped from its files instead
   uint64_t paused_threads = 0;    // in the last commit
+  // hybrid-wp's 2 MiB chunks (docs/design.md, "Dirty tracking"): on the
+  // async userfaultfd now, moves each way since open, moves to cold asked
+  // for while writers ran (refused; never happens unless the pager is
+  // wrong), and pages tracked one by one because their chunk could not move.
+  uint64_t hot_chunks = 0;
+  uint64_t chunks_heated = 0;
+  uint64_t chunks_cooled = 0;
+  uint64_t cool_unpaused = 0;
+  uint64_t fallback_pages = 0;
+  // Pages hybrid-wp reported (the rest of a chunk that moved, or of a fresh
+  // huge page) that were left out of their cut: all zeros, past every
+  // stored page.
+  uint64_t fresh_zeros_dropped = 0;
 };
 
 // The pauses of the latest cuts (Pager::pauses), for live inspection.

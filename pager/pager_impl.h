@@ -62,6 +62,7 @@ class Pager::Impl {
   Region region_;
   TrackingMode mode_ = TrackingMode::kAuto;
   int uffd_ = -1;
+  int cold_uffd_ = -1;  // hybrid-wp's second userfaultfd
 
  private:
   // One cut waiting for, or in, its Persist.
@@ -95,10 +96,19 @@ class Pager::Impl {
   // The process's page faults since the last call, an upper bound on the
   // pages written since (see Cut). REQUIRES: cut_mu_.
   uint64_t FaultsSinceCut();
-  Status TakeIntoCarry();
+  // The tracker's written pages into carry_; `paused` when every writer
+  // is (the tracker's AtPause runs then, under the same lock).
+  Status TakeIntoCarry(bool paused);
   // Copies the carried pages: fresh ones appended, those among the first
   // `precopied` slots refreshed in place.
   void CopyCarried(StagingBuffer* staging, uint64_t precopied);
+  // Appends the pages of `r` to staging, but for those FreshZero leaves out.
+  void AppendKept(StagingBuffer* staging, Run r);
+  // A page the tracker may have reported unwritten (drop_fresh_zeros_)
+  // that no stored epoch holds (at or above cut_hwm_) and that holds only
+  // zeros: leaving it out of the cut changes nothing a reader sees, since
+  // a page past hwm reads as zeros. REQUIRES: cut_mu_.
+  bool FreshZero(Pgno p) const;
   // Puts the two ascending parts [0, split) and [split, count) in one order.
   Status MergeInto(std::unique_ptr<StagingBuffer>* staging, uint64_t split);
   void CommitterLoop();
@@ -146,6 +156,8 @@ class Pager::Impl {
   // an in-place one is synced; before cut_mu_. Discard does not take it.
   std::mutex epoch_mu_;
   Pgno cut_hwm_ = 0;        // hwm of the newest cut
+  bool drop_fresh_zeros_ = false;           // the tracker's ReportsUnwritten(); set at open
+  std::atomic<uint64_t> dropped_zeros_{0};  // pages FreshZero left out
 
   std::mutex discard_mu_;
   std::vector<Run> pending_discards_;  // since the last cut

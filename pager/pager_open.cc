@@ -49,9 +49,18 @@ Status Pager::Impl::OpenUffd(bool* absent) {
   if (fd < 0)
     return Status::FromErrno(user ? "userfaultfd(2) for user-mode faults" : "userfaultfd(2) and /dev/userfaultfd", -fd);
   uffd_ = fd;
-  uint64_t want = mode_ == TrackingMode::kAsyncWp || user ? UFFD_FEATURE_WP_ASYNC : 0;
+  const bool hybrid = mode_ == TrackingMode::kHybridWp;
+  uint64_t want = mode_ == TrackingMode::kAsyncWp || user || hybrid ? UFFD_FEATURE_WP_ASYNC : 0;
   int r = uffd_api(uffd_, want, nullptr, nullptr);
   if (r < 0) return Status::FromErrno("UFFDIO_API on the heap's userfaultfd", -r);
+  if (!hybrid) return Status::Ok();
+  // The cold chunks' userfaultfd: synchronous, and not user-mode-only, since
+  // the kernel's own writes (read(2) into the heap) must fault there too.
+  fd = uffd_open(&via_dev);
+  if (fd < 0) return Status::FromErrno("userfaultfd(2) for the heap's cold chunks", -fd);
+  cold_uffd_ = fd;
+  r = uffd_api(cold_uffd_, 0, nullptr, nullptr);
+  if (r < 0) return Status::FromErrno("UFFDIO_API on the heap's cold-chunk userfaultfd", -r);
   return Status::Ok();
 }
 
@@ -87,6 +96,8 @@ Status Pager::Impl::RegisterUffd() {
       if (r < 0) return Status::FromErrno(fmt::format("UFFDIO_WRITEPROTECT of [{:#x}, {:#x})", base, base + below), -r);
       return Status::Ok();
     }
+    case TrackingMode::kHybridWp:  // the tracker registers both userfaultfds, a chunk at a time
+      return Status::Ok();
     default:
       return reg(base, below, kMissing);
   }
@@ -233,15 +244,34 @@ Status Pager::Impl::Start(TrackingMode mode) {
     case TrackingMode::kSyncWp:
       tracker_ = NewSyncWpTracker(region_, uffd_);
       break;
+    case TrackingMode::kHybridWp: {
+      int fd = os().open("/proc/self/pagemap", O_RDONLY, 0);
+      if (fd < 0) return Status::FromErrno("opening /proc/self/pagemap for dirty tracking", -fd);
+      HybridWpConfig hc;
+      hc.hot_uffd = uffd_;
+      hc.cold_uffd = cold_uffd_;
+      hc.pagemap_fd = fd;
+      hc.hwm = image_.hwm;
+      hc.installed = installed_.get();
+      hc.discarded = discarded_.get();
+      hc.idle_cuts = std::max<uint32_t>(1, options_.hybrid_idle_cuts);
+      hc.untracked = &untracked_;
+      auto t = NewHybridWpTracker(region_, hc);
+      if (!t.ok()) return t.status();
+      tracker_ = std::move(t.value());
+      break;
+    }
     default: {
       auto t = NewMprotectTracker(region_);
       if (!t.ok()) return t.status();
       tracker_ = std::move(t.value());
     }
   }
+  drop_fresh_zeros_ = tracker_->ReportsUnwritten();
   if (uffd_ >= 0 && mode_ != TrackingMode::kAsyncWpUser) {  // which raises no fault to serve
     FaultServiceConfig fc;
     fc.uffd = uffd_;
+    fc.cold_uffd = cold_uffd_;
     fc.region = &region_;
     fc.hwm = image_.hwm;
     fc.source = source_;
@@ -257,7 +287,9 @@ Status Pager::Impl::Start(TrackingMode mode) {
     faults_ = std::make_unique<FaultService>(fc);
     // A fresh heap under async write-protect registers no missing faults
     // and asks for no events: its userfaultfd never has a message to read.
-    if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp) PHEAP_RETURN_IF_ERROR(faults_->Start());
+    // hybrid-wp's cold chunks fault into the service from the start.
+    if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp || mode_ == TrackingMode::kHybridWp)
+      PHEAP_RETURN_IF_ERROR(faults_->Start());
   }
   PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {} ({} mapped, {} copied)",
                  region_.base(), region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
@@ -309,6 +341,7 @@ Pager::Impl::~Impl() {
   if (map_pagemap_fd_ >= 0) os().close(map_pagemap_fd_);
   tracker_.reset();
   if (uffd_ >= 0) os().close(uffd_);
+  if (cold_uffd_ >= 0) os().close(cold_uffd_);
   // region_ unmaps in its destructor.
 }
 

@@ -42,6 +42,8 @@ uint32_t g_excused = 0;             // pausing thread only
 // left pending from an earlier pause (by a thread that had it blocked
 // while asleep, below): it returns at once.
 std::atomic<bool> g_pausing{false};
+// Between Pause's return (every thread held) and Resume.
+std::atomic<bool> g_held{false};
 
 // Threads inside SafepointSleepBegin/End: the signal blocked, nothing
 // written to the heap until End. A pause signals each once (the signal
@@ -392,12 +394,14 @@ Result<int> Safepoint::Pause() {
     WaitArrivals();
     if (sent == 0) break;  // a full pass found nobody new: everyone is held
   }
+  g_held.store(true, std::memory_order_seq_cst);
   return g_npaused.load();
 }
 
 void Safepoint::Resume() {
   if (!paused_) return;
   paused_ = false;
+  g_held.store(false, std::memory_order_seq_cst);
   g_pausing.store(false, std::memory_order_seq_cst);
   g_generation.fetch_add(1, std::memory_order_seq_cst);
   Futex(&g_generation, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
@@ -438,6 +442,8 @@ void SafepointSleepEnd() {
   // that pause ends, or goes on if it ended already.
   syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &set, nullptr, _NSIG / 8);
 }
+
+bool SafepointHeld() { return g_held.load(std::memory_order_seq_cst); }
 
 bool IsSafepointHandler(const struct sigaction& act) {
   return (act.sa_flags & SA_SIGINFO) != 0 && act.sa_sigaction == Handler;

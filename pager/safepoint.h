@@ -109,6 +109,10 @@ void SafepointSleepEnd();
 // the preload library lets that one through and refuses the program's.
 bool IsSafepointHandler(const struct sigaction& act);
 
+// True from the moment a Pause has every thread held until its Resume
+// begins: what a caller that must not race the program's writes checks.
+bool SafepointHeld();
+
 class Safepoint {
  public:
   Safepoint() = default;

@@ -119,8 +119,8 @@ TEST_P(CrashTest, SigkillAtRandomInstantsKeepsTheLastDurableEpoch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, CrashTest,
-                         ::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp,
-                                           TrackingMode::kMprotect),
+                         ::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect,
+                                           TrackingMode::kHybridWp),
                          [](const ::testing::TestParamInfo<TrackingMode>& p) {
                            std::string n = TrackingModeName(p.param);
                            n.erase(std::remove(n.begin(), n.end(), '-'), n.end());

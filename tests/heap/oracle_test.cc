@@ -66,7 +66,22 @@ uint64_t CheckHeap(pheap* h, uint64_t seed, int kill) {
   return st->ops;
 }
 
-TEST(HeapCrashOracle, SigkillAtRandomInstants) {
+// Whether a heap opens with tracking=`mode` here.
+bool OpensWith(const std::string& mode) {
+  pheaptest::TempDir dir;
+  std::string cfg = "dir=" + dir.path() + ";size=16M;code_check=off;tracking=";
+  cfg += mode;
+  pheap* h = pheap_open("probe", cfg.c_str());
+  if (h == nullptr) return false;
+  pheap_close(h);
+  return true;
+}
+
+// Under the mode the kernel picks, and under hybrid-wp, whose chunk moves
+// must lose no write either.
+class HeapCrashOracle : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HeapCrashOracle, SigkillAtRandomInstants) {
 #if defined(__SANITIZE_THREAD__)
   // ThreadSanitizer holds back a signal sent to a thread blocked in
   // pthread_mutex_lock until the lock returns; this worker commits while
@@ -74,6 +89,9 @@ TEST(HeapCrashOracle, SigkillAtRandomInstants) {
   // safepoint would wait forever. The release and ASan builds run this test.
   GTEST_SKIP() << "ThreadSanitizer defers signals to threads blocked on a mutex";
 #endif
+  const std::string tracking = GetParam();
+  if (tracking == "hybrid-wp" && !OpensWith(tracking))
+    GTEST_SKIP() << "hybrid-wp needs a full userfaultfd with async write-protect";
   uint64_t seed = std::random_device{}();
   if (const char* s = std::getenv("PHEAP_CRASH_SEED")) seed = std::strtoull(s, nullptr, 0);
   int kills = g_kills;
@@ -86,12 +104,13 @@ TEST(HeapCrashOracle, SigkillAtRandomInstants) {
   for (int i = 0; i < kills && !HasFailure(); ++i) {
     bool early = rng() % 10 == 0;
     unsigned delay = static_cast<unsigned>(rng() % (early ? 20000 : 60000));
-    auto w = pheaptest::RunAndKill({g_worker, dir.path(), std::to_string(seed),
-                                         std::to_string(kMutators), std::to_string(kWriters)},
-                                        early, delay, "durable");
+    auto w = pheaptest::RunAndKill(
+        {g_worker, dir.path(), std::to_string(seed), std::to_string(kMutators), std::to_string(kWriters), tracking},
+        early, delay, "durable");
     ASSERT_TRUE(w.killed()) << "kill " << i << ": the worker ended by itself (status " << w.status
                             << "): " << w.stderr_text;
-    std::string cfg = "dir=" + dir.path() + ";size=512M;code_check=off";
+    std::string cfg = "dir=" + dir.path() + ";size=512M;code_check=off;tracking=";
+    cfg += tracking;
     pheap* h = pheap_open("oracle", cfg.c_str());
     ASSERT_NE(h, nullptr) << "kill " << i << ": " << pheap_last_error();
     uint64_t ops = CheckHeap(h, seed, i);
@@ -110,6 +129,9 @@ TEST(HeapCrashOracle, SigkillAtRandomInstants) {
   EXPECT_GT(acknowledged_total, static_cast<uint64_t>(kills / 4))
       << "too few runs committed before the kill to exercise recovery";
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, HeapCrashOracle, ::testing::Values("auto", "hybrid-wp"),
+                         [](const auto& p) { return std::string(p.param[0] == 'a' ? "auto" : "hybridwp"); });
 
 }  // namespace
 

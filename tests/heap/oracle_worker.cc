@@ -48,14 +48,15 @@ void ApplyNext() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: oracle_worker DIR SEED MUTATORS WRITERS ACK_FD\n");
+  if (argc != 7) {
+    std::fprintf(stderr, "usage: oracle_worker DIR SEED MUTATORS WRITERS TRACKING ACK_FD\n");
     return 2;
   }
-  std::string cfg = std::string("dir=") + argv[1] + ";size=512M;code_check=off";
+  std::string cfg = std::string("dir=") + argv[1] + ";size=512M;code_check=off;tracking=";
+  cfg += argv[5];
   uint64_t seed = std::strtoull(argv[2], nullptr, 0);
   int mutators = std::atoi(argv[3]), writers = std::atoi(argv[4]);
-  g_ack = std::atoi(argv[5]);
+  g_ack = std::atoi(argv[6]);
   if (writers > kMaxWriters) return 2;
 
   g_heap = pheap_open("oracle", cfg.c_str());

@@ -6,8 +6,8 @@ namespace pheap::testing {
 
 std::vector<TrackingMode> SupportedModes() {
   std::vector<TrackingMode> out;
-  for (TrackingMode m :
-       {TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect, TrackingMode::kAsyncWpUser})
+  for (TrackingMode m : {TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect,
+                         TrackingMode::kAsyncWpUser, TrackingMode::kHybridWp})
     if (ChooseMode(CachedKernelFeatures(), m).ok()) out.push_back(m);
   return out;
 }

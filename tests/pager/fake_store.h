@@ -199,7 +199,7 @@ class FakeStore : public PageSource, public EpochSink {
 
 // The tracking modes this kernel supports (kAuto excluded).
 std::vector<TrackingMode> SupportedModes();
-// "asyncwp", "syncwp", "mprotect", "asyncwpuser": test-name friendly.
+// "asyncwp", "syncwp", "mprotect", "asyncwpuser", "hybridwp": test-name friendly.
 std::string ModeTestName(TrackingMode m);
 // ThreadSanitizer runs an internal thread with every signal blocked, so a
 // signal safepoint over all threads of the process (every commit) cannot

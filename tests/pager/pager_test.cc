@@ -515,7 +515,7 @@ TEST_P(PagerTest, CorruptPageIsNeverServed) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, PagerTest,
                          ::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp, TrackingMode::kMprotect,
-                                           TrackingMode::kAsyncWpUser),
+                                           TrackingMode::kAsyncWpUser, TrackingMode::kHybridWp),
                          [](const auto& p) { return ModeTestName(p.param); });
 
 }  // namespace

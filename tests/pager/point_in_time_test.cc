@@ -94,7 +94,7 @@ TEST_P(PointInTime, EveryCommittedImageIsACut) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, PointInTime,
                          ::testing::Combine(::testing::Values(TrackingMode::kAsyncWp, TrackingMode::kSyncWp,
-                                                              TrackingMode::kMprotect),
+                                                              TrackingMode::kMprotect, TrackingMode::kHybridWp),
                                             ::testing::Values(Cut::kPauseCopy, Cut::kPrecopy, Cut::kInPlace)),
                          [](const auto& p) {
                            const Cut c = std::get<1>(p.param);
