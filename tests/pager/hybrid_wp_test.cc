@@ -140,6 +140,34 @@ TEST_F(HybridWp, WritesFromNewThreadsAreCommitted) {
   EXPECT_EQ(pager->stats().cool_unpaused, 0u);
 }
 
+// No commit (so it runs under ThreadSanitizer too): threads race to be
+// first in the same cold chunks and in chunks of their own, while other
+// threads read; every write lands and every chunk is heated once.
+TEST_F(HybridWp, FirstTouchesRaceAcrossThreads) {
+  SKIP_UNLESS_HYBRID();
+  auto pager = Open(1);
+  ASSERT_NE(pager, nullptr);
+  constexpr int kThreads = 6, kChunks = 24;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int c = 0; c < kChunks; ++c) {
+        uint8_t* p = Page(*pager, static_cast<Pgno>(c) * kChunkPages + static_cast<Pgno>(t) * 7);
+        if (t % 3 == 2) {
+          EXPECT_EQ(*reinterpret_cast<volatile uint8_t*>(p + 100), 0);
+        } else {
+          p[0] = static_cast<uint8_t>(t + 1);
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  for (int t = 0; t < kThreads; ++t)
+    for (int c = 0; c < kChunks; ++c)
+      EXPECT_EQ(Page(*pager, static_cast<Pgno>(c) * kChunkPages + static_cast<Pgno>(t) * 7)[0], t % 3 == 2 ? 0 : t + 1);
+  EXPECT_EQ(pager->stats().chunks_heated, static_cast<uint64_t>(kChunks));
+  EXPECT_EQ(pager->stats().hot_chunks, static_cast<uint64_t>(kChunks));
+}
+
 // Writers keep bumping counters in pages spread over many chunks, some
 // written all the time, some now and then (so their chunks go cold and are
 // heated again while others write), publishing each value after writing
