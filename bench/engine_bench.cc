@@ -2,6 +2,8 @@
 //   first write     pheap region (per tracking mode) vs plain anonymous memory
 //   commit pause    1..16384 dirty pages in populated 1 GiB and 8 GiB regions
 //   durable commit  pheap Commit() vs msync(MS_SYNC) of a MAP_SHARED file
+//   tracking        commit pause and durable commit, hybrid-wp vs async-wp
+//                   (and msync), new or the same dirty pages each commit
 //   cold reopen     1 GiB image touched sequentially / randomly vs the same
 //                   data through a mapped file in the page cache
 //   compaction      space on disk per live byte and commit latency over a
@@ -197,6 +199,79 @@ void Commits(bool big) {
   fmt::print("\n");
 }
 
+uint64_t MapsLines() {
+  uint64_t n = 0;
+  if (FILE* f = std::fopen("/proc/self/maps", "r")) {
+    for (int c; (c = std::fgetc(f)) != EOF;) n += c == '\n';
+    std::fclose(f);
+  }
+  return n;
+}
+
+// hybrid-wp against async-wp (and msync) on a populated region: the k
+// dirty pages are new random pages every commit (each may land in a cold
+// chunk: a fault, and the whole chunk in the cut), or the same k pages
+// again (their chunks stay hot: the steady state of a working set).
+void Tracking(bool big) {
+  const std::vector<uint64_t> ks = {1, 64, 1024};
+  std::vector<uint64_t> sizes = {kGiB};
+  if (big) sizes.push_back(8 * kGiB);
+  std::vector<TrackingMode> modes;
+  for (TrackingMode t : {TrackingMode::kAsyncWp, TrackingMode::kHybridWp})
+    if (ChooseMode(Pager::Probe(), t).ok()) modes.push_back(t);
+  fmt::print("## Commit pause by tracking mode (median of {})\n\n", g_runs);
+  fmt::print(
+      "| region | dirty pages | pattern | tracking | pause us | durable commit us | pages in the cut | "
+      "hot chunks | VMAs | msync us (baseline) |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (uint64_t size : sizes) {
+    TempDir dir;
+    const std::vector<double> ms = MsyncLatency(dir.path(), size, ks);
+    for (TrackingMode mode : modes) {
+      auto e = OpenOrDie(dir.path(), fmt::format("tracking{}", static_cast<int>(mode)), size, mode);
+      auto* base = static_cast<uint8_t*>(e->base());
+      const uint64_t pages = size / kPageSize;
+      for (uint64_t done = 0; done < pages;) {
+        const uint64_t n = std::min<uint64_t>(kGiB / kPageSize, pages - done);
+        TouchWrite(base + done * kPageSize, n, 7);
+        CommitOrDie(*e);
+        done += n;
+      }
+      // Idle chunks go cold a few dozen per commit: settle first.
+      for (int i = 0; i < 400 && e->pager().stats().hot_chunks > 0; ++i) CommitOrDie(*e);
+      uint64_t seed = 42;
+      for (size_t ki = 0; ki < ks.size(); ++ki) {
+        const uint64_t k = ks[ki];
+        for (bool same : {false, true}) {
+          std::vector<uint64_t> fixed;
+          for (uint64_t i = 0; i < k; ++i) fixed.push_back(Rand(&seed) % pages);
+          std::vector<double> pause, commit, cut, hot, vmas;
+          for (int r = -1; r < g_runs; ++r) {  // r = -1 warms the same pages' chunks
+            if (same) {
+              for (uint64_t p : fixed) *reinterpret_cast<volatile uint64_t*>(base + p * kPageSize) = seed + r;
+            } else {
+              DirtyRandom(base, pages, k, &seed);
+            }
+            const uint64_t t0 = NowNs();
+            CommitOrDie(*e);
+            if (r < 0) continue;
+            const PagerStats st = e->pager().stats();
+            commit.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+            pause.push_back(static_cast<double>(st.last_pause_ns) / 1e3);
+            cut.push_back(static_cast<double>(st.last_dirty_pages));
+            hot.push_back(static_cast<double>(st.hot_chunks));
+            vmas.push_back(static_cast<double>(MapsLines()));
+          }
+          fmt::print("| {} GiB | {} | {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.0f} |\n", size / kGiB,
+                     k, same ? "same pages" : "new pages", TrackingModeName(mode), Median(pause), Median(commit),
+                     Median(cut), Median(hot), Median(vmas), ms[ki]);
+        }
+      }
+    }
+  }
+  fmt::print("\n");
+}
+
 double TouchRead(const uint8_t* base, const std::vector<uint64_t>& order) {
   uint64_t t0 = NowNs();
   uint64_t sum = 0;
@@ -353,13 +428,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   bool big = true;
   app.add_option("--runs", g_runs, "runs per figure (median reported)")->capture_default_str();
-  app.add_option("--only", only, "first-write, commit, reopen, compaction");
+  app.add_option("--only", only, "first-write, commit, tracking, reopen, compaction");
   app.add_flag("!--no-8g", big, "skip the 8 GiB region");
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const char* s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
   fmt::print("# pheap engine benchmarks\n\n");
   if (want("first-write")) FirstWrite();
   if (want("commit")) Commits(big);
+  if (want("tracking")) Tracking(big);
   if (want("reopen")) ColdReopen();
   if (want("compaction")) Compaction();
   return 0;
