@@ -118,8 +118,8 @@ class DirtyTracker {
     uint64_t hot = 0;             // chunks on the async userfaultfd now
     uint64_t heated = 0;          // cold -> hot moves since open
     uint64_t cooled = 0;          // hot -> cold moves since open
-    uint64_t cool_unpaused = 0;   // moves to cold asked for with writers running (refused; a bug)
-    uint64_t fallback_pages = 0;  // pages tracked one by one because a chunk could not move
+    uint64_t moves_unpaused = 0;  // moves that need a pause asked for with writers running (refused; a bug)
+    uint64_t single_pages = 0;    // faults on cold chunks tracked one page at a time
   };
   virtual ChunkCounts chunk_counts() const { return {}; }
 };

@@ -8,16 +8,25 @@
 //         re-protects them. The scan runs without PM_SCAN_CHECK_WPASYNC,
 //         so it skips every other VMA whole: it costs the hot chunks only.
 //   cold  a synchronous userfaultfd (missing and write-protect faults, both
-//         reaching the fault service), every present page protected. The
-//         first fault on a cold chunk, from any thread or from the kernel
-//         itself (read(2) into it), moves the chunk to hot and wakes it.
+//         reaching the fault service), every present page protected. A
+//         fault on a cold chunk, from any thread or from the kernel itself
+//         (read(2) into it), is served as sync-wp serves it: the page is
+//         marked in a bitmap and unprotected. The commit's pause then moves
+//         the chunk to hot, protected whole again, so the next commit
+//         reports exactly what was written. A chunk that takes
+//         kWarmFaults such faults before a commit, or a missing fault (a
+//         page never populated: a fresh chunk), moves at once (Heat).
 //
 // The rule that keeps every write seen:
-//   - cold -> hot (Heat) may happen at any time. Unregistering from the
-//     cold userfaultfd clears every protection bit of the chunk, so from
-//     then on each of its present pages reads as written until a scan
-//     re-protects it; the next TakeDirty reports the whole chunk (up to 512
-//     pages). A write in the instant between the two registrations lands
+//   - cold -> hot inside a pause (Warm), right after the pause's TakeDirty
+//     took the chunk's marked pages: the move clears the protection bits
+//     and protects the chunk on the async userfaultfd, and a write in
+//     between would be lost; with every writer paused none lands.
+//   - cold -> hot at any time (Heat), without protecting it again:
+//     unregistering from the cold userfaultfd clears every protection bit
+//     of the chunk, so from then on each of its present pages reads as
+//     written until a scan re-protects it; the next TakeDirty reports the
+//     whole chunk (up to 512 pages). A write in the instant between the two registrations lands
 //     on such a page, and is reported too. A missing fault in that instant
 //     is filled by the kernel with zeros, which is right only because a
 //     cold chunk has every stored page placed (or discarded): see Cool.
@@ -31,15 +40,13 @@
 //     when every page of it below hwm is placed (installed or discarded):
 //     a stored page not yet fetched would be zero-filled by the kernel in
 //     Heat's instant between registrations.
-//   - if a chunk cannot move (a registration fails: the process has run
-//     out of VMAs), the faulting page is tracked as sync-wp tracks pages:
-//     marked in a bitmap, unprotected, reported and re-protected by the
-//     next TakeDirty.
+//   - if a chunk cannot go hot (a registration fails: the process has run
+//     out of VMAs), its faulting pages keep being tracked one by one.
 //
 // Writes that no pause stops (an io_uring worker or another process
 // writing the heap, a thread that keeps the safepoint signal blocked)
-// could land inside Cool's window and be lost; the safepoint's contract
-// already forbids them during a cut.
+// could land inside Warm's or Cool's window and be lost; the safepoint's
+// contract already forbids them during a cut.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -59,9 +66,14 @@ namespace {
 constexpr uint64_t kChunkShift = 21;
 constexpr uint64_t kChunkBytes = uint64_t{1} << kChunkShift;
 constexpr uint64_t kMissingWp = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
-// Moves to cold cost about 10 us each inside the pause: at most this many
-// per cut, the rest wait for the next.
-constexpr uint64_t kMaxCoolPerCut = 32;
+// Moves cost about 10 us each inside the pause: at most this many per cut
+// each way, the rest wait for the next (a chunk waiting to go hot stays
+// tracked page by page meanwhile).
+constexpr uint64_t kMaxMovesPerCut = 32;
+// Write faults on a cold chunk before it moves at once: past this many, the
+// chunk is written widely enough that a fault per page would cost more than
+// the whole chunk in the next cut.
+constexpr uint16_t kWarmFaults = 64;
 alignas(4096) const uint8_t kZeros[kPageSize] = {};
 
 // An anonymous array that becomes resident only where written: one entry
@@ -90,6 +102,7 @@ struct Chunk {
   uint8_t hot;      // on the async userfaultfd
   uint8_t written;  // reported by a TakeDirty since the last pause
   uint8_t idle;     // pauses in a row without a write (saturates)
+  uint16_t warm;    // cold: pages faulted and tracked one by one since the last pause
 };
 
 class HybridWpTracker final : public DirtyTracker {
@@ -101,7 +114,8 @@ class HybridWpTracker final : public DirtyTracker {
         nchunks_((region.base() + region.size() - grid_ + kChunkBytes - 1) >> kChunkShift),
         chunks_(nchunks_),
         hot_list_(nchunks_),
-        fallback_(region.pages()) {}
+        warm_list_(nchunks_),
+        singles_(region.pages()) {}
   ~HybridWpTracker() override { os().close(c_.pagemap_fd); }
   HybridWpTracker(const HybridWpTracker&) = delete;
   HybridWpTracker& operator=(const HybridWpTracker&) = delete;
@@ -110,7 +124,8 @@ class HybridWpTracker final : public DirtyTracker {
   // UFFDIO_COPY, protected, as in async-wp); the rest start cold, with
   // nothing populated, so nothing to protect.
   Status Register() {
-    if (!chunks_.ok() || !hot_list_.ok()) return Status::IoError("hybrid-wp: cannot map the chunk table", ENOMEM);
+    if (!chunks_.ok() || !hot_list_.ok() || !warm_list_.ok())
+      return Status::IoError("hybrid-wp: cannot map the chunk table", ENOMEM);
     const uint64_t base = region_.base(), end = base + region_.size();
     // Huge pages: a huge entry is protected and scanned in one step, and a
     // write under async write-protect splits just the one it hits.
@@ -148,7 +163,7 @@ class HybridWpTracker final : public DirtyTracker {
     int err = 0;  // no Status (it allocates) until the walk is done
     // Protected before reported, as sync-wp does: a write racing this
     // lands before the protection, so inside the copy taken afterwards.
-    fallback_.TakeRuns([&](Run r) {
+    singles_.TakeRuns([&](Run r) {
       int e = uffd_writeprotect(c_.cold_uffd, Addr(r.first), r.count << kPageShift, UFFDIO_WRITEPROTECT_MODE_WP);
       if (e < 0 && err == 0) err = -e;
       marking.Add(r);
@@ -177,21 +192,36 @@ class HybridWpTracker final : public DirtyTracker {
       } else if (k.idle < 255) {
         ++k.idle;
       }
-      if (k.idle >= c_.idle_cuts && cooled < kMaxCoolPerCut && Placed(ch) && Cool(ch)) {
+      if (k.idle >= c_.idle_cuts && cooled < kMaxMovesPerCut && Placed(ch) && Cool(ch)) {
         ++cooled;
         hot_list_[i] = hot_list_[--hot_count_];  // swap-remove; look at the moved one next
         continue;
       }
       ++i;
     }
+    // Then cold chunks written since the last pause go hot, protected
+    // whole: this pause's TakeDirty took their marked pages.
+    uint64_t warmed = 0;
+    for (uint64_t i = 0; i < warm_count_; ++i) {
+      const uint32_t ch = warm_list_[i];
+      chunks_[ch].warm = 0;
+      if (chunks_[ch].hot == 0 && warmed < kMaxMovesPerCut && Warm(ch)) ++warmed;
+    }
+    warm_count_ = 0;
     hot_now_.store(hot_count_, std::memory_order_relaxed);
     return Status::Ok();
   }
 
   void OnColdFault(Pgno p, bool missing) override {
     const uint64_t ch = ChunkOf(Addr(p));
-    if (chunks_[ch].hot == 0 && !Heat(ch)) {
-      TrackOne(p, missing);  // wakes the faulter
+    Chunk& k = chunks_[ch];
+    if (k.hot == 0 && !missing && k.warm < kWarmFaults) {
+      if (k.warm++ == 0) warm_list_[warm_count_++] = static_cast<uint32_t>(ch);
+      TrackOne(p, false);  // wakes the faulter
+      return;
+    }
+    if (k.hot == 0 && !Heat(ch)) {
+      TrackOne(p, missing);
       return;
     }
     // The faulter (and any other on this chunk) waits on the cold
@@ -205,8 +235,8 @@ class HybridWpTracker final : public DirtyTracker {
     n.hot = hot_now_.load(std::memory_order_relaxed);
     n.heated = heated_.load(std::memory_order_relaxed);
     n.cooled = cooled_.load(std::memory_order_relaxed);
-    n.cool_unpaused = cool_unpaused_.load(std::memory_order_relaxed);
-    n.fallback_pages = fallback_pages_.load(std::memory_order_relaxed);
+    n.moves_unpaused = moves_unpaused_.load(std::memory_order_relaxed);
+    n.single_pages = single_pages_.load(std::memory_order_relaxed);
     return n;
   }
 
@@ -295,15 +325,47 @@ class HybridWpTracker final : public DirtyTracker {
         LoseTracking(a, len, r2);
         return true;
       }
-      fallback_.SetRun(Run{PageOf(a), len >> kPageShift});
-      fallback_pages_.fetch_add(len >> kPageShift, std::memory_order_relaxed);
+      singles_.SetRun(Run{PageOf(a), len >> kPageShift});
+      single_pages_.fetch_add(len >> kPageShift, std::memory_order_relaxed);
       return true;
     }
-    chunks_[ch] = Chunk{1, 1, 0};  // written: its pages read as such now
+    BecomeHot(ch);
+    return true;
+  }
+
+  // Cold -> hot, protected whole. False if the chunk stays cold (or, if a
+  // step failed after unregistering, went hot unprotected: then its pages
+  // read as written, reported, not lost).
+  // REQUIRES: writers paused; this pause's TakeDirty ran; install lock held exclusively.
+  bool Warm(uint64_t ch) {
+    if (!SafepointHeld()) {
+      moves_unpaused_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    const uint64_t a = ChunkStart(ch), len = ChunkEnd(ch) - a;
+    if (uffd_unregister(c_.cold_uffd, a, len) < 0) return false;
+    if (int r = uffd_register(c_.hot_uffd, a, len, HotMode(ch), nullptr); r < 0) {
+      if (int r2 = uffd_register(c_.cold_uffd, a, len, kMissingWp, nullptr); r2 < 0) {
+        LoseTracking(a, len, r2);
+      } else {  // back on cold, unprotected: every page into the next cut
+        singles_.SetRun(Run{PageOf(a), len >> kPageShift});
+      }
+      return false;
+    }
+    if (uffd_writeprotect(c_.hot_uffd, a, len, UFFDIO_WRITEPROTECT_MODE_WP) < 0) {
+      BecomeHot(ch);  // unprotected: the next TakeDirty reports the whole chunk
+      return true;
+    }
+    BecomeHot(ch);
+    chunks_[ch].written = 0;  // its writes were this pause's: idle from the next on
+    return true;
+  }
+
+  void BecomeHot(uint64_t ch) {
+    chunks_[ch] = Chunk{1, 1, 0, 0};  // written: its pages read as such until the next scan
     hot_list_[hot_count_++] = static_cast<uint32_t>(ch);
     hot_now_.store(hot_count_, std::memory_order_relaxed);
     heated_.fetch_add(1, std::memory_order_relaxed);
-    return true;
   }
 
   // Hot -> cold. False if the chunk stays hot (its pages then read as
@@ -311,7 +373,7 @@ class HybridWpTracker final : public DirtyTracker {
   // REQUIRES: writers paused; this pause's TakeDirty ran; install lock held exclusively.
   bool Cool(uint64_t ch) {
     if (!SafepointHeld()) {
-      cool_unpaused_.fetch_add(1, std::memory_order_relaxed);
+      moves_unpaused_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
     const uint64_t a = ChunkStart(ch), len = ChunkEnd(ch) - a;
@@ -327,16 +389,16 @@ class HybridWpTracker final : public DirtyTracker {
       chunks_[ch].written = 1;
       return false;
     }
-    chunks_[ch] = Chunk{0, 0, 0};
+    chunks_[ch] = Chunk{0, 0, 0, 0};
     cooled_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
 
-  // The chunk could not go hot: the page is tracked as sync-wp does, and
-  // the faulter woken (by the unprotect, or the copy).
+  // The page is tracked as sync-wp tracks it (marked, then unprotected),
+  // and the faulter woken (by the unprotect, or the copy).
   void TrackOne(Pgno p, bool missing) {
-    fallback_.Set(p);
-    fallback_pages_.fetch_add(1, std::memory_order_relaxed);
+    singles_.Set(p);
+    single_pages_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t a = Addr(p);
     // A missing page of a cold chunk is above hwm or discarded: zeros.
     int64_t r =
@@ -364,10 +426,12 @@ class HybridWpTracker final : public DirtyTracker {
   LazyArray<Chunk> chunks_;
   LazyArray<uint32_t> hot_list_;
   uint64_t hot_count_ = 0;
-  PageBitmap fallback_;             // pages of chunks that could not move, written since the last take
+  LazyArray<uint32_t> warm_list_;  // cold chunks with warm != 0
+  uint64_t warm_count_ = 0;
+  PageBitmap singles_;              // pages of cold chunks tracked one by one, written since the last take
   page_region vec_[kVecLen];        // TakeDirty's
   page_region count_vec_[kVecLen];  // CountWritten's (it may run beside TakeDirty)
-  std::atomic<uint64_t> hot_now_{0}, heated_{0}, cooled_{0}, cool_unpaused_{0}, fallback_pages_{0};
+  std::atomic<uint64_t> hot_now_{0}, heated_{0}, cooled_{0}, moves_unpaused_{0}, single_pages_{0};
 };
 
 }  // namespace

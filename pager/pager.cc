@@ -576,8 +576,8 @@ PagerStats Pager::Impl::stats() const {
   s.hot_chunks = k.hot;
   s.chunks_heated = k.heated;
   s.chunks_cooled = k.cooled;
-  s.cool_unpaused = k.cool_unpaused;
-  s.fallback_pages = k.fallback_pages;
+  s.moves_unpaused = k.moves_unpaused;
+  s.single_pages = k.single_pages;
   s.fresh_zeros_dropped = dropped_zeros_.load(std::memory_order_relaxed);
   if (faults_) {
     s.faults = faults_->faults();

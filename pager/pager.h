@@ -102,14 +102,14 @@ struct PagerStats {
   uint64_t pages_mapped = 0;      // pages mapped from its files instead
   uint64_t paused_threads = 0;    // in the last commit
   // hybrid-wp's 2 MiB chunks (docs/design.md, "Dirty tracking"): on the
-  // async userfaultfd now, moves each way since open, moves to cold asked
-  // for while writers ran (refused; never happens unless the pager is
-  // wrong), and pages tracked one by one because their chunk could not move.
+  // async userfaultfd now, moves each way since open, moves that need a
+  // pause asked for while writers ran (refused; never happens unless the
+  // pager is wrong), and writes to cold chunks tracked one page at a time.
   uint64_t hot_chunks = 0;
   uint64_t chunks_heated = 0;
   uint64_t chunks_cooled = 0;
-  uint64_t cool_unpaused = 0;
-  uint64_t fallback_pages = 0;
+  uint64_t moves_unpaused = 0;
+  uint64_t single_pages = 0;
   // Pages hybrid-wp reported (the rest of a chunk that moved, or of a fresh
   // huge page) that were left out of their cut: all zeros, past every
   // stored page.

@@ -110,7 +110,7 @@ TEST_F(HybridWp, KernelWritesIntoColdChunksAreCommitted) {
   close(sv[0]);
   close(sv[1]);
   close(fd);
-  EXPECT_EQ(pager->stats().cool_unpaused, 0u);
+  EXPECT_EQ(pager->stats().moves_unpaused, 0u);
   EXPECT_EQ(store_.contract_error(), "");
 }
 
@@ -137,7 +137,7 @@ TEST_F(HybridWp, WritesFromNewThreadsAreCommitted) {
     ASSERT_TRUE(pager->Commit().ok());  // nothing written: the chunks go cold again
   }
   EXPECT_GE(pager->stats().chunks_cooled, 5u);
-  EXPECT_EQ(pager->stats().cool_unpaused, 0u);
+  EXPECT_EQ(pager->stats().moves_unpaused, 0u);
 }
 
 // No commit (so it runs under ThreadSanitizer too): threads race to be
@@ -226,7 +226,7 @@ void RaceMoves(HybridWp* fixture, FakeStore& store, Pager& pager, bool in_place)
               static_cast<unsigned long long>(st.chunks_cooled), static_cast<unsigned long long>(st.hot_chunks));
   EXPECT_GT(st.chunks_heated, 20u);
   EXPECT_GT(st.chunks_cooled, 20u);
-  EXPECT_EQ(st.cool_unpaused, 0u);
+  EXPECT_EQ(st.moves_unpaused, 0u);
   EXPECT_EQ(store.contract_error(), "");
   (void)fixture;
 }
@@ -292,11 +292,12 @@ TEST_F(HybridWp, StoredChunksGoColdOnceFetched) {
   }
   EXPECT_EQ(store_.Read(60)[9], 0x82);
   EXPECT_EQ(store_.Read(60)[0], 61);
-  EXPECT_EQ(pager->stats().cool_unpaused, 0u);
+  EXPECT_EQ(pager->stats().moves_unpaused, 0u);
 }
 
-// The tracker alone: a move to cold asked for while no pause holds the
-// writers is refused and counted; inside a pause it happens.
+// The tracker alone: a move that needs a pause (to cold, or to hot with
+// the chunk protected again) asked for while no pause holds the writers is
+// refused and counted; inside a pause it happens.
 TEST(HybridWpTracker, CoolsOnlyInsideAPause) {
   SKIP_UNLESS_HYBRID();
   PHEAP_SKIP_IF_TSAN();
@@ -328,7 +329,7 @@ TEST(HybridWpTracker, CoolsOnlyInsideAPause) {
   ASSERT_TRUE(tr.AtPause().ok());  // the write: not idle yet
   ASSERT_TRUE(tr.TakeDirty(&sink).ok());
   ASSERT_TRUE(tr.AtPause().ok());  // idle, but no pause holds the writers
-  EXPECT_EQ(tr.chunk_counts().cool_unpaused, 1u);
+  EXPECT_EQ(tr.chunk_counts().moves_unpaused, 1u);
   EXPECT_EQ(tr.chunk_counts().cooled, 0u);
   EXPECT_EQ(tr.chunk_counts().hot, 1u);
   {
@@ -341,6 +342,25 @@ TEST(HybridWpTracker, CoolsOnlyInsideAPause) {
   }
   EXPECT_EQ(tr.chunk_counts().cooled, 1u);
   EXPECT_EQ(tr.chunk_counts().hot, 0u);
+  // A write fault on a cold chunk: tracked one page at a time until a
+  // pause moves the chunk to hot, protected again.
+  tr.OnColdFault(600, false);
+  EXPECT_EQ(tr.chunk_counts().single_pages, 1u);
+  ASSERT_TRUE(tr.TakeDirty(&sink).ok());
+  ASSERT_TRUE(tr.AtPause().ok());
+  EXPECT_EQ(tr.chunk_counts().moves_unpaused, 2u);
+  EXPECT_EQ(tr.chunk_counts().hot, 0u);
+  tr.OnColdFault(600, false);
+  {
+    Safepoint sp;
+    ASSERT_TRUE(sp.Pause().ok());
+    Status st = tr.TakeDirty(&sink);
+    if (st.ok()) st = tr.AtPause();
+    sp.Resume();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  EXPECT_EQ(tr.chunk_counts().hot, 1u);
+  EXPECT_EQ(tr.chunk_counts().heated, 2u);
   t->reset();
   close(hot);
   close(cold);
