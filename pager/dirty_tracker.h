@@ -133,6 +133,7 @@ struct HybridWpConfig {
   const PageBitmap* installed = nullptr;   // over [0, hwm)
   const PageBitmap* discarded = nullptr;   // over [0, hwm)
   uint32_t idle_cuts = 8;                  // a hot chunk unwritten for this many cuts goes cold
+  bool huge_pages = true;                  // advise transparent huge pages for the region
   std::atomic<bool>* untracked = nullptr;  // set when a chunk lost its tracking
 };
 
@@ -141,7 +142,7 @@ std::unique_ptr<DirtyTracker> NewAsyncWpTracker(const Region& region, int pagema
 // Sync WP over `uffd` (not owned; the region registered MISSING|WP).
 std::unique_ptr<DirtyTracker> NewSyncWpTracker(const Region& region, int uffd);
 // Hybrid: registers the region (chunks holding stored pages hot, the
-// rest cold) and advises huge pages for it. Fails if a registration does.
+// rest cold) and advises huge pages for it when config.huge_pages. Fails if a registration does.
 Result<std::unique_ptr<DirtyTracker>> NewHybridWpTracker(const Region& region, const HybridWpConfig& config);
 // mprotect + SIGSEGV. Protects the whole region PROT_READ. Fails if the
 // handler cannot be installed or too many regions use this mode at once.

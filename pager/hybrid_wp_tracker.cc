@@ -129,7 +129,7 @@ class HybridWpTracker final : public DirtyTracker {
     const uint64_t base = region_.base(), end = base + region_.size();
     // Huge pages: a huge entry is protected and scanned in one step, and a
     // write under async write-protect splits just the one it hits.
-    if (int e = os().madvise(region_.data(), region_.size(), MADV_HUGEPAGE); e < 0)
+    if (int e = c_.huge_pages ? os().madvise(region_.data(), region_.size(), MADV_HUGEPAGE) : 0; e < 0)
       PHEAP_LOG_WARN("madvise(HUGEPAGE) of the heap region failed (errno {}): hybrid-wp on 4 KiB pages", -e);
     const uint64_t stored_end = base + (c_.hwm << kPageShift);
     const uint64_t hot_end = c_.hwm == 0 ? base : std::min(end, (stored_end + kChunkBytes - 1) & ~(kChunkBytes - 1));

@@ -255,6 +255,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
       hc.installed = installed_.get();
       hc.discarded = discarded_.get();
       hc.idle_cuts = std::max<uint32_t>(1, options_.hybrid_idle_cuts);
+      hc.huge_pages = options_.hybrid_huge_pages;
       hc.untracked = &untracked_;
       auto t = NewHybridWpTracker(region_, hc);
       if (!t.ok()) return t.status();
