@@ -314,7 +314,10 @@ bool Writer::ReadLine(std::chrono::milliseconds wait, std::string* line) {
   while (!has_line(buffered_)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     pollfd p{from_, POLLIN, 0};
-    if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    if (left <= 0) return false;
+    const int ready = poll(&p, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return false;
     char buf[1024];
     ssize_t n = read(from_, buf, sizeof(buf));
     if (n <= 0) eof = true;

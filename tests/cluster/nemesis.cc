@@ -31,6 +31,7 @@
 // directory:
 //   tests/cluster/nemesis tests/replication/test_peer tests/cluster/nemesis_writer
 //       --runs 0 --total-seconds 14400 --seconds 60 --peers 5 --writers 2 --replicas 3 --quorum 2
+// kill -INT stops it after the current seed, with the summary.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -100,6 +101,12 @@ void Watchdog(int) {
   if (write(2, "\n", 1) < 0) _exit(1);
   _exit(1);
 }
+
+// SIGINT or SIGTERM ends the driver after the seed it is running, with the
+// summary a long run is started for.
+volatile sig_atomic_t g_stop_requested = 0;
+
+void RequestStop(int) { g_stop_requested = 1; }
 
 // ---- The schedule ----
 
@@ -1068,13 +1075,15 @@ int Main(int argc, char** argv) {
     std::printf("no mount namespace (%s): the diskfull fault is skipped\n", std::strerror(errno));
   signal(SIGPIPE, SIG_IGN);
   signal(SIGALRM, Watchdog);
+  signal(SIGINT, RequestStop);
+  signal(SIGTERM, RequestStop);
   Totals totals;
   if (Totals t; !Run(o, 0, &t).CheckerOrdersLinesAcrossWriters()) {
     std::printf("the checker itself is wrong: see the VIOLATION above\n");
     return 1;
   }
   const auto start = Clock::now();
-  for (int r = 0; o.runs == 0 || r < o.runs; ++r) {
+  for (int r = 0; (o.runs == 0 || r < o.runs) && !g_stop_requested; ++r) {
     if (o.total_seconds > 0 && Clock::now() - start > std::chrono::seconds(o.total_seconds)) break;
     Run run(o, o.seed + static_cast<uint64_t>(r), &totals);
     run.Go();
