@@ -1,6 +1,7 @@
 #include "pager/safepoint.h"
 
 #include <algorithm>
+#include <cerrno>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -115,7 +116,10 @@ void InstallHandlerOnce() {
     struct sigaction sa {};
     sa.sa_sigaction = Handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    // A thread held here is stopped: a signal of the program's waits for
+    // the pause to end (or goes to another thread), as its handler would
+    // otherwise write the heap during the cut.
+    sigfillset(&sa.sa_mask);
     sigaction(SafepointSignal(), &sa, nullptr);
   });
 }
@@ -441,6 +445,21 @@ void SafepointSleepEnd() {
   // A signal pending from a pause is taken here: the thread stops until
   // that pause ends, or goes on if it ended already.
   syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &set, nullptr, _NSIG / 8);
+}
+
+bool SafepointHandlerEnter() {
+  if (t_asleep_slot < 0) return false;
+  const int saved = errno;
+  SafepointSleepEnd();
+  errno = saved;
+  return true;
+}
+
+void SafepointHandlerLeave(bool was_asleep) {
+  if (!was_asleep) return;
+  const int saved = errno;
+  SafepointSleepBegin();
+  errno = saved;
 }
 
 bool SafepointHeld() { return g_held.load(std::memory_order_seq_cst); }

@@ -105,6 +105,16 @@ inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
 void SafepointSleepBegin();
 void SafepointSleepEnd();
 
+// A handler of the program's that interrupts such a sleep runs as if the
+// thread had woken for it: otherwise it could write the heap during a
+// pause that counted the thread as stopped. Enter ends the sleep (stopping
+// here until a pause in progress ends) and returns whether the thread was
+// asleep; Leave, given that, lists it asleep again for the rest of the
+// call. A handler that never returns (siglongjmp) leaves nothing listed.
+// Async-signal-safe; errno is kept.
+bool SafepointHandlerEnter();
+void SafepointHandlerLeave(bool was_asleep);
+
 // Whether `act` installs the safepoint's own handler for SafepointSignal():
 // the preload library lets that one through and refuses the program's.
 bool IsSafepointHandler(const struct sigaction& act);

@@ -59,6 +59,10 @@ void WarnRegionFull(size_t n);
 // the call goes to the C library.
 bool SigtermAction(const struct sigaction* act, struct sigaction* old);
 
+// sigaction as the program calls it: a handler is installed behind a
+// trampoline of pheap's (signal_shim.cc), and reads back as the program's.
+int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old);
+
 // The final commit, once, and only in the process that opened the heap:
 // from atexit, and from _exit and _Exit, which skip atexit handlers.
 void AtExit();

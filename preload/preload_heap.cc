@@ -236,7 +236,7 @@ bool SigtermAction(const struct sigaction* act, struct sigaction* old) {
     if ((act->sa_flags & SA_SIGINFO) == 0 && act->sa_handler == SIG_DFL) {
       g_term_view = *act;
     } else {  // the program's handler, or SIG_IGN, in place of ours
-      if (Libc().sigaction(SIGTERM, act, nullptr) != 0) return false;
+      if (ProgramSigaction(SIGTERM, act, nullptr) != 0) return false;
       g_term_handler.store(false, std::memory_order_release);
     }
   }

@@ -16,6 +16,9 @@
 // - sigaction, signal on the safepoint signal: it is pheap's, as SIGKILL is
 //   the kernel's: setting it fails with EINVAL (said once, naming it), and
 //   it reads back as SIG_DFL.
+// - sigaction, signal: the program's handlers run behind a trampoline, so
+//   that one interrupting a sleep above stops at a commit in progress
+//   before it can write (SafepointHandlerEnter). They read back as set.
 // - sigaction, signal: while SIGTERM's handler is pheap's (it commits, then
 //   takes the default action), SIGTERM reads back as the program set it,
 //   SIG_DFL at first. Setting SIG_DFL keeps pheap's handler; anything else
@@ -96,6 +99,42 @@ int SafepointAction(const struct sigaction* act, struct sigaction* old) {
   return 0;
 }
 
+// The program's handlers by signal, reached through the trampolines below.
+// One table per kind of handler: a signal in flight while the program
+// switches kinds runs the old kind's trampoline, which still finds the old
+// handler.
+using InfoHandler = void (*)(int, siginfo_t*, void*);
+std::atomic<InfoHandler> g_plain_handler[_NSIG];  // sa_handler, called with what the kernel passes
+std::atomic<InfoHandler> g_info_handler[_NSIG];   // sa_sigaction
+
+// A plain handler is called with the three arguments the kernel passes
+// every handler on x86-64 and aarch64, as it would be without pheap.
+InfoHandler AsInfo(sighandler_t h) { return reinterpret_cast<InfoHandler>(reinterpret_cast<void (*)()>(h)); }
+sighandler_t AsPlain(InfoHandler h) { return reinterpret_cast<sighandler_t>(reinterpret_cast<void (*)()>(h)); }
+
+void PlainTrampoline(int sig, siginfo_t* info, void* ctx) {
+  const bool asleep = SafepointHandlerEnter();
+  g_plain_handler[sig].load(std::memory_order_acquire)(sig, info, ctx);
+  SafepointHandlerLeave(asleep);
+}
+
+void InfoTrampoline(int sig, siginfo_t* info, void* ctx) {
+  const bool asleep = SafepointHandlerEnter();
+  g_info_handler[sig].load(std::memory_order_acquire)(sig, info, ctx);
+  SafepointHandlerLeave(asleep);
+}
+
+bool IsInfo(const struct sigaction& a) { return (a.sa_flags & SA_SIGINFO) != 0; }
+
+// The program's handler where the kernel's action holds a trampoline.
+void ShowProgramHandler(int sig, struct sigaction* a) {
+  if (IsInfo(*a) && a->sa_sigaction == InfoTrampoline) {
+    a->sa_sigaction = g_info_handler[sig].load(std::memory_order_acquire);
+  } else if (!IsInfo(*a) && a->sa_handler == AsPlain(PlainTrampoline)) {
+    a->sa_handler = AsPlain(g_plain_handler[sig].load(std::memory_order_acquire));
+  }
+}
+
 // Runs a sleeping call of the C library as SafepointSleepBegin describes.
 class Asleep {
  public:
@@ -116,6 +155,28 @@ class Asleep {
 };
 
 }  // namespace
+
+int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+  struct sigaction via;
+  const struct sigaction* pass = act;
+  const bool handler = act != nullptr && sig > 0 && sig < _NSIG && act->sa_handler != SIG_DFL &&
+                       act->sa_handler != SIG_IGN;  // sa_sigaction shares the field
+  if (handler) {
+    via = *act;
+    if (IsInfo(*act)) {
+      g_info_handler[sig].store(act->sa_sigaction, std::memory_order_release);
+      via.sa_sigaction = InfoTrampoline;
+    } else {
+      g_plain_handler[sig].store(AsInfo(act->sa_handler), std::memory_order_release);
+      via.sa_handler = AsPlain(PlainTrampoline);
+    }
+    pass = &via;
+  }
+  const int r = Libc().sigaction(sig, pass, old);
+  if (r == 0 && old != nullptr && sig > 0 && sig < _NSIG) ShowProgramHandler(sig, old);
+  return r;
+}
+
 }  // namespace pheap::preload
 
 namespace pp = pheap::preload;
@@ -134,6 +195,7 @@ extern "C" int sigaction(int sig, const struct sigaction* act, struct sigaction*
     if (sig == pheap::SafepointSignal() && pp::HeapAllocator() != nullptr &&
         (act == nullptr || !pheap::IsSafepointHandler(*act)))
       return pp::SafepointAction(act, old);
+    return pp::ProgramSigaction(sig, act, old);
   }
   return pp::Libc().sigaction(sig, act, old);
 }

@@ -245,4 +245,75 @@ TEST(Safepoint, ASleepingThreadIsNeitherWokenNorWaitedFor) {
   SafepointUnexempt();
 }
 
+std::atomic<int> g_handler_wrote{0};
+
+// A handler of the program's, run in a thread that a held pause counted
+// as asleep, stops at its entry until the pause ends: it cannot write the
+// heap inside the cut. The interrupted sleep then ends as it would without
+// pheap (EINTR), and the thread is listed asleep again while in the call.
+void WritingHandler(int) {
+  const bool asleep = SafepointHandlerEnter();
+  g_handler_wrote.store(1);
+  SafepointHandlerLeave(asleep);
+}
+
+// A signal of the program's that reaches a thread held by a pause runs
+// its handler only after the pause: the thread is stopped.
+TEST(Safepoint, AHeldThreadRunsNoHandlerUntilThePauseEnds) {
+  SafepointExempt();
+  g_handler_wrote = 0;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_handler_wrote.store(1); };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  std::atomic<bool> stop{false}, started{false};
+  std::thread worker([&] {
+    started = true;
+    while (!stop) std::this_thread::yield();
+  });
+  while (!started) std::this_thread::yield();
+  HeldPause pause;
+  pause.WaitPaused();
+  pthread_kill(worker.native_handle(), SIGUSR1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(g_handler_wrote.load(), 0) << "a held thread ran the program's handler inside the pause";
+  pause.Release();
+  while (g_handler_wrote.load() == 0) std::this_thread::yield();
+  stop = true;
+  worker.join();
+  signal(SIGUSR1, SIG_DFL);
+  SafepointUnexempt();
+}
+
+TEST(Safepoint, AHandlerInterruptingASleepWaitsForThePauseToEnd) {
+  g_handler_wrote = 0;
+  SafepointExempt();
+  struct sigaction sa {};
+  sa.sa_handler = WritingHandler;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  std::atomic<bool> asleep{false};
+  std::atomic<long> slept_rc{-2};
+  std::thread sleeper([&] {
+    SafepointSleepBegin();
+    asleep = true;
+    timespec ts{2, 0};
+    slept_rc = syscall(SYS_nanosleep, &ts, nullptr);
+    SafepointSleepEnd();
+  });
+  while (!asleep) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // inside nanosleep
+  HeldPause pause;
+  pause.WaitPaused();
+  pthread_kill(sleeper.native_handle(), SIGUSR1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(g_handler_wrote.load(), 0) << "the handler ran inside the pause";
+  pause.Release();
+  sleeper.join();
+  EXPECT_EQ(g_handler_wrote.load(), 1);
+  EXPECT_EQ(slept_rc.load(), -1) << "the handler interrupts the sleep, as without pheap";
+  signal(SIGUSR1, SIG_DFL);
+  SafepointUnexempt();
+}
+
 }  // namespace pheap

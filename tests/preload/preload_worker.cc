@@ -422,6 +422,53 @@ int SignalWaits() {
   return 0;
 }
 
+// A SIGALRM handler that writes two pages 300 us apart, run every 500 us
+// while the main thread sleeps in pause() and another thread keeps pages
+// dirty (so each commit's cut takes a while): a commit's cut falls before
+// or after a handler, never inside one, so every committed image holds
+// both pages at the same count. Ends by SIGKILL; read-pair checks it.
+constexpr char kPairRoot[] = "worker.pair";
+constexpr size_t kPairSecond = 8192 / sizeof(uint64_t);  // two pages on
+volatile uint64_t* g_pair = nullptr;
+
+void SpinMicros(long us) {
+  timespec t0{}, t{};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do clock_gettime(CLOCK_MONOTONIC, &t);
+  while ((t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+}
+
+void WritePairSlowly(int) {
+  const uint64_t n = g_pair[0] + 1;
+  g_pair[0] = n;
+  SpinMicros(300);
+  g_pair[kPairSecond] = n;
+}
+
+int HandlerInSleep() {
+  pheap* h = pheap_default();
+  if (h == nullptr) return 10;
+  g_pair = static_cast<uint64_t*>(std::calloc(kPairSecond + 1, sizeof(uint64_t)));
+  if (g_pair == nullptr || pheap_set_root(h, kPairRoot, const_cast<uint64_t*>(g_pair)) != 0) return 11;
+  std::atomic<bool> stop{false};
+  std::thread dirtier([&stop] {
+    constexpr size_t kBytes = size_t{8} << 20;
+    auto* p = static_cast<char*>(std::malloc(kBytes));
+    for (char v = 1; !stop.load(); ++v) {
+      for (size_t i = 0; i < kBytes; i += 4096) p[i] = v;
+      usleep(1000);
+    }
+    std::free(p);
+  });
+  signal(SIGALRM, WritePairSlowly);
+  itimerval it{{0, 500}, {0, 500}};
+  setitimer(ITIMER_REAL, &it, nullptr);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < end) pause();
+  raise(SIGKILL);  // the heap as last committed: no final commit
+  return 12;
+}
+
 // The safepoint signal (SIGRTMIN+5) as the program sees it: it reads as
 // SIG_DFL, setting it is refused, and commits go on. Prints what it saw.
 volatile sig_atomic_t g_rt_seen = 0;
@@ -673,6 +720,20 @@ int Read(const char* name, const char* dir) {
   return pheap_close(h) == 0 ? 0 : 11;
 }
 
+int ReadPair(const char* name, const char* dir) {
+  pheap* h = OpenNamed(name, dir);
+  if (h == nullptr) return 10;
+  auto* pair = static_cast<const uint64_t*>(pheap_root(h, kPairRoot));
+  if (pair == nullptr) std::printf("no root %s\n", kPairRoot);
+  else if (pair[0] == 0) std::printf("pair unwritten\n");
+  else if (pair[0] == pair[kPairSecond] || pair[0] == pair[kPairSecond] + 1) std::printf("pair consistent\n");
+  else
+    std::printf("pair torn: %llu and %llu\n", static_cast<unsigned long long>(pair[0]),
+                static_cast<unsigned long long>(pair[kPairSecond]));
+  std::fflush(stdout);
+  return pheap_close(h) == 0 ? 0 : 11;
+}
+
 // Prints what glibc's semantics promise, so a preloaded run must print the
 // same; and, when preloaded, that the blocks came from the heap.
 int Api() {
@@ -745,6 +806,8 @@ int main(int argc, char** argv) {
   if (mode == "masks") return Masks();
   if (mode == "sleeps") return Sleeps();
   if (mode == "signal-waits") return SignalWaits();
+  if (mode == "handler-in-sleep") return HandlerInSleep();
+  if (mode == "read-pair" && argc == 4) return ReadPair(argv[2], argv[3]);
   if (mode == "safepoint-signal") return SafepointSignalView();
   if (mode == "dup-onto-all") return DupOntoAll();
   if (mode == "sigterm-view") return SigtermView();

@@ -666,6 +666,21 @@ TEST(Worker, CommitsDoNotEndSignalWaits) { ExpectWorkerAsNative("signal-waits", 
 
 // The safepoint signal reads as SIG_DFL; a handler for it is refused
 // (EINVAL, with a warning naming it), so commits keep pausing the program.
+// A program's handler that interrupts a sleep (pause) does not write
+// during a commit's cut: each image a SIGKILL leaves holds the two pages
+// the handler writes at the same count.
+TEST(Worker, HandlersInterruptingSleepsStayOutOfTheCut) {
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::filesystem::remove_all(g_tmp / "store");
+    Outcome pre = RunProgram({g_paths.worker, "handler-in-sleep"}, PreloadEnv("handler-in-sleep", "2"));
+    ASSERT_TRUE(WIFSIGNALED(pre.status) && WTERMSIG(pre.status) == SIGKILL) << pre.status << pre.err;
+    Outcome read =
+        RunProgram({g_paths.worker, "read-pair", "handler-in-sleep", (g_tmp / "store").string()}, {"PHEAP_LOG=warn"});
+    EXPECT_EQ(read.out, "pair consistent\n") << read.err;
+  }
+}
+
 TEST(Worker, TheSafepointSignalIsRefusedToTheProgram) {
   Outcome native = RunProgram({g_paths.worker, "safepoint-signal"}, {});
   ASSERT_EQ(native.status, 0) << native.err;
