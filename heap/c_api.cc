@@ -393,4 +393,9 @@ void* pheap_base(pheap::handle* h) {
   return Impl(h)->base();
 }
 
+size_t pheap_size(pheap::handle* h) {
+  if (!pheap::CheckHandle(h)) return 0;
+  return static_cast<size_t>(Impl(h)->size());
+}
+
 }  // extern "C"

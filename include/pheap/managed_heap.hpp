@@ -31,8 +31,14 @@
 //     compile: open_copy_on_write, shrink_to_fit(), node allocators and
 //     pools that keep process-shared mutexes in the segment. grow() and
 //     remove() work on a heap no process has open, as Boost's do on a file.
-//     open_read_only throws pheap::error: read-only opens are not
-//     supported yet.
+//   - open_read_only opens the heap beside its writer, which may keep
+//     running (pheap::Heap::open_read_only): it shows the last durable
+//     epoch, and heap().refresh() moves it to the newest. find, the
+//     indexes, get_size and the objects read as usual; construct, destroy,
+//     allocate, deallocate and commit throw pheap::error (EROFS), and a
+//     write into an object is a SIGSEGV, as with Boost's read-only
+//     mapping. get_free_memory returns 0 and check_sanity false there:
+//     only the writer walks the allocator's metadata.
 //   - Named objects are the heap's roots (pheap::Heap::root sees a single
 //     one), and each records its type: find<T> of an object made as
 //     another type throws pheap::error naming both, where Boost would hand
@@ -134,7 +140,8 @@ class segment_manager {
   // do; allocate_new allocates prefer_in_recvd_out_size objects, or at
   // least limit_size. On success prefer_in_recvd_out_size is set to what
   // the block holds, and reuse to null when a new block was allocated.
-  // Without nothrow_allocation a failure throws bad_alloc.
+  // Without nothrow_allocation a failure throws bad_alloc (pheap::error,
+  // EROFS, in a heap open read-only).
   template <typename T>
   T* allocation_command(boost::interprocess::allocation_type command, size_type limit_size,
                         size_type& prefer_in_recvd_out_size, T*& reuse) {
@@ -163,14 +170,14 @@ class segment_manager {
       if (r == nullptr && has >= limit_objects && has != 0) r = reuse;
       if (r != nullptr) prefer_in_recvd_out_objects = size(r) / sizeof_object;
     }
-    if (r == nullptr && !(command & bip::nothrow_allocation)) throw bip::bad_alloc();
+    if (r == nullptr && !(command & bip::nothrow_allocation)) or_throw(r);
     return r;
   }
 
   // The region's size in bytes.
-  size_type get_size() const noexcept { return static_cast<size_type>(space().region); }
+  size_type get_size() const noexcept { return pheap_size(heap()); }
   // The bytes blocks could still hold (fragmentation aside); walks the
-  // allocator's metadata.
+  // allocator's metadata. 0 in a heap open read-only.
   size_type get_free_memory() const noexcept {
     const pheap_space s = space();
     return static_cast<size_type>(s.capacity > s.live ? s.capacity - s.live : 0);
@@ -191,7 +198,10 @@ class segment_manager {
     (void)pheap_get_space(heap(), &s);
     return s;
   }
+  // A failed allocation: a read-only heap's refusal (EROFS) is no lack of
+  // memory.
   static void* or_throw(void* p) {
+    if (p == nullptr && errno == EROFS) detail::throw_last("allocating");
     if (p == nullptr) throw boost::interprocess::bad_alloc();
     return p;
   }
@@ -300,14 +310,13 @@ class managed_heap {
   // Opens heap `path`; throws pheap::error (errno ENOENT) if it does not exist.
   managed_heap(boost::interprocess::open_only_t, const char* path, const char* config = nullptr)
       : managed_heap(path, "0", 0, config) {}
-  // Not supported yet: throws pheap::error (ENOTSUP) rather than opening
-  // the heap writable.
+  // Opens heap `path` read-only beside its writer (see the top of this
+  // file): its last durable epoch. Throws pheap::error (ENOENT: no such
+  // heap, or none durable yet).
   managed_heap(boost::interprocess::open_read_only_t, const char* path, const char* config = nullptr) {
-    (void)config;
-    std::string what = "opening heap '";
-    what += path != nullptr ? path : "";
-    what += "' read-only: read-only opens are not supported yet; open it with open_only";
-    throw error(what, ENOTSUP);
+    const auto [name, cfg] = heap_config(path, config, 0, nullptr);
+    s_ = std::make_unique<open_state>(Heap::open_read_only(name, cfg), true, path);
+    attach_segment_manager(path);
   }
   // A private writable mapping whose writes never reach the file has no
   // honest pheap equivalent.
@@ -374,6 +383,8 @@ class managed_heap {
   }
   // The heap beneath, for pheap's own interface.
   Heap& heap() { return state().heap; }
+  // Opened with open_read_only.
+  bool read_only() const noexcept { return s_ && s_->read_only; }
 
   // ---- memory ----
   void* allocate(size_type n) { return sm().allocate(n); }
@@ -383,9 +394,9 @@ class managed_heap {
     return sm().allocate_aligned(n, align, nt);
   }
   void deallocate(void* p) noexcept { sm().deallocate(p); }
-  size_type get_size() const noexcept { return sm().get_size(); }
-  size_type get_free_memory() const noexcept { return sm().get_free_memory(); }
-  bool check_sanity() noexcept { return sm().check_sanity(); }
+  size_type get_size() const noexcept { return s_ ? pheap_size(s_->heap.c_handle()) : 0; }
+  size_type get_free_memory() const noexcept { return s_ && s_->sm ? s_->sm->get_free_memory() : 0; }
+  bool check_sanity() noexcept { return s_ && s_->sm && s_->sm->check_sanity(); }
   void* get_address() const noexcept { return pheap_base(s_->heap.c_handle()); }
   bool belongs_to_segment(const void* p) const noexcept { return sm().belongs_to_segment(p); }
   handle_t get_handle_from_address(const void* p) const noexcept {
@@ -493,6 +504,7 @@ class managed_heap {
     T* p = const_cast<T*>(cp);
     if (p == nullptr) return;
     std::lock_guard<std::recursive_mutex> l(state().mu);
+    writable("destroy_ptr");
     void* block = static_cast<char*>(static_cast<void*>(p)) - detail::array_pad<T>();
     for (const Heap::root_info& r : state().heap.roots()) {
       if (r.address != p && r.address != block) continue;
@@ -583,10 +595,12 @@ class managed_heap {
 
  private:
   struct open_state {
-    open_state(const std::string& name, const std::string& config) : heap(name, config) {}
+    open_state(Heap h, bool ro, const char* p) : heap(std::move(h)), read_only(ro), path(p) {}
     Heap heap;
+    const bool read_only;
+    const std::string path;
     std::recursive_mutex mu;
-    segment_manager* sm = nullptr;
+    segment_manager* sm = nullptr;  // null: a read-only heap that holds none
   };
 
   // Heap `path`'s name, and the config that opens it: `config`, the path's
@@ -620,12 +634,17 @@ class managed_heap {
 
   managed_heap(const char* path, const char* create, size_type size, const char* config) {
     const auto [name, cfg] = heap_config(path, config, size, create);
+    s_ = std::make_unique<open_state>(Heap(name, cfg), false, path);
+    attach_segment_manager(path);
+  }
+
+  // Finds the heap's segment manager, or (writable) makes it.
+  void attach_segment_manager(const char* path) {
     std::string what = "opening managed heap '";
     what += path;
     what += "'";
-    s_ = std::make_unique<open_state>(name, cfg);
     s_->sm = s_->heap.root<segment_manager>(detail::kSegmentManagerRoot);
-    if (s_->sm == nullptr) {
+    if (s_->sm == nullptr && !s_->read_only) {
       void* m = s_->heap.malloc(sizeof(segment_manager));
       if (m == nullptr) throw boost::interprocess::bad_alloc();
       s_->sm = ::new (m) segment_manager();
@@ -635,7 +654,7 @@ class managed_heap {
         s_->heap.free(m);
         throw;
       }
-    } else if (s_->sm->magic_ != segment_manager::kMagic) {
+    } else if (s_->sm != nullptr && s_->sm->magic_ != segment_manager::kMagic) {
       throw error(what + ": its segment manager root holds something else", EINVAL);
     }
   }
@@ -644,7 +663,25 @@ class managed_heap {
     if (!s_) throw error("managed_heap: no heap is open in this object", EINVAL);
     return *s_;
   }
-  segment_manager& sm() const { return *state().sm; }
+  segment_manager& sm() const {
+    open_state& s = state();
+    if (s.sm == nullptr)
+      throw error(
+          "managed_heap: the heap holds no segment manager: it was not made by a managed_heap, and it is "
+          "open read-only",
+          EROFS);
+    return *s.sm;
+  }
+  // Refuses a change to a heap open read-only, naming it.
+  void writable(const char* what) const {
+    if (!state().read_only) return;
+    std::string msg = "managed heap '";
+    msg += state().path;
+    msg += "' is open read-only: ";
+    msg += what;
+    msg += " needs a writable open (open_only, open_or_create)";
+    throw error(msg, EROFS);
+  }
 
   static std::string named_root(const char* name) {
     if (name == nullptr ||
@@ -676,6 +713,7 @@ class managed_heap {
   // The root's block (the object, or an array's header) and elements.
   template <typename T>
   bool destroy_root(const std::string& root) {
+    writable("destroy");
     void* block = nullptr;
     auto [p, n] = find_root<T>(root, &block);
     if (p == nullptr) return false;
@@ -696,6 +734,7 @@ class managed_heap {
                        Args&&... args) {
     std::lock_guard<std::recursive_mutex> l(state().mu);
     std::string root;
+    if (!find) writable("construct");
     if (kind == detail::instance_kind::named) root = named_root(name);
     if (kind == detail::instance_kind::unique) root = detail::unique_root<T>();
     if (kind != detail::instance_kind::anonymous) {
@@ -706,6 +745,7 @@ class managed_heap {
             boost::interprocess::error_info(boost::interprocess::already_exists_error));
       }
     }
+    writable("find_or_construct of a missing object");
     if (kind == detail::instance_kind::anonymous) array = true;  // destroy_ptr reads its header
     T* p = array ? make_array<T>(num, throws, args...) : make_one<T>(throws, std::forward<Args>(args)...);
     if (p == nullptr || kind == detail::instance_kind::anonymous) return p;

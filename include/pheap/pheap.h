@@ -127,6 +127,9 @@ PHEAP_HANDLE* pheap_default(void);
 PHEAP_HANDLE* pheap_of(const void* p);
 /* The first address of h's region: the same in every process. */
 void* pheap_base(PHEAP_HANDLE* h);
+/* The size in bytes of h's region (of a read-only heap too); 0 for a bad
+ * handle. */
+size_t pheap_size(PHEAP_HANDLE* h);
 
 /* Roots with a recorded type: `type` names the type (any length; past 127
  * bytes its first bytes and a hash of the whole are recorded).

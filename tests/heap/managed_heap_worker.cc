@@ -7,6 +7,8 @@
 //   managed_heap_worker check PATH   opens PATH with open_only and exits 0
 //                                    if it holds exactly the committed
 //                                    objects (else prints why, exits 1).
+//   managed_heap_worker read PATH    the same through open_read_only, beside
+//                                    the writer, and every change refused.
 #include <pheap/containers.hpp>
 #include <pheap/managed_heap.hpp>
 
@@ -72,8 +74,9 @@ int Write(const char* path) {
   for (;;) pause();
 }
 
-int Check(const char* path) {
-  Segment seg(bip::open_only, path);
+// Whether seg holds exactly what Write committed; prints why not.
+bool Committed(Segment& seg) {
+  auto Fail = [](const std::string& why) { return ::Fail(why) == 0; };
   auto v = seg.find<BVector>("vector");
   if (v.first == nullptr || v.second != 1) return Fail("no vector");
   if (v.first->size() != 10000) return Fail("vector size " + std::to_string(v.first->size()));
@@ -96,12 +99,62 @@ int Check(const char* path) {
   auto it = nested->find(Text(3));
   if (it == nested->end() || it->second.size() != 10 || it->second[9] != 93) return Fail("nested[3]");
   if (seg.get_num_named_objects() != 4 || seg.get_num_unique_objects() != 1) return Fail("object counts");
+  return true;
+}
+
+int Check(const char* path) {
+  Segment seg(bip::open_only, path);
+  if (!Committed(seg)) return 1;
   if (!seg.check_sanity()) return Fail("allocator sanity");
+  BVector* v = seg.find<BVector>("vector").first;
+  BMap* m = seg.find<BMap>("map").first;
+  Nested* nested = seg.find<Nested>("nested").first;
   // The containers keep working in this process.
-  v.first->push_back(10000);
+  v->push_back(10000);
   m->emplace(1000, BString("later", seg.get_segment_manager()));
   (*nested)["later"].push_back(1);
   return 0;
+}
+
+// Which errno f throws pheap::error with (0: none thrown).
+template <typename F>
+int Refused(F f) {
+  try {
+    f();
+  } catch (const pheap::error& e) {
+    return e.code();
+  }
+  return 0;
+}
+
+int Read(const char* path) {
+  Segment seg(bip::open_read_only, path);
+  if (!seg.read_only()) return Fail("not read-only");
+  if (!Committed(seg)) return 1;
+  if (seg.get_size() != size_t{64} << 20) return Fail("get_size " + std::to_string(seg.get_size()));
+  std::string names;
+  for (auto it = seg.named_begin(); it != seg.named_end(); ++it) names += std::string(it->name()) + " ";
+  if (names != "vector map array nested ") return Fail("named index: " + names);
+  if (seg.find_or_construct<BVector>("vector")(seg.get_segment_manager()) != seg.find<BVector>("vector").first)
+    return Fail("find_or_construct of an existing object");
+  const struct {
+    const char* what;
+    int err;
+  } refusals[] = {
+      {"construct", Refused([&] { seg.construct<int>("new")(1); })},
+      {"find_or_construct", Refused([&] { seg.find_or_construct<int>("new")(1); })},
+      {"anonymous construct", Refused([&] { seg.construct<int>(bip::anonymous_instance)(1); })},
+      {"destroy", Refused([&] { seg.destroy<long>(bip::unique_instance); })},
+      {"destroy_ptr", Refused([&] { seg.destroy_ptr(seg.find<double>("array").first); })},
+      {"allocate", Refused([&] { seg.allocate(64); })},
+      {"container growth", Refused([&] { seg.find<BVector>("vector").first->reserve(1 << 20); })},
+      {"commit", Refused([&] { seg.commit(); })},
+  };
+  for (const auto& r : refusals)
+    if (r.err != EROFS) return Fail(std::string(r.what) + " was not refused with EROFS: " + std::to_string(r.err));
+  if (seg.flush()) return Fail("flush succeeded");
+  if (seg.find<int>("new").first != nullptr) return Fail("a refused construct left an object");
+  return Committed(seg) ? 0 : 1;
 }
 
 }  // namespace
@@ -111,6 +164,7 @@ int main(int argc, char** argv) {
   try {
     if (std::strcmp(argv[1], "write") == 0) return Write(argv[2]);
     if (std::strcmp(argv[1], "check") == 0) return Check(argv[2]);
+    if (std::strcmp(argv[1], "read") == 0) return Read(argv[2]);
   } catch (const std::exception& e) {
     std::printf("%s\n", e.what());
     return 3;
