@@ -27,13 +27,34 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "fault_threads", "prefetch_max",  "staging_max",   "staging_wait_ms",
                                   "staging_keep",  "salvage",       "log_file_size", "direct_write",
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
-                                  "restore",       "create"};
+                                  "restore",       "create",        "retain"};
     k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
     return k;
   }();
   return kKeys;
+}
+
+Result<std::pair<uint64_t, uint64_t>> Engine::ParseRetain(const std::string& value) {
+  auto bad = [&value] {
+    return Status::InvalidArgument("config retain='" + value +
+                                   "' is neither a count of epochs (retain=10) nor a time (retain=30s, 15m, 2h, 1d)");
+  };
+  size_t digits = 0;
+  while (digits < value.size() && value[digits] >= '0' && value[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 12) return bad();
+  const uint64_t n = std::stoull(value.substr(0, digits));
+  const std::string unit = value.substr(digits);
+  if (n == 0) return bad();
+  if (unit.empty()) return std::pair<uint64_t, uint64_t>{n, 0};
+  uint64_t seconds = 0;
+  if (unit == "s") seconds = n;
+  else if (unit == "m") seconds = n * 60;
+  else if (unit == "h") seconds = n * 3600;
+  else if (unit == "d") seconds = n * 86400;
+  else return bad();
+  return std::pair<uint64_t, uint64_t>{0, seconds * 1000000000};
 }
 
 Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
@@ -89,6 +110,12 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
       return Status::InvalidArgument("config compact_ratio='" + *r +
                                      "' is not a number from 1.25 to 100 (log files per byte of live image, e.g. 2)");
     o.store.compact_live_ratio = 1 / ratio;
+  }
+  if (auto r = config.Get("retain")) {
+    auto retain = ParseRetain(*r);
+    if (!retain.ok()) return retain.status();
+    o.store.retain_epochs = retain->first;
+    o.store.retain_ns = retain->second;
   }
   auto replication = ReplicationFromConfig(config);
   if (!replication.ok()) return replication.status();

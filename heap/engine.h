@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/config.h"
@@ -64,9 +65,13 @@ class Engine {
   // Reads dir, size, base, tracking, fault_threads, prefetch_max,
   // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
   // direct_write, compact, compact_ratio, peers, replicas, quorum, keys,
-  // replication, replica_timeout_ms, replica_open_timeout_ms, restore. Bad values are errors naming
-  // the key.
+  // replication, replica_timeout_ms, replica_open_timeout_ms, restore,
+  // create, retain. Bad values are errors naming the key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
+  // A retain= value: "N" keeps the newest N epochs, "Ns", "Nm", "Nh", "Nd"
+  // those of the last N seconds, minutes, hours, days. Returns
+  // (epochs, nanoseconds) for PageStoreOptions::retain_epochs, retain_ns.
+  static Result<std::pair<uint64_t, uint64_t>> ParseRetain(const std::string& value);
   // The default base of heap `name`: a slot chosen by its heap id.
   static uint64_t DefaultBase(const std::string& name);
 

@@ -568,7 +568,8 @@ Result<std::unique_ptr<PageStore::Impl::Group>> PageStore::Impl::LayOut(const Se
   for (const Run& r : e.discarded) g->w.AddTrim(TrimEntry{r.first, r.count, epoch});
   g->im = e.image;
   g->im.heap_id = heap_id_;
-  g->w.Commit(CommitKind::kEpoch, g->im, CommitFacts{WallClockNs(), e.pause_ns, 0});
+  g->time_ns = WallClockNs();
+  g->w.Commit(CommitKind::kEpoch, g->im, CommitFacts{g->time_ns, e.pause_ns, 0});
   // An append past the file's end changes its size, so its fdatasync also
   // commits the filesystem's journal: on ext4 a small epoch's sync costs
   // about twice an overwrite's. So from the second epoch of a file on, a
@@ -637,6 +638,13 @@ Status PageStore::Impl::Publish(const Group& g, const std::vector<Pgno>& pages, 
   active_->padded_to = std::max(g.padded_to, g.w.end());
   active_->last_epoch = epoch;
   image_ = g.im;
+  if (options_.retain_ns != 0) {
+    epoch_times_[epoch] = g.time_ns;
+    // Only the window's epochs and the one before them are ever asked for.
+    const uint64_t window = g.time_ns > options_.retain_ns ? g.time_ns - options_.retain_ns : 0;
+    while (epoch_times_.size() > 1 && std::next(epoch_times_.begin())->second < window)
+      epoch_times_.erase(epoch_times_.begin());
+  }
   lock.unlock();
   // Written after the epoch is durable, so TAIL never claims more than the
   // log holds; left to writeback, so a crash of the machine may leave it

@@ -36,6 +36,14 @@ struct PageStoreOptions {
   // Compact() rewrites sealed log files when live bytes fall below this
   // fraction of their total.
   double compact_live_ratio = 0.5;
+  // Past epochs that compaction keeps readable (ImageAt): the newest
+  // retain_epochs epochs, and every epoch committed in the last retain_ns
+  // nanoseconds (by the wall clock its commit record holds). 0 and 0: the
+  // durable epoch only. A file holding a version that a retained epoch
+  // needs is compacted only once each of its epochs is at most the oldest
+  // retained one, and the compaction keeps the versions live at that epoch.
+  uint64_t retain_epochs = 0;
+  uint64_t retain_ns = 0;
   // The region a new store records. A store holding no durable epoch (its
   // creator never committed) takes it too, when size is not 0: nothing
   // durable depends on the region it recorded. Ignored after.
@@ -272,9 +280,10 @@ class PageStore final : public PageSource, public EpochSink {
   Result<EpochDiff> Changes(Epoch from, Epoch to) const;
   // The image as of epoch `epoch`. Exact only from the newest compaction's
   // (or install's) epoch on: a compaction keeps just the page versions live
-  // at its epoch. InvalidArgument, naming the epochs that can be read,
-  // outside [that epoch, the durable epoch] or when the log holds no record
-  // of `epoch`'s image. The EpochImage may outlive the store.
+  // at its epoch (with options.retain_*, the oldest retained epoch).
+  // kNotFound, naming `epoch`, the oldest retained epoch and the durable
+  // one, outside [that epoch, the durable epoch] or when the log holds no
+  // record of `epoch`'s image. The EpochImage may outlive the store.
   Result<std::unique_ptr<EpochImage>> ImageAt(Epoch epoch) const;
 
   class Impl;

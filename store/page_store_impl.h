@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/os.h"
 #include "store/log_file.h"
 #include "store/log_format.h"
 #include "store/page_store.h"
@@ -151,6 +152,15 @@ class PageStore::Impl {
   // they are live in, read under one lock.
   struct LiveSet;
   ImageInfo CollectLive(const std::vector<uint32_t>& sources, LiveSet* out) const;
+  // With past epochs retained: the page versions and trims of `sources`
+  // live at epoch `floor` (or the newest compaction's epoch, if later),
+  // read from the log, and that epoch's image. Drops from *sources the
+  // files whose versions live then are not below the live ratio; none
+  // left: nothing to gain, and *sources is empty.
+  Result<ImageInfo> CollectRetained(Epoch floor, std::vector<uint32_t>* sources, LiveSet* out);
+  // The oldest epoch compaction keeps readable: the durable epoch, or an
+  // earlier one options_.retain_* asks for. REQUIRES: mu_ held.
+  Epoch RetainFloorLocked() const;
   Status CopyLive(const LiveSet& live, LogFile* to, GroupWriter* w, std::vector<std::pair<Pgno, uint64_t>>* moved);
 
   const std::string dir_, name_, path_;
@@ -183,6 +193,14 @@ class PageStore::Impl {
   // take it exclusively only to publish what they have made durable.
   mutable std::shared_mutex mu_;
   ImageInfo image_;
+  // options_.retain_ns: the commit time of each epoch in the window and
+  // the one before it, oldest first (recovered from the log, then added by
+  // Publish).
+  std::map<Epoch, uint64_t> epoch_times_;
+  // Sources a compaction found nothing to gain from at the retained floor,
+  // and when: CompactionDue is false for the same sources for a while.
+  std::vector<uint32_t> futile_sources_;
+  uint64_t futile_at_ns_ = 0;
   std::vector<Slot> index_;  // by pgno; pgno >= size() is absent
   std::map<uint32_t, std::unique_ptr<LogFile>> files_;
 
@@ -191,6 +209,34 @@ class PageStore::Impl {
   std::unique_ptr<LogFile> install_;
   std::vector<Slot> install_index_;
   uint64_t install_pages_ = 0, install_trims_ = 0;
+};
+
+// The log files' entry and commit blocks as ReadHistory read them, through
+// descriptors of its own (store_history.cc).
+struct PageStore::Impl::History {
+  struct File {
+    int fd = -1;
+    Epoch ceiling = 0;  // LogFile::ceiling
+    ScannedFile scan;
+  };
+  History() = default;
+  History(const History&) = delete;
+  History& operator=(const History&) = delete;
+  ~History() {
+    for (File& f : files)
+      if (f.fd >= 0) os().close(f.fd);
+  }
+
+  // Whether group g of file f records an epoch of the durable image: a
+  // writer file's, neither superseded (the rollback rule) nor newer than
+  // the image the store knows.
+  bool Counts(const File& f, const ScannedGroup& g) const {
+    return f.scan.info.kind == logfmt::FileKind::kWriter && g.kind == logfmt::CommitKind::kEpoch &&
+           g.image.epoch <= std::min(f.ceiling, image.epoch);
+  }
+
+  ImageInfo image;
+  std::vector<File> files;  // in number order
 };
 
 // An epoch's group, laid out at the active file's end and written by
@@ -203,6 +249,7 @@ struct PageStore::Impl::Group {
   uint64_t padded_to = 0;
   std::vector<Slot> slots;    // per page of the epoch
   ImageInfo im;
+  uint64_t time_ns = 0;  // its commit record's wall clock
   // Write only: what Sync publishes, copied from the epoch.
   std::vector<Pgno> pages;
   std::vector<Run> discarded;

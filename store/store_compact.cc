@@ -19,6 +19,10 @@ using namespace logfmt;
 
 namespace {
 
+// How long CompactionDue trusts a compaction that found nothing to gain
+// at the retained floor (the floor moves with every commit).
+constexpr uint64_t kRetainedRecheckNs = uint64_t{10} * 1000 * 1000 * 1000;
+
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
 };
@@ -39,16 +43,40 @@ struct PageStore::Impl::LiveSet {
   std::vector<TrimEntry> trims;
 };
 
+Epoch PageStore::Impl::RetainFloorLocked() const {
+  const Epoch durable = image_.epoch;
+  Epoch floor = durable;
+  if (options_.retain_epochs > 1 && durable > 1)
+    floor = durable > options_.retain_epochs ? durable - options_.retain_epochs + 1 : 1;
+  if (options_.retain_ns != 0) {
+    const uint64_t now = WallClockNs();
+    const uint64_t window = now > options_.retain_ns ? now - options_.retain_ns : 0;
+    for (const auto& [epoch, time_ns] : epoch_times_)
+      if (time_ns >= window) {
+        floor = std::min(floor, epoch);
+        break;
+      }
+  }
+  return floor;
+}
+
 // Sealed files below the live ratio, their padding counted: among them the
 // files of sessions that wrote no epoch, and compactions' files emptied
-// since.
+// since. With past epochs retained, only files whose epochs are all at
+// most the oldest retained one: a newer file holds versions that epoch
+// and the later ones need.
 // A damaged file that stays keeps the writer files after it that began
 // from its intact part: recovery accepts its damage only while one follows.
 std::vector<uint32_t> PageStore::Impl::CompactionSourcesLocked() const {
   std::vector<uint32_t> out;
   std::vector<const LogFile*> kept_damaged;
+  const Epoch floor = RetainFloorLocked();
   for (const auto& [number, f] : files_) {
     if (f.get() == active_) continue;
+    if (f->last_epoch > floor) {
+      if (f->damaged) kept_damaged.push_back(f.get());
+      continue;
+    }
     double live = static_cast<double>(f->live_pages * kPageSize);
     if (live < options_.compact_live_ratio * static_cast<double>(f->footprint()))
       out.push_back(number);
@@ -79,7 +107,10 @@ bool PageStore::Impl::CompactionDue() const {
   }
   if (static_cast<double>(sealed) <= static_cast<double>(live) / options_.compact_live_ratio) return false;
   uint64_t gain = 0;
-  for (uint32_t n : CompactionSourcesLocked()) {
+  const std::vector<uint32_t> sources = CompactionSourcesLocked();
+  // Retained epochs may keep what these hold: asked again only after a while.
+  if (sources == futile_sources_ && WallClockNs() - futile_at_ns_ < kRetainedRecheckNs) return false;
+  for (uint32_t n : sources) {
     const LogFile& f = *files_.at(n);
     gain += f.footprint() - std::min(f.footprint(), f.live_pages * kPageSize);
   }
@@ -102,6 +133,87 @@ ImageInfo PageStore::Impl::CollectLive(const std::vector<uint32_t>& sources, Liv
     }
   }
   return image_;
+}
+
+Result<ImageInfo> PageStore::Impl::CollectRetained(Epoch floor, std::vector<uint32_t>* sources, LiveSet* out) {
+  auto hr = ReadHistory();
+  if (!hr.ok()) return hr.status();
+  const History& h = **hr;
+  // A version older than the newest compaction's epoch was dropped unless
+  // live then: no image before that epoch can be rebuilt anyway.
+  for (const auto& f : h.files)
+    if (f.scan.info.kind != FileKind::kWriter && f.scan.closed)
+      floor = std::max(floor, f.scan.groups.back().image.epoch);
+  if (floor >= h.image.epoch) return CollectLive(*sources, out);
+  // The image at `floor` and, for each page, its version then: as
+  // PageStore::ImageAt reads them.
+  ImageInfo at;
+  bool found = false;
+  for (const auto& f : h.files) {
+    const bool whole_image = f.scan.info.kind != FileKind::kWriter;
+    if (!whole_image && f.scan.info.base_image.epoch == floor && floor <= f.ceiling) {
+      at = f.scan.info.base_image;
+      found = true;
+    }
+    for (const ScannedGroup& g : f.scan.groups)
+      if (g.image.epoch == floor && (whole_image || h.Counts(f, g))) {
+        at = g.image;
+        found = true;
+      }
+  }
+  std::vector<uint32_t> candidates = std::move(*sources);
+  sources->clear();
+  if (!found) return at;  // no record of it: keep every file
+  std::vector<Slot> then(at.hwm);
+  for (const auto& f : h.files) {
+    const Epoch limit = std::min(f.ceiling, floor);
+    const auto file = static_cast<uint32_t>(f.scan.info.number);
+    auto apply = [&](Pgno pgno, const Slot& s) {
+      if (pgno >= then.size()) return;
+      Slot& cur = then[pgno];
+      if (cur.state == Slot::kAbsent || cur.epoch <= s.epoch) cur = s;
+    };
+    for (const ScannedGroup& g : f.scan.groups) {
+      if (g.kind == CommitKind::kEpoch && g.image.epoch > limit) break;
+      for (const ScannedPage& p : g.pages)
+        if (p.epoch <= limit) apply(p.pgno, Slot{p.epoch, p.offset, p.checksum, file, Slot::kPage});
+      for (const TrimEntry& t : g.trims)
+        if (t.epoch <= limit)
+          for (Pgno p = t.first; p < std::min<Pgno>(t.first + t.count, then.size()); ++p)
+            apply(p, Slot{t.epoch, 0, 0, file, Slot::kTrim});
+    }
+  }
+  // The files whose versions live at `floor` fall below the ratio.
+  std::map<uint32_t, uint64_t> live;
+  for (const Slot& s : then)
+    if (s.state == Slot::kPage) ++live[s.file];
+  {
+    std::shared_lock lock(mu_);
+    for (uint32_t n : candidates)
+      if (static_cast<double>(live[n] * kPageSize) < options_.compact_live_ratio * files_.at(n)->footprint())
+        sources->push_back(n);
+    if (sources->empty()) return at;
+    // A page at or above the floor's hwm whose current version lies in a
+    // source (the hwm grew back since) is copied too, as the index holds it.
+    for (Pgno p = at.hwm; p < index_.size(); ++p)
+      if (index_[p].state == Slot::kPage && std::binary_search(sources->begin(), sources->end(), index_[p].file))
+        out->pages.push_back({p, index_[p]});
+  }
+  for (Pgno p = 0; p < then.size(); ++p) {
+    const Slot& s = then[p];
+    if (s.state == Slot::kAbsent || !std::binary_search(sources->begin(), sources->end(), s.file)) continue;
+    if (s.state == Slot::kPage) {
+      out->pages.push_back({p, s});
+    } else if (!out->trims.empty() && out->trims.back().epoch == s.epoch &&
+               out->trims.back().first + out->trims.back().count == p) {
+      ++out->trims.back().count;
+    } else {
+      out->trims.push_back({p, 1, s.epoch});
+    }
+  }
+  std::sort(out->pages.begin(), out->pages.end(),
+            [](const LiveSet::Page& a, const LiveSet::Page& b) { return a.pgno < b.pgno; });
+  return at;
 }
 
 // Copies the live pages into `w`, a batch at a time, and writes them to
@@ -152,7 +264,26 @@ Status PageStore::Impl::Compact() {
   // sources, and the file would lack that page's version as of the epoch it
   // names (which PageStore::ImageAt reads from it).
   LiveSet copy;
-  const ImageInfo im = CollectLive(sources, &copy);
+  Epoch floor;
+  {
+    std::shared_lock lock(mu_);
+    floor = RetainFloorLocked();
+  }
+  ImageInfo im;
+  if (floor >= image().epoch) {
+    im = CollectLive(sources, &copy);
+  } else {
+    // Past epochs retained: the file holds the versions live at the oldest
+    // of them, and is that epoch's image.
+    const std::vector<uint32_t> candidates = sources;
+    auto at = CollectRetained(floor, &sources, &copy);
+    if (!at.ok()) return at.status().Annotate("compacting heap store " + path_);
+    std::unique_lock lock(mu_);
+    futile_sources_ = sources.empty() ? candidates : std::vector<uint32_t>{};
+    futile_at_ns_ = WallClockNs();
+    if (sources.empty()) return Status::Ok();
+    im = *at;
+  }
   auto created = CreateLogFile(FileKind::kCompaction, im);
   if (!created.ok()) return created.status().Annotate("compacting heap store " + path_);
   std::unique_ptr<LogFile> to = std::move(created.value());

@@ -18,32 +18,6 @@ namespace pheap {
 
 using namespace logfmt;
 
-struct PageStore::Impl::History {
-  struct File {
-    int fd = -1;
-    Epoch ceiling = 0;  // LogFile::ceiling
-    ScannedFile scan;
-  };
-  History() = default;
-  History(const History&) = delete;
-  History& operator=(const History&) = delete;
-  ~History() {
-    for (File& f : files)
-      if (f.fd >= 0) os().close(f.fd);
-  }
-
-  // Whether group g of file f records an epoch of the durable image: a
-  // writer file's, neither superseded (the rollback rule) nor newer than
-  // the image the store knows.
-  bool Counts(const File& f, const ScannedGroup& g) const {
-    return f.scan.info.kind == FileKind::kWriter && g.kind == CommitKind::kEpoch &&
-           g.image.epoch <= std::min(f.ceiling, image.epoch);
-  }
-
-  ImageInfo image;
-  std::vector<File> files;  // in number order
-};
-
 Result<std::unique_ptr<PageStore::Impl::History>> PageStore::Impl::ReadHistory() const {
   auto h = std::make_unique<History>();
   std::vector<uint64_t> ends;
@@ -201,10 +175,12 @@ Result<std::unique_ptr<EpochImage>> PageStore::ImageAt(Epoch epoch) const {
       }
   }
   if (epoch < lowest || epoch > h.image.epoch || !found)
-    return Status::InvalidArgument(fmt::format(
-        "heap store {}: the image as of epoch {} cannot be read: the log holds the images of epochs {} to {}{}", path(),
-        epoch, lowest, h.image.epoch,
-        lowest > 1 ? fmt::format(" (a compaction at epoch {} kept only the pages live then)", lowest) : ""));
+    return Status::NotFound(fmt::format(
+        "heap store {}: epoch {} is not retained: the oldest retained epoch is {} and the newest {}{}", path(), epoch,
+        lowest, h.image.epoch,
+        lowest > 1 ? fmt::format(" (a compaction at epoch {} kept only the pages live then; config retain= keeps more)",
+                                 lowest)
+                   : ""));
   std::unique_ptr<EpochImage> img(new EpochImage());
   img->image_ = at;
   img->index_.resize(at.hwm);

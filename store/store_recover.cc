@@ -387,6 +387,8 @@ Status PageStore::Impl::Recover() {
     const auto file = static_cast<uint32_t>(number);
     for (const ScannedGroup& g : sf.groups) {
       if (g.kind == CommitKind::kEpoch && g.image.epoch > limit) break;
+      if (options_.retain_ns != 0 && g.kind == CommitKind::kEpoch && sf.info.kind == FileKind::kWriter)
+        epoch_times_[g.image.epoch] = g.facts.time_ns;
       for (const ScannedPage& p : g.pages)
         if (p.epoch <= limit) Apply(p.pgno, Slot{p.epoch, p.offset, p.checksum, file, Slot::kPage});
       for (const TrimEntry& t : g.trims)

@@ -49,7 +49,8 @@ int RunRemove(const std::string& dir, const std::string& name, bool on_replicas,
               bool json);
 // Compacts the store of heap `name` under `dir` now; 1 (with the reason on
 // stderr) if it is held by a running process or cannot be compacted.
-int RunCompact(const std::string& dir, const std::string& name);
+// `retain`: as config retain= (empty: keep only the durable epoch).
+int RunCompact(const std::string& dir, const std::string& name, const std::string& retain);
 
 // `pheap check`: reads every live page of heap `name` in its local store
 // (under `dir`, if there) and on each of its replicas (the recorded ones,

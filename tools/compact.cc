@@ -5,13 +5,23 @@
 
 #include <fmt/format.h>
 
+#include "heap/engine.h"
 #include "store/page_store.h"
 
 namespace pheap::tools {
 
-int RunCompact(const std::string& dir, const std::string& name) {
+int RunCompact(const std::string& dir, const std::string& name, const std::string& retain) {
   PageStoreOptions o;
   o.create_if_missing = false;
+  if (!retain.empty()) {
+    auto r = Engine::ParseRetain(retain);
+    if (!r.ok()) {
+      fmt::print(stderr, "pheap compact: {}\n", r.status().ToString());
+      return 1;
+    }
+    o.retain_epochs = r->first;
+    o.retain_ns = r->second;
+  }
   PageStoreStats before, after;
   {
     auto store = PageStore::Open(dir, name, o);

@@ -1,7 +1,8 @@
 // The `pheap` command: demo, ls, inspect, diff, top, compact, rm, check, peer, keygen, run.
 // Each subcommand's --help says what it prints (its footer).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include <string>
 
@@ -163,10 +164,14 @@ int main(int argc, char** argv) {
   auto* compact = app.add_subcommand("compact", "compact a heap's store now (a heap in use compacts itself)");
   compact->add_option("name", name, "heap name")->required();
   compact->add_option("--dir", dir, "store directory")->capture_default_str();
-  compact->footer(Wrapped(
-      "Output: the log files and MiB before and after, and the live pages kept. Epochs whose log files it "
-      "replaces are no longer retained (see `pheap inspect`). Exit status 1, with the reason, if a process holds "
-      "the heap or the store cannot be compacted."));
+  std::string retain;
+  compact->add_option("--retain", retain,
+                      "past epochs to keep readable, as config retain= (N epochs, or 30s, 15m, 2h, 1d); default "
+                      "PHEAP_RETAIN, else none");
+  compact->footer(
+      Wrapped("Output: the log files and MiB before and after, and the live pages kept. Epochs whose log files it "
+              "replaces are no longer retained (see `pheap inspect`), except those --retain keeps. Exit status 1, with "
+              "the reason, if a process holds the heap or the store cannot be compacted."));
 
   pheap::tools::CheckOptions check_opts;
   check_opts.dir = dir;
@@ -267,7 +272,10 @@ int main(int argc, char** argv) {
   if (*diff) return pheap::tools::RunDiff(dir, name, diff_from, diff_to, json);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
-  if (*compact) return pheap::tools::RunCompact(dir, name);
+  if (*compact) {
+    if (retain.empty() && std::getenv("PHEAP_RETAIN") != nullptr) retain = std::getenv("PHEAP_RETAIN");
+    return pheap::tools::RunCompact(dir, name, retain);
+  }
   if (*check) return pheap::tools::RunCheck(check_opts);
   if (*status) return pheap::PrintPeerStatus(status_endpoint, status_keys, status_json);
   if (*peer) {

@@ -75,6 +75,101 @@ TEST(StoreCompact, ShrinksAndKeepsTheImage) {
   EXPECT_TRUE(store->Verify(nullptr).ok());
 }
 
+// Epochs e in [first, last] of `models` read through ImageAt as they were.
+::testing::AssertionResult Retained(const PageStore& store, const std::map<Epoch, Model>& models, Epoch first,
+                                    Epoch last) {
+  for (Epoch e = first; e <= last; ++e) {
+    auto at = store.ImageAt(e);
+    if (!at.ok()) return ::testing::AssertionFailure() << at.status().ToString();
+    if (auto r = ImageMatchesModel(**at, models.at(e)); !r) return r;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// retain_epochs: compaction keeps every page version the retained epochs'
+// images need, through a reopen and a second compaction, and an older
+// epoch is refused naming the oldest retained one.
+TEST(StoreCompact, KeepsTheVersionsOfRetainedEpochs) {
+  TempDir dir;
+  PageStoreOptions o = SmallFiles();
+  o.retain_epochs = 8;
+  Model m;
+  std::map<Epoch, Model> models;
+  auto persist = [&](PageStore& store, Epoch first, Epoch last) {
+    for (Epoch e = first; e <= last; ++e) {
+      auto d = GenerateEpoch(kSeed, e, 16);  // 16 pages rewritten over and over, some discarded
+      ASSERT_TRUE(store.Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+      models[e] = m;
+    }
+  };
+  {
+    auto store = OpenOrDie(dir.path(), "r", o);
+    ASSERT_TRUE(store);
+    persist(*store, 1, 120);
+  }
+  auto store = OpenOrDie(dir.path(), "r", o);
+  ASSERT_TRUE(store);
+  const PageStoreStats before = store->stats();
+  ASSERT_TRUE(store->Compact().ok());
+  const PageStoreStats after = store->stats();
+  EXPECT_EQ(after.compactions, 1u);
+  EXPECT_LT(after.bytes_on_disk * 2, before.bytes_on_disk) << before.bytes_on_disk << " -> " << after.bytes_on_disk;
+  EXPECT_EQ(after.last_compaction.epoch, 113u) << "the compaction is the image of the oldest retained epoch";
+  EXPECT_TRUE(Retained(*store, models, 113, 120));
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  auto old = store->ImageAt(112);
+  ASSERT_FALSE(old.ok());
+  EXPECT_EQ(old.status().code(), Status::Code::kNotFound);
+  EXPECT_NE(old.status().message().find("epoch 112 is not retained: the oldest retained epoch is 113"),
+            std::string::npos)
+      << old.status().ToString();
+  // A second session: the first compaction's file is compacted again
+  // together with newer files, at the new floor.
+  persist(*store, 121, 200);
+  ASSERT_TRUE(store->Compact().ok());
+  EXPECT_EQ(store->stats().last_compaction.epoch, 193u);
+  store.reset();
+  store = OpenOrDie(dir.path(), "r", o);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(Retained(*store, models, 193, 200));
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+  EXPECT_TRUE(store->Verify(nullptr).ok());
+}
+
+// retain_ns: epochs committed within the window are all kept, so a
+// compaction now finds little to drop; without it the same log compacts
+// down to the durable epoch.
+TEST(StoreCompact, KeepsTheEpochsOfTheRetainedTime) {
+  TempDir dir;
+  PageStoreOptions o = SmallFiles();
+  o.retain_ns = uint64_t{3600} * 1000000000;
+  Model m;
+  std::map<Epoch, Model> models;
+  {
+    auto store = OpenOrDie(dir.path(), "t", o);
+    ASSERT_TRUE(store);
+    for (Epoch e = 1; e <= 60; ++e) {
+      auto d = GenerateEpoch(kSeed, e, 16);
+      ASSERT_TRUE(store->Persist(d.sealed).ok());
+      m.Apply(d.sealed);
+      models[e] = m;
+    }
+  }
+  {
+    auto store = OpenOrDie(dir.path(), "t", o);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->Compact().ok());
+    EXPECT_TRUE(Retained(*store, models, 1, 60));
+  }
+  auto store = OpenOrDie(dir.path(), "t", SmallFiles());
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(Retained(*store, models, 1, 60)) << "the retaining compaction dropped a version";
+  ASSERT_TRUE(store->Compact().ok());
+  EXPECT_FALSE(store->ImageAt(59).ok()) << "without retain the compaction keeps only the durable epoch";
+  EXPECT_TRUE(MatchesModel(*store, m, 64));
+}
+
 TEST(StoreCompact, KeepsDiscardsThatHideOlderVersions) {
   TempDir dir;
   PageStoreOptions o = SmallFiles();

@@ -164,4 +164,22 @@ inline std::unique_ptr<PageStore> OpenOrDie(const std::string& dir, const std::s
   return st.ok() ? std::move(st.value()) : nullptr;
 }
 
+// Whether the first 64 pages of `image` hold what `m` says: an EpochImage
+// is a PageSource, compared as MatchesModel compares a store.
+inline ::testing::AssertionResult ImageMatchesModel(EpochImage& image, const Model& m) {
+  std::vector<uint8_t> want(kPageSize);
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 64 * kPageSize)), &std::free);
+  Status s = image.ReadRun(0, 64, buf.get(), nullptr);
+  if (!s.ok()) return ::testing::AssertionFailure() << s.ToString();
+  for (Pgno p = 0; p < 64; ++p) {
+    auto it = m.written.find(p);
+    if (it != m.written.end() && p < m.hwm) FillPage(want.data(), p, it->second);
+    else std::memset(want.data(), 0, kPageSize);
+    if (std::memcmp(buf.get() + p * kPageSize, want.data(), kPageSize) != 0)
+      return ::testing::AssertionFailure() << "epoch " << image.image().epoch << ": page " << p << " differs";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace pheap::testing
