@@ -147,6 +147,51 @@ pheap::handle* pheap_open_read_only(const char* name, const char* config) {
   return pheap::Handle(h->release());
 }
 
+pheap::handle* pheap_open_read_only_at(const char* name, const char* config, int64_t epoch) {
+  if (name == nullptr || epoch <= 0) {
+    pheap::SetError(EINVAL, name == nullptr ? "pheap_open_read_only_at: the heap name is null"
+                                            : "pheap_open_read_only_at: the epoch must be at least 1");
+    return nullptr;
+  }
+  auto options = pheap::PersistentHeap::OptionsFromConfig(config);
+  if (!options.ok()) {
+    pheap::SetError(options.status().Annotate(fmt::format("opening heap '{}' read-only", name)));
+    return nullptr;
+  }
+  auto h = pheap::PersistentHeap::OpenReadOnly(name, *options, static_cast<pheap::Epoch>(epoch));
+  if (!h.ok()) {
+    pheap::SetError(h.status());
+    return nullptr;
+  }
+  return pheap::Handle(h->release());
+}
+
+int64_t pheap_snapshot(pheap::handle* h, const char* dest, const char* config, int64_t epoch) {
+  if (!pheap::CheckHandle(h)) return -1;
+  if (dest == nullptr || epoch < 0) {
+    pheap::SetError(EINVAL, dest == nullptr ? "pheap_snapshot: the new heap's name is null"
+                                            : "pheap_snapshot: the epoch is negative");
+    return -1;
+  }
+  // Only dir=: the new heap's directory, as given (PHEAP_DIR does not apply).
+  std::string dir;
+  if (config != nullptr && *config != '\0') {
+    const std::string c = config;
+    if (c.rfind("dir=", 0) != 0 || c.size() == 4 || c.find(';') != std::string::npos) {
+      pheap::SetError(EINVAL,
+                      fmt::format("pheap_snapshot: config '{}' is not dir=DIR, the only key it takes", c).c_str());
+      return -1;
+    }
+    dir = c.substr(4);
+  }
+  auto r = Impl(h)->Snapshot(dest, dir, static_cast<pheap::Epoch>(epoch));
+  if (!r.ok()) {
+    pheap::SetError(r.status());
+    return -1;
+  }
+  return static_cast<int64_t>(*r);
+}
+
 int64_t pheap_refresh(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
   auto r = Impl(h)->Refresh();

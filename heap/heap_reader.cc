@@ -22,6 +22,7 @@ namespace pheap {
 struct HeapReader::Source {
   std::unique_ptr<PageStore> store;       // local: pins the log files of `image`
   std::unique_ptr<ReplicaClient> client;  // replicas: fetches exactly `image`
+  std::unique_ptr<EpochImage> past;       // a past epoch of the local store
   PageSource* pages = nullptr;
   ImageInfo image;
 };
@@ -52,10 +53,27 @@ HeapReader::~HeapReader() {
   if (size_ != 0) os().munmap(base(), size_);
 }
 
-Result<std::unique_ptr<HeapReader>> HeapReader::Open(const std::string& name, const EngineOptions& options) {
+Result<std::unique_ptr<PageStore>> OpenStoreForReading(const std::string& dir, const std::string& name) {
+  PageStoreOptions so;
+  so.read_only = true;  // no lock: the writer never waits for a reader
+  so.create_if_missing = false;
+  auto store = PageStore::Open(dir, name, so);
+  // ENOENT from the open of a listed file (a missing directory is
+  // kNotFound): a compaction removed it meanwhile.
+  for (int attempt = 1; attempt < kOpenAttempts && !store.ok() && store.status().code() == Status::Code::kIoError &&
+                        store.status().err() == ENOENT;
+       ++attempt) {
+    ::usleep(1000);
+    store = PageStore::Open(dir, name, so);
+  }
+  return store;
+}
+
+Result<std::unique_ptr<HeapReader>> HeapReader::Open(const std::string& name, const EngineOptions& options,
+                                                     Epoch epoch) {
   PHEAP_RETURN_IF_ERROR(PageStore::ValidateHeapName(name));
   std::unique_ptr<HeapReader> r(new HeapReader(name, options));
-  auto src = r->OpenSource();
+  auto src = r->OpenSource(epoch);
   if (!src.ok()) return src.status();
   const ImageInfo& im = (*src)->image;
   if (options.base != 0 && options.base != im.base)
@@ -70,26 +88,16 @@ Result<std::unique_ptr<HeapReader>> HeapReader::Open(const std::string& name, co
   return r;
 }
 
-Result<std::unique_ptr<HeapReader::Source>> HeapReader::OpenSource() const {
-  auto local = OpenLocal();
-  if (local.ok() || local.status().code() != Status::Code::kNotFound || options_.replication.peers.empty())
+Result<std::unique_ptr<HeapReader::Source>> HeapReader::OpenSource(Epoch at) const {
+  auto local = OpenLocal(at);
+  // A past epoch is read from the local store only.
+  if (at != 0 || local.ok() || local.status().code() != Status::Code::kNotFound || options_.replication.peers.empty())
     return local;
   return OpenReplicas();
 }
 
-Result<std::unique_ptr<HeapReader::Source>> HeapReader::OpenLocal() const {
-  PageStoreOptions so;
-  so.read_only = true;  // no lock: the writer never waits for a reader
-  so.create_if_missing = false;
-  auto store = PageStore::Open(options_.dir, name_, so);
-  // ENOENT from the open of a listed file (a missing directory is
-  // kNotFound): a compaction removed it meanwhile.
-  for (int attempt = 1; attempt < kOpenAttempts && !store.ok() && store.status().code() == Status::Code::kIoError &&
-                        store.status().err() == ENOENT;
-       ++attempt) {
-    ::usleep(1000);
-    store = PageStore::Open(options_.dir, name_, so);
-  }
+Result<std::unique_ptr<HeapReader::Source>> HeapReader::OpenLocal(Epoch at) const {
+  auto store = OpenStoreForReading(options_.dir, name_);
   if (!store.ok()) {
     if (store.status().code() == Status::Code::kNotFound && options_.replication.peers.empty())
       return store.status().Annotate(
@@ -104,6 +112,15 @@ Result<std::unique_ptr<HeapReader::Source>> HeapReader::OpenLocal() const {
         fmt::format("opening heap '{}' read-only: its store {} holds no durable epoch yet; "
                     "open it read-only after the writer's first commit",
                     name_, (*store)->path()));
+  if (at != 0) {
+    // Its own descriptors keep the log files it reads; the store may go.
+    auto past = (*store)->ImageAt(at);
+    if (!past.ok()) return past.status().Annotate(fmt::format("opening heap '{}' read-only at epoch {}", name_, at));
+    src->image = (*past)->image();
+    src->past = std::move(*past);
+    src->pages = src->past.get();
+    return src;
+  }
   src->store = std::move(*store);
   src->pages = src->store.get();
   return src;

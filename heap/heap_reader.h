@@ -48,6 +48,11 @@
 
 namespace pheap {
 
+// Opens the store of heap `name` under `dir` read-only, without its lock,
+// trying again while a compaction removes a file between the listing of
+// the directory and its open. kNotFound when there is no store.
+Result<std::unique_ptr<PageStore>> OpenStoreForReading(const std::string& dir, const std::string& name);
+
 class HeapReader {
  public:
   // What the last load (Open or Refresh) did.
@@ -63,13 +68,19 @@ class HeapReader {
   // must be the heap's). Errors name the heap: kNotFound (ENOENT) when
   // neither the local store nor the replicas hold it, or it has no durable
   // epoch yet; kBusy when its address range is taken in this process;
-  // the store's and replicas' errors otherwise.
-  static Result<std::unique_ptr<HeapReader>> Open(const std::string& name, const EngineOptions& options);
+  // the store's and replicas' errors otherwise. With `epoch` (not 0): the
+  // image as of that past durable epoch, read from the local store
+  // (PageStore::ImageAt); kNotFound naming it and the oldest retained
+  // epoch where the store no longer holds it (config retain= keeps past
+  // epochs; also where there is no local store: replicas are not asked).
+  static Result<std::unique_ptr<HeapReader>> Open(const std::string& name, const EngineOptions& options,
+                                                  Epoch epoch = 0);
   ~HeapReader();  // unmaps the region and lets go of the files it pins
   HeapReader(const HeapReader&) = delete;
   HeapReader& operator=(const HeapReader&) = delete;
 
   const std::string& name() const { return name_; }
+  const std::string& dir() const { return options_.dir; }
   void* base() const { return reinterpret_cast<void*>(base_); }
   uint64_t size() const { return size_; }
   Epoch epoch() const { return image_.epoch; }
@@ -84,8 +95,9 @@ class HeapReader {
  private:
   struct Source;
   HeapReader(std::string name, EngineOptions options);
-  Result<std::unique_ptr<Source>> OpenSource() const;
-  Result<std::unique_ptr<Source>> OpenLocal() const;
+  // The newest durable epoch's image, or epoch `at`'s (not 0).
+  Result<std::unique_ptr<Source>> OpenSource(Epoch at = 0) const;
+  Result<std::unique_ptr<Source>> OpenLocal(Epoch at) const;
   Result<std::unique_ptr<Source>> OpenReplicas() const;
   // Maps [base_ + size_, base + size) (all of it on the first load).
   Status MapUpTo(uint64_t size);

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
 #include "base/log.h"
 #include "base/thread.h"
+#include "heap/snapshot.h"
 #include "pager/safepoint.h"
 
 namespace pheap {
@@ -124,9 +126,9 @@ Result<std::unique_ptr<PersistentHeap>> PersistentHeap::Open(const std::string& 
 }
 
 Result<std::unique_ptr<PersistentHeap>> PersistentHeap::OpenReadOnly(const std::string& name,
-                                                                     const HeapOptions& options) {
+                                                                     const HeapOptions& options, Epoch epoch) {
   std::unique_ptr<PersistentHeap> h(new PersistentHeap());
-  auto reader = HeapReader::Open(name, options.engine);
+  auto reader = HeapReader::Open(name, options.engine, epoch);
   if (!reader.ok()) return reader.status();
   h->reader_ = std::move(*reader);
   h->base_ = reinterpret_cast<uintptr_t>(h->reader_->base());
@@ -166,6 +168,24 @@ Result<Epoch> PersistentHeap::Refresh() {
     Register();
   }
   return e;
+}
+
+std::string PersistentHeap::dir() const {
+  return reader_ ? reader_->dir() : std::filesystem::path(engine_->store().path()).parent_path().string();
+}
+
+Result<Epoch> PersistentHeap::Snapshot(const std::string& dest, const std::string& dest_dir, Epoch epoch) {
+  PHEAP_RETURN_IF_ERROR(ForkChildStatus());
+  const std::string to = dest_dir.empty() ? dir() : dest_dir;
+  if (epoch == 0) epoch = durable_epoch();
+  if (epoch == 0)
+    return Status::NotFound(fmt::format("snapshot of heap '{}': it has no durable epoch yet; commit first", name()));
+  // A writer reads its own store, whose lock it holds; a reader opens the
+  // store again, as it does to load.
+  auto made = read_only() ? SnapshotHeap(reader_->dir(), name(), epoch, to, dest)
+                          : WriteSnapshot(engine_->store(), epoch, to, dest);
+  if (!made.ok()) return made.status().Annotate(fmt::format("heap '{}'", name()));
+  return made->epoch;
 }
 
 Status PersistentHeap::ReadOnlyError(const char* what) const {

@@ -60,7 +60,9 @@ class PersistentHeap final : private ArenaHooks {
   // naming the heap. Errors: HeapReader::Open's; a region that holds no
   // pheap superblock (kCorruption); a newer superblock version; the code
   // identity check (code_check) for a heap that holds code pointers.
-  static Result<std::unique_ptr<PersistentHeap>> OpenReadOnly(const std::string& name, const HeapOptions& options);
+  // `epoch` not 0: the image as of that past durable epoch (HeapReader::Open).
+  static Result<std::unique_ptr<PersistentHeap>> OpenReadOnly(const std::string& name, const HeapOptions& options,
+                                                              Epoch epoch = 0);
   ~PersistentHeap() override;  // closes without a final commit if Close was not called
   PersistentHeap(const PersistentHeap&) = delete;
   PersistentHeap& operator=(const PersistentHeap&) = delete;
@@ -80,6 +82,13 @@ class PersistentHeap final : private ArenaHooks {
   Result<Epoch> Refresh();
   // The error of a change asked of a read-only heap: `what` names it.
   Status ReadOnlyError(const char* what) const;
+  // The directory holding the heap's store (config dir).
+  std::string dir() const;
+  // Makes heap `dest` under `dest_dir` (empty: dir()) from this heap's
+  // image as of `epoch`, read from its store (heap/snapshot.h), and returns
+  // that epoch. `epoch` 0: the one this heap shows (a writer's durable
+  // epoch, a reader's own). A writer keeps committing meanwhile.
+  Result<Epoch> Snapshot(const std::string& dest, const std::string& dest_dir, Epoch epoch);
   void* base() const { return reinterpret_cast<void*>(base_); }
   uint64_t size() const { return size_; }
   // On every free: the region's bounds are kept here, not asked of the engine.

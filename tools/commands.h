@@ -49,6 +49,13 @@ int RunRemove(const std::string& dir, const std::string& name, bool on_replicas,
               bool json);
 // Compacts the store of heap `name` under `dir` now; 1 (with the reason on
 // stderr) if it is held by a running process or cannot be compacted.
+// `pheap snapshot NAME NEW`: heap NEW in `dest_dir` (empty: `dir`) made
+// from heap NAME's image as of `epoch` (0: its newest durable epoch), read
+// from its store while its writer may run. Prints what it made; 1 (the
+// reason on stderr) on failure.
+int RunSnapshot(const std::string& dir, const std::string& name, const std::string& dest, const std::string& dest_dir,
+                uint64_t epoch);
+
 // `retain`: as config retain= (empty: keep only the durable epoch).
 int RunCompact(const std::string& dir, const std::string& name, const std::string& retain);
 

@@ -1,4 +1,4 @@
-// The `pheap` command: demo, ls, inspect, diff, top, compact, rm, check, peer, keygen, run.
+// The `pheap` command: demo, ls, inspect, diff, top, compact, snapshot, rm, check, peer, keygen, run.
 // Each subcommand's --help says what it prints (its footer).
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -173,6 +173,22 @@ int main(int argc, char** argv) {
               "replaces are no longer retained (see `pheap inspect`), except those --retain keeps. Exit status 1, with "
               "the reason, if a process holds the heap or the store cannot be compacted."));
 
+  auto* snapshot = app.add_subcommand("snapshot", "make a new heap from a durable epoch of a heap, while it runs");
+  std::string snapshot_dest, snapshot_to;
+  uint64_t snapshot_epoch = 0;
+  snapshot->add_option("name", name, "heap name")->required();
+  snapshot->add_option("new", snapshot_dest, "the new heap's name")->required();
+  snapshot->add_option("--dir", dir, "store directory")->capture_default_str();
+  snapshot->add_option("--to", snapshot_to, "the new heap's store directory (default: --dir)");
+  snapshot->add_option("--epoch", snapshot_epoch, "a retained epoch (default: the newest durable one)");
+  snapshot->footer(Wrapped(
+      "Reads the image from the heap's store without its lock: a writer running in another process keeps "
+      "committing, never paused. The new heap holds the image at the same address (it cannot be open in one "
+      "process with the heap it came from), has no peers, and its durable epoch is the one copied. Past epochs "
+      "can be copied while the store retains them (config retain=). Output: the new heap, its directory and the "
+      "epoch. Exit status 1, with the reason, if the new heap exists, the epoch is not retained or a store "
+      "cannot be read or written."));
+
   pheap::tools::CheckOptions check_opts;
   check_opts.dir = dir;
   auto* check = app.add_subcommand(
@@ -272,6 +288,7 @@ int main(int argc, char** argv) {
   if (*diff) return pheap::tools::RunDiff(dir, name, diff_from, diff_to, json);
   if (*ls) return pheap::tools::RunList(dir, json);
   if (*rm) return pheap::tools::RunRemove(dir, name, rm_on_replicas, rm_replicas, json);
+  if (*snapshot) return pheap::tools::RunSnapshot(dir, name, snapshot_dest, snapshot_to, snapshot_epoch);
   if (*compact) {
     if (retain.empty() && std::getenv("PHEAP_RETAIN") != nullptr) retain = std::getenv("PHEAP_RETAIN");
     return pheap::tools::RunCompact(dir, name, retain);

@@ -95,6 +95,15 @@ class Heap {
     if (h == nullptr) detail::throw_last(("opening heap '" + name + "' read-only").c_str());
     return Heap(h);
   }
+  // The same, as the heap was at the past durable epoch `epoch`
+  // (pheap_open_read_only_at): ENOENT, naming it and the oldest retained
+  // epoch, when the store no longer keeps it (config retain=).
+  static Heap open_read_only(const std::string& name, const std::string& config, int64_t epoch) {
+    handle* h = pheap_open_read_only_at(name.c_str(), config.empty() ? nullptr : config.c_str(), epoch);
+    if (h == nullptr)
+      detail::throw_last(("opening heap '" + name + "' read-only at epoch " + std::to_string(epoch)).c_str());
+    return Heap(h);
+  }
 
   // Commits and closes. A failed final commit cannot throw from here: call
   // commit() first where that matters. While an exception thrown since the
@@ -217,6 +226,16 @@ class Heap {
     return pending_commit(h_, e);
   }
   int64_t durable_epoch() const noexcept { return pheap_epoch(h_); }
+
+  // Makes heap `dest` (in `config`'s dir=, else this heap's) a new heap
+  // holding this one's image as of `epoch` (0: the epoch it shows), read
+  // from the store while the writer keeps committing (pheap_snapshot).
+  // Returns that epoch; throws pheap::error (EEXIST, ENOENT, EIO).
+  int64_t snapshot(const std::string& dest, const std::string& config = "", int64_t epoch = 0) {
+    int64_t e = pheap_snapshot(h_, dest.c_str(), config.empty() ? nullptr : config.c_str(), epoch);
+    if (e < 0) detail::throw_last(("snapshot into heap '" + dest + "'").c_str());
+    return e;
+  }
 
   void* malloc(size_t n) noexcept { return pheap_malloc(h_, n); }
   void free(void* p) noexcept { pheap_free(h_, p); }

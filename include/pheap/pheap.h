@@ -60,6 +60,31 @@ PHEAP_HANDLE* pheap_open(const char* name, const char* config);
  * replicas' errors (EIO, ETIMEDOUT) otherwise. Returns NULL on failure. */
 PHEAP_HANDLE* pheap_open_read_only(const char* name, const char* config);
 
+/* As pheap_open_read_only, showing the heap as it was at the durable epoch
+ * `epoch` (>= 1), read from the local store under dir (not from replicas).
+ * A store keeps past epochs as config retain= asks its writer (retain=N:
+ * the newest N epochs, retain=30s: those of the last 30 s; by default only
+ * the durable one); compaction drops the others. ENOENT, the message
+ * naming `epoch` and the oldest retained epoch, when it is not retained;
+ * otherwise pheap_open_read_only's errors. pheap_refresh moves it to the
+ * newest epoch. */
+PHEAP_HANDLE* pheap_open_read_only_at(const char* name, const char* config, int64_t epoch);
+
+/* Makes a new, independent heap `dest` from h's image as of durable epoch
+ * `epoch` (0: the epoch h shows: a writer's durable epoch, a reader's own;
+ * else a retained one), read from h's local store, not from its memory:
+ * the calling thread copies it, while the heap's other threads (or its
+ * writer, in another process) keep running and committing, never paused
+ * for it. `config`
+ * is NULL or "dir=DIR", dest's store directory (default: h's). The new
+ * heap holds the image at the same address, so it cannot be open in the
+ * process that has h open; it has no peers, and its durable epoch is
+ * `epoch`. Returns that epoch, or -1: EEXIST if dest exists, ENOENT if the
+ * epoch is not retained (or h has none durable yet), the stores' errors
+ * (EIO, ENOSPC), after which no dest is left. Costs a read and a write of
+ * every stored page of the image, and one fdatasync. */
+int64_t pheap_snapshot(PHEAP_HANDLE* h, const char* dest, const char* config, int64_t epoch);
+
 /* Moves a read-only heap to the newest durable epoch and returns it: pages
  * that changed since show their new contents, at the same addresses (a
  * pointer stays valid while the object it points to is still in the
