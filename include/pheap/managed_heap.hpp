@@ -48,6 +48,15 @@
 //     get_instance_name/length/type (a named object is a plain root, with
 //     no header to read them from), deleters and the smart pointers built
 //     on them, the index reservation functions, zero_free_memory.
+//   - For programs written against LLNL Metall's manager, which copies
+//     this interface: allocator_type<T>, scoped_allocator_type<T>,
+//     get_allocator<>() (of std::byte), consistent() and snapshot() are
+//     Metall's, and pheap::create_only, open_only, open_read_only,
+//     unique_instance ... name Boost's tags, so such a program switches by
+//     changing metall:: to pheap:: and metall::manager to
+//     pheap::managed_heap. A heap is consistent as of its last commit
+//     whatever stopped its writer, and a snapshot commits, then copies the
+//     durable epoch from the store (pheap::Heap::snapshot).
 //   - Errors: out of memory throws boost::interprocess::bad_alloc and a
 //     construct() of an existing name interprocess_exception
 //     (already_exists_error), as Boost does; everything else pheap::error.
@@ -61,6 +70,7 @@
 
 #include <pheap/heap.hpp>
 
+#include <boost/container/scoped_allocator.hpp>
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/containers/allocation_type.hpp>
 #include <boost/interprocess/creation_tags.hpp>
@@ -72,6 +82,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <memory>
@@ -294,6 +305,12 @@ class managed_heap {
   struct allocator {
     using type = boost::interprocess::allocator<T, segment_manager>;
   };
+  // Metall's names for the same allocator, and for it in a scoped adaptor
+  // (nested containers take their allocator from the outer one).
+  template <typename T>
+  using allocator_type = boost::interprocess::allocator<T, segment_manager>;
+  template <typename T>
+  using scoped_allocator_type = boost::container::scoped_allocator_adaptor<allocator_type<T>>;
 
   // The least region a pheap heap holds (its superblock, the allocator's
   // header and one 4 MiB segment): smaller sizes are raised to it.
@@ -307,6 +324,12 @@ class managed_heap {
   // Opens heap `path`, creating it if it does not exist.
   managed_heap(boost::interprocess::open_or_create_t, const char* path, size_type size, const char* config = nullptr)
       : managed_heap(path, "1", size, config) {}
+  // Metall's forms, without a size: the region is config size= (else the
+  // default, 16 GiB of address space, reserved, not used).
+  managed_heap(boost::interprocess::create_only_t, const char* path, const char* config = nullptr)
+      : managed_heap(path, "only", 0, config) {}
+  managed_heap(boost::interprocess::open_or_create_t, const char* path, const char* config = nullptr)
+      : managed_heap(path, "1", 0, config) {}
   // Opens heap `path`; throws pheap::error (errno ENOENT) if it does not exist.
   managed_heap(boost::interprocess::open_only_t, const char* path, const char* config = nullptr)
       : managed_heap(path, "0", 0, config) {}
@@ -367,6 +390,42 @@ class managed_heap {
     }
   }
 
+  // Metall's: whether heap `path` can be opened as it was last committed.
+  // A pheap heap is consistent at every durable epoch, whatever stopped
+  // its writer, so this says whether it exists with a durable epoch (and
+  // is not open in this process); it opens it read-only to see, reading
+  // its image.
+  static bool consistent(const char* path, const char* config = nullptr) noexcept {
+    try {
+      managed_heap h(boost::interprocess::open_read_only, path, config);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+  // Metall's: commits, then makes heap `dest_path` (a path as the
+  // constructors take it; without a directory, beside this heap) a new
+  // heap holding that epoch, read from the store while this process runs
+  // on (pheap::Heap::snapshot). False if either step fails. The copy lives
+  // at this heap's address: open it once this one is closed, or in
+  // another process.
+  bool snapshot(const char* dest_path) noexcept {
+    try {
+      if (!read_only()) commit();
+      std::string_view p = dest_path != nullptr ? dest_path : "";
+      const size_t slash = p.rfind('/');
+      std::string cfg;
+      if (slash != std::string_view::npos) {
+        cfg = "dir=";
+        cfg += slash == 0 ? std::string_view("/") : p.substr(0, slash);
+      }
+      state().heap.snapshot(std::string(slash == std::string_view::npos ? p : p.substr(slash + 1)), cfg);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+
   // ---- pheap's own ----
   // A point-in-time image; returns its epoch once durable. Throws pheap::error.
   int64_t commit() { return state().heap.commit(); }
@@ -404,7 +463,7 @@ class managed_heap {
   }
   void* get_address_from_handle(handle_t h) const noexcept { return static_cast<char*>(get_address()) + h; }
   segment_manager* get_segment_manager() const noexcept { return s_ ? s_->sm : nullptr; }
-  template <typename T>
+  template <typename T = std::byte>
   typename allocator<T>::type get_allocator() const {
     return typename allocator<T>::type(&sm());
   }
@@ -830,6 +889,15 @@ class managed_heap {
 };
 
 inline void swap(managed_heap& a, managed_heap& b) noexcept { a.swap(b); }
+
+// Boost.Interprocess's tags under pheap::, as Metall names its own: a
+// Metall program's metall::create_only becomes pheap::create_only.
+using boost::interprocess::anonymous_instance;
+using boost::interprocess::create_only;
+using boost::interprocess::open_only;
+using boost::interprocess::open_or_create;
+using boost::interprocess::open_read_only;
+using boost::interprocess::unique_instance;
 
 }  // namespace pheap
 
