@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -233,6 +234,20 @@ struct PageStore::Impl::History {
   bool Counts(const File& f, const ScannedGroup& g) const {
     return f.scan.info.kind == logfmt::FileKind::kWriter && g.kind == logfmt::CommitKind::kEpoch &&
            g.image.epoch <= std::min(f.ceiling, image.epoch);
+  }
+
+  // The image at `epoch` as the files record it: a writer file's base
+  // image or counted group, or a group of a whole-image file (compaction,
+  // install); nullopt if no file records it.
+  std::optional<ImageInfo> RecordedImage(Epoch epoch) const {
+    std::optional<ImageInfo> at;
+    for (const File& f : files) {
+      const bool whole_image = f.scan.info.kind != logfmt::FileKind::kWriter;
+      if (!whole_image && f.scan.info.base_image.epoch == epoch && epoch <= f.ceiling) at = f.scan.info.base_image;
+      for (const ScannedGroup& g : f.scan.groups)
+        if (g.image.epoch == epoch && (whole_image || Counts(f, g))) at = g.image;
+    }
+    return at;
   }
 
   ImageInfo image;

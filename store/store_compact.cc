@@ -147,20 +147,9 @@ Result<ImageInfo> PageStore::Impl::CollectRetained(Epoch floor, std::vector<uint
   if (floor >= h.image.epoch) return CollectLive(*sources, out);
   // The image at `floor` and, for each page, its version then: as
   // PageStore::ImageAt reads them.
-  ImageInfo at;
-  bool found = false;
-  for (const auto& f : h.files) {
-    const bool whole_image = f.scan.info.kind != FileKind::kWriter;
-    if (!whole_image && f.scan.info.base_image.epoch == floor && floor <= f.ceiling) {
-      at = f.scan.info.base_image;
-      found = true;
-    }
-    for (const ScannedGroup& g : f.scan.groups)
-      if (g.image.epoch == floor && (whole_image || h.Counts(f, g))) {
-        at = g.image;
-        found = true;
-      }
-  }
+  const std::optional<ImageInfo> recorded = h.RecordedImage(floor);
+  const bool found = recorded.has_value();
+  const ImageInfo at = recorded.value_or(ImageInfo{});
   std::vector<uint32_t> candidates = std::move(*sources);
   sources->clear();
   if (!found) return at;  // no record of it: keep every file

@@ -159,21 +159,12 @@ Result<std::unique_ptr<EpochImage>> PageStore::ImageAt(Epoch epoch) const {
   Impl::History& h = **hr;
   // A compaction (or an install) holds only the versions live at its epoch.
   Epoch lowest = 1;
-  bool found = false;
-  ImageInfo at;
-  for (const auto& f : h.files) {
-    const bool whole_image = f.scan.info.kind != FileKind::kWriter;
-    if (whole_image && f.scan.closed) lowest = std::max(lowest, f.scan.groups.back().image.epoch);
-    if (!whole_image && f.scan.info.base_image.epoch == epoch && epoch <= f.ceiling) {
-      at = f.scan.info.base_image;
-      found = true;
-    }
-    for (const ScannedGroup& g : f.scan.groups)
-      if (g.image.epoch == epoch && (whole_image || h.Counts(f, g))) {
-        at = g.image;
-        found = true;
-      }
-  }
+  for (const auto& f : h.files)
+    if (f.scan.info.kind != FileKind::kWriter && f.scan.closed)
+      lowest = std::max(lowest, f.scan.groups.back().image.epoch);
+  const std::optional<ImageInfo> recorded = h.RecordedImage(epoch);
+  const bool found = recorded.has_value();
+  const ImageInfo at = recorded.value_or(ImageInfo{});
   if (epoch < lowest || epoch > h.image.epoch || !found)
     return Status::NotFound(fmt::format(
         "heap store {}: epoch {} is not retained: the oldest retained epoch is {} and the newest {}{}", path(), epoch,
