@@ -250,6 +250,11 @@ struct PageStore::Impl::History {
     return at;
   }
 
+  // Per page below `hwm`, the version that was current at `epoch`, as
+  // recovery builds the index (store_recover.cc) with `epoch` as the newest
+  // epoch that counts; kAbsent where no file holds one.
+  std::vector<Slot> VersionsAt(Epoch epoch, Pgno hwm) const;
+
   ImageInfo image;
   std::vector<File> files;  // in number order
 };

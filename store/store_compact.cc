@@ -153,25 +153,7 @@ Result<ImageInfo> PageStore::Impl::CollectRetained(Epoch floor, std::vector<uint
   std::vector<uint32_t> candidates = std::move(*sources);
   sources->clear();
   if (!found) return at;  // no record of it: keep every file
-  std::vector<Slot> then(at.hwm);
-  for (const auto& f : h.files) {
-    const Epoch limit = std::min(f.ceiling, floor);
-    const auto file = static_cast<uint32_t>(f.scan.info.number);
-    auto apply = [&](Pgno pgno, const Slot& s) {
-      if (pgno >= then.size()) return;
-      Slot& cur = then[pgno];
-      if (cur.state == Slot::kAbsent || cur.epoch <= s.epoch) cur = s;
-    };
-    for (const ScannedGroup& g : f.scan.groups) {
-      if (g.kind == CommitKind::kEpoch && g.image.epoch > limit) break;
-      for (const ScannedPage& p : g.pages)
-        if (p.epoch <= limit) apply(p.pgno, Slot{p.epoch, p.offset, p.checksum, file, Slot::kPage});
-      for (const TrimEntry& t : g.trims)
-        if (t.epoch <= limit)
-          for (Pgno p = t.first; p < std::min<Pgno>(t.first + t.count, then.size()); ++p)
-            apply(p, Slot{t.epoch, 0, 0, file, Slot::kTrim});
-    }
-  }
+  const std::vector<Slot> then = h.VersionsAt(floor, at.hwm);
   // The files whose versions live at `floor` fall below the ratio.
   std::map<uint32_t, uint64_t> live;
   for (const Slot& s : then)

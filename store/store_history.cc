@@ -174,15 +174,24 @@ Result<std::unique_ptr<EpochImage>> PageStore::ImageAt(Epoch epoch) const {
                    : ""));
   std::unique_ptr<EpochImage> img(new EpochImage());
   img->image_ = at;
-  img->index_.resize(at.hwm);
+  const std::vector<Slot> then = h.VersionsAt(epoch, at.hwm);
+  img->index_.resize(then.size());
+  for (size_t p = 0; p < then.size(); ++p) img->index_[p].slot = then[p];
+  for (auto& f : h.files) {
+    img->fds_.emplace(f.scan.info.number, f.fd);
+    f.fd = -1;
+  }
+  return img;
+}
+
+std::vector<Slot> PageStore::Impl::History::VersionsAt(Epoch epoch, Pgno hwm) const {
+  std::vector<Slot> then(hwm);
   auto apply = [&](Pgno pgno, const Slot& s) {
-    if (pgno >= img->index_.size()) return;
-    Slot& cur = img->index_[pgno].slot;
+    if (pgno >= then.size()) return;
+    Slot& cur = then[pgno];
     if (cur.state == Slot::kAbsent || cur.epoch <= s.epoch) cur = s;
   };
-  // As recovery builds the index (store_recover.cc), with `epoch` as the
-  // newest epoch that counts.
-  for (auto& f : h.files) {
+  for (const File& f : files) {
     const Epoch limit = std::min(f.ceiling, epoch);
     const auto file = static_cast<uint32_t>(f.scan.info.number);
     for (const ScannedGroup& g : f.scan.groups) {
@@ -191,13 +200,11 @@ Result<std::unique_ptr<EpochImage>> PageStore::ImageAt(Epoch epoch) const {
         if (p.epoch <= limit) apply(p.pgno, Slot{p.epoch, p.offset, p.checksum, file, Slot::kPage});
       for (const TrimEntry& t : g.trims)
         if (t.epoch <= limit)
-          for (Pgno p = t.first; p < std::min<Pgno>(t.first + t.count, img->index_.size()); ++p)
+          for (Pgno p = t.first; p < std::min<Pgno>(t.first + t.count, then.size()); ++p)
             apply(p, Slot{t.epoch, 0, 0, file, Slot::kTrim});
     }
-    img->fds_.emplace(f.scan.info.number, f.fd);
-    f.fd = -1;
   }
-  return img;
+  return then;
 }
 
 }  // namespace pheap
