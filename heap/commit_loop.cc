@@ -54,17 +54,22 @@ void CommitLoop::ForgetAfterFork() { started_ = false; }
 void* CommitLoop::Main(void* self) {
   auto* loop = static_cast<CommitLoop*>(self);
   Pager::ExemptCurrentThread();
-  const timespec period{static_cast<time_t>(loop->period_ms_ / 1000),
-                        static_cast<long>(loop->period_ms_ % 1000) * 1000000};
+  loop->Run();
+  Pager::UnexemptCurrentThread();
+  return nullptr;
+}
+
+void CommitLoop::Run() {
+  const timespec period{static_cast<time_t>(period_ms_ / 1000), static_cast<long>(period_ms_ % 1000) * 1000000};
   for (;;) {
-    const uint32_t w = loop->wake_.load(std::memory_order_acquire);
-    if (w == kStop) return nullptr;
+    const uint32_t w = wake_.load(std::memory_order_acquire);
+    if (w == kStop) return;
     if (w == kSignal) {
-      if (loop->on_signal_) loop->on_signal_();
-      return nullptr;
+      if (on_signal_) on_signal_();
+      return;
     }
-    long r = Futex(&loop->wake_, FUTEX_WAIT_PRIVATE, kNone, loop->period_ms_ > 0 ? &period : nullptr);
-    if (r < 0 && errno == ETIMEDOUT) loop->tick_();
+    long r = Futex(&wake_, FUTEX_WAIT_PRIVATE, kNone, period_ms_ > 0 ? &period : nullptr);
+    if (r < 0 && errno == ETIMEDOUT) tick_();
   }
 }
 

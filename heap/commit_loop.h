@@ -49,6 +49,7 @@ class CommitLoop {
 
  private:
   static void* Main(void* self);
+  void Run();
   void Wake(uint32_t why);
 
   const uint64_t period_ms_;

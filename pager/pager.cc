@@ -615,6 +615,8 @@ void Pager::Impl::GuardReads(bool on) {
 
 Status Pager::Impl::Unserved() const { return faults_ ? faults_->Unserved() : Status::Ok(); }
 void Pager::ExemptCurrentThread() { SafepointExempt(); }
+void Pager::UnexemptCurrentThread() { SafepointUnexempt(); }
+int Pager::ExemptThreads() { return SafepointExemptThreads(); }
 
 void Pager::OnExempt(void (*hook)()) { SetSafepointExemptHook(hook); }
 

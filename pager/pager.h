@@ -211,8 +211,13 @@ class Pager {
   Status ForkChildStatus() const;
 
   // Registers the calling thread as one that never writes the region and
-  // must not be paused by commits (a pheap-internal thread).
+  // must not be paused by commits (a pheap-internal thread). The thread
+  // unregisters before it ends: its id may be reused by a program thread,
+  // which commits must pause.
   static void ExemptCurrentThread();
+  static void UnexemptCurrentThread();
+  // How many threads are exempt now.
+  static int ExemptThreads();
   // `hook` runs first in every thread exempted from now on, whether by
   // ExemptCurrentThread or by the pager for its own threads (which it may
   // start inside a commit called from any thread).

@@ -372,6 +372,12 @@ void SafepointExempt() {
   PHEAP_LOG_ERROR("more than {} exempt threads: thread {} will be paused by commits", kMaxExempt, tid);
 }
 
+int SafepointExemptThreads() {
+  int n = 0;
+  for (const auto& e : g_exempt) n += e.load(std::memory_order_relaxed) != 0;
+  return n;
+}
+
 void SafepointUnexempt() {
   pid_t tid = Gettid();
   for (auto& e : g_exempt) {

@@ -33,6 +33,7 @@ namespace pheap {
 // At most 256 exempt threads at once.
 void SafepointExempt();
 void SafepointUnexempt();
+int SafepointExemptThreads();
 
 // StartThread(fn) for one of pheap's own threads: exempt from the
 // safepoint before this returns (so no cut, even the next, can pause it

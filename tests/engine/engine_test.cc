@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <string>
 
+#include "pager/pager.h"
 #include "pager/uapi_compat.h"
 #include "tests/support/nobody.h"
 
@@ -66,6 +67,20 @@ TEST_F(EngineTest, CommittedDataSurvivesReopenAtTheSameAddress) {
   EXPECT_EQ(words[0], 0x5a5au);
   for (uint64_t i = 1; i < 300000; ++i) ASSERT_EQ(words[i * 7], i ^ 0x5a5a) << i;
   EXPECT_STREQ(static_cast<char*>((*e)->base()) + (uint64_t{512} << 20), "far away");
+}
+
+// Each open starts threads that commits must not pause; a closed heap's
+// must not stay listed, or a program thread that reuses one's id would be
+// left out of every cut.
+TEST_F(EngineTest, AClosedHeapLeavesNoThreadExempt) {
+  const int before = Pager::ExemptThreads();
+  for (int i = 0; i < 3; ++i) {
+    auto e = Engine::Open("exempt", options_);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    ASSERT_TRUE((*e)->Commit().ok());
+    EXPECT_GT(Pager::ExemptThreads(), before);
+  }
+  EXPECT_EQ(Pager::ExemptThreads(), before);
 }
 
 TEST_F(EngineTest, BadHeapNamesAreRefusedByName) {
