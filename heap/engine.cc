@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "base/cgroup.h"
 #include "base/log.h"
 #include "base/os.h"
 #include "heap/replication_record.h"
@@ -31,6 +32,8 @@ const std::vector<std::string>& Engine::ConfigKeys() {
     k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
+    k.push_back("memory_max");   // the budget of resident heap pages (pager/evictor.h)
+    k.push_back("memory_early_commit");  // commit early when the budget cannot be met otherwise
     return k;
   }();
   return kKeys;
@@ -91,6 +94,17 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto staging_keep = config.GetSize("staging_keep", o.pager.staging_keep);
   if (!staging_keep.ok()) return staging_keep.status();
   o.pager.staging_keep = *staging_keep;
+  // Half the cgroup's limit by default: a commit's staging copy of the
+  // written pages, the program's own memory and the store's page cache
+  // need the rest.
+  auto memory_max = config.GetSize("memory_max", MemoryCgroupLimit() / 2);
+  if (!memory_max.ok()) return memory_max.status();
+  if (*memory_max != 0 && *memory_max < (uint64_t{1} << 20))
+    return Status::InvalidArgument("config memory_max is below 1M: give a budget of at least 1M, or 0 for none");
+  o.pager.memory_max = *memory_max;
+  auto early = config.GetBool("memory_early_commit", o.pager.memory_early_commit);
+  if (!early.ok()) return early.status();
+  o.pager.memory_early_commit = *early;
   auto salvage = config.GetBool("salvage", false);
   if (!salvage.ok()) return salvage.status();
   o.salvage = *salvage;

@@ -66,7 +66,9 @@ class Engine {
   // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
   // direct_write, compact, compact_ratio, peers, replicas, quorum, keys,
   // replication, replica_timeout_ms, replica_open_timeout_ms, restore,
-  // create, retain. Bad values are errors naming the key.
+  // create, retain, memory_max (default: half the memory cgroup's limit,
+  // base/cgroup.h), memory_early_commit. Bad values are errors naming the
+  // key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);
   // A retain= value: "N" keeps the newest N epochs, "Ns", "Nm", "Nh", "Nd"
   // those of the last N seconds, minutes, hours, days. Returns

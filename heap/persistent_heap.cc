@@ -48,7 +48,10 @@ void ForkPrepareHeaps() {
 void ForkReleaseHeaps(bool child) {
   if (child) SafepointForkChild();
   else SafepointDeferEnd();
-  ForEachLibraryHeap([](PersistentHeap& h) { h.allocator().ForkRelease(); });
+  ForEachLibraryHeap([child](PersistentHeap& h) {
+    h.allocator().ForkRelease();
+    if (!child && h.ForkChildStatus().ok()) h.EndPopulate();
+  });
   g_registry_mu.unlock();
 }
 }  // namespace

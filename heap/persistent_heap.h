@@ -101,6 +101,7 @@ class PersistentHeap final : private ArenaHooks {
   // Makes every stored page resident, as fork() needs (Pager::PopulateAll,
   // with its cost and REQUIRES).
   void PopulateAll() { engine_->pager().PopulateAll(); }
+  void EndPopulate() { engine_->pager().EndPopulate(); }
   // A pheap-internal thread: never paused by commits, never writes the
   // region (Pager::ExemptCurrentThread). `hook` runs first in every such
   // thread from now on, the pager's own included (Pager::OnExempt).

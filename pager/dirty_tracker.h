@@ -108,6 +108,13 @@ class DirtyTracker {
   // landing meanwhile would escape (hybrid-wp moves idle chunks to cold).
   // REQUIRES: as TakeDirty, with the writers paused.
   virtual Status AtPause() { return Status::Ok(); }
+  // Readies the pages of `r` to be given back (MADV_DONTNEED) by eviction:
+  // from then on a touch of any of them must raise a missing fault that
+  // reaches the fault service. False: they stay resident. The pager has
+  // registered missing faults below the raised hwm already (except on
+  // hybrid-wp's chunks, which move here: a cold chunk goes hot first).
+  // REQUIRES: as AtPause, after it.
+  virtual bool PrepareEvict(Run /*r*/) { return true; }
   // A fault of any kind on the cold userfaultfd (hybrid-wp only), at `p`:
   // `missing` for a missing fault, else write-protect. The faulting thread
   // must be woken. REQUIRES: install lock held exclusively.
@@ -129,9 +136,11 @@ struct HybridWpConfig {
   int hot_uffd = -1;                       // UFFD_FEATURE_WP_ASYNC
   int cold_uffd = -1;                      // no features: sync write-protect and missing faults
   int pagemap_fd = -1;                     // /proc/self/pagemap (owned by the tracker)
-  Pgno hwm = 0;                            // pages below come from the store
-  const PageBitmap* installed = nullptr;   // over [0, hwm)
-  const PageBitmap* discarded = nullptr;   // over [0, hwm)
+  Pgno hwm = 0;                            // pages below came from the store at open
+  const std::atomic<Pgno>* served_hwm = nullptr;  // pages below are served on a missing fault (null: hwm)
+  const PageBitmap* installed = nullptr;          // present as far as the pager knows
+  const PageBitmap* discarded = nullptr;          // zeros since a discard
+  const PageBitmap* evicted = nullptr;            // given back, not placed again since
   uint32_t idle_cuts = 8;                  // a hot chunk unwritten for this many cuts goes cold
   bool huge_pages = true;                  // advise transparent huge pages for the region
   std::atomic<bool>* untracked = nullptr;  // set when a chunk lost its tracking

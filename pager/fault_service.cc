@@ -129,13 +129,13 @@ Run FaultService::PlanRun(Pgno p, Run* ahead) {
   }
   const Pgno end = RunEnd(p, window);
   *ahead = Run{end, 0};
-  if (sequential && end == p + window && end < c_.hwm && !c_.installed->Test(end) && !c_.discarded->Test(end))
+  if (sequential && end == p + window && end < Hwm() && !c_.installed->Test(end) && !c_.discarded->Test(end))
     ahead->count = RunEnd(end, window) - end;
   return Run{p, end - p};
 }
 
 Pgno FaultService::RunEnd(Pgno first, uint64_t pages) const {
-  Pgno end = std::min<Pgno>(first + pages, c_.hwm);
+  Pgno end = std::min<Pgno>(first + pages, Hwm());
   end = c_.installed->NextSet(first + 1, end);
   return c_.discarded->NextSet(first + 1, end);
 }
@@ -188,9 +188,11 @@ Run FaultService::Unplaced(Run r) const {
 void FaultService::CopyAhead(Run r, uint8_t* buf) {
   r = Unplaced(r);
   if (r.count == 0) return;
+  const uint64_t gen = Gen();
   // An error is left to the fault that needs the page: it reports it.
   if (!c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) return;
   std::shared_lock lk(*c_.install_mu);
+  if (Gen() != gen) return;  // pages of it may have been evicted, and written, since the read
   // Discarded or mapped since the read: those pages are not placed.
   r.count = PlaceableEnd(r.first, r.end()) - r.first;
   if (r.count == 0) return;
@@ -203,7 +205,7 @@ Pgno FaultService::PlaceableEnd(Pgno first, Pgno end) const {
 }
 
 void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
-  if (p >= c_.hwm) {  // fresh page (only registered so in sync-WP mode)
+  if (p >= Hwm()) {  // fresh page (registered so in sync-WP mode, or by eviction)
     std::shared_lock lk(*c_.install_mu);
     Install(p, 1, kZeroPage, write, p);
     return;
@@ -232,6 +234,7 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     }
   }
   if (!placed) r.count = RunEnd(p, r.count) - p;  // others may have placed pages of it since the plan
+  const uint64_t gen = Gen();
   Status st = c_.discarded->Test(p) ? Status::Ok() : c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr);
   if (!st.ok() && r.count > 1) {  // the fault needs one page, not the whole run
     r.count = 1;
@@ -251,6 +254,15 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
     return;
   }
   std::shared_lock lk(*c_.install_mu);
+  if (Gen() != gen) {
+    // An eviction ran since the read: a page of the run may have been
+    // placed, written, committed and given back meanwhile, so the bytes
+    // read may be older than the store's. Read again (evictions come at
+    // most once a pause, so this ends).
+    lk.unlock();
+    ServeMissing(p, write, buf);
+    return;
+  }
   // Discard may have run since the read: such pages read as zeros now.
   if (c_.discarded->Test(p)) {
     Install(p, 1, kZeroPage, write, p);
@@ -275,7 +287,14 @@ void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool 
     c_.tracker->MarkWritten(first);
     CopyRange(first, 1, src, mode_first, fault);
   }
-  if (first < c_.hwm) c_.installed->SetRun(Run{first, std::min<uint64_t>(count, c_.hwm - first)});
+  c_.installed->SetRun(Run{first, count});
+  if (c_.evictor == nullptr) return;
+  c_.evictor->Touch(Run{first, count}, c_.fetch_stamp->load(std::memory_order_acquire));
+  for (Pgno q = c_.evicted->NextSet(first, first + count); q < first + count;
+       q = c_.evicted->NextSet(q + 1, first + count)) {
+    c_.evicted->Clear(q);
+    pages_refetched_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void FaultService::CopyRange(Pgno first, uint64_t count, const uint8_t* src, uint64_t mode, Pgno fault) {

@@ -44,6 +44,7 @@
 #include "base/page_io.h"
 #include "base/status.h"
 #include "pager/dirty_tracker.h"
+#include "pager/evictor.h"
 #include "pager/page_bitmap.h"
 #include "pager/region.h"
 #include "pager/uapi_compat.h"
@@ -57,12 +58,23 @@ struct FaultServiceConfig {
   // exclusively.
   int cold_uffd = -1;
   const Region* region = nullptr;
-  Pgno hwm = 0;                       // pages below come from `source`
+  // Pages below come from `source`: the stored image's hwm at open, raised
+  // by eviction (pager/evictor.h) to cover the pages it gives back.
+  const std::atomic<Pgno>* hwm = nullptr;
   PageSource* source = nullptr;
   DirtyTracker* tracker = nullptr;    // copy modes and sync-WP faults
-  PageBitmap* installed = nullptr;    // over [0, hwm)
-  PageBitmap* discarded = nullptr;    // over [0, hwm): serve zeros
-  PageBitmap* mapped = nullptr;       // over [0, hwm): mapped from the source's files
+  PageBitmap* installed = nullptr;    // present as far as the pager knows
+  PageBitmap* discarded = nullptr;    // zeros since a discard: serve zeros
+  PageBitmap* mapped = nullptr;       // mapped from the source's files
+  // Eviction, or null: installed pages are stamped (Evictor::Touch) with
+  // *fetch_stamp; a page in `evicted` that is placed again counts as a
+  // refetch. *evict_gen grows with each eviction (under the install lock
+  // held exclusively): a run read before it changed may hold a page given
+  // back and written since, so it is read again, never installed.
+  Evictor* evictor = nullptr;
+  PageBitmap* evicted = nullptr;
+  const std::atomic<uint32_t>* fetch_stamp = nullptr;
+  const std::atomic<uint64_t>* evict_gen = nullptr;
   bool map_stored = false;            // map what LocateRun finds (async WP only)
   uint64_t max_mapped_runs = 0;       // bound on the mappings made
   int pagemap_fd = -1;                // /proc/self/pagemap, when map_stored
@@ -89,6 +101,7 @@ class FaultService {
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
   uint64_t pages_fetched() const { return pages_fetched_.load(std::memory_order_relaxed); }
   uint64_t pages_mapped() const { return pages_mapped_.load(std::memory_order_relaxed); }
+  uint64_t pages_refetched() const { return pages_refetched_.load(std::memory_order_relaxed); }
 
   // From GuardReads(true) to GuardReads(false), a page that cannot be served
   // is filled with zeros, and the first such failure is what Unserved()
@@ -144,6 +157,8 @@ class FaultService {
   bool UnprotectCopied(uint64_t a, uint64_t len);
   void LoseTracking(const std::string& what);
   uint64_t Addr(Pgno p) const { return c_.region->base() + (p << kPageShift); }
+  Pgno Hwm() const { return c_.hwm->load(std::memory_order_acquire); }
+  uint64_t Gen() const { return c_.evict_gen != nullptr ? c_.evict_gen->load(std::memory_order_acquire) : 0; }
 
   FaultServiceConfig c_;
   int stop_fd_ = -1;  // eventfd: readable once Stop is called
@@ -151,6 +166,7 @@ class FaultService {
   std::atomic<uint64_t> faults_{0};
   std::atomic<uint64_t> pages_fetched_{0};
   std::atomic<uint64_t> pages_mapped_{0};
+  std::atomic<uint64_t> pages_refetched_{0};
   std::atomic<uint64_t> mapped_runs_{0};
   std::atomic<bool> guarded_{false};
   mutable std::mutex unserved_mu_;

@@ -182,6 +182,8 @@ class HybridWpTracker final : public DirtyTracker {
   bool CanCount() const override { return true; }
 
   Status AtPause() override {
+    prepared_ = ~uint64_t{0};
+    warmed_for_evict_ = 0;
     uint64_t cooled = 0;
     for (uint64_t i = 0; i < hot_count_;) {
       const uint32_t ch = hot_list_[i];
@@ -210,6 +212,31 @@ class HybridWpTracker final : public DirtyTracker {
     warm_count_ = 0;
     hot_now_.store(hot_count_, std::memory_order_relaxed);
     return Status::Ok();
+  }
+
+  // A cold chunk goes hot first (Warm, inside this pause): a cold chunk
+  // must hold every stored page, since Heat's instant between the two
+  // registrations would let the kernel fill an absent one with zeros. A
+  // hot one is registered for missing faults again, which keeps the
+  // protection of its pages. At most kMaxMovesPerCut warms per pause.
+  bool PrepareEvict(Run r) override {
+    if (!SafepointHeld()) {
+      moves_unpaused_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    const uint64_t last = ChunkOf(Addr(r.end() - 1));
+    for (uint64_t ch = ChunkOf(Addr(r.first)); ch <= last; ++ch) {
+      if (ch == prepared_) continue;
+      if (chunks_[ch].hot == 0) {
+        if (warmed_for_evict_ >= kMaxMovesPerCut || !Warm(ch)) return false;
+        ++warmed_for_evict_;
+      } else {
+        const uint64_t a = ChunkStart(ch);
+        if (uffd_register(c_.hot_uffd, a, ChunkEnd(ch) - a, kMissingWp, nullptr) < 0) return false;
+      }
+      prepared_ = ch;
+    }
+    return true;
   }
 
   void OnColdFault(Pgno p, bool missing) override {
@@ -266,15 +293,20 @@ class HybridWpTracker final : public DirtyTracker {
     return std::min(region_.base() + region_.size(), grid_ + ((ch + 1) << kChunkShift));
   }
   // Hot registration: missing faults too where the chunk holds stored pages.
-  uint64_t HotMode(uint64_t ch) const { return ChunkStart(ch) < Addr(c_.hwm) ? kMissingWp : UFFDIO_REGISTER_MODE_WP; }
+  uint64_t HotMode(uint64_t ch) const {
+    const Pgno served = c_.served_hwm != nullptr ? c_.served_hwm->load(std::memory_order_acquire) : c_.hwm;
+    return ChunkStart(ch) < Addr(served) ? kMissingWp : UFFDIO_REGISTER_MODE_WP;
+  }
 
   // Every page of the chunk below hwm installed or discarded, so none can
   // take a missing fault that only the store could fill.
+  // And no page of it evicted (stored, and absent until refetched).
   bool Placed(uint64_t ch) const {
     const Pgno first = PageOf(ChunkStart(ch)), end = std::min(PageOf(ChunkEnd(ch)), c_.hwm);
     for (Pgno p = first; p < end; ++p)
       if (!c_.installed->Test(p) && !c_.discarded->Test(p)) return false;
-    return true;
+    const Pgno last = PageOf(ChunkEnd(ch));
+    return c_.evicted == nullptr || c_.evicted->NextSet(first, last) == last;
   }
 
   // The walk: written (not the zero page), present or swapped, in a VMA
@@ -428,6 +460,10 @@ class HybridWpTracker final : public DirtyTracker {
   uint64_t hot_count_ = 0;
   LazyArray<uint32_t> warm_list_;  // cold chunks with warm != 0
   uint64_t warm_count_ = 0;
+  // PrepareEvict's, reset by AtPause: the chunk it readied last, and the
+  // warms it made in this pause.
+  uint64_t prepared_ = ~uint64_t{0};
+  uint64_t warmed_for_evict_ = 0;
   PageBitmap singles_;              // pages of cold chunks tracked one by one, written since the last take
   page_region vec_[kVecLen];        // TakeDirty's
   page_region count_vec_[kVecLen];  // CountWritten's (it may run beside TakeDirty)

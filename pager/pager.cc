@@ -170,7 +170,8 @@ uint64_t Pager::Impl::FaultsSinceCut() {
 // populated size), which pays only for a cut of more than a few pages. For
 // a few, protecting them again inside the pause costs a TLB flush per 2 MiB
 // touched, and faulting in their staging there a few microseconds.
-Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused) {
+Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused, Epoch epoch,
+                        const std::vector<Run>& victims) {
   constexpr uint64_t kFewPages = 16;
   StagingBuffer* buf = staging->get();
   const bool few = FaultsSinceCut() < kFewPages;
@@ -195,6 +196,13 @@ Status Pager::Impl::Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause
   // Copy outside the install lock: a carried page that was discarded is not
   // resident, and reading it needs the fault service.
   if (st.ok()) CopyCarried(buf, precopied);
+  if (st.ok() && evictor_) {
+    // Stamped before anything is evicted: the cut's pages are not durable.
+    MarkCut(buf->pgnos(), buf->count(), epoch);
+    // Bounded, so eviction adds to the pause about what the copy took.
+    constexpr uint64_t kMinEvictPerCut = 1024;
+    if (!victims.empty()) EvictInPause(victims, std::max(kMinEvictPerCut, 2 * buf->count()));
+  }
   sp.Resume();
   if (st.ok()) st = CheckTracking();  // lost before the cut: it may miss writes
   *pause_ns = NowNs() - t0;
@@ -253,6 +261,8 @@ PauseSummary Pager::Impl::pauses() const {
 }
 
 std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
+  // Chosen while the program runs; the pause checks each page again.
+  const std::vector<Run> victims = evictor_ ? ChooseVictims(PresentPages(), 0) : std::vector<Run>{};
   HoldingCommitLocks held;
   auto job = std::make_unique<Job>();
   std::shared_future<Result<Epoch>> fut = job->done.get_future().share();
@@ -279,7 +289,12 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   std::vector<Run> discards = TakeDiscards();
   uint64_t pause_ns = 0;
   int paused = 0;
-  Status st = Cut(&job->staging, &pause_ns, &paused);
+  Epoch number;
+  {
+    std::lock_guard lk(q_mu_);
+    number = next_epoch_;  // epoch_mu_ keeps it this cut's
+  }
+  Status st = Cut(&job->staging, &pause_ns, &paused, number, victims);
   if (!st.ok()) {  // whatever was taken already goes into the next cut
     for (uint64_t i = 0; i < job->staging->count(); ++i) carry_->Set(job->staging->pgnos()[i]);
     ReturnDiscards(discards);
@@ -299,6 +314,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
     staged_bytes_ += s.bytes();
     queue_.push_back(std::move(job));
   }
+  fetch_stamp_.store(Stamp(e.image.epoch), std::memory_order_release);
   q_cv_.notify_all();
   return fut;
 }
@@ -396,12 +412,16 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   // the program is held still; the sync that makes them durable runs after
   // it resumes.
   st = sink_->Write(e);
+  // After the Write: a page it faulted in read the store, which a
+  // discard's zeros must still override until then.
+  if (evictor_) MarkCut(e.pages.data(), e.pages.size(), epoch);
   if (!st.ok()) {
     PHEAP_LOG_ERROR("epoch {} not durable: {}; it will be persisted again, unchanged, before later epochs", epoch,
                     st.ToString());
     QueueFailedInPlace(std::move(e));
   }
   sp.Resume();
+  fetch_stamp_.store(Stamp(epoch), std::memory_order_release);
   const uint64_t pause_ns = NowNs() - t0;
   RecordCut(pause_ns, *paused, dirty);
   cut_lk.unlock();  // discards may go on during the sync; cuts wait for epoch_lk
@@ -415,7 +435,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
     CarryUnsynced(e);
     return st;
   }
-  durable_.store(epoch, std::memory_order_release);
+  NoteDurable(epoch, e.image.hwm);
   commits_.fetch_add(1, std::memory_order_relaxed);
   return epoch;
 }
@@ -507,7 +527,7 @@ void Pager::Impl::CommitterLoop() {
     staged_bytes_ -= d->staging->bytes();
     lk.unlock();
     const Epoch e = d->epoch.image.epoch;
-    durable_.store(e, std::memory_order_release);
+    NoteDurable(e, d->epoch.image.hwm);
     commits_.fetch_add(1, std::memory_order_relaxed);
     if (!d->answered) d->done.set_value(e);
     staging_pool_->Put(std::move(d->staging), options_.staging_keep);
@@ -532,15 +552,19 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
   std::lock_guard cut_lk(cut_mu_);  // a cut never sees a half-discarded run
   {
     std::unique_lock lk(install_mu_);
-    const Run below{r.first, r.first < image_.hwm ? std::min(r.end(), image_.hwm) - r.first : 0};
-    discarded_->SetRun(below);  // before the zap: a refault then serves zeros
+    const Pgno hwm = served_hwm_.load(std::memory_order_relaxed);
+    const Run below{r.first, r.first < hwm ? std::min(r.end(), hwm) - r.first : 0};
+    // Before the zap: a refault then serves zeros. The whole run, so pages
+    // above hwm read as zeros too once eviction raises it.
+    discarded_->SetRun(r);
     // A zapped page mapped from the store would read as the file's again:
     // those become absent anonymous pages first, served on fault (zeros).
     if (below.count != 0 && mapped_->NextSet(below.first, below.end()) < below.end())
       PHEAP_RETURN_IF_ERROR(UnmapStored(below));
     int e = os().madvise(addr, len, MADV_DONTNEED);
     if (e < 0) return Status::FromErrno(fmt::format("madvise(DONTNEED) of [{:#x}, {:#x})", a, a + len), -e);
-    installed_->ClearRun(below);
+    installed_->ClearRun(r);
+    if (evictor_) evictor_->Forget(r);
   }
   std::lock_guard lk(discard_mu_);
   pending_discards_.push_back(r);
@@ -579,7 +603,14 @@ PagerStats Pager::Impl::stats() const {
   s.moves_unpaused = k.moves_unpaused;
   s.single_pages = k.single_pages;
   s.fresh_zeros_dropped = dropped_zeros_.load(std::memory_order_relaxed);
+  if (evictor_) {
+    s.resident_pages = present_.load(std::memory_order_relaxed);
+    s.evictions = evictions_.load(std::memory_order_relaxed);
+    s.eviction_pauses = eviction_pauses_.load(std::memory_order_relaxed);
+    s.early_commits = early_commits_.load(std::memory_order_relaxed);
+  }
   if (faults_) {
+    s.refetches = faults_->pages_refetched();
     s.faults = faults_->faults();
     s.pages_fetched += faults_->pages_fetched();
     s.pages_mapped += faults_->pages_mapped();

@@ -81,6 +81,20 @@ struct PagerOptions {
   // (0.2 ms, and milliseconds on a fragmented machine, against 17 us on
   // 4 KiB pages).
   bool hybrid_huge_pages = true;
+  // A budget for the region's resident pages, in bytes (0: none). Past the
+  // high watermark (7/8 of it) the pager gives back pages that are durable
+  // and unwritten since the last commit, coldest first, down to the low
+  // watermark (5/8), inside a commit's pause or a pause of its own
+  // (docs/design.md, "Eviction"). Only where a missing fault brings such a
+  // page back: not under kAsyncWpUser, nor kMprotect without a userfaultfd
+  // (the open logs that). With a budget, stored runs are copied, never
+  // mapped from the store's files.
+  uint64_t memory_max = 0;
+  // When the budget cannot be met from such pages (most resident pages are
+  // written and not yet committed), commit early: an epoch at an instant
+  // the program did not choose. When false, or when the commit fails, the
+  // log says so once.
+  bool memory_early_commit = true;
 };
 
 // What the kernel offers, probed once per process (pager/kernel_probe.h).
@@ -121,6 +135,14 @@ struct PagerStats {
   // huge page) that were left out of their cut: all zeros, past every
   // stored page.
   uint64_t fresh_zeros_dropped = 0;
+  // Eviction (memory_max): the region's resident pages at the last count
+  // (0 without a budget), pages given back, pages faulted in again after
+  // that, pauses taken only to evict, and commits the budget forced.
+  uint64_t resident_pages = 0;
+  uint64_t evictions = 0;
+  uint64_t refetches = 0;
+  uint64_t eviction_pauses = 0;
+  uint64_t early_commits = 0;
 };
 
 // The pauses of the latest cuts (Pager::pauses), for live inspection.
@@ -227,8 +249,12 @@ class Pager {
   // fork(): a child does not inherit the userfaultfd registration, so a
   // stored page it found absent would read as zeros there. Costs a read per
   // page below the image's hwm, plus a fault for each one not yet resident.
+  // Eviction (memory_max) gives nothing back from then until
+  // EndPopulate, so the pages stay resident until the fork.
   // REQUIRES: not called from a fault-service thread.
   void PopulateAll();
+  // After the fork, in the parent: eviction may give pages back again.
+  void EndPopulate();
 
   class Impl;
 

@@ -18,6 +18,7 @@
 
 #include "base/page_io.h"
 #include "pager/dirty_tracker.h"
+#include "pager/evictor.h"
 #include "pager/fault_service.h"
 #include "pager/page_bitmap.h"
 #include "pager/pager.h"
@@ -36,6 +37,42 @@ class Pager::Impl {
   // pager_open.cc
   Status Start(TrackingMode mode);
 
+  // pager_evict.cc: eviction under memory_max (docs/design.md, "Eviction").
+  // Sets up the evictor when the budget and the mode allow; logs why not.
+  void SetUpEviction();
+  void StartEviction();
+  void StopEviction();
+  // Gives back up to `max` of `victims` that are still evictable: resident,
+  // durable (stamp <= the durable epoch's), not written since the last cut
+  // (not in carry_), below the durable image's hwm. Returns the pages given
+  // back. REQUIRES: writers paused, TakeIntoCarry(true) ran in this pause
+  // and whatever it took is in carry_ or stamped; cut_mu_ held.
+  uint64_t EvictInPause(const std::vector<Run>& victims, uint64_t max);
+  // Pages of the region resident now (a PAGEMAP_SCAN walk), else the
+  // evictor's count.
+  uint64_t PresentPages();
+  // Over the high watermark: the pages to give back, chosen while the
+  // program runs; empty otherwise. REQUIRES: not cut_mu_.
+  std::vector<Run> ChooseVictims(uint64_t present, uint64_t max);
+  // An eviction pause of its own, between commits: pause, take the written
+  // pages into carry_, give back what of `victims` is still evictable.
+  uint64_t EvictionPause(const std::vector<Run>& victims, uint64_t max);
+  // [from, hwm) raised to `to`: registered for missing faults where the
+  // mode needs it. REQUIRES: writers paused; install_mu_ exclusive.
+  Status RaiseServedHwm(Pgno to);
+  // The cut's pages, inside its pause: stamped with the cut's number, no
+  // longer zeros-by-discard, known present.
+  void MarkCut(const Pgno* pages, uint64_t n, Epoch epoch);
+  uint32_t Stamp(Epoch e) const {
+    const uint64_t s = e - image_.epoch + 1;
+    return s >= UINT32_MAX ? UINT32_MAX - 1 : static_cast<uint32_t>(s);
+  }
+  void EvictorLoop();
+  // Pager::Evict, Pager::Prefetch: see pager.h.
+  Status EvictRange(Run r);
+  // Epoch e, whose image's hwm is `hwm`, is durable.
+  void NoteDurable(Epoch e, Pgno hwm);
+
   // pager.cc
   std::shared_future<Result<Epoch>> CommitAsync();
   Result<Epoch> CommitInPlace();
@@ -53,6 +90,10 @@ class Pager::Impl {
   Status ForkChildStatus() const;
   // Pager::WrittenSinceCut.
   uint64_t WrittenSinceCut();
+  // PopulateAll until EndPopulate: no eviction gives pages back.
+  std::atomic<int> evict_hold_{0};
+  // Missing faults below this page are served from the source.
+  Pgno served_hwm() const { return served_hwm_.load(std::memory_order_acquire); }
 
   ImageInfo image_;
   const pid_t owner_ = ::getpid();
@@ -91,7 +132,10 @@ class Pager::Impl {
   Result<uint64_t> MapEagerly(Pgno first, const PageSource::StoredRun& run);
   // Pauses the writers and copies the written pages into *staging (which
   // it may replace by a buffer in page order).
-  Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused);
+  // Inside the pause it also stamps the cut's pages with `epoch` and gives
+  // back what it can of `victims` (EvictInPause), a bounded number.
+  Status Cut(std::unique_ptr<StagingBuffer>* staging, uint64_t* pause_ns, int* paused, Epoch epoch,
+             const std::vector<Run>& victims);
   void PrefaultStaging(StagingBuffer* buf);
   // The process's page faults since the last call, an upper bound on the
   // pages written since (see Cut). REQUIRES: cut_mu_.
@@ -136,10 +180,30 @@ class Pager::Impl {
   // PagerOptions for when it fails instead. REQUIRES: lk holds q_mu_.
   Status WaitForStaging(std::unique_lock<std::mutex>& lk);
 
-  std::shared_mutex install_mu_;  // fault installs (shared) vs cut/discard
-  std::unique_ptr<PageBitmap> installed_;  // over [0, hwm)
-  std::unique_ptr<PageBitmap> discarded_;  // over [0, hwm)
-  std::unique_ptr<PageBitmap> mapped_;     // over [0, hwm): see FaultService
+  std::shared_mutex install_mu_;           // fault installs (shared) vs cut/discard/eviction
+  std::unique_ptr<PageBitmap> installed_;  // present as far as the pager knows
+  std::unique_ptr<PageBitmap> discarded_;  // zeros since a discard, unwritten since the last cut
+  std::unique_ptr<PageBitmap> mapped_;     // see FaultService
+  // Missing faults below this are served from the source: the image's hwm
+  // at open, raised by eviction up to the durable image's hwm.
+  std::atomic<Pgno> served_hwm_{0};
+
+  // Eviction (pager_evict.cc); evictor_ is null without a budget.
+  std::unique_ptr<Evictor> evictor_;
+  std::unique_ptr<PageBitmap> evicted_;      // given back, not placed again since
+  std::atomic<uint32_t> fetch_stamp_{1};     // Stamp() of the newest cut taken
+  std::atomic<uint64_t> evict_gen_{0};       // bumped by each eviction, under install_mu_
+  std::atomic<Pgno> durable_hwm_{0};         // hwm of the durable image
+  uint64_t high_pages_ = 0, low_pages_ = 0;  // watermarks, in pages
+  int count_fd_ = -1;                        // /proc/self/pagemap for PresentPages
+  std::atomic<uint64_t> present_{0};         // the last count
+  std::atomic<uint64_t> evictions_{0}, eviction_pauses_{0}, early_commits_{0};
+  std::mutex choose_mu_;  // Evictor::Choose, one caller at a time
+  std::mutex evict_mu_;   // the evictor thread's wait
+  std::condition_variable evict_cv_;
+  bool evict_stop_ = false;        // under evict_mu_
+  bool said_over_budget_ = false;  // the evictor thread's
+  std::thread evict_thread_;
   int map_pagemap_fd_ = -1;                // the fault service's, when it maps
   std::atomic<bool> untracked_{false};     // a mapped run lost its tracking
   uint64_t eager_copied_ = 0, eager_mapped_ = 0;  // pages LoadEagerly placed

@@ -24,6 +24,8 @@ Pager::Impl::Impl(const ImageInfo& image, PageSource* source, EpochSink* sink, c
   durable_.store(image.epoch);
   next_epoch_ = image.epoch + 1;
   cut_hwm_ = image.hwm;
+  served_hwm_.store(image.hwm);
+  durable_hwm_.store(image.hwm);
 }
 
 namespace {
@@ -188,7 +190,9 @@ Status Pager::Impl::Start(TrackingMode mode) {
   if (image_.hwm > region_.pages())
     return Status::Corruption(fmt::format("image hwm {} lies beyond its region of {} pages", image_.hwm, region_.pages()));
 
-  const bool needs_uffd = mode_ != TrackingMode::kMprotect || image_.hwm > 0;
+  // mprotect with a budget too: eviction needs missing faults to bring
+  // pages back (without a userfaultfd it runs without eviction).
+  const bool needs_uffd = mode_ != TrackingMode::kMprotect || image_.hwm > 0 || options_.memory_max > 0;
   bool absent = false;
   if (needs_uffd) {
     Status st = OpenUffd(&absent);
@@ -200,7 +204,9 @@ Status Pager::Impl::Start(TrackingMode mode) {
       mode_ = TrackingMode::kAsyncWpUser;
       st = OpenUffd(&absent);
     }
-    if (absent && options_.mode == TrackingMode::kAuto) {
+    if (absent && mode_ == TrackingMode::kMprotect && image_.hwm == 0) {
+      // Asked for eviction only: the heap runs without it (SetUpEviction says so).
+    } else if (absent && options_.mode == TrackingMode::kAuto) {
       if (!options_.auto_mprotect) return MprotectRefused(st.ToString());
       PHEAP_LOG_WARN("userfaultfd unavailable at open ({}): falling back to mprotect tracking", st.ToString());
       mode_ = TrackingMode::kMprotect;
@@ -211,9 +217,11 @@ Status Pager::Impl::Start(TrackingMode mode) {
       return st;
     }
   }
-  installed_ = std::make_unique<PageBitmap>(image_.hwm);
-  discarded_ = std::make_unique<PageBitmap>(image_.hwm);
-  mapped_ = std::make_unique<PageBitmap>(image_.hwm);
+  // Over the whole region (mapped lazily): eviction raises hwm.
+  installed_ = std::make_unique<PageBitmap>(region_.pages());
+  discarded_ = std::make_unique<PageBitmap>(region_.pages());
+  mapped_ = std::make_unique<PageBitmap>(region_.pages());
+  SetUpEviction();
   carry_ = std::make_unique<PageBitmap>(region_.pages());
   staging_pool_ = std::make_unique<StagingPool>(region_.pages());
 
@@ -252,8 +260,10 @@ Status Pager::Impl::Start(TrackingMode mode) {
       hc.cold_uffd = cold_uffd_;
       hc.pagemap_fd = fd;
       hc.hwm = image_.hwm;
+      hc.served_hwm = &served_hwm_;
       hc.installed = installed_.get();
       hc.discarded = discarded_.get();
+      hc.evicted = evicted_.get();
       hc.idle_cuts = std::max<uint32_t>(1, options_.hybrid_idle_cuts);
       hc.huge_pages = options_.hybrid_huge_pages;
       hc.untracked = &untracked_;
@@ -274,12 +284,18 @@ Status Pager::Impl::Start(TrackingMode mode) {
     fc.uffd = uffd_;
     fc.cold_uffd = cold_uffd_;
     fc.region = &region_;
-    fc.hwm = image_.hwm;
+    fc.hwm = &served_hwm_;
     fc.source = source_;
     fc.tracker = tracker_.get();
     fc.installed = installed_.get();
     fc.discarded = discarded_.get();
     fc.mapped = mapped_.get();
+    if (evictor_) {
+      fc.evictor = evictor_.get();
+      fc.evicted = evicted_.get();
+      fc.fetch_stamp = &fetch_stamp_;
+      fc.evict_gen = &evict_gen_;
+    }
     ConfigureMapping(&fc);
     fc.install_mu = &install_mu_;
     fc.threads = std::max(1, options_.fault_threads);
@@ -289,9 +305,11 @@ Status Pager::Impl::Start(TrackingMode mode) {
     // A fresh heap under async write-protect registers no missing faults
     // and asks for no events: its userfaultfd never has a message to read.
     // hybrid-wp's cold chunks fault into the service from the start.
-    if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp || mode_ == TrackingMode::kHybridWp)
+    if (image_.hwm > 0 || mode_ == TrackingMode::kSyncWp || mode_ == TrackingMode::kHybridWp || evictor_)
       PHEAP_RETURN_IF_ERROR(faults_->Start());
   }
+  if (evictor_ && !faults_) evictor_.reset();  // nothing could bring a page back
+  StartEviction();
   PHEAP_LOG_INFO("heap region [{:#x}, {:#x}) open: tracking {}, {} stored pages, {} ({} mapped, {} copied)",
                  region_.base(), region_.base() + region_.size(), TrackingModeName(mode_), image_.hwm,
                  faults_ ? "served lazily by userfaultfd" : "loaded eagerly", eager_mapped_, eager_copied_);
@@ -300,6 +318,10 @@ Status Pager::Impl::Start(TrackingMode mode) {
 
 void Pager::Impl::ConfigureMapping(FaultServiceConfig* fc) {
   fc->untracked = &untracked_;
+  // Under a budget every page is copied: a page mapped from a log file
+  // that a zap dropped would read as the file's again, perhaps older than
+  // the store's newest.
+  if (evictor_) return;
   if (!options_.map_stored || mode_ != TrackingMode::kAsyncWp || image_.hwm == 0 || !CachedWpAsyncOnFiles()) return;
   int fd = os().open("/proc/self/pagemap", O_RDONLY, 0);
   if (fd < 0) return;
@@ -331,6 +353,7 @@ void Pager::Impl::StartCommitter() {
 }
 
 Pager::Impl::~Impl() {
+  StopEviction();
   {
     std::lock_guard lk(q_mu_);
     stopping_ = true;
@@ -340,6 +363,7 @@ Pager::Impl::~Impl() {
   if (faults_) faults_->Stop();
   faults_.reset();
   if (map_pagemap_fd_ >= 0) os().close(map_pagemap_fd_);
+  if (count_fd_ >= 0) os().close(count_fd_);
   tracker_.reset();
   if (uffd_ >= 0) os().close(uffd_);
   if (cold_uffd_ >= 0) os().close(cold_uffd_);

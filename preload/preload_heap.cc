@@ -282,6 +282,7 @@ void ForkPrepare() {
 void ForkParent() {
   if (g_heap == nullptr) return;
   g_heap->allocator().ForkRelease();
+  if (!g_child) g_heap->EndPopulate();
   SafepointDeferEnd();
 }
 

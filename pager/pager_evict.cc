@@ -1,0 +1,311 @@
+// Eviction under a memory budget (PagerOptions::memory_max; the stamps and
+// the choice are pager/evictor.h; docs/design.md, "Eviction").
+//
+// The invariant: a page is given back only while every writer is paused,
+// only if it is not written since the last cut (the pause's TakeDirty put
+// every written page in carry_ or in the cut, whose pages are stamped with
+// a number not yet durable), and only if the epoch its content belongs to
+// is durable (stamp <= Stamp(durable)). So the store holds its bytes, and
+// the missing fault its next touch raises (hwm is raised over it first)
+// reads them back. No write can land between the check and the zap: the
+// writers are paused, and a fault thread installs only under the install
+// lock, which the zap holds exclusively. A run the fault service read
+// before an eviction may hold a page given back and written since: the
+// eviction generation tells it to read again.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "base/os.h"
+#include "base/thread.h"
+#include "pager/pager_impl.h"
+#include "pager/safepoint.h"
+#include "pager/uffd.h"
+
+namespace pheap {
+namespace {
+
+// An eviction pause of its own gives back at most this many pages: about
+// as long as a commit's pause of a few MiB.
+constexpr uint64_t kMaxEvictPerPause = 4096;
+// How often the evictor thread looks at the process's faults.
+constexpr std::chrono::milliseconds kPoll{5};
+
+uint64_t ProcessFaults() {
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return static_cast<uint64_t>(ru.ru_minflt) + static_cast<uint64_t>(ru.ru_majflt);
+}
+
+uint64_t Pages(const std::vector<Run>& runs) {
+  uint64_t n = 0;
+  for (const Run& r : runs) n += r.count;
+  return n;
+}
+
+}  // namespace
+
+void Pager::Impl::SetUpEviction() {
+  if (options_.memory_max == 0) return;
+  const char* why = nullptr;
+  if (mode_ == TrackingMode::kAsyncWpUser) {
+    why = "async-wp-user tracking takes no missing faults, which bring a given-back page back";
+  } else if (uffd_ < 0) {
+    why = "without a userfaultfd nothing brings a given-back page back";
+  }
+  if (why != nullptr) {
+    PHEAP_LOG_WARN("memory_max={} MiB: this heap keeps every page it touches resident: {}", options_.memory_max >> 20,
+                   why);
+    return;
+  }
+  evictor_ = std::make_unique<Evictor>(region_.pages());
+  evicted_ = std::make_unique<PageBitmap>(region_.pages());
+  const uint64_t pages = std::max<uint64_t>(options_.memory_max >> kPageShift, 64);
+  high_pages_ = pages - pages / 8;
+  low_pages_ = pages * 5 / 8;
+  // Staging kept between commits counts against the same memory.
+  options_.staging_keep = std::min(options_.staging_keep, options_.memory_max / 4);
+  int fd = os().open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+  count_fd_ = fd >= 0 ? HighFd(fd) : -1;
+  PHEAP_LOG_INFO("memory_max={} MiB: evicting clean durable pages past {} MiB resident, down to {} MiB",
+                 options_.memory_max >> 20, high_pages_ >> 8, low_pages_ >> 8);
+}
+
+void Pager::Impl::StartEviction() {
+  if (!evictor_) return;
+  evict_thread_ = StartExemptThread([this] { EvictorLoop(); });
+}
+
+void Pager::Impl::StopEviction() {
+  if (!evict_thread_.joinable()) return;
+  {
+    std::lock_guard lk(evict_mu_);
+    evict_stop_ = true;
+  }
+  evict_cv_.notify_all();
+  evict_thread_.join();
+}
+
+void Pager::Impl::NoteDurable(Epoch e, Pgno hwm) {
+  // The hwm first: whoever sees the epoch sees at least its hwm.
+  Pgno seen = durable_hwm_.load(std::memory_order_relaxed);
+  while (hwm > seen && !durable_hwm_.compare_exchange_weak(seen, hwm, std::memory_order_release)) {
+  }
+  durable_.store(e, std::memory_order_release);
+}
+
+uint64_t Pager::Impl::PresentPages() {
+  uint64_t n = 0;
+  if (count_fd_ >= 0) {
+    page_region vec[256];
+    uint64_t start = region_.base();
+    const uint64_t end = start + region_.size();
+    while (start < end) {
+      pm_scan_arg arg{};
+      arg.start = start;
+      arg.end = end;
+      arg.vec = reinterpret_cast<uint64_t>(vec);
+      arg.vec_len = 256;
+      // Present and backed by a page of its own (not the shared zero page).
+      arg.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO;
+      arg.category_inverted = PAGE_IS_PFNZERO;
+      arg.return_mask = PAGE_IS_PRESENT;
+      int r = pagemap_scan(count_fd_, &arg);
+      if (r < 0) {
+        n = evictor_->resident();
+        break;
+      }
+      for (int i = 0; i < r; ++i) n += (vec[i].end - vec[i].start) >> kPageShift;
+      if (arg.walk_end <= start) break;
+      start = arg.walk_end;
+    }
+  } else {
+    n = evictor_->resident();
+  }
+  present_.store(n, std::memory_order_relaxed);
+  return n;
+}
+
+std::vector<Run> Pager::Impl::ChooseVictims(uint64_t present, uint64_t max) {
+  std::vector<Run> v;
+  if (present <= high_pages_) return v;
+  uint64_t want = present - low_pages_;
+  if (max != 0) want = std::min(want, max);
+  std::lock_guard lk(choose_mu_);
+  evictor_->Choose(durable_hwm_.load(std::memory_order_acquire), Stamp(durable_.load(std::memory_order_acquire)), want,
+                   &v);
+  return v;
+}
+
+Status Pager::Impl::RaiseServedHwm(Pgno to) {
+  const Pgno from = served_hwm_.load(std::memory_order_relaxed);
+  if (to <= from) return Status::Ok();
+  const uint64_t a = region_.base() + (from << kPageShift), len = (to - from) << kPageShift;
+  int r = 0;
+  if (mode_ == TrackingMode::kAsyncWp) {
+    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
+  } else if (mode_ == TrackingMode::kMprotect) {
+    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
+  }  // sync-wp registered the whole region; hybrid-wp registers a chunk at a time (PrepareEvict)
+  if (r < 0)
+    return Status::FromErrno(fmt::format("UFFDIO_REGISTER of [{:#x}, {:#x}) for missing faults", a, a + len), -r);
+  // Pages resident there already: fault runs step over them.
+  for (Pgno p = from; p < to; ++p)
+    if (evictor_->stamp(p) != 0) installed_->Set(p);
+  served_hwm_.store(to, std::memory_order_release);
+  return Status::Ok();
+}
+
+void Pager::Impl::MarkCut(const Pgno* pages, uint64_t n, Epoch epoch) {
+  const uint32_t s = Stamp(epoch);
+  for (uint64_t i = 0; i < n;) {
+    uint64_t k = 1;
+    while (i + k < n && pages[i + k] == pages[i] + k) ++k;
+    const Run r{pages[i], k};
+    evictor_->Touch(r, s);
+    installed_->SetRun(r);
+    // Written after any discard: its bytes are the cut's now, not zeros.
+    discarded_->ClearRun(r);
+    i += k;
+  }
+}
+
+uint64_t Pager::Impl::EvictInPause(const std::vector<Run>& victims, uint64_t max) {
+  if (evict_hold_.load(std::memory_order_acquire) != 0) return 0;  // a fork is being prepared
+  std::unique_lock lk(install_mu_);
+  const uint32_t durable = Stamp(durable_.load(std::memory_order_acquire));
+  const Pgno limit = durable_hwm_.load(std::memory_order_acquire);
+  Pgno top = 0;
+  for (const Run& r : victims) top = std::max(top, std::min(r.end(), limit));
+  if (top > served_hwm_.load(std::memory_order_relaxed)) {
+    if (Status st = RaiseServedHwm(limit); !st.ok()) {
+      PHEAP_LOG_WARN("eviction skipped: {}", st.ToString());
+      return 0;
+    }
+  }
+  const Pgno served = served_hwm_.load(std::memory_order_relaxed);
+  uint64_t done = 0;
+  auto zap = [&](Run r) {
+    if (!tracker_->PrepareEvict(r)) return;
+    const uint64_t a = region_.base() + (r.first << kPageShift);
+    if (int e = os().madvise(reinterpret_cast<void*>(a), r.count << kPageShift, MADV_DONTNEED); e < 0) {
+      PHEAP_LOG_WARN("eviction: madvise(DONTNEED) of [{:#x}, +{} pages) failed (errno {})", a, r.count, -e);
+      return;
+    }
+    installed_->ClearRun(r);
+    evicted_->SetRun(r);
+    evictor_->Forget(r);
+    done += r.count;
+  };
+  for (const Run& v : victims) {
+    Run cur{};
+    for (Pgno p = v.first; p < v.end() && done + cur.count < max; ++p) {
+      const uint32_t s = evictor_->stamp(p);
+      const bool ok = p < served && s != 0 && s <= durable && !carry_->Test(p) && !mapped_->Test(p);
+      if (ok && cur.count != 0 && cur.end() == p) {
+        ++cur.count;
+        continue;
+      }
+      if (cur.count != 0) zap(cur);
+      cur = ok ? Run{p, 1} : Run{};
+    }
+    if (cur.count != 0) zap(cur);
+    if (done >= max) break;
+  }
+  if (done != 0) {
+    evict_gen_.fetch_add(1, std::memory_order_acq_rel);
+    evictions_.fetch_add(done, std::memory_order_relaxed);
+  }
+  return done;
+}
+
+uint64_t Pager::Impl::EvictionPause(const std::vector<Run>& victims, uint64_t max) {
+  if (victims.empty() || InForkChild()) return 0;
+  HoldingCommitLocks held;
+  std::lock_guard cut_lk(cut_mu_);
+  tracker_->BeforePause();
+  Safepoint sp;
+  auto n = sp.Pause();
+  if (!n.ok()) return 0;
+  // Written pages go into carry_ (the next cut takes them), so the ones
+  // left are unwritten since the last cut.
+  Status st = TakeIntoCarry(true);
+  if (st.ok()) st = CheckTracking();
+  const uint64_t done = st.ok() ? EvictInPause(victims, max) : 0;
+  sp.Resume();
+  eviction_pauses_.fetch_add(1, std::memory_order_relaxed);
+  return done;
+}
+
+void Pager::Impl::EvictorLoop() {
+  uint64_t faults_at = ProcessFaults(), fetched_at = faults_ ? faults_->pages_fetched() : 0;
+  PresentPages();
+  // A fault may place a 2 MiB huge page under hybrid-wp.
+  const uint64_t per_fault = mode_ == TrackingMode::kHybridWp && options_.hybrid_huge_pages ? 512 : 1;
+  bool said_commit_failed = false;
+  std::unique_lock lk(evict_mu_);
+  for (;;) {
+    evict_cv_.wait_for(lk, kPoll, [&] { return evict_stop_; });
+    if (evict_stop_) break;
+    lk.unlock();
+    // Cheap first: what can have become resident since the last count.
+    const uint64_t faults = ProcessFaults(), fetched = faults_ ? faults_->pages_fetched() : 0;
+    const uint64_t grown = (faults - faults_at) * per_fault + (fetched - fetched_at);
+    if (present_.load(std::memory_order_relaxed) + grown > high_pages_) {
+      faults_at = faults;
+      fetched_at = fetched;
+      uint64_t present = PresentPages();
+      for (int round = 0; round < 64 && present > high_pages_; ++round) {
+        std::vector<Run> victims = ChooseVictims(present, kMaxEvictPerPause);
+        const uint64_t need = std::min(present - low_pages_, kMaxEvictPerPause);
+        if (Pages(victims) < need / 2) {
+          // Mostly written and not yet durable: only a commit frees them.
+          if (options_.memory_early_commit && ForkChildStatus().ok()) {
+            if (!said_over_budget_) {
+              said_over_budget_ = true;
+              PHEAP_LOG_INFO(
+                  "memory_max: {} MiB resident, mostly written since the last commit: committing early "
+                  "(logged once)",
+                  present >> 8);
+            }
+            auto e = CommitAsync().get();
+            if (e.ok()) {
+              early_commits_.fetch_add(1, std::memory_order_relaxed);
+              victims = ChooseVictims(PresentPages(), kMaxEvictPerPause);
+            } else if (!said_commit_failed) {
+              said_commit_failed = true;
+              PHEAP_LOG_WARN("memory_max: an early commit failed ({}); the heap stays over its budget (logged once)",
+                             e.status().ToString());
+            }
+          } else if (!said_over_budget_) {
+            said_over_budget_ = true;
+            PHEAP_LOG_WARN(
+                "memory_max: {} MiB resident, past the budget of {} MiB, and most of it written since the "
+                "last commit: commit more often (logged once)",
+                present >> 8, options_.memory_max >> 20);
+          }
+        }
+        if (victims.empty()) break;
+        if (EvictionPause(victims, kMaxEvictPerPause) == 0) break;
+        present = PresentPages();
+      }
+    }
+    lk.lock();
+  }
+}
+
+Status Pager::Impl::EvictRange(Run r) {
+  if (!evictor_) return Status::Ok();
+  // Only what is durable and unwritten goes: written pages stay for the
+  // next commit.
+  EvictionPause({r}, r.count);
+  return Status::Ok();
+}
+
+}  // namespace pheap
