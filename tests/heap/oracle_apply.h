@@ -37,6 +37,11 @@ inline bool ApplyNext(pheap* h, State* s) {
     *at = n;
     s->count++;
   }
+  if (s->ballast != nullptr) {
+    uint64_t* page = s->ballast + (k % s->ballast_pages) * 512;
+    page[0] = k;
+    page[511] = k;
+  }
   s->ops = k;
   return true;
 }

@@ -59,6 +59,17 @@ struct State {
   Node* head;
   uint64_t* pair_a[kMaxWriters];  // each in its own 4 KiB block
   uint64_t* pair_b[kMaxWriters];
+  // Ballast for a heap larger than its memory budget (or null): operation k
+  // writes k into the first and last word of page k % ballast_pages.
+  uint64_t* ballast;
+  uint64_t ballast_pages;
 };
+
+// What ballast page i holds after `ops` operations: the last k <= ops with
+// k % pages == i, or 0.
+inline uint64_t BallastAfter(uint64_t ops, uint64_t i, uint64_t pages) {
+  if (ops < i || (i == 0 && ops < pages)) return 0;
+  return ops - (ops - i) % pages;
+}
 
 }  // namespace pheaptest::oracle

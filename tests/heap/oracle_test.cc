@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -54,6 +55,20 @@ uint64_t CheckHeap(pheap* h, uint64_t seed, int kill) {
     if (::testing::Test::HasFailure()) return st->ops;
   }
   EXPECT_EQ(n, nullptr) << "kill " << kill << ": the list is longer than the model's";
+  // The ballast, read in page order (larger than the budget: most of it
+  // comes from the store, evicting what came before) and then at random.
+  const uint64_t pages = st->ballast_pages;
+  std::mt19937_64 rng(seed ^ static_cast<uint64_t>(kill));
+  for (uint64_t j = 0; j < 2 * pages && st->ballast != nullptr; ++j) {
+    const uint64_t i = j < pages ? j : rng() % pages;
+    const uint64_t want = BallastAfter(st->ops, i, pages);
+    const uint64_t* page = st->ballast + i * 512;
+    if (page[0] != want || page[511] != want) {
+      ADD_FAILURE() << "kill " << kill << ": ballast page " << i << " holds " << page[0] << "/" << page[511]
+                    << " after " << st->ops << " operations, not " << want;
+      break;
+    }
+  }
   for (int t = 0; t < kWriters; ++t) {
     uint64_t a = *st->pair_a[t], b = *st->pair_b[t];
     EXPECT_TRUE(b <= a && a <= b + 1) << "kill " << kill << ": writer " << t << " A=" << a
@@ -78,8 +93,13 @@ bool OpensWith(const std::string& mode) {
 }
 
 // Under the mode the kernel picks, and under hybrid-wp, whose chunk moves
-// must lose no write either.
+// must lose no write either. A "/budget" suffix runs under memory_max
+// (kBudget) with kBallastPages of ballast, eight times that, rewritten by
+// the operations: eviction and refetches go on all the time, in the worker
+// and in the checks.
 class HeapCrashOracle : public ::testing::TestWithParam<const char*> {};
+constexpr const char* kBudget = "4M";
+constexpr uint64_t kBallastPages = 8192;  // 32 MiB
 
 TEST_P(HeapCrashOracle, SigkillAtRandomInstants) {
 #if defined(__SANITIZE_THREAD__)
@@ -89,12 +109,15 @@ TEST_P(HeapCrashOracle, SigkillAtRandomInstants) {
   // safepoint would wait forever. The release and ASan builds run this test.
   GTEST_SKIP() << "ThreadSanitizer defers signals to threads blocked on a mutex";
 #endif
-  const std::string tracking = GetParam();
-  if (tracking == "hybrid-wp" && !OpensWith(tracking))
-    GTEST_SKIP() << "hybrid-wp needs a full userfaultfd with async write-protect";
+  std::string tracking = GetParam();
+  const bool budget = tracking.ends_with("/budget");
+  if (budget) tracking.resize(tracking.size() - 7);
+  if (tracking != "auto" && !OpensWith(tracking))
+    GTEST_SKIP() << tracking << " needs a userfaultfd this kernel or user does not have";
   uint64_t seed = std::random_device{}();
   if (const char* s = std::getenv("PHEAP_CRASH_SEED")) seed = std::strtoull(s, nullptr, 0);
-  int kills = g_kills;
+  // Each check reads the whole ballast back through faults: fewer kills.
+  int kills = budget ? std::max(8, g_kills / 20) : g_kills;
   if (const char* s = std::getenv("PHEAP_CRASH_KILLS")) kills = std::atoi(s);
   std::printf("seed %llu, %d kills (replay: PHEAP_CRASH_SEED=%llu)\n",
               static_cast<unsigned long long>(seed), kills, static_cast<unsigned long long>(seed));
@@ -104,13 +127,18 @@ TEST_P(HeapCrashOracle, SigkillAtRandomInstants) {
   for (int i = 0; i < kills && !HasFailure(); ++i) {
     bool early = rng() % 10 == 0;
     unsigned delay = static_cast<unsigned>(rng() % (early ? 20000 : 60000));
-    auto w = pheaptest::RunAndKill(
-        {g_worker, dir.path(), std::to_string(seed), std::to_string(kMutators), std::to_string(kWriters), tracking},
-        early, delay, "durable");
+    std::vector<std::string> args = {
+        g_worker, dir.path(), std::to_string(seed), std::to_string(kMutators), std::to_string(kWriters), tracking};
+    if (budget) {
+      args.push_back(kBudget);
+      args.push_back(std::to_string(kBallastPages));
+    }
+    auto w = pheaptest::RunAndKill(args, early, delay, "durable");
     ASSERT_TRUE(w.killed()) << "kill " << i << ": the worker ended by itself (status " << w.status
                             << "): " << w.stderr_text;
     std::string cfg = "dir=" + dir.path() + ";size=512M;code_check=off;tracking=";
     cfg += tracking;
+    if (budget) cfg += std::string(";memory_max=") + kBudget;
     pheap* h = pheap_open("oracle", cfg.c_str());
     ASSERT_NE(h, nullptr) << "kill " << i << ": " << pheap_last_error();
     uint64_t ops = CheckHeap(h, seed, i);
@@ -130,8 +158,15 @@ TEST_P(HeapCrashOracle, SigkillAtRandomInstants) {
       << "too few runs committed before the kill to exercise recovery";
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, HeapCrashOracle, ::testing::Values("auto", "hybrid-wp"),
-                         [](const auto& p) { return std::string(p.param[0] == 'a' ? "auto" : "hybridwp"); });
+INSTANTIATE_TEST_SUITE_P(Modes, HeapCrashOracle,
+                         ::testing::Values("auto", "hybrid-wp", "auto/budget", "sync-wp/budget", "mprotect/budget",
+                                           "hybrid-wp/budget"),
+                         [](const auto& p) {
+                           std::string n;
+                           for (const char* c = p.param; *c != '\0'; ++c)
+                             if (std::isalnum(static_cast<unsigned char>(*c))) n += *c;
+                           return n;
+                         });
 
 }  // namespace
 

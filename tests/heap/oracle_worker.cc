@@ -4,7 +4,9 @@
 // at all; the main thread commits under the mutex (so each commit holds a
 // whole number of operations) and acknowledges each durable commit.
 //
-// usage: oracle_worker DIR SEED MUTATORS WRITERS ACK_FD
+// usage: oracle_worker DIR SEED MUTATORS WRITERS TRACKING [MEMORY_MAX BALLAST_PAGES] ACK_FD
+// (with a budget, each operation also rewrites a page of ballast many times
+// the budget's size: tests/heap/oracle_model.h)
 #include <pheap/pheap.h>
 
 #include <pthread.h>
@@ -48,15 +50,18 @@ void ApplyNext() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7) {
-    std::fprintf(stderr, "usage: oracle_worker DIR SEED MUTATORS WRITERS TRACKING ACK_FD\n");
+  if (argc != 7 && argc != 9) {
+    std::fprintf(stderr, "usage: oracle_worker DIR SEED MUTATORS WRITERS TRACKING [MEMORY_MAX BALLAST_PAGES] ACK_FD\n");
     return 2;
   }
   std::string cfg = std::string("dir=") + argv[1] + ";size=512M;code_check=off;tracking=";
   cfg += argv[5];
+  const uint64_t ballast_pages = argc == 9 ? std::strtoull(argv[7], nullptr, 0) : 0;
+  // No early commits: they would make states the oracle knows no commit of.
+  if (argc == 9) cfg += std::string(";memory_early_commit=0;memory_max=") + argv[6];
   uint64_t seed = std::strtoull(argv[2], nullptr, 0);
   int mutators = std::atoi(argv[3]), writers = std::atoi(argv[4]);
-  g_ack = std::atoi(argv[6]);
+  g_ack = std::atoi(argv[argc - 1]);
   if (writers > kMaxWriters) return 2;
 
   g_heap = pheap_open("oracle", cfg.c_str());
@@ -70,6 +75,12 @@ int main(int argc, char** argv) {
       g_state->pair_a[t] = static_cast<uint64_t*>(pheap_aligned_alloc(g_heap, 4096, 4096));
       g_state->pair_b[t] = static_cast<uint64_t*>(pheap_aligned_alloc(g_heap, 4096, 4096));
       *g_state->pair_a[t] = *g_state->pair_b[t] = 0;
+    }
+    if (ballast_pages != 0) {
+      // Fresh memory: zeros without a write.
+      g_state->ballast = static_cast<uint64_t*>(pheap_calloc(g_heap, ballast_pages, 4096));
+      if (g_state->ballast == nullptr) Die("calloc");
+      g_state->ballast_pages = ballast_pages;
     }
     if (pheap_set_root(g_heap, "state", g_state) != 0) Die("set_root");
   }
