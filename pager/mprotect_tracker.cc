@@ -89,6 +89,9 @@ class MprotectTracker final : public DirtyTracker {
   uint64_t CopyMode(bool) const override { return 0; }  // the VMA's PROT_READ protects it
   void MarkWritten(Pgno) override {}  // the write after the copy faults with SIGSEGV
 
+  uint64_t CountWritten() override { return dirty_.Count(); }
+  bool CanCount() const override { return true; }
+
   Status TakeDirty(RunSink* sink) override {
     int err = 0;
     dirty_.TakeRuns([&](Run r) {

@@ -70,6 +70,22 @@ class PageBitmap {
     return limit;
   }
 
+  // How many bits are set, reading only the groups whose summary bit is
+  // set; bits set or cleared meanwhile may or may not be counted.
+  uint64_t Count() const {
+    uint64_t n = 0;
+    const uint64_t nwords = Words();
+    for (uint64_t si = 0; si * 64 * 64 < nwords; ++si) {
+      for (uint64_t groups = std::atomic_ref<uint64_t>(summary_[si]).load(std::memory_order_relaxed); groups != 0;
+           groups &= groups - 1) {
+        const uint64_t first = (si * 64 + static_cast<uint64_t>(__builtin_ctzll(groups))) * 64;
+        for (uint64_t i = first; i < first + 64 && i < nwords; ++i)
+          n += static_cast<uint64_t>(__builtin_popcountll(std::atomic_ref(words_[i]).load(std::memory_order_relaxed)));
+      }
+    }
+    return n;
+  }
+
   // Calls fn(Run) for each maximal run of set bits, clearing them as it goes
   // (each word is taken with one exchange, so a bit set concurrently is
   // either reported now or left for the next call, never lost).

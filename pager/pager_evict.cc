@@ -34,8 +34,9 @@ namespace {
 // An eviction pause of its own gives back at most this many pages: about
 // as long as a commit's pause of a few MiB.
 constexpr uint64_t kMaxEvictPerPause = 4096;
-// How often the evictor thread looks at the process's faults.
-constexpr std::chrono::milliseconds kPoll{5};
+// How often the evictor thread looks at the process's faults: below the
+// low watermark, and above it.
+constexpr std::chrono::milliseconds kPoll{5}, kPollNear{1};
 
 uint64_t ProcessFaults() {
   rusage ru{};
@@ -69,8 +70,12 @@ void Pager::Impl::SetUpEviction() {
   const uint64_t pages = std::max<uint64_t>(options_.memory_max >> kPageShift, 64);
   high_pages_ = pages - pages / 8;
   low_pages_ = pages * 5 / 8;
-  // Staging kept between commits counts against the same memory.
+  // Staging counts against the same memory: what stays between commits,
+  // and what commits not yet durable hold (a commit past it waits).
   options_.staging_keep = std::min(options_.staging_keep, options_.memory_max / 4);
+  options_.staging_max = std::min(options_.staging_max, options_.memory_max / 4);
+  // And the fault threads' read buffers, filled a prefetch window at a time.
+  options_.prefetch_max = std::clamp<uint64_t>(options_.memory_max / 8, 64 << 10, options_.prefetch_max);
   int fd = os().open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
   count_fd_ = fd >= 0 ? HighFd(fd) : -1;
   PHEAP_LOG_INFO("memory_max={} MiB: evicting clean durable pages past {} MiB resident, down to {} MiB",
@@ -243,69 +248,83 @@ uint64_t Pager::Impl::EvictionPause(const std::vector<Run>& victims, uint64_t ma
   return done;
 }
 
+void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
+  if (!options_.memory_early_commit || !ForkChildStatus().ok()) {
+    if (!said_over_budget_) {
+      said_over_budget_ = true;
+      PHEAP_LOG_WARN(
+          "memory_max: {} MiB resident, {} MiB of it written since the last commit, against a budget of "
+          "{} MiB: commit more often (logged once)",
+          present >> 8, written >> 8, options_.memory_max >> 20);
+    }
+    return;
+  }
+  if (!said_over_budget_) {
+    said_over_budget_ = true;
+    PHEAP_LOG_INFO(
+        "memory_max: {} MiB resident, {} MiB of it written since the last commit: committing early "
+        "(logged once)",
+        present >> 8, written >> 8);
+  }
+  auto e = CommitAsync().get();
+  if (e.ok()) {
+    early_commits_.fetch_add(1, std::memory_order_relaxed);
+  } else if (!said_commit_failed_) {
+    said_commit_failed_ = true;
+    PHEAP_LOG_WARN("memory_max: an early commit failed ({}); the heap stays over its budget (logged once)",
+                   e.status().ToString());
+  }
+}
+
 void Pager::Impl::EvictorLoop() {
   uint64_t faults_at = ProcessFaults(), fetched_at = faults_ ? faults_->pages_fetched() : 0;
   PresentPages();
   // A fault may place a 2 MiB huge page under hybrid-wp.
   const uint64_t per_fault = mode_ == TrackingMode::kHybridWp && options_.hybrid_huge_pages ? 512 : 1;
-  bool said_commit_failed = false;
+  // Written pages a commit would copy: a quarter of the budget at most, so
+  // the copy (staging) and what is resident fit together.
+  const uint64_t max_written = std::max<uint64_t>((options_.memory_max >> kPageShift) / 4, 64);
   std::unique_lock lk(evict_mu_);
   for (;;) {
-    evict_cv_.wait_for(lk, kPoll, [&] { return evict_stop_; });
+    // Close to the budget, look often: fresh pages under async write-
+    // protect are the kernel's zero-fill, a few microseconds each, and no
+    // fault of theirs reaches the pager.
+    const bool near = present_.load(std::memory_order_relaxed) > std::min(low_pages_, max_written);
+    evict_cv_.wait_for(lk, near ? kPollNear : kPoll, [&] { return evict_stop_; });
     if (evict_stop_) break;
     lk.unlock();
     // Cheap first: what can have become resident since the last count.
     const uint64_t faults = ProcessFaults(), fetched = faults_ ? faults_->pages_fetched() : 0;
     const uint64_t grown = (faults - faults_at) * per_fault + (fetched - fetched_at);
-    if (present_.load(std::memory_order_relaxed) + grown > high_pages_) {
+    if (present_.load(std::memory_order_relaxed) + grown > std::min(low_pages_, max_written)) {
       faults_at = faults;
       fetched_at = fetched;
-      uint64_t present = PresentPages();
+      // The budget covers the commits' staging too (the copy of the dirty
+      // set, and what is kept between commits).
+      auto held = [&] { return PresentPages() + StagingBuffer::ResidentPages(); };
+      uint64_t present = held();
+      if (present > max_written && tracker_->CanCount()) {
+        const uint64_t written = tracker_->CountWritten();
+        if (written > max_written) {
+          EarlyCommit(present, written);
+          present = held();
+        }
+      }
       for (int round = 0; round < 64 && present > high_pages_; ++round) {
         std::vector<Run> victims = ChooseVictims(present, kMaxEvictPerPause);
         const uint64_t need = std::min(present - low_pages_, kMaxEvictPerPause);
         if (Pages(victims) < need / 2) {
           // Mostly written and not yet durable: only a commit frees them.
-          if (options_.memory_early_commit && ForkChildStatus().ok()) {
-            if (!said_over_budget_) {
-              said_over_budget_ = true;
-              PHEAP_LOG_INFO(
-                  "memory_max: {} MiB resident, mostly written since the last commit: committing early "
-                  "(logged once)",
-                  present >> 8);
-            }
-            auto e = CommitAsync().get();
-            if (e.ok()) {
-              early_commits_.fetch_add(1, std::memory_order_relaxed);
-              victims = ChooseVictims(PresentPages(), kMaxEvictPerPause);
-            } else if (!said_commit_failed) {
-              said_commit_failed = true;
-              PHEAP_LOG_WARN("memory_max: an early commit failed ({}); the heap stays over its budget (logged once)",
-                             e.status().ToString());
-            }
-          } else if (!said_over_budget_) {
-            said_over_budget_ = true;
-            PHEAP_LOG_WARN(
-                "memory_max: {} MiB resident, past the budget of {} MiB, and most of it written since the "
-                "last commit: commit more often (logged once)",
-                present >> 8, options_.memory_max >> 20);
-          }
+          EarlyCommit(present, tracker_->CanCount() ? tracker_->CountWritten() : present);
+          victims = ChooseVictims(held(), kMaxEvictPerPause);
         }
         if (victims.empty()) break;
         if (EvictionPause(victims, kMaxEvictPerPause) == 0) break;
-        present = PresentPages();
+        present = held();
       }
     }
     lk.lock();
   }
-}
-
-Status Pager::Impl::EvictRange(Run r) {
-  if (!evictor_) return Status::Ok();
-  // Only what is durable and unwritten goes: written pages stay for the
-  // next commit.
-  EvictionPause({r}, r.count);
-  return Status::Ok();
 }
 
 }  // namespace pheap

@@ -68,8 +68,9 @@ class Pager::Impl {
     return s >= UINT32_MAX ? UINT32_MAX - 1 : static_cast<uint32_t>(s);
   }
   void EvictorLoop();
-  // Pager::Evict, Pager::Prefetch: see pager.h.
-  Status EvictRange(Run r);
+  // Commits for the budget (memory_early_commit), else says once why the
+  // heap stays over it. The evictor thread's.
+  void EarlyCommit(uint64_t present, uint64_t written);
   // Epoch e, whose image's hwm is `hwm`, is durable.
   void NoteDurable(Epoch e, Pgno hwm);
 
@@ -203,6 +204,7 @@ class Pager::Impl {
   std::condition_variable evict_cv_;
   bool evict_stop_ = false;        // under evict_mu_
   bool said_over_budget_ = false;  // the evictor thread's
+  bool said_commit_failed_ = false;  // the evictor thread's
   std::thread evict_thread_;
   int map_pagemap_fd_ = -1;                // the fault service's, when it maps
   std::atomic<bool> untracked_{false};     // a mapped run lost its tracking

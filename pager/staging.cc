@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -11,6 +12,9 @@
 
 namespace pheap {
 namespace {
+
+// Pages touched in every staging buffer of the process (ResidentPages).
+std::atomic<uint64_t> g_touched{0};
 
 void* MapReserve(uint64_t bytes) {
   return os().mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -31,7 +35,10 @@ Result<std::unique_ptr<StagingBuffer>> StagingBuffer::Reserve(uint64_t max_pages
       new StagingBuffer(static_cast<uint8_t*>(data), static_cast<Pgno*>(pgnos), max_pages));
 }
 
+uint64_t StagingBuffer::ResidentPages() { return g_touched.load(std::memory_order_relaxed); }
+
 StagingBuffer::~StagingBuffer() {
+  g_touched.fetch_sub(touched_, std::memory_order_relaxed);
   os().munmap(data_, max_pages_ * kPageSize);
   os().munmap(pgnos_, max_pages_ * sizeof(Pgno));
 }
@@ -40,7 +47,10 @@ void StagingBuffer::Append(Pgno first, uint64_t count, const uint8_t* src) {
   std::memcpy(data_ + count_ * kPageSize, src, count * kPageSize);
   for (uint64_t i = 0; i < count; ++i) pgnos_[count_ + i] = first + i;
   count_ += count;
-  if (count_ > touched_) touched_ = count_;
+  if (count_ > touched_) {
+    g_touched.fetch_add(count_ - touched_, std::memory_order_relaxed);
+    touched_ = count_;
+  }
 }
 
 void StagingBuffer::Refresh(uint64_t slot, uint64_t count, const uint8_t* src) {
@@ -50,13 +60,16 @@ void StagingBuffer::Refresh(uint64_t slot, uint64_t count, const uint8_t* src) {
 void StagingBuffer::Prefault(uint64_t pages) {
   pages = std::min(pages, max_pages_);
   if (pages <= touched_) return;
-  if (os().madvise(data_ + touched_ * kPageSize, (pages - touched_) * kPageSize, MADV_POPULATE_WRITE) == 0)
+  if (os().madvise(data_ + touched_ * kPageSize, (pages - touched_) * kPageSize, MADV_POPULATE_WRITE) == 0) {
+    g_touched.fetch_add(pages - touched_, std::memory_order_relaxed);
     touched_ = pages;
+  }
 }
 
 void StagingBuffer::Trim(uint64_t keep_pages) {
   if (touched_ <= keep_pages) return;
   os().madvise(data_ + keep_pages * kPageSize, (touched_ - keep_pages) * kPageSize, MADV_DONTNEED);
+  g_touched.fetch_sub(touched_ - keep_pages, std::memory_order_relaxed);
   touched_ = keep_pages;
 }
 

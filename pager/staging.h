@@ -17,6 +17,9 @@ namespace pheap {
 
 class StagingBuffer {
  public:
+  // Pages touched in all the process's staging buffers now: memory a
+  // budget (PagerOptions::memory_max) counts besides the region's.
+  static uint64_t ResidentPages();
   static Result<std::unique_ptr<StagingBuffer>> Reserve(uint64_t max_pages);
   ~StagingBuffer();
   StagingBuffer(const StagingBuffer&) = delete;

@@ -23,6 +23,9 @@ class SyncWpTracker final : public DirtyTracker {
     if (r < 0) PHEAP_LOG_ERROR("UFFDIO_WRITEPROTECT clear of page {} failed: errno {}", p, -r);
   }
 
+  uint64_t CountWritten() override { return dirty_.Count(); }
+  bool CanCount() const override { return true; }
+
   Status TakeDirty(RunSink* sink) override {
     int err = 0;  // no Status (it allocates) until the walk is done
     dirty_.TakeRuns([&](Run r) {
