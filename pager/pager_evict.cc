@@ -233,6 +233,9 @@ uint64_t Pager::Impl::EvictInPause(const std::vector<Run>& victims, uint64_t max
 uint64_t Pager::Impl::EvictionPause(const std::vector<Run>& victims, uint64_t max) {
   if (victims.empty() || InForkChild()) return 0;
   HoldingCommitLocks held;
+  // epoch_mu_ too: an in-place commit holds it through its Sync, on a
+  // program thread that a pause's signal must not interrupt (EINTR).
+  std::lock_guard epoch_lk(epoch_mu_);
   std::lock_guard cut_lk(cut_mu_);
   tracker_->BeforePause();
   Safepoint sp;
