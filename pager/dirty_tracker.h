@@ -143,6 +143,9 @@ struct HybridWpConfig {
   const PageBitmap* evicted = nullptr;            // given back, not placed again since
   uint32_t idle_cuts = 8;                  // a hot chunk unwritten for this many cuts goes cold
   bool huge_pages = true;                  // advise transparent huge pages for the region
+  // Under a memory budget: hot chunks take missing faults everywhere, so
+  // every fresh page reaches the fault service (and its wait for room).
+  bool missing_everywhere = false;
   std::atomic<bool>* untracked = nullptr;  // set when a chunk lost its tracking
 };
 

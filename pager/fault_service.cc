@@ -98,6 +98,7 @@ void FaultService::Serve(const uffd_msg& m, bool cold, uint8_t* buf) {
   }
   const Pgno p = (m.arg.pagefault.address - c_.region->base()) >> kPageShift;
   const uint64_t flags = m.arg.pagefault.flags;
+  if ((flags & UFFD_PAGEFAULT_FLAG_WP) == 0 && c_.await_room) c_.await_room();
   if (cold) {  // the chunk changes userfaultfd: nothing may install or take meanwhile
     std::unique_lock lk(*c_.install_mu);
     c_.tracker->OnColdFault(p, (flags & UFFD_PAGEFAULT_FLAG_WP) == 0);
@@ -289,6 +290,7 @@ void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool 
   }
   c_.installed->SetRun(Run{first, count});
   if (c_.evictor == nullptr) return;
+  if (write) written_installs_.fetch_add(1, std::memory_order_release);
   c_.evictor->Touch(Run{first, count}, c_.fetch_stamp->load(std::memory_order_acquire));
   for (Pgno q = c_.evicted->NextSet(first, first + count); q < first + count;
        q = c_.evicted->NextSet(q + 1, first + count)) {

@@ -35,6 +35,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -75,6 +76,12 @@ struct FaultServiceConfig {
   PageBitmap* evicted = nullptr;
   const std::atomic<uint32_t>* fetch_stamp = nullptr;
   const std::atomic<uint64_t>* evict_gen = nullptr;
+  // With eviction: runs before a missing fault places memory, and may wait
+  // (bounded) for the budget to have room. Every fresh page of the region
+  // faults here then, so a program that writes new pages faster than they
+  // can be committed and given back is held at its faults, not killed by
+  // the kernel's OOM killer.
+  std::function<void()> await_room;
   bool map_stored = false;            // map what LocateRun finds (async WP only)
   uint64_t max_mapped_runs = 0;       // bound on the mappings made
   int pagemap_fd = -1;                // /proc/self/pagemap, when map_stored
@@ -102,6 +109,8 @@ class FaultService {
   uint64_t pages_fetched() const { return pages_fetched_.load(std::memory_order_relaxed); }
   uint64_t pages_mapped() const { return pages_mapped_.load(std::memory_order_relaxed); }
   uint64_t pages_refetched() const { return pages_refetched_.load(std::memory_order_relaxed); }
+  // Pages placed for a write fault, counted before the faulter wakes.
+  uint64_t written_installs() const { return written_installs_.load(std::memory_order_acquire); }
 
   // From GuardReads(true) to GuardReads(false), a page that cannot be served
   // is filled with zeros, and the first such failure is what Unserved()
@@ -167,6 +176,7 @@ class FaultService {
   std::atomic<uint64_t> pages_fetched_{0};
   std::atomic<uint64_t> pages_mapped_{0};
   std::atomic<uint64_t> pages_refetched_{0};
+  std::atomic<uint64_t> written_installs_{0};
   std::atomic<uint64_t> mapped_runs_{0};
   std::atomic<bool> guarded_{false};
   mutable std::mutex unserved_mu_;

@@ -294,6 +294,7 @@ class HybridWpTracker final : public DirtyTracker {
   }
   // Hot registration: missing faults too where the chunk holds stored pages.
   uint64_t HotMode(uint64_t ch) const {
+    if (c_.missing_everywhere) return kMissingWp;
     const Pgno served = c_.served_hwm != nullptr ? c_.served_hwm->load(std::memory_order_acquire) : c_.hwm;
     return ChunkStart(ch) < Addr(served) ? kMissingWp : UFFDIO_REGISTER_MODE_WP;
   }

@@ -37,6 +37,10 @@ constexpr uint64_t kMaxEvictPerPause = 4096;
 // How often the evictor thread looks at the process's faults: below the
 // low watermark, and above it.
 constexpr std::chrono::milliseconds kPoll{5}, kPollNear{1};
+// How long a fault waits for the budget to have room before it places its
+// page anyway (and says so once): an early commit and an eviction pause
+// take milliseconds; longer means the disk stalls.
+constexpr std::chrono::milliseconds kRoomWait{2000}, kRoomSlice{1};
 
 uint64_t ProcessFaults() {
   rusage ru{};
@@ -70,6 +74,7 @@ void Pager::Impl::SetUpEviction() {
   const uint64_t pages = std::max<uint64_t>(options_.memory_max >> kPageShift, 64);
   high_pages_ = pages - pages / 8;
   low_pages_ = pages * 5 / 8;
+  max_written_ = std::max<uint64_t>(pages / 4, 64);
   // Staging counts against the same memory: what stays between commits,
   // and what commits not yet durable hold (a commit past it waits).
   options_.staging_keep = std::min(options_.staging_keep, options_.memory_max / 4);
@@ -84,7 +89,52 @@ void Pager::Impl::SetUpEviction() {
 
 void Pager::Impl::StartEviction() {
   if (!evictor_) return;
+  // Fresh pages too fault into the service (sync-wp registered the whole
+  // region already; hybrid-wp's fresh chunks fault on its cold
+  // userfaultfd), so AwaitRoom holds a writer of new pages.
+  const Pgno from = served_hwm_.load(std::memory_order_relaxed);
+  const uint64_t a = region_.base() + (from << kPageShift), len = region_.size() - (from << kPageShift);
+  int r = 0;
+  if (len != 0 && mode_ == TrackingMode::kAsyncWp) {
+    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
+  } else if (len != 0 && mode_ == TrackingMode::kMprotect) {
+    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
+  }
+  missing_to_end_ = r == 0 && len != 0 && (mode_ == TrackingMode::kAsyncWp || mode_ == TrackingMode::kMprotect);
+  if (r < 0)
+    PHEAP_LOG_WARN(
+        "memory_max: UFFDIO_REGISTER of [{:#x}, {:#x}) for missing faults failed (errno {}): a program "
+        "writing new pages faster than they are committed may pass the budget",
+        a, a + len, -r);
   evict_thread_ = StartExemptThread([this] { EvictorLoop(); });
+}
+
+bool Pager::Impl::NeedsRoom() const {
+  return evictor_->resident() + StagingBuffer::ResidentPages() > high_pages_ ||
+         (options_.memory_early_commit && WrittenSinceCutByFaults() > max_written_);
+}
+
+void Pager::Impl::AwaitRoom() {
+  if (!room_gate_.load(std::memory_order_relaxed) || !NeedsRoom()) return;
+  const auto deadline = std::chrono::steady_clock::now() + kRoomWait;
+  std::unique_lock lk(evict_mu_);
+  // While every program thread is held at the safepoint, the fault is let
+  // through: the pause's own copy (a page mprotect tracking counted
+  // written before its missing fault placed it) may be what waits on it.
+  while (!evict_stop_ && room_gate_.load(std::memory_order_relaxed) && NeedsRoom() && !SafepointHeld()) {
+    room_wanted_ = true;
+    evict_cv_.notify_all();
+    room_cv_.wait_for(lk, kRoomSlice);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      // Nothing makes room (early commits off, a disk that stalls): faults
+      // are not held again until an eviction or a commit succeeds.
+      room_gate_.store(false, std::memory_order_relaxed);
+      if (!said_no_room_.exchange(true))
+        PHEAP_LOG_WARN("memory_max: no room made within {} ms; pages are placed over the budget (logged once)",
+                       kRoomWait.count());
+      return;
+    }
+  }
 }
 
 void Pager::Impl::StopEviction() {
@@ -145,7 +195,22 @@ std::vector<Run> Pager::Impl::ChooseVictims(uint64_t present, uint64_t max) {
   std::lock_guard lk(choose_mu_);
   evictor_->Choose(durable_hwm_.load(std::memory_order_acquire), Stamp(durable_.load(std::memory_order_acquire)), want,
                    &v);
-  return v;
+  // Pages an eviction pause took into carry_ are written since the last
+  // cut, whatever their stamps say: only a commit frees them. (A hint here;
+  // EvictInPause checks again.)
+  std::vector<Run> out;
+  for (const Run& r : v) {
+    for (Pgno p = r.first; p < r.end();) {
+      const Pgno c = carry_->NextSet(p, r.end());
+      if (c > p) out.push_back(Run{p, c - p});
+      p = c + 1;
+    }
+  }
+  return out;
+}
+
+uint64_t Pager::Impl::CountWritten(uint64_t present) {
+  return carry_->Count() + (tracker_->CanCount() ? tracker_->CountWritten() : present);
 }
 
 Status Pager::Impl::RaiseServedHwm(Pgno to) {
@@ -153,7 +218,9 @@ Status Pager::Impl::RaiseServedHwm(Pgno to) {
   if (to <= from) return Status::Ok();
   const uint64_t a = region_.base() + (from << kPageShift), len = (to - from) << kPageShift;
   int r = 0;
-  if (mode_ == TrackingMode::kAsyncWp) {
+  if (missing_to_end_) {
+    // registered at StartEviction
+  } else if (mode_ == TrackingMode::kAsyncWp) {
     r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
   } else if (mode_ == TrackingMode::kMprotect) {
     r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
@@ -169,6 +236,7 @@ Status Pager::Impl::RaiseServedHwm(Pgno to) {
 
 void Pager::Impl::MarkCut(const Pgno* pages, uint64_t n, Epoch epoch) {
   const uint32_t s = Stamp(epoch);
+  if (faults_) written_at_cut_.store(faults_->written_installs(), std::memory_order_release);
   for (uint64_t i = 0; i < n;) {
     uint64_t k = 1;
     while (i + k < n && pages[i + k] == pages[i] + k) ++k;
@@ -272,7 +340,8 @@ void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
   auto e = CommitAsync().get();
   if (e.ok()) {
     early_commits_.fetch_add(1, std::memory_order_relaxed);
-  } else if (!said_commit_failed_) {
+    room_gate_.store(true, std::memory_order_relaxed);
+  } else if (room_gate_.store(false, std::memory_order_relaxed); !said_commit_failed_) {
     said_commit_failed_ = true;
     PHEAP_LOG_WARN("memory_max: an early commit failed ({}); the heap stays over its budget (logged once)",
                    e.status().ToString());
@@ -282,52 +351,49 @@ void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
 void Pager::Impl::EvictorLoop() {
   uint64_t faults_at = ProcessFaults(), fetched_at = faults_ ? faults_->pages_fetched() : 0;
   PresentPages();
-  // A fault may place a 2 MiB huge page under hybrid-wp.
-  const uint64_t per_fault = mode_ == TrackingMode::kHybridWp && options_.hybrid_huge_pages ? 512 : 1;
-  // Written pages a commit would copy: a quarter of the budget at most, so
-  // the copy (staging) and what is resident fit together.
-  const uint64_t max_written = std::max<uint64_t>((options_.memory_max >> kPageShift) / 4, 64);
   std::unique_lock lk(evict_mu_);
   for (;;) {
-    // Close to the budget, look often: fresh pages under async write-
-    // protect are the kernel's zero-fill, a few microseconds each, and no
-    // fault of theirs reaches the pager.
-    const bool near = present_.load(std::memory_order_relaxed) > std::min(low_pages_, max_written);
-    evict_cv_.wait_for(lk, near ? kPollNear : kPoll, [&] { return evict_stop_; });
+    // Close to the budget, look often: pages a hot hybrid-wp chunk or a
+    // mapped run places reach no fault of the pager's.
+    const bool near = present_.load(std::memory_order_relaxed) > std::min(low_pages_, max_written_);
+    evict_cv_.wait_for(lk, near ? kPollNear : kPoll, [&] { return evict_stop_ || room_wanted_; });
     if (evict_stop_) break;
+    const bool asked = room_wanted_;
     lk.unlock();
     // Cheap first: what can have become resident since the last count.
     const uint64_t faults = ProcessFaults(), fetched = faults_ ? faults_->pages_fetched() : 0;
-    const uint64_t grown = (faults - faults_at) * per_fault + (fetched - fetched_at);
-    if (present_.load(std::memory_order_relaxed) + grown > std::min(low_pages_, max_written)) {
+    const uint64_t grown = (faults - faults_at) + (fetched - fetched_at);
+    if (asked || present_.load(std::memory_order_relaxed) + grown > std::min(low_pages_, max_written_)) {
       faults_at = faults;
       fetched_at = fetched;
       // The budget covers the commits' staging too (the copy of the dirty
       // set, and what is kept between commits).
-      auto held = [&] { return PresentPages() + StagingBuffer::ResidentPages(); };
+      auto held = [&] { return std::max(PresentPages(), evictor_->resident()) + StagingBuffer::ResidentPages(); };
       uint64_t present = held();
-      if (present > max_written && tracker_->CanCount()) {
-        const uint64_t written = tracker_->CountWritten();
-        if (written > max_written) {
-          EarlyCommit(present, written);
-          present = held();
-        }
+      uint64_t written = faults_ ? WrittenSinceCutByFaults() : 0;
+      if (written <= max_written_ && present > max_written_) written = std::max(written, CountWritten(present));
+      if (written > max_written_) {
+        EarlyCommit(present, written);
+        present = held();
       }
       for (int round = 0; round < 64 && present > high_pages_; ++round) {
         std::vector<Run> victims = ChooseVictims(present, kMaxEvictPerPause);
         const uint64_t need = std::min(present - low_pages_, kMaxEvictPerPause);
         if (Pages(victims) < need / 2) {
           // Mostly written and not yet durable: only a commit frees them.
-          EarlyCommit(present, tracker_->CanCount() ? tracker_->CountWritten() : present);
+          EarlyCommit(present, CountWritten(present));
           victims = ChooseVictims(held(), kMaxEvictPerPause);
         }
-        if (victims.empty()) break;
-        if (EvictionPause(victims, kMaxEvictPerPause) == 0) break;
+        if (victims.empty() || EvictionPause(victims, kMaxEvictPerPause) == 0) break;
+        room_gate_.store(true, std::memory_order_relaxed);
         present = held();
       }
     }
     lk.lock();
+    room_wanted_ = false;
+    room_cv_.notify_all();
   }
+  room_cv_.notify_all();
 }
 
 }  // namespace pheap

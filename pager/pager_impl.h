@@ -54,6 +54,9 @@ class Pager::Impl {
   // Over the high watermark: the pages to give back, chosen while the
   // program runs; empty otherwise. REQUIRES: not cut_mu_.
   std::vector<Run> ChooseVictims(uint64_t present, uint64_t max);
+  // Pages written since the last cut: in carry_ (taken by an eviction
+  // pause) and the tracker's count, or `present` where it cannot count.
+  uint64_t CountWritten(uint64_t present);
   // An eviction pause of its own, between commits: pause, take the written
   // pages into carry_, give back what of `victims` is still evictable.
   uint64_t EvictionPause(const std::vector<Run>& victims, uint64_t max);
@@ -68,6 +71,15 @@ class Pager::Impl {
     return s >= UINT32_MAX ? UINT32_MAX - 1 : static_cast<uint32_t>(s);
   }
   void EvictorLoop();
+  // The fault service's gate (FaultServiceConfig::await_room): waits, at
+  // most kRoomWaitMs, while NeedsRoom() and the evictor can make room.
+  void AwaitRoom();
+  // Over the high watermark by the pager's own count, or more pages
+  // written through faults since the last cut than a commit may copy.
+  bool NeedsRoom() const;
+  uint64_t WrittenSinceCutByFaults() const {
+    return faults_->written_installs() - written_at_cut_.load(std::memory_order_acquire);
+  }
   // Commits for the budget (memory_early_commit), else says once why the
   // heap stays over it. The evictor thread's.
   void EarlyCommit(uint64_t present, uint64_t written);
@@ -196,6 +208,17 @@ class Pager::Impl {
   std::atomic<uint64_t> evict_gen_{0};       // bumped by each eviction, under install_mu_
   std::atomic<Pgno> durable_hwm_{0};         // hwm of the durable image
   uint64_t high_pages_ = 0, low_pages_ = 0;  // watermarks, in pages
+  // Written pages a commit would copy: a quarter of the budget at most, so
+  // the copy (staging) and what is resident fit together.
+  uint64_t max_written_ = 0;
+  std::atomic<uint64_t> written_at_cut_{0};  // faults_->written_installs() at the last cut
+  std::condition_variable room_cv_;          // AwaitRoom's wait, under evict_mu_
+  bool room_wanted_ = false;                 // a fault waits for room; under evict_mu_
+  // Off while early commits fail: nothing would make room, and faults are
+  // not held for it.
+  std::atomic<bool> room_gate_{true};
+  std::atomic<bool> said_no_room_{false};
+  bool missing_to_end_ = false;              // async-wp, mprotect: [served hwm, end) registered by StartEviction
   int count_fd_ = -1;                        // /proc/self/pagemap for PresentPages
   std::atomic<uint64_t> present_{0};         // the last count
   std::atomic<uint64_t> evictions_{0}, eviction_pauses_{0}, early_commits_{0};

@@ -265,7 +265,10 @@ Status Pager::Impl::Start(TrackingMode mode) {
       hc.discarded = discarded_.get();
       hc.evicted = evicted_.get();
       hc.idle_cuts = std::max<uint32_t>(1, options_.hybrid_idle_cuts);
-      hc.huge_pages = options_.hybrid_huge_pages;
+      // Under a budget a missing fault places 4 KiB pages one at a time,
+      // each counted, never a 2 MiB chunk the kernel fills by itself.
+      hc.huge_pages = options_.hybrid_huge_pages && !evictor_;
+      hc.missing_everywhere = evictor_ != nullptr;
       hc.untracked = &untracked_;
       auto t = NewHybridWpTracker(region_, hc);
       if (!t.ok()) return t.status();
@@ -295,6 +298,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
       fc.evicted = evicted_.get();
       fc.fetch_stamp = &fetch_stamp_;
       fc.evict_gen = &evict_gen_;
+      fc.await_room = [this] { AwaitRoom(); };
     }
     ConfigureMapping(&fc);
     fc.install_mu = &install_mu_;
