@@ -279,6 +279,8 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
 }
 
 void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault) {
+  if (write && c_.evictor != nullptr)
+    written_installs_.fetch_add(1, std::memory_order_release);  // before the copy wakes the faulter
   const uint64_t mode_rest = c_.tracker->CopyMode(false);
   const uint64_t mode_first = c_.tracker->CopyMode(write);
   if (mode_first == mode_rest) {
@@ -290,7 +292,6 @@ void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool 
   }
   c_.installed->SetRun(Run{first, count});
   if (c_.evictor == nullptr) return;
-  if (write) written_installs_.fetch_add(1, std::memory_order_release);
   c_.evictor->Touch(Run{first, count}, c_.fetch_stamp->load(std::memory_order_acquire));
   for (Pgno q = c_.evicted->NextSet(first, first + count); q < first + count;
        q = c_.evicted->NextSet(q + 1, first + count)) {

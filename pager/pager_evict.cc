@@ -319,7 +319,7 @@ uint64_t Pager::Impl::EvictionPause(const std::vector<Run>& victims, uint64_t ma
   return done;
 }
 
-void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
+bool Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
   if (!options_.memory_early_commit || !ForkChildStatus().ok()) {
     if (!said_over_budget_) {
       said_over_budget_ = true;
@@ -328,7 +328,7 @@ void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
           "{} MiB: commit more often (logged once)",
           present >> 8, written >> 8, options_.memory_max >> 20);
     }
-    return;
+    return false;
   }
   if (!said_over_budget_) {
     said_over_budget_ = true;
@@ -340,12 +340,14 @@ void Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
   auto e = CommitAsync().get();
   if (e.ok()) {
     early_commits_.fetch_add(1, std::memory_order_relaxed);
-    room_gate_.store(true, std::memory_order_relaxed);
-  } else if (room_gate_.store(false, std::memory_order_relaxed); !said_commit_failed_) {
+    return true;
+  }
+  if (!said_commit_failed_) {
     said_commit_failed_ = true;
     PHEAP_LOG_WARN("memory_max: an early commit failed ({}); the heap stays over its budget (logged once)",
                    e.status().ToString());
   }
+  return false;
 }
 
 void Pager::Impl::EvictorLoop() {
@@ -372,8 +374,9 @@ void Pager::Impl::EvictorLoop() {
       uint64_t present = held();
       uint64_t written = faults_ ? WrittenSinceCutByFaults() : 0;
       if (written <= max_written_ && present > max_written_) written = std::max(written, CountWritten(present));
+      bool made_room = false;
       if (written > max_written_) {
-        EarlyCommit(present, written);
+        made_room = EarlyCommit(present, written);
         present = held();
       }
       for (int round = 0; round < 64 && present > high_pages_; ++round) {
@@ -381,12 +384,21 @@ void Pager::Impl::EvictorLoop() {
         const uint64_t need = std::min(present - low_pages_, kMaxEvictPerPause);
         if (Pages(victims) < need / 2) {
           // Mostly written and not yet durable: only a commit frees them.
-          EarlyCommit(present, CountWritten(present));
+          made_room |= EarlyCommit(present, CountWritten(present));
           victims = ChooseVictims(held(), kMaxEvictPerPause);
         }
         if (victims.empty() || EvictionPause(victims, kMaxEvictPerPause) == 0) break;
-        room_gate_.store(true, std::memory_order_relaxed);
+        made_room = true;
         present = held();
+      }
+      // Faults wait for room only while the evictor can make it: with
+      // early commits off, or failing, written pages leave until the
+      // program's own commit, and a fault that waited for them would only
+      // time out.
+      if (made_room) {
+        room_gate_.store(true, std::memory_order_relaxed);
+      } else if (asked && NeedsRoom()) {
+        room_gate_.store(false, std::memory_order_relaxed);
       }
     }
     lk.lock();

@@ -81,8 +81,8 @@ class Pager::Impl {
     return faults_->written_installs() - written_at_cut_.load(std::memory_order_acquire);
   }
   // Commits for the budget (memory_early_commit), else says once why the
-  // heap stays over it. The evictor thread's.
-  void EarlyCommit(uint64_t present, uint64_t written);
+  // heap stays over it; whether it committed. The evictor thread's.
+  bool EarlyCommit(uint64_t present, uint64_t written);
   // Epoch e, whose image's hwm is `hwm`, is durable.
   void NoteDurable(Epoch e, Pgno hwm);
 
