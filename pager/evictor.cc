@@ -42,6 +42,27 @@ void Evictor::Forget(Run r) {
   if (gone != 0) resident_.fetch_sub(gone, std::memory_order_relaxed);
 }
 
+uint64_t Evictor::Demote(Run r, uint32_t durable, std::vector<Run>* out) {
+  uint64_t n = 0;
+  Run cur{};
+  for (Pgno p = r.first; p < r.end() && p < pages_; ++p) {
+    auto ref = Ref(p);
+    uint32_t s = ref.load(std::memory_order_relaxed);
+    // 1 <= every durable stamp, so the page stays evictable; a cut that
+    // stamps it meanwhile (a newer write) wins the exchange.
+    if (s == 0 || s > durable || !(s == 1 || ref.compare_exchange_strong(s, 1, std::memory_order_acq_rel))) continue;
+    ++n;
+    if (cur.count != 0 && cur.end() == p) {
+      ++cur.count;
+      continue;
+    }
+    if (cur.count != 0) out->push_back(cur);
+    cur = Run{p, 1};
+  }
+  if (cur.count != 0) out->push_back(cur);
+  return n;
+}
+
 uint64_t Evictor::Choose(Pgno limit, uint32_t durable, uint64_t want, std::vector<Run>* out) {
   limit = std::min(limit, pages_);
   if (want == 0 || durable == 0 || limit == 0) return 0;

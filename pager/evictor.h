@@ -55,6 +55,11 @@ class Evictor {
   // ascending runs; returns how many. Reads every stamp below `limit` up to
   // three times: about 1 ms per 256 MiB of region below it.
   uint64_t Choose(Pgno limit, uint32_t durable, uint64_t want, std::vector<Run>* out);
+  // The pages of `r` with a stamp in [1, durable] get stamp 1, the lowest,
+  // so Choose takes them first (advice dont-need); a page stamped higher
+  // meanwhile keeps its stamp. Appends them to *out as ascending runs;
+  // returns how many.
+  uint64_t Demote(Run r, uint32_t durable, std::vector<Run>* out);
 
  private:
   std::atomic_ref<uint32_t> Ref(Pgno p) const { return std::atomic_ref<uint32_t>(stamps_[p]); }

@@ -22,6 +22,9 @@ namespace {
 alignas(4096) const uint8_t kZeroPage[kPageSize] = {};
 constexpr size_t kBufBytes = size_t{PageSource::kMaxReadRun} * kPageSize;
 
+bool Advised(const PageBitmap* advice, Pgno p) { return advice != nullptr && advice->Test(p); }
+bool Holds(Run r, Pgno p) { return p >= r.first && p < r.end(); }
+
 }  // namespace
 
 Status FaultService::Start() {
@@ -113,15 +116,25 @@ void FaultService::Serve(const uffd_msg& m, bool cold, uint8_t* buf) {
   ServeMissing(p, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, buf);
 }
 
+uint64_t FaultService::MaxWindow() const {
+  return std::clamp<uint64_t>(c_.prefetch_max >> kPageShift, 1, PageSource::kMaxReadRun);
+}
+
 Run FaultService::PlanRun(Pgno p, Run* ahead) {
-  const uint64_t max_pages = std::clamp<uint64_t>(c_.prefetch_max >> kPageShift, 1, PageSource::kMaxReadRun);
+  const uint64_t max_pages = MaxWindow();
+  *ahead = Run{p + 1, 0};
+  // Advised random: neighbours are not wanted, and such a fault is no
+  // step of a sequence either.
+  if (Advised(c_.random, p)) return Run{p, 1};
+  const bool advised = Advised(c_.sequential, p);
   uint64_t window;
   bool sequential;
   {
     std::lock_guard lk(window_mu_);
-    sequential = p > last_first_ && p <= last_end_;
-    window_pages_ = sequential ? std::min(window_pages_ * 2, max_pages)
-                               : std::min(kInitialWindow >> kPageShift, max_pages);
+    sequential = advised || (p > last_first_ && p <= last_end_);
+    window_pages_ = advised      ? max_pages
+                    : sequential ? std::min(window_pages_ * 2, max_pages)
+                                 : std::min(kInitialWindow >> kPageShift, max_pages);
     window = window_pages_;
     last_first_ = p;
     // The read-ahead run counts as this one's: a fault at its start or
@@ -157,27 +170,99 @@ void FaultService::PostAhead(Run ahead) {
 
 void FaultService::AwaitAhead(Pgno p) {
   std::unique_lock lk(ahead_mu_);
-  if (p >= ahead_posted_.first && p < ahead_posted_.end()) ahead_posted_ = Run{};  // served here instead
-  ahead_cv_.wait(lk, [&] { return !(p >= ahead_busy_.first && p < ahead_busy_.end()); });
+  if (Holds(ahead_posted_, p)) ahead_posted_ = Run{};  // served here instead
+  ahead_cv_.wait(lk, [&] { return !Holds(ahead_busy_, p) && !Holds(prefetch_busy_, p); });
+}
+
+void FaultService::KickAhead() {
+  uint64_t one = 1;
+  if (write(ahead_fd_, &one, sizeof(one)) != sizeof(one)) PHEAP_LOG_DEBUG("fault service: read-ahead signal failed");
+}
+
+void FaultService::Prefetch(Run r) {
+  r.count = r.first < Hwm() ? std::min(r.end(), Hwm()) - r.first : 0;
+  if (r.count == 0 || stop_fd_ < 0) return;  // nothing stored there, or no thread to place it
+  {
+    std::lock_guard lk(ahead_mu_);
+    if (prefetch_.size() >= kMaxPrefetches) prefetch_.pop_front();
+    prefetch_.push_back(r);
+  }
+  KickAhead();
+}
+
+void FaultService::CancelAhead(Run r) {
+  auto overlaps = [&](Run q) { return q.count != 0 && q.first < r.end() && r.first < q.end(); };
+  std::unique_lock lk(ahead_mu_);
+  if (overlaps(ahead_posted_)) ahead_posted_ = Run{};
+  std::deque<Run> kept;
+  for (const Run& q : prefetch_) {  // what lies before r, and after it
+    if (q.first < r.first) kept.push_back(Run{q.first, std::min(q.end(), r.first) - q.first});
+    if (q.end() > r.end()) {
+      const Pgno from = std::max(q.first, r.end());
+      kept.push_back(Run{from, q.end() - from});
+    }
+  }
+  prefetch_.swap(kept);
+  ahead_cv_.wait(lk, [&] { return !overlaps(ahead_busy_) && !overlaps(prefetch_busy_); });
 }
 
 void FaultService::ServeAhead(uint8_t* buf) {
-  Run r;
+  Run r, w;
   {
     std::lock_guard lk(ahead_mu_);
-    r = std::exchange(ahead_posted_, Run{});
-    ahead_busy_ = r;
+    // A fault's read-ahead first: the program waits on it. One prefetch
+    // window at a time, so the other threads stay free for faults.
+    if (ahead_posted_.count != 0) {
+      r = std::exchange(ahead_posted_, Run{});
+      ahead_busy_ = r;
+    } else if (prefetch_busy_.count == 0 && !prefetch_.empty()) {
+      Run& q = prefetch_.front();
+      w = Run{q.first, std::min(q.count, MaxWindow())};
+      q = Run{w.end(), q.count - w.count};
+      if (q.count == 0) prefetch_.pop_front();
+      prefetch_busy_ = w;
+    }
   }
+  const bool took_ahead = r.count != 0;
   if (r.count != 0) r = Unplaced(r);
   if (r.count != 0) {
     const uint64_t m = c_.map_stored ? MapStored(r.first, r.count) : 0;
     if (m < r.count) CopyAhead(Run{r.first + m, r.count - m}, buf);
   }
+  if (w.count != 0) PrefetchWindow(w, buf);
+  bool more;
   {
     std::lock_guard lk(ahead_mu_);
-    ahead_busy_ = Run{};
+    if (took_ahead) ahead_busy_ = Run{};  // the others are another thread's
+    if (w.count != 0) prefetch_busy_ = Run{};
+    // The thread placing a window kicks when it is done: kicking while it
+    // works would only spin an idle one.
+    more = !prefetch_.empty() && prefetch_busy_.count == 0;
   }
   ahead_cv_.notify_all();
+  if (more) KickAhead();  // the next window, after the faults queued meanwhile
+}
+
+void FaultService::PrefetchWindow(Run w, uint8_t* buf) {
+  const Pgno end = std::min(w.end(), Hwm());
+  int retries = 0;
+  for (Pgno at = w.first; at < end;) {
+    Run u = Unplaced(Run{at, end - at});
+    if (u.count == 0) return;
+    if (c_.prefetch_resident_max != 0) {
+      const uint64_t held = c_.evictor->resident();
+      if (held >= c_.prefetch_resident_max) {  // the budget is full: placing more would only evict
+        std::lock_guard lk(ahead_mu_);
+        prefetch_.clear();
+        return;
+      }
+      u.count = std::min(u.count, c_.prefetch_resident_max - held);
+    }
+    const uint64_t m = c_.map_stored ? MapStored(u.first, u.count) : 0;
+    // An eviction between the read and the install: read it again, a few times.
+    if (m < u.count && !CopyAhead(Run{u.first + m, u.count - m}, buf) && ++retries < 3) continue;
+    at = u.first + std::max(m, u.count);
+  }
 }
 
 Run FaultService::Unplaced(Run r) const {
@@ -186,19 +271,20 @@ Run FaultService::Unplaced(Run r) const {
   return from == r.end() ? Run{from, 0} : Run{from, RunEnd(from, r.end() - from) - from};
 }
 
-void FaultService::CopyAhead(Run r, uint8_t* buf) {
+bool FaultService::CopyAhead(Run r, uint8_t* buf) {
   r = Unplaced(r);
-  if (r.count == 0) return;
+  if (r.count == 0) return true;
   const uint64_t gen = Gen();
   // An error is left to the fault that needs the page: it reports it.
-  if (!c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) return;
+  if (!c_.source->ReadRun(r.first, static_cast<uint32_t>(r.count), buf, nullptr).ok()) return true;
   std::shared_lock lk(*c_.install_mu);
-  if (Gen() != gen) return;  // pages of it may have been evicted, and written, since the read
+  if (Gen() != gen) return false;  // pages of it may have been evicted, and written, since the read
   // Discarded or mapped since the read: those pages are not placed.
   r.count = PlaceableEnd(r.first, r.end()) - r.first;
-  if (r.count == 0) return;
+  if (r.count == 0) return true;
   pages_fetched_.fetch_add(r.count, std::memory_order_relaxed);
   Install(r.first, r.count, buf, false, r.first);
+  return true;
 }
 
 Pgno FaultService::PlaceableEnd(Pgno first, Pgno end) const {
@@ -226,7 +312,8 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
   // the other core while this one is: the check reads every byte, and done
   // one window after the other it bounds a sequential reopen to one core.
   PostAhead(ahead);
-  if (!placed && c_.map_stored && !c_.discarded->Test(p)) {
+  // Advised random: not a stored run mapped whole either.
+  if (!placed && c_.map_stored && !c_.discarded->Test(p) && !Advised(c_.random, p)) {
     // Mapped, p's faulter is awake; the rest of the window, if any, goes
     // in as if read ahead.
     if (const uint64_t m = MapStored(p, r.count); m > 0) {
@@ -279,8 +366,14 @@ void FaultService::ServeMissing(Pgno p, bool write, uint8_t* buf) {
 }
 
 void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault) {
-  if (write && c_.evictor != nullptr)
-    written_installs_.fetch_add(1, std::memory_order_release);  // before the copy wakes the faulter
+  if (c_.evictor != nullptr) {
+    // Counted and stamped before the copy wakes the faulter, so a page it
+    // read counts as resident at once (advice dont-need right after evicts
+    // it). No eviction sees the stamp early: it takes the install lock,
+    // held here shared.
+    if (write) written_installs_.fetch_add(1, std::memory_order_release);
+    c_.evictor->Touch(Run{first, count}, c_.fetch_stamp->load(std::memory_order_acquire));
+  }
   const uint64_t mode_rest = c_.tracker->CopyMode(false);
   const uint64_t mode_first = c_.tracker->CopyMode(write);
   if (mode_first == mode_rest) {
@@ -292,7 +385,6 @@ void FaultService::Install(Pgno first, uint64_t count, const uint8_t* src, bool 
   }
   c_.installed->SetRun(Run{first, count});
   if (c_.evictor == nullptr) return;
-  c_.evictor->Touch(Run{first, count}, c_.fetch_stamp->load(std::memory_order_acquire));
   for (Pgno q = c_.evicted->NextSet(first, first + count); q < first + count;
        q = c_.evicted->NextSet(q + 1, first + count)) {
     c_.evicted->Clear(q);

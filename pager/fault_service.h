@@ -6,13 +6,18 @@
 // Prefetch: the window starts at 64 KiB, doubles while faults follow the
 // previous run, up to prefetch_max, and falls back to 64 KiB on a fault
 // elsewhere. A run never extends past hwm, over a page already installed
-// (the `installed` bitmap), or over a discarded page.
+// (the `installed` bitmap), or over a discarded page. The program's advice
+// (Pager::Advise) steers it: a fault on a page advised sequential starts at
+// prefetch_max and reads ahead, one advised random fills its page alone.
 //
 // Read-ahead: a sequential fault first hands the window after its run to
 // another fault thread, which installs it while this one installs the run
 // the program waits for; both proceed at once, on both cores, and the
 // program's next fault usually finds its pages placed. A fault inside the
 // run being read ahead waits for it rather than reading it again.
+// Prefetch (advice will-need) feeds the same threads: its runs wait in a
+// queue, and one window at a time is placed whenever no fault's read-ahead
+// is posted, so faults are served between windows.
 //
 // Mapping (async write-protect only): where the source says a run lies back
 // to back in one of its files (PageSource::LocateRun), the run is mapped
@@ -35,6 +40,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
@@ -82,6 +88,12 @@ struct FaultServiceConfig {
   // can be committed and given back is held at its faults, not killed by
   // the kernel's OOM killer.
   std::function<void()> await_room;
+  // Advice, or null: pages advised sequential, and random.
+  const PageBitmap* sequential = nullptr;
+  const PageBitmap* random = nullptr;
+  // Under a budget (evictor set): Prefetch places pages only while the
+  // evictor counts fewer resident than this (its high watermark).
+  uint64_t prefetch_resident_max = 0;
   bool map_stored = false;            // map what LocateRun finds (async WP only)
   uint64_t max_mapped_runs = 0;       // bound on the mappings made
   int pagemap_fd = -1;                // /proc/self/pagemap, when map_stored
@@ -112,6 +124,17 @@ class FaultService {
   // Pages placed for a write fault, counted before the faulter wakes.
   uint64_t written_installs() const { return written_installs_.load(std::memory_order_acquire); }
 
+  // Queues `r` to be placed ahead of use and returns at once; pages placed
+  // already, discarded or at or above hwm are skipped. Under a budget the
+  // queue is dropped once prefetch_resident_max pages are resident. At
+  // most kMaxPrefetches runs wait; a newer one pushes the oldest out.
+  void Prefetch(Run r);
+  // Drops the read-ahead and prefetch waiting to place pages of [r), and
+  // waits for those placing some now: then nothing read before the call
+  // is placed there after it.
+  void CancelAhead(Run r);
+  static constexpr size_t kMaxPrefetches = 64;
+
   // From GuardReads(true) to GuardReads(false), a page that cannot be served
   // is filled with zeros, and the first such failure is what Unserved()
   // returns until the next guard. REQUIRES: whoever guards discards the
@@ -136,17 +159,26 @@ class FaultService {
   Pgno RunEnd(Pgno first, uint64_t pages) const;
   // Hands `ahead` to the read-ahead unless it is busy or holds one already.
   void PostAhead(Run ahead);
-  // Takes the posted read-ahead, if any, and installs it.
+  // Takes the posted read-ahead, if any, and installs it; else the next
+  // prefetch window.
   void ServeAhead(uint8_t* buf);
+  // Places what is unplaced of prefetch window `w`, within the budget.
+  void PrefetchWindow(Run w, uint8_t* buf);
+  // Makes a thread look at the read-ahead and the prefetch queue.
+  void KickAhead();
+  // The widest window, in pages: prefetch_max, at most one read.
+  uint64_t MaxWindow() const;
   // The part of `r` to place: from its first page not placed yet (a stored
   // run mapped whole may reach into it) to the next placed one.
   Run Unplaced(Run r) const;
   // Reads `r` and installs what is still unplaced of it, for no faulter.
-  void CopyAhead(Run r, uint8_t* buf);
+  // False when an eviction ran since the read, so nothing was installed.
+  bool CopyAhead(Run r, uint8_t* buf);
   // The end of the placeable part of [first, end): before the first page
   // discarded or mapped.
   Pgno PlaceableEnd(Pgno first, Pgno end) const;
-  // Waits while page p is being read ahead; drops a posted run that holds p.
+  // Waits while page p is being read ahead or prefetched; drops a posted
+  // run that holds p.
   void AwaitAhead(Pgno p);
   // Copies `count` pages from src to page `first`; returns pages placed.
   void Install(Pgno first, uint64_t count, const uint8_t* src, bool write, Pgno fault);
@@ -187,6 +219,8 @@ class FaultService {
   std::condition_variable ahead_cv_;  // ahead_busy_ ended
   Run ahead_posted_{};    // guarded by ahead_mu_: waiting for a thread
   Run ahead_busy_{};      // guarded by ahead_mu_: being installed
+  std::deque<Run> prefetch_;  // guarded by ahead_mu_: waiting, oldest first
+  Run prefetch_busy_{};       // guarded by ahead_mu_: the window being placed
 
   std::mutex window_mu_;  // the sequential-prefetch state below
   Pgno last_first_ = 0;

@@ -571,6 +571,42 @@ Status Pager::Impl::Discard(void* addr, uint64_t len) {
   return Status::Ok();
 }
 
+Status Pager::Impl::Advise(void* addr, uint64_t len, Advice advice) {
+  const uint64_t a = reinterpret_cast<uint64_t>(addr), base = region_.base(), end = base + region_.size();
+  if (a < base || a > end || len > end - a) {
+    const std::string range =
+        len <= UINT64_MAX - a ? fmt::format("[{:#x}, {:#x})", a, a + len) : fmt::format("[{:#x}, +{} bytes)", a, len);
+    return Status::InvalidArgument(
+        fmt::format("advice for {}: the range is not inside the heap region [{:#x}, {:#x})", range, base, end));
+  }
+  if (len == 0 || InForkChild()) return Status::Ok();  // a child has no fault service and evicts nothing
+  // Whole pages: advice never changes bytes, so a page it covers in part is
+  // as well covered whole.
+  const Pgno first = (a - base) >> kPageShift;
+  const Run r{first, ((a + len - 1 - base) >> kPageShift) + 1 - first};
+  switch (advice) {
+    case Advice::kNormal:
+      sequential_->ClearRun(r);
+      random_->ClearRun(r);
+      break;
+    case Advice::kSequential:
+      random_->ClearRun(r);
+      sequential_->SetRun(r);
+      break;
+    case Advice::kRandom:
+      sequential_->ClearRun(r);
+      random_->SetRun(r);
+      break;
+    case Advice::kWillNeed:
+      if (faults_) faults_->Prefetch(r);
+      break;
+    case Advice::kDontNeed:
+      if (evictor_) DontNeed(r);
+      break;
+  }
+  return Status::Ok();
+}
+
 Status Pager::Impl::UnmapStored(Run r) {
   const uint64_t a = region_.base() + (r.first << kPageShift), len = r.count << kPageShift;
   if (int e = region_.MapAbsent(a, len, uffd_, mode_ != TrackingMode::kAsyncWpUser); e < 0) {
@@ -608,6 +644,7 @@ PagerStats Pager::Impl::stats() const {
     s.evictions = evictions_.load(std::memory_order_relaxed);
     s.eviction_pauses = eviction_pauses_.load(std::memory_order_relaxed);
     s.early_commits = early_commits_.load(std::memory_order_relaxed);
+    s.memory_max = options_.memory_max;
   }
   if (faults_) {
     s.refetches = faults_->pages_refetched();
@@ -630,6 +667,7 @@ Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
 Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
+Status Pager::Advise(void* addr, uint64_t len, Advice advice) { return impl_->Advise(addr, len, advice); }
 Status Pager::ForkChildStatus() const { return impl_->ForkChildStatus(); }
 uint64_t Pager::WrittenSinceCut() { return impl_->WrittenSinceCut(); }
 

@@ -143,6 +143,19 @@ struct PagerStats {
   uint64_t refetches = 0;
   uint64_t eviction_pauses = 0;
   uint64_t early_commits = 0;
+  // The budget in force, in bytes: memory_max where the mode can evict,
+  // else 0.
+  uint64_t memory_max = 0;
+};
+
+// How the program will use a range of the region (Pager::Advise), as
+// madvise(2) says it of ordinary memory.
+enum class Advice {
+  kNormal,      // forget kSequential and kRandom: the fault service's own window
+  kSequential,  // faults there start with the widest window and read ahead
+  kRandom,      // faults there fill the faulting page alone, no read-ahead
+  kWillNeed,    // place the range's stored pages now, in the background
+  kDontNeed,    // under a budget: give back its clean durable pages now, and first
 };
 
 // The pauses of the latest cuts (Pager::pauses), for live inspection.
@@ -217,6 +230,20 @@ class Pager {
   // zeros now and in every epoch from the next commit on. REQUIRES: page
   // aligned and inside the region.
   Status Discard(void* addr, uint64_t len);
+  // Advice about [addr, addr + len), widened to whole pages (docs/design.md,
+  // "Advice"). kSequential and kRandom stay until other advice replaces
+  // them. kWillNeed queues the range's stored pages for the fault service's
+  // read-ahead threads and returns at once: they place it a prefetch_max
+  // window at a time between faults, skipping pages already present, and
+  // under a budget stop at its high watermark. kDontNeed, under a budget,
+  // makes the range's resident pages that are durable the first to go and
+  // gives back at once those not written since the last cut, in pauses of
+  // at most 4096 pages; a page written since stays. Without a budget, or
+  // where the mode takes no missing faults, kWillNeed and kDontNeed change
+  // nothing (every page the program touched stays resident).
+  // Errors: kInvalidArgument naming the range when it is not inside the
+  // region. REQUIRES: not a fault-service thread.
+  Status Advise(void* addr, uint64_t len, Advice advice);
   // Pages written since the last cut, by a walk of the region's page
   // tables that protects nothing, for live statistics; kUnknownPages where
   // the tracking mode cannot count without faults. Walks take at most 1%

@@ -319,6 +319,32 @@ uint64_t Pager::Impl::EvictionPause(const std::vector<Run>& victims, uint64_t ma
   return done;
 }
 
+void Pager::Impl::DontNeed(Run r) {
+  // Nothing read ahead before the advice places pages of r after it.
+  faults_->CancelAhead(r);
+  // First candidates: what an eviction pause below leaves (a pause that
+  // finds the page written, a fork's hold) goes before any other page.
+  std::vector<Run> pages;
+  evictor_->Demote(r, Stamp(durable_.load(std::memory_order_acquire)), &pages);
+  // In batches of at most kMaxEvictPerPause pages, each in a pause of its
+  // own, so no pause outlasts the evictor's.
+  std::vector<Run> batch;
+  uint64_t n = 0;
+  for (size_t i = 0; i < pages.size();) {
+    Run& cur = pages[i];
+    const uint64_t take = std::min(cur.count, kMaxEvictPerPause - n);
+    batch.push_back(Run{cur.first, take});
+    n += take;
+    cur = Run{cur.first + take, cur.count - take};
+    if (cur.count == 0) ++i;
+    if (n == kMaxEvictPerPause || i == pages.size()) {
+      EvictionPause(batch, kMaxEvictPerPause);
+      batch.clear();
+      n = 0;
+    }
+  }
+}
+
 bool Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
   if (!options_.memory_early_commit || !ForkChildStatus().ok()) {
     if (!said_over_budget_) {

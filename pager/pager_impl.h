@@ -85,11 +85,15 @@ class Pager::Impl {
   bool EarlyCommit(uint64_t present, uint64_t written);
   // Epoch e, whose image's hwm is `hwm`, is durable.
   void NoteDurable(Epoch e, Pgno hwm);
+  // Advice dont-need under a budget (Pager::Advise): demotes the durable
+  // pages of `r` and gives them back in eviction pauses. REQUIRES: evictor_.
+  void DontNeed(Run r);
 
   // pager.cc
   std::shared_future<Result<Epoch>> CommitAsync();
   Result<Epoch> CommitInPlace();
   Status Discard(void* addr, uint64_t len);
+  Status Advise(void* addr, uint64_t len, Advice advice);
   PagerStats stats() const;
   void GuardReads(bool on);
   Status Unserved() const;
@@ -197,6 +201,8 @@ class Pager::Impl {
   std::unique_ptr<PageBitmap> installed_;  // present as far as the pager knows
   std::unique_ptr<PageBitmap> discarded_;  // zeros since a discard, unwritten since the last cut
   std::unique_ptr<PageBitmap> mapped_;     // see FaultService
+  // Pages advised sequential, and random (Advise); read by the fault service.
+  std::unique_ptr<PageBitmap> sequential_, random_;
   // Missing faults below this are served from the source: the image's hwm
   // at open, raised by eviction up to the durable image's hwm.
   std::atomic<Pgno> served_hwm_{0};

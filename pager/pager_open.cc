@@ -221,6 +221,8 @@ Status Pager::Impl::Start(TrackingMode mode) {
   installed_ = std::make_unique<PageBitmap>(region_.pages());
   discarded_ = std::make_unique<PageBitmap>(region_.pages());
   mapped_ = std::make_unique<PageBitmap>(region_.pages());
+  sequential_ = std::make_unique<PageBitmap>(region_.pages());
+  random_ = std::make_unique<PageBitmap>(region_.pages());
   SetUpEviction();
   carry_ = std::make_unique<PageBitmap>(region_.pages());
   staging_pool_ = std::make_unique<StagingPool>(region_.pages());
@@ -293,12 +295,15 @@ Status Pager::Impl::Start(TrackingMode mode) {
     fc.installed = installed_.get();
     fc.discarded = discarded_.get();
     fc.mapped = mapped_.get();
+    fc.sequential = sequential_.get();
+    fc.random = random_.get();
     if (evictor_) {
       fc.evictor = evictor_.get();
       fc.evicted = evicted_.get();
       fc.fetch_stamp = &fetch_stamp_;
       fc.evict_gen = &evict_gen_;
       fc.await_room = [this] { AwaitRoom(); };
+      fc.prefetch_resident_max = high_pages_;
     }
     ConfigureMapping(&fc);
     fc.install_mu = &install_mu_;
