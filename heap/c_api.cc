@@ -371,6 +371,30 @@ int64_t pheap_wait(pheap::handle* h, int64_t e) {
   return static_cast<int64_t>(*r);
 }
 
+int pheap_advise(pheap::handle* h, const void* addr, size_t len, int advice) {
+  if (!pheap::CheckHandle(h)) return -1;
+  pheap::Advice a;
+  switch (advice) {
+    case PHEAP_ADVICE_NORMAL: a = pheap::Advice::kNormal; break;
+    case PHEAP_ADVICE_SEQUENTIAL: a = pheap::Advice::kSequential; break;
+    case PHEAP_ADVICE_RANDOM: a = pheap::Advice::kRandom; break;
+    case PHEAP_ADVICE_WILLNEED: a = pheap::Advice::kWillNeed; break;
+    case PHEAP_ADVICE_DONTNEED: a = pheap::Advice::kDontNeed; break;
+    default: pheap::SetError(EINVAL, fmt::format("pheap_advise: unknown advice {}", advice).c_str()); return -1;
+  }
+  // Advice changes no byte of the heap: the pointer is only an address.
+  pheap::Status s = Impl(h)->Advise(const_cast<void*>(addr), len, a);
+  if (!s.ok()) {
+    pheap::SetError(s);
+    return -1;
+  }
+  return 0;
+}
+
+int pheap_prefetch(pheap::handle* h, const void* addr, size_t len) {
+  return pheap_advise(h, addr, len, PHEAP_ADVICE_WILLNEED);
+}
+
 int64_t pheap_epoch(pheap::handle* h) {
   if (!pheap::CheckHandle(h)) return -1;
   return static_cast<int64_t>(Impl(h)->durable_epoch());

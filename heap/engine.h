@@ -105,6 +105,7 @@ class Engine {
   Result<Epoch> CommitInPlace() { return pager_->CommitInPlace(); }
   std::shared_future<Result<Epoch>> CommitAsync() { return pager_->CommitAsync(); }
   Status Discard(void* addr, uint64_t len) { return pager_->Discard(addr, len); }
+  Status Advise(void* addr, uint64_t len, Advice advice) { return pager_->Advise(addr, len, advice); }
 
   Pager& pager() { return *pager_; }
   PageStore& store() { return *store_; }

@@ -257,6 +257,16 @@ Status PersistentHeap::StartNewGeneration(const std::vector<std::string>& own) {
   return Status::Ok();
 }
 
+Status PersistentHeap::Advise(void* addr, uint64_t len, Advice advice) {
+  const uint64_t off = reinterpret_cast<uintptr_t>(addr) - base_;
+  if (!read_only()) return engine_->Advise(addr, len, advice).Annotate(fmt::format("heap '{}'", name()));
+  if (off <= size_ && len <= size_ - off) return Status::Ok();
+  return Status::InvalidArgument(
+      fmt::format("heap '{}': advice for {} bytes at {}: the range is not inside the heap "
+                  "region [{:#x}, {:#x})",
+                  name(), len, addr, base_, base_ + size_));
+}
+
 Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::string& type) {
   if (read_only()) return ReadOnlyError("setting a root");
   if (p != nullptr && !Contains(p))

@@ -124,6 +124,11 @@ class PersistentHeap final : private ArenaHooks {
   Result<Epoch> CommitInPlace();
   // Waits until epoch e is durable.
   Result<Epoch> Wait(Epoch e);
+  // Advice about [addr, addr + len) (Pager::Advise, with its costs). A
+  // read-only heap holds its whole image in memory: nothing changes there.
+  // Errors: kInvalidArgument naming the heap and the range when the range
+  // is not inside the region.
+  Status Advise(void* addr, uint64_t len, Advice advice);
   // In a child of fork(), which works on a copy of the region: the error
   // (kBusy) that the child's commits, waits and Close get; Ok in the
   // process that opened the heap. The child allocates and frees as usual.

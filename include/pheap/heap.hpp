@@ -72,6 +72,15 @@ class pending_commit {
   int64_t epoch_;
 };
 
+// How the program will use a range of a heap (pheap_advise).
+enum class advice {
+  normal = PHEAP_ADVICE_NORMAL,          // forget sequential and random there
+  sequential = PHEAP_ADVICE_SEQUENTIAL,  // faults there read ahead the widest window
+  random = PHEAP_ADVICE_RANDOM,          // faults there read the page touched alone
+  will_need = PHEAP_ADVICE_WILLNEED,     // read its stored pages in now, in the background
+  dont_need = PHEAP_ADVICE_DONTNEED,     // under memory_max: give back its clean durable pages now
+};
+
 // Re-executes the program with stable code addresses (see pheap_exec_stable);
 // returns when they already are. Throws pheap::error if it cannot.
 inline void exec_with_stable_addresses(char** argv) {
@@ -236,6 +245,16 @@ class Heap {
     if (e < 0) detail::throw_last(("snapshot into heap '" + dest + "'").c_str());
     return e;
   }
+
+  // Advice about [p, p + len), widened to whole pages (pheap_advise: what
+  // each does, and when it changes nothing). Throws pheap::error (EINVAL)
+  // naming the range when it is not inside this heap.
+  void advise(const void* p, size_t len, advice a) {
+    if (pheap_advise(h_, p, len, static_cast<int>(a)) != 0) detail::throw_last("advice");
+  }
+  // Reads the stored pages of [p, p + len) in ahead of use, in the
+  // background; returns at once (pheap_prefetch). Throws as advise.
+  void prefetch(const void* p, size_t len) { advise(p, len, advice::will_need); }
 
   void* malloc(size_t n) noexcept { return pheap_malloc(h_, n); }
   void free(void* p) noexcept { pheap_free(h_, p); }

@@ -139,6 +139,36 @@ int64_t pheap_commit(PHEAP_HANDLE* h);
 /* The last durable epoch (0 for a heap never committed). */
 int64_t pheap_epoch(PHEAP_HANDLE* h);
 
+/* How the program will use [addr, addr + len) of h, as madvise(2) says it
+ * of ordinary memory. The range is widened to whole pages; advice never
+ * changes what the heap holds. SEQUENTIAL and RANDOM stay until other
+ * advice for the same pages. */
+enum pheap_advice {
+  PHEAP_ADVICE_NORMAL = 0,     /* forget SEQUENTIAL and RANDOM there */
+  PHEAP_ADVICE_SEQUENTIAL = 1, /* a fault there reads prefetch_max at once, and the next window ahead */
+  PHEAP_ADVICE_RANDOM = 2,     /* a fault there reads the page touched alone */
+  PHEAP_ADVICE_WILLNEED = 3,   /* pheap_prefetch */
+  PHEAP_ADVICE_DONTNEED = 4    /* under memory_max: its clean durable pages go now, and first */
+};
+/* Gives advice (enum pheap_advice) for the pages of [addr, addr + len).
+ * WILLNEED returns at once and pheap's fault threads read the range's
+ * stored pages in the background, prefetch_max at a time between the
+ * program's faults, skipping pages already in memory; under memory_max
+ * they stop where the budget's high watermark (7/8) is reached. DONTNEED,
+ * under memory_max, gives back at once the range's pages that are durable
+ * and not written since the last commit (a written page stays, and keeps
+ * its write), in pauses of at most 16 MiB each, and makes what stays the
+ * first to go later; a page given back reads the same when touched again.
+ * Without memory_max, or in a mode that loads the whole image at open,
+ * WILLNEED and DONTNEED change nothing. A read-only heap holds its whole
+ * image in memory: advice there changes nothing. 0, or -1: EINVAL when the
+ * range is not inside h (the message names it and the region) or the
+ * advice is unknown. */
+int pheap_advise(PHEAP_HANDLE* h, const void* addr, size_t len, int advice);
+/* pheap_advise(h, addr, len, PHEAP_ADVICE_WILLNEED): brings the range's
+ * stored pages into memory ahead of use, in the background. */
+int pheap_prefetch(PHEAP_HANDLE* h, const void* addr, size_t len);
+
 /* A message about the calling thread's last failure (never NULL). */
 const char* pheap_last_error(void);
 
