@@ -231,7 +231,7 @@ class Pager {
   // aligned and inside the region.
   Status Discard(void* addr, uint64_t len);
   // Advice about [addr, addr + len), widened to whole pages (docs/design.md,
-  // "Advice"). kSequential and kRandom stay until other advice replaces
+  // "Faults" and "Eviction"). kSequential and kRandom stay until other advice replaces
   // them. kWillNeed queues the range's stored pages for the fault service's
   // read-ahead threads and returns at once: they place it a prefetch_max
   // window at a time between faults, skipping pages already present, and
