@@ -470,6 +470,10 @@ void Engine::PublishLive(uint64_t state) {
   s.pages_fetched = ps.pages_fetched;
   s.pages_mapped = ps.pages_mapped;
   s.pages_from_replicas = pages_ ? pages_->pages_from_replicas() : 0;
+  s.memory_max = ps.memory_max;
+  s.resident_pages = ps.memory_max != 0 ? ps.resident_pages : kLiveUnknown;
+  s.evictions = ps.evictions;
+  s.refetches = ps.refetches;
   s.replica_count = 0;
   if (client_) {
     for (const ReplicaState& r : client_->state()) {

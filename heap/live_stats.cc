@@ -115,7 +115,8 @@ Result<LiveStats> LiveStatsFile::Read() const {
     }
     // Acquire loads, not a fence (which TSan cannot follow): the copy is
     // read before the second look at the sequence.
-    out.dirty_pages = kLiveUnknown;
+    // What a shorter snapshot lacks reads as unknown.
+    out.dirty_pages = out.memory_max = out.resident_pages = out.evictions = out.refetches = kLiveUnknown;
     for (size_t i = 0; i < words; ++i) {
       const uint64_t v = __atomic_load_n(&data[i], __ATOMIC_ACQUIRE);
       std::memcpy(reinterpret_cast<char*>(&out) + i * 8, &v, 8);

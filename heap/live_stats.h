@@ -19,6 +19,7 @@
 // threads and processes at once.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -73,10 +74,19 @@ struct LiveStats {
   // (Pager::WrittenSinceCut); kLiveUnknown where the mode cannot count.
   // Appended to version 1: a snapshot this short lacks it.
   uint64_t dirty_pages;
+  // Eviction (PagerStats), appended to version 1 after dirty_pages: the
+  // budget in force in bytes (0: none); the region's resident pages as the
+  // pager last counted them (kLiveUnknown without a budget, where it does
+  // not count); pages given back, and pages faulted in again after that.
+  uint64_t memory_max;
+  uint64_t resident_pages;
+  uint64_t evictions;
+  uint64_t refetches;
 };
 inline constexpr uint64_t kLiveUnknown = ~uint64_t{0};
 static_assert(sizeof(LiveStats) % 8 == 0);
 static_assert(kLiveHeaderBytes + sizeof(LiveStats) <= kLiveFileBytes);
+static_assert(offsetof(LiveStats, refetches) == 1304, "docs/live-stats.md gives every offset");
 
 // Copies `s` into `out` of `n` bytes, NUL-terminated and truncated.
 void CopyLiveString(char* out, size_t n, const std::string& s);

@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   pheap::tools::TopOptions top_opts;
   auto* top = app.add_subcommand("top",
                                  "watch the heaps a running process holds: commits, pauses, faults, "
-                                 "resident pages, replica lag");
+                                 "resident pages, evictions, replica lag");
   auto* top_pid = top->add_option("pid", top_opts.pid, "the process");
   top->add_option("--heap", top_opts.name, "instead of a pid: the heap of this name under --dir")->excludes(top_pid);
   top->add_option("--dir", top_opts.dir, "store directory (with --heap)")->capture_default_str();
@@ -128,7 +128,8 @@ int main(int argc, char** argv) {
               "--json: {pid, heaps: [{heap, store, pid, exe, running, tracking, base, size, durable_epoch, commits, "
               "pause_ns {cuts, p50, p99, max, last}, paused_threads, dirty_pages, last_commit_dirty_pages, faults "
               "{...}, replicas "
-              "[{endpoint, answered, installing, durable_epoch, lag_epochs}], resident_pages, updated_seconds_ago, "
+              "[{endpoint, answered, installing, durable_epoch, lag_epochs}], resident_pages, memory {max_bytes, "
+              "resident_pages, evictions, refetches}, updated_seconds_ago, "
               "snapshots}]}, one object per snapshot. Exit status 1, with the reason, if a heap is not running."),
       pheap::tools::kTopFields));
   std::string html;

@@ -42,6 +42,10 @@ const char kTopFields[] = R"(Fields (per heap the process holds):
                  from: copied from the local store, read from the replicas
                  (peers), or mapped from the local store's files
   resident       pages of the region in memory now (from /proc/PID/smaps)
+  memory         the budget (memory_max; none: nothing is evicted), the
+                 region's resident pages as the pager last counted them, and
+                 the pages evicted (given back) and refetched (faulted in
+                 again after that) since the heap was opened
   replicas       each peer's last durable epoch and its lag behind the heap's,
                  in epochs; none for a heap without peers
   updated        age of the snapshot; the heap refreshes it every 250 ms
@@ -157,6 +161,9 @@ uint64_t Lag(const LiveStats& s, const LiveReplica& r) {
   return s.durable_epoch > r.durable_epoch ? s.durable_epoch - r.durable_epoch : 0;
 }
 
+// A field a holder of an older pheap did not write: null.
+nlohmann::json Known(uint64_t v) { return v == kLiveUnknown ? nlohmann::json(nullptr) : nlohmann::json(v); }
+
 nlohmann::json ToJson(const Snapshot& snap) {
   const LiveStats& s = snap.s;
   nlohmann::json replicas = nlohmann::json::array();
@@ -168,34 +175,38 @@ nlohmann::json ToJson(const Snapshot& snap) {
                         {"durable_epoch", r.durable_epoch},
                         {"lag_epochs", Lag(s, r)}});
   }
-  nlohmann::json j = {
-      {"heap", s.heap},
-      {"store", std::filesystem::path(snap.where.path).parent_path().string()},
-      {"pid", s.pid},
-      {"exe", s.exe},
-      {"running", true},
-      {"tracking", s.tracking},
-      {"base", fmt::format("{:#x}", s.base)},
-      {"size", s.size},
-      {"durable_epoch", s.durable_epoch},
-      {"commits", s.commits},
-      {"pause_ns",
-       {{"cuts", s.pause_cuts},
-        {"p50", s.pause_p50_ns},
-        {"p99", s.pause_p99_ns},
-        {"max", s.pause_max_ns},
-        {"last", s.pause_last_ns}}},
-      {"paused_threads", s.paused_threads},
-      {"last_commit_dirty_pages", s.last_dirty_pages},
-      {"dirty_pages", s.dirty_pages == kLiveUnknown ? nlohmann::json(nullptr) : nlohmann::json(s.dirty_pages)},
-      {"faults",
-       {{"served", s.faults},
-        {"pages_from_local_store", s.pages_fetched - std::min(s.pages_fetched, s.pages_from_replicas)},
-        {"pages_from_replicas", s.pages_from_replicas},
-        {"pages_mapped_from_store", s.pages_mapped}}},
-      {"replicas", replicas},
-      {"updated_seconds_ago", AgeSeconds(s)},
-      {"snapshots", s.snapshots}};
+  nlohmann::json j = {{"heap", s.heap},
+                      {"store", std::filesystem::path(snap.where.path).parent_path().string()},
+                      {"pid", s.pid},
+                      {"exe", s.exe},
+                      {"running", true},
+                      {"tracking", s.tracking},
+                      {"base", fmt::format("{:#x}", s.base)},
+                      {"size", s.size},
+                      {"durable_epoch", s.durable_epoch},
+                      {"commits", s.commits},
+                      {"pause_ns",
+                       {{"cuts", s.pause_cuts},
+                        {"p50", s.pause_p50_ns},
+                        {"p99", s.pause_p99_ns},
+                        {"max", s.pause_max_ns},
+                        {"last", s.pause_last_ns}}},
+                      {"paused_threads", s.paused_threads},
+                      {"last_commit_dirty_pages", s.last_dirty_pages},
+                      {"dirty_pages", Known(s.dirty_pages)},
+                      {"faults",
+                       {{"served", s.faults},
+                        {"pages_from_local_store", s.pages_fetched - std::min(s.pages_fetched, s.pages_from_replicas)},
+                        {"pages_from_replicas", s.pages_from_replicas},
+                        {"pages_mapped_from_store", s.pages_mapped}}},
+                      {"memory",
+                       {{"max_bytes", Known(s.memory_max)},
+                        {"resident_pages", Known(s.resident_pages)},
+                        {"evictions", Known(s.evictions)},
+                        {"refetches", Known(s.refetches)}}},
+                      {"replicas", replicas},
+                      {"updated_seconds_ago", AgeSeconds(s)},
+                      {"snapshots", s.snapshots}};
   j["resident_pages"] = snap.resident ? nlohmann::json(*snap.resident) : nlohmann::json(nullptr);
   return j;
 }
@@ -230,6 +241,13 @@ void PrintText(const Snapshot& snap, const LiveStats* before) {
     fmt::print("  resident   {} pages ({:.1f} MiB)\n", *snap.resident,
                static_cast<double>(*snap.resident * kPageSize) / 1048576.0);
   else fmt::print("  resident   unknown (/proc/{}/smaps is not readable)\n", s.pid);
+  if (s.memory_max == kLiveUnknown) fmt::print("  memory     unknown (the holder's pheap does not report it)\n");
+  else if (s.memory_max == 0) fmt::print("  memory     no budget (memory_max): nothing is evicted\n");
+  else
+    fmt::print("  memory     budget {:.1f} MiB: {} pages resident at the last count, {} evicted{}, {} refetched{}\n",
+               static_cast<double>(s.memory_max) / 1048576.0,
+               s.resident_pages == kLiveUnknown ? std::string("?") : std::to_string(s.resident_pages), s.evictions,
+               Rate(before, s, &LiveStats::evictions), s.refetches, Rate(before, s, &LiveStats::refetches));
   if (s.replica_count == 0) fmt::print("  replicas   none (the local store only)\n");
   for (uint64_t i = 0; i < s.replica_count; ++i) {
     const LiveReplica& r = s.replica[i];

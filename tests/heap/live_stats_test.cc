@@ -117,27 +117,43 @@ TEST_F(LiveStatsTest, RefusesWhatIsNotALiveStatisticsFile) {
   EXPECT_EQ(std::string(read->heap), std::string(sizeof(st.heap) - 1, 'h'));
 }
 
-// A snapshot written before dirty_pages was appended (its size word says
-// so) still reads, with that field unknown.
-TEST_F(LiveStatsTest, ASnapshotWithoutTheNewestFieldReadsItAsUnknown) {
+// Snapshots written before dirty_pages, or the eviction fields, were
+// appended (their size word says so) still read, with those unknown.
+TEST_F(LiveStatsTest, ASnapshotWithoutTheNewestFieldsReadsThemAsUnknown) {
   auto writer = LiveStatsFile::Create(path_);
   ASSERT_TRUE(writer.ok()) << writer.status().ToString();
   LiveStats st{};
   st.pid = 7;
   st.dirty_pages = 5;
+  st.memory_max = 1 << 20;
+  st.resident_pages = 100;
+  st.evictions = 3;
+  st.refetches = 2;
   (*writer)->Publish(st);
-  const uint32_t older = offsetof(LiveStats, dirty_pages);
-  {
-    std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(12);  // the size half of the version word
-    f.write(reinterpret_cast<const char*>(&older), sizeof(older));
-  }
-  auto reader = LiveStatsFile::Open(path_);
-  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
-  auto read = (*reader)->Read();
+  auto read_as = [&](uint32_t bytes) -> Result<LiveStats> {
+    {
+      std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(12);  // the size half of the version word
+      f.write(reinterpret_cast<const char*>(&bytes), sizeof(bytes));
+    }
+    auto reader = LiveStatsFile::Open(path_);
+    if (!reader.ok()) return reader.status();
+    return (*reader)->Read();
+  };
+  auto read = read_as(sizeof(LiveStats));
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->evictions, 3u);
+  EXPECT_EQ(read->refetches, 2u);
+  read = read_as(offsetof(LiveStats, memory_max));
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->dirty_pages, 5u);
+  for (uint64_t v : {read->memory_max, read->resident_pages, read->evictions, read->refetches})
+    EXPECT_EQ(v, kLiveUnknown);
+  read = read_as(offsetof(LiveStats, dirty_pages));
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(read->pid, 7u);
   EXPECT_EQ(read->dirty_pages, kLiveUnknown);
+  EXPECT_EQ(read->evictions, kLiveUnknown);
 }
 
 // An open heap's snapshot counts the pages written since its last commit
@@ -166,6 +182,48 @@ TEST_F(LiveStatsTest, CountsThePagesWrittenSinceTheLastCommit) {
   ASSERT_TRUE((*e)->Commit().ok());
   for (int i = 0; i < 200 && (seen = latest()) >= 40; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_LT(seen, 40u) << "the commit took them";
+}
+
+// A heap eight times its budget reports the budget, pages evicted and
+// refetched, and a resident count held near the budget.
+TEST_F(LiveStatsTest, ReportsEvictionsUnderAMemoryBudget) {
+  constexpr uint64_t kBudget = uint64_t{2} << 20, kPages = 4096;
+  EngineOptions o;
+  o.dir = dir_;
+  o.size = uint64_t{64} << 20;
+  o.pager.memory_max = kBudget;
+  auto e = Engine::Open("budget", o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  if ((*e)->pager().stats().memory_max == 0)
+    GTEST_SKIP() << TrackingModeName((*e)->mode()) << " takes no missing faults: nothing is evicted";
+  auto reader = LiveStatsFile::Open(dir_ + "/budget/" + kLiveFileName);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  auto* p = static_cast<uint8_t*>((*e)->base());
+  for (uint64_t i = 0; i < kPages; ++i) {
+    p[i * 4096] = static_cast<uint8_t>(i + 1);
+    if (i % 128 == 127) {
+      ASSERT_TRUE((*e)->Commit().ok());
+    }
+  }
+  auto wait_for = [&](auto done) {
+    Result<LiveStats> r = Status::NotFound("no snapshot read");
+    for (int i = 0; i < 500; ++i) {
+      r = (*reader)->Read();
+      if (r.ok() && done(*r)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return r;
+  };
+  auto r = wait_for([&](const LiveStats& s) { return s.evictions > 0 && s.resident_pages <= kBudget / 4096; });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->memory_max, kBudget);
+  EXPECT_GT(r->evictions, kPages / 2);
+  EXPECT_LE(r->resident_pages, kBudget / 4096) << "evictions " << r->evictions;
+  for (uint64_t i = 0; i < kPages; ++i) ASSERT_EQ(p[i * 4096], static_cast<uint8_t>(i + 1)) << i;
+  r = wait_for([&](const LiveStats& s) { return s.refetches > 0; });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->refetches, 0u);
+  EXPECT_LE(r->refetches, r->evictions);
 }
 
 }  // namespace

@@ -36,10 +36,11 @@ class PheapTop : public ::testing::Test {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
-  // Starts a child that opens heap `name`, writes `pages` pages of it and
-  // commits every 20 ms until its stdin pipe closes, then closes the heap.
-  // Returns once it committed once.
-  void StartChild(const std::string& name, int pages) {
+  // Starts a child that opens heap `name` (config `extra` added), writes
+  // `pages` pages of it and commits every 20 ms until its stdin pipe
+  // closes, then closes the heap; each byte written to the pipe (Poke)
+  // makes it read every page again. Returns once it committed once.
+  void StartChild(const std::string& name, int pages, const std::string& extra = "") {
     int ready[2], stop[2];
     ASSERT_EQ(::pipe(ready), 0);
     ASSERT_EQ(::pipe(stop), 0);
@@ -48,7 +49,7 @@ class PheapTop : public ::testing::Test {
     if (child_ == 0) {
       ::close(ready[0]);
       ::close(stop[1]);
-      pheap* h = pheap_open(name.c_str(), ("dir=" + dir_ + ";size=64M;commit_ms=20").c_str());
+      pheap* h = pheap_open(name.c_str(), ("dir=" + dir_ + ";size=64M;commit_ms=20" + extra).c_str());
       if (h == nullptr) ::_exit(3);
       auto* p = static_cast<char*>(pheap_calloc(h, pages, 4096));
       if (p == nullptr || pheap_set_root(h, "data", p) != 0) ::_exit(4);
@@ -57,6 +58,9 @@ class PheapTop : public ::testing::Test {
       if (::write(ready[1], "r", 1) != 1) ::_exit(6);
       char c;
       while (::read(stop[0], &c, 1) > 0) {
+        int sum = 0;
+        for (int i = 0; i < pages; ++i) sum += static_cast<volatile char*>(p)[i * 4096];
+        if (sum != pages) ::_exit(8);
       }
       ::_exit(pheap_close(h) == 0 ? 0 : 7);
     }
@@ -67,6 +71,8 @@ class PheapTop : public ::testing::Test {
     ASSERT_EQ(::read(ready[0], &c, 1), 1) << "the child could not open and commit its heap";
     ::close(ready[0]);
   }
+
+  void Poke() { ASSERT_EQ(::write(stop_, "p", 1), 1); }
 
   // Lets the child close its heap and exit; its exit status.
   int StopChild() {
@@ -142,7 +148,7 @@ TEST_F(PheapTop, ShowsARunningProcessesHeapThenThatItEnded) {
   ASSERT_EQ(Pheap("inspect watched --live --json --dir " + dir_, &out), 0) << out;
   EXPECT_EQ(nlohmann::json::parse(out)["heaps"][0]["pid"].get<long>(), child_);
   ASSERT_EQ(Pheap("top " + pid + " --count 2 --interval 20", &out), 0) << out;
-  for (const char* field : {"epoch", "pause", "p99", "dirty", "faults", "resident", "replicas", "updated"})
+  for (const char* field : {"epoch", "pause", "p99", "dirty", "faults", "resident", "memory ", "replicas", "updated"})
     EXPECT_NE(out.find(field), std::string::npos) << field << " in " << out;
 
   ASSERT_EQ(StopChild(), 0);
@@ -181,10 +187,57 @@ TEST_F(PheapTop, ReportsAKilledHoldersStatisticsAsNotRunning) {
   pheap_close(h);
 }
 
+// A heap written to four times its budget: the evictions, the refetches of
+// a read-back and a resident count near the budget show in JSON and text.
+TEST_F(PheapTop, ShowsEvictionsAndRefetchesUnderAMemoryBudget) {
+  PHEAP_SKIP_UNDER_TSAN("the watched child's background commits stall: TSan defers the safepoint signal");
+  constexpr uint64_t kBudget = uint64_t{2} << 20, kBudgetPages = kBudget / 4096;
+  StartChild("budget", 2048, ";memory_max=2M");
+  const std::string pid = std::to_string(child_);
+  // The memory block once `done` holds (or after a minute).
+  auto watch = [&](auto done) {
+    nlohmann::json h;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string out;
+      EXPECT_EQ(Pheap("top " + pid + " --json", &out), 0) << out;
+      const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.contains("heaps") || j["heaps"].empty()) return j;
+      h = j["heaps"][0];
+      if (done(h["memory"])) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return h;
+  };
+  nlohmann::json h = watch([&](const nlohmann::json& m) {
+    return m["max_bytes"].is_number() && m["resident_pages"].is_number() && m["evictions"].get<uint64_t>() > 0 &&
+           m["resident_pages"].get<uint64_t>() <= kBudgetPages;
+  });
+  ASSERT_TRUE(h.contains("memory")) << h.dump();
+  const nlohmann::json& m = h["memory"];
+  if (m["max_bytes"] == 0) GTEST_SKIP() << "tracking " << h["tracking"] << " does not evict";
+  EXPECT_EQ(m["max_bytes"].get<uint64_t>(), kBudget) << h.dump();
+  EXPECT_GT(m["evictions"].get<uint64_t>(), 1024u) << h.dump();
+  EXPECT_LE(m["resident_pages"].get<uint64_t>(), kBudgetPages) << h.dump();
+  ASSERT_TRUE(h["resident_pages"].is_number()) << h.dump();
+  EXPECT_LE(h["resident_pages"].get<uint64_t>(), kBudgetPages + 64) << "smaps: " << h.dump();
+
+  Poke();  // reads all 2048 pages back: most were given back
+  h = watch([&](const nlohmann::json& mem) { return mem["refetches"].get<uint64_t>() >= 1024; });
+  EXPECT_GE(h["memory"]["refetches"].get<uint64_t>(), 1024u) << h.dump();
+  std::string out;
+  ASSERT_EQ(Pheap("inspect --pid " + pid, &out), 0) << out;
+  EXPECT_NE(out.find("budget 2.0 MiB"), std::string::npos) << out;
+  EXPECT_NE(out.find(" evicted"), std::string::npos) << out;
+  EXPECT_NE(out.find(" refetched"), std::string::npos) << out;
+  ASSERT_EQ(StopChild(), 0);
+}
+
 TEST_F(PheapTop, ExplainsEachFieldAndRefusesAProcessWithoutAHeap) {
   std::string out;
   ASSERT_EQ(Pheap("top --help", &out), 0) << out;
-  for (const char* field : {"commits", "pause", "dirty", "faults", "resident", "replicas", "not running"})
+  for (const char* field : {"commits", "pause", "dirty", "faults", "resident", "memory_max", "evicted", "refetched",
+                            "replicas", "not running"})
     EXPECT_NE(out.find(field), std::string::npos) << field;
   ASSERT_EQ(Pheap("top " + std::to_string(::getpid()) + " --json", &out), 1) << out;
   EXPECT_NE(nlohmann::json::parse(out)["error"]["message"].get<std::string>().find("has no heap open"),
