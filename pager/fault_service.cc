@@ -132,9 +132,11 @@ Run FaultService::PlanRun(Pgno p, Run* ahead) {
   {
     std::lock_guard lk(window_mu_);
     sequential = advised || (p > last_first_ && p <= last_end_);
-    window_pages_ = advised      ? max_pages
-                    : sequential ? std::min(window_pages_ * 2, max_pages)
-                                 : std::min(kInitialWindow >> kPageShift, max_pages);
+    window_pages_ =
+        advised ? max_pages
+        : sequential
+            ? std::min(window_pages_ * 2, max_pages)
+            : std::min((c_.evictor != nullptr ? kInitialWindowUnderBudget : kInitialWindow) >> kPageShift, max_pages);
     window = window_pages_;
     last_first_ = p;
     // The read-ahead run counts as this one's: a fault at its start or

@@ -142,7 +142,12 @@ class FaultService {
   void GuardReads(bool on);
   Status Unserved() const;
 
+  // The read of a fault that continues no sequence. Under a budget one
+  // page: a heap larger than memory is mostly read at random (trees, hash
+  // tables), and each neighbour read with the page would push out a page
+  // in use; a sequence doubles it from there.
   static constexpr uint64_t kInitialWindow = 64 * 1024;
+  static constexpr uint64_t kInitialWindowUnderBudget = 4096;
 
  private:
   void Loop();
