@@ -37,6 +37,9 @@ constexpr uint64_t kMaxEvictPerPause = 4096;
 // How often the evictor thread looks at the process's faults: below the
 // low watermark, and above it.
 constexpr std::chrono::milliseconds kPoll{5}, kPollNear{1};
+// How often, at most, the evictor counts written pages with the tracker
+// (a page-table walk) when no fault asks for room.
+constexpr std::chrono::milliseconds kCountEvery{10};
 // How long a fault waits for the budget to have room before it places its
 // page anyway (and says so once): an early commit and an eviction pause
 // take milliseconds; longer means the disk stalls.
@@ -101,6 +104,9 @@ void Pager::Impl::StartEviction() {
     r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
   }
   missing_to_end_ = r == 0 && len != 0 && (mode_ == TrackingMode::kAsyncWp || mode_ == TrackingMode::kMprotect);
+  // Then every page the region holds came through the fault service or a
+  // cut, and the evictor's count is exact: no walk of the page tables.
+  every_page_faults_ = missing_to_end_ || mode_ == TrackingMode::kSyncWp || mode_ == TrackingMode::kHybridWp;
   if (r < 0)
     PHEAP_LOG_WARN(
         "memory_max: UFFDIO_REGISTER of [{:#x}, {:#x}) for missing faults failed (errno {}): a program "
@@ -157,7 +163,7 @@ void Pager::Impl::NoteDurable(Epoch e, Pgno hwm) {
 
 uint64_t Pager::Impl::PresentPages() {
   uint64_t n = 0;
-  if (count_fd_ >= 0) {
+  if (count_fd_ >= 0 && !every_page_faults_) {
     page_region vec[256];
     uint64_t start = region_.base();
     const uint64_t end = start + region_.size();
@@ -379,6 +385,7 @@ bool Pager::Impl::EarlyCommit(uint64_t present, uint64_t written) {
 void Pager::Impl::EvictorLoop() {
   uint64_t faults_at = ProcessFaults(), fetched_at = faults_ ? faults_->pages_fetched() : 0;
   PresentPages();
+  auto counted_at = std::chrono::steady_clock::now();
   std::unique_lock lk(evict_mu_);
   for (;;) {
     // Close to the budget, look often: pages a hot hybrid-wp chunk or a
@@ -399,7 +406,13 @@ void Pager::Impl::EvictorLoop() {
       auto held = [&] { return std::max(PresentPages(), evictor_->resident()) + StagingBuffer::ResidentPages(); };
       uint64_t present = held();
       uint64_t written = faults_ ? WrittenSinceCutByFaults() : 0;
-      if (written <= max_written_ && present > max_written_) written = std::max(written, CountWritten(present));
+      // The tracker's count walks the page tables: asked for room, or every
+      // kCountEvery at most.
+      const auto now = std::chrono::steady_clock::now();
+      if (written <= max_written_ && present > max_written_ && (asked || now - counted_at >= kCountEvery)) {
+        counted_at = now;
+        written = std::max(written, CountWritten(present));
+      }
       bool made_room = false;
       if (written > max_written_) {
         made_room = EarlyCommit(present, written);

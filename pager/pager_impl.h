@@ -225,6 +225,7 @@ class Pager::Impl {
   std::atomic<bool> room_gate_{true};
   std::atomic<bool> said_no_room_{false};
   bool missing_to_end_ = false;              // async-wp, mprotect: [served hwm, end) registered by StartEviction
+  bool every_page_faults_ = false;           // PresentPages trusts the evictor's count
   int count_fd_ = -1;                        // /proc/self/pagemap for PresentPages
   std::atomic<uint64_t> present_{0};         // the last count
   std::atomic<uint64_t> evictions_{0}, eviction_pauses_{0}, early_commits_{0};
