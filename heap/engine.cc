@@ -328,7 +328,11 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& name, const Engi
   if (options.compact) {
     // Not owned: the compactor goes before the store (~Engine).
     std::shared_ptr<PageStore> own(std::shared_ptr<void>(), e->store_.get());
-    e->compactor_ = std::make_unique<Compactor>([own] { return std::vector{own}; }, wakeup);
+    // Its thread never writes the region: commits need not pause it (nor
+    // wait for it, holding the store's lock, to write an epoch in place).
+    e->compactor_ =
+        std::make_unique<Compactor>([own] { return std::vector{own}; }, wakeup, Compactor::kDefaultPoll,
+                                    Compactor::ThreadHooks{&Pager::ExemptCurrentThread, &Pager::UnexemptCurrentThread});
     // A store left due by an earlier process is compacted now, not after
     // the first poll: a process that runs for less than that (a short
     // program under the preload library, run again and again) would

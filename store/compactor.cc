@@ -1,5 +1,7 @@
 #include "store/compactor.h"
 
+#include <latch>
+
 #include "base/log.h"
 #include "base/thread.h"
 
@@ -13,9 +15,17 @@ void Compactor::Wakeup::Notify() {
   cv_.notify_all();
 }
 
-Compactor::Compactor(StoreList stores, std::shared_ptr<Wakeup> wakeup, std::chrono::milliseconds poll)
+Compactor::Compactor(StoreList stores, std::shared_ptr<Wakeup> wakeup, std::chrono::milliseconds poll,
+                     ThreadHooks hooks)
     : stores_(std::move(stores)), wakeup_(std::move(wakeup)), poll_(poll) {
-  thread_ = StartThread([this] { Run(); });
+  std::latch started(1);
+  thread_ = StartThread([this, &started, hooks] {
+    if (hooks.start != nullptr) hooks.start();
+    started.count_down();
+    Run();
+    if (hooks.end != nullptr) hooks.end();
+  });
+  started.wait();
 }
 
 Compactor::~Compactor() {

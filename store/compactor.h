@@ -51,8 +51,16 @@ class Compactor {
     bool pending_ = false, stop_ = false;
   };
 
+  // Run on the compactor's thread: `start` before the constructor returns,
+  // `end` as the thread ends (a heap's engine exempts the thread from
+  // commit pauses, since it never writes the region).
+  struct ThreadHooks {
+    void (*start)();
+    void (*end)();
+  };
+
   Compactor(StoreList stores, std::shared_ptr<Wakeup> wakeup = std::make_shared<Wakeup>(),
-            std::chrono::milliseconds poll = kDefaultPoll);
+            std::chrono::milliseconds poll = kDefaultPoll, ThreadHooks hooks = {});
   ~Compactor();
   Compactor(const Compactor&) = delete;
   Compactor& operator=(const Compactor&) = delete;
