@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -103,6 +104,7 @@ class Engine {
 
   Result<Epoch> Commit() { return pager_->Commit(); }
   Result<Epoch> CommitInPlace() { return pager_->CommitInPlace(); }
+  std::optional<Result<Epoch>> CommitInPlaceIfAlone() { return pager_->CommitInPlaceIfAlone(); }
   std::shared_future<Result<Epoch>> CommitAsync() { return pager_->CommitAsync(); }
   Status Discard(void* addr, uint64_t len) { return pager_->Discard(addr, len); }
   Status Advise(void* addr, uint64_t len, Advice advice) { return pager_->Advise(addr, len, advice); }

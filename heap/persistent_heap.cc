@@ -277,6 +277,17 @@ Status PersistentHeap::SetRoot(const std::string& root, void* p, const std::stri
 }
 
 Result<Epoch> PersistentHeap::Commit() {
+  // The caller waits for the write anyway: with no other thread to hold,
+  // the cut is written from the region in place, without a staging copy.
+  // Not in the heap that serves the process's malloc: the commit's own
+  // allocations would change pages between their checksums and the write.
+  if (!read_only() && g_open_heaps[0].heap.load(std::memory_order_acquire) != this) {
+    PHEAP_RETURN_IF_ERROR(ForkChildStatus());
+    HoldingCommitLocks held;
+    std::lock_guard<std::mutex> l(commit_mu_);
+    std::lock_guard<std::mutex> roots(roots_->mutex());  // as in CommitAsync
+    if (auto r = engine_->CommitInPlaceIfAlone()) return *r;
+  }
   auto e = CommitAsync();
   if (!e.ok()) return e.status();
   return Wait(*e);

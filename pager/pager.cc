@@ -362,7 +362,12 @@ uint64_t Pager::Impl::WrittenSinceCut() {
   return last_count_;
 }
 
-Result<Epoch> Pager::Impl::CommitInPlace() {
+std::optional<Result<Epoch>> Pager::Impl::CommitInPlaceIfAlone() {
+  if (InForkChild() || !sink_->PersistsFromRegion() || !SafepointAlone()) return std::nullopt;
+  return CommitInPlace(/*alone=*/true);
+}
+
+Result<Epoch> Pager::Impl::CommitInPlace(bool alone) {
   if (InForkChild()) return ForkChildStatus();
   if (!sink_->PersistsFromRegion()) return CommitAsync().get();
   HoldingCommitLocks held;
@@ -408,10 +413,16 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   }
   const uint64_t dirty = e.pages.size();
   const Epoch epoch = e.image.epoch;
+  const uint64_t cut_ns = NowNs() - t0;
   // The sink copies the pages out (a local store: into the page cache) while
   // the program is held still; the sync that makes them durable runs after
-  // it resumes.
-  st = sink_->Write(e);
+  // it resumes. Alone, the caller's own signal handlers could still write
+  // a page between its checksum and its write: they wait for the write.
+  {
+    std::optional<AsyncSignalsBlocked> handlers_wait;
+    if (alone) handlers_wait.emplace();
+    st = sink_->Write(e);
+  }
   // After the Write: a page it faulted in read the store, which a
   // discard's zeros must still override until then.
   if (evictor_) MarkCut(e.pages.data(), e.pages.size(), epoch);
@@ -422,7 +433,7 @@ Result<Epoch> Pager::Impl::CommitInPlace() {
   }
   sp.Resume();
   fetch_stamp_.store(Stamp(epoch), std::memory_order_release);
-  const uint64_t pause_ns = NowNs() - t0;
+  const uint64_t pause_ns = alone ? cut_ns : NowNs() - t0;  // alone, the write held no one
   RecordCut(pause_ns, *paused, dirty);
   cut_lk.unlock();  // discards may go on during the sync; cuts wait for epoch_lk
   if (!st.ok()) {
@@ -665,6 +676,7 @@ PagerStats Pager::stats() const { return impl_->stats(); }
 PauseSummary Pager::pauses() const { return impl_->pauses(); }
 Result<Epoch> Pager::Commit() { return impl_->CommitAsync().get(); }
 Result<Epoch> Pager::CommitInPlace() { return impl_->CommitInPlace(); }
+std::optional<Result<Epoch>> Pager::CommitInPlaceIfAlone() { return impl_->CommitInPlaceIfAlone(); }
 std::shared_future<Result<Epoch>> Pager::CommitAsync() { return impl_->CommitAsync(); }
 Status Pager::Discard(void* addr, uint64_t len) { return impl_->Discard(addr, len); }
 Status Pager::Advise(void* addr, uint64_t len, Advice advice) { return impl_->Advise(addr, len, advice); }

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <optional>
 
 #include "base/page_io.h"
 #include "base/status.h"
@@ -216,6 +217,12 @@ class Pager {
   // Persist takes, the C library's malloc among them (so not for a program
   // whose threads allocate from libc while it commits).
   Result<Epoch> CommitInPlace();
+  // Commit() for a caller that waits for durability anyway: where the sink
+  // reads the region in place and a pause would stop no thread but the
+  // caller's (SafepointAlone), CommitInPlace, whose write then holds no one
+  // and needs no staging copy; the pause it records is the cut alone.
+  // nullopt, having done nothing, otherwise.
+  std::optional<Result<Epoch>> CommitInPlaceIfAlone();
 
   // While an opener reads the image (its superblock, the allocator's
   // metadata), a stored page that cannot be served reads as zeros instead

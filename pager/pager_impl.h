@@ -12,6 +12,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <vector>
@@ -91,7 +92,9 @@ class Pager::Impl {
 
   // pager.cc
   std::shared_future<Result<Epoch>> CommitAsync();
-  Result<Epoch> CommitInPlace();
+  // alone: no thread is held while the epoch is written (CommitInPlaceIfAlone).
+  Result<Epoch> CommitInPlace(bool alone = false);
+  std::optional<Result<Epoch>> CommitInPlaceIfAlone();
   Status Discard(void* addr, uint64_t len);
   Status Advise(void* addr, uint64_t len, Advice advice);
   PagerStats stats() const;

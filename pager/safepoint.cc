@@ -470,6 +470,31 @@ void SafepointHandlerLeave(bool was_asleep) {
 
 bool SafepointHeld() { return g_held.load(std::memory_order_seq_cst); }
 
+bool SafepointAlone() {
+  std::lock_guard lk(g_pause_mu);  // the lists of threads that stay out are the pausing thread's
+  int fd = os().open("/proc/self/task", O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0) return false;
+  const pid_t self = Gettid();
+  bool alone = true;
+  alignas(8) char buf[8192];
+  while (alone) {
+    const long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+    if (n <= 0) {
+      alone = n == 0;  // the whole list was read
+      break;
+    }
+    for (long off = 0; alone && off < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + off);
+      off += d->d_reclen;
+      if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+      const auto tid = static_cast<pid_t>(strtol(d->d_name, nullptr, 10));
+      alone = tid == self || IsExempt(tid) || KnownToStayOut(tid) || IsKernelWorker(tid);
+    }
+  }
+  os().close(fd);
+  return alone;
+}
+
 bool IsSafepointHandler(const struct sigaction& act) {
   return (act.sa_flags & SA_SIGINFO) != 0 && act.sa_sigaction == Handler;
 }

@@ -124,6 +124,12 @@ bool IsSafepointHandler(const struct sigaction& act);
 // begins: what a caller that must not race the program's writes checks.
 bool SafepointHeld();
 
+// Whether a Pause now would stop no thread: every thread of the process but
+// the caller is exempt, a kernel worker or a service thread known to block
+// every signal. Lists /proc/self/task (a few microseconds); false if it
+// cannot. A thread the caller starts later is not foreseen.
+bool SafepointAlone();
+
 class Safepoint {
  public:
   Safepoint() = default;

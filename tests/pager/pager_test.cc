@@ -10,10 +10,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <future>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -354,6 +356,39 @@ TEST_P(PagerTest, FailedInPlaceSyncCarriesItsPagesIntoTheNextCut) {
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   EXPECT_EQ(*e, 2u);
   EXPECT_EQ(store_.Read(4)[0], 45);
+  EXPECT_EQ(store_.contract_error(), "");
+}
+
+// CommitInPlaceIfAlone writes a lone caller's cut from the region; with
+// another thread for the pause to stop, or a sink that takes copies, it
+// does nothing and the caller commits as usual.
+TEST_P(PagerTest, InPlaceIfAloneOnlyWhenNoOtherThreadWouldStop) {
+  PHEAP_SKIP_IF_TSAN();
+  store_.TakeFromRegion(true);
+  auto pager = Open();
+  ASSERT_NE(pager, nullptr);
+  Page(*pager, 3)[0] = 33;
+  auto e = pager->CommitInPlaceIfAlone();
+  ASSERT_TRUE(e.has_value());
+  ASSERT_TRUE(e->ok()) << e->status().ToString();
+  EXPECT_EQ(**e, 1u);
+  EXPECT_EQ(store_.region_epochs(), 1u);
+  EXPECT_EQ(store_.Read(3)[0], 33);
+  Page(*pager, 3)[0] = 34;
+  std::atomic<bool> stop{false};
+  std::thread other([&stop] {
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  EXPECT_FALSE(pager->CommitInPlaceIfAlone().has_value());
+  stop = true;
+  other.join();
+  store_.TakeFromRegion(false);
+  EXPECT_FALSE(pager->CommitInPlaceIfAlone().has_value());
+  auto c = pager->Commit();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(*c, 2u);
+  EXPECT_EQ(store_.Read(3)[0], 34);
+  EXPECT_EQ(store_.region_epochs(), 1u);
   EXPECT_EQ(store_.contract_error(), "");
 }
 

@@ -2,7 +2,8 @@
 // signal (as ZeroMQ's do) are learned once and not signalled again, even in
 // a process that has seen many of them come and go, and one that arrives
 // after all once excused is counted once. And deferral: a thread inside a
-// deferred scope is stopped only when the scope ends.
+// deferred scope is stopped only when the scope ends. SafepointAlone tells
+// whether a pause would stop any thread.
 #include "pager/safepoint.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -101,6 +103,32 @@ TEST(Safepoint, ManyServiceThreadsComeAndGoAndTheLiveOnesStayKnown) {
   ServiceThread a, b;
   Signalled();
   for (int i = 0; i < 5; ++i) EXPECT_EQ(Signalled(), base);
+}
+
+// SafepointAlone: true while every other thread is exempt or a service
+// thread known to stay out, false while one exists that a pause would stop.
+TEST(Safepoint, AloneOnlyWhileNoOtherThreadWouldStop) {
+  Signalled();  // learns the sanitizers' service threads, if any
+  EXPECT_TRUE(SafepointAlone());
+  std::atomic<bool> stop{false};
+  auto spin = [&stop] {
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  std::thread exempt = StartExemptThread(spin);
+  EXPECT_TRUE(SafepointAlone());
+  std::thread program(spin);
+  EXPECT_FALSE(SafepointAlone());
+  stop = true;
+  program.join();
+  exempt.join();
+  EXPECT_TRUE(SafepointAlone());
+  {
+    ServiceThread s;
+    EXPECT_FALSE(SafepointAlone()) << "not yet known to stay out";
+    Signalled();
+    EXPECT_TRUE(SafepointAlone());
+  }
+  EXPECT_TRUE(SafepointAlone());
 }
 
 }  // namespace
