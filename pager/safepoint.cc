@@ -488,7 +488,7 @@ bool SafepointAlone() {
       off += d->d_reclen;
       if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
       const auto tid = static_cast<pid_t>(strtol(d->d_name, nullptr, 10));
-      alone = tid == self || IsExempt(tid) || KnownToStayOut(tid) || IsKernelWorker(tid);
+      alone = tid == self || IsExempt(tid) || (KnownToStayOut(tid) && !IsKernelWorker(tid));
     }
   }
   os().close(fd);

@@ -124,10 +124,13 @@ bool IsSafepointHandler(const struct sigaction& act);
 // begins: what a caller that must not race the program's writes checks.
 bool SafepointHeld();
 
-// Whether a Pause now would stop no thread: every thread of the process but
-// the caller is exempt, a kernel worker or a service thread known to block
-// every signal. Lists /proc/self/task (a few microseconds); false if it
-// cannot. A thread the caller starts later is not foreseen.
+// Whether a Pause now would stop no thread and no kernel worker could be
+// writing: every thread of the process but the caller is exempt or a
+// service thread known to block every signal. An io_uring worker makes it
+// false: a read it completes into the heap during an in-place write would
+// change a page between its checksum and its write. Lists /proc/self/task
+// (a few microseconds); false if it cannot. A thread the caller starts
+// later is not foreseen.
 bool SafepointAlone();
 
 class Safepoint {
