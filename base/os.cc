@@ -165,13 +165,21 @@ int Os::writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) 
   io_uring_prep_fsync(fs, fd, IORING_FSYNC_DATASYNC);
   fs->user_data = 0;
   ++sqes;
-  int r = io_uring_submit_and_wait(&tr.ring, static_cast<unsigned>(sqes));
+  // A signal ends the wait, not the writes: wait again (what the kernel
+  // took is not submitted twice; liburing resubmits only what it left).
+  int r;
+  do {
+    r = io_uring_submit_and_wait(&tr.ring, static_cast<unsigned>(sqes));
+  } while (r == -EINTR);
   if (r < 0) return r;
   int first_err = 0;
   bool short_write = false;
   for (int i = 0; i < sqes; ++i) {
     io_uring_cqe* cqe = nullptr;
-    int w = io_uring_wait_cqe(&tr.ring, &cqe);
+    int w;
+    do {
+      w = io_uring_wait_cqe(&tr.ring, &cqe);
+    } while (w == -EINTR);
     if (w < 0) return w;
     if (cqe->res < 0 && first_err == 0 && cqe->res != -ECANCELED) first_err = cqe->res;
     if (cqe->user_data != 0 && cqe->res >= 0 && static_cast<__u64>(cqe->res) != cqe->user_data) short_write = true;

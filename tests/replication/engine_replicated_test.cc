@@ -3,6 +3,7 @@
 // into the local store in the background), and a stale local store is set
 // aside rather than mixed with newer epochs.
 #include <filesystem>
+#include <random>
 
 #include "heap/engine.h"
 #include "peer_test_util.h"
@@ -130,6 +131,65 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
 // With peers a heap exists where its replicas hold an epoch of it, even if
 // this directory is empty: create=only refuses it, create=0 restores it.
 // Neither leaves a directory behind when it refuses.
+// Under a memory budget far below the heap: pages given back come back
+// from the local store while it has them, and, on a new machine with an
+// empty directory, from the replicas, with their newest bytes each time.
+TEST_F(EngineReplicated, UnderABudgetEvictedPagesComeBackFromTheReplicas) {
+  constexpr Pgno kHeap = 2048;  // 8 MiB against a 1 MiB budget
+  const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
+  auto budget = [&](const std::string& dir) {
+    EngineOptions o = Options(dir);
+    o.pager.memory_max = uint64_t{1} << 20;
+    return o;
+  };
+  std::vector<uint8_t> round(kHeap, 1);  // what each page was last written with
+  auto write = [&](Engine& e, Pgno first, Pgno end, uint8_t r) {
+    Write(e, first, end, r);
+    std::fill(round.begin() + static_cast<std::ptrdiff_t>(first), round.begin() + static_cast<std::ptrdiff_t>(end), r);
+  };
+  auto holds_at_random = [&](Engine& e) {
+    std::mt19937_64 rng(kHeap);
+    for (int i = 0; i < 2000; ++i) {
+      const Pgno p = rng() % kHeap;
+      if (auto r = Holds(e, p, p + 1, round[p]); !r) return r;
+    }
+    return ::testing::AssertionSuccess();
+  };
+  Epoch durable = 0;  // early commits for the budget add epochs of their own
+  {
+    auto e = Open("rep-budget", budget(a));
+    ASSERT_TRUE(e);
+    write(*e, 0, kHeap, 1);
+    ASSERT_TRUE(e->Commit().ok());
+    write(*e, 512, 1024, 2);
+    ASSERT_TRUE(e->Commit().ok());
+    EXPECT_TRUE(Holds(*e, 0, 512, 1));
+    EXPECT_TRUE(Holds(*e, 512, 1024, 2));
+    EXPECT_TRUE(Holds(*e, 1024, kHeap, 1));
+    EXPECT_TRUE(holds_at_random(*e));
+    const PagerStats s = e->pager().stats();
+    EXPECT_GT(s.evictions, kHeap / 2);
+    EXPECT_GT(s.refetches, kHeap / 4);
+    durable = e->durable_epoch();
+  }
+  // The machine is gone: the image comes from the replicas, under the same
+  // budget, while the local store is restored beside it.
+  auto e = Open("rep-budget", budget(b));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->durable_epoch(), durable);
+  EXPECT_TRUE(Holds(*e, 0, 512, 1));
+  EXPECT_TRUE(Holds(*e, 512, 1024, 2));
+  EXPECT_TRUE(Holds(*e, 1024, kHeap, 1));
+  write(*e, 1536, 2048, 3);
+  ASSERT_TRUE(e->Commit().ok());
+  EXPECT_TRUE(holds_at_random(*e));
+  EXPECT_TRUE(Holds(*e, 1536, 2048, 3));
+  EXPECT_TRUE(Holds(*e, 512, 1024, 2));
+  EXPECT_GT(e->pager().stats().evictions, kHeap / 2);
+  ASSERT_TRUE(WaitRestored(*e));
+  EXPECT_TRUE(Holds(*e, 0, 512, 1));
+}
+
 TEST_F(EngineReplicated, CreateCountsAHeapOnTheReplicasAsExisting) {
   const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
   EngineOptions never = Options(a);
