@@ -308,13 +308,16 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   SealImage(&e, discards);
   e.pause_ns = pause_ns;
   RecordCut(pause_ns, paused, s.count());
+  Epoch epoch;
   {
     std::lock_guard lk(q_mu_);
-    e.image.epoch = next_epoch_++;
+    epoch = e.image.epoch = next_epoch_++;
     staged_bytes_ += s.bytes();
     queue_.push_back(std::move(job));
   }
-  fetch_stamp_.store(Stamp(e.image.epoch), std::memory_order_release);
+  // Not e's: once queued, the committer may have made the job durable and
+  // freed it.
+  fetch_stamp_.store(Stamp(epoch), std::memory_order_release);
   q_cv_.notify_all();
   return fut;
 }
