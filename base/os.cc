@@ -167,7 +167,7 @@ int Os::writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) 
   ++sqes;
   // A signal ends the wait, not the writes: wait again (what the kernel
   // took is not submitted twice; liburing resubmits only what it left).
-  int r;
+  int r = 0;
   do {
     r = io_uring_submit_and_wait(&tr.ring, static_cast<unsigned>(sqes));
   } while (r == -EINTR);
@@ -176,7 +176,7 @@ int Os::writev_datasync(int fd, const struct iovec* iov, int iovcnt, off_t off) 
   bool short_write = false;
   for (int i = 0; i < sqes; ++i) {
     io_uring_cqe* cqe = nullptr;
-    int w;
+    int w = 0;
     do {
       w = io_uring_wait_cqe(&tr.ring, &cqe);
     } while (w == -EINTR);

@@ -308,7 +308,7 @@ std::shared_future<Result<Epoch>> Pager::Impl::CommitAsync() {
   SealImage(&e, discards);
   e.pause_ns = pause_ns;
   RecordCut(pause_ns, paused, s.count());
-  Epoch epoch;
+  Epoch epoch = 0;
   {
     std::lock_guard lk(q_mu_);
     epoch = e.image.epoch = next_epoch_++;

@@ -135,6 +135,9 @@ TEST_F(EngineReplicated, EmptyDirectoryComesBackFromTheReplicas) {
 // from the local store while it has them, and, on a new machine with an
 // empty directory, from the replicas, with their newest bytes each time.
 TEST_F(EngineReplicated, UnderABudgetEvictedPagesComeBackFromTheReplicas) {
+  PHEAP_SKIP_UNDER_TSAN(
+      "it defers the safepoint signal of a thread that waits in a page fault for room, so an eviction pause never "
+      "holds it");
   constexpr Pgno kHeap = 2048;  // 8 MiB against a 1 MiB budget
   const std::string a = tmp_.path() + "/a", b = tmp_.path() + "/b";
   auto budget = [&](const std::string& dir) {
