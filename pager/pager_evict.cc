@@ -97,13 +97,9 @@ void Pager::Impl::StartEviction() {
   // userfaultfd), so AwaitRoom holds a writer of new pages.
   const Pgno from = served_hwm_.load(std::memory_order_relaxed);
   const uint64_t a = region_.base() + (from << kPageShift), len = region_.size() - (from << kPageShift);
-  int r = 0;
-  if (len != 0 && mode_ == TrackingMode::kAsyncWp) {
-    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
-  } else if (len != 0 && mode_ == TrackingMode::kMprotect) {
-    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
-  }
-  missing_to_end_ = r == 0 && len != 0 && (mode_ == TrackingMode::kAsyncWp || mode_ == TrackingMode::kMprotect);
+  const bool own = len != 0 && (mode_ == TrackingMode::kAsyncWp || mode_ == TrackingMode::kMprotect);
+  const int r = own ? RegisterMissing(a, len) : 0;
+  missing_to_end_ = own && r == 0;
   // Then every page the region holds came through the fault service or a
   // cut, and the evictor's count is exact: no walk of the page tables.
   every_page_faults_ = missing_to_end_ || mode_ == TrackingMode::kSyncWp || mode_ == TrackingMode::kHybridWp;
@@ -113,6 +109,16 @@ void Pager::Impl::StartEviction() {
         "writing new pages faster than they are committed may pass the budget",
         a, a + len, -r);
   evict_thread_ = StartExemptThread([this] { EvictorLoop(); });
+}
+
+int Pager::Impl::RegisterMissing(uint64_t a, uint64_t len) {
+  // async-wp keeps write-protect on the range; mprotect registers its
+  // userfaultfd there; sync-wp registered the whole region; hybrid-wp
+  // registers a chunk at a time (PrepareEvict).
+  if (mode_ == TrackingMode::kAsyncWp)
+    return uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
+  if (mode_ == TrackingMode::kMprotect) return uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
+  return 0;
 }
 
 bool Pager::Impl::NeedsRoom() const {
@@ -223,14 +229,8 @@ Status Pager::Impl::RaiseServedHwm(Pgno to) {
   const Pgno from = served_hwm_.load(std::memory_order_relaxed);
   if (to <= from) return Status::Ok();
   const uint64_t a = region_.base() + (from << kPageShift), len = (to - from) << kPageShift;
-  int r = 0;
-  if (missing_to_end_) {
-    // registered at StartEviction
-  } else if (mode_ == TrackingMode::kAsyncWp) {
-    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, nullptr);
-  } else if (mode_ == TrackingMode::kMprotect) {
-    r = uffd_register(uffd_, a, len, UFFDIO_REGISTER_MODE_MISSING, nullptr);
-  }  // sync-wp registered the whole region; hybrid-wp registers a chunk at a time (PrepareEvict)
+  // Registered at StartEviction where that went through.
+  const int r = missing_to_end_ ? 0 : RegisterMissing(a, len);
   if (r < 0)
     return Status::FromErrno(fmt::format("UFFDIO_REGISTER of [{:#x}, {:#x}) for missing faults", a, a + len), -r);
   // Pages resident there already: fault runs step over them.
@@ -388,8 +388,8 @@ void Pager::Impl::EvictorLoop() {
   auto counted_at = std::chrono::steady_clock::now();
   std::unique_lock lk(evict_mu_);
   for (;;) {
-    // Close to the budget, look often: pages a hot hybrid-wp chunk or a
-    // mapped run places reach no fault of the pager's.
+    // Close to the budget, look often: under async-wp a write to a resident
+    // clean page raises no fault, and only a count finds the written set.
     const bool near = present_.load(std::memory_order_relaxed) > std::min(low_pages_, max_written_);
     evict_cv_.wait_for(lk, near ? kPollNear : kPoll, [&] { return evict_stop_ || room_wanted_; });
     if (evict_stop_) break;

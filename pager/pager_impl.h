@@ -64,6 +64,9 @@ class Pager::Impl {
   // [from, hwm) raised to `to`: registered for missing faults where the
   // mode needs it. REQUIRES: writers paused; install_mu_ exclusive.
   Status RaiseServedHwm(Pgno to);
+  // [a, a + len) registered for missing faults as the mode needs them;
+  // 0 or -errno.
+  int RegisterMissing(uint64_t a, uint64_t len);
   // The cut's pages, inside its pause: stamped with the cut's number, no
   // longer zeros-by-discard, known present.
   void MarkCut(const Pgno* pages, uint64_t n, Epoch epoch);
