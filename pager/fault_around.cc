@@ -43,9 +43,15 @@ int ReadOnlySegmentsOf(const void* addr, MappedRange* out, int max) {
 }
 
 Result<std::unique_ptr<FaultAroundOff>> FaultAroundOff::Open() {
+  // No fault is ever raised in these ranges, so a user-mode-only
+  // userfaultfd, which any user may create, serves as well as a full one.
   bool via_dev = false;
   int fd = uffd_open(&via_dev);
-  if (fd < 0) return Status::Unsupported(fmt::format("no userfaultfd ({})", std::strerror(-fd)));
+  if (fd < 0) {
+    const int full = fd;
+    fd = uffd_open_user_mode_only();
+    if (fd < 0) return Status::Unsupported(fmt::format("no userfaultfd ({})", std::strerror(-full)));
+  }
   if (int r = uffd_api(fd, UFFD_FEATURE_WP_ASYNC, nullptr, nullptr); r < 0) {
     CloseOwnFd(fd);
     return Status::Unsupported(fmt::format("no asynchronous userfaultfd write-protect (UFFDIO_API: errno {})", -r));

@@ -37,8 +37,9 @@ int ReadOnlySegmentsOf(const void* addr, MappedRange* out, int max);
 
 class FaultAroundOff {
  public:
-  // A userfaultfd of its own. Errors: Unsupported when the kernel has no
-  // userfaultfd or no asynchronous write-protect.
+  // A userfaultfd of its own, a user-mode-only one where this process may
+  // not have a full one. Errors: Unsupported when the kernel has neither or
+  // no asynchronous write-protect.
   static Result<std::unique_ptr<FaultAroundOff>> Open();
   ~FaultAroundOff();  // every range faults around again
   FaultAroundOff(const FaultAroundOff&) = delete;

@@ -834,12 +834,15 @@ TEST(Worker, UnreachablePeersDelayTheStartByTheOpenTimeoutOnly) {
 }
 
 // The library's text is resident only where the program touched it: with
-// fault-around, a short program had nearly all of it in its peak RSS.
-TEST(Worker, OwnTextIsResidentOnlyWhereTouched) {
-  auto env = PreloadEnv("text-rss");
-  for (auto& e : env)
+// fault-around, a short program had nearly all of it in its peak RSS. Also
+// as uid 65534, which may have only a user-mode-only userfaultfd.
+void ExpectOwnTextResidentOnlyWhereTouched(bool nobody) {
+  auto env = PreloadEnv(nobody ? "text-rss-nobody" : "text-rss");
+  for (auto& e : env) {
     if (e.rfind("PHEAP_LOG=", 0) == 0) e = "PHEAP_LOG=info";  // names the tracking mode chosen
-  Outcome pre = RunProgram({"cat", "/proc/self/smaps"}, env);
+    if (nobody && e.rfind("PHEAP_DIR=", 0) == 0) e = "PHEAP_DIR=" + NobodyStore().string();
+  }
+  Outcome pre = RunProgram({"cat", "/proc/self/smaps"}, env, "", 0, false, false, nobody);
   ASSERT_EQ(pre.status, 0) << pre.err;
   if (pre.err.find("tracking async-wp") == std::string::npos)
     GTEST_SKIP() << "needs async-wp tracking: " << pre.err;
@@ -855,6 +858,13 @@ TEST(Worker, OwnTextIsResidentOnlyWhereTouched) {
   }
   ASSERT_GT(size_kib, 256) << pre.out;
   EXPECT_LT(rss_kib * 2, size_kib) << "text resident " << rss_kib << " of " << size_kib << " KiB";
+}
+
+TEST(Worker, OwnTextIsResidentOnlyWhereTouched) { ExpectOwnTextResidentOnlyWhereTouched(false); }
+
+TEST(Worker, OwnTextIsResidentOnlyWhereTouchedAsNobody) {
+  if (!WhyNobodyCannot().empty()) GTEST_SKIP() << WhyNobodyCannot();
+  ExpectOwnTextResidentOnlyWhereTouched(true);
 }
 
 // A number of `pheap inspect NAME --json`'s output, or -1.
