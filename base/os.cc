@@ -219,6 +219,27 @@ int Os::userfaultfd(int flags) {
 #endif
 }
 
+int Os::cachestat(int fd, uint64_t off, uint64_t len, uint64_t* cached) {
+  // The kernel's structs (linux/mman.h, 6.5); Debian 12's headers predate them.
+  struct {
+    uint64_t off, len;
+  } range{off, len};
+  struct {
+    uint64_t cache, dirty, writeback, evicted, recently_evicted;
+  } cs{};
+#ifdef SYS_cachestat
+  constexpr long kNr = SYS_cachestat;
+#elif defined(__x86_64__) || defined(__aarch64__)
+  constexpr long kNr = 451;  // one number on every architecture that has it
+#else
+  constexpr long kNr = -1;
+#endif
+  if (kNr < 0) return -ENOSYS;
+  int r = Ret(::syscall(kNr, fd, &range, &cs, 0));
+  if (r == 0) *cached = cs.cache;
+  return r;
+}
+
 Os& os() { return *g_os; }
 void SetOsForTesting(Os* o) { g_os = o != nullptr ? o : &g_real_os; }
 

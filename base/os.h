@@ -45,6 +45,9 @@ class Os {
   virtual int madvise(void* addr, size_t len, int advice);
   virtual int ioctl(int fd, unsigned long req, void* arg);
   virtual int userfaultfd(int flags);  // the syscall; -ENOSYS where absent
+  // cachestat(2) (Linux 6.5): how many of the pages of fd's [off, off+len)
+  // the page cache holds, into *cached. -ENOSYS where absent.
+  virtual int cachestat(int fd, uint64_t off, uint64_t len, uint64_t* cached);
 };
 
 // The instance in use. Never null.

@@ -28,7 +28,7 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "fault_threads", "prefetch_max",  "staging_max",   "staging_wait_ms",
                                   "staging_keep",  "salvage",       "log_file_size", "direct_write",
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
-                                  "restore",       "create",        "retain"};
+                                  "restore",       "create",        "retain",        "direct_read"};
     k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
@@ -114,6 +114,9 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto direct = config.GetSize("direct_write", o.store.direct_write_bytes);
   if (!direct.ok()) return direct.status();
   o.store.direct_write_bytes = *direct;
+  auto direct_read = config.GetSize("direct_read", o.store.direct_read_bytes);
+  if (!direct_read.ok()) return direct_read.status();
+  o.store.direct_read_bytes = *direct_read;
   auto compact = config.GetBool("compact", o.compact);
   if (!compact.ok()) return compact.status();
   o.compact = *compact;

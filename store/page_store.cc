@@ -30,6 +30,7 @@ LogFile::~LogFile() {
   if (const uint8_t* v = view.load(); v != nullptr) os().munmap(const_cast<uint8_t*>(v), view_bytes);
   if (fd >= 0) os().close(fd);
   if (direct_fd >= 0) os().close(direct_fd);
+  if (const int d = direct_read_fd.load(); d >= 0) os().close(d);
 }
 
 // ---- public face ----
@@ -442,6 +443,34 @@ std::string PageStore::Impl::PageError(Pgno pgno, const Slot& s, uint64_t got) c
       got);
 }
 
+ssize_t PageStore::Impl::ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uint64_t off) {
+  const uint64_t direct_min = options_.direct_read_bytes;
+  if (direct_min == 0 || bytes < direct_min || (reinterpret_cast<uintptr_t>(dst) & (kPageSize - 1)) != 0 ||
+      (off & (kPageSize - 1)) != 0)
+    return ReadFull(f.fd, dst, bytes, off);
+  uint64_t cached = 0;
+  if (os().cachestat(f.fd, off, bytes, &cached) != 0 || cached >= bytes / kPageSize)
+    return ReadFull(f.fd, dst, bytes, off);
+  int fd = f.direct_read_fd.load(std::memory_order_acquire);
+  if (fd == -1) {
+    std::lock_guard lk(f.direct_read_mu);
+    fd = f.direct_read_fd.load(std::memory_order_relaxed);
+    if (fd == -1) {
+      fd = os().open(f.path.c_str(), O_RDONLY | O_DIRECT, 0);
+      if (fd < 0) {
+        PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT reads ({}); reading through the page cache", path_, f.path,
+                        std::strerror(-fd));
+        fd = -2;
+      }
+      f.direct_read_fd.store(fd, std::memory_order_release);
+    }
+  }
+  if (fd < 0) return ReadFull(f.fd, dst, bytes, off);
+  const ssize_t r = ReadFull(fd, dst, bytes, off);
+  // Another alignment than 4 KiB wanted by the device: the page cache's way.
+  return r == -EINVAL ? ReadFull(f.fd, dst, bytes, off) : r;
+}
+
 Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   if (present != nullptr) std::memset(present, 0, ((count + 63) / 64) * sizeof(uint64_t));
   std::shared_lock lock(mu_);
@@ -463,8 +492,8 @@ Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64
       ++n;
     }
     uint8_t* dst = out + uint64_t{i} * kPageSize;
-    const LogFile& f = *files_.at(s0.file);
-    ssize_t r = ReadFull(f.fd, dst, uint64_t{n} * kPageSize, s0.offset);
+    LogFile& f = *files_.at(s0.file);
+    ssize_t r = ReadPages(f, dst, uint64_t{n} * kPageSize, s0.offset);
     if (r < 0)
       return Status::FromErrno(
           fmt::format("reading page {} of heap '{}' from {} at offset {}", pg, name_, f.path, s0.offset),

@@ -61,6 +61,13 @@ struct PageStoreOptions {
   // cached twice (PHEAP_DIRECT_WRITE=0 in the benchmarks measures without).
   // 0: never.
   uint64_t direct_write_bytes = uint64_t{1} << 20;
+  // A run of pages read back (ReadRun) of at least this many bytes that the
+  // page cache does not hold whole is read with O_DIRECT, where the
+  // filesystem allows it: the device's large reads instead of the page
+  // cache's read-ahead, and no second copy of pages that were given back
+  // to keep under a memory limit charged for the cache as well. Runs the
+  // cache holds whole are copied from it. 0: never.
+  uint64_t direct_read_bytes = uint64_t{64} << 10;
   // Called on the persisting thread each time a log file is sealed and the
   // next begun (a background compactor's cue); must return at once.
   std::function<void()> on_log_file_sealed;

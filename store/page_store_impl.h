@@ -47,6 +47,10 @@ struct LogFile {
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
   bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
+  // The file opened O_RDONLY | O_DIRECT (ReadPages), once used; -2 once
+  // refused. Readers share it: set once, under direct_read_mu.
+  std::mutex direct_read_mu;
+  std::atomic<int> direct_read_fd{-1};
   // LocateRun (store_map.cc): the file mapped shared and read-only, made
   // on first use, to check pages where they lie before they are mapped.
   std::mutex view_mu;
@@ -80,6 +84,9 @@ class PageStore::Impl {
   const std::string& path() const { return path_; }
   bool created() const { return created_; }
   Status ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present);
+  // `bytes` of f from `off` into dst, with O_DIRECT where
+  // options_.direct_read_bytes says so; ReadFull's result.
+  ssize_t ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uint64_t off);
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);

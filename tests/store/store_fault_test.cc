@@ -32,6 +32,25 @@ class FaultyOs : public Os {
   bool direct_einval = false;  // writes through O_DIRECT descriptors fail with EINVAL
   std::set<int> direct_fds;    // open with O_DIRECT
   int direct_writes = 0, plain_writes = 0;
+  // Reads: what cachestat answers (-1: the kernel's answer; 0: no page
+  // cached; 1: all), and reads through O_DIRECT descriptors fail with EINVAL.
+  int cached = -1;
+  bool direct_read_einval = false;
+  int direct_reads = 0, plain_reads = 0;
+
+  int cachestat(int fd, uint64_t off, uint64_t len, uint64_t* pages) override {
+    if (cached < 0) return Os::cachestat(fd, off, len, pages);
+    *pages = cached == 0 ? 0 : (len + kPageSize - 1) / kPageSize;
+    return 0;
+  }
+  ssize_t pread(int fd, void* buf, size_t n, off_t off) override {
+    if (direct_fds.count(fd) == 0) {
+      ++plain_reads;
+      return Os::pread(fd, buf, n, off);
+    }
+    ++direct_reads;
+    return direct_read_einval ? -EINVAL : Os::pread(fd, buf, n, off);
+  }
 
   int open(const char* path, int flags, mode_t mode) override {
     if ((flags & O_DIRECT) == 0) return Os::open(path, flags, mode);
@@ -360,6 +379,67 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
   ASSERT_TRUE(store);
   EXPECT_TRUE(MatchesModel(*store, m));
   EXPECT_EQ(Pauses(*store)[3], 3000u);
+}
+
+// A run of pages read back that the page cache does not hold whole, and of
+// at least direct_read_bytes, is read through an O_DIRECT descriptor; a run
+// the cache holds, a shorter one or one into memory O_DIRECT cannot take
+// is read through the page cache, and a device that refuses the direct
+// read (EINVAL) gets it through the page cache instead. Every way reads
+// the pages the model says.
+TEST_F(StoreFault, RunsNotInThePageCacheAreReadPastIt) {
+  {
+    const std::string probe = dir_.path() + "/probe";
+    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+    if (fd < 0) GTEST_SKIP() << dir_.path() << " refuses O_DIRECT: " << std::strerror(errno);
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
+  PageStoreOptions o = Options();
+  o.direct_write_bytes = 0;
+  o.direct_read_bytes = 8 * kPageSize;
+  Model m;
+  auto store = OpenOrDie(dir_.path(), "direct-read", o);
+  ASSERT_TRUE(store);
+  std::vector<Pgno> pages;
+  for (Pgno p = 0; p < 20; ++p) pages.push_back(p);
+  auto e = MakeEpoch(1, pages, 64);
+  ASSERT_TRUE(store->Persist(e.sealed).ok());
+  m.Apply(e.sealed);
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 21 * kPageSize)), &std::free);
+  std::vector<uint8_t> want(kPageSize);
+  // Reads `n` pages from 0 into buf + skew and checks them.
+  auto read = [&](uint32_t n, size_t skew) {
+    ASSERT_TRUE(store->ReadRun(0, n, buf.get() + skew, nullptr).ok());
+    for (Pgno p = 0; p < n; ++p) {
+      FillPage(want.data(), p, 1);
+      EXPECT_EQ(std::memcmp(buf.get() + skew + p * kPageSize, want.data(), kPageSize), 0) << "page " << p;
+    }
+  };
+  os_.cached = 0;
+  read(20, 0);
+  EXPECT_EQ(os_.direct_reads, 1);
+  EXPECT_EQ(os_.plain_reads, 0);
+  read(7, 0);  // shorter than direct_read_bytes
+  EXPECT_EQ(os_.direct_reads, 1);
+  EXPECT_EQ(os_.plain_reads, 1);
+  read(20, 512);  // into memory that is not page aligned
+  EXPECT_EQ(os_.direct_reads, 1);
+  EXPECT_EQ(os_.plain_reads, 2);
+  os_.cached = 1;
+  read(20, 0);
+  EXPECT_EQ(os_.direct_reads, 1);
+  EXPECT_EQ(os_.plain_reads, 3);
+  os_.cached = 0;
+  os_.direct_read_einval = true;
+  read(20, 0);
+  EXPECT_EQ(os_.direct_reads, 2);
+  EXPECT_EQ(os_.plain_reads, 4);
+  os_.direct_read_einval = false;
+  EXPECT_TRUE(MatchesModel(*store, m));
+  store.reset();
+  EXPECT_TRUE(os_.direct_fds.empty()) << "the O_DIRECT descriptor is closed with the store";
 }
 
 // A filesystem that refuses O_DIRECT, at open or at the write (EINVAL: an
