@@ -211,6 +211,38 @@ extern "C" sighandler_t signal(int sig, sighandler_t handler) {
   return old.sa_handler;
 }
 
+// signal's BSD name.
+extern "C" sighandler_t bsd_signal(int sig, sighandler_t handler) { return signal(sig, handler); }
+
+// System V's one-shot handler (SA_RESETHAND | SA_NODEFER, as glibc's).
+extern "C" sighandler_t sysv_signal(int sig, sighandler_t handler) {
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = handler;
+  sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, &old) != 0) return SIG_ERR;
+  return old.sa_handler;
+}
+
+// System V's sigset: SIG_HOLD blocks `sig`, anything else becomes its
+// disposition and unblocks it; SIG_HOLD is returned if it was blocked.
+// glibc's reaches its sigaction directly, past the one above.
+extern "C" sighandler_t sigset(int sig, sighandler_t disp) {
+  sigset_t one, was;
+  if (sigemptyset(&one) != 0 || sigaddset(&one, sig) != 0) return SIG_ERR;  // EINVAL for a bad number
+  struct sigaction old {};
+  if (disp == SIG_HOLD) {
+    if (sigaction(sig, nullptr, &old) != 0 || sigprocmask(SIG_BLOCK, &one, &was) != 0) return SIG_ERR;
+  } else {
+    struct sigaction sa {};
+    sa.sa_handler = disp;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, &old) != 0 || sigprocmask(SIG_UNBLOCK, &one, &was) != 0) return SIG_ERR;
+  }
+  return sigismember(&was, sig) == 1 ? SIG_HOLD : old.sa_handler;
+}
+
 extern "C" int nanosleep(const struct timespec* req, struct timespec* rem) {
   pp::Asleep a;
   return pp::Libc().nanosleep(req, rem);

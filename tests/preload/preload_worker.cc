@@ -351,6 +351,45 @@ int SigtermView() {
   return 0;
 }
 
+// The System V and BSD names for setting a disposition, as the program
+// reads them back: sysv_signal's handler runs once and resets, sigset
+// holds and releases a signal, and SIGTERM set with sigset reads back as
+// set (pheap's own handler for it does not show).
+volatile sig_atomic_t g_usr_seen = 0;
+
+const char* Disposition(int sig) {
+  struct sigaction sa {};
+  sigaction(sig, nullptr, &sa);
+  return sa.sa_handler == SIG_DFL ? "default" : sa.sa_handler == SIG_IGN ? "ignored" : "a handler";
+}
+
+// Old programs call sigset, which glibc marks deprecated, and bsd_signal,
+// which it exports without declaring.
+extern "C" sighandler_t bsd_signal(int sig, sighandler_t handler);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int SysvSignals() {
+  auto seen = [](int) { g_usr_seen = g_usr_seen + 1; };
+  std::printf("sysv_signal returned %s\n", sysv_signal(SIGUSR1, seen) == SIG_DFL ? "default" : "other");
+  raise(SIGUSR1);
+  std::printf("after one SIGUSR1: ran %d, now %s\n", static_cast<int>(g_usr_seen), Disposition(SIGUSR1));
+  std::printf("sigset returned %s\n", sigset(SIGUSR2, seen) == SIG_DFL ? "default" : "other");
+  std::printf("sigset(SIG_HOLD) returned %s\n", sigset(SIGUSR2, SIG_HOLD) == SIG_HOLD ? "hold" : "the handler");
+  raise(SIGUSR2);
+  std::printf("held: ran %d\n", static_cast<int>(g_usr_seen));
+  std::printf("sigset again returned %s\n", sigset(SIGUSR2, seen) == SIG_HOLD ? "hold" : "other");
+  std::printf("released: ran %d, now %s\n", static_cast<int>(g_usr_seen), Disposition(SIGUSR2));
+  std::printf("SIGTERM at start: %s\n", Disposition(SIGTERM));
+  sighandler_t before = sigset(SIGTERM, seen);
+  std::printf("sigset(SIGTERM) returned %s, now %s\n", before == SIG_DFL ? "default" : "other", Disposition(SIGTERM));
+  raise(SIGTERM);
+  std::printf("SIGTERM ran the program's handler: %d\n", static_cast<int>(g_usr_seen));
+  before = bsd_signal(SIGTERM, SIG_IGN);
+  std::printf("bsd_signal returned %s, now %s\n", before == SIG_DFL ? "default" : "the handler", Disposition(SIGTERM));
+  return 0;
+}
+#pragma GCC diagnostic pop
+
 // Sleeps of each kind while commits run every few milliseconds: each runs
 // its full length, and pause() returns for the program's own SIGALRM,
 // after its handler ran. Prints what each returned.
@@ -811,6 +850,7 @@ int main(int argc, char** argv) {
   if (mode == "safepoint-signal") return SafepointSignalView();
   if (mode == "dup-onto-all") return DupOntoAll();
   if (mode == "sigterm-view") return SigtermView();
+  if (mode == "sysv-signals") return SysvSignals();
   if (mode == "stdio-closed" && argc == 3) return StdioClosed(argv[2]);
   if (mode == "close-all" && argc == 3) return CloseAll(argv[2]);
   if (mode == "exit-while-libc-busy") return ExitWhileLibcBusy();

@@ -723,6 +723,10 @@ TEST(Worker, Dup2OntoPheapsDescriptorsIsRefused) {
 // commits first, does not show), and the program's handler replaces it.
 TEST(Worker, SigtermReadsBackAsTheProgramSetIt) { ExpectWorkerAsNative("sigterm-view", "0"); }
 
+// The same through sysv_signal, sigset and bsd_signal, which glibc
+// implements past the interposed sigaction.
+TEST(Worker, SystemVSignalCallsActAsNatively) { ExpectWorkerAsNative("sysv-signals", "0"); }
+
 TEST(Worker, SignalsToTheProcessWaitForTheProgramsThread) {
   Outcome pre = RunProgram({g_paths.worker, "signal-while-blocked"}, PreloadEnv("signal-while-blocked", "20"));
   EXPECT_EQ(pre.status, 0) << pre.err;
