@@ -211,15 +211,25 @@ void StoreRecovered(Heap* h) {
   PHEAP_LOG_WARN("heap '{}': its store works again", h->name);
 }
 
-// Refuses an older term; adopts (durably) a newer one a writer ships with.
+// Refuses an older term, and the promised term from another claimant: a
+// claim quorum may be smaller than a majority, so two writers can each
+// claim the same term on replicas of their own, and only the claimant
+// named here may write in it. Adopts (durably) a newer term a writer
+// ships with, naming that writer, so no other claimant is granted it.
 std::optional<Reply> Fence(Heap* h, const wire::Header& req) {
   const TermPromise& p = h->terms->promise();
   if (req.term < p.term)
     return Err(req, h, ErrorCode::kSuperseded, p.term,
                fmt::format("heap '{}': term {} is older than term {} promised here; a newer writer holds the heap", h->name, req.term, p.term));
+  const bool unclaimed = p.claimant[0] == 0 && p.claimant[1] == 0;  // a promise kept from before claimants were named
+  const bool same = p.claimant[0] == req.claimant[0] && p.claimant[1] == req.claimant[1];
+  if (req.term == p.term && !same && !unclaimed)
+    return Err(
+        req, h, ErrorCode::kSuperseded, p.term,
+        fmt::format("heap '{}': term {} is promised here to another writer; this one must stop", h->name, p.term));
   if (auto r = TermLeap(h, req)) return r;
-  if (req.term > p.term) {
-    Status s = h->terms->Promise(TermPromise{req.term, {0, 0}});
+  if (req.term > p.term || !same) {
+    Status s = h->terms->Promise(TermPromise{req.term, {req.claimant[0], req.claimant[1]}});
     if (!s.ok()) return StoreFailed(req, h, s);
     std::lock_guard l(h->mu);
     h->promise = h->terms->promise();
@@ -452,7 +462,7 @@ Reply HeapTable::ClaimTerm(const wire::Message& m) {
   const auto& c = std::get<wire::ClaimTerm>(m.body);
   const TermPromise cur = h->terms->promise();
   const bool same_writer = cur.claimant[0] == c.claimant[0] && cur.claimant[1] == c.claimant[1];
-  const bool unclaimed = cur.claimant[0] == 0 && cur.claimant[1] == 0;  // adopted from pages, never granted
+  const bool unclaimed = cur.claimant[0] == 0 && cur.claimant[1] == 0;  // kept from before claimants were named
   const Term t = m.header.term;
   if (auto r = TermLeap(h.get(), m.header)) return std::move(*r);
   const bool grant = t > cur.term || (t == cur.term && (same_writer || unclaimed));

@@ -57,7 +57,7 @@ std::vector<Status> ReplicaClient::RemoveHeap() {
       continue;
     }
     std::unique_ptr<PeerChannel> ch = std::move(*taken);
-    auto reply = ch->Call(wire::EncodeDrop(ch->NextRequestId(), heap_id_, term_), options_.timeout);
+    auto reply = ch->Call(wire::EncodeDrop(ch->NextRequestId(), heap_id_, term_, claimant_), options_.timeout);
     if (!reply.ok()) {
       out.push_back(reply.status().Annotate(fmt::format("replica {}", r.endpoint)));
       continue;

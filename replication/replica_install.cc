@@ -151,7 +151,7 @@ Status ReplicaClient::SendParts(PeerChannel& ch, Install& inst) {
       const size_t n = std::min<size_t>(per, part->pages.size() - at);
       std::span<const Run> discarded;
       if (at == 0) discarded = part->discarded;
-      auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, e,
+      auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, claimant_, e,
                                         std::span<const Pgno>(part->pages.data() + at, n),
                                         part->data.data() + at * kPageSize, discarded);
       auto reply = InstallCall(ch, m);
@@ -209,8 +209,10 @@ Status ReplicaClient::InstallOnce(size_t i) {
   if (inst.floor == 0) return Status::Ok();  // nothing durable to install
 
   wire::Error refused;
-  auto begun = InstallCall(ch, wire::EncodeInstallBegin(ch.NextRequestId(), heap_id_, term_, from.epoch,
-                                                        {from.base, from.size, from.term}), &refused);
+  auto begun = InstallCall(ch,
+                           wire::EncodeInstallBegin(ch.NextRequestId(), heap_id_, term_, claimant_, from.epoch,
+                                                    {from.base, from.size, from.term}),
+                           &refused);
   if (!begun.ok() && refused.code == wire::ErrorCode::kEpochMismatch) {
     // Not behind after all (it holds the epoch or later): shipping serves it.
     r.durable.store(refused.detail);
@@ -222,7 +224,7 @@ Status ReplicaClient::InstallOnce(size_t i) {
   const Pgno region_pages = from.size / kPageSize;
   if (from.hwm < region_pages) {
     const Run tail{from.hwm, region_pages - from.hwm};
-    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, from.epoch, {}, nullptr,
+    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, claimant_, from.epoch, {}, nullptr,
                                       std::span<const Run>(&tail, 1));
     if (auto reply = InstallCall(ch, m); !reply.ok()) return reply.status();
   }
@@ -245,7 +247,7 @@ Status ReplicaClient::InstallOnce(size_t i) {
     pgnos.clear();
     PackPresentPages(first, count, present, buf.get(), &pgnos);
     const std::vector<Run> absent = AbsentRuns(first, count, present);
-    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, label, pgnos, buf.get(), absent);
+    auto m = wire::EncodeInstallPages(ch.NextRequestId(), heap_id_, term_, claimant_, label, pgnos, buf.get(), absent);
     if (auto reply = InstallCall(ch, m); !reply.ok()) return reply.status().Annotate("sending image pages");
   }
 
@@ -282,7 +284,7 @@ Status ReplicaClient::InstallOnce(size_t i) {
     }
     std::this_thread::sleep_for(std::min(options_.resend, milliseconds(20)));
   }
-  auto done = InstallCall(ch, wire::EncodeInstallCommit(ch.NextRequestId(), heap_id_, term_, at.epoch,
+  auto done = InstallCall(ch, wire::EncodeInstallCommit(ch.NextRequestId(), heap_id_, term_, claimant_, at.epoch,
                                                         {at.base, at.size, at.hwm, at.term}));
   if (!done.ok()) return done.status().Annotate("INSTALL_COMMIT");
   const auto* ack = std::get_if<wire::InstallAckBody>(&(*done)->msg.body);

@@ -83,12 +83,12 @@ ReplicaClient::Encoded ReplicaClient::Encode(const ImageInfo& image, Term prev_t
   for (size_t at = 0; at < pages.size();) {
     size_t n = std::min<size_t>(per, pages.size() - at);
     if (pages.size() - at - n < kMinFramePages) n = pages.size() - at;  // fold a short tail in
-    out.pages.push_back(wire::EncodePages(++next_request_id_, heap_id_, term_, image.epoch,
+    out.pages.push_back(wire::EncodePages(++next_request_id_, heap_id_, term_, claimant_, image.epoch,
                                           std::span<const Pgno>(pages.data() + at, n), data + at * kPageSize));
     at += n;
   }
   wire::CommitBody c{image.base, image.size, image.hwm, pages.size(), 0, 0, prev_term};
-  out.commit = wire::EncodeCommit(++next_request_id_, heap_id_, term_, image.epoch, c, discarded);
+  out.commit = wire::EncodeCommit(++next_request_id_, heap_id_, term_, claimant_, image.epoch, c, discarded);
   return out;
 }
 
@@ -127,11 +127,16 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     return static_cast<uint32_t>(std::count_if(rounds.begin(), rounds.end(), [&](const Round& r) { return r.state == st; }));
   };
   auto on_reply = [&](size_t i, const Received& m) { OnShipReply(e, enc, rounds, i, m); };
+  // The promised term that fences this writer out (0: none): a newer one,
+  // or this writer's own term promised to another claimant.
   auto superseded = [&] {
     Term t = 0;
-    for (size_t i = 0; i < k; ++i)
-      if (rounds[i].state == Round::State::kOut) t = std::max(t, replicas_[i]->promised.load());
-    return t > term_ ? t : 0;
+    for (size_t i = 0; i < k; ++i) {
+      if (rounds[i].state != Round::State::kOut) continue;
+      const Term p = replicas_[i]->promised.load();
+      if (p > term_ || rounds[i].refusal.code() == Status::Code::kSuperseded) t = std::max({t, p, term_});
+    }
+    return t;
   };
   const auto deadline = ReplicaClock::now() + options_.timeout;
   while (count(Round::State::kDone) < quorum && superseded() == 0 &&
@@ -178,7 +183,7 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
   NoteFailures(epoch, rounds);
   if (newer != 0)
     return Status::Superseded(fmt::format(
-        "heap '{}': epoch {} refused: a replica promised term {} to a newer writer (this writer holds term {}); "
+        "heap '{}': epoch {} refused: a replica promised term {} to another writer (this writer holds term {}); "
         "this writer must stop, reopen the heap to write again",
         name_, epoch, newer, term_));
   if (acks >= quorum) return Status::Ok();

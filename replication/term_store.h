@@ -22,7 +22,9 @@ namespace pheap {
 
 struct TermPromise {
   Term term = 0;               // 0: nothing promised yet
-  uint64_t claimant[2] = {0, 0};  // the writer session granted `term`; 0,0 unknown
+  // The writer session granted `term` (or whose request adopted it); 0,0
+  // unknown (a promise older than writers naming themselves).
+  uint64_t claimant[2] = {0, 0};
 };
 
 class TermStore {

@@ -17,30 +17,31 @@ struct Layout {
   uint8_t frames;
   uint32_t fixed;
   bool reply;
+  bool fenced = false;  // fenced by the writer's term: names its claimant
 };
 constexpr Layout kLayouts[kMaxType + 1] = {
-    {0, 0, false},                          // 0: not a type
-    {1, sizeof(HelloBody), false},          // kHello
-    {1, sizeof(ManifestBody), true},        // kManifest
-    {1, sizeof(ClaimBody), false},          // kClaimTerm
-    {1, sizeof(TermReplyBody), true},       // kTermReply
-    {2, sizeof(PagesBody), false},          // kPages
-    {1, sizeof(PagesAckBody), true},        // kPagesAck
-    {1, sizeof(CommitBody), false},         // kCommit
-    {1, sizeof(CommitAckBody), true},       // kCommitAck
-    {1, sizeof(FetchBody), false},          // kFetch
-    {2, sizeof(FetchReplyBody), true},      // kFetchReply
-    {0, 0, false},                          // kStatus
-    {1, sizeof(StatusReplyBody), true},     // kStatusReply
-    {1, sizeof(ErrorBody), true},           // kError
-    {1, sizeof(InstallBeginBody), false},   // kInstallBegin
-    {2, sizeof(InstallPagesBody), false},   // kInstallPages
-    {1, sizeof(InstallCommitBody), false},  // kInstallCommit
-    {1, sizeof(InstallAckBody), true},      // kInstallAck
-    {2, sizeof(PagesBody), false},          // kRepair
-    {1, sizeof(RepairAckBody), true},       // kRepairAck
-    {0, 0, false},                          // kDrop
-    {0, 0, true},                           // kDropAck
+    {0, 0, false},                                // 0: not a type
+    {1, sizeof(HelloBody), false},                // kHello
+    {1, sizeof(ManifestBody), true},              // kManifest
+    {1, sizeof(ClaimBody), false},                // kClaimTerm
+    {1, sizeof(TermReplyBody), true},             // kTermReply
+    {2, sizeof(PagesBody), false, true},          // kPages
+    {1, sizeof(PagesAckBody), true},              // kPagesAck
+    {1, sizeof(CommitBody), false, true},         // kCommit
+    {1, sizeof(CommitAckBody), true},             // kCommitAck
+    {1, sizeof(FetchBody), false},                // kFetch
+    {2, sizeof(FetchReplyBody), true},            // kFetchReply
+    {0, 0, false},                                // kStatus
+    {1, sizeof(StatusReplyBody), true},           // kStatusReply
+    {1, sizeof(ErrorBody), true},                 // kError
+    {1, sizeof(InstallBeginBody), false, true},   // kInstallBegin
+    {2, sizeof(InstallPagesBody), false, true},   // kInstallPages
+    {1, sizeof(InstallCommitBody), false, true},  // kInstallCommit
+    {1, sizeof(InstallAckBody), true},            // kInstallAck
+    {2, sizeof(PagesBody), false},                // kRepair
+    {1, sizeof(RepairAckBody), true},             // kRepairAck
+    {0, 0, false, true},                          // kDrop
+    {0, 0, true},                                 // kDropAck
 };
 
 constexpr const char* kTypeNames[kMaxType + 1] = {"?",
@@ -119,8 +120,10 @@ void AppendPageRefs(OutMessage* m, std::span<const Pgno> pgnos, const uint8_t* d
   m->data_bytes = pgnos.size() * kPageSize;
 }
 
-// Fills and seals the header once body and data are in place.
-OutMessage Seal(OutMessage m, Type type, uint64_t request_id, HeapId heap, Term term, Epoch epoch) {
+// Fills and seals the header once body and data are in place; `claimant`
+// for fenced requests only.
+OutMessage Seal(OutMessage m, Type type, uint64_t request_id, HeapId heap, Term term, Epoch epoch,
+                const uint64_t* claimant = nullptr) {
   const Layout& l = kLayouts[static_cast<uint8_t>(type)];
   Header& h = m.header;
   h.magic = kMagic;
@@ -134,6 +137,8 @@ OutMessage Seal(OutMessage m, Type type, uint64_t request_id, HeapId heap, Term 
   h.payload_bytes = m.body.size() + m.data_bytes;
   h.payload_frames = l.frames;
   h.reserved = 0;
+  h.claimant[0] = claimant != nullptr ? claimant[0] : 0;
+  h.claimant[1] = claimant != nullptr ? claimant[1] : 0;
   h.checksum = HeaderChecksum(h);
   return m;
 }
@@ -437,6 +442,10 @@ bool IsRequest(Type t) {
   auto v = static_cast<uint8_t>(t);
   return v >= 1 && v <= kMaxType && !kLayouts[v].reply;
 }
+bool IsFenced(Type t) {
+  auto v = static_cast<uint8_t>(t);
+  return v >= 1 && v <= kMaxType && kLayouts[v].fenced;
+}
 
 PageRef Pages::ref(uint32_t i) const { return Load<PageRef>(refs + uint64_t{i} * sizeof(PageRef)); }
 bool FetchReply::present(uint32_t i) const { return (Load<uint64_t>(bitmap + (i / 64) * 8) >> (i % 64)) & 1; }
@@ -462,11 +471,11 @@ OutMessage EncodeTermReply(ReplyTo to, const TermReplyBody& b) {
   return Seal(WithBody(b), Type::kTermReply, to.request_id, to.heap_id, b.promised_term, b.durable_epoch);
 }
 
-OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, Epoch epoch, std::span<const Pgno> pgnos,
-                       const uint8_t* data) {
+OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
+                       std::span<const Pgno> pgnos, const uint8_t* data) {
   OutMessage m = WithBody(PagesBody{static_cast<uint32_t>(pgnos.size()), 0});
   AppendPageRefs(&m, pgnos, data);
-  return Seal(std::move(m), Type::kPages, request_id, heap, term, epoch);
+  return Seal(std::move(m), Type::kPages, request_id, heap, term, epoch, claimant);
 }
 
 OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t inbox_pages) {
@@ -474,14 +483,14 @@ OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accep
               epoch);
 }
 
-OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const CommitBody& c,
-                        std::span<const Run> discarded) {
+OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
+                        const CommitBody& c, std::span<const Run> discarded) {
   CommitBody b = c;
   b.discarded_count = static_cast<uint32_t>(discarded.size());
   b.reserved = 0;
   OutMessage m = WithBody(b);
   for (const Run& r : discarded) Append(&m.body, RunRef{r.first, r.count});
-  return Seal(std::move(m), Type::kCommit, request_id, heap, term, epoch);
+  return Seal(std::move(m), Type::kCommit, request_id, heap, term, epoch, claimant);
 }
 
 OutMessage EncodeCommitAck(ReplyTo to, Term promised, Epoch durable, Term image_term) {
@@ -504,21 +513,23 @@ OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Term image
   return Seal(std::move(m), Type::kFetchReply, to.request_id, to.heap_id, promised, durable);
 }
 
-OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, Epoch from, const InstallBeginBody& b) {
-  return Seal(WithBody(b), Type::kInstallBegin, request_id, heap, term, from);
+OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch from,
+                              const InstallBeginBody& b) {
+  return Seal(WithBody(b), Type::kInstallBegin, request_id, heap, term, from, claimant);
 }
 
-OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, Epoch label, std::span<const Pgno> pgnos,
-                              const uint8_t* data, std::span<const Run> discarded) {
+OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch label,
+                              std::span<const Pgno> pgnos, const uint8_t* data, std::span<const Run> discarded) {
   const auto n = static_cast<uint32_t>(pgnos.size());
   OutMessage m = WithBody(InstallPagesBody{n, static_cast<uint32_t>(discarded.size())});
   AppendPageRefs(&m, pgnos, data);
   for (const Run& r : discarded) Append(&m.body, RunRef{r.first, r.count});
-  return Seal(std::move(m), Type::kInstallPages, request_id, heap, term, label);
+  return Seal(std::move(m), Type::kInstallPages, request_id, heap, term, label, claimant);
 }
 
-OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const InstallCommitBody& b) {
-  return Seal(WithBody(b), Type::kInstallCommit, request_id, heap, term, epoch);
+OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
+                               const InstallCommitBody& b) {
+  return Seal(WithBody(b), Type::kInstallCommit, request_id, heap, term, epoch, claimant);
 }
 
 OutMessage EncodeInstallAck(ReplyTo to, Term promised, const InstallAckBody& b) {
@@ -535,8 +546,8 @@ OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const Repai
   return Seal(WithBody(b), Type::kRepairAck, to.request_id, to.heap_id, promised, durable);
 }
 
-OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term) {
-  return Seal(OutMessage{}, Type::kDrop, request_id, heap, term, 0);
+OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2]) {
+  return Seal(OutMessage{}, Type::kDrop, request_id, heap, term, 0, claimant);
 }
 
 OutMessage EncodeDropAck(ReplyTo to, Term promised) {
@@ -587,6 +598,14 @@ Status DecodeHeader(std::span<const uint8_t> frame, Header* out, ErrorCode* code
   const Layout& l = kLayouts[h.type];
   if ((h.flags & ~kFlagReply) != 0 || h.reserved != 0)
     return Fail(code, ErrorCode::kMalformed, fmt::format("header flags {:#04x} / reserved {:#x} set undefined bits", h.flags, h.reserved));
+  const bool named = h.claimant[0] != 0 || h.claimant[1] != 0;
+  if (named && !l.fenced)
+    return Fail(
+        code, ErrorCode::kMalformed,
+        fmt::format("{} names a claimant: only requests fenced by a writer's term carry one", TypeName(h.type)));
+  if (!named && l.fenced)
+    return Fail(code, ErrorCode::kMalformed,
+                fmt::format("{} names no claimant: it must name the writer that claimed its term", TypeName(h.type)));
   if (((h.flags & kFlagReply) != 0) != l.reply)
     return Fail(code, ErrorCode::kMalformed, fmt::format("{} is a {} but its reply flag says otherwise", TypeName(h.type), l.reply ? "reply" : "request"));
   if (h.payload_bytes > kMaxMessageBytes)

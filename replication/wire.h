@@ -25,6 +25,9 @@ namespace pheap::wire {
 const char* TypeName(uint8_t type);        // "HELLO", ...; "?" if unknown
 const char* ErrorCodeName(uint16_t code);  // "BAD_MAGIC", ...; "?" if unknown
 bool IsRequest(Type t);
+// A request fenced by the writer's term (PAGES, COMMIT, the install
+// messages, DROP): its header names the claimant that holds the term.
+bool IsFenced(Type t);
 
 // ---- encoding ----
 
@@ -55,11 +58,14 @@ OutMessage EncodeClaimTerm(uint64_t request_id, HeapId heap, Term term, const ui
 OutMessage EncodeTermReply(ReplyTo to, const TermReplyBody& r);
 // Pages `pgnos[i]` with data at data + i * kPageSize; computes each XXH3.
 // REQUIRES: 1 <= pgnos.size() <= kMaxPagesPerMessage.
-OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, Epoch epoch,
+// The fenced requests take the writer's term with the claimant it claimed
+// the term as (CLAIM_TERM); a peer refuses them at the term it promised
+// to another claimant.
+OutMessage EncodePages(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
                        std::span<const Pgno> pgnos, const uint8_t* data);
 OutMessage EncodePagesAck(ReplyTo to, Epoch epoch, Term promised, uint32_t accepted, uint64_t inbox_pages);
-OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const CommitBody& c,
-                        std::span<const Run> discarded);
+OutMessage EncodeCommit(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
+                        const CommitBody& c, std::span<const Run> discarded);
 OutMessage EncodeCommitAck(ReplyTo to, Term promised, Epoch durable, Term image_term);
 OutMessage EncodeFetch(uint64_t request_id, HeapId heap, Epoch epoch, Pgno first, uint32_t count);
 // `present` has (count + 63) / 64 words; `checksums` and `data` hold the
@@ -67,18 +73,20 @@ OutMessage EncodeFetch(uint64_t request_id, HeapId heap, Epoch epoch, Pgno first
 OutMessage EncodeFetchReply(ReplyTo to, Term promised, Epoch durable, Term image_term, Pgno first, uint32_t count,
                             std::span<const uint64_t> present, std::span<const uint64_t> checksums,
                             const uint8_t* data);
-OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, Epoch from, const InstallBeginBody& b);
+OutMessage EncodeInstallBegin(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch from,
+                              const InstallBeginBody& b);
 // REQUIRES: pgnos.size() <= kMaxPagesPerMessage (0 allowed: discards only).
-OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, Epoch label, std::span<const Pgno> pgnos,
-                              const uint8_t* data, std::span<const Run> discarded);
-OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, Epoch epoch, const InstallCommitBody& b);
+OutMessage EncodeInstallPages(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch label,
+                              std::span<const Pgno> pgnos, const uint8_t* data, std::span<const Run> discarded);
+OutMessage EncodeInstallCommit(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2], Epoch epoch,
+                               const InstallCommitBody& b);
 OutMessage EncodeInstallAck(ReplyTo to, Term promised, const InstallAckBody& b);
 // REQUIRES: 1 <= pgnos.size() <= kMaxPagesPerMessage.
 OutMessage EncodeRepair(uint64_t request_id, HeapId heap, Epoch epoch, std::span<const Pgno> pgnos, const uint8_t* data);
 OutMessage EncodeRepairAck(ReplyTo to, Term promised, Epoch durable, const RepairAckBody& b);
 // Removes heap `heap` from the peer, fenced: `term` is a term the sender
 // claimed, at least the peer's promise (which the peer keeps).
-OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term);
+OutMessage EncodeDrop(uint64_t request_id, HeapId heap, Term term, const uint64_t claimant[2]);
 OutMessage EncodeDropAck(ReplyTo to, Term promised);
 OutMessage EncodeStatus(uint64_t request_id);
 struct HeapStatusEntry {
@@ -144,7 +152,7 @@ struct Message {
 };
 
 // Checks the header frame alone: size, magic, version, checksum, type,
-// flags, reserved bits. On failure sets *code.
+// flags, reserved bits, a claimant exactly on fenced requests. On failure sets *code.
 Status DecodeHeader(std::span<const uint8_t> frame, Header* out, ErrorCode* code);
 
 // Decodes a whole message: frames[0] is the header. Checks the frame count

@@ -2,7 +2,7 @@
 // and a peer (ROUTER). Described byte by byte in docs/wire-protocol.md; any
 // change here changes kVersion.
 //
-// A message is one ZeroMQ multipart message: a 64-byte Header frame, then
+// A message is one ZeroMQ multipart message: an 80-byte Header frame, then
 // `payload_frames` payload frames whose sizes add up to `payload_bytes`.
 // Frame 1 (the body) starts with the fixed struct of its type, followed by
 // that type's variable part; frame 2, for kPages, kFetchReply,
@@ -30,7 +30,9 @@ inline constexpr uint32_t kMagic = 0x50574850;  // bytes "PHWP"
 //    and kDiverged refuses to extend an image another writer wrote.
 // 3: HeapStatus reports the last failure of a heap's store (its errno and
 //    text); kStoreError's detail is the errno of the store's failure.
-inline constexpr uint16_t kVersion = 3;
+// 4: the header names the claimant of a fenced request's term, so a peer
+//    refuses another writer's requests at the term it promised.
+inline constexpr uint16_t kVersion = 4;
 
 // Largest page data one kPages message carries, and the bound on any one
 // frame and on a whole message (ZMQ_MAXMSGSIZE is set to kMaxFrameBytes; a
@@ -92,11 +94,15 @@ struct Header {
   uint64_t payload_bytes;   // sum of the payload frames' sizes
   uint32_t payload_frames;  // frames after this one
   uint32_t reserved;        // zero
-  uint64_t checksum;        // XXH3-64 of bytes [0, 56)
+  // Fenced requests (IsFenced): the writer session that claimed `term`
+  // (ClaimBody's claimant), never 0,0. Zero on every other message.
+  uint64_t claimant[2];
+  uint64_t checksum;  // XXH3-64 of bytes [0, 72)
 };
-static_assert(sizeof(Header) == 64);
+static_assert(sizeof(Header) == 80);
 static_assert(offsetof(Header, request_id) == 8 && offsetof(Header, heap_id) == 16);
-static_assert(offsetof(Header, payload_bytes) == 40 && offsetof(Header, checksum) == 56);
+static_assert(offsetof(Header, payload_bytes) == 40 && offsetof(Header, claimant) == 56);
+static_assert(offsetof(Header, checksum) == 72);
 
 // kHello body: then `name_length` bytes of heap name (no terminator).
 struct HelloBody {

@@ -76,19 +76,27 @@ class Client {
   }
 
   std::optional<wire::ManifestBody> Hello() { return As<wire::ManifestBody>(Call(wire::EncodeHello(ch_->NextRequestId(), heap_))); }
+  // Claims term t as writer `who`, which this client's writes name from
+  // then on (kWriterA until a claim).
   Result<std::unique_ptr<Received>> Claim(Term t, const uint64_t who[2]) {
+    set_who(who);
     return Call(wire::EncodeClaimTerm(ch_->NextRequestId(), id_, t, who));
+  }
+  const uint64_t* who() const { return who_; }
+  void set_who(const uint64_t who[2]) {
+    who_[0] = who[0];
+    who_[1] = who[1];
   }
   Result<std::unique_ptr<Received>> SendPages(Term t, Epoch e, const std::vector<Pgno>& pgnos) {
     std::vector<uint8_t> data(pgnos.size() * kPageSize);
     for (size_t i = 0; i < pgnos.size(); ++i) FillPage(data.data() + i * kPageSize, pgnos[i], e);
-    return Call(wire::EncodePages(ch_->NextRequestId(), id_, t, e, pgnos, data.data()));
+    return Call(wire::EncodePages(ch_->NextRequestId(), id_, t, who_, e, pgnos, data.data()));
   }
   // The COMMIT names prev_term(), the term this client believes wrote the
   // epoch before (the last one it shipped, unless set).
   Result<std::unique_ptr<Received>> Commit(Term t, Epoch e, uint64_t total, Pgno hwm, std::vector<Run> discarded = {}) {
     wire::CommitBody c{kBase, kSize, hwm, total, 0, 0, prev_term_};
-    return Call(wire::EncodeCommit(ch_->NextRequestId(), id_, t, e, c, discarded));
+    return Call(wire::EncodeCommit(ch_->NextRequestId(), id_, t, who_, e, c, discarded));
   }
   void set_prev_term(Term t) { prev_term_ = t; }
   // Ships epoch e: its pages in frames of `per_frame`, then the commit.
@@ -135,6 +143,7 @@ class Client {
   HeapId id_ = 0;
   std::map<Pgno, Epoch> oracle_;
   Term prev_term_ = 0;
+  uint64_t who_[2] = {kWriterA[0], kWriterA[1]};
 };
 
 std::vector<Pgno> Range(Pgno first, Pgno end) {
@@ -297,6 +306,52 @@ TEST_F(PeerTest, TermFencingSurvivesRestart) {
   StopPeer();
 }
 
+// A term belongs to the one claimant it was promised to: a claim quorum
+// smaller than a majority lets two writers each claim the same term on
+// replicas of their own, and neither may then write on the other's. A term
+// adopted from a write names that writer just as a claim would.
+TEST_F(PeerTest, PromisedTermIsRefusedToAnotherClaimant) {
+  StartPeer();
+  Client a(endpoint_, "one"), b(endpoint_, "one");
+  ASSERT_TRUE(a.Hello());
+  ASSERT_TRUE(b.Hello());
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(a.Claim(1, kWriterA))->granted, 1u);
+  b.set_who(kWriterB);
+  uint64_t detail = 0;
+  EXPECT_EQ(Client::ErrCode(b.SendPages(1, 1, {3}), &detail), static_cast<int>(ErrorCode::kSuperseded));
+  EXPECT_EQ(detail, 1u);
+  EXPECT_EQ(Client::ErrCode(b.Commit(1, 1, 0, 8)), static_cast<int>(ErrorCode::kSuperseded));
+  auto& bch = b.ch();
+  EXPECT_EQ(
+      Client::ErrCode(b.Call(wire::EncodeInstallBegin(bch.NextRequestId(), b.id(), 1, b.who(), 1, {kBase, kSize, 1}))),
+      static_cast<int>(ErrorCode::kSuperseded));
+  EXPECT_EQ(Client::ErrCode(b.Call(wire::EncodeDrop(bch.NextRequestId(), b.id(), 1, b.who()))),
+            static_cast<int>(ErrorCode::kSuperseded));
+  a.ShipEpoch(1, 1, {1, 2}, 8);  // the claimant writes on
+
+  // Adopted from a write: A ships term 2 here without claiming it (its
+  // claim quorum was elsewhere); B cannot claim term 2, nor write in it.
+  a.ShipEpoch(2, 2, {3}, 8);
+  auto refused = Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->granted, 0u);
+  EXPECT_EQ(Client::ErrCode(b.SendPages(2, 3, {4})), static_cast<int>(ErrorCode::kSuperseded));
+  // The adopted promise, and its claimant, outlive a restart.
+  StopPeer();
+  StartPeer();
+  ASSERT_TRUE(a.Hello());
+  ASSERT_TRUE(b.Hello());
+  EXPECT_EQ(Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB))->granted, 0u);
+  EXPECT_EQ(Client::As<wire::TermReplyBody>(a.Claim(2, kWriterA))->granted, 1u);
+  a.ShipEpoch(2, 3, {4}, 8);
+  // A newer term goes to B; A is refused from then on.
+  ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);
+  EXPECT_EQ(Client::ErrCode(a.SendPages(2, 4, {5})), static_cast<int>(ErrorCode::kSuperseded));
+  b.set_prev_term(2);
+  b.ShipEpoch(3, 4, {5}, 8);
+  StopPeer();
+}
+
 // A writer of a newer term whose image lacks an epoch an older writer left
 // on this replica (it never became durable) must not build on it: the
 // replica says it diverged, and installing the newer image replaces it.
@@ -324,9 +379,9 @@ TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
   // B installs its epoch 2 (term 2): A's store is set aside, not extended.
   auto& ch = b.ch();
   EXPECT_TRUE(Client::As<wire::InstallAckBody>(
-      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 2, {kBase, kSize, 2}))));
+      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, b.who(), 2, {kBase, kSize, 2}))));
   EXPECT_TRUE(Client::As<wire::InstallAckBody>(
-      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 2, 2, {kBase, kSize, 8, 2}))));
+      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 2, b.who(), 2, {kBase, kSize, 8, 2}))));
   auto m = b.Hello();
   ASSERT_TRUE(m);
   EXPECT_EQ(m->epoch, 2u);
@@ -336,8 +391,9 @@ TEST_F(PeerTest, CommitOnAnotherWritersImageIsRefused) {
     EXPECT_EQ(f.path().filename().string().find("stale-epoch"), std::string::npos)
         << "the installed image replaces the diverged store's files; nothing is set aside: " << f.path();
   // And a replica that holds exactly the writer's image is not installed over.
-  EXPECT_EQ(Client::ErrCode(b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 3, {kBase, kSize, 2}))),
-            static_cast<int>(ErrorCode::kEpochMismatch));
+  EXPECT_EQ(
+      Client::ErrCode(b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, b.who(), 3, {kBase, kSize, 2}))),
+      static_cast<int>(ErrorCode::kEpochMismatch));
   StopPeer();
 }
 
@@ -510,7 +566,7 @@ TEST_F(PeerTest, CorruptPageInFrameIsRejectedAndNothingKept) {
   std::vector<uint8_t> data(2 * kPageSize);
   FillPage(data.data(), 4, 1);
   FillPage(data.data() + kPageSize, 5, 1);
-  wire::OutMessage m = wire::EncodePages(c.ch().NextRequestId(), c.id(), 1, 1, pgnos, data.data());
+  wire::OutMessage m = wire::EncodePages(c.ch().NextRequestId(), c.id(), 1, c.who(), 1, pgnos, data.data());
   data[kPageSize + 9] ^= 0x40;  // after the checksums were taken: damaged in flight
   uint64_t detail = 0;
   EXPECT_EQ(Client::ErrCode(c.Call(m), &detail), static_cast<int>(ErrorCode::kPageChecksum));
@@ -530,12 +586,15 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   std::vector<uint8_t> data(2 * kPageSize);
   for (size_t i = 0; i < 2; ++i) FillPage(data.data() + i * kPageSize, pgnos[i], 5);
   const std::vector<pheap::Run> absent = {{3, 1}};
-  auto pages = [&](Term t) { return wire::EncodeInstallPages(ch.NextRequestId(), c.id(), t, 5, pgnos, data.data(), absent); };
+  auto pages = [&](Term t) {
+    return wire::EncodeInstallPages(ch.NextRequestId(), c.id(), t, c.who(), 5, pgnos, data.data(), absent);
+  };
 
   EXPECT_EQ(Client::ErrCode(c.Call(pages(2))), static_cast<int>(ErrorCode::kNoInstall));
-  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 5, {kBase, kSize, 1}))),
-            static_cast<int>(ErrorCode::kSuperseded));
-  auto begun = c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 5, {kBase, kSize, 2}));
+  EXPECT_EQ(
+      Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, c.who(), 5, {kBase, kSize, 1}))),
+      static_cast<int>(ErrorCode::kSuperseded));
+  auto begun = c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, c.who(), 5, {kBase, kSize, 2}));
   ASSERT_TRUE(Client::As<wire::InstallAckBody>(begun));
   // The writer's own epochs wait for the install to close.
   EXPECT_EQ(Client::ErrCode(c.SendPages(2, 1, {3})), static_cast<int>(ErrorCode::kBusy));
@@ -549,7 +608,8 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   EXPECT_EQ(m->epoch, 0u);
   const wire::InstallCommitBody body{kBase, kSize, 8, 2};
   for (int i = 0; i < 2; ++i) {  // the second is a resend
-    auto done = Client::As<wire::InstallAckBody>(c.Call(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 2, 6, body)));
+    auto done = Client::As<wire::InstallAckBody>(
+        c.Call(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 2, c.who(), 6, body)));
     ASSERT_TRUE(done);
     EXPECT_EQ(done->durable_epoch, 6u);
     EXPECT_EQ(done->image_term, 2u);
@@ -571,8 +631,9 @@ TEST_F(PeerTest, InstallIsFencedAndItsStepsAreIdempotent) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->epoch, 7u);
   // A replica not behind is not installed over.
-  EXPECT_EQ(Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, 7, {kBase, kSize, 2}))),
-            static_cast<int>(ErrorCode::kEpochMismatch));
+  EXPECT_EQ(
+      Client::ErrCode(c.Call(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 2, c.who(), 7, {kBase, kSize, 2}))),
+      static_cast<int>(ErrorCode::kEpochMismatch));
 }
 
 // An install never takes away the image a replica holds before the new one
@@ -613,9 +674,9 @@ TEST_F(PeerTest, InterruptedInstallKeepsTheReplicasImage) {
     ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(2, kWriterB))->granted, 1u);
     auto& ch = b.ch();
     ASSERT_TRUE(Client::As<wire::InstallAckBody>(
-        b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, 3, {kBase, kSize, 2}))));
+        b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 2, b.who(), 3, {kBase, kSize, 2}))));
     ASSERT_TRUE(Client::As<wire::InstallAckBody>(
-        b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 2, 3, pgnos, data.data(), {}))));
+        b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 2, b.who(), 3, pgnos, data.data(), {}))));
     expect_old("while an install runs");
   }
   expect_old("after the installer died");
@@ -630,11 +691,11 @@ TEST_F(PeerTest, InterruptedInstallKeepsTheReplicasImage) {
   ASSERT_EQ(Client::As<wire::TermReplyBody>(b.Claim(3, kWriterB))->granted, 1u);
   auto& ch = b.ch();
   ASSERT_TRUE(Client::As<wire::InstallAckBody>(
-      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 3, 3, {kBase, kSize, 2}))));
+      b.Call(wire::EncodeInstallBegin(ch.NextRequestId(), b.id(), 3, b.who(), 3, {kBase, kSize, 2}))));
   ASSERT_TRUE(Client::As<wire::InstallAckBody>(
-      b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 3, 3, pgnos, data.data(), {}))));
+      b.Call(wire::EncodeInstallPages(ch.NextRequestId(), b.id(), 3, b.who(), 3, pgnos, data.data(), {}))));
   ASSERT_TRUE(Client::As<wire::InstallAckBody>(
-      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 3, 3, {kBase, kSize, 16, 2}))));
+      b.Call(wire::EncodeInstallCommit(ch.NextRequestId(), b.id(), 3, b.who(), 3, {kBase, kSize, 16, 2}))));
   StopPeer();
   StartPeer();
   Client r(endpoint_, "keep");
@@ -721,7 +782,7 @@ TEST_F(PeerTest, MalformedAndOversizedMessagesAreAnsweredAndSurvived) {
   expect_error({header(wire::EncodeCommitAck({1, 1}, 1, 1, 1)), std::string(16, '\0')}, ErrorCode::kUnknownType);
   // A PAGES frame declaring more pages than a message may hold.
   std::vector<uint8_t> one(kPageSize);
-  wire::OutMessage pages = wire::EncodePages(5, c.id(), 1, 1, std::vector<Pgno>{1}, one.data());
+  wire::OutMessage pages = wire::EncodePages(5, c.id(), 1, c.who(), 1, std::vector<Pgno>{1}, one.data());
   uint32_t huge = wire::kMaxPagesPerMessage + 1;
   std::memcpy(pages.body.data(), &huge, 4);
   expect_error({header(pages), std::string(pages.body.begin(), pages.body.end()), std::string(kPageSize, '\0')},
@@ -766,16 +827,20 @@ TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
   std::vector<uint8_t> page(kPageSize);
   FillPage(page.data(), 1, 1);
   const std::vector<Pgno> one = {1};
-  auto commit = [&](Term t, Epoch e, wire::CommitBody b) { return wire::EncodeCommit(ch.NextRequestId(), c.id(), t, e, b, {}); };
+  auto commit = [&](Term t, Epoch e, wire::CommitBody b) {
+    return wire::EncodeCommit(ch.NextRequestId(), c.id(), t, c.who(), e, b, {});
+  };
   const wire::CommitBody good{kBase, kSize, 8, 0, 0, 0, 0};
 
   // Terms and epochs beyond the limit, or too far beyond the promise.
   refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kHuge, kWriterB), "CLAIM_TERM term 18446744073709551615");
   refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kMaxTerm, kWriterB), "CLAIM_TERM term 4611686018427387903");
   refused(wire::EncodeClaimTerm(ch.NextRequestId(), c.id(), kMaxTermStep + 1, kWriterB), "term 4294967297 is more than");
-  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kHuge, 1, one, page.data()), "PAGES term");
-  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kMaxTermStep + 1, 1, one, page.data()), "PAGES term 4294967297");
-  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1, uint64_t{1} << 63, one, page.data()), "PAGES epoch");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kHuge, c.who(), 1, one, page.data()), "PAGES term");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), kMaxTermStep + 1, c.who(), 1, one, page.data()),
+          "PAGES term 4294967297");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1, c.who(), uint64_t{1} << 63, one, page.data()),
+          "PAGES epoch");
   refused(commit(1, kHuge, good), "COMMIT epoch");
   wire::CommitBody b = good;
   b.prev_term = kHuge;
@@ -795,15 +860,20 @@ TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
   b = good;
   b.hwm = kRegionPages + 1;
   refused(commit(1, 1, b), "COMMIT hwm 257");
-  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, uint64_t{1} << 63, {kBase, kSize, 1}), "INSTALL_BEGIN epoch");
-  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {0, kPageSize, 1}), "INSTALL_BEGIN region");
-  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kHuge}), "INSTALL_BEGIN image_term");
-  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 0}),
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, c.who(), uint64_t{1} << 63, {kBase, kSize, 1}),
+          "INSTALL_BEGIN epoch");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, c.who(), 1, {0, kPageSize, 1}),
+          "INSTALL_BEGIN region");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, c.who(), 1, {kBase, kSize, kHuge}),
+          "INSTALL_BEGIN image_term");
+  refused(wire::EncodeInstallBegin(ch.NextRequestId(), c.id(), 1, c.who(), 1, {kBase, kSize, 0}),
           "INSTALL_BEGIN from epoch 1 with image_term 0");
-  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 8, 0}),
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, c.who(), 1, {kBase, kSize, 8, 0}),
           "INSTALL_COMMIT of epoch 1 with image_term 0");
-  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, 8, kHuge}), "INSTALL_COMMIT image_term");
-  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, 1, {kBase, kSize, kRegionPages + 1, 1}), "INSTALL_COMMIT hwm");
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, c.who(), 1, {kBase, kSize, 8, kHuge}),
+          "INSTALL_COMMIT image_term");
+  refused(wire::EncodeInstallCommit(ch.NextRequestId(), c.id(), 1, c.who(), 1, {kBase, kSize, kRegionPages + 1, 1}),
+          "INSTALL_COMMIT hwm");
 
   // Nothing of them was stored: no promise, no store.
   auto m = c.Hello();
@@ -828,7 +898,8 @@ TEST_F(PeerTest, FieldsOutOfBoundsAreRefusedAndTheHeapStaysWritable) {
   uint64_t detail = 0;
   constexpr Pgno kBeyond = kMaxRegionSize / kPageSize;  // past any region this heap may grow to
   EXPECT_EQ(Client::ErrCode(c.SendPages(1, 2, {kBeyond}), &detail), static_cast<int>(ErrorCode::kMalformed));
-  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1 + kMaxTermStep + 1, 2, one, page.data()), "more than");
+  refused(wire::EncodePages(ch.NextRequestId(), c.id(), 1 + kMaxTermStep + 1, c.who(), 2, one, page.data()),
+          "more than");
   auto ack = Client::As<wire::CommitAckBody>(c.Call(commit(1, 2, {kBase, kSize, 128, 2, 0, 0, 1})));
   ASSERT_TRUE(ack);
   EXPECT_EQ(ack->durable_epoch, 2u);
@@ -869,8 +940,11 @@ TEST_F(PeerTest, CurveAllowListEnforced) {
   EXPECT_EQ(mallory.Call(wire::EncodeHello(1, "secret"), 1500ms).status().code(), Status::Code::kTimeout);
   EXPECT_EQ(mallory.Call(wire::EncodeClaimTerm(2, mallory.id(), 9, kWriterB), 1500ms).status().code(), Status::Code::kTimeout);
   std::vector<uint8_t> page(kPageSize, 0x5a);
-  EXPECT_EQ(mallory.Call(wire::EncodePages(3, mallory.id(), 9, 2, std::vector<Pgno>{1}, page.data()), 1500ms).status().code(),
-            Status::Code::kTimeout);
+  EXPECT_EQ(
+      mallory.Call(wire::EncodePages(3, mallory.id(), 9, mallory.who(), 2, std::vector<Pgno>{1}, page.data()), 1500ms)
+          .status()
+          .code(),
+      Status::Code::kTimeout);
   EXPECT_EQ(mallory.Call(wire::EncodeFetch(2, mallory.id(), 0, 0, 4), 1500ms).status().code(), Status::Code::kTimeout);
   Client plain(endpoint_, "secret");  // no CURVE at all
   EXPECT_EQ(plain.Call(wire::EncodeHello(1, "secret"), 1500ms).status().code(), Status::Code::kTimeout);

@@ -17,6 +17,8 @@ namespace {
 
 using Frames = std::vector<std::string>;
 
+const uint64_t kWho[2] = {0x77, 0x88};  // the claimant fenced requests name
+
 Frames ToFrames(const OutMessage& m) {
   Frames f;
   auto h = m.header_bytes();
@@ -104,13 +106,15 @@ TEST(Wire, ClaimTermRoundTrip) {
 TEST(Wire, PagesRoundTripCarriesDataAndChecksums) {
   std::vector<Pgno> pgnos = {1, 5, 6, 900};
   auto data = MakePages(pgnos, 4);
-  Frames f = ToFrames(EncodePages(11, 99, 2, 4, pgnos, data.data()));
+  Frames f = ToFrames(EncodePages(11, 99, 2, kWho, 4, pgnos, data.data()));
   Message m;
   MustDecode(f, &m);
   const auto& p = std::get<Pages>(m.body);
   ASSERT_EQ(p.count, pgnos.size());
   EXPECT_EQ(m.header.epoch, 4u);
   EXPECT_EQ(m.header.term, 2u);
+  EXPECT_EQ(m.header.claimant[0], 0x77u);
+  EXPECT_EQ(m.header.claimant[1], 0x88u);
   for (uint32_t i = 0; i < p.count; ++i) {
     EXPECT_EQ(p.ref(i).pgno, pgnos[i]);
     EXPECT_EQ(0, std::memcmp(p.page(i), data.data() + i * kPageSize, kPageSize));
@@ -122,7 +126,7 @@ TEST(Wire, PagesRoundTripCarriesDataAndChecksums) {
 TEST(Wire, VerifyPagesNamesTheCorruptPage) {
   std::vector<Pgno> pgnos = {3, 4};
   auto data = MakePages(pgnos, 1);
-  Frames f = ToFrames(EncodePages(1, 99, 1, 1, pgnos, data.data()));
+  Frames f = ToFrames(EncodePages(1, 99, 1, kWho, 1, pgnos, data.data()));
   f[2][kPageSize + 100] ^= 1;  // page 4's data
   Message m;
   MustDecode(f, &m);
@@ -135,7 +139,7 @@ TEST(Wire, VerifyPagesNamesTheCorruptPage) {
 TEST(Wire, CommitRoundTrip) {
   CommitBody c{0x300000000000, 1 << 20, 200, 3, 0, 0, 7};
   std::vector<pheap::Run> runs = {{10, 2}, {50, 5}};
-  Frames f = ToFrames(EncodeCommit(4, 99, 2, 8, c, runs));
+  Frames f = ToFrames(EncodeCommit(4, 99, 2, kWho, 8, c, runs));
   Message m;
   MustDecode(f, &m);
   const auto& got = std::get<Commit>(m.body);
@@ -218,7 +222,7 @@ TEST(Wire, ErrorRoundTrip) {
 }
 
 TEST(Wire, InstallMessagesRoundTrip) {
-  Frames f = ToFrames(EncodeInstallBegin(20, 99, 3, 12, {0x10000, 0x800000, 2}));
+  Frames f = ToFrames(EncodeInstallBegin(20, 99, 3, kWho, 12, {0x10000, 0x800000, 2}));
   Message m;
   MustDecode(f, &m);
   EXPECT_EQ(m.type, Type::kInstallBegin);
@@ -229,7 +233,7 @@ TEST(Wire, InstallMessagesRoundTrip) {
   std::vector<Pgno> pgnos = {4, 9};
   auto data = MakePages(pgnos, 11);
   std::vector<pheap::Run> absent = {{5, 4}, {10, 6}};
-  Frames f2 = ToFrames(EncodeInstallPages(21, 99, 3, 11, pgnos, data.data(), absent));
+  Frames f2 = ToFrames(EncodeInstallPages(21, 99, 3, kWho, 11, pgnos, data.data(), absent));
   Message m2;
   MustDecode(f2, &m2);
   const auto& ip = std::get<InstallPages>(m2.body);
@@ -244,12 +248,12 @@ TEST(Wire, InstallMessagesRoundTrip) {
   EXPECT_EQ(ip.discarded[1].count, 6u);
 
   // Discards alone: no pages, an empty data frame.
-  Frames f3 = ToFrames(EncodeInstallPages(22, 99, 3, 11, {}, nullptr, absent));
+  Frames f3 = ToFrames(EncodeInstallPages(22, 99, 3, kWho, 11, {}, nullptr, absent));
   Message m3;
   MustDecode(f3, &m3);
   EXPECT_EQ(std::get<InstallPages>(m3.body).pages.count, 0u);
 
-  Frames f4 = ToFrames(EncodeInstallCommit(23, 99, 3, 14, {0x10000, 0x800000, 100, 2}));
+  Frames f4 = ToFrames(EncodeInstallCommit(23, 99, 3, kWho, 14, {0x10000, 0x800000, 100, 2}));
   Message m4;
   MustDecode(f4, &m4);
   EXPECT_EQ(m4.header.epoch, 14u);
@@ -283,13 +287,16 @@ TEST(Wire, RepairRoundTrip) {
 }
 
 TEST(WireRoundTrip, DropAndItsAck) {
-  Frames f = ToFrames(EncodeDrop(31, 99, 4));
+  Frames f = ToFrames(EncodeDrop(31, 99, 4, kWho));
   Message m;
   MustDecode(f, &m);
   EXPECT_EQ(m.type, Type::kDrop);
   EXPECT_TRUE(IsRequest(m.type));
   EXPECT_EQ(m.header.heap_id, 99u);
   EXPECT_EQ(m.header.term, 4u);
+  EXPECT_EQ(m.header.claimant[0], 0x77u);
+  EXPECT_EQ(m.header.claimant[1], 0x88u);
+  EXPECT_TRUE(IsFenced(m.type));
   Message m2;
   MustDecode(ToFrames(EncodeDropAck({31, 99}, 4)), &m2);
   EXPECT_EQ(m2.type, Type::kDropAck);
@@ -301,17 +308,19 @@ TEST(WireRoundTrip, DropAndItsAck) {
 
 TEST(WireMalformed, InstallMessages) {
   // Epoch 0 (no label), a bad region, a discard beyond any region, pages out of order.
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 0, {0x10000, 0x800000, 2}))), ErrorCode::kMalformed);
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, 5, {0x10001, 0x800000, 2}))), ErrorCode::kMalformed);
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallCommit(1, 99, 3, 5, {0x10000, 0x800000, 0x801, 2}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, kWho, 0, {0x10000, 0x800000, 2}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallBegin(1, 99, 3, kWho, 5, {0x10001, 0x800000, 2}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallCommit(1, 99, 3, kWho, 5, {0x10000, 0x800000, 0x801, 2}))),
+            ErrorCode::kMalformed);
   std::vector<pheap::Run> far = {{~uint64_t{0} - 1, 4}};
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, 5, {}, nullptr, far))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, kWho, 5, {}, nullptr, far))), ErrorCode::kMalformed);
   std::vector<Pgno> unordered = {9, 4};
   auto data = MakePages(unordered, 5);
-  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, 5, unordered, data.data(), {}))), ErrorCode::kMalformed);
+  EXPECT_EQ(MustFail(ToFrames(EncodeInstallPages(1, 99, 3, kWho, 5, unordered, data.data(), {}))),
+            ErrorCode::kMalformed);
   // Data frame short of its pages.
   std::vector<Pgno> one = {4};
-  Frames f = ToFrames(EncodeInstallPages(1, 99, 3, 5, one, data.data(), {}));
+  Frames f = ToFrames(EncodeInstallPages(1, 99, 3, kWho, 5, one, data.data(), {}));
   f[2].resize(kPageSize - 1);
   EditHeader(&f, [](Header* h) { h->payload_bytes -= 1; });
   EXPECT_EQ(MustFail(f), ErrorCode::kLengthMismatch);
@@ -321,7 +330,7 @@ TEST(WireMalformed, InstallMessages) {
 
 Frames ValidPages() {
   static auto data = MakePages({1, 2}, 1);
-  return ToFrames(EncodePages(1, 99, 1, 1, std::vector<Pgno>{1, 2}, data.data()));
+  return ToFrames(EncodePages(1, 99, 1, kWho, 1, std::vector<Pgno>{1, 2}, data.data()));
 }
 
 TEST(WireMalformed, EmptyMessage) { EXPECT_EQ(MustFail({}), ErrorCode::kTruncated); }
@@ -345,6 +354,30 @@ TEST(WireMalformed, BadMagicVersionChecksum) {
   f = ToFrames(EncodeStatus(1));
   f[0][20] ^= 1;  // heap id, checksum not resealed
   EXPECT_EQ(MustFail(f), ErrorCode::kBadChecksum);
+}
+
+// A fenced request names the claimant of its term; nothing else names one.
+TEST(WireMalformed, ClaimantOnlyOnFencedRequests) {
+  Frames f = ValidPages();
+  EditHeader(&f, [](Header* h) { h->claimant[0] = h->claimant[1] = 0; });
+  EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
+  f = ToFrames(EncodeDrop(1, 99, 2, kWho));
+  EditHeader(&f, [](Header* h) { h->claimant[0] = h->claimant[1] = 0; });
+  EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
+  f = ToFrames(EncodeHello(1, "orders"));
+  EditHeader(&f, [](Header* h) { h->claimant[1] = 1; });
+  EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
+  f = ToFrames(EncodeDropAck({1, 99}, 2));
+  EditHeader(&f, [](Header* h) { h->claimant[0] = 1; });
+  EXPECT_EQ(MustFail(f), ErrorCode::kMalformed);
+  // One word of it set is a claimant.
+  f = ValidPages();
+  EditHeader(&f, [](Header* h) { h->claimant[0] = 0; });
+  Message m;
+  MustDecode(f, &m);
+  EXPECT_FALSE(IsFenced(Type::kHello));
+  EXPECT_FALSE(IsFenced(Type::kClaimTerm));  // its body names the claimant
+  EXPECT_TRUE(IsFenced(Type::kInstallCommit));
 }
 
 TEST(WireMalformed, UnknownTypeAndBadFlags) {
@@ -429,7 +462,9 @@ TEST(WireMalformed, HelloVariants) {
 }
 
 TEST(WireMalformed, CommitVariants) {
-  auto commit = [](CommitBody c, std::vector<pheap::Run> runs = {}) { return ToFrames(EncodeCommit(1, 99, 1, 1, c, runs)); };
+  auto commit = [](CommitBody c, std::vector<pheap::Run> runs = {}) {
+    return ToFrames(EncodeCommit(1, 99, 1, kWho, 1, c, runs));
+  };
   const CommitBody ok{0x300000000000, 1 << 20, 10, 2, 0, 0};
   Message m;
   Frames good = commit(ok);
@@ -486,8 +521,9 @@ TEST(WireMalformed, ErrorAndStatusReplyVariants) {
 
 // Every truncation of every frame of a valid message fails cleanly.
 TEST(WireMalformed, EveryTruncationIsRejected) {
-  std::vector<Frames> all = {ValidPages(), ToFrames(EncodeHello(1, "h")),
-                             ToFrames(EncodeCommit(1, 99, 1, 1, CommitBody{0, 1 << 20, 1, 1, 0, 0}, std::vector<pheap::Run>{{0, 1}}))};
+  std::vector<Frames> all = {
+      ValidPages(), ToFrames(EncodeHello(1, "h")),
+      ToFrames(EncodeCommit(1, 99, 1, kWho, 1, CommitBody{0, 1 << 20, 1, 1, 0, 0}, std::vector<pheap::Run>{{0, 1}}))};
   for (const Frames& good : all) {
     for (size_t fi = 0; fi < good.size(); ++fi) {
       for (size_t len = 0; len < good[fi].size(); len += (len < 128 ? 1 : 997)) {
