@@ -29,7 +29,7 @@ const std::vector<std::string>& Engine::ConfigKeys() {
                                   "staging_keep",  "salvage",       "log_file_size", "direct_write",
                                   "compact",       "compact_ratio", "keys",          "replica_timeout_ms",
                                   "restore",       "create",        "retain",        "direct_read"};
-    k.push_back("replica_open_timeout_ms");  // the open's wait for a majority (replica_timeout_ms: a commit's)
+    k.push_back("replica_open_timeout_ms");  // the open's wait for k - W + 1 replicas (replica_timeout_ms: a commit's)
     for (const auto& r : ReplicationConfigKeys()) k.push_back(r);
     k.push_back("replication");  // keep or change the recorded replication (heap/replication_record.h)
     k.push_back("memory_max");   // the budget of resident heap pages (pager/evictor.h)

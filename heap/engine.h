@@ -43,7 +43,7 @@ struct EngineOptions {
   // recorded ones.
   bool replication_change = false;
   uint64_t replica_timeout_ms = 5000;  // a commit without a quorum fails after this
-  // An open without a majority fails after this; 0: replica_timeout_ms.
+  // An open without k - W + 1 replicas fails after this; 0: replica_timeout_ms.
   uint64_t replica_open_timeout_ms = 0;
   bool restore = true;           // an empty dir takes the replicas' image in the background
   bool restore_progress = true;  // show the restore's progress on stderr when it is a terminal
@@ -81,8 +81,8 @@ class Engine {
   // Opens or creates heap `name`. Errors name the heap and say what to do:
   // a bad name, size 0 or beyond the address space, an unwritable dir, a
   // store held by another process, a newer store format, a taken range.
-  // With peers, it also claims the heap's term from its replica set (a
-  // majority must answer) and opens the newest image, by (term, epoch), of
+  // With peers, it also claims the heap's term from its replica set (k - W
+  // + 1 replicas must answer, placement.h) and opens the newest image, by (term, epoch), of
   // the local store and the replicas (NewerImage). A local store older than
   // the replicas' image is set aside (renamed NAME.stale-epoch-E-term-T) and
   // the image restored into an empty one.

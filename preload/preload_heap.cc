@@ -14,7 +14,7 @@
 //     an exit with status 70 instead. Peers that do not answer hold the
 //     start for PHEAP_REPLICA_OPEN_TIMEOUT_MS (default 1000 here) before
 //     that message, which then names them: an open never takes the heap's
-//     term without a majority of its replicas, and running on without them
+//     term without k - W + 1 of its replicas, and running on without them
 //     would write epochs no replica holds.
 //   - Reruns: a heap that holds no root but the statistics record (its
 //     programs never set one through pheap_default()) opens as a new
@@ -85,7 +85,7 @@ void LibcFaultsAround(bool on);
 constexpr size_t kMaxPauseSamples = 1 << 16;
 constexpr uint64_t kStagingBytes = uint64_t{8} << 20;  // staging_max and staging_keep
 constexpr uint64_t kCommitMs = 1000;                   // the default period of commits
-// How long the start waits for a majority of the heap's peers: those that
+// How long the start waits for k - W + 1 of the heap's peers: those that
 // are up answer within a few round trips, and a program should not stall
 // for long on peers that are not, only to run without persistence.
 constexpr uint64_t kReplicaOpenTimeoutMs = 1000;

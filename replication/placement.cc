@@ -7,8 +7,6 @@
 #include <algorithm>
 #include <set>
 
-#include "base/log.h"
-
 namespace pheap {
 
 Result<ReplicationConfig> ResolveReplication(std::vector<std::string> peers, uint64_t replicas,
@@ -25,9 +23,8 @@ Result<ReplicationConfig> ResolveReplication(std::vector<std::string> peers, uin
         fmt::format("config replicas={} but only {} peers are listed: lower replicas or add peers", k, n));
   const uint64_t w = quorum != 0 ? quorum : Majority(static_cast<uint32_t>(k));
   if (w > k)
-    return Status::InvalidArgument(fmt::format("config quorum={} exceeds replicas={}: a quorum is at most the replica count", w, k));
-  if (w < Majority(static_cast<uint32_t>(k)))
-    PHEAP_LOG_WARN("quorum={} is below the majority of replicas={}: a recovery may miss the newest epoch", w, k);
+    return Status::InvalidArgument(
+        fmt::format("config quorum={} exceeds replicas={}: a quorum is at most the replica count", w, k));
   ReplicationConfig c;
   c.peers = std::move(peers);
   c.replicas = static_cast<uint32_t>(k);

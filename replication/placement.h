@@ -10,9 +10,12 @@
 //   peers=EP,EP,...  ZeroMQ endpoints of the peers (order does not matter)
 //   replicas=k       replica set size; default min(3, #peers)
 //   quorum=W         COMMIT_ACKs that make an epoch durable; default k/2 + 1
-// Claiming a term always needs a majority of the k replicas, whatever W is;
-// a W below the majority lets a recovery miss the newest epoch when the W
-// replicas that hold it are down, so it is allowed but logged.
+// Opening the heap (learning its newest durable epoch, and for a writer
+// claiming a term) needs k - W + 1 replicas: any k - W + 1 and any W of the
+// k replicas share one (docs/design.md, "The quorum rule"). A small W makes
+// commits need fewer replicas and opens more: W = 1 opens only with every
+// replica answering, W = k with any one. Every client of a heap must use
+// the same k and W.
 #pragma once
 
 #include <cstdint>
@@ -53,5 +56,11 @@ uint64_t RendezvousScore(HeapId heap, const std::string& endpoint);
 std::vector<std::string> ReplicaSet(HeapId heap, const std::vector<std::string>& peers, uint32_t k);
 
 inline uint32_t Majority(uint32_t k) { return k / 2 + 1; }
+
+// The replicas an open must hear from, and a writer's claim be granted by,
+// with k replicas and write quorum W (1 <= W <= k): k - W + 1, the fewest
+// that share a replica with every W of them. So the open sees every epoch
+// W replicas acknowledged, and a claim fences every older writer out of W.
+inline uint32_t ClaimQuorum(uint32_t k, uint32_t w) { return k - w + 1; }
 
 }  // namespace pheap

@@ -107,10 +107,17 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
   const auto deadline = ReplicaClock::now() + c->OpenTimeout();
   PHEAP_RETURN_IF_ERROR(c->Hello(deadline));
   if (options.claim) {
-    PHEAP_RETURN_IF_ERROR(c->Claim(deadline));
+    Term top = 0;
+    for (const auto& r : c->replicas_) top = std::max(top, r->promised.load());
+    c->term_ = top + 1;
+    // k - W + 1 grants own the term; the writer ships once W granted it
+    // (Persist), which those that answer now usually have.
+    const uint32_t w = options.replication.quorum;
+    PHEAP_RETURN_IF_ERROR(c->Claim(deadline, ClaimQuorum(rc.replicas, w), w, c->WhyNeeded(), c->OpenTimeout()));
     // A writer of an older term may have made an epoch durable between the
-    // HELLOs and the claim; once a majority promised this term it cannot
-    // any more, and that majority holds every durable epoch. Ask again.
+    // HELLOs and the claim; once k - W + 1 replicas promised this term it
+    // cannot any more (any W include one of them), and they hold every
+    // durable epoch. Ask again.
     if (c->newer_at_claim_) {
       for (auto& r : c->replicas_) r->answered = false;
       PHEAP_RETURN_IF_ERROR(c->Hello(deadline));
@@ -132,14 +139,14 @@ Result<std::unique_ptr<ReplicaClient>> ReplicaClient::Open(const std::string& na
 
 Status ReplicaClient::Hello(ReplicaClock::time_point deadline) {
   const size_t k = replicas_.size();
-  const size_t majority = Majority(static_cast<uint32_t>(k));
+  const size_t needed = ClaimQuorum(static_cast<uint32_t>(k), options_.replication.quorum);
   auto sent = ReplicaClock::now() - options_.resend;  // send at once
-  std::optional<ReplicaClock::time_point> majority_at;
+  std::optional<ReplicaClock::time_point> enough_at;
   size_t answered = 0;
-  // Past a majority, the others get one resend interval more: a dead
-  // replica must not hold the open for the whole timeout.
+  // Past the needed answers, the others get one resend interval more: a
+  // dead replica must not hold the open for the whole timeout.
   while (answered < k && ReplicaClock::now() < deadline &&
-         !(majority_at && ReplicaClock::now() >= *majority_at + options_.resend)) {
+         !(enough_at && ReplicaClock::now() >= *enough_at + options_.resend)) {
     if (ReplicaClock::now() - sent >= options_.resend) {
       for (auto& r : replicas_)
         if (!r->answered) (void)r->ship->Send(wire::EncodeHello(++next_request_id_, name_));
@@ -153,12 +160,12 @@ Status ReplicaClient::Hello(ReplicaClock::time_point deadline) {
       r.manifest = *mb;
       r.durable.store(mb->epoch);
       r.promised.store(mb->promised_term);
-      if (++answered == majority) majority_at = ReplicaClock::now();
+      if (++answered == needed) enough_at = ReplicaClock::now();
     });
   }
-  if (answered < majority)
-    return Status::Timeout(fmt::format("heap '{}': {} of {} replicas answered HELLO within {} ms, {} needed: {}", name_,
-                                       answered, k, OpenTimeout().count(), majority, Describe()));
+  if (answered < needed)
+    return Status::Timeout(fmt::format("heap '{}': {} of {} replicas answered HELLO within {} ms, {} needed{}: {}",
+                                       name_, answered, k, OpenTimeout().count(), needed, WhyNeeded(), Describe()));
   // No PAGES message may exceed what any replica accepts.
   for (const auto& r : replicas_)
     if (r->answered && r->manifest.max_message_bytes != 0)
@@ -183,50 +190,66 @@ Status ReplicaClient::Hello(ReplicaClock::time_point deadline) {
   return Status::Ok();
 }
 
-Status ReplicaClient::Claim(ReplicaClock::time_point deadline) {
+size_t ReplicaClient::CountClaims(int verdict) const {
+  return static_cast<size_t>(
+      std::count_if(replicas_.begin(), replicas_.end(), [&](const auto& r) { return r->claim.load() == verdict; }));
+}
+
+void ReplicaClient::NoteClaimReply(size_t i, const wire::TermReplyBody& t) {
+  Replica& r = *replicas_[i];
+  if (t.promised_term > r.promised.load()) r.promised.store(t.promised_term);
+  r.durable.store(std::max(r.durable.load(), t.durable_epoch));
+  int none = kNoClaimReply;
+  if (!r.claim.compare_exchange_strong(none, t.granted != 0 ? kClaimGranted : kClaimRefused)) return;
+  if (t.granted != 0 && std::tie(t.image_term, t.durable_epoch) > std::tie(image_.term, image_.epoch))
+    newer_at_claim_ = true;
+  if (CountClaims(kClaimGranted) >= options_.replication.quorum) owns_term_.store(true, std::memory_order_release);
+}
+
+Status ReplicaClient::Claim(ReplicaClock::time_point deadline, size_t needed, size_t want, const std::string& why,
+                            milliseconds waited) {
   const size_t k = replicas_.size();
-  const size_t majority = Majority(static_cast<uint32_t>(k));
-  Term top = 0;
-  for (const auto& r : replicas_) top = std::max(top, r->promised.load());
-  term_ = top + 1;
-  enum : int { kNoReply = -1, kRefused = 0, kGranted = 1 };
-  std::vector<int> verdict(k, kNoReply);
-  size_t granted = 0, refused = 0;
-  Term newer = 0;
   auto sent = ReplicaClock::now() - options_.resend;  // send at once
+  std::optional<ReplicaClock::time_point> enough_at;
   for (;;) {
-    // A majority of grants owns the term; the rest learn it from PAGES.
-    if (granted >= majority || refused > k - majority || ReplicaClock::now() >= deadline) break;
-    if (ReplicaClock::now() - sent >= options_.resend) {
+    const size_t granted = CountClaims(kClaimGranted), refused = CountClaims(kClaimRefused);
+    const auto now = ReplicaClock::now();
+    if (granted >= needed && !enough_at) enough_at = now;
+    // Past `needed`, the silent get one resend interval more: a dead
+    // replica must not hold the open; the rest learn the term from PAGES.
+    if (granted >= std::max(needed, want) || granted + refused == k || refused > k - needed || now >= deadline ||
+        (enough_at && now >= *enough_at + options_.resend))
+      break;
+    if (now - sent >= options_.resend) {
       for (size_t i = 0; i < k; ++i) {
-        if (verdict[i] != kNoReply) continue;
+        if (replicas_[i]->claim.load() != kNoClaimReply) continue;
         // A replica that did not answer HELLO may not know the heap yet.
         if (!replicas_[i]->answered) (void)replicas_[i]->ship->Send(wire::EncodeHello(++next_request_id_, name_));
         (void)replicas_[i]->ship->Send(wire::EncodeClaimTerm(++next_request_id_, heap_id_, term_, claimant_));
       }
-      sent = ReplicaClock::now();
+      sent = now;
     }
     PollReplies(std::min(Left(deadline), options_.resend), [&](size_t i, const Received& m) {
-      const auto* t = std::get_if<wire::TermReplyBody>(&m.msg.body);
-      if (t == nullptr || verdict[i] != kNoReply) return;
-      Replica& r = *replicas_[i];
-      r.promised.store(t->promised_term);
-      r.durable.store(std::max(r.durable.load(), t->durable_epoch));
-      if (t->granted != 0 && std::tie(t->image_term, t->durable_epoch) > std::tie(image_.term, image_.epoch))
-        newer_at_claim_ = true;
-      verdict[i] = t->granted != 0 ? kGranted : kRefused;
-      (t->granted != 0 ? granted : refused)++;
-      if (t->granted == 0) newer = std::max(newer, t->promised_term);
+      if (const auto* t = std::get_if<wire::TermReplyBody>(&m.msg.body)) NoteClaimReply(i, *t);
     });
   }
-  if (granted >= majority) return Status::Ok();
-  if (refused > 0)
+  const size_t granted = CountClaims(kClaimGranted);
+  if (granted >= needed) return Status::Ok();
+  Term newer = 0;
+  for (const auto& r : replicas_)
+    if (r->claim.load() == kClaimRefused) newer = std::max(newer, r->promised.load());
+  if (newer != 0)
     return Status::Superseded(fmt::format(
-        "heap '{}': term {} granted by {} of {} replicas, {} needed; a replica promised term {} to another writer: "
+        "heap '{}': term {} granted by {} of {} replicas, {} needed{}; a replica promised term {} to another writer: "
         "close that writer (or wait until it is gone) and open again",
-        name_, term_, granted, k, majority, newer));
-  return Status::Timeout(fmt::format("heap '{}': term {} granted by {} of {} replicas within {} ms, {} needed: {}",
-                                     name_, term_, granted, k, OpenTimeout().count(), majority, Describe()));
+        name_, term_, granted, k, needed, why, newer));
+  return Status::Timeout(fmt::format("heap '{}': term {} granted by {} of {} replicas within {} ms, {} needed{}: {}",
+                                     name_, term_, granted, k, waited.count(), needed, why, Describe()));
+}
+
+std::string ReplicaClient::WhyNeeded() const {
+  const uint32_t k = options_.replication.replicas, w = options_.replication.quorum;
+  return fmt::format(" (replicas={} - quorum={} + 1)", k, w);
 }
 
 ImageInfo ReplicaClient::image() const { return image_; }
@@ -238,7 +261,7 @@ void ReplicaClient::AdoptImage(const ImageInfo& local) {
   // A store that lived without peers wrote its epochs in no term (0). Term
   // 0 names no image on the replicas: two such stores of one heap may each
   // hold a different epoch E of term 0. The image becomes this writer's,
-  // which claimed its term from a majority, so (term_, E) names it alone;
+  // and no other writer writes in its term, so (term_, E) names it alone;
   // the install closes under that name even if no epoch follows.
   if (image_.term == 0) image_.term = term_;
   durable_.store(image_.epoch, std::memory_order_release);

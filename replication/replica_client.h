@@ -1,8 +1,8 @@
 // ReplicaClient: a heap's view of its replica set (placement.h), speaking
 // the peer protocol (docs/wire-protocol.md) to each replica.
 //
-// As an EpochSink it is the writer: Open claims a term from a majority of
-// the replica set, and Persist ships each sealed epoch to every replica and
+// As an EpochSink it is the writer: Open claims a term from k - W + 1
+// replicas of the set (ClaimQuorum), and Persist ships each sealed epoch to every replica and
 // returns once `quorum` replicas acknowledged its commit. As a PageSource it
 // serves the newest durable image among the replicas (recovery into an empty
 // directory, or faults on a machine without a local store), checking every
@@ -85,8 +85,8 @@ struct ReplicaClientOptions {
   // Persist gives up after this long without a quorum, with an error naming
   // every replica's state.
   std::chrono::milliseconds timeout{5000};
-  // Open gives up after this long without a majority (HELLO and the claim
-  // together); absent: `timeout`. Replicas that are up answer within a few
+  // Open gives up after this long without k - W + 1 replicas (HELLO and
+  // the claim together); absent: `timeout`. Replicas that are up answer within a few
   // round trips, so a program that would rather start without its peers
   // than wait for them sets it short.
   std::optional<std::chrono::milliseconds> open_timeout;
@@ -115,9 +115,10 @@ class ReplicaClient final : public PageSource, public EpochSink {
  public:
   // Computes the replica set of heap `name`, asks each replica for its
   // manifest (HELLO) and, for a writer, claims term (highest promised + 1)
-  // from a majority. Errors: fewer than a majority answered within the
-  // timeout (kTimeout, naming each silent replica); the claim refused by
-  // enough replicas that no majority granted it (kSuperseded, naming the
+  // from k - W + 1 of them (ClaimQuorum: with W = 1, every replica). Errors:
+  // fewer answered within the timeout (kTimeout, naming how many answered,
+  // how many were needed, and each silent replica); the claim refused by
+  // enough replicas that k - W + 1 cannot grant it (kSuperseded, naming the
   // newer term); a bad configuration (kInvalidArgument).
   static Result<std::unique_ptr<ReplicaClient>> Open(const std::string& name, const ReplicaClientOptions& options);
   ~ReplicaClient() override;
@@ -132,7 +133,7 @@ class ReplicaClient final : public PageSource, public EpochSink {
   // every replica's by (term, epoch) (NewerImage): its later epochs never
   // reached a quorum (the writer died between its local fdatasync and the
   // acknowledgements), or the replicas are new to the heap. No newer epoch
-  // is durable anywhere (a majority answered at Open), so `local` becomes
+  // is durable anywhere (k - W + 1 answered at Open), so `local` becomes
   // this writer's image and every replica is installed from the image
   // source before it counts. An image of term 0 (a store that lived
   // without peers) is taken as one of this writer's term.
@@ -168,10 +169,14 @@ class ReplicaClient final : public PageSource, public EpochSink {
   std::vector<Status> RemoveHeap();
 
   // Ships `e` and returns once `quorum` replicas acknowledged its commit.
-  // Fails, leaving e not durable (the caller may retry the same epoch):
-  // kSuperseded naming the newer term when a replica promised one; kTimeout
-  // naming each replica's state when no quorum acknowledged within the
-  // timeout. e.data is not referenced after Persist returns.
+  // Nothing is shipped before `quorum` replicas granted this writer's term
+  // (HoldTerm): after an open that met fewer, the first Persist asks the
+  // others again. Fails, leaving e not durable (the caller may retry the
+  // same epoch): kSuperseded naming the newer term when a replica promised
+  // one (or this term to another writer); kTimeout naming each replica's
+  // state when no quorum acknowledged within the timeout, and saying so
+  // when fewer than `quorum` answered at all. e.data is not referenced
+  // after Persist returns.
   // REQUIRES: e.image.epoch > image().epoch; a writer (options.claim).
   Status Persist(const SealedEpoch& e) override;
 
@@ -193,9 +198,22 @@ class ReplicaClient final : public PageSource, public EpochSink {
   struct Install;
   ReplicaClient(std::string name, const ReplicaClientOptions& options);
   std::chrono::milliseconds OpenTimeout() const { return options_.open_timeout.value_or(options_.timeout); }
+  // How the replicas an open needs follow from k and W, for its errors.
+  std::string WhyNeeded() const;
   // Both give up at `deadline` (Open's, from OpenTimeout).
   Status Hello(std::chrono::steady_clock::time_point deadline);
-  Status Claim(std::chrono::steady_clock::time_point deadline);
+  // Asks the replicas that have not answered to grant term_, until `needed`
+  // granted it (then the silent get one resend interval more, until `want`
+  // did), too many refused for that, or `deadline`. Errors name `why`
+  // `needed` are needed and the wait, `waited`.
+  Status Claim(std::chrono::steady_clock::time_point deadline, size_t needed, size_t want, const std::string& why,
+               std::chrono::milliseconds waited);
+  // Records replica i's answer to the claim (once: a verdict on term_ is final).
+  void NoteClaimReply(size_t i, const wire::TermReplyBody& t);
+  // Returns once W replicas granted term_ (asking again those that have
+  // not answered); Persist ships epoch `epoch` only then.
+  Status HoldTerm(Epoch epoch);
+  size_t CountClaims(int verdict) const;
   // Waits up to `wait` for replies on the shipping connections and hands
   // each to `on` with the replica's index.
   void PollReplies(std::chrono::milliseconds wait, const std::function<void(size_t, const Received&)>& on);
@@ -244,6 +262,9 @@ class ReplicaClient final : public PageSource, public EpochSink {
   std::vector<std::unique_ptr<Replica>> replicas_;
   uint64_t claimant_[2] = {0, 0};
   Term term_ = 0;
+  // W replicas granted term_: no other writer can claim it, so this one may
+  // write epochs named by it (see Persist).
+  std::atomic<bool> owns_term_{false};
   bool newer_at_claim_ = false;         // a grant named an image newer than HELLO's
   ImageInfo image_;                     // guarded by: Persist's caller
   std::atomic<Epoch> durable_{0};       // image_.epoch, for ReadRun

@@ -207,6 +207,26 @@ Status ReplicaClient::InstallOnce(size_t i) {
     }
   } unregister{this, &inst};
   if (inst.floor == 0) return Status::Ok();  // nothing durable to install
+  // An image named by this writer's term (a store that lived without peers,
+  // taken as of this term) goes nowhere before W replicas granted the term,
+  // as an epoch does not (HoldTerm).
+  if (from.term == term_ && !owns_term_.load(std::memory_order_acquire)) {
+    auto reply = InstallCall(ch, wire::EncodeClaimTerm(ch.NextRequestId(), heap_id_, term_, claimant_));
+    if (!reply.ok()) return reply.status().Annotate("CLAIM_TERM");
+    const auto* t = std::get_if<wire::TermReplyBody>(&(*reply)->msg.body);
+    if (t == nullptr) return Status::InvalidArgument("CLAIM_TERM answered with another message");
+    int none = kNoClaimReply;
+    r.claim.compare_exchange_strong(none, t->granted != 0 ? kClaimGranted : kClaimRefused);
+    if (r.claim.load() != kClaimGranted)
+      return Status::Superseded(fmt::format("term {} is promised to another writer there", term_));
+    const uint32_t w = options_.replication.quorum;
+    if (CountClaims(kClaimGranted) >= w) owns_term_.store(true, std::memory_order_release);
+    if (!owns_term_.load(std::memory_order_acquire))
+      return Status::Busy(
+          fmt::format("term {} is granted by {} of {} replicas, quorum={} needed before an image "
+                      "named by it is installed",
+                      term_, CountClaims(kClaimGranted), replicas_.size(), w));
+  }
 
   wire::Error refused;
   auto begun = InstallCall(ch,

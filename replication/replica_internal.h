@@ -30,6 +30,11 @@ inline std::chrono::milliseconds Left(ReplicaClock::time_point deadline) {
   return std::max(left, std::chrono::milliseconds(0));
 }
 
+// A replica's answer to the writer's CLAIM_TERM.
+inline constexpr int kNoClaimReply = 0;
+inline constexpr int kClaimRefused = 1;
+inline constexpr int kClaimGranted = 2;
+
 // A connection to one replica's endpoint.
 Result<std::unique_ptr<PeerChannel>> DialReplica(zmq::context_t& ctx, const std::string& endpoint,
                                                  const std::optional<CurveClientKeys>& keys);
@@ -68,6 +73,7 @@ struct ReplicaClient::Replica {
   // ---- shared with fetching threads ----
   std::atomic<Epoch> durable{0};   // last durable epoch known to be there
   std::atomic<Term> promised{0};
+  std::atomic<int> claim{0};               // its verdict on this writer's term: kNoClaimReply, ...; final once given
   std::atomic<int64_t> avoid_until_ms{0};  // failed a fetch recently: ask others first
 
   // Idle fetch connections; a fetching thread takes one, or opens one.

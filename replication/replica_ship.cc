@@ -99,6 +99,7 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
   if (epoch <= image_.epoch)
     return Status::InvalidArgument(
         fmt::format("heap '{}': epoch {} is not after the durable epoch {}", name_, epoch, image_.epoch));
+  if (Status s = HoldTerm(epoch); !s.ok()) return s;
   attempting_.store(epoch, std::memory_order_release);
   // image_ is the durable image, the epoch before this one (epochs are
   // persisted in order, a failed one again before any later one).
@@ -138,7 +139,8 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
     }
     return t;
   };
-  const auto deadline = ReplicaClock::now() + options_.timeout;
+  const auto started = ReplicaClock::now();
+  const auto deadline = started + options_.timeout;
   while (count(Round::State::kDone) < quorum && superseded() == 0 &&
          count(Round::State::kDone) + count(Round::State::kShipping) >= quorum && ReplicaClock::now() < deadline) {
     PollReplies(std::min(Left(deadline), options_.resend), on_reply);
@@ -202,10 +204,42 @@ Status ReplicaClient::Persist(const SealedEpoch& e) {
         "heap '{}': epoch {} acknowledged by {} of {} replicas, {} needed; it is not durable (retry the commit once "
         "the replicas are back): {}{}replica {} refused it",
         name_, epoch, acks, k, quorum, each, each.empty() ? "" : "; ", replicas_[refused - rounds.begin()]->endpoint));
+  // Fewer than W replicas answering at all is a lost replica, not a slow
+  // one: no retry helps until one is back or replaced.
+  uint32_t reachable = 0;
+  for (size_t i = 0; i < k; ++i)
+    if (replicas_[i]->heard >= started || replicas_[i]->installing.load(std::memory_order_acquire)) ++reachable;
+  if (reachable < quorum)
+    return Status::Timeout(fmt::format(
+        "heap '{}': epoch {} acknowledged by {} of {} replicas within {} ms, {} needed (quorum); only {} of them "
+        "answered, so fewer than quorum={} replicas are reachable: it is not durable (restart or replace the silent "
+        "replicas, then retry the commit): {}",
+        name_, epoch, acks, k, options_.timeout.count(), quorum, reachable, quorum, each));
   return Status::Timeout(fmt::format(
       "heap '{}': epoch {} acknowledged by {} of {} replicas within {} ms, {} needed; it is not durable "
       "(retry the commit once the replicas are back): {}",
       name_, epoch, acks, k, options_.timeout.count(), quorum, each));
+}
+
+// A claim quorum smaller than a majority lets two writers claim one term
+// on disjoint replicas. Neither can then get W grants, and neither ships:
+// were each to leave an epoch of that term on its own replicas, two images
+// would bear one name (term, epoch), which a later writer would take for
+// one and extend.
+Status ReplicaClient::HoldTerm(Epoch epoch) {
+  if (owns_term_.load(std::memory_order_acquire)) return Status::Ok();
+  const uint32_t w = options_.replication.quorum;
+  Status s =
+      Claim(ReplicaClock::now() + options_.timeout, w, w, " (quorum, before this writer ships)", options_.timeout);
+  if (s.ok()) return s;
+  const size_t answered = replicas_.size() - CountClaims(kNoClaimReply);
+  if (s.code() == Status::Code::kTimeout && answered < w)
+    return Status::Timeout(fmt::format(
+        "heap '{}': epoch {} not shipped: {} of {} replicas answered within {} ms, {} needed (quorum), so fewer than "
+        "quorum={} replicas are reachable: it is not durable (restart or replace the silent replicas, then retry the "
+        "commit): {}",
+        name_, epoch, answered, replicas_.size(), options_.timeout.count(), w, w, Describe()));
+  return s.Annotate(fmt::format("epoch {} not shipped", epoch));
 }
 
 void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::vector<Round>& rounds, size_t i,
@@ -215,6 +249,10 @@ void ReplicaClient::OnShipReply(const SealedEpoch& e, const Encoded& enc, std::v
   Replica& r = *replicas_[i];
   r.heard = ReplicaClock::now();
   if (m.msg.header.term > r.promised.load()) r.promised.store(m.msg.header.term);
+  if (const auto* t = std::get_if<wire::TermReplyBody>(&m.msg.body)) {
+    NoteClaimReply(i, *t);  // a late answer to the claim
+    return;
+  }
   if (const auto* ack = std::get_if<wire::CommitAckBody>(&m.msg.body)) {
     if (ack->durable_epoch > r.durable.load()) r.durable.store(ack->durable_epoch);
     if (rd.state != Round::State::kShipping || ack->durable_epoch < epoch) return;  // an earlier epoch's ack

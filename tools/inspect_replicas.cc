@@ -40,7 +40,7 @@ Result<nlohmann::json> InspectReplicas(const std::string& name, const ReplicaArg
   if (dialed == nullptr) {
     auto client = DialReplicas(name, *set, /*claim=*/false);
     if (!client.ok()) {
-      // No majority answered: still say which peers did not.
+      // Too few answered (k - W + 1 needed): still say which peers did not.
       for (const std::string& ep : set->replication.peers)
         rows.push_back({{"endpoint", ep}, {"reachable", false}, {"error", client.status().message()}});
       if (!json) fmt::print("replicas      none readable: {}\n", client.status().message());
