@@ -1,5 +1,5 @@
-// The cluster tests' fixture: three peers, the writer (k=3, W=2) and the
-// checks every fault case makes.
+// The cluster tests' fixture: three peers, the writer (k=3, W=2 unless a
+// case sets replication_) and the checks every fault case makes.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -67,8 +67,8 @@ class Cluster {
 
   // The heap's config on `dir` (under the test's directory) with the peers.
   std::string Config(const std::string& dir) const {
-    return "dir=" + tmp_.path() + "/" + dir + ";size=256M;code_check=off;peers=" + PeerList(peers_) +
-           ";replicas=3;quorum=2" + (keys_.empty() ? "" : ";keys=" + keys_);
+    return "dir=" + tmp_.path() + "/" + dir + ";size=256M;code_check=off;peers=" + PeerList(peers_) + ";" +
+           replication_ + (keys_.empty() ? "" : ";keys=" + keys_);
   }
 
   // Commits `n` times; every commit must become durable.
@@ -139,6 +139,7 @@ class Cluster {
 
   uint64_t seed_;
   pheaptest::TempDir tmp_{"pheap-cluster"};
+  std::string replication_ = "replicas=3;quorum=2";  // k and W, as config keys
   std::string keys_;  // CURVE keys of peers in namespaces (not on loopback)
   std::vector<std::unique_ptr<NetNs>> ns_;  // outlive the peers inside them
   std::vector<std::unique_ptr<Peer>> peers_;

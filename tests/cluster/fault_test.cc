@@ -9,9 +9,13 @@
 //   - nothing acknowledged is lost: the heap recovered on an empty directory
 //     from the peers is exactly the writer's last durable state.
 // And a replica whose stored pages have flipped bits: readers still get
-// the right data, from another replica.
+// the right data, from another replica. And a heap on two of the three
+// peers (k=2, W=2) that loses its writer and one replica: it opens
+// elsewhere from the other, which holds every acknowledged commit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -158,6 +162,42 @@ TEST_F(ClusterFaults, ReplicaWithFlippedBits) {
   ExpectRecovers("recovered1", "with every page of the first replica damaged");
   peers_[index(order[1])]->Kill();
   ExpectRecovers("recovered2", "from the damaged replica and one good one");
+}
+
+// The writer's machine is lost (killed, its directory deleted) and so is one
+// of the heap's two replicas. With W = 2 an open needs k - W + 1 = 1
+// replica: the heap opens on a new directory with every acknowledged
+// commit. Commits then fail, saying that fewer than W replicas are
+// reachable, and succeed again once the lost replica is back.
+TEST_F(ClusterFaults, WriterAndOneOfTwoReplicasLost) {
+  PHEAP_CLUSTER_SKIP_IF_TSAN();
+  replication_ = "replicas=2;quorum=2";
+  ASSERT_TRUE(StartPeers(false));
+  ASSERT_TRUE(writer_.Start(kHeap, Config("writer"), seed_));
+  ASSERT_NO_FATAL_FAILURE(CommitAll(5, "both replicas up"));
+  writer_.Kill();
+  std::filesystem::remove_all(tmp_.path() + "/writer");
+  std::vector<std::string> endpoints;
+  for (auto& p : peers_) endpoints.push_back(p->endpoint());
+  const auto set = pheap::ReplicaSet(pheap::logfmt::HeapIdOf(kHeap, std::strlen(kHeap)), endpoints, 2);
+  const auto lost =
+      static_cast<size_t>(std::find(endpoints.begin(), endpoints.end(), set[seed_ % 2]) - endpoints.begin());
+  peers_[lost]->Kill();
+
+  ExpectRecovers("elsewhere", "from the one replica left");
+  Writer again;
+  ASSERT_TRUE(again.Start(kHeap, Config("again"), seed_));
+  EXPECT_EQ(again.open_ops(), writer_.last_durable().ops);
+  Writer::Reply r = again.Commit();
+  ASSERT_TRUE(r.answered) << "a commit with one of two replicas must fail, not hang";
+  EXPECT_FALSE(r.durable) << "epoch " << r.epoch << " durable on one replica of two, W = 2";
+  EXPECT_NE(r.error.find("fewer than quorum=2 replicas are reachable"), std::string::npos) << r.error;
+
+  ASSERT_TRUE(peers_[lost]->Start());
+  for (int attempt = 0; attempt < 3 && !r.durable; ++attempt) r = again.Commit();
+  ASSERT_TRUE(r.durable) << "no commit succeeded in 3 tries once the lost replica was back: " << r.error
+                         << "\nthe writer said:\n"
+                         << again.stderr_text();
 }
 
 }  // namespace

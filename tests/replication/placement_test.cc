@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <map>
 #include <random>
 #include <set>
@@ -115,6 +116,47 @@ TEST(PlacementTest, ConfigDefaults) {
   auto k5 = ResolveReplication(Peers(5), 5, 0);
   ASSERT_TRUE(k5.ok());
   EXPECT_EQ(k5->quorum, 3u);
+}
+
+// The open's quorum k - W + 1 meets every write quorum of W, and is the
+// smallest that does: checked against every pair of replica subsets.
+TEST(PlacementTest, ClaimQuorumMeetsEveryWriteQuorum) {
+  for (uint32_t k = 1; k <= 7; ++k) {
+    for (uint32_t w = 1; w <= k; ++w) {
+      const uint32_t q = ClaimQuorum(k, w);
+      ASSERT_GE(q, 1u) << "k=" << k << " W=" << w;
+      ASSERT_LE(q, k) << "k=" << k << " W=" << w;
+      bool one_less_misses = false;  // some q - 1 replicas and some W ones are disjoint
+      for (uint32_t a = 0; a < (1u << k); ++a) {
+        for (uint32_t b = 0; b < (1u << k); ++b) {
+          if (static_cast<uint32_t>(std::popcount(b)) != w) continue;
+          if (static_cast<uint32_t>(std::popcount(a)) == q) {
+            ASSERT_NE(a & b, 0u) << "k=" << k << " W=" << w << ": claim set " << a << " misses write set " << b;
+          }
+          if (static_cast<uint32_t>(std::popcount(a)) + 1 == q && (a & b) == 0) one_less_misses = true;
+        }
+      }
+      EXPECT_TRUE(one_less_misses) << "k=" << k << " W=" << w << ": " << q - 1 << " replicas would do";
+    }
+  }
+}
+
+TEST(PlacementTest, ClaimQuorumCorners) {
+  EXPECT_EQ(ClaimQuorum(3, 3), 1u);  // W = k: any one replica opens the heap
+  EXPECT_EQ(ClaimQuorum(3, 1), 3u);  // W = 1: every replica must answer
+  EXPECT_EQ(ClaimQuorum(1, 1), 1u);  // k = 1: the one replica
+  EXPECT_EQ(ClaimQuorum(2, 2), 1u);  // replicas=2 by default: either one opens it
+  EXPECT_EQ(ClaimQuorum(5, 3), 3u);  // W a majority of an odd k: a majority
+  EXPECT_EQ(ClaimQuorum(4, 3), 2u);  // above it: fewer than a majority
+  // The defaults: W = k / 2 + 1, so k - W + 1 is a majority for odd k.
+  for (int n = 1; n <= 5; ++n) {
+    auto c = ResolveReplication(Peers(n), static_cast<uint64_t>(n), 0);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(ClaimQuorum(c->replicas, c->quorum), n % 2 == 1 ? Majority(c->replicas) : c->replicas / 2)
+        << "replicas=" << n;
+  }
+  // Any W from 1 to k is accepted: a W below the majority is as safe.
+  for (uint64_t w = 1; w <= 3; ++w) EXPECT_TRUE(ResolveReplication(Peers(3), 3, w).ok()) << "quorum=" << w;
 }
 
 TEST(PlacementTest, ConfigErrorsNameTheKey) {

@@ -2,10 +2,13 @@
 // shipping to a quorum, a killed or stopped replica, no quorum, catching up
 // a replica that missed epochs, term fencing between two writers, and
 // recovery that reads back exactly the last durable epoch, failing over
-// from a killed replica and from a damaged page.
+// from a killed replica and from a damaged page; the open's quorum k - W + 1
+// at its corners (W = k, W = 1, k = 1), and two claimants of one term.
 #include "replication/replica_client.h"
 
 #include <gtest/gtest.h>
+
+#include <xxhash.h>
 
 #include <atomic>
 #include <thread>
@@ -235,7 +238,8 @@ TEST_F(ReplicaClientTest, DamagedPageIsReadElsewhereAndRepaired) {
   VerifyImage(*alone, 1501, oracle);
 }
 
-TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
+// An open needs k - W + 1 replicas: two of three with W = 2.
+TEST_F(ReplicaClientTest, OpenNeedsReplicasMinusQuorumPlusOne) {
   peers_[0]->Signal(SIGKILL);
   peers_[1]->Signal(SIGKILL);
   auto o = Options();
@@ -243,7 +247,9 @@ TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
   auto c = ReplicaClient::Open(kHeap, o);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Status::Code::kTimeout);
-  EXPECT_NE(c.status().message().find("1 of 3 replicas answered HELLO within 600 ms"), std::string::npos)
+  EXPECT_NE(
+      c.status().message().find("1 of 3 replicas answered HELLO within 600 ms, 2 needed (replicas=3 - quorum=2 + 1)"),
+      std::string::npos)
       << c.status().message();
   // open_timeout bounds the open alone; a commit would wait a minute.
   o.timeout = 60s;
@@ -255,9 +261,194 @@ TEST_F(ReplicaClientTest, OpenNeedsAMajority) {
       << c.status().message();
 }
 
+// W = k: every acknowledged epoch is on every replica, so any one replica
+// opens the heap with all of it (k - W + 1 = 1); commits then need all k,
+// and fail saying that fewer are reachable.
+TEST_F(ReplicaClientTest, QuorumOfAllOpensOnAnyOneReplica) {
+  Oracle oracle;
+  {
+    auto w = Open(Options(/*claim=*/true, /*quorum=*/3));
+    ASSERT_TRUE(w);
+    ShipFirstEpochs(*w, &oracle);
+  }
+  const int kept = 1;
+  for (int i = 0; i < kPeers; ++i)
+    if (i != kept) peers_[i]->Signal(SIGKILL);
+  auto c = Open(Options(/*claim=*/true, /*quorum=*/3));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->image().epoch, 3u);
+  EXPECT_EQ(c->term(), 2u);
+  VerifyImage(*c, 1501, oracle);
+  auto e4 = MakeEpoch(4, {1}, 1501, {}, &oracle);
+  Status s = c->Persist(e4.sealed);
+  ASSERT_EQ(s.code(), Status::Code::kTimeout) << s.ToString();
+  EXPECT_NE(s.message().find("1 of 3 replicas"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("3 needed"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("fewer than quorum=3 replicas are reachable"), std::string::npos) << s.message();
+  EXPECT_EQ(c->image().epoch, 3u);
+}
+
+// W = 1: an epoch may be on one replica alone, so an open needs every
+// replica (k - W + 1 = k). With that one down it fails, within its
+// timeout and saying what it needs, rather than open an older image.
+TEST_F(ReplicaClientTest, QuorumOfOneOpensOnlyWithEveryReplica) {
+  Oracle oracle;
+  int lone = -1;
+  {
+    auto w = Open(Options(/*claim=*/true, /*quorum=*/1));
+    ASSERT_TRUE(w);
+    ShipFirstEpochs(*w, &oracle);
+    for (const auto& ep : endpoints_) ASSERT_TRUE(AwaitDurable(ep, 3)) << ep;
+    lone = IndexOf(w->replicas()[0]);
+    for (int i = 0; i < kPeers; ++i)
+      if (i != lone) peers_[i]->Signal(SIGKILL);
+    auto e4 = MakeEpoch(4, {1000, 1001}, 1501, {}, &oracle);
+    Status s = w->Persist(e4.sealed);
+    ASSERT_TRUE(s.ok()) << "epoch 4 needs one acknowledgement: " << s.ToString();
+  }
+  for (int i = 0; i < kPeers; ++i) {
+    if (i == lone) continue;
+    StartPeer(i);  // with its disk, at epoch 3
+    ASSERT_TRUE(AwaitDurable(endpoints_[i], 3));
+  }
+  peers_[lone]->Signal(SIGKILL);
+  for (bool claim : {true, false}) {
+    auto o = Options(claim, /*quorum=*/1);
+    o.open_timeout = 1s;
+    const auto start = std::chrono::steady_clock::now();
+    auto c = ReplicaClient::Open(kHeap, o);
+    const auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_FALSE(c.ok()) << "opened at epoch " << (*c)->image().epoch << " without the one replica holding epoch 4";
+    EXPECT_EQ(c.status().code(), Status::Code::kTimeout);
+    EXPECT_NE(c.status().message().find(
+                  "2 of 3 replicas answered HELLO within 1000 ms, 3 needed (replicas=3 - quorum=1 + 1)"),
+              std::string::npos)
+        << c.status().message();
+    EXPECT_LT(took, 5s) << "the open gives up at its timeout";
+  }
+  StartPeer(lone);
+  ASSERT_TRUE(AwaitDurable(endpoints_[lone], 4));
+  auto c = Open(Options(/*claim=*/true, /*quorum=*/1));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->image().epoch, 4u);
+  VerifyImage(*c, 1501, oracle);
+}
+
+// k = 1: the one replica is every quorum.
+TEST_F(ReplicaClientTest, SingleReplica) {
+  auto rc = ResolveReplication({endpoints_[0]}, 1, 0);
+  ASSERT_TRUE(rc.ok()) << rc.status().ToString();
+  EXPECT_EQ(rc->quorum, 1u);
+  auto o = Options();
+  o.replication = *rc;
+  Oracle oracle;
+  {
+    auto w = Open(o);
+    ASSERT_TRUE(w);
+    ShipFirstEpochs(*w, &oracle);
+  }
+  peers_[0]->Signal(SIGKILL);
+  o.open_timeout = 500ms;
+  auto gone = ReplicaClient::Open(kHeap, o);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_NE(gone.status().message().find("0 of 1 replicas answered HELLO within 500 ms, 1 needed"), std::string::npos)
+      << gone.status().message();
+  StartPeer(0);
+  ASSERT_TRUE(AwaitDurable(endpoints_[0], 3));
+  o.open_timeout.reset();
+  auto c = Open(o);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->image().epoch, 3u);
+  EXPECT_EQ(c->term(), 2u);
+  VerifyImage(*c, 1501, oracle);
+  auto e4 = MakeEpoch(4, {7}, 1501, {}, &oracle);
+  Status s = c->Persist(e4.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  VerifyImage(*c, 1501, oracle);
+}
+
+// With W = k = 3 a claim needs one grant, so two writers can claim the
+// same term on different replicas: B (by hand) on replicas 1 and 2, A on
+// replica 0 while the others are stopped. Neither can make an epoch
+// durable: each is refused where the other holds the term. And A, which
+// never got W grants, ships nothing, so no two images share a name.
+TEST_F(ReplicaClientTest, TwoClaimantsOfOneTermCannotBothReachTheQuorum) {
+  const uint64_t kB[2] = {0xb0b, 0xb0b};
+  const HeapId id = XXH3_64bits(kHeap.data(), kHeap.size());
+  zmq::context_t ctx;
+  std::vector<std::unique_ptr<PeerChannel>> b;
+  for (int i = 0; i < kPeers; ++i) {
+    auto ch = PeerChannel::Connect(ctx, endpoints_[i], nullptr);
+    ASSERT_TRUE(ch.ok()) << ch.status().ToString();
+    b.push_back(std::move(ch.value()));
+    ASSERT_TRUE(b[i]->Call(wire::EncodeHello(b[i]->NextRequestId(), kHeap), 5s).ok());
+    if (i == 0) continue;
+    auto r = b[i]->Call(wire::EncodeClaimTerm(b[i]->NextRequestId(), id, 1, kB), 5s);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const auto* t = std::get_if<wire::TermReplyBody>(&(*r)->msg.body);
+    ASSERT_TRUE(t != nullptr && t->granted == 1) << "B claims term 1 on " << endpoints_[i];
+  }
+  kill(peers_[1]->pid(), SIGSTOP);
+  kill(peers_[2]->pid(), SIGSTOP);
+  auto a = Open(Options(/*claim=*/true, /*quorum=*/3));
+  kill(peers_[1]->pid(), SIGCONT);
+  kill(peers_[2]->pid(), SIGCONT);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->term(), 1u) << "A claims term 1 from replica 0 alone";
+
+  Oracle oracle;
+  auto e1 = MakeEpoch(1, {1, 2}, 16, {}, &oracle);
+  Status s = a->Persist(e1.sealed);
+  EXPECT_EQ(s.code(), Status::Code::kSuperseded) << s.ToString();
+  EXPECT_NE(s.message().find("term 1 to another writer"), std::string::npos) << s.message();
+
+  // B's epoch 1 of term 1: replicas 1 and 2 acknowledge it, replica 0 refuses.
+  std::vector<uint8_t> page(kPageSize);
+  testing::FillPage(page.data(), 3, 1);
+  const std::vector<Pgno> pgnos = {3};
+  int acks = 0;
+  for (int i = 0; i < kPeers; ++i) {
+    auto p = b[i]->Call(wire::EncodePages(b[i]->NextRequestId(), id, 1, kB, 1, pgnos, page.data()), 5s);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    auto c =
+        b[i]->Call(wire::EncodeCommit(b[i]->NextRequestId(), id, 1, kB, 1, {kBase, kSize, 16, 1, 0, 0, 0}, {}), 5s);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    const auto* ack = std::get_if<wire::CommitAckBody>(&(*c)->msg.body);
+    if (ack != nullptr && ack->durable_epoch == 1 && ack->image_term == 1) ++acks;
+    if (i == 0) {
+      EXPECT_EQ(ErrorStatus(**c).code(), Status::Code::kSuperseded) << "replica 0 promised term 1 to A";
+    }
+  }
+  EXPECT_EQ(acks, 2) << "B's epoch reached replicas 1 and 2 only";
+
+  // A shipped nothing (its term was never granted by W replicas), so epoch
+  // 1 of term 1 names B's image alone: a later writer takes it, installs it
+  // on replica 0, and every replica serves it.
+  EXPECT_EQ(DurableAt(endpoints_[0]), 0) << "A left an epoch of term 1 on replica 0";
+  b.clear();
+  Oracle theirs;
+  theirs[3] = 1;
+  auto c = Open(Options(/*claim=*/true, /*quorum=*/3));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->term(), 2u);
+  ASSERT_EQ(c->image().epoch, 1u);
+  VerifyImage(*c, 16, theirs);
+  ASSERT_TRUE(AwaitInstalled(*c, 0, 1));
+  auto e2 = MakeEpoch(2, {5}, 16, {}, &theirs);
+  s = c->Persist(e2.sealed);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  c.reset();
+  for (int i = 0; i < kPeers; ++i) {
+    auto alone = ReaderOn(endpoints_[i]);
+    ASSERT_TRUE(alone);
+    EXPECT_EQ(alone->image().epoch, 2u) << endpoints_[i];
+    VerifyImage(*alone, 16, theirs);
+  }
+}
+
 }  // namespace
 // Writer A leaves epoch 4 on one replica only and dies; writer B, whose
-// majority never saw it, writes its own epoch 4. When that replica returns
+// open never saw it (W = 2: A's epoch was not durable), writes its own epoch 4. When that replica returns
 // it holds A's epoch 4: B must not extend it with epoch 5 (a mixed image
 // counted toward the quorum), must not read A's pages from it, and installs
 // its own image there instead.
@@ -282,7 +473,7 @@ TEST_F(ReplicaClientTest, DivergentReplicaIsInstalledNotExtended) {
 
   auto b = Open(Options());
   ASSERT_TRUE(b);
-  ASSERT_EQ(b->image().epoch, 3u) << "B's majority never held A's epoch 4";
+  ASSERT_EQ(b->image().epoch, 3u) << "the replicas B opened on never held A's epoch 4";
   auto b4 = MakeEpoch(4, {2000}, 2001, {}, &oracle);
   ASSERT_TRUE(b->Persist(b4.sealed).ok());
   StartPeer(lone);  // with its disk: A's epoch 4 is still there
