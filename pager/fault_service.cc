@@ -120,6 +120,12 @@ uint64_t FaultService::MaxWindow() const {
   return std::clamp<uint64_t>(c_.prefetch_max >> kPageShift, 1, PageSource::kMaxReadRun);
 }
 
+uint64_t FaultService::Room() const {
+  if (c_.prefetch_resident_max == 0) return UINT64_MAX;
+  const uint64_t held = c_.evictor->resident();
+  return held < c_.prefetch_resident_max ? c_.prefetch_resident_max - held : 0;
+}
+
 Run FaultService::PlanRun(Pgno p, Run* ahead) {
   const uint64_t max_pages = MaxWindow();
   *ahead = Run{p + 1, 0};
@@ -143,10 +149,15 @@ Run FaultService::PlanRun(Pgno p, Run* ahead) {
     // inside it continues the sequence.
     last_end_ = p + (sequential ? 2 * window : window);
   }
-  const Pgno end = RunEnd(p, window);
+  // Under a budget a window is what the budget still has room for (the
+  // faulting page at least): with the evictor behind, windows of every
+  // fault thread and their read-ahead would pile over it.
+  const uint64_t room = Room();
+  const uint64_t placed = std::clamp<uint64_t>(room, 1, window);
+  const Pgno end = RunEnd(p, placed);
   *ahead = Run{end, 0};
   if (sequential && end == p + window && end < Hwm() && !c_.installed->Test(end) && !c_.discarded->Test(end))
-    ahead->count = RunEnd(end, window) - end;
+    ahead->count = RunEnd(end, std::min(window, room - window)) - end;
   return Run{p, end - p};
 }
 

@@ -173,6 +173,9 @@ class FaultService {
   void KickAhead();
   // The widest window, in pages: prefetch_max, at most one read.
   uint64_t MaxWindow() const;
+  // Pages that may still be placed under the budget (prefetch_resident_max
+  // less what is resident), 0 when full; unbounded without a budget.
+  uint64_t Room() const;
   // The part of `r` to place: from its first page not placed yet (a stored
   // run mapped whole may reach into it) to the next placed one.
   Run Unplaced(Run r) const;
