@@ -142,6 +142,7 @@ struct HybridWpConfig {
   const PageBitmap* discarded = nullptr;          // zeros since a discard
   const PageBitmap* evicted = nullptr;            // given back, not placed again since
   uint32_t idle_cuts = 8;                  // a hot chunk unwritten for this many cuts goes cold
+  uint32_t warm_faults = 16;               // a cold chunk with this many write faults in a cut goes hot
   bool huge_pages = true;                  // advise transparent huge pages for the region
   // Under a memory budget: hot chunks take missing faults everywhere, so
   // every fresh page reaches the fault service (and its wait for room).

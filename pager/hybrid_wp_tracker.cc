@@ -11,9 +11,12 @@
 //         reaching the fault service), every present page protected. A
 //         fault on a cold chunk, from any thread or from the kernel itself
 //         (read(2) into it), is served as sync-wp serves it: the page is
-//         marked in a bitmap and unprotected. The commit's pause then moves
-//         the chunk to hot, protected whole again, so the next commit
-//         reports exactly what was written. A chunk that takes
+//         marked in a bitmap and unprotected, and the commit protects it
+//         again (one UFFDIO_WRITEPROTECT for all the marked pages of a
+//         chunk), so the chunk stays cold. A chunk that took warm_faults
+//         such faults before a commit is written densely: the commit's
+//         pause moves it to hot (Warm), protected whole again, so the next
+//         commit reports exactly what was written. A chunk that takes
 //         kWarmFaults such faults before a commit, or a missing fault (a
 //         page never populated: a fresh chunk), moves at once (Heat).
 //
@@ -74,6 +77,9 @@ constexpr uint64_t kMaxMovesPerCut = 32;
 // chunk is written widely enough that a fault per page would cost more than
 // the whole chunk in the next cut.
 constexpr uint16_t kWarmFaults = 64;
+// Marked runs of a cold chunk at most this far apart are protected again
+// in one UFFDIO_WRITEPROTECT (see TakeDirty).
+constexpr uint64_t kSpanGap = uint64_t{64} << kPageShift;
 alignas(4096) const uint8_t kZeros[kPageSize] = {};
 
 // An anonymous array that becomes resident only where written: one entry
@@ -161,13 +167,37 @@ class HybridWpTracker final : public DirtyTracker {
   Status TakeDirty(RunSink* sink) override {
     MarkingSink marking(this, sink);
     int err = 0;  // no Status (it allocates) until the walk is done
-    // Protected before reported, as sync-wp does: a write racing this
+    // Protected before this returns, as sync-wp does: a write racing this
     // lands before the protection, so inside the copy taken afterwards.
-    singles_.TakeRuns([&](Run r) {
-      int e = uffd_writeprotect(c_.cold_uffd, Addr(r.first), r.count << kPageShift, UFFDIO_WRITEPROTECT_MODE_WP);
+    // Each UFFDIO_WRITEPROTECT costs about 2 us (the ioctl and a TLB
+    // flush) and each page it covers about 15 ns more, so marked runs of
+    // one cold chunk at most kSpanGap apart go in a single span:
+    // the pages between are protected already (a present page of a cold
+    // chunk is unprotected only once marked) or absent. Never across
+    // chunks: the kernel protects whatever VMA the range covers, whichever
+    // userfaultfd it is registered on, and a hot page protected before the
+    // scan reports it would lose its write. The runs of a hot chunk
+    // (marked before it went hot) are protected exactly.
+    uint64_t span_start = 0, span_end = 0;  // addresses; empty when equal
+    auto protect_span = [&] {
+      if (span_end == span_start) return;
+      int e = uffd_writeprotect(c_.cold_uffd, span_start, span_end - span_start, UFFDIO_WRITEPROTECT_MODE_WP);
       if (e < 0 && err == 0) err = -e;
+      span_start = span_end = 0;
+    };
+    singles_.TakeRuns([&](Run r) {
+      const uint64_t a = Addr(r.first), e = Addr(r.end()), ch = ChunkOf(a);
+      if (span_end != span_start && a - span_end <= kSpanGap && chunks_[ch].hot == 0 && ChunkOf(span_start) == ch &&
+          ChunkOf(e - 1) == ch) {
+        span_end = e;
+      } else {
+        protect_span();
+        span_start = a;
+        span_end = e;
+      }
       marking.Add(r);
     });
+    protect_span();
     if (err != 0) return Status::FromErrno("UFFDIO_WRITEPROTECT of pages tracked one by one", err);
     return Scan(PM_SCAN_WP_MATCHING, &marking);
   }
@@ -201,13 +231,17 @@ class HybridWpTracker final : public DirtyTracker {
       }
       ++i;
     }
-    // Then cold chunks written since the last pause go hot, protected
-    // whole: this pause's TakeDirty took their marked pages.
+    // Then cold chunks written densely since the last pause go hot,
+    // protected whole: this pause's TakeDirty took their marked pages. A
+    // move costs more inside the pause (about 30 us) than protecting a
+    // few pages again at each commit, and a hot chunk is walked at every
+    // commit until it idles: chunks written sparsely stay cold.
     uint64_t warmed = 0;
     for (uint64_t i = 0; i < warm_count_; ++i) {
       const uint32_t ch = warm_list_[i];
+      const bool dense = chunks_[ch].warm >= c_.warm_faults;
       chunks_[ch].warm = 0;
-      if (chunks_[ch].hot == 0 && warmed < kMaxMovesPerCut && Warm(ch)) ++warmed;
+      if (dense && chunks_[ch].hot == 0 && warmed < kMaxMovesPerCut && Warm(ch)) ++warmed;
     }
     warm_count_ = 0;
     hot_now_.store(hot_count_, std::memory_order_relaxed);

@@ -75,6 +75,13 @@ struct PagerOptions {
   // higher saves the fault and the whole-chunk report of a chunk that is
   // written again soon after.
   uint32_t hybrid_idle_cuts = 8;
+  // hybrid-wp: a cold chunk that took this many write faults since the
+  // last commit goes hot in the commit's pause (>= 1). Below it the chunk
+  // stays cold and its pages are protected again at the commit: each
+  // move costs the pause tens of microseconds, and every hot chunk is
+  // walked in each pause until it idles, so sparse writes are cheaper
+  // cold (a fault each); dense ones cheaper hot (no fault).
+  uint32_t hybrid_warm_faults = 16;
   // hybrid-wp: back the region with transparent huge pages (MADV_HUGEPAGE),
   // so a hot chunk is walked and protected as one entry until written. The
   // cost: the first touch of a fresh chunk allocates and zeroes 2 MiB, and

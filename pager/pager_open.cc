@@ -267,6 +267,7 @@ Status Pager::Impl::Start(TrackingMode mode) {
       hc.discarded = discarded_.get();
       hc.evicted = evicted_.get();
       hc.idle_cuts = std::max<uint32_t>(1, options_.hybrid_idle_cuts);
+      hc.warm_faults = std::max<uint32_t>(1, options_.hybrid_warm_faults);
       // Under a budget a missing fault places 4 KiB pages one at a time,
       // each counted, never a 2 MiB chunk the kernel fills by itself.
       hc.huge_pages = options_.hybrid_huge_pages && !evictor_;

@@ -45,10 +45,13 @@ uint64_t Load(const uint8_t* p) {
 
 class HybridWp : public ::testing::Test {
  protected:
-  std::unique_ptr<Pager> Open(uint32_t idle_cuts, bool precopy = true) {
+  // warm_faults 1: a chunk moves to hot at the first commit after a write
+  // fault on it, so the tests below make moves both ways often.
+  std::unique_ptr<Pager> Open(uint32_t idle_cuts, bool precopy = true, uint32_t warm_faults = 1) {
     PagerOptions o;
     o.mode = TrackingMode::kHybridWp;
     o.hybrid_idle_cuts = idle_cuts;
+    o.hybrid_warm_faults = warm_faults;
     o.precopy = precopy;
     auto p = Pager::Open(store_.image(), &store_, &store_, o);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
@@ -138,6 +141,61 @@ TEST_F(HybridWp, WritesFromNewThreadsAreCommitted) {
   }
   EXPECT_GE(pager->stats().chunks_cooled, 5u);
   EXPECT_EQ(pager->stats().moves_unpaused, 0u);
+}
+
+// Sparse writes into cold chunks: each page is protected again at the
+// commit (one span per chunk), so the chunks stay cold and the next writes
+// to the same pages and to the pages between fault again and are
+// committed. A chunk written densely goes hot; one that took its write
+// faults and then went hot at once keeps the writes made after the move.
+TEST_F(HybridWp, SparseWritesStayColdAndAreCommitted) {
+  SKIP_UNLESS_HYBRID();
+  PHEAP_SKIP_IF_TSAN();
+  auto pager = Open(1, true, 16);
+  ASSERT_NE(pager, nullptr);
+  constexpr Pgno kFirst = 50, kChunks = 4;
+  for (Pgno p = kFirst * kChunkPages; p < (kFirst + kChunks) * kChunkPages; ++p) Page(*pager, p)[0] = 1;
+  ASSERT_TRUE(pager->Commit().ok());
+  for (int i = 0; i < 8 && pager->stats().hot_chunks > 0; ++i) ASSERT_TRUE(pager->Commit().ok());
+  ASSERT_EQ(pager->stats().hot_chunks, 0u);
+  // A few pages per chunk, with gaps, and a run across a chunk boundary.
+  std::vector<Pgno> pages;
+  for (Pgno c = kFirst; c < kFirst + kChunks; ++c)
+    for (Pgno off : {Pgno{3}, Pgno{4}, Pgno{90}, Pgno{300}, Pgno{511}}) pages.push_back(c * kChunkPages + off);
+  pages.push_back((kFirst + 1) * kChunkPages);
+  for (int round = 2; round <= 4; ++round) {
+    const uint64_t singles = pager->stats().single_pages;
+    for (Pgno p : pages) Page(*pager, p)[7] = static_cast<uint8_t>(round);
+    // A page between the marked ones, written only now and then.
+    if (round == 3) Page(*pager, kFirst * kChunkPages + 91)[7] = 33;
+    ASSERT_TRUE(pager->Commit().ok());
+    EXPECT_GE(pager->stats().single_pages - singles, pages.size()) << "round " << round;
+    EXPECT_EQ(pager->stats().hot_chunks, 0u) << "round " << round;
+    for (Pgno p : pages) ASSERT_EQ(store_.Read(p)[7], round) << "page " << p << " round " << round;
+  }
+  EXPECT_EQ(store_.Read(kFirst * kChunkPages + 91)[7], 33);
+  Page(*pager, kFirst * kChunkPages + 91)[7] = 34;
+  ASSERT_TRUE(pager->Commit().ok());
+  EXPECT_EQ(store_.Read(kFirst * kChunkPages + 91)[7], 34);
+
+  // Dense: 16 pages of one chunk go hot at the commit.
+  const uint64_t heated = pager->stats().chunks_heated;
+  for (Pgno i = 0; i < 16; ++i) Page(*pager, kFirst * kChunkPages + 100 + 2 * i)[7] = 5;
+  ASSERT_TRUE(pager->Commit().ok());
+  EXPECT_EQ(pager->stats().chunks_heated, heated + 1);
+  EXPECT_EQ(store_.Read(kFirst * kChunkPages + 130)[7], 5);
+
+  // 65 faults move a chunk at once, unprotected; the pages between the
+  // 64 marked ones, written after the move, must not be protected before
+  // the commit reports them.
+  const Pgno c2 = (kFirst + 2) * kChunkPages;
+  for (Pgno i = 0; i <= 64; ++i) Page(*pager, c2 + 2 * i)[7] = 6;
+  for (Pgno i = 0; i < 64; ++i) Page(*pager, c2 + 2 * i + 1)[7] = 7;
+  ASSERT_TRUE(pager->Commit().ok());
+  for (Pgno i = 0; i <= 64; ++i) ASSERT_EQ(store_.Read(c2 + 2 * i)[7], 6) << i;
+  for (Pgno i = 0; i < 64; ++i) ASSERT_EQ(store_.Read(c2 + 2 * i + 1)[7], 7) << i;
+  EXPECT_EQ(pager->stats().moves_unpaused, 0u);
+  EXPECT_EQ(store_.contract_error(), "");
 }
 
 // No commit (so it runs under ThreadSanitizer too): threads race to be
@@ -314,6 +372,7 @@ TEST(HybridWpTracker, CoolsOnlyInsideAPause) {
   c.cold_uffd = cold;
   c.pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
   c.idle_cuts = 1;
+  c.warm_faults = 1;
   auto t = NewHybridWpTracker(*region, c);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   DirtyTracker& tr = **t;
