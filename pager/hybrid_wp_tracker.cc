@@ -51,6 +51,7 @@
 // could land inside Warm's or Cool's window and be lost; the safepoint's
 // contract already forbids them during a cut.
 #include <sys/mman.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -69,10 +70,13 @@ namespace {
 constexpr uint64_t kChunkShift = 21;
 constexpr uint64_t kChunkBytes = uint64_t{1} << kChunkShift;
 constexpr uint64_t kMissingWp = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
-// Moves cost about 10 us each inside the pause: at most this many per cut
-// each way, the rest wait for the next (a chunk waiting to go hot stays
-// tracked page by page meanwhile).
+// Moves cost 7-40 us each inside the pause (more as VMAs multiply): at
+// most this many per cut each way, and none once the pause's moves took
+// kMoveBudgetNs (but at least one each way, so a backlog drains). The rest
+// wait for the next cut: a chunk waiting to go hot stays tracked page by
+// page meanwhile, one waiting to go cold is walked.
 constexpr uint64_t kMaxMovesPerCut = 32;
+constexpr uint64_t kMoveBudgetNs = 100000;
 // Write faults on a cold chunk before it moves at once: past this many, the
 // chunk is written widely enough that a fault per page would cost more than
 // the whole chunk in the next cut.
@@ -81,6 +85,12 @@ constexpr uint16_t kWarmFaults = 64;
 // in one UFFDIO_WRITEPROTECT (see TakeDirty).
 constexpr uint64_t kSpanGap = uint64_t{64} << kPageShift;
 alignas(4096) const uint8_t kZeros[kPageSize] = {};
+
+uint64_t NowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 // An anonymous array that becomes resident only where written: one entry
 // per chunk of a region of up to 32 TiB.
@@ -215,6 +225,10 @@ class HybridWpTracker final : public DirtyTracker {
     prepared_ = ~uint64_t{0};
     warmed_for_evict_ = 0;
     uint64_t cooled = 0;
+    const uint64_t t0 = NowNs();
+    auto may_move = [&](uint64_t done) {
+      return done == 0 || (done < kMaxMovesPerCut && NowNs() - t0 < kMoveBudgetNs);
+    };
     for (uint64_t i = 0; i < hot_count_;) {
       const uint32_t ch = hot_list_[i];
       Chunk& k = chunks_[ch];
@@ -224,7 +238,7 @@ class HybridWpTracker final : public DirtyTracker {
       } else if (k.idle < 255) {
         ++k.idle;
       }
-      if (k.idle >= c_.idle_cuts && cooled < kMaxMovesPerCut && Placed(ch) && Cool(ch)) {
+      if (k.idle >= c_.idle_cuts && may_move(cooled) && Placed(ch) && Cool(ch)) {
         ++cooled;
         hot_list_[i] = hot_list_[--hot_count_];  // swap-remove; look at the moved one next
         continue;
@@ -241,7 +255,7 @@ class HybridWpTracker final : public DirtyTracker {
       const uint32_t ch = warm_list_[i];
       const bool dense = chunks_[ch].warm >= c_.warm_faults;
       chunks_[ch].warm = 0;
-      if (dense && chunks_[ch].hot == 0 && warmed < kMaxMovesPerCut && Warm(ch)) ++warmed;
+      if (dense && chunks_[ch].hot == 0 && may_move(warmed) && Warm(ch)) ++warmed;
     }
     warm_count_ = 0;
     hot_now_.store(hot_count_, std::memory_order_relaxed);
