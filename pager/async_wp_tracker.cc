@@ -146,30 +146,20 @@ class AsyncWpTracker final : public DirtyTracker {
 
   Status Scan(uint64_t start, const uint64_t end, page_region* vec, RunSink* sink, uint64_t flags) {
     uint64_t reached = 0;
-    while (start < end) {
-      pm_scan_arg arg{};
-      arg.flags = flags;
-      arg.start = start;
-      arg.end = end;
-      arg.vec = reinterpret_cast<uint64_t>(vec);
-      arg.vec_len = kVecLen;
-      // Written, and backed by a page of its own: a PTE never populated in a
-      // populated page table also counts as "written" (it carries no WP
-      // bit), and so does a read of the shared zero page; neither holds data.
-      arg.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
-      arg.category_inverted = PAGE_IS_PFNZERO;
-      arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-      arg.return_mask = PAGE_IS_WRITTEN;
-      int n = pagemap_scan(fd_, &arg);
-      if (n < 0)
-        return Status::FromErrno(fmt::format("PAGEMAP_SCAN of heap region [{:#x}, {:#x})", start, end), -n);
-      for (int i = 0; i < n; ++i) {
-        sink->Add(Run{(vec[i].start - region_.base()) >> kPageShift, (vec[i].end - vec[i].start) >> kPageShift});
-        reached = std::max<uint64_t>(reached, vec[i].end);
-      }
-      if (arg.walk_end <= start) break;  // no progress: nothing more to report
-      start = arg.walk_end;
-    }
+    pm_scan_arg arg{};
+    arg.flags = flags;
+    // Written, and backed by a page of its own: a PTE never populated in a
+    // populated page table also counts as "written" (it carries no WP
+    // bit), and so does a read of the shared zero page; neither holds data.
+    arg.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO;
+    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    arg.return_mask = PAGE_IS_WRITTEN;
+    const int r = pagemap_scan_range(fd_, arg, start, end, vec, kVecLen, [&](const page_region& v) {
+      sink->Add(Run{(v.start - region_.base()) >> kPageShift, (v.end - v.start) >> kPageShift});
+      reached = std::max<uint64_t>(reached, v.end);
+    });
+    if (r < 0) return Status::FromErrno(fmt::format("PAGEMAP_SCAN of heap region [{:#x}, {:#x})", start, end), -r);
     uint64_t seen = populated_end_.load(std::memory_order_relaxed);
     while (reached > seen && !populated_end_.compare_exchange_weak(seen, reached, std::memory_order_relaxed)) {
     }

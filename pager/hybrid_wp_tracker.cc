@@ -364,25 +364,17 @@ class HybridWpTracker final : public DirtyTracker {
   // WPALLOWED category makes a walk that only reports skip them too.
   Status Scan(uint64_t flags, RunSink* sink, page_region* vec = nullptr) {
     if (vec == nullptr) vec = vec_;
-    uint64_t start = region_.base();
-    const uint64_t end = start + region_.size();
-    while (start < end) {
-      pm_scan_arg arg{};
-      arg.flags = flags;
-      arg.start = start;
-      arg.end = end;
-      arg.vec = reinterpret_cast<uint64_t>(vec);
-      arg.vec_len = kVecLen;
-      arg.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO | PAGE_IS_WPALLOWED;
-      arg.category_inverted = PAGE_IS_PFNZERO;
-      arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-      arg.return_mask = PAGE_IS_WRITTEN;
-      int n = pagemap_scan(c_.pagemap_fd, &arg);
-      if (n < 0) return Status::FromErrno(fmt::format("PAGEMAP_SCAN of heap region [{:#x}, {:#x})", start, end), -n);
-      for (int i = 0; i < n; ++i) sink->Add(Run{PageOf(vec[i].start), (vec[i].end - vec[i].start) >> kPageShift});
-      if (arg.walk_end <= start) break;
-      start = arg.walk_end;
-    }
+    const uint64_t start = region_.base(), end = start + region_.size();
+    pm_scan_arg arg{};
+    arg.flags = flags;
+    arg.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PFNZERO | PAGE_IS_WPALLOWED;
+    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    arg.return_mask = PAGE_IS_WRITTEN;
+    const int r = pagemap_scan_range(c_.pagemap_fd, arg, start, end, vec, kVecLen, [&](const page_region& v) {
+      sink->Add(Run{PageOf(v.start), (v.end - v.start) >> kPageShift});
+    });
+    if (r < 0) return Status::FromErrno(fmt::format("PAGEMAP_SCAN of heap region [{:#x}, {:#x})", start, end), -r);
     return Status::Ok();
   }
 

@@ -171,27 +171,14 @@ uint64_t Pager::Impl::PresentPages() {
   uint64_t n = 0;
   if (count_fd_ >= 0 && !every_page_faults_) {
     page_region vec[256];
-    uint64_t start = region_.base();
-    const uint64_t end = start + region_.size();
-    while (start < end) {
-      pm_scan_arg arg{};
-      arg.start = start;
-      arg.end = end;
-      arg.vec = reinterpret_cast<uint64_t>(vec);
-      arg.vec_len = 256;
-      // Present and backed by a page of its own (not the shared zero page).
-      arg.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO;
-      arg.category_inverted = PAGE_IS_PFNZERO;
-      arg.return_mask = PAGE_IS_PRESENT;
-      int r = pagemap_scan(count_fd_, &arg);
-      if (r < 0) {
-        n = evictor_->resident();
-        break;
-      }
-      for (int i = 0; i < r; ++i) n += (vec[i].end - vec[i].start) >> kPageShift;
-      if (arg.walk_end <= start) break;
-      start = arg.walk_end;
-    }
+    pm_scan_arg arg{};
+    // Present and backed by a page of its own (not the shared zero page).
+    arg.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO;
+    arg.category_inverted = PAGE_IS_PFNZERO;
+    arg.return_mask = PAGE_IS_PRESENT;
+    const int r = pagemap_scan_range(count_fd_, arg, region_.base(), region_.base() + region_.size(), vec, 256,
+                                     [&](const page_region& v) { n += (v.end - v.start) >> kPageShift; });
+    if (r < 0) n = evictor_->resident();
   } else {
     n = evictor_->resident();
   }

@@ -42,4 +42,27 @@ int64_t uffd_poison(int fd, uint64_t start, uint64_t len, uint64_t mode);
 // written to arg->vec, or -errno. arg->walk_end says where it stopped.
 int pagemap_scan(int pagemap_fd, pm_scan_arg* arg);
 
+// The whole of [start, end) with PAGEMAP_SCAN, vec_len regions per call:
+// `arg` gives the flags and the categories (start, end, vec and vec_len are
+// set here), and fn(const page_region&) sees every region reported, in
+// address order. A call that makes no progress ends the walk (nothing more
+// to report). Returns 0, or the -errno of the call that failed (fn saw the
+// regions before it). Allocates nothing, so it may run with writers paused.
+template <class Fn>
+int pagemap_scan_range(int pagemap_fd, pm_scan_arg arg, uint64_t start, uint64_t end, page_region* vec,
+                       uint64_t vec_len, Fn&& fn) {
+  while (start < end) {
+    arg.start = start;
+    arg.end = end;
+    arg.vec = reinterpret_cast<uint64_t>(vec);
+    arg.vec_len = vec_len;
+    const int n = pagemap_scan(pagemap_fd, &arg);
+    if (n < 0) return n;
+    for (int i = 0; i < n; ++i) fn(static_cast<const page_region&>(vec[i]));
+    if (arg.walk_end <= start) break;
+    start = arg.walk_end;
+  }
+  return 0;
+}
+
 }  // namespace pheap
