@@ -334,17 +334,21 @@ TEST_F(StoreFault, FirstEpochSyncsTheDirectoriesItCreated) {
   EXPECT_EQ(os_.dirs_synced.size(), after_first);
 }
 
+// Why `dir` refuses a file opened O_DIRECT, or empty if it takes one.
+std::string WhyNoODirect(const std::string& dir) {
+  const std::string probe = dir + "/probe";
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+  if (fd < 0) return dir + " refuses O_DIRECT: " + std::strerror(errno);
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return "";
+}
+
 // Epochs of at least direct_write_bytes go through an O_DIRECT descriptor of
 // the log file, smaller ones through the page cache, and both, mixed in one
 // file, read back and reopen as the model says.
 TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
-  {
-    const std::string probe = dir_.path() + "/probe";
-    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
-    if (fd < 0) GTEST_SKIP() << dir_.path() << " refuses O_DIRECT: " << std::strerror(errno);
-    ::close(fd);
-    ::unlink(probe.c_str());
-  }
+  if (const std::string why = WhyNoODirect(dir_.path()); !why.empty()) GTEST_SKIP() << why;
   PageStoreOptions o = Options();
   o.direct_write_bytes = 8 * kPageSize;
   Model m;
@@ -388,13 +392,7 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
 // read (EINVAL) gets it through the page cache instead. Every way reads
 // the pages the model says.
 TEST_F(StoreFault, RunsNotInThePageCacheAreReadPastIt) {
-  {
-    const std::string probe = dir_.path() + "/probe";
-    int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
-    if (fd < 0) GTEST_SKIP() << dir_.path() << " refuses O_DIRECT: " << std::strerror(errno);
-    ::close(fd);
-    ::unlink(probe.c_str());
-  }
+  if (const std::string why = WhyNoODirect(dir_.path()); !why.empty()) GTEST_SKIP() << why;
   PageStoreOptions o = Options();
   o.direct_write_bytes = 0;
   o.direct_read_bytes = 8 * kPageSize;
