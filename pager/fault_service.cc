@@ -156,6 +156,7 @@ Run FaultService::PlanRun(Pgno p, Run* ahead) {
   const uint64_t placed = std::clamp<uint64_t>(room, 1, window);
   const Pgno end = RunEnd(p, placed);
   *ahead = Run{end, 0};
+  // A whole window placed means room >= window.
   if (sequential && end == p + window && end < Hwm() && !c_.installed->Test(end) && !c_.discarded->Test(end))
     ahead->count = RunEnd(end, std::min(window, room - window)) - end;
   return Run{p, end - p};
@@ -262,15 +263,13 @@ void FaultService::PrefetchWindow(Run w, uint8_t* buf) {
   for (Pgno at = w.first; at < end;) {
     Run u = Unplaced(Run{at, end - at});
     if (u.count == 0) return;
-    if (c_.prefetch_resident_max != 0) {
-      const uint64_t held = c_.evictor->resident();
-      if (held >= c_.prefetch_resident_max) {  // the budget is full: placing more would only evict
-        std::lock_guard lk(ahead_mu_);
-        prefetch_.clear();
-        return;
-      }
-      u.count = std::min(u.count, c_.prefetch_resident_max - held);
+    const uint64_t room = Room();
+    if (room == 0) {  // the budget is full: placing more would only evict
+      std::lock_guard lk(ahead_mu_);
+      prefetch_.clear();
+      return;
     }
+    u.count = std::min(u.count, room);
     const uint64_t m = c_.map_stored ? MapStored(u.first, u.count) : 0;
     // An eviction between the read and the install: read it again, a few times.
     if (m < u.count && !CopyAhead(Run{u.first + m, u.count - m}, buf) && ++retries < 3) continue;

@@ -443,32 +443,33 @@ std::string PageStore::Impl::PageError(Pgno pgno, const Slot& s, uint64_t got) c
       got);
 }
 
+int PageStore::Impl::DirectReadFd(LogFile& f) {
+  int fd = f.direct_read_fd.load(std::memory_order_acquire);
+  if (fd != -1) return fd;
+  std::lock_guard lk(f.direct_read_mu);
+  fd = f.direct_read_fd.load(std::memory_order_relaxed);
+  if (fd != -1) return fd;
+  fd = os().open(f.path.c_str(), O_RDONLY | O_DIRECT, 0);
+  if (fd < 0) {
+    PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT reads ({}); reading through the page cache", path_, f.path,
+                    std::strerror(-fd));
+    fd = -2;
+  }
+  f.direct_read_fd.store(fd, std::memory_order_release);
+  return fd;
+}
+
 ssize_t PageStore::Impl::ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uint64_t off) {
   const uint64_t direct_min = options_.direct_read_bytes;
-  if (direct_min == 0 || bytes < direct_min || (reinterpret_cast<uintptr_t>(dst) & (kPageSize - 1)) != 0 ||
-      (off & (kPageSize - 1)) != 0)
-    return ReadFull(f.fd, dst, bytes, off);
   uint64_t cached = 0;
-  if (os().cachestat(f.fd, off, bytes, &cached) != 0 || cached >= bytes / kPageSize)
-    return ReadFull(f.fd, dst, bytes, off);
-  int fd = f.direct_read_fd.load(std::memory_order_acquire);
-  if (fd == -1) {
-    std::lock_guard lk(f.direct_read_mu);
-    fd = f.direct_read_fd.load(std::memory_order_relaxed);
-    if (fd == -1) {
-      fd = os().open(f.path.c_str(), O_RDONLY | O_DIRECT, 0);
-      if (fd < 0) {
-        PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT reads ({}); reading through the page cache", path_, f.path,
-                        std::strerror(-fd));
-        fd = -2;
-      }
-      f.direct_read_fd.store(fd, std::memory_order_release);
-    }
+  const bool direct = direct_min != 0 && bytes >= direct_min &&
+                      (reinterpret_cast<uintptr_t>(dst) & (kPageSize - 1)) == 0 && (off & (kPageSize - 1)) == 0 &&
+                      os().cachestat(f.fd, off, bytes, &cached) == 0 && cached < bytes / kPageSize;
+  if (const int fd = direct ? DirectReadFd(f) : -1; fd >= 0) {
+    const ssize_t r = ReadFull(fd, dst, bytes, off);
+    if (r != -EINVAL) return r;  // EINVAL: the device wants another alignment than 4 KiB
   }
-  if (fd < 0) return ReadFull(f.fd, dst, bytes, off);
-  const ssize_t r = ReadFull(fd, dst, bytes, off);
-  // Another alignment than 4 KiB wanted by the device: the page cache's way.
-  return r == -EINVAL ? ReadFull(f.fd, dst, bytes, off) : r;
+  return ReadFull(f.fd, dst, bytes, off);
 }
 
 Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {

@@ -87,6 +87,8 @@ class PageStore::Impl {
   // `bytes` of f from `off` into dst, with O_DIRECT where
   // options_.direct_read_bytes says so; ReadFull's result.
   ssize_t ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uint64_t off);
+  // f's O_DIRECT read descriptor, opened on first use; negative if refused.
+  int DirectReadFd(LogFile& f);
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);
