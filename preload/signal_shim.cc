@@ -200,47 +200,49 @@ extern "C" int sigaction(int sig, const struct sigaction* act, struct sigaction*
   return pp::Libc().sigaction(sig, act, old);
 }
 
-// glibc's signal() reaches its sigaction directly, past the one above.
-extern "C" sighandler_t signal(int sig, sighandler_t handler) {
+namespace {
+
+// `handler` with `flags` and an empty mask, through the sigaction above;
+// the previous handler, or SIG_ERR. glibc's signal(), bsd_signal(),
+// sysv_signal() and sigset() reach its own sigaction directly, past ours.
+sighandler_t SetHandler(int sig, sighandler_t handler, int flags) {
   struct sigaction sa {
   }, old{};
   sa.sa_handler = handler;
-  sa.sa_flags = SA_RESTART;  // BSD semantics, as glibc's signal()
+  sa.sa_flags = flags;
   sigemptyset(&sa.sa_mask);
   if (sigaction(sig, &sa, &old) != 0) return SIG_ERR;
   return old.sa_handler;
 }
+
+}  // namespace
+
+// BSD semantics, as glibc's signal().
+extern "C" sighandler_t signal(int sig, sighandler_t handler) { return SetHandler(sig, handler, SA_RESTART); }
 
 // signal's BSD name.
 extern "C" sighandler_t bsd_signal(int sig, sighandler_t handler) { return signal(sig, handler); }
 
 // System V's one-shot handler (SA_RESETHAND | SA_NODEFER, as glibc's).
 extern "C" sighandler_t sysv_signal(int sig, sighandler_t handler) {
-  struct sigaction sa {
-  }, old{};
-  sa.sa_handler = handler;
-  sa.sa_flags = SA_RESETHAND | SA_NODEFER;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(sig, &sa, &old) != 0) return SIG_ERR;
-  return old.sa_handler;
+  return SetHandler(sig, handler, SA_RESETHAND | SA_NODEFER);
 }
 
 // System V's sigset: SIG_HOLD blocks `sig`, anything else becomes its
 // disposition and unblocks it; SIG_HOLD is returned if it was blocked.
-// glibc's reaches its sigaction directly, past the one above.
 extern "C" sighandler_t sigset(int sig, sighandler_t disp) {
   sigset_t one, was;
   if (sigemptyset(&one) != 0 || sigaddset(&one, sig) != 0) return SIG_ERR;  // EINVAL for a bad number
-  struct sigaction old {};
+  sighandler_t old = SIG_ERR;
   if (disp == SIG_HOLD) {
-    if (sigaction(sig, nullptr, &old) != 0 || sigprocmask(SIG_BLOCK, &one, &was) != 0) return SIG_ERR;
+    struct sigaction now {};
+    if (sigaction(sig, nullptr, &now) != 0 || sigprocmask(SIG_BLOCK, &one, &was) != 0) return SIG_ERR;
+    old = now.sa_handler;
   } else {
-    struct sigaction sa {};
-    sa.sa_handler = disp;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(sig, &sa, &old) != 0 || sigprocmask(SIG_UNBLOCK, &one, &was) != 0) return SIG_ERR;
+    old = SetHandler(sig, disp, 0);
+    if (old == SIG_ERR || sigprocmask(SIG_UNBLOCK, &one, &was) != 0) return SIG_ERR;
   }
-  return sigismember(&was, sig) == 1 ? SIG_HOLD : old.sa_handler;
+  return sigismember(&was, sig) == 1 ? SIG_HOLD : old;
 }
 
 extern "C" int nanosleep(const struct timespec* req, struct timespec* rem) {
