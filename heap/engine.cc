@@ -94,10 +94,12 @@ Result<EngineOptions> Engine::OptionsFromConfig(const Config& config) {
   auto staging_keep = config.GetSize("staging_keep", o.pager.staging_keep);
   if (!staging_keep.ok()) return staging_keep.status();
   o.pager.staging_keep = *staging_keep;
-  // Half the cgroup's limit by default: a commit's staging copy of the
-  // written pages, the program's own memory and the store's page cache
-  // need the rest.
-  auto memory_max = config.GetSize("memory_max", MemoryCgroupLimit() / 2);
+  // A third of the cgroup's limit by default. The budget counts a commit's
+  // staging copy, but a written set no fault saw (async write-protect
+  // resolves writes in the kernel) may be every resident page: the heap's
+  // pages and that copy may take two thirds, and the program's own memory
+  // and the store's page cache keep the rest.
+  auto memory_max = config.GetSize("memory_max", MemoryCgroupLimit() / 3);
   if (!memory_max.ok()) return memory_max.status();
   if (*memory_max != 0 && *memory_max < (uint64_t{1} << 20))
     return Status::InvalidArgument("config memory_max is below 1M: give a budget of at least 1M, or 0 for none");

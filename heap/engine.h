@@ -67,7 +67,7 @@ class Engine {
   // staging_max, staging_wait_ms, staging_keep, salvage, log_file_size,
   // direct_write, direct_read, compact, compact_ratio, peers, replicas, quorum, keys,
   // replication, replica_timeout_ms, replica_open_timeout_ms, restore,
-  // create, retain, memory_max (default: half the memory cgroup's limit,
+  // create, retain, memory_max (default: a third of the memory cgroup's limit,
   // base/cgroup.h), memory_early_commit. Bad values are errors naming the
   // key.
   static Result<EngineOptions> OptionsFromConfig(const Config& config);

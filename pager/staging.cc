@@ -89,7 +89,9 @@ Result<std::unique_ptr<StagingBuffer>> StagingPool::Get() {
 void StagingPool::Put(std::unique_ptr<StagingBuffer> b, uint64_t keep_bytes) {
   std::lock_guard lk(mu_);
   if (free_.size() >= 2) return;  // drop it: unmapped by its destructor
-  b->Trim(keep_bytes / kPageSize);
+  uint64_t keep = keep_bytes / kPageSize;
+  for (const auto& f : free_) keep -= std::min(keep, f->touched_pages());
+  b->Trim(keep);
   free_.push_back(std::move(b));
 }
 

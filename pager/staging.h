@@ -42,6 +42,7 @@ class StagingBuffer {
   void Prefault(uint64_t pages);
   // Returns memory beyond `keep_pages` to the OS.
   void Trim(uint64_t keep_pages);
+  uint64_t touched_pages() const { return touched_; }
 
  private:
   StagingBuffer(uint8_t* data, Pgno* pgnos, uint64_t max_pages)
@@ -58,7 +59,8 @@ class StagingPool {
  public:
   explicit StagingPool(uint64_t max_pages) : max_pages_(max_pages) {}
   Result<std::unique_ptr<StagingBuffer>> Get();
-  // Keeps at most two buffers, trimmed to `keep_bytes` each beyond the first.
+  // Keeps at most two buffers, trimmed so that together they hold at most
+  // `keep_bytes` (a budget counts what they hold).
   void Put(std::unique_ptr<StagingBuffer> b, uint64_t keep_bytes);
 
  private:

@@ -26,7 +26,7 @@ using pheaptest::TempDir;
 constexpr size_t kPage = 4096;
 constexpr size_t kPages = 1024;  // the stored block: 4 MiB
 // async-wp serves missing faults and evicts; memory_max=0 unless a test
-// asks for a budget (the default is half the memory cgroup's limit).
+// asks for a budget (the default is a third of the memory cgroup's limit).
 const std::string kNoBudget = "tracking=async-wp;memory_max=0";
 
 bool Says(const char* what) { return std::strstr(pheap_last_error(), what) != nullptr; }
