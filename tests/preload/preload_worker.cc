@@ -491,6 +491,14 @@ int HandlerInSleep() {
   if (g_pair == nullptr || pheap_set_root(h, kPairRoot, const_cast<uint64_t*>(g_pair)) != 0) return 11;
   std::atomic<bool> stop{false};
   std::thread dirtier([&stop] {
+    // The handler runs on the sleeping thread only. The timer's signal goes
+    // to any thread that does not block it: while the main thread runs one
+    // handler, the next would run here, and two handlers whose writes
+    // interleave leave the pair two apart without any commit.
+    sigset_t alrm;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &alrm, nullptr);
     constexpr size_t kBytes = size_t{8} << 20;
     auto* p = static_cast<char*>(std::malloc(kBytes));
     for (char v = 1; !stop.load(); ++v) {
