@@ -76,12 +76,8 @@ TEST_F(EngineCompaction, SmallCommitsStayWithinTwiceTheLiveImage) {
       // its sources until it is durable.
       EXPECT_LE(LogFileBytes(path), bound + live + kEvery * 3 * kPageSize + (256 << 10)) << "commit " << commit;
       // And the compactor catches up: some moment finds the files within the
-      // bound (the next compaction may begin right after it, its output
-      // beside its sources, as the check above allows).
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-      uint64_t bytes;
-      while ((bytes = LogFileBytes(path)) > bound && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      // bound.
+      const uint64_t bytes = pheaptest::LogFileBytesOnceAtMost(path, bound, std::chrono::seconds(20));
       ASSERT_LE(bytes, bound) << "commit " << commit << ", live " << live;
     }
     EXPECT_EQ((*e)->store().stats().live_pages, kPages);

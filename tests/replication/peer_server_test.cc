@@ -253,13 +253,8 @@ TEST_F(PeerTest, ManySmallEpochsAreCompacted) {
     // its sources until it is durable.
     EXPECT_LE(LogFileBytes(path), bound + kLive * kPageSize + kEvery * 3 * kPageSize + (256 << 10)) << "epoch " << e;
     // And the compactor catches up: some moment finds the files within the
-    // bound. Judged by the sample that ended the wait: a compaction may
-    // begin right after it, its output beside its sources.
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    uint64_t bytes;
-    while ((bytes = LogFileBytes(path)) > bound && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(5ms);
-    ASSERT_LE(bytes, bound) << "epoch " << e;
+    // bound.
+    ASSERT_LE(pheaptest::LogFileBytesOnceAtMost(path, bound, 20s), bound) << "epoch " << e;
   }
   c.FetchAndVerify(0, kLive, 800);
   StopPeer();

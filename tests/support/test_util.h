@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <iterator>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 // Skips the calling test under ThreadSanitizer, saying why; a no-op in the
@@ -88,6 +90,18 @@ inline uint64_t LogFileBytes(const std::string& dir) {
     if (!ec) n += size;
   }
   return n;
+}
+
+// Waits, up to `timeout`, for a moment when the store in `dir` holds at
+// most `bound` bytes of log files; returns the sample that ended the wait.
+// Judge by it, not by a later read: a compaction that begins right after
+// has its output beside its sources until it is durable.
+inline uint64_t LogFileBytesOnceAtMost(const std::string& dir, uint64_t bound, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  uint64_t bytes;
+  while ((bytes = LogFileBytes(dir)) > bound && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return bytes;
 }
 
 // Flips one byte of the stored copy of page `pgno` as epoch `e` wrote it
