@@ -219,6 +219,10 @@ int Os::userfaultfd(int flags) {
 #endif
 }
 
+int Os::fadvise(int fd, uint64_t off, uint64_t len, int advice) {
+  return -::posix_fadvise(fd, static_cast<off_t>(off), static_cast<off_t>(len), advice);
+}
+
 int Os::cachestat(int fd, uint64_t off, uint64_t len, uint64_t* cached) {
   // The kernel's structs (linux/mman.h, 6.5); Debian 12's headers predate them.
   struct {

@@ -48,6 +48,8 @@ class Os {
   // cachestat(2) (Linux 6.5): how many of the pages of fd's [off, off+len)
   // the page cache holds, into *cached. -ENOSYS where absent.
   virtual int cachestat(int fd, uint64_t off, uint64_t len, uint64_t* cached);
+  // posix_fadvise(2), as 0 or -errno like the calls above.
+  virtual int fadvise(int fd, uint64_t off, uint64_t len, int advice);
 };
 
 // The instance in use. Never null.

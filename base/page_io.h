@@ -89,6 +89,11 @@ class PageSource {
     return {};
   }
 
+  // Hints that pages [first, first + count) will be read soon: a source
+  // that reads them from files starts those reads now, without waiting, so
+  // a later ReadRun finds them in memory. Thread-safe, as ReadRun.
+  virtual void WillNeed(Pgno first, uint64_t count) { (void)first, (void)count; }
+
   static constexpr uint32_t kMaxReadRun = 1024;  // 4 MiB
   static constexpr uint32_t kMinMapRun = 16;     // shorter runs are copied
 };

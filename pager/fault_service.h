@@ -14,7 +14,10 @@
 // another fault thread, which installs it while this one installs the run
 // the program waits for; both proceed at once, on both cores, and the
 // program's next fault usually finds its pages placed. A fault inside the
-// run being read ahead waits for it rather than reading it again.
+// run being read ahead waits for it rather than reading it again. The
+// thread that takes a read-ahead first tells the source the next few
+// windows will be needed (WillNeed), so a store starts their disk reads
+// while the two runs are installed.
 // Prefetch (advice will-need) feeds the same threads: its runs wait in a
 // queue, and one window at a time is placed whenever no fault's read-ahead
 // is posted, so faults are served between windows.
@@ -148,6 +151,9 @@ class FaultService {
   // in use; a sequence doubles it from there.
   static constexpr uint64_t kInitialWindow = 64 * 1024;
   static constexpr uint64_t kInitialWindowUnderBudget = 4096;
+  // How far past a read-ahead its source is told the pages will be needed
+  // (PageSource::WillNeed), in widest windows.
+  static constexpr uint64_t kWillNeedWindows = 4;
 
  private:
   void Loop();

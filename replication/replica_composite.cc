@@ -67,6 +67,10 @@ Status ReplicatedPages::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64
   return Status::Ok();
 }
 
+void ReplicatedPages::WillNeed(Pgno first, uint64_t count) {
+  if (local_in_use()) local_->WillNeed(first, count);
+}
+
 PageSource::StoredRun ReplicatedPages::LocateRun(Pgno first, uint64_t count) {
   return local_in_use() ? local_->LocateRun(first, count) : StoredRun{};
 }

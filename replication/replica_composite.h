@@ -72,6 +72,7 @@ class ReplicatedPages final : public PageSource, public EpochSink {
   uint64_t pages_from_replicas() const { return from_replicas_.load(std::memory_order_relaxed); }
   // The local store's runs while it holds the newest image; none before.
   StoredRun LocateRun(Pgno first, uint64_t count) override;
+  void WillNeed(Pgno first, uint64_t count) override;
   Status Persist(const SealedEpoch& e) override;
 
  private:

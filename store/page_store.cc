@@ -144,6 +144,8 @@ PageStore::~PageStore() = default;
 ImageInfo PageStore::image() const { return impl_->image(); }
 const std::string& PageStore::path() const { return impl_->path(); }
 bool PageStore::created() const { return impl_->created(); }
+void PageStore::WillNeed(Pgno first, uint64_t count) { impl_->WillNeed(first, count); }
+
 Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   return impl_->ReadRun(first, count, out, present);
 }
@@ -472,6 +474,33 @@ ssize_t PageStore::Impl::ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uin
   return ReadFull(f.fd, dst, bytes, off);
 }
 
+uint32_t PageStore::Impl::ExtentPages(Pgno first, uint32_t max) const {
+  const Pgno stored = std::min<Pgno>(image_.hwm, index_.size());
+  const Slot& s0 = index_[first];
+  uint32_t n = 1;
+  while (n < max && first + n < stored) {
+    const Slot& s = index_[first + n];
+    if (s.state != Slot::kPage || s.file != s0.file || s.offset != s0.offset + uint64_t{n} * kPageSize) break;
+    ++n;
+  }
+  return n;
+}
+
+void PageStore::Impl::WillNeed(Pgno first, uint64_t count) {
+  std::shared_lock lock(mu_);
+  const Pgno end = std::min<Pgno>({first + count, image_.hwm, index_.size()});
+  for (Pgno pg = first; pg < end;) {
+    if (index_[pg].state != Slot::kPage) {
+      ++pg;
+      continue;
+    }
+    const uint32_t n = ExtentPages(pg, static_cast<uint32_t>(std::min<uint64_t>(end - pg, UINT32_MAX)));
+    // A hint: a failure costs only the reads it would have started.
+    os().fadvise(files_.at(index_[pg].file)->fd, index_[pg].offset, uint64_t{n} * kPageSize, POSIX_FADV_WILLNEED);
+    pg += n;
+  }
+}
+
 Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   if (present != nullptr) std::memset(present, 0, ((count + 63) / 64) * sizeof(uint64_t));
   std::shared_lock lock(mu_);
@@ -486,12 +515,7 @@ Status PageStore::Impl::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64
     }
     // Pages that lie one after another in one file come in one pread.
     const Slot& s0 = index_[pg];
-    uint32_t n = 1;
-    while (i + n < count && pg + n < stored) {
-      const Slot& s = index_[pg + n];
-      if (s.state != Slot::kPage || s.file != s0.file || s.offset != s0.offset + uint64_t{n} * kPageSize) break;
-      ++n;
-    }
+    const uint32_t n = ExtentPages(pg, count - i);
     uint8_t* dst = out + uint64_t{i} * kPageSize;
     LogFile& f = *files_.at(s0.file);
     ssize_t r = ReadPages(f, dst, uint64_t{n} * kPageSize, s0.offset);

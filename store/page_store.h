@@ -215,6 +215,7 @@ class PageStore final : public PageSource, public EpochSink {
   // session's epochs), never in the file this session appends to, whose
   // blocks a later epoch may overwrite (padding, a failed epoch's record).
   StoredRun LocateRun(Pgno first, uint64_t count) override;
+  void WillNeed(Pgno first, uint64_t count) override;
   Status Persist(const SealedEpoch& e) override;
   bool PersistsFromRegion() const override { return true; }
   // Write puts the epoch's group into the page cache (pwritev, no sync);

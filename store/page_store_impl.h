@@ -90,6 +90,10 @@ class PageStore::Impl {
   // f's O_DIRECT read descriptor, opened on first use; negative if refused.
   int DirectReadFd(LogFile& f);
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
+  void WillNeed(Pgno first, uint64_t count);
+  // How many pages from `first`, at most `max`, lie back to back in the
+  // file that holds `first`. REQUIRES: mu_ held; index_[first] is a page.
+  uint32_t ExtentPages(Pgno first, uint32_t max) const;
   Status Persist(const SealedEpoch& e);
   Status Write(const SealedEpoch& e);
   Status Sync(uint64_t pause_ns);

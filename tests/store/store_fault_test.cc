@@ -38,6 +38,16 @@ class FaultyOs : public Os {
   bool direct_read_einval = false;
   int direct_reads = 0, plain_reads = 0;
 
+  struct Advice {
+    int fd;
+    uint64_t off, len;
+  };
+  std::vector<Advice> will_need;  // fadvise(WILLNEED) calls, in order
+
+  int fadvise(int fd, uint64_t off, uint64_t len, int advice) override {
+    if (advice == POSIX_FADV_WILLNEED) will_need.push_back({fd, off, len});
+    return Os::fadvise(fd, off, len, advice);
+  }
   int cachestat(int fd, uint64_t off, uint64_t len, uint64_t* pages) override {
     if (cached < 0) return Os::cachestat(fd, off, len, pages);
     *pages = cached == 0 ? 0 : (len + kPageSize - 1) / kPageSize;
@@ -438,6 +448,41 @@ TEST_F(StoreFault, RunsNotInThePageCacheAreReadPastIt) {
   EXPECT_TRUE(MatchesModel(*store, m));
   store.reset();
   EXPECT_TRUE(os_.direct_fds.empty()) << "the O_DIRECT descriptor is closed with the store";
+}
+
+// WillNeed starts the disk reads of the stored pages of a range: one
+// fadvise per run of pages back to back in a file, none for pages never
+// stored or past the image, and the reads that follow get the model's pages.
+TEST_F(StoreFault, WillNeedAdvisesEachStoredExtentOnce) {
+  Model m;
+  auto store = OpenOrDie(dir_.path(), "will-need", Options());
+  ASSERT_TRUE(store);
+  std::vector<Pgno> pages;
+  for (Pgno p = 0; p < 20; ++p) pages.push_back(p);
+  auto e1 = MakeEpoch(1, pages, 64);
+  ASSERT_TRUE(store->Persist(e1.sealed).ok());
+  m.Apply(e1.sealed);
+  auto e2 = MakeEpoch(2, {5, 6, 7, 8, 9, 30}, 64);  // a newer run inside, and one past a gap
+  ASSERT_TRUE(store->Persist(e2.sealed).ok());
+  m.Apply(e2.sealed);
+
+  store->WillNeed(0, 64);
+  ASSERT_EQ(os_.will_need.size(), 4u);
+  const std::vector<uint64_t> lens = {5, 5, 10, 1};
+  for (size_t i = 0; i < lens.size(); ++i) {
+    EXPECT_EQ(os_.will_need[i].len, lens[i] * kPageSize) << "extent " << i;
+    EXPECT_EQ(os_.will_need[i].off % kPageSize, 0u) << "extent " << i;
+  }
+  // Pages 0-4 and 10-19 are epoch 1's, back to back where it wrote them.
+  EXPECT_EQ(os_.will_need[2].fd, os_.will_need[0].fd);
+  EXPECT_EQ(os_.will_need[2].off, os_.will_need[0].off + 10 * kPageSize);
+  EXPECT_NE(os_.will_need[1].off, os_.will_need[0].off + 5 * kPageSize) << "pages 5-9 are epoch 2's";
+
+  os_.will_need.clear();
+  store->WillNeed(20, 10);   // never stored
+  store->WillNeed(64, 100);  // past the image
+  EXPECT_TRUE(os_.will_need.empty());
+  EXPECT_TRUE(MatchesModel(*store, m));
 }
 
 // A filesystem that refuses O_DIRECT, at open or at the write (EINVAL: an
