@@ -446,6 +446,7 @@ std::string PageStore::Impl::PageError(Pgno pgno, const Slot& s, uint64_t got) c
 }
 
 int PageStore::Impl::DirectReadFd(LogFile& f) {
+  if (f.direct_read_refused.load(std::memory_order_relaxed)) return -2;
   int fd = f.direct_read_fd.load(std::memory_order_acquire);
   if (fd != -1) return fd;
   std::lock_guard lk(f.direct_read_mu);
@@ -469,7 +470,11 @@ ssize_t PageStore::Impl::ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uin
                       os().cachestat(f.fd, off, bytes, &cached) == 0 && cached < bytes / kPageSize;
   if (const int fd = direct ? DirectReadFd(f) : -1; fd >= 0) {
     const ssize_t r = ReadFull(fd, dst, bytes, off);
-    if (r != -EINVAL) return r;  // EINVAL: the device wants another alignment than 4 KiB
+    if (r != -EINVAL) return r;
+    // The device wants another alignment than 4 KiB: say so once per file.
+    if (!f.direct_read_refused.exchange(true))
+      PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT reads of 4 KiB-aligned pages; reading through the page cache",
+                      path_, f.path);
   }
   return ReadFull(f.fd, dst, bytes, off);
 }

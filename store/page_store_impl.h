@@ -51,6 +51,9 @@ struct LogFile {
   // refused. Readers share it: set once, under direct_read_mu.
   std::mutex direct_read_mu;
   std::atomic<int> direct_read_fd{-1};
+  // A read through direct_read_fd failed with EINVAL (the device wants
+  // another alignment): later reads go through `fd` without trying.
+  std::atomic<bool> direct_read_refused{false};
   // LocateRun (store_map.cc): the file mapped shared and read-only, made
   // on first use, to check pages where they lie before they are mapped.
   std::mutex view_mu;
