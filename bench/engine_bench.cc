@@ -3,7 +3,11 @@
 //   commit pause    1..16384 dirty pages in populated 1 GiB and 8 GiB regions
 //   durable commit  pheap Commit() vs msync(MS_SYNC) of a MAP_SHARED file
 //   tracking        commit pause and durable commit, hybrid-wp vs async-wp
-//                   (and msync), new or the same dirty pages each commit
+//                   (and msync), new or the same dirty pages each commit,
+//                   in populated 1, 8 and (--16g) 16 GiB regions
+//   steady          a random 1% of a populated 8 GiB region written
+//                   between commits: pause, commit and throughput,
+//                   hybrid-wp vs async-wp vs msync of a MAP_SHARED file
 //   cold reopen     1 GiB image touched sequentially / randomly vs the same
 //                   data through a mapped file in the page cache
 //   compaction      space on disk per live byte and commit latency over a
@@ -127,18 +131,28 @@ void DirtyRandom(uint8_t* base, uint64_t pages, uint64_t k, uint64_t* seed) {
 
 struct PauseRow { double pause_us, commit_us; };
 
+// Writes every page of e's region, committing every GiB so staging stays
+// bounded; then, under hybrid-wp, commits until idle chunks have gone
+// cold (a few dozen per commit).
+void Populate(Engine& e, uint64_t size) {
+  auto* base = static_cast<uint8_t*>(e.base());
+  const uint64_t pages = size / kPageSize;
+  for (uint64_t done = 0; done < pages;) {
+    const uint64_t n = std::min<uint64_t>(kGiB / kPageSize, pages - done);
+    TouchWrite(base + done * kPageSize, n, 7);
+    CommitOrDie(e);
+    done += n;
+  }
+  for (int i = 0; i < 400 && e.pager().stats().hot_chunks > 0; ++i) CommitOrDie(e);
+}
+
 // Populates a region of `size`, committing every GiB so staging stays
 // bounded, then measures commits of k random dirty pages.
 std::vector<PauseRow> CommitPauses(const std::string& dir, uint64_t size, const std::vector<uint64_t>& ks) {
   auto e = OpenOrDie(dir, "pause", size);
   auto* base = static_cast<uint8_t*>(e->base());
-  uint64_t pages = size / kPageSize;
-  for (uint64_t done = 0; done < pages;) {
-    uint64_t n = std::min<uint64_t>(kGiB / kPageSize, pages - done);
-    TouchWrite(base + done * kPageSize, n, 7);
-    CommitOrDie(*e);
-    done += n;
-  }
+  const uint64_t pages = size / kPageSize;
+  Populate(*e, size);
   std::vector<PauseRow> rows;
   uint64_t seed = 42;
   for (uint64_t k : ks) {
@@ -212,13 +226,19 @@ uint64_t MapsLines() {
 // dirty pages are new random pages every commit (each may land in a cold
 // chunk: a fault, and the whole chunk in the cut), or the same k pages
 // again (their chunks stay hot: the steady state of a working set).
-void Tracking(bool big) {
-  const std::vector<uint64_t> ks = {1, 64, 1024};
-  std::vector<uint64_t> sizes = {kGiB};
-  if (big) sizes.push_back(8 * kGiB);
+std::vector<TrackingMode> WpModes() {
   std::vector<TrackingMode> modes;
   for (TrackingMode t : {TrackingMode::kAsyncWp, TrackingMode::kHybridWp})
     if (ChooseMode(Pager::Probe(), t).ok()) modes.push_back(t);
+  return modes;
+}
+
+void Tracking(bool big, bool huge) {
+  const std::vector<uint64_t> ks = {1, 64, 1024, 16384};
+  std::vector<uint64_t> sizes = {kGiB};
+  if (big) sizes.push_back(8 * kGiB);
+  if (huge) sizes.push_back(16 * kGiB);
+  const std::vector<TrackingMode> modes = WpModes();
   fmt::print("## Commit pause by tracking mode (median of {})\n\n", g_runs);
   fmt::print(
       "| region | dirty pages | pattern | tracking | pause us | durable commit us | pages in the cut | "
@@ -231,14 +251,7 @@ void Tracking(bool big) {
       auto e = OpenOrDie(dir.path(), fmt::format("tracking{}", static_cast<int>(mode)), size, mode);
       auto* base = static_cast<uint8_t*>(e->base());
       const uint64_t pages = size / kPageSize;
-      for (uint64_t done = 0; done < pages;) {
-        const uint64_t n = std::min<uint64_t>(kGiB / kPageSize, pages - done);
-        TouchWrite(base + done * kPageSize, n, 7);
-        CommitOrDie(*e);
-        done += n;
-      }
-      // Idle chunks go cold a few dozen per commit: settle first.
-      for (int i = 0; i < 400 && e->pager().stats().hot_chunks > 0; ++i) CommitOrDie(*e);
+      Populate(*e, size);
       uint64_t seed = 42;
       for (size_t ki = 0; ki < ks.size(); ++ki) {
         const uint64_t k = ks[ki];
@@ -268,6 +281,98 @@ void Tracking(bool big) {
         }
       }
     }
+  }
+  fmt::print("\n");
+}
+
+// The steady state of a program that writes a random 1% of a populated
+// region between commits, for --rounds rounds after one to warm up: the
+// writes' time (write faults included), the pause, the durable commit, and
+// rounds per second. The baseline writes the same pages of a populated
+// MAP_SHARED file and makes them durable with msync(MS_SYNC).
+void Steady(bool big, int rounds) {
+  const uint64_t size = big ? 8 * kGiB : kGiB, pages = size / kPageSize, k = pages / 100;
+  struct Row {
+    std::vector<double> write_ms, pause_us, commit_ms, round_ms, cut;
+  };
+  auto print = [&](const std::string& what, const Row& r) {
+    fmt::print("| {} | {:.1f} | {} | {} | {:.1f} | {:.1f} | {:.2f} | {} |\n", what, Median(r.write_ms),
+               r.pause_us.empty() ? "-" : fmt::format("{:.0f}", Median(r.pause_us)),
+               r.pause_us.empty() ? "-" : fmt::format("{:.0f}", Percentile(r.pause_us, 0.99)), Median(r.commit_ms),
+               Median(r.round_ms), 1e3 / Median(r.round_ms),
+               r.cut.empty() ? "-" : fmt::format("{:.0f}", Median(r.cut)));
+  };
+  fmt::print("## Steady state: a random 1% of a {} GiB region ({} pages) written between commits ({} rounds)\n\n",
+             size / kGiB, k, rounds);
+  fmt::print(
+      "| tracking | writes ms | pause us (median) | pause us (p99) | durable commit ms | round ms | rounds/s | "
+      "pages in the cut |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|\n");
+  TempDir dir;
+  {
+    const std::string path = dir.path() + "/msync.data";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      perror("msync file");
+      std::exit(1);
+    }
+    auto* m = static_cast<uint8_t*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    TouchWrite(m, pages, 7);
+    msync(m, size, MS_SYNC);
+    Row r;
+    uint64_t seed = 42;
+    for (int i = -1; i < rounds; ++i) {
+      const uint64_t t0 = NowNs();
+      DirtyRandom(m, pages, k, &seed);
+      const uint64_t t1 = NowNs();
+      msync(m, size, MS_SYNC);
+      const uint64_t t2 = NowNs();
+      if (i < 0) continue;
+      r.write_ms.push_back((t1 - t0) / 1e6);
+      r.commit_ms.push_back((t2 - t1) / 1e6);
+      r.round_ms.push_back((t2 - t0) / 1e6);
+    }
+    print("msync(MS_SYNC) of a MAP_SHARED file (baseline)", r);
+    munmap(m, size);
+    close(fd);
+    unlink(path.c_str());
+  }
+  // hybrid-wp as it is, and with chunks written twice before a commit
+  // going hot: the rounds after the first have them hot.
+  struct Variant {
+    TrackingMode mode;
+    uint32_t warm_faults;
+  };
+  std::vector<Variant> variants;
+  for (TrackingMode mode : WpModes()) {
+    variants.push_back({mode, PagerOptions{}.hybrid_warm_faults});
+    if (mode == TrackingMode::kHybridWp) variants.push_back({mode, 2});
+  }
+  for (const Variant& v : variants) {
+    const TrackingMode mode = v.mode;
+    auto e = OpenOrDie(dir.path(), fmt::format("steady{}-{}", static_cast<int>(mode), v.warm_faults), size, mode, true,
+                       [&](EngineOptions* o) { o->pager.hybrid_warm_faults = v.warm_faults; });
+    auto* base = static_cast<uint8_t*>(e->base());
+    Populate(*e, size);
+    Row r;
+    uint64_t seed = 42;
+    for (int i = -1; i < rounds; ++i) {
+      const uint64_t t0 = NowNs();
+      DirtyRandom(base, pages, k, &seed);
+      const uint64_t t1 = NowNs();
+      CommitOrDie(*e);
+      const uint64_t t2 = NowNs();
+      if (i < 0) continue;
+      const PagerStats st = e->pager().stats();
+      r.write_ms.push_back((t1 - t0) / 1e6);
+      r.commit_ms.push_back((t2 - t1) / 1e6);
+      r.round_ms.push_back((t2 - t0) / 1e6);
+      r.pause_us.push_back(st.last_pause_ns / 1e3);
+      r.cut.push_back(static_cast<double>(st.last_dirty_pages));
+    }
+    print(fmt::format("pheap {}{}", TrackingModeName(mode),
+                      mode == TrackingMode::kHybridWp ? fmt::format(", hybrid_warm_faults {}", v.warm_faults) : ""),
+          r);
   }
   fmt::print("\n");
 }
@@ -426,16 +531,20 @@ void Compaction() {
 int main(int argc, char** argv) {
   CLI::App app{"pheap engine benchmarks"};
   std::vector<std::string> only;
-  bool big = true;
+  bool big = true, huge = false;
+  int rounds = 30;
   app.add_option("--runs", g_runs, "runs per figure (median reported)")->capture_default_str();
-  app.add_option("--only", only, "first-write, commit, tracking, reopen, compaction");
-  app.add_flag("!--no-8g", big, "skip the 8 GiB region");
+  app.add_option("--only", only, "first-write, commit, tracking, steady, reopen, compaction");
+  app.add_flag("!--no-8g", big, "skip the 8 GiB region (steady: use 1 GiB)");
+  app.add_flag("--16g", huge, "tracking: add a 16 GiB region (needs 17 GiB of memory free)");
+  app.add_option("--rounds", rounds, "steady: commits measured")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const char* s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
   fmt::print("# pheap engine benchmarks\n\n");
   if (want("first-write")) FirstWrite();
   if (want("commit")) Commits(big);
-  if (want("tracking")) Tracking(big);
+  if (want("tracking")) Tracking(big, huge);
+  if (want("steady")) Steady(big, rounds);
   if (want("reopen")) ColdReopen();
   if (want("compaction")) Compaction();
   return 0;
