@@ -395,6 +395,21 @@ TEST_F(StoreFault, LargeEpochsAreWrittenPastThePageCache) {
   EXPECT_EQ(Pauses(*store)[3], 3000u);
 }
 
+// Pages 0 .. n-1.
+std::vector<Pgno> PagesBelow(Pgno n) {
+  std::vector<Pgno> pages;
+  for (Pgno p = 0; p < n; ++p) pages.push_back(p);
+  return pages;
+}
+
+// Persists epoch e of `pages` (hwm 64) and applies it to *m.
+bool PersistEpoch(PageStore& store, Model* m, Epoch e, const std::vector<Pgno>& pages) {
+  EpochData d = MakeEpoch(e, pages, 64);
+  if (!store.Persist(d.sealed).ok()) return false;
+  m->Apply(d.sealed);
+  return true;
+}
+
 // A run of pages read back that the page cache does not hold whole, and of
 // at least direct_read_bytes, is read through an O_DIRECT descriptor; a run
 // the cache holds, a shorter one or one into memory O_DIRECT cannot take
@@ -409,11 +424,7 @@ TEST_F(StoreFault, RunsNotInThePageCacheAreReadPastIt) {
   Model m;
   auto store = OpenOrDie(dir_.path(), "direct-read", o);
   ASSERT_TRUE(store);
-  std::vector<Pgno> pages;
-  for (Pgno p = 0; p < 20; ++p) pages.push_back(p);
-  auto e = MakeEpoch(1, pages, 64);
-  ASSERT_TRUE(store->Persist(e.sealed).ok());
-  m.Apply(e.sealed);
+  ASSERT_TRUE(PersistEpoch(*store, &m, 1, PagesBelow(20)));
   std::unique_ptr<uint8_t, decltype(&std::free)> buf(
       static_cast<uint8_t*>(std::aligned_alloc(kPageSize, 21 * kPageSize)), &std::free);
   std::vector<uint8_t> want(kPageSize);
@@ -460,14 +471,8 @@ TEST_F(StoreFault, WillNeedAdvisesEachStoredExtentOnce) {
   Model m;
   auto store = OpenOrDie(dir_.path(), "will-need", Options());
   ASSERT_TRUE(store);
-  std::vector<Pgno> pages;
-  for (Pgno p = 0; p < 20; ++p) pages.push_back(p);
-  auto e1 = MakeEpoch(1, pages, 64);
-  ASSERT_TRUE(store->Persist(e1.sealed).ok());
-  m.Apply(e1.sealed);
-  auto e2 = MakeEpoch(2, {5, 6, 7, 8, 9, 30}, 64);  // a newer run inside, and one past a gap
-  ASSERT_TRUE(store->Persist(e2.sealed).ok());
-  m.Apply(e2.sealed);
+  ASSERT_TRUE(PersistEpoch(*store, &m, 1, PagesBelow(20)));
+  ASSERT_TRUE(PersistEpoch(*store, &m, 2, {5, 6, 7, 8, 9, 30}));  // a newer run inside, and one past a gap
 
   store->WillNeed(0, 64);
   ASSERT_EQ(os_.will_need.size(), 4u);
