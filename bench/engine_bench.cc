@@ -133,7 +133,7 @@ struct PauseRow { double pause_us, commit_us; };
 
 // Writes every page of e's region, committing every GiB so staging stays
 // bounded; then, under hybrid-wp, commits until idle chunks have gone
-// cold (a few dozen per commit).
+// cold (a few to a few dozen per commit).
 void Populate(Engine& e, uint64_t size) {
   auto* base = static_cast<uint8_t*>(e.base());
   const uint64_t pages = size / kPageSize;
@@ -143,7 +143,9 @@ void Populate(Engine& e, uint64_t size) {
     CommitOrDie(e);
     done += n;
   }
-  for (int i = 0; i < 400 && e.pager().stats().hot_chunks > 0; ++i) CommitOrDie(e);
+  // A pause moves at most 32 chunks, fewer when each takes long.
+  const uint64_t settle = std::max<uint64_t>(400, size / (2 << 20) / 2);
+  for (uint64_t i = 0; i < settle && e.pager().stats().hot_chunks > 0; ++i) CommitOrDie(e);
 }
 
 // Populates a region of `size`, committing every GiB so staging stays
@@ -169,28 +171,52 @@ std::vector<PauseRow> CommitPauses(const std::string& dir, uint64_t size, const 
   return rows;
 }
 
+// The baseline's file: `size` bytes in dir, mapped MAP_SHARED, every page
+// written and synced; unmapped and removed when it goes.
+class SyncedFile {
+ public:
+  SyncedFile(const std::string& dir, uint64_t size) : path_(dir + "/msync.data"), size_(size) {
+    fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    void* m = fd_ >= 0 && ftruncate(fd_, static_cast<off_t>(size)) == 0
+                  ? mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0)
+                  : MAP_FAILED;
+    if (m == MAP_FAILED) {
+      perror("msync file");
+      std::exit(1);
+    }
+    base_ = static_cast<uint8_t*>(m);
+    TouchWrite(base_, size / kPageSize, 7);
+    Sync();
+  }
+  ~SyncedFile() {
+    munmap(base_, size_);
+    close(fd_);
+    unlink(path_.c_str());
+  }
+  uint8_t* base() const { return base_; }
+  void Sync() const { msync(base_, size_, MS_SYNC); }
+
+ private:
+  std::string path_;
+  uint64_t size_;
+  int fd_ = -1;
+  uint8_t* base_ = nullptr;
+};
+
 // msync(MS_SYNC) of k random dirty pages of a populated MAP_SHARED file.
 std::vector<double> MsyncLatency(const std::string& dir, uint64_t size, const std::vector<uint64_t>& ks) {
-  std::string path = dir + "/msync.data";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) { perror("msync file"); std::exit(1); }
-  auto* m = static_cast<uint8_t*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-  uint64_t pages = size / kPageSize;
-  TouchWrite(m, pages, 7);
-  msync(m, size, MS_SYNC);
+  const SyncedFile f(dir, size);
+  const uint64_t pages = size / kPageSize;
   std::vector<double> out;
   uint64_t seed = 42;
   for (uint64_t k : ks) {
     out.push_back(MedianOf(g_runs, [&] {
-      DirtyRandom(m, pages, k, &seed);
+      DirtyRandom(f.base(), pages, k, &seed);
       uint64_t t0 = NowNs();
-      msync(m, size, MS_SYNC);
+      f.Sync();
       return static_cast<double>(NowNs() - t0) / 1e3;
     }));
   }
-  munmap(m, size);
-  close(fd);
-  unlink(path.c_str());
   return out;
 }
 
@@ -308,37 +334,33 @@ void Steady(bool big, int rounds) {
       "| tracking | writes ms | pause us (median) | pause us (p99) | durable commit ms | round ms | rounds/s | "
       "pages in the cut |\n");
   fmt::print("|---|---|---|---|---|---|---|---|\n");
-  TempDir dir;
-  {
-    const std::string path = dir.path() + "/msync.data";
-    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      perror("msync file");
-      std::exit(1);
-    }
-    auto* m = static_cast<uint8_t*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-    TouchWrite(m, pages, 7);
-    msync(m, size, MS_SYNC);
+  // Rounds of writes then `durable` over `base`, the first unmeasured;
+  // `after` adds what else a round reports.
+  auto rounds_of = [&](uint8_t* base, const std::function<void()>& durable, const std::function<void(Row*)>& after) {
     Row r;
     uint64_t seed = 42;
     for (int i = -1; i < rounds; ++i) {
       const uint64_t t0 = NowNs();
-      DirtyRandom(m, pages, k, &seed);
+      DirtyRandom(base, pages, k, &seed);
       const uint64_t t1 = NowNs();
-      msync(m, size, MS_SYNC);
+      durable();
       const uint64_t t2 = NowNs();
       if (i < 0) continue;
       r.write_ms.push_back((t1 - t0) / 1e6);
       r.commit_ms.push_back((t2 - t1) / 1e6);
       r.round_ms.push_back((t2 - t0) / 1e6);
+      after(&r);
     }
-    print("msync(MS_SYNC) of a MAP_SHARED file (baseline)", r);
-    munmap(m, size);
-    close(fd);
-    unlink(path.c_str());
+    return r;
+  };
+  TempDir dir;
+  {
+    const SyncedFile f(dir.path(), size);
+    print("msync(MS_SYNC) of a MAP_SHARED file (baseline)", rounds_of(
+                                                                f.base(), [&] { f.Sync(); }, [](Row*) {}));
   }
   // hybrid-wp as it is, and with chunks written twice before a commit
-  // going hot: the rounds after the first have them hot.
+  // going hot.
   struct Variant {
     TrackingMode mode;
     uint32_t warm_faults;
@@ -349,29 +371,18 @@ void Steady(bool big, int rounds) {
     if (mode == TrackingMode::kHybridWp) variants.push_back({mode, 2});
   }
   for (const Variant& v : variants) {
-    const TrackingMode mode = v.mode;
-    auto e = OpenOrDie(dir.path(), fmt::format("steady{}-{}", static_cast<int>(mode), v.warm_faults), size, mode, true,
-                       [&](EngineOptions* o) { o->pager.hybrid_warm_faults = v.warm_faults; });
-    auto* base = static_cast<uint8_t*>(e->base());
+    auto e = OpenOrDie(dir.path(), fmt::format("steady{}-{}", static_cast<int>(v.mode), v.warm_faults), size, v.mode,
+                       true, [&](EngineOptions* o) { o->pager.hybrid_warm_faults = v.warm_faults; });
     Populate(*e, size);
-    Row r;
-    uint64_t seed = 42;
-    for (int i = -1; i < rounds; ++i) {
-      const uint64_t t0 = NowNs();
-      DirtyRandom(base, pages, k, &seed);
-      const uint64_t t1 = NowNs();
-      CommitOrDie(*e);
-      const uint64_t t2 = NowNs();
-      if (i < 0) continue;
-      const PagerStats st = e->pager().stats();
-      r.write_ms.push_back((t1 - t0) / 1e6);
-      r.commit_ms.push_back((t2 - t1) / 1e6);
-      r.round_ms.push_back((t2 - t0) / 1e6);
-      r.pause_us.push_back(st.last_pause_ns / 1e3);
-      r.cut.push_back(static_cast<double>(st.last_dirty_pages));
-    }
-    print(fmt::format("pheap {}{}", TrackingModeName(mode),
-                      mode == TrackingMode::kHybridWp ? fmt::format(", hybrid_warm_faults {}", v.warm_faults) : ""),
+    const Row r = rounds_of(
+        static_cast<uint8_t*>(e->base()), [&] { CommitOrDie(*e); },
+        [&](Row* row) {
+          const PagerStats st = e->pager().stats();
+          row->pause_us.push_back(st.last_pause_ns / 1e3);
+          row->cut.push_back(static_cast<double>(st.last_dirty_pages));
+        });
+    print(fmt::format("pheap {}{}", TrackingModeName(v.mode),
+                      v.mode == TrackingMode::kHybridWp ? fmt::format(", hybrid_warm_faults {}", v.warm_faults) : ""),
           r);
   }
   fmt::print("\n");
