@@ -144,12 +144,11 @@ PageStore::~PageStore() = default;
 ImageInfo PageStore::image() const { return impl_->image(); }
 const std::string& PageStore::path() const { return impl_->path(); }
 bool PageStore::created() const { return impl_->created(); }
-void PageStore::WillNeed(Pgno first, uint64_t count) { impl_->WillNeed(first, count); }
-
 Status PageStore::ReadRun(Pgno first, uint32_t count, uint8_t* out, uint64_t* present) {
   return impl_->ReadRun(first, count, out, present);
 }
 PageStore::StoredRun PageStore::LocateRun(Pgno first, uint64_t count) { return impl_->LocateRun(first, count); }
+void PageStore::WillNeed(Pgno first, uint64_t count) { impl_->WillNeed(first, count); }
 Status PageStore::Persist(const SealedEpoch& e) { return impl_->Persist(e); }
 Status PageStore::Write(const SealedEpoch& e) { return impl_->Write(e); }
 Status PageStore::Sync(uint64_t pause_ns) { return impl_->Sync(pause_ns); }
@@ -446,17 +445,17 @@ std::string PageStore::Impl::PageError(Pgno pgno, const Slot& s, uint64_t got) c
 }
 
 int PageStore::Impl::DirectReadFd(LogFile& f) {
-  if (f.direct_read_refused.load(std::memory_order_relaxed)) return -2;
   int fd = f.direct_read_fd.load(std::memory_order_acquire);
-  if (fd != -1) return fd;
+  if (fd >= 0) return fd;
   std::lock_guard lk(f.direct_read_mu);
   fd = f.direct_read_fd.load(std::memory_order_relaxed);
-  if (fd != -1) return fd;
+  if (fd >= 0 || f.direct_read_refused.load(std::memory_order_relaxed)) return fd;
   fd = os().open(f.path.c_str(), O_RDONLY | O_DIRECT, 0);
   if (fd < 0) {
     PHEAP_LOG_DEBUG("heap store {}: {} refuses O_DIRECT reads ({}); reading through the page cache", path_, f.path,
                     std::strerror(-fd));
-    fd = -2;
+    f.direct_read_refused.store(true, std::memory_order_relaxed);
+    return -1;
   }
   f.direct_read_fd.store(fd, std::memory_order_release);
   return fd;
@@ -466,6 +465,7 @@ ssize_t PageStore::Impl::ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uin
   const uint64_t direct_min = options_.direct_read_bytes;
   uint64_t cached = 0;
   const bool direct = direct_min != 0 && bytes >= direct_min &&
+                      !f.direct_read_refused.load(std::memory_order_relaxed) &&
                       (reinterpret_cast<uintptr_t>(dst) & (kPageSize - 1)) == 0 && (off & (kPageSize - 1)) == 0 &&
                       os().cachestat(f.fd, off, bytes, &cached) == 0 && cached < bytes / kPageSize;
   if (const int fd = direct ? DirectReadFd(f) : -1; fd >= 0) {

@@ -47,12 +47,12 @@ struct LogFile {
   bool synced = true;  // header and directory entry durable (see CreateLogFile)
   int direct_fd = -1;         // the file opened O_DIRECT (WriteGroup), once used
   bool direct_failed = false; // O_DIRECT refused here: write through `fd` only
-  // The file opened O_RDONLY | O_DIRECT (ReadPages), once used; -2 once
-  // refused. Readers share it: set once, under direct_read_mu.
+  // The file opened O_RDONLY | O_DIRECT (ReadPages), once used. Readers
+  // share it: set once, under direct_read_mu.
   std::mutex direct_read_mu;
   std::atomic<int> direct_read_fd{-1};
-  // A read through direct_read_fd failed with EINVAL (the device wants
-  // another alignment): later reads go through `fd` without trying.
+  // The open refused O_DIRECT, or a read through it failed with EINVAL
+  // (the device wants another alignment): reads go through `fd` only.
   std::atomic<bool> direct_read_refused{false};
   // LocateRun (store_map.cc): the file mapped shared and read-only, made
   // on first use, to check pages where they lie before they are mapped.
@@ -90,7 +90,8 @@ class PageStore::Impl {
   // `bytes` of f from `off` into dst, with O_DIRECT where
   // options_.direct_read_bytes says so; ReadFull's result.
   ssize_t ReadPages(LogFile& f, uint8_t* dst, uint64_t bytes, uint64_t off);
-  // f's O_DIRECT read descriptor, opened on first use; negative if refused.
+  // f's O_DIRECT read descriptor, opened on first use; -1 if the open is
+  // refused (the file is then marked refused).
   int DirectReadFd(LogFile& f);
   StoredRun LocateRun(Pgno first, uint64_t count);  // store_map.cc
   void WillNeed(Pgno first, uint64_t count);
