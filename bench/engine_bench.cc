@@ -248,10 +248,7 @@ uint64_t MapsLines() {
   return n;
 }
 
-// hybrid-wp against async-wp (and msync) on a populated region: the k
-// dirty pages are new random pages every commit (each may land in a cold
-// chunk: a fault, and the whole chunk in the cut), or the same k pages
-// again (their chunks stay hot: the steady state of a working set).
+// The write-protect modes this kernel offers, async-wp first.
 std::vector<TrackingMode> WpModes() {
   std::vector<TrackingMode> modes;
   for (TrackingMode t : {TrackingMode::kAsyncWp, TrackingMode::kHybridWp})
@@ -259,6 +256,10 @@ std::vector<TrackingMode> WpModes() {
   return modes;
 }
 
+// hybrid-wp against async-wp (and msync) on a populated region: the k
+// dirty pages are new random pages every commit (each may land in a cold
+// chunk: a fault, and the whole chunk in the cut), or the same k pages
+// again (their chunks stay hot: the steady state of a working set).
 void Tracking(bool big, bool huge) {
   const std::vector<uint64_t> ks = {1, 64, 1024, 16384};
   std::vector<uint64_t> sizes = {kGiB};

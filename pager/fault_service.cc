@@ -238,10 +238,12 @@ void FaultService::ServeAhead(uint8_t* buf) {
     }
   }
   const bool took_ahead = r.count != 0;
-  // The windows after this one start their disk reads now, so the reads
-  // of a sequence overlap rather than wait for each other.
-  if (r.count != 0) c_.source->WillNeed(r.end(), kWillNeedWindows * MaxWindow());
-  if (r.count != 0) r = Unplaced(r);
+  if (r.count != 0) {
+    // The windows after this one start their disk reads now, so the reads
+    // of a sequence overlap rather than wait for each other.
+    c_.source->WillNeed(r.end(), kWillNeedWindows * MaxWindow());
+    r = Unplaced(r);
+  }
   if (r.count != 0) {
     const uint64_t m = c_.map_stored ? MapStored(r.first, r.count) : 0;
     if (m < r.count) CopyAhead(Run{r.first + m, r.count - m}, buf);
