@@ -216,21 +216,34 @@ TEST_F(EngineTest, StagingKeysReachThePager) {
 }
 
 TEST_F(EngineTest, SecondWriterInAnotherProcessGetsThePid) {
-  auto e = Engine::Open("held", options_);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  // The child is forked before the engine starts its threads and waits for
+  // the open: a fork of a process with running threads may inherit a lock
+  // one of them held, and the child would hang on it.
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
   pid_t child = fork();
+  ASSERT_GE(child, 0);
   if (child == 0) {
-    // The parent's region is mapped here too; a second open in this process
-    // image would collide on the address, so only the store is tried.
+    close(go[1]);
+    char byte = 0;
+    if (read(go[0], &byte, 1) != 1) _exit(2);
+    // The parent's region is not mapped here, but only the store is tried:
+    // the lock is the store's.
     auto s = PageStore::Open(dir_, "held", PageStoreOptions{});
     bool ok = !s.ok() && s.status().code() == Status::Code::kBusy &&
               s.status().message().find(std::to_string(getppid())) != std::string::npos;
     _exit(ok ? 0 : 1);
   }
+  close(go[0]);
+  auto e = Engine::Open("held", options_);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  char byte = 1;
+  EXPECT_EQ(write(go[1], &byte, 1), 1);
+  close(go[1]);
   int status = 0;
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the second opener did not get a busy error naming pid " << getpid();
+      << "the second opener did not get a busy error naming pid " << getpid() << " (status " << status << ")";
 }
 
 // An unprivileged user on a kernel that refuses it a full userfaultfd
