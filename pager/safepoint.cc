@@ -140,6 +140,27 @@ bool KnownToStayOut(pid_t tid);
 
 bool ReadTaskFile(pid_t tid, const char* file, char* buf, size_t size);
 
+// The system calls a listed sleeper makes (the sleeps and waits on
+// descriptors the preload library lists). None writes the heap: the
+// library passes them buffers of its own.
+bool IsSleepCall(long nr) {
+  switch (nr) {
+    case SYS_nanosleep:
+    case SYS_clock_nanosleep:
+    case SYS_pause:
+    case SYS_rt_sigsuspend:
+    case SYS_rt_sigtimedwait:
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
+    case SYS_poll:
+    case SYS_ppoll:
+    case SYS_select:
+    case SYS_pselect6: return true;
+    default: return false;
+  }
+}
+
 // The asleep slot of `tid` if the thread sleeps now: listed, and inside
 // one of the sleeping system calls as the kernel sees it. A thread that
 // left its sleep without SafepointSleepEnd (a signal handler that jumped
@@ -150,10 +171,7 @@ AsleepSlot* SleepingNow(pid_t tid) {
   char buf[256];
   if (!ReadTaskFile(tid, "syscall", buf, sizeof(buf))) return nullptr;
   const long nr = std::strtol(buf, nullptr, 10);  // "running" reads as 0, which is read(2)
-  const bool sleeping = buf[0] >= '0' && buf[0] <= '9' &&
-                        (nr == SYS_nanosleep || nr == SYS_clock_nanosleep || nr == SYS_pause ||
-                         nr == SYS_rt_sigsuspend || nr == SYS_rt_sigtimedwait);
-  return sleeping ? a : nullptr;
+  return buf[0] >= '0' && buf[0] <= '9' && IsSleepCall(nr) ? a : nullptr;
 }
 
 // g_paused[slot] sleeps with the signal blocked and pending: counted now.

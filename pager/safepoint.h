@@ -95,7 +95,9 @@ class SafepointDeferral {
 inline void SafepointForkChild() { t_safepoint_defer = {0, 0}; }
 
 // A thread about to sleep in a call that cannot touch the heap (nanosleep,
-// pause, sigsuspend, sigtimedwait): pauses neither interrupt the call nor wait for the thread. Begin
+// pause, sigsuspend, sigtimedwait, and epoll_wait, poll or select into
+// buffers outside the heap; IsSleepCall in safepoint.cc lists the system
+// calls): pauses neither interrupt the call nor wait for the thread. Begin
 // blocks the safepoint signal and lists the thread as asleep; a pause
 // signals it (the signal stays pending) and counts it at once. End takes
 // a pending signal, so a thread woken during a pause stops there before

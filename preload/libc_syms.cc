@@ -125,6 +125,12 @@ const LibcAllocator& Libc() {
   Resolve(t, "sigwait", &a.sigwait);
   Resolve(t, "sigwaitinfo", &a.sigwaitinfo);
   Resolve(t, "sigtimedwait", &a.sigtimedwait);
+  Resolve(t, "epoll_pwait", &a.epoll_pwait);
+  Resolve(t, "epoll_pwait2", &a.epoll_pwait2);
+  Resolve(t, "poll", &a.poll);
+  Resolve(t, "ppoll", &a.ppoll);
+  Resolve(t, "select", &a.select);
+  Resolve(t, "pselect", &a.pselect);
   g_libc = a;
   g_resolved.store(true, std::memory_order_release);
   return g_libc;

@@ -7,8 +7,11 @@
 #pragma once
 
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +47,13 @@ struct LibcAllocator {
   int (*sigwait)(const sigset_t*, int*);
   int (*sigwaitinfo)(const sigset_t*, siginfo_t*);
   int (*sigtimedwait)(const sigset_t*, siginfo_t*, const struct timespec*);
+  // The waits on descriptors wait_shim.cc interposes.
+  int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
+  int (*epoll_pwait2)(int, struct epoll_event*, int, const struct timespec*, const sigset_t*);
+  int (*poll)(struct pollfd*, nfds_t, int);
+  int (*ppoll)(struct pollfd*, nfds_t, const struct timespec*, const sigset_t*);
+  int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
+  int (*pselect)(int, fd_set*, fd_set*, fd_set*, const struct timespec*, const sigset_t*);
 };
 
 // glibc's entry points, resolved on first use (thread-safe, idempotent).

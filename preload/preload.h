@@ -13,6 +13,7 @@
 // and libraries allocated before the heap opened, and pheap's own memory).
 #pragma once
 
+#include <errno.h>
 #include <signal.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 
 #include "heap/allocator.h"
 #include "heap/heap_registry.h"
+#include "pager/safepoint.h"
 
 namespace pheap::preload {
 
@@ -30,6 +32,11 @@ extern constinit thread_local int t_bypass;
 // published (release) once the heap is open and never withdrawn, so
 // pointers into the region stay valid until the process ends.
 inline bool InRegion(const void* p) { return InProcessHeap(p); }
+
+// Whether [p, p + n) touches the region.
+inline bool InHeap(const void* p, size_t n) {
+  return p != nullptr && n != 0 && (InRegion(p) || InRegion(static_cast<const char*>(p) + n - 1));
+}
 
 // The allocator of a block InRegion found (or null before the heap opens).
 inline Allocator* HeapAllocator() { return ProcessHeapAllocator(std::memory_order_relaxed); }
@@ -47,6 +54,53 @@ class Bypass {
   ~Bypass() { --t_bypass; }
   Bypass(const Bypass&) = delete;
   Bypass& operator=(const Bypass&) = delete;
+};
+
+// Runs a sleeping call of the C library as SafepointSleepBegin describes,
+// for a program thread once the heap is open. REQUIRES (while it lives):
+// nothing the call writes lies in the heap.
+class Asleep {
+ public:
+  Asleep() : on_(t_bypass == 0 && HeapAllocator() != nullptr) {
+    if (on_) SafepointSleepBegin();
+  }
+  ~Asleep() {  // also when a cancellation unwinds the call
+    if (!on_) return;
+    const int saved = errno;
+    SafepointSleepEnd();
+    errno = saved;
+  }
+  Asleep(const Asleep&) = delete;
+  Asleep& operator=(const Asleep&) = delete;
+
+ private:
+  const bool on_;
+};
+
+// What a sleeping call writes through `caller` (time left, a signal's
+// info), received in a copy of its own where *caller lies in the heap, and
+// copied there when this ends. Declared before the Asleep it outlives, so
+// the copy lands after the sleep, past any pause in progress.
+template <class T>
+class SleepOutput {
+ public:
+  explicit SleepOutput(T* caller) : caller_(caller) {
+    if (InHeap(caller, sizeof(T))) {
+      own_ = *caller;
+      pass_ = &own_;
+    }
+  }
+  ~SleepOutput() {
+    if (pass_ == &own_) *caller_ = own_;
+  }
+  SleepOutput(const SleepOutput&) = delete;
+  SleepOutput& operator=(const SleepOutput&) = delete;
+  T* get() { return pass_; }
+
+ private:
+  T* const caller_;
+  T own_{};
+  T* pass_ = caller_;
 };
 
 // The heap ran out of room for n bytes: glibc serves the block (warned

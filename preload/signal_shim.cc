@@ -12,7 +12,9 @@
 //   sigwaitinfo, sigtimedwait: a commit neither ends the wait early (EINTR,
 //   time left) nor waits for the sleeper (SafepointSleepBegin). The
 //   program's own signals still wake it. A wait for a set of signals never
-//   takes the safepoint signal, even from a full set.
+//   takes the safepoint signal, even from a full set. What such a call
+//   writes (time left, the signal taken) reaches a heap address only after
+//   the sleep (SleepOutput). The waits on descriptors are wait_shim.cc's.
 // - sigaction, signal on the safepoint signal: it is pheap's, as SIGKILL is
 //   the kernel's: setting it fails with EINVAL (said once, naming it), and
 //   it reads back as SIG_DFL.
@@ -135,25 +137,6 @@ void ShowProgramHandler(int sig, struct sigaction* a) {
   }
 }
 
-// Runs a sleeping call of the C library as SafepointSleepBegin describes.
-class Asleep {
- public:
-  Asleep() : on_(t_bypass == 0 && HeapAllocator() != nullptr) {
-    if (on_) SafepointSleepBegin();
-  }
-  ~Asleep() {  // also when a cancellation unwinds the call
-    if (!on_) return;
-    const int saved = errno;
-    SafepointSleepEnd();
-    errno = saved;
-  }
-  Asleep(const Asleep&) = delete;
-  Asleep& operator=(const Asleep&) = delete;
-
- private:
-  const bool on_;
-};
-
 }  // namespace
 
 int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
@@ -246,13 +229,15 @@ extern "C" sighandler_t sigset(int sig, sighandler_t disp) {
 }
 
 extern "C" int nanosleep(const struct timespec* req, struct timespec* rem) {
+  pp::SleepOutput<timespec> left(rem);
   pp::Asleep a;
-  return pp::Libc().nanosleep(req, rem);
+  return pp::Libc().nanosleep(req, left.get());
 }
 
 extern "C" int clock_nanosleep(clockid_t clock, int flags, const struct timespec* req, struct timespec* rem) {
+  pp::SleepOutput<timespec> left(rem);
   pp::Asleep a;
-  return pp::Libc().clock_nanosleep(clock, flags, req, rem);
+  return pp::Libc().clock_nanosleep(clock, flags, req, left.get());
 }
 
 extern "C" int usleep(useconds_t us) {
@@ -279,19 +264,22 @@ extern "C" int sigsuspend(const sigset_t* mask) {
 }
 
 extern "C" int sigwait(const sigset_t* set, int* sig) {
+  pp::SleepOutput<int> taken(sig);
   pp::Asleep a;
   sigset_t copy;
-  return pp::Libc().sigwait(pp::WithoutSafepoint(set, &copy), sig);
+  return pp::Libc().sigwait(pp::WithoutSafepoint(set, &copy), taken.get());
 }
 
 extern "C" int sigwaitinfo(const sigset_t* set, siginfo_t* info) {
+  pp::SleepOutput<siginfo_t> taken(info);
   pp::Asleep a;
   sigset_t copy;
-  return pp::Libc().sigwaitinfo(pp::WithoutSafepoint(set, &copy), info);
+  return pp::Libc().sigwaitinfo(pp::WithoutSafepoint(set, &copy), taken.get());
 }
 
 extern "C" int sigtimedwait(const sigset_t* set, siginfo_t* info, const struct timespec* timeout) {
+  pp::SleepOutput<siginfo_t> taken(info);
   pp::Asleep a;
   sigset_t copy;
-  return pp::Libc().sigtimedwait(pp::WithoutSafepoint(set, &copy), info, timeout);
+  return pp::Libc().sigtimedwait(pp::WithoutSafepoint(set, &copy), taken.get(), timeout);
 }

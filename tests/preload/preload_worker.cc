@@ -27,8 +27,11 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pheap/pheap.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -461,6 +464,83 @@ int SignalWaits() {
   return 0;
 }
 
+// Waits on descriptors of each kind while commits run every few
+// milliseconds, each with what it returns in heap memory: each ends for its
+// timeout (not EINTR) or for data, and reports the data. Prints what each
+// returned.
+int FdWaits() {
+  int quiet[2], busy[2];
+  if (pipe(quiet) != 0 || pipe(busy) != 0) return 20;
+  auto write_later = [&] {
+    return std::thread([fd = busy[1]] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      (void)!write(fd, "x", 1);
+    });
+  };
+  auto drain = [&] {
+    char c;
+    (void)!read(busy[0], &c, 1);
+  };
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0x1234;
+  epoll_ctl(ep, EPOLL_CTL_ADD, quiet[0], &ev);
+  auto* events = static_cast<epoll_event*>(std::calloc(8, sizeof(epoll_event)));
+  int r = epoll_wait(ep, events, 8, 300);
+  std::printf("epoll_wait(300 ms) returned %d %s\n", r, ErrnoName(r));
+  sigset_t none;
+  sigemptyset(&none);
+  r = epoll_pwait(ep, events, 8, 300, &none);
+  std::printf("epoll_pwait(300 ms) returned %d %s\n", r, ErrnoName(r));
+  ev.data.u64 = 0x5678;
+  epoll_ctl(ep, EPOLL_CTL_ADD, busy[0], &ev);
+  std::thread later = write_later();
+  r = epoll_wait(ep, events, 8, 3000);
+  later.join();
+  std::printf("epoll_wait(data) returned %d, event %#llx %s\n", r, static_cast<unsigned long long>(events[0].data.u64),
+              events[0].events == EPOLLIN ? "EPOLLIN" : "other");
+  drain();
+  auto* fds = static_cast<pollfd*>(std::calloc(2, sizeof(pollfd)));
+  fds[0] = {quiet[0], POLLIN, 0};
+  fds[1] = {busy[0], POLLIN, 0};
+  r = poll(fds, 2, 300);
+  std::printf("poll(300 ms) returned %d %s\n", r, ErrnoName(r));
+  timespec t{0, 300 * 1000 * 1000};
+  r = ppoll(fds, 2, &t, &none);
+  std::printf("ppoll(300 ms) returned %d %s\n", r, ErrnoName(r));
+  later = write_later();
+  r = poll(fds, 2, 3000);
+  later.join();
+  std::printf("poll(data) returned %d, revents %d %d\n", r, fds[0].revents, fds[1].revents);
+  drain();
+  auto* set = static_cast<fd_set*>(std::malloc(sizeof(fd_set)));
+  auto* tv = static_cast<timeval*>(std::malloc(sizeof(timeval)));
+  const int nfds = std::max(quiet[0], busy[0]) + 1;
+  FD_ZERO(set);
+  FD_SET(quiet[0], set);
+  FD_SET(busy[0], set);
+  *tv = {0, 300000};
+  r = select(nfds, set, nullptr, nullptr, tv);
+  std::printf("select(300 ms) returned %d %s, %ld us left\n", r, ErrnoName(r), static_cast<long>(tv->tv_usec));
+  FD_SET(quiet[0], set);
+  FD_SET(busy[0], set);
+  r = pselect(nfds, set, nullptr, nullptr, &t, &none);
+  std::printf("pselect(300 ms) returned %d %s\n", r, ErrnoName(r));
+  FD_SET(quiet[0], set);
+  FD_SET(busy[0], set);
+  *tv = {3, 0};
+  later = write_later();
+  r = select(nfds, set, nullptr, nullptr, tv);
+  later.join();
+  std::printf("select(data) returned %d, busy %d quiet %d\n", r, FD_ISSET(busy[0], set), FD_ISSET(quiet[0], set));
+  std::free(tv);
+  std::free(set);
+  std::free(fds);
+  std::free(events);
+  return 0;
+}
+
 // A SIGALRM handler that writes two pages 300 us apart, run every 500 us
 // while the main thread sleeps in pause() and another thread keeps pages
 // dirty (so each commit's cut takes a while): a commit's cut falls before
@@ -853,6 +933,7 @@ int main(int argc, char** argv) {
   if (mode == "masks") return Masks();
   if (mode == "sleeps") return Sleeps();
   if (mode == "signal-waits") return SignalWaits();
+  if (mode == "fd-waits") return FdWaits();
   if (mode == "handler-in-sleep") return HandlerInSleep();
   if (mode == "read-pair" && argc == 4) return ReadPair(argv[2], argv[3]);
   if (mode == "safepoint-signal") return SafepointSignalView();
