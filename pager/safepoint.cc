@@ -140,9 +140,10 @@ bool KnownToStayOut(pid_t tid);
 
 bool ReadTaskFile(pid_t tid, const char* file, char* buf, size_t size);
 
-// The system calls a listed sleeper makes (the sleeps and waits on
-// descriptors the preload library lists). None writes the heap: the
-// library passes them buffers of its own.
+// The system calls a listed sleeper makes (the sleeps and waits the
+// preload library lists). None writes the heap: the library passes them
+// buffers of its own, and lists a condition variable wait only when the
+// variable and its mutex lie outside the heap.
 bool IsSleepCall(long nr) {
   switch (nr) {
     case SYS_nanosleep:
@@ -156,7 +157,9 @@ bool IsSleepCall(long nr) {
     case SYS_poll:
     case SYS_ppoll:
     case SYS_select:
-    case SYS_pselect6: return true;
+    case SYS_pselect6:
+    case SYS_futex:  // pthread_cond_wait's, on a variable and mutex outside the heap
+      return true;
     default: return false;
   }
 }

@@ -18,6 +18,7 @@ struct DynTables {
   const ElfW(Sym)* symtab = nullptr;
   const char* strtab = nullptr;
   const uint32_t* gnu_hash = nullptr;
+  const ElfW(Half) * versym = nullptr;  // DT_VERSYM: each symbol's version index
 };
 
 // The loader relocates d_ptr in place for loaded objects on x86-64; an
@@ -43,6 +44,7 @@ int FindLibc(struct dl_phdr_info* info, size_t, void* out) {
       if (d->d_tag == DT_SYMTAB) t->symtab = DynPtr<ElfW(Sym)>(*t, d->d_un.d_ptr);
       if (d->d_tag == DT_STRTAB) t->strtab = DynPtr<char>(*t, d->d_un.d_ptr);
       if (d->d_tag == DT_GNU_HASH) t->gnu_hash = DynPtr<uint32_t>(*t, d->d_un.d_ptr);
+      if (d->d_tag == DT_VERSYM) t->versym = DynPtr<ElfW(Half)>(*t, d->d_un.d_ptr);
     }
   }
   return 1;
@@ -54,9 +56,10 @@ uint32_t GnuHash(const char* s) {
   return h;
 }
 
-// The GNU hash lookup of the ELF gABI extension (as ld.so does it, minus
-// versions: every name looked up here has one definition, or several at
-// one address).
+// The GNU hash lookup of the ELF gABI extension, as ld.so does it for a
+// reference without a version: the default definition of a name, never a
+// hidden one kept for old binaries (pthread_cond_wait@GLIBC_2.2.5, whose
+// condition variable has another layout).
 void* Lookup(const DynTables& t, const char* name) {
   const uint32_t nbuckets = t.gnu_hash[0], symoffset = t.gnu_hash[1], bloom_size = t.gnu_hash[2];
   const auto* bloom = reinterpret_cast<const ElfW(Addr)*>(t.gnu_hash + 4);
@@ -66,7 +69,8 @@ void* Lookup(const DynTables& t, const char* name) {
   for (uint32_t i = buckets[h % nbuckets]; i >= symoffset && i != 0; ++i) {
     const uint32_t ch = chain[i - symoffset];
     const ElfW(Sym)& s = t.symtab[i];
-    if ((ch | 1) == (h | 1) && s.st_shndx != SHN_UNDEF && std::strcmp(t.strtab + s.st_name, name) == 0)
+    const bool hidden = t.versym != nullptr && (t.versym[i] & 0x8000) != 0;  // VERSYM_HIDDEN
+    if ((ch | 1) == (h | 1) && s.st_shndx != SHN_UNDEF && !hidden && std::strcmp(t.strtab + s.st_name, name) == 0)
       return reinterpret_cast<void*>(t.bias + s.st_value);
     if (ch & 1) break;
   }
@@ -131,6 +135,9 @@ const LibcAllocator& Libc() {
   Resolve(t, "ppoll", &a.ppoll);
   Resolve(t, "select", &a.select);
   Resolve(t, "pselect", &a.pselect);
+  Resolve(t, "pthread_cond_wait", &a.pthread_cond_wait);
+  Resolve(t, "pthread_cond_timedwait", &a.pthread_cond_timedwait);
+  Resolve(t, "pthread_cond_clockwait", &a.pthread_cond_clockwait);
   g_libc = a;
   g_resolved.store(true, std::memory_order_release);
   return g_libc;

@@ -47,13 +47,16 @@ struct LibcAllocator {
   int (*sigwait)(const sigset_t*, int*);
   int (*sigwaitinfo)(const sigset_t*, siginfo_t*);
   int (*sigtimedwait)(const sigset_t*, siginfo_t*, const struct timespec*);
-  // The waits on descriptors wait_shim.cc interposes.
+  // The waits on descriptors and condition variables wait_shim.cc interposes.
   int (*epoll_pwait)(int, struct epoll_event*, int, int, const sigset_t*);
   int (*epoll_pwait2)(int, struct epoll_event*, int, const struct timespec*, const sigset_t*);
   int (*poll)(struct pollfd*, nfds_t, int);
   int (*ppoll)(struct pollfd*, nfds_t, const struct timespec*, const sigset_t*);
   int (*select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
   int (*pselect)(int, fd_set*, fd_set*, fd_set*, const struct timespec*, const sigset_t*);
+  int (*pthread_cond_wait)(pthread_cond_t*, pthread_mutex_t*);
+  int (*pthread_cond_timedwait)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
+  int (*pthread_cond_clockwait)(pthread_cond_t*, pthread_mutex_t*, clockid_t, const struct timespec*);
 };
 
 // glibc's entry points, resolved on first use (thread-safe, idempotent).

@@ -1,6 +1,8 @@
 // Waits on descriptors as the program sees them: epoll_wait, epoll_pwait,
 // epoll_pwait2, poll, ppoll, select and pselect (and the fortified
-// __poll_chk, __ppoll_chk). A commit neither ends such a wait early nor
+// __poll_chk, __ppoll_chk), and waits on a condition variable
+// (pthread_cond_wait, pthread_cond_timedwait, pthread_cond_clockwait)
+// whose variable and mutex lie outside the heap. A commit neither ends such a wait early nor
 // waits for the thread to reach its safepoint: the thread sleeps as
 // SafepointSleepBegin describes. Otherwise every commit would end the wait
 // with EINTR (epoll_wait and select return it even for a handler installed
@@ -15,9 +17,12 @@
 // once the wait is over, past any pause in progress. A caller's array that
 // does not fit that buffer makes the call as before (a commit wakes it),
 // except epoll's, which is asked for fewer events at a time: the rest stay
-// ready for the next call, as epoll_wait(2) allows.
+// ready for the next call, as epoll_wait(2) allows. glibc writes a
+// condition variable and its mutex around its futex waits, so a wait on one
+// that lies in the heap stays as before: commits pause the thread.
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 
@@ -114,6 +119,14 @@ int SelectWait(int nfds, fd_set* r, fd_set* w, fd_set* e, Time* t, Wait wait) {
   return n;
 }
 
+// The three condition variable waits alike.
+template <class Wait>
+int CondWait(pthread_cond_t* c, pthread_mutex_t* m, Wait wait) {
+  if (!Listed() || InHeap(c, sizeof *c) || InHeap(m, sizeof *m)) return wait();
+  Asleep a;
+  return wait();
+}
+
 }  // namespace
 }  // namespace pheap::preload
 
@@ -179,4 +192,17 @@ extern "C" int pselect(int nfds, fd_set* r, fd_set* w, fd_set* e, const struct t
                           return pp::Libc().pselect(nfds, pr, pw, pe, pt,
                                                     asleep ? pp::KeepSafepointBlocked(mask, &copy) : mask);
                         });
+}
+
+extern "C" int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
+  return pp::CondWait(c, m, [&] { return pp::Libc().pthread_cond_wait(c, m); });
+}
+
+extern "C" int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const struct timespec* at) {
+  return pp::CondWait(c, m, [&] { return pp::Libc().pthread_cond_timedwait(c, m, at); });
+}
+
+extern "C" int pthread_cond_clockwait(pthread_cond_t* c, pthread_mutex_t* m, clockid_t clock,
+                                      const struct timespec* at) {
+  return pp::CondWait(c, m, [&] { return pp::Libc().pthread_cond_clockwait(c, m, clock, at); });
 }

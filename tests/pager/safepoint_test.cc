@@ -7,13 +7,18 @@
 #include "pager/safepoint.h"
 
 #include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace pheap {
@@ -211,6 +216,56 @@ TEST(Safepoint, AnExcusedThreadThatArrivesLaterIsCountedOnce) {
   deferring.join();
   stop_service = true;
   service.join();
+  SafepointUnexempt();
+}
+
+// The other sleeping system calls the preload library lists (waits on
+// descriptors, and the futex of a condition variable wait): a pause
+// completes while a listed thread is still inside one, without waking it.
+TEST(Safepoint, AThreadListedInAWaitIsNotWaitedFor) {
+  SafepointExempt();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  std::atomic<uint32_t> word{0};
+  constexpr int kWaitMs = 2000;
+  const timespec two_s{kWaitMs / 1000, 0};
+  const std::pair<const char*, std::function<long()>> waits[] = {
+      {"epoll_wait",
+       [&] {
+         epoll_event ev;
+         return syscall(SYS_epoll_wait, ep, &ev, 1, kWaitMs);
+       }},
+      {"poll",
+       [&] {
+         pollfd p{fds[0], POLLIN, 0};
+         return syscall(SYS_poll, &p, 1, kWaitMs);
+       }},
+      {"futex", [&] { return syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, &two_s, nullptr, 0); }},
+  };
+  for (const auto& [name, call] : waits) {
+    std::atomic<bool> asleep{false}, returned{false};
+    std::thread waiter([&] {
+      SafepointSleepBegin();
+      asleep = true;
+      call();
+      returned = true;
+      SafepointSleepEnd();
+    });
+    while (!asleep) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // inside the call
+    {
+      Safepoint sp;
+      auto n = sp.Pause();
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      EXPECT_FALSE(returned.load()) << name << ": the pause waited for the waiter, or woke it";
+    }
+    waiter.join();
+  }
+  close(ep);
+  close(fds[0]);
+  close(fds[1]);
   SafepointUnexempt();
 }
 

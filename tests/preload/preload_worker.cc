@@ -465,10 +465,13 @@ int SignalWaits() {
 }
 
 // Waits on descriptors of each kind while commits run every few
-// milliseconds, each with what it returns in heap memory: each ends for its
-// timeout (not EINTR) or for data, and reports the data. Prints what each
-// returned.
-int FdWaits() {
+// milliseconds, each with what it returns in heap memory, and waits on a
+// condition variable: each ends for its timeout (not EINTR) or for data or
+// a signal, and reports the data. Prints what each returned.
+pthread_mutex_t g_wait_mu = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t g_wait_cv = PTHREAD_COND_INITIALIZER;
+
+int Waits() {
   int quiet[2], busy[2];
   if (pipe(quiet) != 0 || pipe(busy) != 0) return 20;
   auto write_later = [&] {
@@ -538,6 +541,26 @@ int FdWaits() {
   std::free(set);
   std::free(fds);
   std::free(events);
+  pthread_mutex_lock(&g_wait_mu);
+  timespec at{};
+  clock_gettime(CLOCK_REALTIME, &at);
+  at.tv_nsec += 300 * 1000 * 1000;
+  if (at.tv_nsec >= 1000000000) at = {at.tv_sec + 1, at.tv_nsec - 1000000000};
+  r = pthread_cond_timedwait(&g_wait_cv, &g_wait_mu, &at);
+  std::printf("pthread_cond_timedwait(300 ms) returned %s\n", r == ETIMEDOUT ? "ETIMEDOUT" : std::strerror(r));
+  bool signalled = false;
+  later = std::thread([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pthread_mutex_lock(&g_wait_mu);
+    signalled = true;
+    pthread_cond_signal(&g_wait_cv);
+    pthread_mutex_unlock(&g_wait_mu);
+  });
+  r = 0;
+  while (!signalled && r == 0) r = pthread_cond_wait(&g_wait_cv, &g_wait_mu);
+  pthread_mutex_unlock(&g_wait_mu);
+  later.join();
+  std::printf("pthread_cond_wait returned %d, signalled %d\n", r, static_cast<int>(signalled));
   return 0;
 }
 
@@ -933,7 +956,7 @@ int main(int argc, char** argv) {
   if (mode == "masks") return Masks();
   if (mode == "sleeps") return Sleeps();
   if (mode == "signal-waits") return SignalWaits();
-  if (mode == "fd-waits") return FdWaits();
+  if (mode == "waits") return Waits();
   if (mode == "handler-in-sleep") return HandlerInSleep();
   if (mode == "read-pair" && argc == 4) return ReadPair(argv[2], argv[3]);
   if (mode == "safepoint-signal") return SafepointSignalView();
