@@ -56,12 +56,26 @@ class Bypass {
   Bypass& operator=(const Bypass&) = delete;
 };
 
+// Whether a sleeping call of this thread is listed (Asleep): a program
+// thread, once the heap is open.
+inline bool SleepsListed() { return t_bypass == 0 && HeapAllocator() != nullptr; }
+
+// `mask`, a mask a sleeping call installs for itself, with the safepoint
+// signal kept blocked as Asleep left it, in *copy; null stays null (the
+// call keeps the thread's mask, where Asleep blocked it).
+inline const sigset_t* KeepSafepointBlocked(const sigset_t* mask, sigset_t* copy) {
+  if (mask == nullptr) return nullptr;
+  *copy = *mask;
+  sigaddset(copy, SafepointSignal());
+  return copy;
+}
+
 // Runs a sleeping call of the C library as SafepointSleepBegin describes,
-// for a program thread once the heap is open. REQUIRES (while it lives):
-// nothing the call writes lies in the heap.
+// when SleepsListed. REQUIRES (while it lives): nothing the call writes
+// lies in the heap.
 class Asleep {
  public:
-  Asleep() : on_(t_bypass == 0 && HeapAllocator() != nullptr) {
+  Asleep() : on_(SleepsListed()) {
     if (on_) SafepointSleepBegin();
   }
   ~Asleep() {  // also when a cancellation unwinds the call

@@ -258,9 +258,8 @@ extern "C" int pause() {
 extern "C" int sigsuspend(const sigset_t* mask) {
   pp::Asleep a;
   if (pp::t_bypass != 0) return pp::Libc().sigsuspend(mask);
-  sigset_t with = *mask;  // the safepoint signal stays blocked, as Asleep left it
-  sigaddset(&with, pheap::SafepointSignal());
-  return pp::Libc().sigsuspend(&with);
+  sigset_t with;
+  return pp::Libc().sigsuspend(pp::KeepSafepointBlocked(mask, &with));
 }
 
 extern "C" int sigwait(const sigset_t* set, int* sig) {

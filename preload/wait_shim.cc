@@ -38,23 +38,12 @@ namespace {
 constexpr int kMaxEvents = 256;      // 3 KiB of epoll_event
 constexpr nfds_t kMaxPollFds = 512;  // 4 KiB of pollfd
 
-bool Listed() { return t_bypass == 0 && HeapAllocator() != nullptr; }
-
-// `mask` with the safepoint signal kept blocked, as Asleep left it, in
-// *copy; null stays null (the thread's mask, where Asleep blocked it).
-const sigset_t* KeepSafepointBlocked(const sigset_t* mask, sigset_t* copy) {
-  if (mask == nullptr) return nullptr;
-  *copy = *mask;
-  sigaddset(copy, SafepointSignal());
-  return copy;
-}
-
 // epoll_pwait and epoll_pwait2 alike: `wait` makes the call into a buffer
 // of at most kMaxEvents that is never in the heap.
 template <class Wait>
 int EpollWait(epoll_event* events, int maxevents, Wait wait) {
   epoll_event own[kMaxEvents];
-  if (!Listed() || maxevents <= 0 || InHeap(own, sizeof own)) return wait(events, maxevents, false);
+  if (!SleepsListed() || maxevents <= 0 || InHeap(own, sizeof own)) return wait(events, maxevents, false);
   const bool copy = InHeap(events, sizeof(epoll_event) * static_cast<size_t>(maxevents));
   int r;
   {
@@ -69,7 +58,7 @@ int EpollWait(epoll_event* events, int maxevents, Wait wait) {
 template <class Wait>
 int PollWait(pollfd* fds, nfds_t nfds, Wait wait) {
   pollfd own[kMaxPollFds];
-  if (!Listed() || nfds == 0 || InHeap(own, sizeof own)) return wait(fds, false);
+  if (!SleepsListed() || nfds == 0 || InHeap(own, sizeof own)) return wait(fds, false);
   const bool copy = InHeap(fds, sizeof(pollfd) * nfds);
   if (copy && nfds > kMaxPollFds) return wait(fds, false);
   if (copy) std::memcpy(own, fds, sizeof(pollfd) * nfds);
@@ -83,16 +72,14 @@ int PollWait(pollfd* fds, nfds_t nfds, Wait wait) {
   return r;
 }
 
-// select and pselect alike: each set, and `Time` (select's timeval, which
-// it updates; pselect's timespec, which it does not), received on the stack
-// where the caller's lie in the heap. Only the bytes that cover nfds
-// descriptors are the caller's: a program may allocate no more.
-template <class Time, class Wait>
-int SelectWait(int nfds, fd_set* r, fd_set* w, fd_set* e, Time* t, Wait wait) {
+// select and pselect alike: each set received on the stack where the
+// caller's lies in the heap (select's time left is its caller's, by
+// SleepOutput). Only the bytes that cover nfds descriptors are the
+// caller's: a program may allocate no more.
+template <class Wait>
+int SelectWait(int nfds, fd_set* r, fd_set* w, fd_set* e, Wait wait) {
   fd_set own[3];
-  Time own_t;
-  if (!Listed() || nfds < 0 || nfds > FD_SETSIZE || InHeap(own, sizeof own) || InHeap(&own_t, sizeof own_t))
-    return wait(r, w, e, t, false);
+  if (!SleepsListed() || nfds < 0 || nfds > FD_SETSIZE || InHeap(own, sizeof own)) return wait(r, w, e, false);
   const size_t bytes = (static_cast<size_t>(nfds) + NFDBITS - 1) / NFDBITS * sizeof(fd_mask);
   fd_set* sets[3] = {r, w, e};
   fd_set* pass[3];
@@ -103,26 +90,20 @@ int SelectWait(int nfds, fd_set* r, fd_set* w, fd_set* e, Time* t, Wait wait) {
       pass[i] = &own[i];
     }
   }
-  Time* pass_t = t;
-  if (InHeap(t, sizeof *t)) {
-    own_t = *t;
-    pass_t = &own_t;
-  }
   int n;
   {
     Asleep a;
-    n = wait(pass[0], pass[1], pass[2], pass_t, true);
+    n = wait(pass[0], pass[1], pass[2], true);
   }
   for (int i = 0; i < 3; ++i)
     if (pass[i] != sets[i]) std::memcpy(sets[i], &own[i], bytes);
-  if (pass_t != t) *t = own_t;
   return n;
 }
 
 // The three condition variable waits alike.
 template <class Wait>
 int CondWait(pthread_cond_t* c, pthread_mutex_t* m, Wait wait) {
-  if (!Listed() || InHeap(c, sizeof *c) || InHeap(m, sizeof *m)) return wait();
+  if (!SleepsListed() || InHeap(c, sizeof *c) || InHeap(m, sizeof *m)) return wait();
   Asleep a;
   return wait();
 }
@@ -177,21 +158,18 @@ extern "C" int __ppoll_chk(struct pollfd* fds, nfds_t nfds, const struct timespe
 }
 
 extern "C" int select(int nfds, fd_set* r, fd_set* w, fd_set* e, struct timeval* timeout) {
-  return pp::SelectWait(nfds, r, w, e, timeout, [&](fd_set* pr, fd_set* pw, fd_set* pe, timeval* t, bool) {
-    return pp::Libc().select(nfds, pr, pw, pe, t);
+  pp::SleepOutput<timeval> left(timeout);  // Linux's select writes the time left
+  return pp::SelectWait(nfds, r, w, e, [&](fd_set* pr, fd_set* pw, fd_set* pe, bool) {
+    return pp::Libc().select(nfds, pr, pw, pe, left.get());
   });
 }
 
 extern "C" int pselect(int nfds, fd_set* r, fd_set* w, fd_set* e, const struct timespec* timeout,
                        const sigset_t* mask) {
-  // pselect does not write its timeout: a const one needs no copy.
-  timespec t = timeout != nullptr ? *timeout : timespec{};
-  return pp::SelectWait(nfds, r, w, e, timeout != nullptr ? &t : static_cast<timespec*>(nullptr),
-                        [&](fd_set* pr, fd_set* pw, fd_set* pe, timespec* pt, bool asleep) {
-                          sigset_t copy;
-                          return pp::Libc().pselect(nfds, pr, pw, pe, pt,
-                                                    asleep ? pp::KeepSafepointBlocked(mask, &copy) : mask);
-                        });
+  return pp::SelectWait(nfds, r, w, e, [&](fd_set* pr, fd_set* pw, fd_set* pe, bool asleep) {
+    sigset_t copy;
+    return pp::Libc().pselect(nfds, pr, pw, pe, timeout, asleep ? pp::KeepSafepointBlocked(mask, &copy) : mask);
+  });
 }
 
 extern "C" int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m) {
